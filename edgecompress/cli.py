@@ -1,0 +1,177 @@
+"""The ``edgecompress`` command line: demo, train, eval, summary, list."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import EdgecompressError
+
+
+def _write_json(path: str | None, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` (only on rank 0 of a distributed run)."""
+    if path is None or int(os.environ.get("RANK", "0")) != 0:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    click.echo(f"wrote {path}")
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False),
+                           help="Also write machine-readable results to this file.")
+progress_option = click.option("--progress/--no-progress", default=True, show_default=True,
+                               help="Show progress bars.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgecompress")
+def cli() -> None:
+    """Compress neural networks for edge devices and run them fast."""
+
+
+@cli.command()
+@click.option("--epochs", default=10, show_default=True, help="Epochs per model.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Keep checkpoints, metrics.jsonl and curves.png of every run here.")
+@json_option
+@progress_option
+def demo(epochs: int, seed: int, out_dir: str | None, json_path: str | None, progress: bool) -> None:
+    """Train a float and binarized MLPs on the bundled MNIST subset and compare them."""
+    from .demo import format_rows, run_demo
+
+    rows = run_demo(epochs=epochs, out_dir=out_dir, progress=progress, seed=seed)
+    click.echo("\nedgecompress demo: MLP 784-512-512-10 on the bundled MNIST subset "
+               f"(6,000 train / 1,000 test images), {epochs} epochs, seed {seed}\n")
+    click.echo(format_rows(rows))
+    _write_json(json_path, {"epochs": epochs, "seed": seed, "rows": [r.to_dict() for r in rows]})
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Output directory (default: the recipe's out_dir, else runs/<recipe name>).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--data-root", help="Directory holding the dataset files (overrides the recipe).")
+@click.option("--epochs", type=int, help="Override the recipe's number of epochs.")
+@json_option
+@progress_option
+def train(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
+          epochs: int | None, json_path: str | None, progress: bool) -> None:
+    """Train the experiment described by RECIPE (a YAML file).
+
+    Launch with `torchrun --nproc_per_node N -m edgecompress.cli train RECIPE` for
+    distributed data-parallel training.
+    """
+    from .experiment import run
+    from .recipe import Recipe
+
+    r = Recipe.from_yaml(recipe)
+    if epochs is not None:
+        r.epochs = epochs
+    out = out_dir or r.out_dir or str(Path("runs") / r.name)
+    result = run(r, out_dir=out, resume=resume, data_root=data_root, progress=progress)
+    if _is_main():
+        if result.report is not None:
+            click.echo(str(result.report))
+        click.echo(json.dumps(result.metrics, default=str))
+        click.echo(f"checkpoint: {Path(out) / 'checkpoint.pt'}")
+    _write_json(json_path, {"recipe": r.to_dict(), "metrics": result.metrics,
+                            "checkpoint": str(Path(out) / "checkpoint.pt")})
+
+
+@cli.command(name="eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data-root", help="Directory holding the dataset files (overrides the recipe).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@json_option
+def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int,
+          json_path: str | None) -> None:
+    """Evaluate a trained CHECKPOINT on its recipe's dataset."""
+    from .experiment import load_trained
+    from .train import evaluate
+
+    model, recipe = load_trained(checkpoint)
+    dataset = recipe.load_data(split, data_root)
+    metrics = evaluate(model, dataset, batch_size=batch_size)
+    click.echo(f"{recipe.name}: {split} loss {metrics['loss']:.4f}, top-1 {metrics['top1']:.2f}%")
+    _write_json(json_path, {"checkpoint": checkpoint, "split": split, **metrics})
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--input-shape", help="Input shape without batch, e.g. 3,32,32 "
+              "(default: the model's own).")
+@click.option("--num-classes", type=int, default=10, show_default=True)
+@click.option("--method", help="Convert the model with this method first (e.g. bnn).")
+@click.option("--mode", help="Method mode, e.g. w1a1.")
+@json_option
+def summary(target: str, input_shape: str | None, num_classes: int, method: str | None,
+            mode: str | None, json_path: str | None) -> None:
+    """Print parameters, bytes and MACs by precision for TARGET: a model name, a recipe (.yaml)
+    or a checkpoint (.pt)."""
+    from . import models
+    from .analysis import summary as summarize
+    from .convert import convert
+    from .experiment import load_trained
+    from .recipe import Recipe
+
+    shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else None
+    if target.endswith((".yaml", ".yml")):
+        r = Recipe.from_yaml(target)
+        data = r.load_data("test")
+        model, _ = r.build_model(data.num_classes, tuple(data.input_shape))
+        shape = shape or tuple(data.input_shape)
+    elif target.endswith(".pt"):
+        model, _ = load_trained(target)
+    else:
+        kwargs: dict[str, Any] = {"num_classes": num_classes}
+        if shape:
+            kwargs["input_shape"] = shape
+        model = models.create(target, **kwargs)
+    if method:
+        model = convert(model, method, **({"mode": mode} if mode else {}))
+    shape = shape or tuple(getattr(model, "input_shape"))
+    s = summarize(model, shape)
+    click.echo(str(s))
+    _write_json(json_path, s.to_dict())
+
+
+@cli.command(name="list")
+def list_() -> None:
+    """List the available models, datasets, methods and quantizers."""
+    from . import data, models, quantizers
+    from .convert import available_methods
+
+    for title, names in (("models", models.available()), ("datasets", data.available()),
+                         ("methods", available_methods()), ("quantizers", quantizers.available())):
+        click.echo(f"{title}: {', '.join(names)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn our errors into one clear line and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="edgecompress", standalone_mode=False)
+    except EdgecompressError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

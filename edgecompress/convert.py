@@ -1,0 +1,234 @@
+"""Turn a float model into a compressed one: ``edgecompress.convert(model, method=...)``.
+
+A *method* is registered by name with :func:`register_method`; it is a factory that takes the
+method's options and returns a :class:`Converter`, which says which layer types it handles and
+builds the compressed replacement of one layer. :func:`convert` walks the model, applies the
+include/exclude rules and the first/last-layer policy, swaps the layers and reports what it did.
+Later method families (shift, Euclid, tensor train) plug in through the same registry.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence, Union
+
+from torch import nn
+
+from .errors import ConversionError
+from .layers import BinaryConv2d, BinaryLinear, CompressedLayer
+from .layers.binary import SCALINGS
+from .quantizers import QuantizerPair, SignClipSTE, SignSTE
+from .registry import Registry
+
+Rule = Union[str, type]
+
+
+class Converter:
+    """Builds the compressed replacement of a single layer.
+
+    Subclasses set ``supported_types`` and implement :meth:`convert_layer`.
+    """
+
+    supported_types: tuple[type[nn.Module], ...] = ()
+
+    def supports(self, module: nn.Module) -> bool:
+        return isinstance(module, self.supported_types) and not isinstance(module, CompressedLayer)
+
+    def convert_layer(self, module: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+
+MethodFactory = Callable[..., Converter]
+_METHODS: Registry[MethodFactory] = Registry("method")
+
+
+def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
+    """Register a conversion method: ``factory(**options) -> Converter``."""
+    return _METHODS.register(name)  # type: ignore[return-value]
+
+
+def available_methods() -> list[str]:
+    """Names accepted by :func:`convert`."""
+    return _METHODS.available()
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert` did: converted layers and layers kept in float, with the reason."""
+
+    method: str
+    converted: list[tuple[str, str, str]] = field(default_factory=list)  # name, from, to
+    kept: list[tuple[str, str, str]] = field(default_factory=list)  # name, type, reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "converted": [dict(name=n, source=s, target=t) for n, s, t in self.converted],
+            "kept": [dict(name=n, type=t, reason=r) for n, t, r in self.kept],
+        }
+
+    def __str__(self) -> str:
+        lines = [f"convert(method={self.method!r}): {len(self.converted)} converted, "
+                 f"{len(self.kept)} kept float"]
+        lines += [f"  converted  {n:<30} {s} -> {t}" for n, s, t in self.converted]
+        lines += [f"  kept       {n:<30} {t} ({r})" for n, t, r in self.kept]
+        return "\n".join(lines)
+
+
+def convert(
+    model: nn.Module,
+    method: str | Converter,
+    *,
+    keep_first_last: bool = True,
+    include: Sequence[Rule] | None = None,
+    exclude: Sequence[Rule] | None = None,
+    inplace: bool = False,
+    return_report: bool = False,
+    **options: Any,
+) -> nn.Module | tuple[nn.Module, ConversionReport]:
+    """Replace the layers of ``model`` that ``method`` supports by their compressed versions.
+
+    Args:
+        model: a float model (left untouched unless ``inplace``).
+        method: a registered method name (see :func:`available_methods`) or a Converter.
+        keep_first_last: keep the first conv/linear layer and the last linear layer in float.
+        include: only convert layers matching one of these rules (a module-name glob such as
+            ``"layer1.*"`` or a layer class). An exact name of an unsupported layer is an error.
+        exclude: never convert layers matching one of these rules.
+        inplace: modify ``model`` itself instead of a deep copy.
+        return_report: also return a :class:`ConversionReport`.
+        **options: the method's options (e.g. ``mode="w1a1"``, ``scaling="channel"``).
+
+    Example:
+        >>> import torch.nn as nn, edgecompress
+        >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.Linear(16, 2))
+        >>> binary = edgecompress.convert(net, "bnn", mode="w1a1")
+    """
+    if isinstance(method, Converter):
+        converter, method_name = method, type(method).__name__
+    else:
+        try:
+            converter = _METHODS.get(method)(**options)
+        except TypeError as exc:
+            raise ConversionError(f"bad option for method {method!r}: {exc}") from None
+        method_name = method
+    model = model if inplace else copy.deepcopy(model)
+    report = ConversionReport(method_name)
+    protected = _first_last_names(model) if keep_first_last else {}
+    _check_include(model, include, converter, method_name)
+
+    for name, module in list(model.named_modules()):
+        if not name or not converter.supports(module):
+            continue
+        kind = type(module).__name__
+        if include is not None and not _matches(name, module, include):
+            report.kept.append((name, kind, "not included"))
+        elif exclude is not None and _matches(name, module, exclude):
+            report.kept.append((name, kind, "excluded"))
+        elif name in protected:
+            report.kept.append((name, kind, protected[name]))
+        else:
+            new = converter.convert_layer(module)
+            new.train(module.training)
+            _set_submodule(model, name, new)
+            report.converted.append((name, kind, type(new).__name__))
+    return (model, report) if return_report else model
+
+
+def _matches(name: str, module: nn.Module, rules: Iterable[Rule]) -> bool:
+    for rule in rules:
+        if isinstance(rule, type):
+            if isinstance(module, rule):
+                return True
+        elif fnmatch.fnmatchcase(name, rule):
+            return True
+    return False
+
+
+def _check_include(
+    model: nn.Module, include: Sequence[Rule] | None, converter: Converter, method: str
+) -> None:
+    if include is None:
+        return
+    modules = dict(model.named_modules())
+    for rule in include:
+        if isinstance(rule, type):
+            continue
+        if not any(fnmatch.fnmatchcase(n, rule) for n in modules if n):
+            raise ConversionError(f"include rule {rule!r} matches no layer of the model")
+        if rule in modules and not converter.supports(modules[rule]):
+            kinds = ", ".join(t.__name__ for t in converter.supported_types)
+            raise ConversionError(
+                f"layer {rule!r} ({type(modules[rule]).__name__}) cannot be converted by "
+                f"method {method!r}, which supports: {kinds}"
+            )
+
+
+def _first_last_names(model: nn.Module) -> dict[str, str]:
+    """Names of the first conv/linear layer and the last linear layer, with the reason."""
+    weighted = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    out: dict[str, str] = {}
+    if weighted:
+        out[weighted[0][0]] = "first layer"
+    linears = [n for n, m in weighted if isinstance(m, nn.Linear)]
+    if linears:
+        out.setdefault(linears[-1], "last layer")
+    return out
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+# --- binarization methods ---------------------------------------------------------------------
+
+MODES = ("w1a32", "w1a1")
+
+
+class BinaryConverter(Converter):
+    """Binarizes Linear and Conv2d weights with a quantizer pair (and inputs in W1A1 mode)."""
+
+    supported_types = (nn.Linear, nn.Conv2d)
+
+    def __init__(
+        self,
+        weight_quantizer: Callable[[], QuantizerPair],
+        *,
+        mode: str = "w1a32",
+        scaling: str = "none",
+        input_quantizer: Callable[[], QuantizerPair] = SignClipSTE,
+    ) -> None:
+        mode = mode.lower()
+        if mode not in MODES:
+            raise ConversionError(f"mode must be one of {MODES}, got {mode!r}")
+        if scaling not in SCALINGS:
+            raise ConversionError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+        self.weight_quantizer = weight_quantizer
+        self.input_quantizer = input_quantizer if mode == "w1a1" else None
+        self.scaling = scaling
+
+    def convert_layer(self, module: nn.Module) -> nn.Module:
+        options = dict(
+            weight_quantizer=self.weight_quantizer(),
+            input_quantizer=self.input_quantizer() if self.input_quantizer else None,
+            scaling=self.scaling,
+        )
+        if isinstance(module, nn.Conv2d):
+            return BinaryConv2d.from_float(module, **options)
+        return BinaryLinear.from_float(module, **options)
+
+
+@register_method("bc")
+def _bc(**options: Any) -> Converter:
+    """BinaryConnect: sign forward, identity (straight-through) backward."""
+    return BinaryConverter(SignSTE, **options)
+
+
+@register_method("bnn")
+def _bnn(**options: Any) -> Converter:
+    """BNN: sign forward, clipped straight-through backward."""
+    return BinaryConverter(SignClipSTE, **options)

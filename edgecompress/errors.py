@@ -1,0 +1,35 @@
+"""Exceptions raised by edgecompress.
+
+Every error names the offending thing (file, layer, key, value) so the user can fix it without
+reading our source. They subclass the built-in exception a caller would naturally catch.
+"""
+
+from __future__ import annotations
+
+
+class EdgecompressError(Exception):
+    """Base class of every error raised on purpose by edgecompress."""
+
+
+class UnknownNameError(EdgecompressError, ValueError):
+    """A name (model, dataset, method, quantizer, ...) that no registry knows."""
+
+
+class DataError(EdgecompressError, ValueError):
+    """A dataset file that is missing, truncated, corrupt or of the wrong shape."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """Dataset files are not where they were expected (downloads are never attempted)."""
+
+
+class CheckpointError(EdgecompressError, ValueError):
+    """A checkpoint that is corrupt, from another format, or does not match the model."""
+
+
+class RecipeError(EdgecompressError, ValueError):
+    """A recipe (YAML experiment description) with unknown keys or invalid values."""
+
+
+class ConversionError(EdgecompressError, ValueError):
+    """A model conversion that cannot be done (unsupported layer, bad option)."""

@@ -1,0 +1,72 @@
+"""Running a recipe end to end, and rebuilding a trained model from its checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .convert import ConversionReport
+from .errors import CheckpointError, RecipeError
+from .recipe import Recipe
+from .train import Callback, Trainer, load_checkpoint, load_model_state
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns: final metrics, the trained model and its conversion report."""
+
+    metrics: dict[str, Any]
+    model: nn.Module
+    report: ConversionReport | None
+    recipe: Recipe
+
+
+def run(
+    recipe: Recipe,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    data_root: str | None = None,
+    progress: bool = True,
+    callbacks: tuple[Callback, ...] = (),
+) -> RunResult:
+    """Train ``recipe``: load data, build and convert the model, train, evaluate on the test split.
+
+    ``out_dir`` (or the recipe's ``out_dir``) receives ``checkpoint.pt``, ``metrics.jsonl`` and
+    ``curves.png``; ``resume=True`` continues from the checkpoint there.
+    """
+    train_set = recipe.load_data("train", data_root)
+    test_set = recipe.load_data("test", data_root)
+    shape = {"num_classes": train_set.num_classes, "input_shape": list(train_set.input_shape)}
+    model, report = recipe.build_model(**shape)
+    teacher = None
+    if recipe.distill:
+        teacher, _ = load_trained(recipe.distill["teacher"])
+    out = str(out_dir) if out_dir is not None else recipe.out_dir
+    config = recipe.train_config(out_dir=out, resume=resume, progress=progress)
+    trainer = Trainer(
+        model, train_set, test_set, config, callbacks=callbacks, teacher=teacher,
+        extra_state={"recipe": recipe.to_dict(), **shape},
+    )
+    metrics = trainer.fit()
+    return RunResult(metrics, trainer.model, report, recipe)
+
+
+def load_trained(path: str | Path) -> tuple[nn.Module, Recipe]:
+    """Rebuild the model stored in checkpoint ``path`` (architecture from its recipe, weights from
+    its state dict) in eval mode. Never unpickles arbitrary objects."""
+    checkpoint = load_checkpoint(path)
+    extra = checkpoint.get("extra_state") or {}
+    raw = extra.get("recipe")
+    if raw is None or "num_classes" not in extra or "input_shape" not in extra:
+        raise CheckpointError(f"{path}: checkpoint has no recipe, so its model cannot be rebuilt")
+    try:
+        recipe = Recipe.from_dict(raw, f"{path} (stored recipe)")
+    except RecipeError as exc:
+        raise CheckpointError(f"{path}: stored recipe is invalid: {exc}") from None
+    model, _ = recipe.build_model(extra["num_classes"], tuple(extra["input_shape"]))
+    load_model_state(model, checkpoint["model"], path)
+    return model.eval(), recipe

@@ -1,0 +1,27 @@
+"""What every compressed layer tells the rest of the library about itself.
+
+The model summary, the freezer and the trainer's diagnostics read these attributes instead of
+checking layer classes, so a new layer family only has to set them.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class CompressedLayer(nn.Module):
+    """Mixin for layers whose deployed weights (or consumed activations) are low precision.
+
+    Attributes
+    ----------
+    weight_bits:
+        Bits per weight once the layer is deployed (1 for binary, 3 for 3-bit shift, 32 for float).
+        Only the tensor named ``weight`` is counted at this precision; biases and other parameters
+        stay 32-bit.
+    input_bits:
+        Bits of the activations the layer multiplies its weights with (1 when inputs are
+        binarized, 32 otherwise).
+    """
+
+    weight_bits: int = 32
+    input_bits: int = 32

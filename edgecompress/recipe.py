@@ -1,0 +1,183 @@
+"""Experiment recipes: one YAML file says what to train, on what, compressed how, for how long.
+
+A recipe names a model, a dataset, an optional compression method, the optimizer, the LR
+schedule, the number of epochs and the seed::
+
+    name: mnist-mlp-bnn
+    model: {name: mlp, hidden: [256, 256]}
+    data: {name: mnist-bundled}
+    method: {name: bnn, mode: w1a1}
+    optimizer: {name: adam, lr: 0.001}
+    schedule: {name: cosine}
+    epochs: 5
+    batch_size: 100
+    seed: 0
+
+``model``, ``data`` and ``method`` may be a bare name instead of a mapping; ``method: null`` (or
+``float``) trains the float model. Unknown keys are rejected with the list of valid ones, so a typo
+never silently falls back to a default. The whole recipe is stored in every checkpoint, which is how
+``edgecompress eval CHECKPOINT`` rebuilds the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from torch import nn
+
+from . import data as data_lib
+from . import models as models_lib
+from .convert import ConversionReport, available_methods, convert
+from .errors import RecipeError, UnknownNameError
+from .registry import normalize_name
+from .train import TrainConfig
+
+_TOP_KEYS = {
+    "name", "model", "data", "method", "optimizer", "schedule", "epochs", "batch_size",
+    "eval_batch_size", "seed", "label_smoothing", "grad_clip", "distill", "out_dir",
+}
+_OPTIMIZER_KEYS = {"name", "lr", "momentum", "nesterov", "betas", "weight_decay", "no_decay",
+                   "decay_1d"}
+_SCHEDULE_KEYS = {"name", "milestones", "gamma", "warmup_epochs"}
+_DISTILL_KEYS = {"teacher", "alpha", "temperature"}
+_METHOD_POLICY_KEYS = {"keep_first_last", "include", "exclude"}
+_DATA_KEYS = {"name", "root", "augment", "limit"}
+
+
+def _named(value: Any, where: str) -> dict[str, Any]:
+    """``"x"`` -> ``{"name": "x"}``; mappings must have a name."""
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, Mapping):
+        if "name" not in value:
+            raise RecipeError(f"recipe key {where!r} needs a 'name'")
+        return dict(value)
+    raise RecipeError(f"recipe key {where!r} must be a name or a mapping, got {value!r}")
+
+
+def _check_keys(section: Mapping[str, Any], valid: set[str], where: str) -> None:
+    unknown = sorted(set(section) - valid)
+    if unknown:
+        raise RecipeError(
+            f"unknown key(s) {', '.join(repr(where + k) for k in unknown)} in recipe; "
+            f"valid keys{' of ' + where.rstrip('.') if where else ''}: {', '.join(sorted(valid))}"
+        )
+
+
+@dataclass
+class Recipe:
+    """A validated recipe. Build one with :meth:`from_yaml` or :meth:`from_dict`."""
+
+    name: str
+    model: dict[str, Any]
+    data: dict[str, Any]
+    method: dict[str, Any] | None
+    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "sgd"})
+    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "cosine"})
+    epochs: int = 1
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    seed: int = 0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    distill: dict[str, Any] | None = None
+    out_dir: str | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "<recipe>") -> "Recipe":
+        if not isinstance(raw, Mapping):
+            raise RecipeError(f"{source}: a recipe must be a mapping, got {type(raw).__name__}")
+        try:
+            _check_keys(raw, _TOP_KEYS, "")
+            for key in ("model", "data"):
+                if key not in raw:
+                    raise RecipeError(f"recipe needs a {key!r} key")
+            model = _named(raw["model"], "model")
+            data = _named(raw["data"], "data")
+            _check_keys(data, _DATA_KEYS, "data.")
+            method = raw.get("method")
+            method = None if method in (None, "float", "none") else _named(method, "method")
+            optimizer = _named(raw.get("optimizer", "sgd"), "optimizer")
+            _check_keys(optimizer, _OPTIMIZER_KEYS, "optimizer.")
+            schedule = _named(raw.get("schedule", "cosine"), "schedule")
+            _check_keys(schedule, _SCHEDULE_KEYS, "schedule.")
+            distill = raw.get("distill")
+            if distill is not None:
+                if not isinstance(distill, Mapping) or "teacher" not in distill:
+                    raise RecipeError("recipe key 'distill' must be a mapping with a 'teacher'")
+                _check_keys(distill, _DISTILL_KEYS, "distill.")
+            values = {k: raw[k] for k in _TOP_KEYS & set(raw)}
+            values.update(model=model, data=data, method=method, optimizer=optimizer,
+                          schedule=schedule, distill=dict(distill) if distill else None)
+            values.setdefault("name", Path(source).stem if source != "<recipe>" else "run")
+            recipe = cls(**values)
+            recipe.train_config()  # validates optimizer/schedule names and numeric fields
+            names = [(model["name"], models_lib.available()), (data["name"], data_lib.available())]
+            if method is not None:
+                names.append((method["name"], available_methods()))
+            for name, registry in names:
+                if normalize_name(name) not in registry:
+                    raise UnknownNameError(f"unknown name {name!r}; available: {', '.join(registry)}")
+        except (RecipeError, UnknownNameError, ValueError, TypeError) as exc:
+            raise RecipeError(f"{source}: {exc}") from None
+        return recipe
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Recipe":
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"recipe file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+        return cls.from_dict(raw, str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+
+    def train_config(self, **overrides: Any) -> TrainConfig:
+        """The trainer's configuration for this recipe (``overrides`` win)."""
+        opt = {k: v for k, v in self.optimizer.items() if k != "name"}
+        if "betas" in opt:
+            opt["betas"] = tuple(opt["betas"])
+        sched = {k: v for k, v in self.schedule.items() if k != "name"}
+        kd = {}
+        if self.distill:
+            kd = dict(kd_alpha=self.distill.get("alpha", 0.5),
+                      kd_temperature=self.distill.get("temperature", 4.0))
+        values = dict(
+            epochs=self.epochs, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
+            optimizer=self.optimizer["name"], schedule=self.schedule["name"], seed=self.seed,
+            label_smoothing=self.label_smoothing, grad_clip=self.grad_clip,
+            out_dir=self.out_dir, **opt, **sched, **kd,
+        )
+        values.update(overrides)
+        return TrainConfig(**values)
+
+    def load_data(self, split: str, root: str | None = None):
+        """The recipe's dataset split (``root`` overrides the recipe's data root)."""
+        options = {k: v for k, v in self.data.items() if k not in ("name", "root")}
+        if split != "train":
+            options.pop("augment", None)
+        return data_lib.load(self.data["name"], root=root or self.data.get("root"), split=split,
+                             **options)
+
+    def build_model(
+        self, num_classes: int, input_shape: tuple[int, ...]
+    ) -> tuple[nn.Module, ConversionReport | None]:
+        """Create the recipe's model for this data and convert it with the recipe's method."""
+        options = {k: v for k, v in self.model.items() if k != "name"}
+        options.setdefault("num_classes", num_classes)
+        options.setdefault("input_shape", tuple(input_shape))
+        model = models_lib.create(self.model["name"], **options)
+        if self.method is None:
+            return model, None
+        options = dict(self.method)
+        name = options.pop("name")
+        return convert(model, name, return_report=True, **options)  # type: ignore[return-value]
+

@@ -1,0 +1,137 @@
+"""Binary layers, the sign quantizer pairs and edgecompress.convert."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgecompress import quantizers
+from edgecompress.convert import available_methods, convert
+from edgecompress.errors import ConversionError, UnknownNameError
+from edgecompress.layers import BinaryConv2d, BinaryLinear
+
+
+def small_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 3),
+    )
+
+
+def test_sign_maps_zero_to_plus_one():
+    x = torch.tensor([-2.0, -0.0, 0.0, 1e-9, 3.0])
+    assert quantizers.sign(x).tolist() == [-1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("name, expected_grad", [
+    ("sign-ste", [1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("sign-clip-ste", [0.0, 1.0, 1.0, 1.0, 0.0]),
+])
+def test_sign_pairs_forward_and_backward(name, expected_grad):
+    q = quantizers.get(name)
+    x = torch.tensor([-1.5, -1.0, 0.0, 0.5, 2.0], requires_grad=True)
+    y = q(x)
+    assert y.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0]
+    upstream = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    y.backward(upstream)
+    assert torch.equal(x.grad, upstream * torch.tensor(expected_grad))
+
+
+def test_unknown_quantizer_lists_valid_names():
+    with pytest.raises(UnknownNameError, match="sign-ste"):
+        quantizers.get("nope")
+
+
+@pytest.mark.parametrize("scaling", ["none", "channel", "learnable"])
+def test_binary_linear_matches_explicit_formula(scaling):
+    torch.manual_seed(1)
+    lin = nn.Linear(5, 3)
+    layer = BinaryLinear.from_float(lin, weight_quantizer=quantizers.get("sign-ste"),
+                                    scaling=scaling)
+    x = torch.randn(4, 5)
+    w = torch.where(lin.weight >= 0, 1.0, -1.0)
+    if scaling != "none":
+        w = w * lin.weight.abs().mean(dim=1, keepdim=True)
+    torch.testing.assert_close(layer(x), x @ w.t() + lin.bias)
+    torch.testing.assert_close(layer.hard_weight(), w)
+    assert layer.weight_bits == 1 and layer.input_bits == 32
+
+
+def test_binary_conv_w1a1_binarizes_inputs():
+    torch.manual_seed(2)
+    conv = nn.Conv2d(2, 3, 3, padding=1, bias=False)
+    layer = BinaryConv2d.from_float(conv, weight_quantizer=quantizers.get("sign-clip-ste"),
+                                    input_quantizer=quantizers.get("sign-clip-ste"))
+    x = torch.randn(2, 2, 5, 5)
+    expected = nn.functional.conv2d(quantizers.sign(x), quantizers.sign(conv.weight), padding=1)
+    torch.testing.assert_close(layer(x), expected)
+    assert layer.input_bits == 1
+
+
+def test_convert_keeps_first_and_last_layers_float_by_default():
+    net = small_net()
+    binary, report = convert(net, "bnn", return_report=True)
+    assert type(binary[0]) is nn.Conv2d and type(binary[8]) is nn.Linear
+    assert isinstance(binary[3], BinaryConv2d) and isinstance(binary[6], BinaryLinear)
+    assert [n for n, _, _ in report.converted] == ["3", "6"]
+    assert {n: r for n, _, r in report.kept} == {"0": "first layer", "8": "last layer"}
+    assert type(net[3]) is nn.Conv2d, "convert must not modify its input unless inplace=True"
+
+
+def test_convert_then_output_uses_sign_weights():
+    net = small_net().eval()
+    binary = convert(net, "bc", keep_first_last=False).eval()
+    ref = small_net().eval()
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.copy_(quantizers.sign(m.weight))
+    x = torch.randn(2, 1, 6, 6)
+    torch.testing.assert_close(binary(x), ref(x))
+
+
+def test_convert_include_exclude_rules():
+    net = small_net()
+    _, report = convert(net, "bnn", keep_first_last=False, exclude=[nn.Linear], return_report=True)
+    assert [n for n, _, _ in report.converted] == ["0", "3"]
+    _, report = convert(net, "bnn", keep_first_last=False, include=["6"], return_report=True)
+    assert [n for n, _, _ in report.converted] == ["6"]
+
+
+def test_convert_errors_name_the_problem():
+    net = small_net()
+    with pytest.raises(ConversionError, match=r"layer '1' \(BatchNorm2d\).*Linear, Conv2d"):
+        convert(net, "bnn", include=["1"])
+    with pytest.raises(ConversionError, match="matches no layer"):
+        convert(net, "bnn", include=["encoder.*"])
+    with pytest.raises(ConversionError, match="mode"):
+        convert(net, "bnn", mode="w2a2")
+    with pytest.raises(ConversionError, match="scaling"):
+        convert(net, "bnn", scaling="max")
+    with pytest.raises(ConversionError, match="bad option for method 'bnn'"):
+        convert(net, "bnn", colour="red")
+    with pytest.raises(UnknownNameError, match="bnn"):
+        convert(net, "binarize-please")
+    assert {"bc", "bnn"} <= set(available_methods())
+
+
+def test_converted_model_state_dict_round_trip_and_training_step():
+    net = convert(small_net(), "bnn", mode="w1a1", scaling="learnable")
+    x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
+    loss = nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())
+    other = convert(small_net(), "bnn", mode="w1a1", scaling="learnable")
+    other.load_state_dict(net.state_dict())
+    net.eval(), other.eval()
+    torch.testing.assert_close(net(x), other(x))
+
+
+def test_converted_model_under_torch_compile():
+    net = convert(small_net(), "bnn", mode="w1a1").eval()
+    x = torch.randn(3, 1, 6, 6)
+    compiled = torch.compile(net)
+    torch.testing.assert_close(compiled(x), net(x))
