@@ -1,0 +1,12 @@
+"""Training: the loop (one process or DDP via torchrun), optimizers and LR schedules, knowledge
+distillation, callbacks, atomic checkpoints with exact resume, metrics log and plot."""
+
+from .callbacks import Callback
+from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .config import TrainConfig
+from .trainer import Trainer, distillation_loss, evaluate, seed_everything
+
+__all__ = [
+    "Callback", "Trainer", "TrainConfig", "evaluate", "distillation_loss", "seed_everything",
+    "load_checkpoint", "load_model_state", "save_checkpoint",
+]

@@ -1,0 +1,39 @@
+"""Callbacks: the trainer's extension points (schedules, diagnostics, regularisers)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+
+class Callback:
+    """Base class: override the hooks you need; all are no-ops by default.
+
+    A callback's :meth:`state_dict` is saved in every checkpoint and handed back to
+    :meth:`load_state_dict` on resume, so a schedule continues where it stopped.
+    """
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+
+    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
+
+    def on_step_end(self, trainer: "Trainer", step: int, loss: float) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, Any]) -> None:
+        """Called after evaluation; entries added to ``metrics`` go to the metrics log."""
+
+    def on_fit_end(self, trainer: "Trainer", metrics: dict[str, Any]) -> None: ...
+
+    def extra_loss(self, trainer: "Trainer") -> Tensor | None:
+        """A term added to the training loss at every step (e.g. a regulariser)."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,120 @@
+"""The edgecompress command line, end to end on tiny runs of the bundled data."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from edgecompress.cli import cli, main
+
+COMMANDS = ["demo", "train", "eval", "summary", "list"]
+
+
+def tiny_recipe(tmp_path: Path, **changes) -> Path:
+    raw = {
+        "name": "tiny",
+        "model": {"name": "mlp", "hidden": [32], "batchnorm": False},
+        "data": {"name": "mnist-bundled", "limit": 400},
+        "method": {"name": "bnn", "mode": "w1a32"},
+        "optimizer": {"name": "sgd", "lr": 0.05},
+        "epochs": 2, "batch_size": 40, "seed": 3,
+    }
+    raw.update(changes)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_main(argv, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_list_names_models_datasets_and_methods():
+    result = CliRunner().invoke(cli, ["list"])
+    assert result.exit_code == 0
+    for word in ("resnet20", "mnist-bundled", "bnn", "sign-ste"):
+        assert word in result.output
+
+
+def test_summary_of_a_converted_model_writes_json(tmp_path):
+    out = tmp_path / "s.json"
+    result = CliRunner().invoke(cli, ["summary", "mlp", "--method", "bnn", "--mode", "w1a1",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert "w1a1" in json.dumps(data)
+    assert "Total" in result.output or "total" in result.output
+
+
+def test_train_eval_round_trip(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    run_dir, train_json, eval_json = tmp_path / "run", tmp_path / "train.json", tmp_path / "e.json"
+    result = CliRunner().invoke(cli, ["train", str(recipe), "--out", str(run_dir), "--no-progress",
+                                      "--json", str(train_json)])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "metrics.jsonl").is_file()
+    trained = json.loads(train_json.read_text())["metrics"]
+    result = CliRunner().invoke(cli, ["eval", str(run_dir / "checkpoint.pt"), "--json",
+                                      str(eval_json)])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(eval_json.read_text())
+    assert evaluated["top1"] == pytest.approx(trained["test_top1"])
+    assert evaluated["loss"] == pytest.approx(trained["test_loss"], rel=1e-5)
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, capsys):
+    bad = tiny_recipe(tmp_path, optimiser={"name": "sgd"})
+    code, _, err = run_main(["train", str(bad)], capsys)
+    assert code == 2 and "unknown key(s) 'optimiser'" in err and "Traceback" not in err
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(256))
+    code, _, err = run_main(["eval", str(garbage)], capsys)
+    assert code == 2 and "garbage.pt" in err
+    code, _, err = run_main(["summary", "alexnet"], capsys)
+    assert code == 2 and "available:" in err and "resnet20" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    """`torchrun --nproc_per_node 2 -m edgecompress.cli train` ends with the weights of the
+    1-process run with the same global batch and seed (a model without BatchNorm)."""
+    recipe = tiny_recipe(tmp_path, method=None)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    base = [sys.executable, "-m", "edgecompress.cli", "train", str(recipe), "--no-progress"]
+    subprocess.run(base + ["--out", str(one)], check=True, env=env, capture_output=True)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m",
+              "edgecompress.cli", "train", str(recipe), "--no-progress", "--out", str(two)]
+    done = subprocess.run(launch, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a = torch.load(one / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(two / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
