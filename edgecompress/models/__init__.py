@@ -1,0 +1,47 @@
+"""The model zoo, by name: ``edgecompress.models.create("resnet20", num_classes=10)``.
+
+Every model takes ``num_classes`` and ``input_shape`` (C, H, W) and exposes ``input_shape`` so the
+summary and the CLI know what to feed it. The first conv/linear module in ``modules()`` order is
+the stem and the last Linear is the classifier (convert keeps both float by default).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable
+
+from torch import nn
+
+from ..registry import Registry
+from .mlp import MLP
+from .resnet import ResNet, cifar_resnet, resnet18
+from .vgg import VGGSmall
+
+_REGISTRY: Registry[Callable[..., nn.Module]] = Registry("model")
+register = _REGISTRY.register
+register("mlp", MLP)
+register("vgg-small", VGGSmall)
+for _depth in (20, 32, 56):
+    register(f"resnet{_depth}", functools.partial(cifar_resnet, _depth))
+register("resnet18", resnet18)
+
+
+def create(name: str, num_classes: int = 10, **kw: Any) -> nn.Module:
+    """Build model ``name``; unknown options are an error naming them and the valid ones."""
+    factory = _REGISTRY.get(name)
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    params = inspect.signature(target).parameters
+    valid = [p for p in params if p not in ("self", "depth")]
+    bad = sorted(set(kw) - set(valid))
+    if bad:
+        raise TypeError(f"model {name!r} got unknown option(s) {bad}; valid: {', '.join(valid)}")
+    return factory(num_classes=num_classes, **kw)
+
+
+def available() -> list[str]:
+    """Registered model names."""
+    return _REGISTRY.available()
+
+
+__all__ = ["create", "available", "register", "MLP", "VGGSmall", "ResNet"]
