@@ -1,3 +1,18 @@
-"""edgecompress: compress neural networks for edge devices and run them fast."""
+"""edgecompress: compress neural networks for edge devices and run them fast.
+
+>>> import edgecompress
+>>> net = edgecompress.models.create("mlp", num_classes=10)
+>>> binary = edgecompress.convert(net, "bnn", mode="w1a1")
+>>> print(edgecompress.summary(binary, (1, 28, 28)))  # doctest: +SKIP
+"""
+
+from . import data, layers, models, quantizers
+from .analysis import summary
+from .convert import available_methods, convert, register_method
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "data", "layers", "models", "quantizers", "summary", "convert", "available_methods",
+    "register_method", "__version__",
+]
