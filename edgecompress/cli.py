@@ -39,7 +39,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--epochs", default=10, show_default=True, help="Epochs per model.")
+@click.option("--epochs", default=20, show_default=True, help="Epochs per model.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Keep checkpoints, metrics.jsonl and curves.png of every run here.")

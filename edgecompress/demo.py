@@ -16,7 +16,7 @@ from .experiment import run
 from .recipe import Recipe
 
 BASE: dict[str, Any] = {
-    "model": {"name": "mlp", "hidden": [512, 512]},
+    "model": {"name": "mlp", "hidden": [512, 512], "activation": "hardtanh"},
     "data": {"name": "mnist-bundled"},
     "optimizer": {"name": "adam", "lr": 0.001},
     "schedule": {"name": "cosine"},
@@ -45,7 +45,7 @@ class DemoRow:
                     compression=self.compression, macs=self.macs)
 
 
-def run_demo(epochs: int = 10, out_dir: str | Path | None = None, progress: bool = True,
+def run_demo(epochs: int = 20, out_dir: str | Path | None = None, progress: bool = True,
              seed: int = 0) -> list[DemoRow]:
     """Train every demo run and return one row per model."""
     rows = []

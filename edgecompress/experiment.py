@@ -11,7 +11,7 @@ from torch import nn
 from .convert import ConversionReport
 from .errors import CheckpointError, RecipeError
 from .recipe import Recipe
-from .train import Callback, Trainer, load_checkpoint, load_model_state
+from .train import Callback, Trainer, load_checkpoint, load_model_state, seed_everything
 
 
 @dataclass
@@ -41,6 +41,7 @@ def run(
     train_set = recipe.load_data("train", data_root)
     test_set = recipe.load_data("test", data_root)
     shape = {"num_classes": train_set.num_classes, "input_shape": list(train_set.input_shape)}
+    seed_everything(recipe.seed)  # the initial weights depend on the seed only
     model, report = recipe.build_model(**shape)
     teacher = None
     if recipe.distill:

@@ -7,8 +7,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "hardtanh": nn.Hardtanh}
-
+from .activations import make_activation
 
 class MLP(nn.Module):
     """flatten -> [Linear -> BatchNorm1d -> activation -> Dropout] x len(hidden) -> Linear."""
@@ -17,9 +16,7 @@ class MLP(nn.Module):
                  hidden: Sequence[int] = (256, 256), batchnorm: bool = True,
                  activation: str = "relu", dropout: float = 0.0) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"mlp: activation must be one of {sorted(ACTIVATIONS)}, "
-                             f"got {activation!r}")
+        make_activation(activation, "mlp")  # validate before building
         self.input_shape = tuple(input_shape)
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(self.input_shape)
@@ -27,7 +24,7 @@ class MLP(nn.Module):
             layers.append(nn.Linear(width, h, bias=not batchnorm))
             if batchnorm:
                 layers.append(nn.BatchNorm1d(h))
-            layers.append(ACTIVATIONS[activation]())
+            layers.append(make_activation(activation, "mlp"))
             if dropout:
                 layers.append(nn.Dropout(dropout))
             width = h
