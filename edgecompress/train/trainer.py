@@ -184,7 +184,7 @@ class Trainer:
     def _train_epoch(self, loader: DataLoader, epoch: int) -> dict[str, Any]:
         cfg = self.config
         self.module.train()
-        loss_sum, correct, count = 0.0, 0.0, 0.0
+        loss_sum, correct, count, lr = 0.0, 0.0, 0.0, float("nan")
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
         for i, (x, y) in enumerate(bar):
@@ -195,6 +195,7 @@ class Trainer:
             loss.backward()
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
@@ -206,10 +207,10 @@ class Trainer:
                 cb.on_step_end(self, self.step, value)
             if i % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{loss_sum / count:.4f}", top1=f"{100 * correct / count:.2f}",
-                                lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
+                                lr=f"{lr:.3g}")
         bar.close()
         loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], self.device)
-        return {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+        return {"step": self.step, "lr": lr,  # the learning rate of the epoch's last step
                 "train_loss": loss_sum / count, "train_top1": 100.0 * correct / count}
 
     def _loss(self, logits: Tensor, x: Tensor, y: Tensor) -> Tensor:
