@@ -118,3 +118,46 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
+def test_distillation_recipe_uses_a_trained_teacher(tmp_path):
+    teacher_dir = tmp_path / "teacher"
+    float_recipe = tiny_recipe(tmp_path, method=None)
+    assert CliRunner().invoke(cli, ["train", str(float_recipe), "--out", str(teacher_dir),
+                                    "--no-progress"]).exit_code == 0
+    student = tmp_path / "student.yaml"
+    raw = yaml.safe_load(float_recipe.read_text())
+    raw.update(name="student", method={"name": "bnn"},
+               distill={"teacher": str(teacher_dir / "checkpoint.pt"), "alpha": 0.7})
+    student.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "student.json"
+    result = CliRunner().invoke(cli, ["train", str(student), "--out", str(tmp_path / "s"),
+                                      "--no-progress", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["recipe"]["distill"]["alpha"] == 0.7
+    from edgecompress.train import load_checkpoint
+    assert load_checkpoint(tmp_path / "s" / "checkpoint.pt")["config"]["kd_alpha"] == 0.7
+
+
+def test_summary_of_recipe_and_checkpoint_agree(tmp_path):
+    recipe = tiny_recipe(tmp_path, model={"name": "mlp", "hidden": [32, 32]})
+    run_dir = tmp_path / "run"
+    assert CliRunner().invoke(cli, ["train", str(recipe), "--out", str(run_dir),
+                                    "--no-progress"]).exit_code == 0
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert CliRunner().invoke(cli, ["summary", str(recipe), "--json", str(a)]).exit_code == 0
+    assert CliRunner().invoke(cli, ["summary", str(run_dir / "checkpoint.pt"), "--json",
+                                    str(b)]).exit_code == 0
+    da, db = json.loads(a.read_text()), json.loads(b.read_text())
+    assert da["macs_by_precision"] == db["macs_by_precision"] and "w1a32" in da["macs_by_precision"]
+    assert da["params_by_bits"] == db["params_by_bits"] == {"1": 32 * 32, "32": da["total_params"]
+                                                             - 32 * 32}
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's ten-line API tour is real code (epochs cut to 1 to stay fast)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "epochs=5" in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("epochs=5", "epochs=1"), "README.md", "exec"), {})
