@@ -19,7 +19,7 @@ from torch import nn
 from .errors import ConversionError
 from .layers import BinaryConv2d, BinaryLinear, CompressedLayer
 from .layers.binary import SCALINGS
-from .quantizers import QuantizerPair, SignClipSTE, SignSTE
+from .quantizers import METHODS, method_pair
 from .registry import Registry
 
 Rule = Union[str, type]
@@ -190,31 +190,32 @@ MODES = ("w1a32", "w1a1")
 
 
 class BinaryConverter(Converter):
-    """Binarizes Linear and Conv2d weights with a quantizer pair (and inputs in W1A1 mode)."""
+    """Binarizes Linear and Conv2d weights with a method's quantizer pair, and in W1A1 mode also
+    their inputs (with the ``activation`` method's pair, BNN's sign / clipped STE by default)."""
 
     supported_types = (nn.Linear, nn.Conv2d)
 
-    def __init__(
-        self,
-        weight_quantizer: Callable[[], QuantizerPair],
-        *,
-        mode: str = "w1a32",
-        scaling: str = "none",
-        input_quantizer: Callable[[], QuantizerPair] = SignClipSTE,
-    ) -> None:
+    def __init__(self, method: str, *, mode: str = "w1a32", scaling: str = "none",
+                 activation: str = "bnn", **method_params: Any) -> None:
         mode = mode.lower()
         if mode not in MODES:
             raise ConversionError(f"mode must be one of {MODES}, got {mode!r}")
         if scaling not in SCALINGS:
             raise ConversionError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
-        self.weight_quantizer = weight_quantizer
-        self.input_quantizer = input_quantizer if mode == "w1a1" else None
+        if activation not in METHODS:
+            raise ConversionError(f"activation must be one of {METHODS}, got {activation!r}")
+        try:
+            method_pair(method, **method_params)  # validate the parameters once, here
+        except ValueError as exc:
+            raise ConversionError(str(exc)) from None
+        self.method, self.method_params = method, method_params
+        self.activation = activation if mode == "w1a1" else None
         self.scaling = scaling
 
     def convert_layer(self, module: nn.Module) -> nn.Module:
         options = dict(
-            weight_quantizer=self.weight_quantizer(),
-            input_quantizer=self.input_quantizer() if self.input_quantizer else None,
+            weight_quantizer=method_pair(self.method, **self.method_params),
+            input_quantizer=method_pair(self.activation) if self.activation else None,
             scaling=self.scaling,
         )
         if isinstance(module, nn.Conv2d):
@@ -222,13 +223,13 @@ class BinaryConverter(Converter):
         return BinaryLinear.from_float(module, **options)
 
 
-@register_method("bc")
-def _bc(**options: Any) -> Converter:
-    """BinaryConnect: sign forward, identity (straight-through) backward."""
-    return BinaryConverter(SignSTE, **options)
+def _binary_method(name: str) -> MethodFactory:
+    def factory(**options: Any) -> Converter:
+        return BinaryConverter(name, **options)
+
+    factory.__doc__ = f"Binarization method {name!r} (see edgecompress.quantizers.methods)."
+    return factory
 
 
-@register_method("bnn")
-def _bnn(**options: Any) -> Converter:
-    """BNN: sign forward, clipped straight-through backward."""
-    return BinaryConverter(SignClipSTE, **options)
+for _name in METHODS:
+    register_method(_name)(_binary_method(_name))

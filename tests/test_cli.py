@@ -52,7 +52,7 @@ def test_every_command_has_help(command):
 def test_list_names_models_datasets_and_methods():
     result = CliRunner().invoke(cli, ["list"])
     assert result.exit_code == 0
-    for word in ("resnet20", "mnist-bundled", "bnn", "sign-ste"):
+    for word in ("resnet20", "mnist-bundled", "bnn++", "signswish"):
         assert word in result.output
 
 

@@ -26,12 +26,12 @@ def test_sign_maps_zero_to_plus_one():
     assert quantizers.sign(x).tolist() == [-1.0, 1.0, 1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("name, expected_grad", [
-    ("sign-ste", [1.0, 1.0, 1.0, 1.0, 1.0]),
-    ("sign-clip-ste", [0.0, 1.0, 1.0, 1.0, 0.0]),
+@pytest.mark.parametrize("method, expected_grad", [
+    ("bc", [1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("bnn", [0.0, 1.0, 1.0, 1.0, 0.0]),
 ])
-def test_sign_pairs_forward_and_backward(name, expected_grad):
-    q = quantizers.get(name)
+def test_sign_pairs_forward_and_backward(method, expected_grad):
+    q = quantizers.method_pair(method)
     x = torch.tensor([-1.5, -1.0, 0.0, 0.5, 2.0], requires_grad=True)
     y = q(x)
     assert y.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0]
@@ -41,7 +41,7 @@ def test_sign_pairs_forward_and_backward(name, expected_grad):
 
 
 def test_unknown_quantizer_lists_valid_names():
-    with pytest.raises(UnknownNameError, match="sign-ste"):
+    with pytest.raises(UnknownNameError, match="signswish"):
         quantizers.get("nope")
 
 
@@ -49,7 +49,7 @@ def test_unknown_quantizer_lists_valid_names():
 def test_binary_linear_matches_explicit_formula(scaling):
     torch.manual_seed(1)
     lin = nn.Linear(5, 3)
-    layer = BinaryLinear.from_float(lin, weight_quantizer=quantizers.get("sign-ste"),
+    layer = BinaryLinear.from_float(lin, weight_quantizer=quantizers.method_pair("bc"),
                                     scaling=scaling)
     x = torch.randn(4, 5)
     w = torch.where(lin.weight >= 0, 1.0, -1.0)
@@ -63,8 +63,8 @@ def test_binary_linear_matches_explicit_formula(scaling):
 def test_binary_conv_w1a1_binarizes_inputs():
     torch.manual_seed(2)
     conv = nn.Conv2d(2, 3, 3, padding=1, bias=False)
-    layer = BinaryConv2d.from_float(conv, weight_quantizer=quantizers.get("sign-clip-ste"),
-                                    input_quantizer=quantizers.get("sign-clip-ste"))
+    layer = BinaryConv2d.from_float(conv, weight_quantizer=quantizers.method_pair("bnn"),
+                                    input_quantizer=quantizers.pair("sign", "clip"))
     x = torch.randn(2, 2, 5, 5)
     expected = nn.functional.conv2d(quantizers.sign(x), quantizers.sign(conv.weight), padding=1)
     torch.testing.assert_close(layer(x), expected)
@@ -111,11 +111,14 @@ def test_convert_errors_name_the_problem():
         convert(net, "bnn", mode="w2a2")
     with pytest.raises(ConversionError, match="scaling"):
         convert(net, "bnn", scaling="max")
-    with pytest.raises(ConversionError, match="bad option for method 'bnn'"):
+    with pytest.raises(ConversionError, match="method 'bnn' has no parameter"):
         convert(net, "bnn", colour="red")
+    with pytest.raises(ConversionError, match="activation must be one of"):
+        convert(net, "bnn", mode="w1a1", activation="relu")
     with pytest.raises(UnknownNameError, match="bnn"):
         convert(net, "binarize-please")
-    assert {"bc", "bnn"} <= set(available_methods())
+    assert {"bc", "bnn", "bnn+", "binaryrelax", "proxquant", "pc", "bnn++"} <= set(
+        available_methods())
 
 
 def test_converted_model_state_dict_round_trip_and_training_step():

@@ -1,6 +1,6 @@
 """Compressed layers (nn.Modules) that can be used on their own, without the trainer or CLI."""
 
 from .base import CompressedLayer
-from .binary import BinaryConv2d, BinaryLinear
+from .binary import BinaryConv2d, BinaryLinear, harden
 
-__all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d"]
+__all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d", "harden"]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConversionError
-from ..quantizers import QuantizerPair
+from ..quantizers import QuantizerPair, Sign
 from .base import CompressedLayer
 
 SCALINGS = ("none", "channel", "learnable")
@@ -158,3 +158,14 @@ def _copy_params(src: nn.Module, dst: nn.Module) -> None:
         with torch.no_grad():
             dst.alpha.copy_(dst._channel_scale())
     dst.to(src.weight.device)
+
+
+def harden(model: nn.Module) -> nn.Module:
+    """Switch every quantizer pair in ``model`` (in place) to its deployed form: the forward map
+    becomes exactly sign, whatever its schedule had reached (BinaryRelax's and ProxQuant's
+    "hard sign at the end"). Returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, QuantizerPair):
+            module.prox = Sign()
+            module.backward.schedules.clear()
+    return model

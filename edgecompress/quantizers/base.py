@@ -1,19 +1,85 @@
 """The forward/backward quantizer pair of ProxConnect++ (Lu et al., NeurIPS 2023).
 
 A binarization method is a pair (F, B): the network computes with ``w = F(theta)`` and the latent
-weights receive ``dL/dtheta = B'(theta) * dL/dw`` (elementwise), where ``dL/dw`` is evaluated at the
-forward point. BinaryConnect, BNN and their successors are all such pairs; the straight-through
-estimator is simply ``B = identity``.
+weights receive ``dL/dtheta = B'(theta) * dL/dw`` (elementwise), with ``dL/dw`` evaluated at the
+forward point. PC++ builds F from a proximal quantizer P and the backward quantizer B as
+``F = P o B``; every pair made by :class:`QuantizerPair` has that form by construction.
+BinaryConnect's straight-through estimator is simply ``P = sign, B = identity``.
+
+Parameters that follow a schedule during training (mu, beta, lambda) are tensors registered as
+buffers, so they are saved in ``state_dict`` and do not trigger recompilation under torch.compile.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from .schedule import Schedule
+
+
+def sign(x: Tensor) -> Tensor:
+    """sign(x) = +1 for x >= 0, -1 for x < 0 (never 0, so every weight is one bit)."""
+    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+
+class Elementwise(nn.Module):
+    """An elementwise map with its derivative: a proximal quantizer P or a backward quantizer B.
+
+    ``value(x)`` is the map, ``derivative(x)`` its derivative (almost everywhere). Calling the
+    module returns ``value(x)`` with ``derivative(x)`` as its gradient. Parameters listed in
+    ``params`` are float buffers; :meth:`set_param` changes them, and ``schedules`` maps a
+    parameter name to the :class:`~edgecompress.quantizers.schedule.Schedule` that drives it
+    during training.
+    """
+
+    params: tuple[str, ...] = ()
+
+    def __init__(self, **values: float) -> None:
+        super().__init__()
+        self.schedules: dict[str, "Schedule"] = {}
+        for name in self.params:
+            self.register_buffer(name, torch.tensor(float(values[name])))
+
+    def set_param(self, name: str, value: float) -> None:
+        if name not in self.params:
+            raise ValueError(f"{type(self).__name__} has no parameter {name!r}; it has "
+                             f"{list(self.params) or 'none'}")
+        getattr(self, name).fill_(float(value))
+
+    def value(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def derivative(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _ElementwiseFunction.apply(x, self)
+
+    def extra_repr(self) -> str:
+        parts = [f"{n}={getattr(self, n).item():g}" for n in self.params]
+        parts += [f"{n}_schedule={s!r}" for n, s in self.schedules.items()]
+        return ", ".join(parts)
+
+
+class _ElementwiseFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, fn: Elementwise) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.fn = fn
+        return fn.value(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad_output * ctx.fn.derivative(x), None
+
 
 class _PairFunction(torch.autograd.Function):
-    """Autograd glue: forward with ``pair.quantize``, backward with ``pair.backward_derivative``."""
+    """Forward F(x) = P(B(x)); backward multiplies by B'(x)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, pair: "QuantizerPair") -> Tensor:  # type: ignore[override]
@@ -24,30 +90,35 @@ class _PairFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad_output * ctx.pair.backward_derivative(x), None
+        return grad_output * ctx.pair.backward.derivative(x), None
 
 
 class QuantizerPair(nn.Module):
-    """Base class: subclasses define the forward map F and the derivative B' of the backward map.
+    """A PC++ quantizer pair built from a proximal quantizer ``prox`` (P) and a backward
+    quantizer ``backward`` (B).
 
-    ``quantize(x)`` is F(x); ``backward_derivative(x)`` is B'(x). Calling the module applies F in the
-    forward pass and multiplies incoming gradients by B'(x) in the backward pass.
+    Forward:  F(x) = P(B(x))
+    Backward: dL/dx = B'(x) * dL/dF
+
+    ``hard(x)`` is the deployed value ``sign(x)`` (every pair here binarizes).
     """
 
-    def quantize(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+    def __init__(self, prox: Elementwise, backward: Elementwise, name: str | None = None) -> None:
+        super().__init__()
+        self.prox = prox
+        self.backward = backward
+        self.name = name
 
-    def backward_derivative(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+    def quantize(self, x: Tensor) -> Tensor:
+        """F(x) without autograd."""
+        return self.prox.value(self.backward.value(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return _PairFunction.apply(x, self)
 
     def hard(self, x: Tensor) -> Tensor:
-        """The deployed (hard binary) value of ``x``: ``sign(x)`` with sign(0) = +1."""
         return sign(x)
 
-
-def sign(x: Tensor) -> Tensor:
-    """sign(x) = +1 for x >= 0, -1 for x < 0 (never 0, so every weight is one bit)."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    def __repr__(self) -> str:
+        label = f"{self.name}: " if self.name else ""
+        return f"QuantizerPair({label}F = {self.prox!r} o {self.backward!r}, B = {self.backward!r})"

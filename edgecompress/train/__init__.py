@@ -4,9 +4,10 @@ distillation, callbacks, atomic checkpoints with exact resume, metrics log and p
 from .callbacks import Callback
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import TrainConfig
+from .schedules import ScheduleStepper
 from .trainer import Trainer, distillation_loss, evaluate, seed_everything
 
 __all__ = [
-    "Callback", "Trainer", "TrainConfig", "evaluate", "distillation_loss", "seed_everything",
+    "Callback", "ScheduleStepper", "Trainer", "TrainConfig", "evaluate", "distillation_loss", "seed_everything",
     "load_checkpoint", "load_model_state", "save_checkpoint",
 ]

@@ -22,6 +22,7 @@ from .config import MATH_FIELDS, TrainConfig
 from .distributed import all_reduce_sum, init_process_group, world_from_env
 from .log import plot_curves, write_metrics
 from .optim import build_optimizer, build_scheduler
+from .schedules import ScheduleStepper, scheduled_modules
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -89,9 +90,11 @@ class Trainer:
     kill ends exactly where the uninterrupted run does. Without ``resume`` an existing checkpoint
     in ``out_dir`` is overwritten by the new run.
 
+    A model with scheduled quantizers gets a :class:`ScheduleStepper` callback automatically.
+
     Attributes callbacks may use: model (unwrapped), module (what is called in the forward pass,
-    DDP-wrapped when distributed), optimizer, scheduler, epoch, step, config, rank, world_size,
-    is_main, history.
+    DDP-wrapped when distributed), optimizer, scheduler, epoch, step, total_steps, config, rank,
+    world_size, is_main, history.
     """
 
     def __init__(
@@ -117,11 +120,15 @@ class Trainer:
         self.module: nn.Module = self.model
         self.train_set, self.test_set = train_set, test_set
         self.callbacks = list(callbacks)
+        if scheduled_modules(self.model) and not any(
+                isinstance(cb, ScheduleStepper) for cb in self.callbacks):
+            self.callbacks.append(ScheduleStepper())
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         self.extra_state = dict(extra_state or {})
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.step = 0
+        self.total_steps = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
@@ -155,6 +162,7 @@ class Trainer:
                             sampler=sampler, num_workers=cfg.num_workers)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, len(loader), cfg)
+        self.total_steps = cfg.epochs * len(loader)
         start = 0
         if cfg.resume and self.out_dir and (self.out_dir / CHECKPOINT).is_file():
             start = self._restore(self.out_dir / CHECKPOINT)

@@ -1,0 +1,90 @@
+"""Elementary quantizers: sign and the backward quantizers B of the binarization literature.
+
+Each one gives its value and its derivative. Used as a backward quantizer B inside a
+:class:`~edgecompress.quantizers.QuantizerPair`, only the derivative B' reaches the gradient;
+the value enters the forward pass through F = P o B.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Elementwise, sign
+
+
+class Sign(Elementwise):
+    """sign(x): +1 for x >= 0, -1 otherwise; derivative 0 almost everywhere.
+
+    It is the proximal map of the indicator of {-1, +1} (the projection onto it), so as P it
+    makes every pair end in exact binary values: BinaryConnect is P = Sign, B = Identity.
+    """
+
+    def value(self, x: Tensor) -> Tensor:
+        return sign(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+
+class Identity(Elementwise):
+    """B(x) = x, B'(x) = 1: the straight-through estimator (BinaryConnect,
+    Courbariaux et al. 2015)."""
+
+    def value(self, x: Tensor) -> Tensor:
+        return x
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.ones_like(x)
+
+
+class Clip(Elementwise):
+    """B(x) = clip(x, -1, 1) (hardtanh), B'(x) = 1{|x| <= 1}: BNN's clipped straight-through
+    estimator (Hubara et al. 2016)."""
+
+    def value(self, x: Tensor) -> Tensor:
+        return x.clamp(-1.0, 1.0)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return (x.abs() <= 1).to(x.dtype)
+
+
+class SignSwish(Elementwise):
+    """SignSwish of BNN+ (Darabi et al. 2018, arXiv 1812.11800):
+
+    SS_beta(x)  = 2 sigmoid(beta x) (1 + beta x (1 - sigmoid(beta x))) - 1
+    SS_beta'(x) = beta (2 - beta x tanh(beta x / 2)) / (1 + cosh(beta x))
+
+    beta > 0 (default 5); SS_beta -> sign as beta -> infinity. It overshoots slightly beyond
+    +-1 (about 1.1) before settling back.
+    """
+
+    params = ("beta",)
+
+    def __init__(self, beta: float = 5.0) -> None:
+        if beta <= 0:
+            raise ValueError(f"SignSwish needs beta > 0, got {beta}")
+        super().__init__(beta=beta)
+
+    def value(self, x: Tensor) -> Tensor:
+        bx = self.beta * x
+        s = torch.sigmoid(bx)
+        return 2 * s * (1 + bx * (1 - s)) - 1
+
+    def derivative(self, x: Tensor) -> Tensor:
+        bx = self.beta * x
+        return self.beta * (2 - bx * torch.tanh(bx / 2)) / (1 + torch.cosh(bx))
+
+
+class ApproxSign(Elementwise):
+    """ApproxSign of Bi-Real Net (Liu et al. 2018): the piecewise quadratic
+
+    value:      2x - x|x| for |x| <= 1, sign(x) otherwise
+    derivative: 2 - 2|x| for |x| <= 1, 0 otherwise
+    """
+
+    def value(self, x: Tensor) -> Tensor:
+        return torch.where(x.abs() <= 1, 2 * x - x * x.abs(), sign(x))
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.where(x.abs() <= 1, 2 - 2 * x.abs(), torch.zeros_like(x))

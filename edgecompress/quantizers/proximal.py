@@ -1,0 +1,78 @@
+"""Proximal quantizers P: maps that pull a value towards {-1, +1}, by a parameter that grows
+during training until P is sign. Their derivatives are given for completeness; in a
+:class:`~edgecompress.quantizers.QuantizerPair` the gradient uses B' only."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Elementwise, sign
+
+
+class BinaryRelaxProx(Elementwise):
+    """BinaryRelax (Yin et al. 2018), the relaxed projection onto {-1, +1}:
+
+    P(v)  = (v + lam sign(v)) / (1 + lam)
+    P'(v) = 1 / (1 + lam)
+
+    lam = 0 is the identity; lam -> infinity gives sign. lam grows over training.
+    """
+
+    params = ("lam",)
+
+    def __init__(self, lam: float = 0.0) -> None:
+        super().__init__(lam=lam)
+
+    def value(self, x: Tensor) -> Tensor:
+        return (x + self.lam * sign(x)) / (1 + self.lam)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.full_like(x, 1.0) / (1 + self.lam)
+
+
+class ProxQuantProx(Elementwise):
+    """ProxQuant (Bai et al. 2019), the prox of lam * (L1 distance to {-1, +1}):
+
+    P(v)  = sign(v) + sign(v - sign(v)) * max(|v - sign(v)| - lam, 0)
+    P'(v) = 1{|v - sign(v)| > lam}
+
+    lam = 0 is the identity; once lam >= |v - sign(v)|, P(v) = sign(v). lam grows over training.
+    """
+
+    params = ("lam",)
+
+    def __init__(self, lam: float = 0.0) -> None:
+        super().__init__(lam=lam)
+
+    def value(self, x: Tensor) -> Tensor:
+        s = sign(x)
+        r = x - s
+        return s + torch.sign(r) * (r.abs() - self.lam).clamp(min=0)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return ((x - sign(x)).abs() > self.lam).to(x.dtype)
+
+
+class ProxConnectProx(Elementwise):
+    """The ProxConnect linear proximal quantizer (Dockhorn et al. 2021; our reading, see
+    specs/binarization.md):
+
+    P^mu(v)  = clip(v + mu sign(v), -1, 1)
+    P^mu'(v) = 1{|v + mu sign(v)| <= 1}
+
+    mu = 0 gives clip; mu >= 1 gives sign for every v. mu grows from 0 to 1 over training.
+    """
+
+    params = ("mu",)
+
+    def __init__(self, mu: float = 0.0) -> None:
+        if mu < 0:
+            raise ValueError(f"ProxConnectProx needs mu >= 0, got {mu}")
+        super().__init__(mu=mu)
+
+    def value(self, x: Tensor) -> Tensor:
+        return (x + self.mu * sign(x)).clamp(-1.0, 1.0)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return ((x + self.mu * sign(x)).abs() <= 1).to(x.dtype)
