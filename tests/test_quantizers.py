@@ -1,0 +1,273 @@
+"""Quantizers and methods against the formulas of specs/binarization.md."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from edgecompress import quantizers
+from edgecompress.layers import BinaryLinear, harden
+from edgecompress.quantizers import Schedule, method_pair, sign
+from edgecompress.train import TrainConfig, Trainer, load_checkpoint
+
+X = torch.tensor([-2.5, -1.0, -0.6, -0.2, 0.0, 0.3, 0.9, 1.0, 1.7], dtype=torch.float64)
+
+
+def ss(x: torch.Tensor, beta: float) -> torch.Tensor:
+    s = torch.sigmoid(beta * x)
+    return 2 * s * (1 + beta * x * (1 - s)) - 1
+
+
+def grad_of(module, x):
+    x = x.clone().requires_grad_(True)
+    module(x).sum().backward()
+    return x.grad
+
+
+# --- elementary quantizers: values and derivatives --------------------------------------------
+
+def test_sign_and_identity_and_clip():
+    assert sign(X).tolist() == [-1, -1, -1, -1, 1, 1, 1, 1, 1]
+    assert torch.equal(grad_of(quantizers.get("identity"), X), torch.ones_like(X))
+    clip = quantizers.get("clip")
+    assert torch.equal(clip(X), X.clamp(-1, 1))
+    assert grad_of(clip, X).tolist() == [0, 1, 1, 1, 1, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize("beta", [1.0, 5.0, 10.0])
+def test_signswish_value_and_derivative_formula(beta):
+    q = quantizers.get("signswish", beta=beta).double()
+    torch.testing.assert_close(q(X), ss(X, beta))
+    expected = beta * (2 - beta * X * torch.tanh(beta * X / 2)) / (1 + torch.cosh(beta * X))
+    torch.testing.assert_close(grad_of(q, X), expected)
+    # the closed-form derivative is the true derivative of the value (autograd through ss)
+    x = torch.linspace(-2, 2, 41, dtype=torch.float64, requires_grad=True)
+    ss(x, beta).sum().backward()
+    torch.testing.assert_close(q.derivative(x.detach()), x.grad)
+    assert torch.autograd.gradcheck(lambda v: q(v), (x.detach().clone().requires_grad_(True),))
+
+
+def test_signswish_tends_to_sign():
+    q = quantizers.get("signswish", beta=200.0).double()
+    away = X[X.abs() > 0.1]
+    torch.testing.assert_close(q(away), sign(away), atol=1e-6, rtol=0)
+
+
+def test_approxsign():
+    q = quantizers.get("approxsign").double()
+    expected = torch.where(X.abs() <= 1, 2 * X - X * X.abs(), torch.sign(X))
+    torch.testing.assert_close(q(X), expected)
+    expected_grad = torch.where(X.abs() <= 1, 2 - 2 * X.abs(), torch.zeros_like(X))
+    torch.testing.assert_close(grad_of(q, X), expected_grad)
+    inner = torch.linspace(-0.95, 0.95, 20, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: q(v), (inner,))
+
+
+# --- proximal quantizers ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 3.0])
+def test_binaryrelax_prox(lam):
+    q = quantizers.get("binaryrelax", lam=lam).double()
+    torch.testing.assert_close(q(X), (X + lam * sign(X)) / (1 + lam))
+    torch.testing.assert_close(grad_of(q, X), torch.full_like(X, 1 / (1 + lam)))
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
+def test_proxquant_prox(lam):
+    q = quantizers.get("proxquant", lam=lam).double()
+    s = sign(X)
+    expected = s + torch.sign(X - s) * torch.clamp((X - s).abs() - lam, min=0)
+    torch.testing.assert_close(q(X), expected)
+    # explicit values: lam = 0 is the identity; large lam reaches sign
+    if lam == 0.0:
+        torch.testing.assert_close(q(X), X)
+    if lam == 1.0:
+        assert q(torch.tensor([0.3, -0.6, 1.7], dtype=torch.float64)).tolist() == [1, -1, 1]
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.4, 1.0])
+def test_proxconnect_prox(mu):
+    q = quantizers.get("proxconnect", mu=mu).double()
+    torch.testing.assert_close(q(X), (X + mu * sign(X)).clamp(-1, 1))
+    if mu == 0.0:
+        torch.testing.assert_close(q(X), X.clamp(-1, 1))
+    if mu == 1.0:
+        torch.testing.assert_close(q(X), sign(X))
+
+
+# --- method pairs: forward F = P o B, backward B' ---------------------------------------------
+
+BACKWARD_DERIVATIVE = {
+    "bc": lambda x: torch.ones_like(x),
+    "bnn": lambda x: (x.abs() <= 1).double(),
+    "bnn+": lambda x: 5 * (2 - 5 * x * torch.tanh(5 * x / 2)) / (1 + torch.cosh(5 * x)),
+    "binaryrelax": lambda x: torch.ones_like(x),
+    "proxquant": lambda x: torch.ones_like(x),
+    "pc": lambda x: torch.ones_like(x),
+    "bnn++": lambda x: 5 * (2 - 5 * x * torch.tanh(5 * x / 2)) / (1 + torch.cosh(5 * x)),
+}
+
+
+def forward_formula(method: str, x: torch.Tensor, p: float) -> torch.Tensor:
+    """F of each method written out from the spec's table (p = the current lam or mu)."""
+    s = sign(x)
+    return {
+        "bc": s, "bnn": s, "bnn+": s,
+        "binaryrelax": (x + p * s) / (1 + p),
+        "proxquant": s + torch.sign(x - s) * torch.clamp((x - s).abs() - p, min=0),
+        "pc": (x + p * s).clamp(-1, 1),
+        "bnn++": (ss(x, 5.0) + p * sign(ss(x, 5.0))).clamp(-1, 1),
+    }[method]
+
+
+@pytest.mark.parametrize("method", list(BACKWARD_DERIVATIVE))
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_method_forward_and_backward_match_the_spec(method, p):
+    params = {"bnn+": {}, "bc": {}, "bnn": {}}.get(method)
+    if params is None:
+        name = {"binaryrelax": "lam", "proxquant": "lam"}.get(method, "mu")
+        params = {name: p}
+    q = method_pair(method, **params).double()
+    torch.testing.assert_close(q(X), forward_formula(method, X, p))
+    upstream = torch.linspace(0.5, 2.0, len(X), dtype=torch.float64)
+    x = X.clone().requires_grad_(True)
+    q(x).backward(upstream)
+    torch.testing.assert_close(x.grad, upstream * BACKWARD_DERIVATIVE[method](X))
+
+
+@pytest.mark.parametrize("method", list(BACKWARD_DERIVATIVE))
+def test_every_method_is_prox_after_backward(method):
+    """F = P o B holds: the pair's forward equals its prox applied to its backward map."""
+    q = method_pair(method).double()
+    x = torch.randn(200, dtype=torch.float64) * 2
+    torch.testing.assert_close(q(x), q.prox.value(q.backward.value(x)))
+    assert torch.equal(q.hard(x), sign(x))
+
+
+def test_sign_forward_methods_equal_sign_and_end_of_schedule_is_sign():
+    x = torch.randn(500, dtype=torch.float64)
+    for method in ("bc", "bnn", "bnn+"):
+        assert torch.equal(method_pair(method).double()(x), sign(x))
+    for method, name in (("pc", "mu"), ("bnn++", "mu")):
+        assert torch.equal(method_pair(method, **{name: 1.0}).double()(x), sign(x))
+    pq = method_pair("proxquant", lam=float((x - sign(x)).abs().max()) + 1e-6).double()
+    assert torch.equal(pq(x), sign(x))
+
+
+def test_pair_repr_and_registry():
+    assert "SignSwish(beta=5" in repr(method_pair("bnn++"))
+    assert "mu_schedule=Schedule(kind='linear', start=0.0, end=1.0" in repr(method_pair("pc"))
+    assert set(quantizers.available()) == {"sign", "identity", "clip", "signswish", "approxsign",
+                                           "binaryrelax", "proxquant", "proxconnect"}
+    with pytest.raises(ValueError, match="has no parameter"):
+        method_pair("bnn", beta=3)
+    with pytest.raises(ValueError, match="beta > 0"):
+        quantizers.get("signswish", beta=0)
+
+
+def test_custom_pair_by_composition():
+    q = quantizers.pair("proxconnect", "approxsign").double()
+    x = torch.linspace(-1.5, 1.5, 13, dtype=torch.float64, requires_grad=True)
+    y = q(x)
+    a = quantizers.get("approxsign").double()
+    torch.testing.assert_close(y, a.value(x.detach()).clamp(-1, 1))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, a.derivative(x.detach()))
+
+
+# --- schedules --------------------------------------------------------------------------------
+
+def test_schedule_values():
+    assert [Schedule("linear", 0, 1).value(i, 5) for i in range(5)] == [0, 0.25, 0.5, 0.75, 1]
+    geo = Schedule("geometric", 1.0, 1000.0)
+    assert [round(geo.value(i, 4), 9) for i in range(4)] == [1.0, 10.0, 100.0, 1000.0]
+    assert Schedule("exponential", 2.0, rate=1.5).value(3, 10) == 2.0 * 1.5 ** 3
+    assert Schedule.from_value(3.0) == Schedule("constant", 3.0)
+    with pytest.raises(ValueError, match="needs an end"):
+        Schedule("linear", 0)
+    with pytest.raises(ValueError, match="unknown schedule key"):
+        Schedule.from_value({"kind": "linear", "start": 0, "stop": 1})
+
+
+class Blobs(torch.utils.data.Dataset):
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.y = torch.arange(64) % 2
+        self.x = torch.randn(64, 6, generator=g) + self.y[:, None].float()
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def binary_net(method: str, **params) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(),
+                         BinaryLinear(8, 8, weight_quantizer=method_pair(method, **params)),
+                         nn.Tanh(), nn.Linear(8, 2))
+
+
+def test_trainer_steps_schedules_logs_them_and_resumes(tmp_path):
+    config = dict(epochs=5, batch_size=16, lr=0.05, progress=False)
+    ref = Trainer(binary_net("pc"), Blobs(), None, TrainConfig(**config))
+    ref.fit()
+    assert [h["mu"] for h in ref.history] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert ref.model[2].weight_quantizer.prox.mu.item() == 1.0
+
+    class Stop(Exception):
+        pass
+
+    from edgecompress.train import Callback
+
+    class StopAt(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            if epoch == 3:
+                raise Stop
+
+    run = TrainConfig(**config, out_dir=str(tmp_path))
+    with pytest.raises(Stop):
+        Trainer(binary_net("pc"), Blobs(), None, run, callbacks=[StopAt()]).fit()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["model"]["2.weight_quantizer.prox.mu"].item() == 0.5
+    assert {"values": {"2.weight_quantizer.prox.mu": 0.5}} in state["callbacks"]
+    resumed = Trainer(binary_net("pc"), Blobs(), None,
+                      TrainConfig(**config, out_dir=str(tmp_path), resume=True),
+                      callbacks=[Callback()])
+    resumed.fit()
+    assert [h["mu"] for h in resumed.history] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    for a, b in zip(ref.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_step_schedule_advances_every_step():
+    net = binary_net("bnn++", mu={"kind": "linear", "start": 0, "end": 1, "per": "step"})
+    trainer = Trainer(net, Blobs(), None, TrainConfig(epochs=2, batch_size=16, progress=False))
+    trainer.fit()
+    assert trainer.total_steps == 8
+    assert net[2].weight_quantizer.prox.mu.item() == pytest.approx(1.0)
+
+
+def test_harden_makes_the_forward_exactly_sign():
+    net = binary_net("binaryrelax", lam=2.0).eval()
+    x = torch.randn(5, 6)
+    layer = net[2]
+    before = layer.quantized_weight()
+    assert not torch.equal(before, sign(layer.weight))
+    harden(net)
+    assert torch.equal(layer.quantized_weight(), sign(layer.weight))
+    assert torch.equal(layer.hard_weight(), sign(layer.weight))
+    net(x)
+
+
+def test_scheduled_layer_compiles_without_recompiling_on_new_values():
+    net = binary_net("pc").eval()
+    x = torch.randn(4, 6)
+    compiled = torch.compile(net)
+    for mu in (0.0, 0.5, 1.0):
+        net[2].weight_quantizer.prox.set_param("mu", mu)
+        torch.testing.assert_close(compiled(x), net(x))
