@@ -46,7 +46,8 @@ def cli() -> None:
 @json_option
 @progress_option
 def demo(epochs: int, seed: int, out_dir: str | None, json_path: str | None, progress: bool) -> None:
-    """Train a float and binarized MLPs on the bundled MNIST subset and compare them."""
+    """Train a float MLP and its BNN and BNN++ binarizations (W1A32, W1A1) on the bundled MNIST
+    subset and compare accuracy, size and MACs."""
     from .demo import format_rows, run_demo
 
     rows = run_demo(epochs=epochs, out_dir=out_dir, progress=progress, seed=seed)

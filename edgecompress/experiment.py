@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,11 @@ from torch import nn
 from .convert import ConversionReport
 from .errors import CheckpointError, RecipeError
 from .recipe import Recipe
-from .train import Callback, Trainer, load_checkpoint, load_model_state, seed_everything
+from .analysis import WeightFlipMonitor
+from .analysis.diagnostics import discrete_layers
+from .layers import harden
+from .train import (Callback, Trainer, evaluate, load_checkpoint, load_model_state,
+                    seed_everything)
 
 
 @dataclass
@@ -35,6 +40,10 @@ def run(
 ) -> RunResult:
     """Train ``recipe``: load data, build and convert the model, train, evaluate on the test split.
 
+    A compressed model is trained with a :class:`WeightFlipMonitor` (flip rates and latent weight
+    histograms go to the metrics log), and is also evaluated in its deployed form (every forward
+    quantizer exactly sign): ``hard_test_top1`` / ``hard_test_loss``.
+
     ``out_dir`` (or the recipe's ``out_dir``) receives ``checkpoint.pt``, ``metrics.jsonl`` and
     ``curves.png``; ``resume=True`` continues from the checkpoint there.
     """
@@ -48,11 +57,17 @@ def run(
         teacher, _ = load_trained(recipe.distill["teacher"])
     out = str(out_dir) if out_dir is not None else recipe.out_dir
     config = recipe.train_config(out_dir=out, resume=resume, progress=progress)
+    compressed = bool(discrete_layers(model))
     trainer = Trainer(
-        model, train_set, test_set, config, callbacks=callbacks, teacher=teacher,
-        extra_state={"recipe": recipe.to_dict(), **shape},
+        model, train_set, test_set, config,
+        callbacks=(*callbacks, WeightFlipMonitor()) if compressed else callbacks,
+        teacher=teacher, extra_state={"recipe": recipe.to_dict(), **shape},
     )
     metrics = trainer.fit()
+    if compressed:
+        # what deployment runs: every forward quantizer replaced by exact sign
+        hard = evaluate(harden(copy.deepcopy(trainer.model)), test_set, config.eval_batch_size)
+        metrics.update(hard_test_loss=hard["loss"], hard_test_top1=hard["top1"])
     return RunResult(metrics, trainer.model, report, recipe)
 
 

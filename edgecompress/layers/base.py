@@ -25,3 +25,9 @@ class CompressedLayer(nn.Module):
 
     weight_bits: int = 32
     input_bits: int = 32
+
+    def discrete_weight(self):
+        """The deployed weight codes without scaling (e.g. sign(theta) for a binary layer), used
+        by training diagnostics to count weights that changed value. Low-bit layers override
+        it; float layers have none."""
+        raise NotImplementedError(f"{type(self).__name__} has no discrete weights")

@@ -73,6 +73,11 @@ class _BinaryWeights(CompressedLayer):
             scale = self._scale()
             return w if scale is None else w * scale
 
+    def discrete_weight(self) -> Tensor:
+        """sign(theta), the binary codes (no scale)."""
+        with torch.no_grad():
+            return self.weight_quantizer.hard(self.weight)
+
     def quantized_input(self, x: Tensor) -> Tensor:
         return x if self.input_quantizer is None else self.input_quantizer(x)
 

@@ -1,0 +1,126 @@
+"""Training diagnostics for low-bit weights: how many deployed weight values change each epoch,
+and how the latent (full-precision) weights are distributed.
+
+``WeightFlipMonitor`` is a trainer callback. After every epoch it compares each compressed
+layer's discrete weights (``layer.discrete_weight()``: sign(theta) for binary layers) with those
+at the end of the previous epoch and logs
+
+- ``flip_rate``: fraction of weights whose discrete value changed during the epoch;
+- ``sign_flip_rate``: fraction whose sign changed (equal to ``flip_rate`` for binary weights);
+- ``latent_hist``: a histogram of the latent weights over fixed bins (``bins`` edges).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..layers.base import CompressedLayer
+from ..train.callbacks import Callback
+
+DEFAULT_EDGES = tuple(round(-2.0 + 0.1 * i, 1) for i in range(41))  # -2.0 .. 2.0
+
+
+def discrete_layers(model: nn.Module) -> list[tuple[str, CompressedLayer]]:
+    """Compressed layers of ``model`` that have discrete weights."""
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, CompressedLayer):
+            try:
+                module.discrete_weight()
+            except NotImplementedError:
+                continue
+            out.append((name, module))
+    return out
+
+
+class WeightFlipMonitor(Callback):
+    """Logs per-epoch flip rates and latent-weight histograms of the model's low-bit layers."""
+
+    def __init__(self, edges: Sequence[float] = DEFAULT_EDGES) -> None:
+        self.edges = torch.tensor(list(edges), dtype=torch.float64)
+        self.previous: dict[str, Tensor] = {}
+
+    def _codes(self, trainer) -> dict[str, Tensor]:
+        return {n: m.discrete_weight().detach().cpu().clone()
+                for n, m in discrete_layers(trainer.model)}
+
+    def on_fit_start(self, trainer) -> None:
+        if not self.previous:
+            self.previous = self._codes(trainer)
+
+    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        codes = self._codes(trainer)
+        if not codes:
+            return
+        changed = sum(int((codes[n] != self.previous[n]).sum()) for n in codes)
+        sign_changed = sum(int(((codes[n] >= 0) != (self.previous[n] >= 0)).sum()) for n in codes)
+        total = sum(c.numel() for c in codes.values())
+        latent = torch.cat([m.weight.detach().double().flatten().cpu()
+                            for _, m in discrete_layers(trainer.model)])
+        metrics["flip_rate"] = changed / total
+        metrics["sign_flip_rate"] = sign_changed / total
+        metrics["latent_hist"] = histogram(latent, self.edges)
+        self.previous = codes
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"previous": dict(self.previous)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.previous = dict(state.get("previous", {}))
+
+
+def histogram(values: Tensor, edges: Tensor) -> list[int]:
+    """Counts of ``values`` in the bins between consecutive ``edges``; values beyond the ends
+    fall in the first or last bin."""
+    clipped = values.clamp(float(edges[0]), float(edges[-1]))
+    index = torch.bucketize(clipped, edges[1:-1], right=True)
+    return torch.bincount(index, minlength=len(edges) - 1).tolist()
+
+
+def plot_flip_rates(path: str | Path, curves: dict[str, Sequence[float]],
+                    title: str = "weights whose sign flipped during the epoch") -> None:
+    """One line per run label: flip rate (percent, log scale) against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, rates in curves.items():
+        epochs = range(1, len(rates) + 1)
+        ax.plot(epochs, [100 * max(r, 1e-6) for r in rates], "-o", markersize=3, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("weights flipped (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latent_histograms(path: str | Path, hists: dict[str, Sequence[int]],
+                           edges: Sequence[float] = DEFAULT_EDGES) -> None:
+    """Latent weight distributions (fraction per bin), one line per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, counts in hists.items():
+        total = max(1, sum(counts))
+        ax.plot(centers, [c / total for c in counts], "-", label=label)
+    ax.set_xlabel("latent weight (end bins hold everything beyond)")
+    ax.set_ylabel("fraction of weights")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
