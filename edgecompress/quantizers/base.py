@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def sign(x: Tensor) -> Tensor:
     """sign(x) = +1 for x >= 0, -1 for x < 0 (never 0, so every weight is one bit)."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
 class Elementwise(nn.Module):
@@ -37,6 +37,11 @@ class Elementwise(nn.Module):
     """
 
     params: tuple[str, ...] = ()
+    #: True only for the projection onto {-1, +1} (:class:`Sign`).
+    is_sign: bool = False
+    #: sign(value(x)) == sign(x) for every x (odd, sign-preserving, value(0) = 0): then
+    #: sign o B = sign and a pair with P = sign can skip computing B's value in the forward pass.
+    preserves_sign: bool = False
 
     def __init__(self, **values: float) -> None:
         super().__init__()
@@ -55,6 +60,11 @@ class Elementwise(nn.Module):
 
     def derivative(self, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def chain(self, x: Tensor, grad: Tensor) -> Tensor:
+        """``grad * derivative(x)``; subclasses override it when they can do it in fewer
+        kernels (this runs on every activation tensor in the backward pass)."""
+        return grad * self.derivative(x)
 
     def forward(self, x: Tensor) -> Tensor:
         return _ElementwiseFunction.apply(x, self)
@@ -75,7 +85,7 @@ class _ElementwiseFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad_output * ctx.fn.derivative(x), None
+        return ctx.fn.chain(x, grad_output), None
 
 
 class _PairFunction(torch.autograd.Function):
@@ -90,7 +100,7 @@ class _PairFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad_output * ctx.pair.backward.derivative(x), None
+        return ctx.pair.backward.chain(x, grad_output), None
 
 
 class QuantizerPair(nn.Module):
@@ -111,6 +121,8 @@ class QuantizerPair(nn.Module):
 
     def quantize(self, x: Tensor) -> Tensor:
         """F(x) without autograd."""
+        if self.prox.is_sign and self.backward.preserves_sign:
+            return sign(x)  # sign o B = sign: same values, one kernel instead of several
         return self.prox.value(self.backward.value(x))
 
     def forward(self, x: Tensor) -> Tensor:

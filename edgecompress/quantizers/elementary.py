@@ -20,6 +20,9 @@ class Sign(Elementwise):
     makes every pair end in exact binary values: BinaryConnect is P = Sign, B = Identity.
     """
 
+    is_sign = True
+    preserves_sign = True
+
     def value(self, x: Tensor) -> Tensor:
         return sign(x)
 
@@ -31,22 +34,32 @@ class Identity(Elementwise):
     """B(x) = x, B'(x) = 1: the straight-through estimator (BinaryConnect,
     Courbariaux et al. 2015)."""
 
+    preserves_sign = True
+
     def value(self, x: Tensor) -> Tensor:
         return x
 
     def derivative(self, x: Tensor) -> Tensor:
         return torch.ones_like(x)
 
+    def chain(self, x: Tensor, grad: Tensor) -> Tensor:
+        return grad
+
 
 class Clip(Elementwise):
     """B(x) = clip(x, -1, 1) (hardtanh), B'(x) = 1{|x| <= 1}: BNN's clipped straight-through
     estimator (Hubara et al. 2016)."""
 
+    preserves_sign = True
+
     def value(self, x: Tensor) -> Tensor:
         return x.clamp(-1.0, 1.0)
 
     def derivative(self, x: Tensor) -> Tensor:
-        return (x.abs() <= 1).to(x.dtype)
+        return torch.where(x.abs() <= 1, 1.0, 0.0).to(x.dtype)
+
+    def chain(self, x: Tensor, grad: Tensor) -> Tensor:
+        return torch.where(x.abs() <= 1, grad, 0.0)
 
 
 class SignSwish(Elementwise):
@@ -60,6 +73,7 @@ class SignSwish(Elementwise):
     """
 
     params = ("beta",)
+    preserves_sign = True
 
     def __init__(self, beta: float = 5.0) -> None:
         if beta <= 0:
@@ -82,6 +96,8 @@ class ApproxSign(Elementwise):
     value:      2x - x|x| for |x| <= 1, sign(x) otherwise
     derivative: 2 - 2|x| for |x| <= 1, 0 otherwise
     """
+
+    preserves_sign = True
 
     def value(self, x: Tensor) -> Tensor:
         return torch.where(x.abs() <= 1, 2 * x - x * x.abs(), sign(x))
