@@ -21,9 +21,11 @@ from .train import (Callback, Trainer, evaluate, load_checkpoint, load_model_sta
 
 @dataclass
 class RunResult:
-    """What :func:`run` returns: final metrics, the trained model and its conversion report."""
+    """What :func:`run` returns: final metrics, per-epoch history, the trained model and its
+    conversion report."""
 
     metrics: dict[str, Any]
+    history: list[dict[str, Any]]
     model: nn.Module
     report: ConversionReport | None
     recipe: Recipe
@@ -68,7 +70,7 @@ def run(
         # what deployment runs: every forward quantizer replaced by exact sign
         hard = evaluate(harden(copy.deepcopy(trainer.model)), test_set, config.eval_batch_size)
         metrics.update(hard_test_loss=hard["loss"], hard_test_top1=hard["top1"])
-    return RunResult(metrics, trainer.model, report, recipe)
+    return RunResult(metrics, trainer.history, trainer.model, report, recipe)
 
 
 def load_trained(path: str | Path) -> tuple[nn.Module, Recipe]:

@@ -9,7 +9,8 @@ import pytest
 from edgecompress.errors import RecipeError
 from edgecompress.recipe import Recipe
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 
 MINIMAL = {"model": "mlp", "data": "mnist-bundled"}
 
@@ -23,6 +24,24 @@ def test_every_shipped_recipe_is_valid(path):
 
 def test_shipped_recipes_exist():
     assert len(RECIPES) >= 5
+
+
+def test_binarization_recipes_match_their_generator():
+    """recipes/binarization/ is generated; a hand edit or a new method without regeneration
+    shows up here."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location(
+        "make_recipes", ROOT / "benchmarks" / "make_binarization_recipes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = module.recipes()
+    folder = ROOT / "recipes" / "binarization"
+    assert sorted(p.stem for p in folder.glob("*.yaml")) == sorted(expected)
+    for stem, recipe in expected.items():
+        assert yaml.safe_load((folder / f"{stem}.yaml").read_text()) == recipe
 
 
 def test_bare_names_become_sections_and_defaults_apply():

@@ -1,0 +1,275 @@
+"""Binarization benchmark: every method x {W1A32, W1A1} x seeds on the same model, data and budget,
+plus the training-time overhead of binarized vs float models; writes docs/binarization.md.
+
+    python benchmarks/binarization.py run mnist --data-root ../shared/data/mnist
+    python benchmarks/binarization.py run cifar --data-root ../shared/data/cifar10_subset
+    python benchmarks/binarization.py overhead
+    python benchmarks/binarization.py report
+
+``run`` appends to benchmarks/results/binarization_<suite>.json after every training run and skips
+runs already there, so an interrupted benchmark continues where it stopped. Each run uses one
+thread (two suites can run side by side on two cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgecompress import convert, models
+from edgecompress.analysis import plot_flip_rates, plot_latent_histograms
+from edgecompress.experiment import run
+from edgecompress.quantizers import METHODS
+from edgecompress.recipe import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "binarization.md"
+IMG = ROOT / "docs" / "img"
+MODES = ("w1a32", "w1a1")
+
+# suite -> recipe prefix, reduced budget, and what was reduced (for the doc)
+SUITES: dict[str, dict[str, Any]] = {
+    "mnist": {
+        "prefix": "mnist_mlp", "epochs": 5, "model": {},
+        "title": "MLP 784-512-512-512-10 on MNIST (60,000 train / 10,000 test)",
+        "reduced": "5 epochs instead of the recipes' 50 (BNN trains its MNIST MLP for hundreds "
+                   "of epochs with 3x4096 hidden units); hidden width 512",
+    },
+    "cifar": {
+        "prefix": "cifar10_vggsmall", "epochs": 12, "model": {"width": 0.125},
+        "title": "VGG-small at 1/8 width (16-32-64 channels) on the CIFAR-10 subset "
+                 "(first 4,000 train / first 1,000 test images)",
+        "reduced": "4,000 of the 50,000 training images, 12 epochs instead of 200, channel "
+                   "width 1/8 of VGG-small (128-256-512 -> 16-32-64)",
+    },
+}
+
+
+def runs(suite: str) -> list[tuple[str, str | None, str | None]]:
+    """(label, method, mode) of every configuration of a suite, float first."""
+    out = [("float", None, None)]
+    out += [(f"{m} {mode.upper()}", m, mode) for m in METHODS for mode in MODES]
+    return out
+
+
+def recipe_for(suite: str, method: str | None, mode: str | None, seed: int) -> Recipe:
+    spec = SUITES[suite]
+    stem = "float" if method is None else f"{method.replace('+', 'p')}_{mode}"
+    recipe = Recipe.from_yaml(ROOT / "recipes" / "binarization" / f"{spec['prefix']}_{stem}.yaml")
+    recipe.epochs = spec["epochs"]
+    recipe.seed = seed
+    recipe.model = {**recipe.model, **spec["model"]}
+    return recipe
+
+
+def results_path(suite: str) -> Path:
+    return RESULTS / f"binarization_{suite}.json"
+
+
+def load_results(suite: str) -> dict[str, Any]:
+    path = results_path(suite)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    results = load_results(args.suite)
+    for seed in args.seeds:
+        for label, method, mode in runs(args.suite):
+            key = f"{label}|{seed}"
+            if key in results:
+                continue
+            recipe = recipe_for(args.suite, method, mode, seed)
+            began = time.perf_counter()
+            result = run(recipe, data_root=args.data_root, progress=False)
+            m = result.metrics
+            results[key] = {
+                "label": label, "method": method, "mode": mode, "seed": seed,
+                "top1": m.get("hard_test_top1", m["test_top1"]), "soft_top1": m["test_top1"],
+                "train_top1": m["train_top1"], "seconds": time.perf_counter() - began,
+                "sign_flip_rate": [h.get("sign_flip_rate") for h in result.history],
+                "latent_hist": result.history[-1].get("latent_hist"),
+            }
+            path = results_path(args.suite)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=1))
+            tmp.replace(path)
+            print(f"[{args.suite}] {key}: top-1 {results[key]['top1']:.2f} "
+                  f"({results[key]['seconds']:.0f} s)", flush=True)
+
+
+def _step_time(model: torch.nn.Module, shape: tuple[int, ...], batch: int, steps: int) -> float:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+    times = []
+    for _ in range(steps + 1):
+        began = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times[1:])
+
+
+def cmd_overhead(args: argparse.Namespace) -> None:
+    """Time per training step of each binarized model / the same float model, interleaved in
+    one process so that machine noise hits both alike."""
+    torch.set_num_threads(args.threads)
+    nets = {
+        "MLP 784-512-512-512-10, batch 100": ("mlp", {"hidden": [512, 512, 512],
+                                                      "activation": "hardtanh"}, (1, 28, 28), 100),
+        "VGG-small 1/8 width, batch 128": ("vgg-small", {"width": 0.125, "activation": "hardtanh"},
+                                           (3, 32, 32), 128),
+        "ResNet-20, batch 128": ("resnet20", {"activation": "hardtanh"}, (3, 32, 32), 128),
+    }
+    out: dict[str, Any] = {"threads": args.threads, "rounds": args.rounds, "rows": []}
+    for net_label, (name, kw, shape, batch) in nets.items():
+        variants = {"float": models.create(name, **kw)}
+        for method in METHODS:
+            for mode in MODES:
+                torch.manual_seed(0)
+                variants[f"{method} {mode.upper()}"] = convert(models.create(name, **kw), method,
+                                                               mode=mode)
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(args.rounds):
+            for label, model in variants.items():
+                times[label].append(_step_time(model, shape, batch, args.steps))
+        base = statistics.median(times["float"])
+        for label, ts in times.items():
+            out["rows"].append({"net": net_label, "variant": label,
+                                "ms_per_step": 1000 * statistics.median(ts),
+                                "ratio": statistics.median(ts) / base})
+            print(f"{net_label:<36} {label:<18} {1000 * statistics.median(ts):8.1f} ms "
+                  f"{statistics.median(ts) / base:5.2f}x", flush=True)
+    out["machine"] = machine()
+    (RESULTS / "binarization_overhead.json").write_text(json.dumps(out, indent=1))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {torch.get_num_threads()} thread(s) of {len(__import__('os').sched_getaffinity(0))} "
+            f"cores, Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1 seed)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    IMG.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Binarization: BinaryConnect family, ProxConnect++ and BNN++",
+        "",
+        "Every method of `specs/binarization.md` is a quantizer pair: forward `F = P o B`, "
+        "backward `B'`. They are selected by name (`edgecompress.convert(model, \"bnn++\", "
+        "mode=\"w1a1\")`, or `method:` in a recipe); their formulas and schedules are in "
+        "`edgecompress/quantizers/` (`methods.py` has the table). Scheduled parameters (mu, "
+        "lambda, beta) are stepped by the trainer and saved in checkpoints.",
+        "",
+        "## Results",
+        "",
+        "Top-1 test accuracy (%) of the deployed model (weights, and in W1A1 activations, exactly "
+        "sign), mean ± standard deviation over seeds. Same model, data, optimizer (Adam, lr 1e-3, "
+        "cosine), budget and seeds for every method; first and last layers stay float; "
+        "BatchNorm float.",
+        "",
+    ]
+    for suite, spec in SUITES.items():
+        results = load_results(suite)
+        if not results:
+            continue
+        seeds = sorted({r["seed"] for r in results.values()})
+        lines += [f"### {spec['title']}", "",
+                  f"Seeds {', '.join(map(str, seeds))}. Reduced compared with the papers: "
+                  f"{spec['reduced']}.", "",
+                  "| method | W1A32 | W1A1 |", "|---|---:|---:|"]
+        floats = [r["top1"] for r in results.values() if r["method"] is None]
+        lines.append(f"| float reference | {_mean_std(floats)} | |")
+        for method in METHODS:
+            cells = []
+            for mode in MODES:
+                cells.append(_mean_std([r["top1"] for r in results.values()
+                                        if r["method"] == method and r["mode"] == mode]))
+            lines.append(f"| {method} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+        for mode in MODES:
+            curves = {}
+            for method in METHODS:
+                rows = [r["sign_flip_rate"] for r in results.values()
+                        if r["method"] == method and r["mode"] == mode]
+                if rows:
+                    curves[method] = [statistics.mean(v) for v in zip(*rows)]
+            if curves:
+                name = f"binarization_flips_{suite}_{mode}.png"
+                plot_flip_rates(IMG / name, curves,
+                                f"{spec['prefix']} {mode.upper()}: weights whose sign flipped")
+                lines += [f"![sign flips {suite} {mode}](img/{name})", ""]
+        hists = {r["method"]: r["latent_hist"] for r in results.values()
+                 if r["method"] and r["mode"] == "w1a32" and r["seed"] == seeds[0]}
+        if hists:
+            name = f"binarization_latent_{suite}.png"
+            plot_latent_histograms(IMG / name, hists)
+            lines += [f"Latent weight distribution after the last epoch (W1A32, seed {seeds[0]}):",
+                      "", f"![latent weights {suite}](img/{name})", ""]
+        lines += [f"Regenerate: `python benchmarks/binarization.py run {suite} --data-root "
+                  f"<{'mnist' if suite == 'mnist' else 'cifar10'} directory>` then "
+                  f"`python benchmarks/binarization.py report`.", ""]
+    overhead = RESULTS / "binarization_overhead.json"
+    if overhead.is_file():
+        data = json.loads(overhead.read_text())
+        lines += ["## Training-time overhead", "",
+                  f"Median time per training step (forward, backward, Adam step) relative to the "
+                  f"same float model, all variants interleaved in one process "
+                  f"({data['rounds']} rounds). Machine: {data['machine']}. Target: <= 1.3x.", "",
+                  "| model | variant | ms / step | vs float |", "|---|---|---:|---:|"]
+        for row in data["rows"]:
+            lines.append(f"| {row['net']} | {row['variant']} | {row['ms_per_step']:.1f} | "
+                         f"{row['ratio']:.2f}x |")
+        lines += ["", "Regenerate: `python benchmarks/binarization.py overhead`.", ""]
+    DOC.write_text("\n".join(lines))
+    print(f"wrote {DOC}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train every method x mode x seed of a suite")
+    p.add_argument("suite", choices=sorted(SUITES))
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("overhead", help="time per training step, binarized vs float")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5)
+    p.set_defaults(func=cmd_overhead)
+    p = sub.add_parser("report", help="write docs/binarization.md and its plots")
+    p.set_defaults(func=cmd_report)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
