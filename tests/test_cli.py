@@ -67,12 +67,13 @@ def test_summary_of_a_converted_model_writes_json(tmp_path):
 
 
 def test_train_eval_round_trip(tmp_path):
-    recipe = tiny_recipe(tmp_path)
+    recipe = tiny_recipe(tmp_path, model={"name": "mlp", "hidden": [32, 32]})
     run_dir, train_json, eval_json = tmp_path / "run", tmp_path / "train.json", tmp_path / "e.json"
     result = CliRunner().invoke(cli, ["train", str(recipe), "--out", str(run_dir), "--no-progress",
                                       "--json", str(train_json)])
     assert result.exit_code == 0, result.output
-    assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "metrics.jsonl").is_file()
+    for name in ("checkpoint.pt", "metrics.jsonl", "curves.png", "weights.png"):
+        assert (run_dir / name).is_file(), name
     trained = json.loads(train_json.read_text())["metrics"]
     result = CliRunner().invoke(cli, ["eval", str(run_dir / "checkpoint.pt"), "--json",
                                       str(eval_json)])
@@ -102,8 +103,10 @@ def _free_port() -> int:
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
     """`torchrun --nproc_per_node 2 -m edgecompress.cli train` ends with the weights of the
-    1-process run with the same global batch and seed (a model without BatchNorm)."""
-    recipe = tiny_recipe(tmp_path, method=None)
+    1-process run with the same global batch and seed (a model without BatchNorm, binarized with
+    the scheduled BNN++ so that quantizer schedules are exercised under DDP too)."""
+    recipe = tiny_recipe(tmp_path, model={"name": "mlp", "hidden": [32, 32], "batchnorm": False},
+                         method={"name": "bnn++"})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
     base = [sys.executable, "-m", "edgecompress.cli", "train", str(recipe), "--no-progress"]

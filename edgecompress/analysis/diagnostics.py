@@ -8,6 +8,9 @@ at the end of the previous epoch and logs
 - ``flip_rate``: fraction of weights whose discrete value changed during the epoch;
 - ``sign_flip_rate``: fraction whose sign changed (equal to ``flip_rate`` for binary weights);
 - ``latent_hist``: a histogram of the latent weights over fixed bins (``bins`` edges).
+
+With an output directory, the trainer's rank 0 also draws ``weights.png`` there every epoch: the
+flip rates so far and the latest latent weight distribution.
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ class WeightFlipMonitor(Callback):
         metrics["sign_flip_rate"] = sign_changed / total
         metrics["latent_hist"] = histogram(latent, self.edges)
         self.previous = codes
+        out_dir = getattr(trainer, "out_dir", None)
+        if out_dir is not None and getattr(trainer, "is_main", True):
+            rates = [h["sign_flip_rate"] for h in trainer.history if "sign_flip_rate" in h]
+            plot_run(Path(out_dir) / "weights.png", rates + [metrics["sign_flip_rate"]],
+                     metrics["latent_hist"], self.edges.tolist())
 
     def state_dict(self) -> dict[str, Any]:
         return {"previous": dict(self.previous)}
@@ -123,4 +131,29 @@ def plot_latent_histograms(path: str | Path, hists: dict[str, Sequence[int]],
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_run(path: Path, flip_rates: Sequence[float], hist: Sequence[int],
+             edges: Sequence[float]) -> None:
+    """One run's diagnostics: sign-flip rate per epoch and the current latent distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(range(1, len(flip_rates) + 1), [100 * max(r, 1e-6) for r in flip_rates], "-o",
+              markersize=3)
+    left.set_yscale("log")
+    left.set_xlabel("epoch")
+    left.set_ylabel("weights whose sign flipped (%)")
+    left.grid(alpha=0.3, which="both")
+    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    right.bar(centers, hist, width=(edges[1] - edges[0]) * 0.9)
+    right.set_xlabel("latent weight (end bins hold everything beyond)")
+    right.set_ylabel("weights")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
