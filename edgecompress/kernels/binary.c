@@ -1,0 +1,232 @@
+/*
+ * Binary (1-bit) kernels of edgecompress: sign packing and XNOR/XOR-popcount GEMM.
+ *
+ * Encoding: bit 1 = -1, bit 0 = +1; 64 values per uint64 word, value j of a row in bit (j % 64)
+ * of word (j / 64); rows are padded to a whole number of words with 0 bits.
+ * For +-1 vectors a, w of length K:  a . w = K - 2 popcount(a XOR w).
+ * With a per-row validity mask (bits of positions that exist, e.g. not convolution padding):
+ *     a . w = popcount(mask) - 2 popcount((a XOR w) AND mask).
+ *
+ * Three implementations of the GEMM, chosen at run time: AVX-512 with VPOPCNTQ, AVX2 (nibble
+ * lookup popcount), and portable scalar code; OpenMP splits rows across threads. Every path gives
+ * bit-identical int32 results (integer arithmetic). Loaded from Python with ctypes.
+ */
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define EC_X86 1
+#endif
+
+#define EC_EXPORT __attribute__((visibility("default")))
+
+/* ---- packing ------------------------------------------------------------------------------ */
+
+EC_EXPORT void ec_pack_signs(const float *x, int64_t rows, int64_t k, uint64_t *out) {
+    const int64_t kw = (k + 63) / 64;
+#pragma omp parallel for schedule(static) if (rows * k > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *src = x + r * k;
+        uint64_t *dst = out + r * kw;
+        for (int64_t w = 0; w < kw; w++) {
+            uint64_t word = 0;
+            const int64_t base = w * 64;
+            const int64_t n = (k - base) < 64 ? (k - base) : 64;
+            for (int64_t j = 0; j < n; j++)
+                word |= (uint64_t)(src[base + j] < 0.0f) << j;
+            dst[w] = word;
+        }
+    }
+}
+
+/* ---- GEMM ----------------------------------------------------------------------------------
+ * C[m, n] = valid(m) - 2 popcount((A[m] ^ B[n]) & mask[m]), valid(m) = popcount(mask[m]) or k.
+ *
+ * B is given in panels of PANEL = 16 columns: panel p holds, for every word w, the 16 words
+ * B[16 p + 0 .. 15][w] side by side (missing columns are 0). The kernels keep R = 4 rows x 16
+ * columns of popcount sums in registers and walk the words once: for each word, the A word of
+ * each row is broadcast and XORed (XOR-AND with the mask) with the 16 B words, so no horizontal
+ * reduction is ever needed. Threads take blocks of rows; all of B is reused from cache.
+ */
+#define PANEL 16
+#define R 4
+
+typedef void (*tile_kernel)(const uint64_t *const *a, const uint64_t *const *m,
+                            const uint64_t *bp, int64_t kw, int64_t acc[R][PANEL]);
+
+static void tile_scalar(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
+                        int64_t kw, int64_t acc[R][PANEL]) {
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < PANEL; j++) acc[r][j] = 0;
+    for (int64_t w = 0; w < kw; w++) {
+        const uint64_t *b = bp + w * PANEL;
+        for (int r = 0; r < R; r++) {
+            const uint64_t aw = a[r][w], mw = m ? m[r][w] : ~(uint64_t)0;
+            for (int j = 0; j < PANEL; j++) acc[r][j] += __builtin_popcountll((aw ^ b[j]) & mw);
+        }
+    }
+}
+
+#ifdef EC_X86
+__attribute__((target("avx2")))
+static inline __m256i popcnt_bytes256(__m256i v) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+    __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    return _mm256_add_epi8(lo, hi);
+}
+
+/* AVX2: per-byte counts are summed into 64-bit lanes with VPSADBW for each word. */
+__attribute__((target("avx2")))
+static void tile_avx2(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
+                      int64_t kw, int64_t acc[R][PANEL]) {
+    __m256i s[R][4];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < 4; q++) s[r][q] = _mm256_setzero_si256();
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t w = 0; w < kw; w++) {
+        const uint64_t *b = bp + w * PANEL;
+        __m256i bv[4];
+        for (int q = 0; q < 4; q++) bv[q] = _mm256_loadu_si256((const __m256i *)(b + 4 * q));
+        for (int r = 0; r < R; r++) {
+            const __m256i av = _mm256_set1_epi64x((long long)a[r][w]);
+            const __m256i mv = _mm256_set1_epi64x(m ? (long long)m[r][w] : -1LL);
+            for (int q = 0; q < 4; q++) {
+                __m256i x = _mm256_and_si256(_mm256_xor_si256(av, bv[q]), mv);
+                s[r][q] = _mm256_add_epi64(s[r][q], _mm256_sad_epu8(popcnt_bytes256(x), zero));
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < 4; q++) _mm256_storeu_si256((__m256i *)&acc[r][4 * q], s[r][q]);
+}
+
+/* AVX-512: VPOPCNTQ; VPTERNLOGQ computes (a ^ b) & mask in one instruction. */
+__attribute__((target("avx512f,avx512vpopcntdq")))
+static void tile_avx512(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
+                        int64_t kw, int64_t acc[R][PANEL]) {
+    __m512i s00 = _mm512_setzero_si512(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
+            s30 = s00, s31 = s00;
+    const uint64_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
+    if (m) {
+        const uint64_t *m0 = m[0], *m1 = m[1], *m2 = m[2], *m3 = m[3];
+        for (int64_t w = 0; w < kw; w++) {
+            const __m512i b0 = _mm512_loadu_si512(bp + w * PANEL);
+            const __m512i b1 = _mm512_loadu_si512(bp + w * PANEL + 8);
+#define EC_ROW(ar, mr, sa, sb) { \
+            const __m512i av = _mm512_set1_epi64((long long)ar[w]); \
+            const __m512i mv = _mm512_set1_epi64((long long)mr[w]); \
+            sa = _mm512_add_epi64(sa, _mm512_popcnt_epi64(_mm512_ternarylogic_epi64(av, b0, mv, 0x28))); \
+            sb = _mm512_add_epi64(sb, _mm512_popcnt_epi64(_mm512_ternarylogic_epi64(av, b1, mv, 0x28))); }
+            EC_ROW(a0, m0, s00, s01) EC_ROW(a1, m1, s10, s11) EC_ROW(a2, m2, s20, s21)
+            EC_ROW(a3, m3, s30, s31)
+#undef EC_ROW
+        }
+    } else {
+        for (int64_t w = 0; w < kw; w++) {
+            const __m512i b0 = _mm512_loadu_si512(bp + w * PANEL);
+            const __m512i b1 = _mm512_loadu_si512(bp + w * PANEL + 8);
+#define EC_ROW(ar, sa, sb) { \
+            const __m512i av = _mm512_set1_epi64((long long)ar[w]); \
+            sa = _mm512_add_epi64(sa, _mm512_popcnt_epi64(_mm512_xor_si512(av, b0))); \
+            sb = _mm512_add_epi64(sb, _mm512_popcnt_epi64(_mm512_xor_si512(av, b1))); }
+            EC_ROW(a0, s00, s01) EC_ROW(a1, s10, s11) EC_ROW(a2, s20, s21) EC_ROW(a3, s30, s31)
+#undef EC_ROW
+        }
+    }
+    _mm512_storeu_si512(&acc[0][0], s00); _mm512_storeu_si512(&acc[0][8], s01);
+    _mm512_storeu_si512(&acc[1][0], s10); _mm512_storeu_si512(&acc[1][8], s11);
+    _mm512_storeu_si512(&acc[2][0], s20); _mm512_storeu_si512(&acc[2][8], s21);
+    _mm512_storeu_si512(&acc[3][0], s30); _mm512_storeu_si512(&acc[3][8], s31);
+}
+#endif
+
+/* Which path: 0 = scalar, 1 = AVX2, 2 = AVX-512 VPOPCNTDQ (the best this CPU supports). */
+EC_EXPORT int ec_best_path(void) {
+#ifdef EC_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) return 2;
+    if (__builtin_cpu_supports("avx2")) return 1;
+#endif
+    return 0;
+}
+
+static tile_kernel kernel_for(int path) {
+#ifdef EC_X86
+    if (path == 2) return tile_avx512;
+    if (path == 1) return tile_avx2;
+#endif
+    (void)path;
+    return tile_scalar;
+}
+
+/* Rearrange row-packed B (n x kw) into panels (ceil(n / 16) x kw x 16), zero-filled. */
+EC_EXPORT void ec_pack_panels(const uint64_t *b, int64_t n, int64_t kw, uint64_t *out) {
+    const int64_t panels = (n + PANEL - 1) / PANEL;
+    for (int64_t p = 0; p < panels; p++)
+        for (int64_t w = 0; w < kw; w++)
+            for (int64_t j = 0; j < PANEL; j++) {
+                const int64_t col = p * PANEL + j;
+                out[(p * kw + w) * PANEL + j] = col < n ? b[col * kw + w] : 0;
+            }
+}
+
+/*
+ * A: M x kw packed rows, mask: M x kw or NULL, BP: panels from ec_pack_panels (n columns),
+ * k: values per row (used when mask is NULL), C: M x N int32. path < 0 picks the best.
+ */
+EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint64_t *bp,
+                             int64_t m, int64_t n, int64_t kw, int64_t k, int32_t *c,
+                             int path, int threads) {
+    if (path < 0) path = ec_best_path();
+    if (path > ec_best_path()) return -1;
+    const tile_kernel kernel = kernel_for(path);
+    const int64_t panels = (n + PANEL - 1) / PANEL;
+    const int64_t row_blocks = (m + R - 1) / R;
+#ifdef _OPENMP
+    if (threads <= 0) threads = omp_get_max_threads();
+#pragma omp parallel num_threads(threads) if (m * n * kw > 32768)
+#endif
+    {
+        /* a dummy all-zero row stands in for rows past the end of the last block */
+        uint64_t *pad = (uint64_t *)__builtin_alloca((size_t)(kw > 0 ? kw : 1) * 8);
+        memset(pad, 0, (size_t)(kw > 0 ? kw : 1) * 8);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t rb = 0; rb < row_blocks; rb++) {
+            const uint64_t *ar[R], *mr[R];
+            int32_t valid[R];
+            for (int r = 0; r < R; r++) {
+                const int64_t i = rb * R + r;
+                ar[r] = i < m ? a + i * kw : pad;
+                mr[r] = mask ? (i < m ? mask + i * kw : pad) : NULL;
+                valid[r] = (int32_t)k;
+                if (mask && i < m) {
+                    int64_t v = 0;
+                    for (int64_t w = 0; w < kw; w++) v += __builtin_popcountll(mr[r][w]);
+                    valid[r] = (int32_t)v;
+                }
+            }
+            int64_t acc[R][PANEL];
+            for (int64_t p = 0; p < panels; p++) {
+                kernel(ar, mask ? mr : NULL, bp + p * kw * PANEL, kw, acc);
+                for (int r = 0; r < R; r++) {
+                    const int64_t i = rb * R + r;
+                    if (i >= m) break;
+                    const int64_t j1 = (p + 1) * PANEL < n ? PANEL : n - p * PANEL;
+                    int32_t *ci = c + i * n + p * PANEL;
+                    for (int64_t j = 0; j < j1; j++) ci[j] = valid[r] - 2 * (int32_t)acc[r][j];
+                }
+            }
+        }
+    }
+    (void)threads;
+    return 0;
+}

@@ -1,0 +1,41 @@
+"""Build of the optional C kernels (everything else is in pyproject.toml).
+
+The kernels are a plain C shared library loaded with ctypes, so building needs a C compiler but
+no torch headers. A failed build is not an error: edgecompress then runs its PyTorch reference
+path and says so once at run time.
+"""
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OPENMP = ["-fopenmp"]
+
+
+class OptionalBuildExt(build_ext):
+    """Try with OpenMP, then without, then give up with a warning."""
+
+    def build_extension(self, ext: Extension) -> None:
+        for use_openmp in (True, False):
+            if not use_openmp:
+                ext.extra_compile_args = [a for a in ext.extra_compile_args if a not in OPENMP]
+                ext.extra_link_args = [a for a in ext.extra_link_args if a not in OPENMP]
+            try:
+                super().build_extension(ext)
+                return
+            except Exception as exc:  # compiler missing or failing: fall back
+                error = exc
+        print(f"WARNING: edgecompress C kernels were not built ({error}); "
+              "the PyTorch reference path will be used.")
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "edgecompress.kernels._binary",
+            sources=["edgecompress/kernels/binary.c"],
+            extra_compile_args=["-O3", "-std=c11", "-fvisibility=hidden", *OPENMP],
+            extra_link_args=OPENMP,
+        )
+    ],
+    cmdclass={"build_ext": OptionalBuildExt},
+)

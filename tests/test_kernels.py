@@ -1,0 +1,111 @@
+"""Binary kernels: every path bit-exact against the PyTorch reference on random, ragged shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgecompress import kernels as K
+
+PATHS = K.supported_paths()
+
+
+def test_kernels_are_built_here():
+    """CI builds the C library with the package; if this fails the build silently fell back."""
+    assert K.available()
+    assert "scalar" in PATHS
+
+
+def test_reference_gemm_is_the_plain_dot_product():
+    torch.manual_seed(0)
+    x, w = torch.randn(5, 70), torch.randn(3, 70)
+    signs = lambda t: torch.where(t >= 0, 1.0, -1.0).double()  # noqa: E731
+    a, b = K.pack_signs_reference(x), K.pack_signs_reference(w)
+    expected = (signs(x) @ signs(w).T).to(torch.int32)
+    assert torch.equal(K.binary_gemm_reference(a, b, 70), expected)
+    valid = (torch.rand(5, 70) > 0.3).double()
+    mask = K.pack_signs_reference(-valid)  # bit 1 where valid
+    expected = ((signs(x) * valid) @ signs(w).T).to(torch.int32)
+    assert torch.equal(K.binary_gemm_reference(a, b, 70, mask), expected)
+
+
+def test_pack_round_trip_and_bit_layout():
+    x = torch.tensor([[-1.0, 2.0, -0.0, -3.0] + [1.0] * 60 + [-5.0]])
+    packed = K.pack_signs(x)
+    assert packed.shape == (1, 2)
+    assert packed[0, 0].item() == 0b1001 and packed[0, 1].item() == 1
+    assert torch.equal(K.unpack_signs_reference(packed, 65), torch.where(x < 0, -1.0, 1.0).double())
+
+
+SHAPES = [(1, 1, 1), (1, 16, 64), (2, 3, 63), (5, 17, 65), (4, 16, 128), (9, 33, 577),
+          (1, 64, 4608), (13, 130, 1000), (6, 5, 3000)]
+
+
+@pytest.mark.parametrize("m, n, k", SHAPES)
+def test_pack_signs_matches_reference(m, n, k):
+    x = torch.randn(m, k)
+    assert torch.equal(K.pack_signs(x), K.pack_signs_reference(x))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("m, n, k", SHAPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_gemm_paths_bit_exact(path, m, n, k, masked):
+    g = torch.Generator().manual_seed(m * 1000 + n * 10 + k)
+    a = K.pack_signs(torch.randn(m, k, generator=g))
+    b = K.pack_signs(torch.randn(n, k, generator=g))
+    mask = K.pack_signs(torch.randn(m, k, generator=g)) if masked else None
+    expected = K.binary_gemm_reference(a, b, k, mask)
+    for threads in (1, 2):
+        assert torch.equal(K.binary_gemm(a, b, k, mask, path=path, threads=threads), expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 12), n=st.integers(1, 40), k=st.integers(1, 300), seed=st.integers(0, 99))
+def test_gemm_random_shapes(m, n, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    a = K.pack_signs(torch.randn(m, k, generator=g))
+    b = K.pack_signs(torch.randn(n, k, generator=g))
+    expected = K.binary_gemm_reference(a, b, k)
+    for path in PATHS:
+        assert torch.equal(K.binary_gemm(a, b, k, path=path), expected)
+
+
+def test_panels_match_reference_layout_and_are_reusable():
+    b = K.pack_signs(torch.randn(21, 130))
+    panels = K.pack_panels(b)
+    assert panels.shape == (2, 3, 16)
+    assert torch.equal(panels[1, :, 4], b[20]) and torch.equal(panels[1, :, 5], torch.zeros(3,
+                                                                                        dtype=torch.int64))
+    a = K.pack_signs(torch.randn(7, 130))
+    assert torch.equal(K.binary_gemm(a, b, 130, panels=panels), K.binary_gemm_reference(a, b, 130))
+
+
+def test_bad_arguments_are_rejected_clearly():
+    a, b = K.pack_signs(torch.randn(2, 70)), K.pack_signs(torch.randn(3, 70))
+    with pytest.raises(ValueError, match=r"b must be an int64 tensor of packed rows \(R, 2\)"):
+        K.binary_gemm(a, b[:, :1], 70)
+    with pytest.raises(ValueError, match="mask has 1 rows but a has 2"):
+        K.binary_gemm(a, b, 70, a[:1])
+    with pytest.raises(ValueError, match="path must be one of"):
+        K.binary_gemm(a, b, 70, path="neon")
+    with pytest.raises(ValueError, match="panels have shape"):
+        K.binary_gemm(a, b, 70, panels=torch.zeros(1, 1, 16, dtype=torch.int64))
+    with pytest.raises(ValueError, match="2-D"):
+        K.pack_signs(torch.randn(2, 3, 4))
+
+
+def test_without_the_library_the_reference_path_runs_and_says_so_once(monkeypatch):
+    monkeypatch.setattr(K, "_load", lambda: None)
+    monkeypatch.setattr(K, "_load_error", "simulated: not built")
+    monkeypatch.setattr(K, "_warned", False)
+    x, w = torch.randn(3, 100), torch.randn(4, 100)
+    with pytest.warns(RuntimeWarning, match="simulated: not built"):
+        a = K.pack_signs(x)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = K.binary_gemm(a, K.pack_signs(w), 100)
+    assert torch.equal(out, K.binary_gemm_reference(a, K.pack_signs_reference(w), 100))
