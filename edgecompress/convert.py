@@ -134,6 +134,15 @@ def convert(
             new.train(module.training)
             _set_submodule(model, name, new)
             report.converted.append((name, kind, type(new).__name__))
+    spec = getattr(model, "edgecompress_spec", None)
+    rules_are_names = all(isinstance(r, str) for r in [*(include or []), *(exclude or [])])
+    if spec is not None and isinstance(method, str) and rules_are_names:
+        model.edgecompress_spec = {**spec, "method": {
+            "name": method, "keep_first_last": keep_first_last,
+            "include": list(include) if include is not None else None,
+            "exclude": list(exclude) if exclude is not None else None, **options}}
+    elif spec is not None:
+        del model.edgecompress_spec  # a Converter object or class rules cannot be written down
     return (model, report) if return_report else model
 
 

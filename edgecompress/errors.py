@@ -33,3 +33,7 @@ class RecipeError(EdgecompressError, ValueError):
 
 class ConversionError(EdgecompressError, ValueError):
     """A model conversion that cannot be done (unsupported layer, bad option)."""
+
+
+class ModelFileError(EdgecompressError, ValueError):
+    """A frozen-model file that is truncated, corrupt, from a newer format or inconsistent."""

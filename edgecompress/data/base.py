@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import DataError, DataNotFoundError
+from ..errors import DataError, DataNotFoundError, UnknownNameError
 
 SPLITS = ("train", "test")
 
@@ -18,53 +19,78 @@ SPLITS = ("train", "test")
 def default_root(name: str) -> Path:
     """``$EDGECOMPRESS_DATA/<name>`` if that variable is set, else ``~/.edgecompress/data/<name>``."""
     base = os.environ.get("EDGECOMPRESS_DATA")
-    return (Path(base) if base else Path.home() / ".edgecompress" / "data") / name
+    return (Path(base).expanduser() if base else Path.home() / ".edgecompress" / "data") / name
 
 
-def check_split(split: str) -> str:
+def check_split(split: str, dataset: str = "") -> str:
+    """Return ``split`` if it is "train" or "test"; otherwise raise naming it and the valid ones."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        where = f" of dataset {dataset!r}" if dataset else ""
+        raise UnknownNameError(f"unknown split {split!r}{where}; available: {', '.join(SPLITS)}")
     return split
 
 
+def reject_options(dataset: str, options: Mapping[str, Any]) -> None:
+    """Built-in loaders take no extra options: name the ones given instead of ignoring them."""
+    if options:
+        raise TypeError(f"dataset {dataset!r} got unexpected option(s) {sorted(options)}; "
+                        f"data.load() accepts root, split, augment and limit")
+
+
 def missing_files_error(name: str, root: Path, expected: Sequence[str]) -> DataNotFoundError:
-    """The error raised when dataset files are absent: what is expected where, and how to say
-    where they are. Downloads are never attempted."""
-    files = "\n  ".join(str(root / f) for f in expected)
+    """The error raised when dataset files are absent: what is expected in which directory, and
+    how to point edgecompress elsewhere. Downloads are never attempted."""
+    state = "" if root.is_dir() else " (this directory does not exist)"
+    files = "\n  ".join(expected)
     return DataNotFoundError(
-        f"dataset {name!r}: files not found. Expected:\n  {files}\n"
-        f"Put the files there, or pass root=... (--data-root on the command line), or set "
-        f"EDGECOMPRESS_DATA to a directory containing '{name}/'. edgecompress never downloads data."
+        f"dataset {name!r}: files not found in {root}{state}. Expected there:\n  {files}\n"
+        f"Put the files there, or pass root=<directory> (--data-root on the command line), or "
+        f"set EDGECOMPRESS_DATA to a directory containing '{name}/'. "
+        f"edgecompress never downloads data."
     )
 
 
 class ImageDataset(Dataset):
     """uint8 images (N, C, H, W) and int64 labels in memory; items are normalised float tensors.
 
-    ``augment=True`` applies a random crop (``pad`` zero pixels each side) and a horizontal flip
-    using torch's global RNG, so a seeded trainer makes it reproducible.
+    Keeping uint8 in memory makes these small datasets 4x cheaper than float copies; each item is
+    scaled to [0, 1] and normalised with the dataset's mean/std on access. A dataset built with
+    ``crop_pad`` and/or ``hflip`` supports augmentation: with ``augment = True`` each item gets a
+    random crop from the image zero-padded by ``crop_pad`` pixels and a random horizontal flip,
+    drawn from torch's global RNG so that a seeded trainer reproduces them.
     """
 
     def __init__(self, images: Tensor, targets: Tensor, classes: Sequence[str],
-                 mean: Sequence[float], std: Sequence[float], *, augment: bool = False,
-                 pad: int = 4, source: str = "") -> None:
+                 mean: Sequence[float], std: Sequence[float], *, source: str = "",
+                 crop_pad: int = 0, hflip: bool = False) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise DataError(f"{source}: images must be uint8 (N, C, H, W), got "
                             f"{images.dtype} {tuple(images.shape)}")
-        if len(images) != len(targets):
-            raise DataError(f"{source}: {len(images)} images but {len(targets)} labels")
+        if targets.dim() != 1 or len(images) != len(targets):
+            raise DataError(f"{source}: {len(images)} images but labels of shape "
+                            f"{tuple(targets.shape)}, expected ({len(images)},)")
         if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= len(classes)):
             raise DataError(f"{source}: labels must be in 0..{len(classes) - 1}, found "
                             f"{int(targets.min())}..{int(targets.max())}")
+        if len(mean) != images.shape[1] or len(std) != images.shape[1]:
+            raise ValueError(f"{source}: mean/std need {images.shape[1]} values (one per "
+                             f"channel), got {len(mean)} and {len(std)}")
         self.images = images
         self.targets = targets.to(torch.int64)
         self.classes = list(classes)
         self.num_classes = len(self.classes)
-        self.input_shape = tuple(images.shape[1:])
+        self.input_shape: tuple[int, int, int] = tuple(int(s) for s in images.shape[1:])
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        self.augment = augment
-        self.pad = pad
+        self.source = source
+        self.crop_pad = crop_pad
+        self.hflip = hflip
+        self.augment = False
+
+    @property
+    def can_augment(self) -> bool:
+        """Whether this dataset defines an augmentation (``augment = True`` has an effect)."""
+        return self.crop_pad > 0 or self.hflip
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -76,19 +102,25 @@ class ImageDataset(Dataset):
         return (x - self.mean) / self.std, int(self.targets[index])
 
     def _augment(self, x: Tensor) -> Tensor:
-        _, h, w = x.shape
-        p = self.pad
-        padded = torch.nn.functional.pad(x, (p, p, p, p))
-        top, left = (int(v) for v in torch.randint(0, 2 * p + 1, (2,)))
-        x = padded[:, top:top + h, left:left + w]
-        if torch.rand(()) < 0.5:
+        if self.crop_pad > 0:
+            _, h, w = x.shape
+            p = self.crop_pad
+            padded = torch.nn.functional.pad(x, (p, p, p, p))
+            top, left = (int(v) for v in torch.randint(0, 2 * p + 1, (2,)))
+            x = padded[:, top:top + h, left:left + w]
+        if self.hflip and bool(torch.rand(()) < 0.5):
             x = x.flip(-1)
         return x
 
     def limit(self, n: int | None) -> "ImageDataset":
-        """Keep only the first ``n`` samples (in place); returns self."""
+        """Keep only the first ``n`` samples (in place); returns self. ``None`` keeps all."""
         if n is not None:
-            if n < 1:
-                raise ValueError(f"limit must be >= 1, got {n}")
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+                raise ValueError(f"limit must be a positive integer or None, got {n!r}")
+            n = int(n)
             self.images, self.targets = self.images[:n], self.targets[:n]
         return self
+
+    def __repr__(self) -> str:
+        return (f"ImageDataset({len(self)} images {self.input_shape}, {self.num_classes} "
+                f"classes, augment={self.augment}, source={self.source!r})")

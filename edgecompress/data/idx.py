@@ -10,12 +10,13 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import DataError
-from .base import ImageDataset, check_split, missing_files_error
+from .base import ImageDataset, check_split, missing_files_error, reject_options
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -47,7 +48,8 @@ def _read_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read (corrupt or truncated gzip?): {exc}") from None
+        what = "corrupt or truncated gzip file" if path.suffix == ".gz" else "unreadable file"
+        raise DataError(f"{path}: {what}: {exc or type(exc).__name__}") from None
 
 
 def read_idx_images(path: Path, shape: tuple[int, int] = (28, 28)) -> np.ndarray:
@@ -81,16 +83,20 @@ def read_idx_labels(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=8)
 
 
-def load_idx_dataset(name: str, root: Path, split: str) -> ImageDataset:
-    """The ``split`` of an MNIST-format dataset stored in ``root``."""
-    image_stem, label_stem = FILES[check_split(split)]
+def load_idx_dataset(name: str, root: Path, split: str, **options: Any) -> ImageDataset:
+    """The ``split`` of the MNIST-format dataset ``name`` stored in directory ``root``."""
+    reject_options(name, options)
+    image_stem, label_stem = FILES[check_split(split, name)]
     image_file, label_file = _find(root, image_stem), _find(root, label_stem)
     if image_file is None or label_file is None:
-        raise missing_files_error(name, root, [f"{s}[.gz]" for s in FILES[split]])
+        raise missing_files_error(name, root, [f"{s}  (or {s}.gz)" for s in FILES[split]])
     images, labels = read_idx_images(image_file), read_idx_labels(label_file)
     if len(images) != len(labels):
         raise DataError(f"{image_file} has {len(images)} images but {label_file} has "
                         f"{len(labels)} labels")
+    if len(labels) and int(labels.max()) >= len(CLASSES[name]):
+        raise DataError(f"{label_file}: labels must be in 0..{len(CLASSES[name]) - 1}, found "
+                        f"{int(labels.max())}")
     mean, std = MEAN_STD[name]
     return ImageDataset(torch.from_numpy(images.copy()).unsqueeze(1),
                         torch.from_numpy(labels.astype(np.int64)), CLASSES[name], [mean], [std],

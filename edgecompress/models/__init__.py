@@ -36,7 +36,15 @@ def create(name: str, num_classes: int = 10, **kw: Any) -> nn.Module:
     bad = sorted(set(kw) - set(valid))
     if bad:
         raise TypeError(f"model {name!r} got unknown option(s) {bad}; valid: {', '.join(valid)}")
-    return factory(num_classes=num_classes, **kw)
+    model = factory(num_classes=num_classes, **kw)
+    # what edgecompress.deploy.save records so that load() can rebuild the architecture
+    model.edgecompress_spec = {"model": {"name": name, "num_classes": num_classes,
+                                         **_jsonable(kw)}}
+    return model
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
 def available() -> list[str]:

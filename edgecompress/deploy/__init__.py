@@ -1,0 +1,13 @@
+"""Deployment: freeze a trained binarized model into packed 1-bit layers that run on the C
+kernels, and save / load it as safetensors plus JSON metadata.
+
+>>> frozen = edgecompress.deploy.freeze(trained)          # doctest: +SKIP
+>>> edgecompress.deploy.save(frozen, "model.safetensors")   # doctest: +SKIP
+>>> same = edgecompress.deploy.load("model.safetensors")    # doctest: +SKIP
+"""
+
+from .fileformat import load, save
+from .freeze import freeze
+from .modules import PackedBinaryConv2d, PackedBinaryLinear
+
+__all__ = ["freeze", "save", "load", "PackedBinaryLinear", "PackedBinaryConv2d"]

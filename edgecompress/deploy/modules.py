@@ -1,0 +1,140 @@
+"""Inference modules of frozen binary layers: 1 bit per weight, packed, run by the C kernels.
+
+``PackedBinaryLinear`` / ``PackedBinaryConv2d`` hold the signs of the trained latent weights as
+packed words, an optional per-output-channel scale and the bias. In W1A1 mode the input is
+binarized with sign (what the training-form layer's input quantizer deploys) and the product runs
+as an XOR-popcount GEMM; in W1A32 mode the float input multiplies the +-1 weights (unpacked once,
+at load time). Convolution uses im2col with a validity mask, so zero padding is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import kernels
+from ..kernels.ops import binary_gemm_op
+from ..layers.base import CompressedLayer
+
+
+def _pack_valid(valid: Tensor) -> Tensor:
+    """Packed bits of a 0/1 matrix (bit 1 where valid)."""
+    return kernels.pack_signs(torch.where(valid > 0, -1.0, 1.0))
+
+
+class _PackedBinary(CompressedLayer):
+    """Shared state: packed weight rows (N, W) and, derived from them, the GEMM panels."""
+
+    weight_bits = 1
+
+    def _init_packed(self, out_features: int, k: int, binary_inputs: bool, has_scale: bool,
+                     has_bias: bool) -> None:
+        self.out_features, self.k, self.binary_inputs = out_features, k, binary_inputs
+        self.register_buffer("bits", torch.zeros(out_features, kernels.words(k), dtype=torch.int64))
+        self.register_buffer("scale", torch.ones(out_features) if has_scale else None)
+        self.register_buffer("bias", torch.zeros(out_features) if has_bias else None)
+        self.register_buffer("panels", None, persistent=False)
+        self.register_buffer("dense", None, persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, keys: module.prepare())
+
+    @property
+    def input_bits(self) -> int:  # type: ignore[override]
+        return 1 if self.binary_inputs else 32
+
+    def prepare(self) -> None:
+        """Derive what the forward pass needs from ``bits`` (after freezing or loading)."""
+        if self.binary_inputs:
+            self.panels = kernels.pack_panels(self.bits)
+        else:
+            signs = kernels.unpack_signs_reference(self.bits, self.k).to(torch.float32)
+            self.dense = signs.view(self.out_features, -1)
+
+    def discrete_weight(self) -> Tensor:
+        return kernels.unpack_signs_reference(self.bits, self.k).to(torch.float32)
+
+    def _affine(self, y: Tensor, channel_dim: int) -> Tensor:
+        shape = [1] * y.dim()
+        shape[channel_dim] = -1
+        if self.scale is not None:
+            y = y * self.scale.view(shape)
+        if self.bias is not None:
+            y = y + self.bias.view(shape)
+        return y
+
+    def edgecompress_params(self) -> dict[int, int]:
+        floats = sum(t.numel() for t in (self.scale, self.bias) if t is not None)
+        return {1: self.out_features * self.k, 32: floats} if floats else {
+            1: self.out_features * self.k}
+
+
+class PackedBinaryLinear(_PackedBinary):
+    def __init__(self, in_features: int, out_features: int, *, binary_inputs: bool,
+                 has_scale: bool = False, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self._init_packed(out_features, in_features, binary_inputs, has_scale, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features)
+        if self.binary_inputs:
+            y = binary_gemm_op(kernels.pack_signs(flat), self.panels, self.out_features, self.k,
+                               None).to(x.dtype)
+        else:
+            y = flat @ self.dense.t()
+        return self._affine(y, -1).reshape(*lead, self.out_features)
+
+    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
+        rows = output.numel() // output.shape[0] // self.out_features
+        return {f"w1a{self.input_bits}": rows * self.in_features * self.out_features}
+
+
+class PackedBinaryConv2d(_PackedBinary):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                 groups: int, *, binary_inputs: bool, has_scale: bool = False,
+                 bias: bool = True) -> None:
+        super().__init__()
+        if groups != 1 and binary_inputs:
+            raise NotImplementedError("packed W1A1 convolution supports groups=1 only (so far)")
+        self.in_channels, self.kernel_size = in_channels, tuple(kernel_size)
+        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
+        self.groups = groups
+        k = in_channels // groups * kernel_size[0] * kernel_size[1]
+        self._init_packed(out_channels, k, binary_inputs, has_scale, bias)
+        self._masks: dict[tuple[int, int], Tensor] = {}
+
+    def _mask(self, h: int, w: int) -> Tensor | None:
+        """Packed validity of every im2col row (None without padding): cached per input size."""
+        if self.padding == (0, 0):
+            return None
+        if (h, w) not in self._masks:
+            ones = torch.ones(1, self.in_channels, h, w)
+            cols = F.unfold(ones, self.kernel_size, self.dilation, self.padding, self.stride)
+            self._masks[(h, w)] = _pack_valid(cols[0].t().contiguous())
+        return self._masks[(h, w)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) \
+            // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) \
+            // self.stride[1] + 1
+        if not self.binary_inputs:
+            weight = self.dense.view(self.out_features, self.in_channels // self.groups,
+                                     *self.kernel_size)
+            y = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
+            return self._affine(y, 1)
+        signs = torch.where(x >= 0, 1.0, -1.0)
+        cols = F.unfold(signs, self.kernel_size, self.dilation, self.padding, self.stride)
+        rows = cols.transpose(1, 2).reshape(-1, self.k)
+        mask = self._mask(h, w)
+        if mask is not None and b > 1:
+            mask = mask.repeat(b, 1)
+        y = binary_gemm_op(kernels.pack_signs(rows), self.panels, self.out_features, self.k, mask)
+        y = y.to(x.dtype).view(b, oh * ow, self.out_features).transpose(1, 2)
+        return self._affine(y.reshape(b, self.out_features, oh, ow), 1)
+
+    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
+        return {f"w1a{self.input_bits}": output[0].numel() * self.k}
