@@ -1,0 +1,187 @@
+"""freeze / save / load: the packed inference model equals the training form, files round-trip
+exactly, and bad files are rejected with the file named."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import struct
+
+import pytest
+import torch
+from torch import nn
+
+import edgecompress as ec
+from edgecompress import deploy
+from edgecompress.deploy import PackedBinaryConv2d, PackedBinaryLinear
+from edgecompress.errors import ModelFileError
+from edgecompress.layers import BinaryConv2d, BinaryLinear, harden
+from edgecompress.quantizers import method_pair
+
+
+def calibrated(model: nn.Module, shape) -> nn.Module:
+    """Give BatchNorm realistic running statistics, then eval mode."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, *shape))
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode", ["w1a1", "w1a32"])
+@pytest.mark.parametrize("scaling", ["none", "channel"])
+def test_frozen_resnet_matches_the_hardened_training_form(mode, scaling):
+    torch.manual_seed(0)
+    model = ec.models.create("resnet20", width=0.25, activation="hardtanh")
+    model = calibrated(ec.convert(model, "bnn++", mode=mode, scaling=scaling), (3, 32, 32))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = harden(copy.deepcopy(model))(x)
+        frozen = deploy.freeze(model)
+        out = frozen(x)
+    kinds = {type(m) for m in frozen.modules()}
+    assert PackedBinaryConv2d in kinds and BinaryConv2d not in kinds
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 0, 1), (2, 1, 1), (1, 2, 2),
+                                                       (3, 1, 1)])
+def test_packed_conv_geometry_variants(stride, padding, dilation):
+    torch.manual_seed(1)
+    layer = BinaryConv2d(5, 7, 3, stride, padding, dilation, bias=True,
+                         weight_quantizer=method_pair("bnn"), input_quantizer=method_pair("bnn"))
+    net = nn.Sequential(layer)
+    x = torch.randn(2, 5, 11, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(deploy.freeze(net)(x), net(x))
+
+
+def test_packed_linear_batch_one_and_token_inputs():
+    torch.manual_seed(2)
+    net = nn.Sequential(BinaryLinear(130, 17, weight_quantizer=method_pair("bc"),
+                                     input_quantizer=method_pair("bnn")))
+    frozen = deploy.freeze(net)
+    assert isinstance(frozen[0], PackedBinaryLinear)
+    for x in (torch.randn(1, 130), torch.randn(2, 5, 130)):
+        with torch.no_grad():
+            torch.testing.assert_close(frozen(x), net(x))
+
+
+def test_frozen_model_predicts_like_the_trained_model_on_real_data():
+    from edgecompress.train import TrainConfig, Trainer
+    train = ec.data.load("mnist-bundled", split="train", limit=1000)
+    test = ec.data.load("mnist-bundled", split="test")
+    torch.manual_seed(0)
+    model = ec.convert(ec.models.create("mlp", hidden=(256, 256), activation="hardtanh"), "bnn",
+                       mode="w1a1")
+    Trainer(model, train, None, TrainConfig(epochs=1, optimizer="adam", lr=1e-3,
+                                            progress=False)).fit()
+    model.eval()
+    frozen = deploy.freeze(model)
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    with torch.no_grad():
+        assert torch.equal(frozen(x).argmax(1), model(x).argmax(1))
+
+
+def saved_mlp(tmp_path, width=64):
+    torch.manual_seed(3)
+    model = ec.convert(ec.models.create("mlp", hidden=(width, width), activation="hardtanh"),
+                       "bnn", mode="w1a1", scaling="channel", keep_first_last=False)
+    frozen = deploy.freeze(calibrated(model, (1, 28, 28)))
+    path = tmp_path / "model.safetensors"
+    deploy.save(frozen, path)
+    return frozen, path
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    frozen, path = saved_mlp(tmp_path)
+    loaded = deploy.load(path)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), frozen(x))
+    for key, value in frozen.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_file_size_matches_the_analytic_size(tmp_path):
+    frozen, path = saved_mlp(tmp_path, width=1024)
+    binary = sum(m.out_features * m.k for m in frozen.modules()
+                 if isinstance(m, (PackedBinaryLinear, PackedBinaryConv2d)))
+    floats = sum(t.numel() * t.element_size() for k, t in frozen.state_dict().items()
+                 if not k.endswith(".bits"))
+    analytic = binary / 8 + floats
+    assert abs(os.path.getsize(path) - analytic) / analytic < 0.02
+
+
+def test_frozen_model_under_torch_compile(tmp_path):
+    frozen, _ = saved_mlp(tmp_path)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(frozen)(x), frozen(x))
+
+
+def test_summary_of_a_frozen_model_counts_one_bit_weights(tmp_path):
+    frozen, _ = saved_mlp(tmp_path)
+    s = ec.summary(frozen, (1, 28, 28))
+    assert s.params_by_bits[1] == 784 * 64 + 64 * 64 + 64 * 10
+    assert set(s.macs_by_precision) == {"w1a1"}
+
+
+def _rewrite_metadata(path, change):
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    meta = json.loads(header["__metadata__"]["edgecompress"])
+    change(meta)
+    header["__metadata__"]["edgecompress"] = json.dumps(meta)
+    body = json.dumps(header).encode()
+    body += b" " * (-len(body) % 8)
+    path.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + size:])
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "not a readable safetensors file"),
+    ("random", "not a readable safetensors file"),
+    ("newer", "format version 99 is newer"),
+    ("foreign", "format 'other'"),
+    ("spec", "cannot rebuild the model"),
+])
+def test_bad_files_are_rejected_naming_the_file(tmp_path, damage, message):
+    _, path = saved_mlp(tmp_path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:-100])
+    elif damage == "random":
+        path.write_bytes(os.urandom(500))
+    elif damage == "newer":
+        _rewrite_metadata(path, lambda m: m.update(version=99))
+    elif damage == "foreign":
+        _rewrite_metadata(path, lambda m: m.update(format="other"))
+    elif damage == "spec":
+        _rewrite_metadata(path, lambda m: m["spec"]["model"].update(name="alexnet"))
+    with pytest.raises(ModelFileError, match=message) as info:
+        deploy.load(path)
+    assert "model.safetensors" in str(info.value)
+
+
+def test_wrong_tensor_shape_is_rejected(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    _, path = saved_mlp(tmp_path)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    key = next(k for k in tensors if k.endswith(".bits"))
+    tensors[key] = tensors[key][:-1].clone()
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(ModelFileError, match=f"tensor '{key}' has .* expected"):
+        deploy.load(path)
+
+
+def test_save_needs_a_frozen_model_with_a_spec(tmp_path):
+    model = ec.models.create("mlp")
+    with pytest.raises(ModelFileError, match="freeze"):
+        deploy.save(model, tmp_path / "m.safetensors")
+    bare = deploy.freeze(nn.Sequential(BinaryLinear(8, 4, weight_quantizer=method_pair("bnn"))))
+    with pytest.raises(ModelFileError, match="no edgecompress_spec"):
+        deploy.save(bare, tmp_path / "m.safetensors")
