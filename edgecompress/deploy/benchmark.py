@@ -1,0 +1,106 @@
+"""Timing of the packed kernels and frozen models against torch float32, measured in one run.
+
+Every comparison interleaves the candidate and its float baseline over several rounds and reports
+the ratio of medians, so that a busy shared machine slows both alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import kernels
+
+# ResNet-18 3x3 convolutions as GEMMs at batch 1: M = H x W, K = 9 C_in, N = C_out
+RESNET18_SHAPES = {"stage 1": (56 * 56, 9 * 64, 64), "stage 2": (28 * 28, 9 * 128, 128),
+                   "stage 3": (14 * 14, 9 * 256, 256), "stage 4": (7 * 7, 9 * 512, 512)}
+
+
+@dataclass
+class Timing:
+    name: str
+    threads: int
+    candidate_ms: float
+    baseline_ms: float
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline_ms / self.candidate_ms
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "speedup": self.speedup}
+
+
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return 1000 * statistics.median(times)
+
+
+def compare(name: str, candidate: Callable[[], object], baseline: Callable[[], object],
+            threads: int, rounds: int = 5, repeats: int = 5) -> Timing:
+    """Median time of ``candidate`` and ``baseline`` with ``threads`` threads, interleaved."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        candidate(), baseline()  # warm-up
+        c, b = [], []
+        for _ in range(rounds):
+            c.append(_median_ms(candidate, repeats))
+            b.append(_median_ms(baseline, repeats))
+        return Timing(name, threads, statistics.median(c), statistics.median(b))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def bench_gemm(batch: int = 1, threads: tuple[int, ...] = (1, 2), path: str | None = None,
+               rounds: int = 5) -> list[Timing]:
+    """Binary GEMM (packed operands, int32 out) vs float32 ``x @ w.T`` at ResNet-18 shapes."""
+    out = []
+    for label, (m, k, n) in RESNET18_SHAPES.items():
+        m *= batch
+        g = torch.Generator().manual_seed(0)
+        x, w = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g)
+        a, b = kernels.pack_signs(x), kernels.pack_signs(w)
+        panels = kernels.pack_panels(b)
+        wt = w.t().contiguous()
+        for t in threads:
+            out.append(compare(
+                f"{label} M={m} K={k} N={n}",
+                lambda: kernels.binary_gemm(a, b, k, panels=panels, path=path, threads=t),
+                lambda: torch.matmul(x, wt), t, rounds))
+    return out
+
+
+def bench_model(float_model: nn.Module, frozen: nn.Module, shape: tuple[int, ...],
+                batches: tuple[int, ...] = (1, 8), threads: tuple[int, ...] = (1, 2),
+                rounds: int = 3) -> list[Timing]:
+    """Whole frozen model vs the float model in torch (eval, no grad)."""
+    out = []
+    float_model.eval()
+    frozen.eval()
+    for batch in batches:
+        x = torch.randn(batch, *shape)
+        for t in threads:
+            with torch.no_grad():
+                out.append(compare(f"batch {batch}", lambda: frozen(x), lambda: float_model(x),
+                                   t, rounds, repeats=3))
+    return out
+
+
+def tensor_bytes(model: nn.Module) -> int:
+    """Bytes of every tensor the model holds (parameters and buffers, derived ones included)."""
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if t is not None and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
