@@ -109,3 +109,33 @@ def test_without_the_library_the_reference_path_runs_and_says_so_once(monkeypatc
         warnings.simplefilter("error")
         out = K.binary_gemm(a, K.pack_signs(w), 100)
     assert torch.equal(out, K.binary_gemm_reference(a, K.pack_signs_reference(w), 100))
+
+
+CONV_CASES = [  # n, c, h, w, kernel, stride, padding, dilation
+    (1, 1, 5, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (2, 3, 7, 6, (3, 3), (2, 2), (1, 1), (1, 1)),
+    (1, 64, 6, 6, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (2, 70, 5, 4, (1, 1), (1, 1), (0, 0), (1, 1)),
+    (1, 130, 9, 9, (3, 3), (1, 1), (2, 2), (2, 2)),
+    (3, 16, 8, 8, (5, 3), (3, 1), (2, 0), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("n, c, h, w, kernel, stride, padding, dilation", CONV_CASES)
+def test_im2col_matches_reference_and_conv_matches_float(n, c, h, w, kernel, stride, padding,
+                                                         dilation):
+    g = torch.Generator().manual_seed(c * 7 + h)
+    x = torch.randn(n, c, h, w, generator=g)
+    rows, mask = K.im2col_signs(x, kernel, stride, padding, dilation)
+    ref_rows, ref_mask = K.im2col_signs_reference(x, kernel, stride, padding, dilation)
+    assert torch.equal(rows, ref_rows) and torch.equal(mask, ref_mask)
+    weight = torch.randn(5, c, *kernel, generator=g)
+    b = K.pack_conv_weights(weight)
+    k = c * kernel[0] * kernel[1]
+    expected = torch.nn.functional.conv2d(torch.where(x >= 0, 1.0, -1.0).double(),
+                                          torch.where(weight >= 0, 1.0, -1.0).double(),
+                                          stride=stride, padding=padding, dilation=dilation)
+    expected = expected.permute(0, 2, 3, 1).reshape(-1, 5).round().to(torch.int32)
+    assert torch.equal(K.binary_gemm_reference(rows, b, k, mask), expected)
+    for path in PATHS:
+        assert torch.equal(K.binary_gemm(rows, b, k, mask, path=path), expected)

@@ -4,7 +4,8 @@
 packed words, an optional per-output-channel scale and the bias. In W1A1 mode the input is
 binarized with sign (what the training-form layer's input quantizer deploys) and the product runs
 as an XOR-popcount GEMM; in W1A32 mode the float input multiplies the +-1 weights (unpacked once,
-at load time). Convolution uses im2col with a validity mask, so zero padding is exact.
+at load time). Convolution packs the channels of every input pixel into words, gathers them
+into im2col rows in C, and masks the zero padding, so it is exact.
 """
 
 from __future__ import annotations
@@ -18,11 +19,6 @@ from ..kernels.ops import binary_gemm_op
 from ..layers.base import CompressedLayer
 
 
-def _pack_valid(valid: Tensor) -> Tensor:
-    """Packed bits of a 0/1 matrix (bit 1 where valid)."""
-    return kernels.pack_signs(torch.where(valid > 0, -1.0, 1.0))
-
-
 class _PackedBinary(CompressedLayer):
     """Shared state: packed weight rows (N, W) and, derived from them, the GEMM panels."""
 
@@ -34,6 +30,7 @@ class _PackedBinary(CompressedLayer):
         self.register_buffer("bits", torch.zeros(out_features, kernels.words(k), dtype=torch.int64))
         self.register_buffer("scale", torch.ones(out_features) if has_scale else None)
         self.register_buffer("bias", torch.zeros(out_features) if has_bias else None)
+        self.register_buffer("rows", None, persistent=False)
         self.register_buffer("panels", None, persistent=False)
         self.register_buffer("dense", None, persistent=False)
         self.register_load_state_dict_post_hook(lambda module, keys: module.prepare())
@@ -42,10 +39,15 @@ class _PackedBinary(CompressedLayer):
     def input_bits(self) -> int:  # type: ignore[override]
         return 1 if self.binary_inputs else 32
 
+    def _kernel_bits(self) -> Tensor:
+        """Weight rows in the layout the GEMM multiplies (the stored ``bits`` by default)."""
+        return self.bits
+
     def prepare(self) -> None:
         """Derive what the forward pass needs from ``bits`` (after freezing or loading)."""
         if self.binary_inputs:
-            self.panels = kernels.pack_panels(self.bits)
+            self.rows = self._kernel_bits()
+            self.panels = kernels.pack_panels(self.rows)
         else:
             signs = kernels.unpack_signs_reference(self.bits, self.k).to(torch.float32)
             self.dense = signs.view(self.out_features, -1)
@@ -79,7 +81,7 @@ class PackedBinaryLinear(_PackedBinary):
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         if self.binary_inputs:
-            y = binary_gemm_op(kernels.pack_signs(flat), self.panels, self.out_features, self.k,
+            y = binary_gemm_op(kernels.pack_signs(flat), self.rows, self.panels, self.k,
                                None).to(x.dtype)
         else:
             y = flat @ self.dense.t()
@@ -103,17 +105,13 @@ class PackedBinaryConv2d(_PackedBinary):
         self.groups = groups
         k = in_channels // groups * kernel_size[0] * kernel_size[1]
         self._init_packed(out_channels, k, binary_inputs, has_scale, bias)
-        self._masks: dict[tuple[int, int], Tensor] = {}
 
-    def _mask(self, h: int, w: int) -> Tensor | None:
-        """Packed validity of every im2col row (None without padding): cached per input size."""
-        if self.padding == (0, 0):
-            return None
-        if (h, w) not in self._masks:
-            ones = torch.ones(1, self.in_channels, h, w)
-            cols = F.unfold(ones, self.kernel_size, self.dilation, self.padding, self.stride)
-            self._masks[(h, w)] = _pack_valid(cols[0].t().contiguous())
-        return self._masks[(h, w)]
+    def _kernel_bits(self) -> Tensor:
+        """The stored rows are in (channel, kernel row, kernel column) order; the convolution
+        kernels want (kernel row, kernel column, channel) with channels padded per pixel."""
+        signs = self.discrete_weight().view(self.out_features, self.in_channels,
+                                            *self.kernel_size)
+        return kernels.pack_conv_weights(signs)
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
@@ -126,13 +124,9 @@ class PackedBinaryConv2d(_PackedBinary):
                                      *self.kernel_size)
             y = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
             return self._affine(y, 1)
-        signs = torch.where(x >= 0, 1.0, -1.0)
-        cols = F.unfold(signs, self.kernel_size, self.dilation, self.padding, self.stride)
-        rows = cols.transpose(1, 2).reshape(-1, self.k)
-        mask = self._mask(h, w)
-        if mask is not None and b > 1:
-            mask = mask.repeat(b, 1)
-        y = binary_gemm_op(kernels.pack_signs(rows), self.panels, self.out_features, self.k, mask)
+        rows, mask = kernels.im2col_signs(x, self.kernel_size, self.stride, self.padding,
+                                          self.dilation, masked=self.padding != (0, 0))
+        y = binary_gemm_op(rows, self.rows, self.panels, self.k, mask)
         y = y.to(x.dtype).view(b, oh * ow, self.out_features).transpose(1, 2)
         return self._affine(y.reshape(b, self.out_features, oh, ow), 1)
 

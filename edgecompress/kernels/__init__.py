@@ -44,6 +44,10 @@ def _load() -> ctypes.CDLL | None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.ec_pack_signs.argtypes = [p, i64, i64, p]
     lib.ec_pack_signs.restype = None
+    lib.ec_pack_channels.argtypes = [p, i64, i64, i64, i64, p]
+    lib.ec_pack_channels.restype = None
+    lib.ec_im2col_words.argtypes = [p] + [i64] * 12 + [p, p]
+    lib.ec_im2col_words.restype = None
     lib.ec_pack_panels.argtypes = [p, i64, i64, p]
     lib.ec_pack_panels.restype = None
     lib.ec_binary_gemm.argtypes = [p, p, p, i64, i64, i64, i64, p, i32, i32]
@@ -101,11 +105,17 @@ def unpack_signs_reference(packed: Tensor, k: int) -> Tensor:
 
 
 def binary_gemm_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
-    """Reference :func:`binary_gemm`: unpack to +-1 and multiply exactly in float64."""
-    av, bv = unpack_signs_reference(a, k), unpack_signs_reference(b, k)
-    if mask is not None:
-        av = av * unpack_bits_reference(mask, k)
-    return (av @ bv.T).round().to(torch.int32)
+    """Reference :func:`binary_gemm`, straight from the definition
+    ``C[m, n] = valid(m) - 2 popcount((a[m] ^ b[n]) & mask[m])`` with ``valid(m) = k`` (no mask)
+    or ``popcount(mask[m])``, using popcount(x ^ y) = |x| + |y| - 2 x.y on 0/1 vectors, exactly
+    in float64."""
+    bits = a.shape[1] * 64
+    av, bv = unpack_bits_reference(a, bits), unpack_bits_reference(b, bits)
+    mv = torch.ones_like(av) if mask is None else unpack_bits_reference(mask, bits)
+    am = av * mv
+    differ = am.sum(1, keepdim=True) + mv @ bv.T - 2 * am @ bv.T
+    valid = torch.full_like(differ, float(k)) if mask is None else mv.sum(1, keepdim=True)
+    return (valid - 2 * differ).round().to(torch.int32)
 
 
 def unpack_bits_reference(packed: Tensor, k: int) -> Tensor:
@@ -158,12 +168,15 @@ def binary_gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None, *,
                 threads: int | None = None) -> Tensor:
     """``C[m, n] = sum over valid j of a[m, j] * b[n, j]`` for packed +-1 rows; int32 (M, N).
 
-    a: (M, W) packed activations; b: (N, W) packed weights; k: values per row (W = ceil(k/64));
-    mask: optional (M, W) packed validity bits; panels: ``pack_panels(b)`` if already computed;
+    a: (M, W) packed activations; b: (N, W) packed weights; k: number of real values per row
+    (bits beyond them must be 0 in both a and b; unused when a mask is given); mask: optional
+    (M, W) packed validity bits; panels: ``pack_panels(b)`` if already computed;
     path: force "scalar", "avx2" or "avx512"; threads: OpenMP threads (default:
     torch.get_num_threads()).
     """
-    kw = words(k)
+    kw = a.shape[1] if a.dim() == 2 else -1
+    if kw * 64 < k:
+        raise ValueError(f"k = {k} values do not fit in rows of {kw} words")
     a, b = _check_packed("a", a, kw), _check_packed("b", b, kw)
     if mask is not None:
         mask = _check_packed("mask", mask, kw)
@@ -188,6 +201,69 @@ def binary_gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None, *,
     return out
 
 
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pack_conv_weights(weight: Tensor) -> Tensor:
+    """(N, C, kh, kw) float -> (N, kh * kw * ceil(C / 64)) words in the im2col order of
+    :func:`im2col_signs` (kernel row, kernel column, channel; channels padded per pixel)."""
+    n, c, kh, kw = weight.shape
+    cw = words(c)
+    padded = torch.ones(n, kh, kw, cw * 64)
+    padded[..., :c] = weight.detach().permute(0, 2, 3, 1)
+    return pack_signs(padded.reshape(n, -1))[:, : kh * kw * cw].contiguous()
+
+
+def im2col_signs_reference(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                           padding: tuple[int, int], dilation: tuple[int, int],
+                           masked: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Reference :func:`im2col_signs` built from F.unfold."""
+    n, c, h, w = x.shape
+    cw = words(c)
+    signs = torch.zeros(n, cw * 64, h, w)
+    signs[:, :c] = torch.where(x >= 0, 1.0, -1.0)
+    cols = torch.nn.functional.unfold(signs, kernel, dilation, padding, stride)  # (n, C'*kk, L)
+    kk = kernel[0] * kernel[1]
+    cols = cols.view(n, cw * 64, kk, -1).permute(0, 3, 2, 1).reshape(-1, kk * cw * 64)
+    rows = pack_signs_reference(cols)
+    if not masked:
+        return rows, None
+    valid = torch.zeros(1, cw * 64, h, w)
+    valid[:, :c] = 1.0
+    vcols = torch.nn.functional.unfold(valid, kernel, dilation, padding, stride)
+    vcols = vcols.view(1, cw * 64, kk, -1).permute(0, 3, 2, 1).reshape(-1, kk * cw * 64)
+    mask = pack_signs_reference(-vcols).repeat(n, 1)
+    return rows, mask
+
+
+def im2col_signs(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int], dilation: tuple[int, int],
+                 masked: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Packed im2col rows of sign(x) for a binary convolution, and their validity mask.
+
+    x: (n, c, h, w) float. Rows: (n * oh * ow, kh * kw * ceil(c / 64)) words in (kernel row,
+    kernel column, channel) order; the mask marks the channel bits of pixels inside the image
+    (``masked=False`` skips it, which is exact when there is no padding).
+    """
+    lib = _library()
+    if lib is None:
+        return im2col_signs_reference(x, kernel, stride, padding, dilation, masked)
+    n, c, h, w = x.shape
+    x = x.detach().to(torch.float32).contiguous()
+    cw = words(c)
+    pixels = torch.empty(n, h, w, cw, dtype=torch.int64)
+    lib.ec_pack_channels(x.data_ptr(), n, c, h, w, pixels.data_ptr())
+    oh = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
+    ow = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
+    rows = torch.empty(n * oh * ow, kernel[0] * kernel[1] * cw, dtype=torch.int64)
+    mask = torch.empty_like(rows) if masked else None
+    lib.ec_im2col_words(pixels.data_ptr(), n, c, h, w, kernel[0], kernel[1], stride[0],
+                        stride[1], padding[0], padding[1], dilation[0], dilation[1],
+                        rows.data_ptr(), None if mask is None else mask.data_ptr())
+    return rows, mask
+
+
 def _path_code(path: str) -> int:
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
@@ -195,4 +271,5 @@ def _path_code(path: str) -> int:
 
 
 __all__ = ["available", "supported_paths", "words", "pack_signs", "pack_panels", "binary_gemm",
+           "pack_conv_weights", "im2col_signs", "im2col_signs_reference", "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

@@ -230,3 +230,66 @@ EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint
     (void)threads;
     return 0;
 }
+
+/* ---- convolution operands ------------------------------------------------------------------
+ * Binary convolution runs as the GEMM above on im2col rows in (kernel row, kernel column,
+ * channel) order with the channels of one input pixel packed in cw = ceil(C / 64) words:
+ * a row is the kh * kw groups of cw words of the pixels under the kernel. The weights are packed
+ * in the same order (see pack_conv_weights in Python). Unused channel bits are 0 on both sides,
+ * so they add nothing; pixels in the zero padding get 0 words and a 0 mask.
+ */
+
+/* x: (n, c, h, w) float -> out: (n, h, w, cw) words, bit 1 where x < 0. */
+EC_EXPORT void ec_pack_channels(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                                uint64_t *out) {
+    const int64_t cw = (c + 63) / 64, hw = h * w;
+#pragma omp parallel for schedule(static) if (n * c * hw > 65536)
+    for (int64_t img = 0; img < n; img++) {
+        uint64_t *o = out + img * hw * cw;
+        memset(o, 0, (size_t)(hw * cw) * sizeof(uint64_t));
+        for (int64_t ch = 0; ch < c; ch++) {
+            const float *plane = x + (img * c + ch) * hw;
+            const uint64_t bit = (uint64_t)1 << (ch & 63);
+            const int64_t word = ch >> 6;
+            for (int64_t p = 0; p < hw; p++)
+                if (plane[p] < 0.0f) o[p * cw + word] |= bit;
+        }
+    }
+}
+
+/* packed pixels (n, h, w, cw) -> rows (n * oh * ow, kh * kw * cw) and, when mask is not NULL,
+ * the validity mask of the same shape (channel bits of real pixels). */
+EC_EXPORT void ec_im2col_words(const uint64_t *px, int64_t n, int64_t c, int64_t h, int64_t w,
+                               int64_t kh, int64_t kw_, int64_t sh, int64_t sw, int64_t ph,
+                               int64_t pw, int64_t dh, int64_t dw, uint64_t *rows,
+                               uint64_t *mask) {
+    const int64_t cw = (c + 63) / 64;
+    const int64_t oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+    const int64_t ow = (w + 2 * pw - dw * (kw_ - 1) - 1) / sw + 1;
+    const int64_t row_words = kh * kw_ * cw;
+    const uint64_t last = (c & 63) ? (((uint64_t)1 << (c & 63)) - 1) : ~(uint64_t)0;
+#pragma omp parallel for schedule(static) if (n * oh * ow * row_words > 65536)
+    for (int64_t r = 0; r < n * oh * ow; r++) {
+        const int64_t img = r / (oh * ow), oy = (r / ow) % oh, ox = r % ow;
+        uint64_t *dst = rows + r * row_words;
+        uint64_t *mdst = mask ? mask + r * row_words : NULL;
+        for (int64_t i = 0; i < kh; i++) {
+            const int64_t y = oy * sh - ph + i * dh;
+            for (int64_t j = 0; j < kw_; j++) {
+                const int64_t xx = ox * sw - pw + j * dw;
+                const int64_t off = (i * kw_ + j) * cw;
+                if (y < 0 || y >= h || xx < 0 || xx >= w) {
+                    memset(dst + off, 0, (size_t)cw * sizeof(uint64_t));
+                    if (mdst) memset(mdst + off, 0, (size_t)cw * sizeof(uint64_t));
+                } else {
+                    memcpy(dst + off, px + ((img * h + y) * w + xx) * cw,
+                           (size_t)cw * sizeof(uint64_t));
+                    if (mdst) {
+                        for (int64_t q = 0; q < cw - 1; q++) mdst[off + q] = ~(uint64_t)0;
+                        mdst[off + cw - 1] = last;
+                    }
+                }
+            }
+        }
+    }
+}
