@@ -148,6 +148,63 @@ def summary(target: str, input_shape: str | None, num_classes: int, method: str 
     _write_json(json_path, s.to_dict())
 
 
+@cli.group()
+def bench() -> None:
+    """Time the packed kernels and frozen models against torch float32 (ratios from one run)."""
+
+
+def _print_timings(title: str, timings) -> None:
+    click.echo(title)
+    for t in timings:
+        click.echo(f"  {t.name:<34} {t.threads} thread(s)  {t.candidate_ms:9.3f} ms vs "
+                   f"float32 {t.baseline_ms:9.3f} ms  ->  {t.speedup:5.1f}x")
+
+
+@bench.command(name="kernels")
+@click.option("--batch", default=1, show_default=True, help="Images per GEMM (M = batch x H x W).")
+@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
+@click.option("--path", type=click.Choice(["scalar", "avx2", "avx512"]),
+              help="Force a dispatch path (default: the best this CPU supports).")
+@click.option("--rounds", default=5, show_default=True)
+@json_option
+def bench_kernels(batch: int, threads: str, path: str | None, rounds: int,
+                  json_path: str | None) -> None:
+    """Binary XOR-popcount GEMM vs torch float32 matmul at the ResNet-18 layer shapes."""
+    from .deploy.benchmark import bench_gemm
+
+    counts = tuple(int(t) for t in threads.split(","))
+    timings = bench_gemm(batch=batch, threads=counts, path=path, rounds=rounds)
+    _print_timings(f"binary GEMM vs float32 matmul, batch {batch}", timings)
+    _write_json(json_path, {"batch": batch, "path": path, "rows": [t.to_dict() for t in timings]})
+
+
+@bench.command(name="model")
+@click.argument("model_name", default="resnet18")
+@click.option("--batches", default="1,8", show_default=True)
+@click.option("--threads", default="1,2", show_default=True)
+@click.option("--rounds", default=3, show_default=True)
+@json_option
+def bench_model_cmd(model_name: str, batches: str, threads: str, rounds: int,
+                    json_path: str | None) -> None:
+    """A frozen W1A1 model (first conv and classifier float) vs the same float model."""
+    import torch
+
+    from . import models
+    from .convert import convert
+    from .deploy import freeze
+    from .deploy.benchmark import bench_model
+
+    torch.manual_seed(0)
+    float_model = models.create(model_name, num_classes=1000 if model_name == "resnet18" else 10,
+                                activation="hardtanh").eval()
+    frozen = freeze(convert(float_model, "bnn", mode="w1a1"))
+    timings = bench_model(float_model, frozen, tuple(float_model.input_shape),
+                          tuple(int(b) for b in batches.split(",")),
+                          tuple(int(t) for t in threads.split(",")), rounds)
+    _print_timings(f"frozen W1A1 {model_name} vs float {model_name}", timings)
+    _write_json(json_path, {"model": model_name, "rows": [t.to_dict() for t in timings]})
+
+
 @cli.command(name="list")
 def list_() -> None:
     """List the available models, datasets, methods and quantizers."""

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from edgecompress.cli import cli, main
 
-COMMANDS = ["demo", "train", "eval", "summary", "list"]
+COMMANDS = ["demo", "train", "eval", "summary", "list", "bench", "bench kernels", "bench model"]
 
 
 def tiny_recipe(tmp_path: Path, **changes) -> Path:
@@ -44,7 +44,7 @@ def run_main(argv, capsys) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
-    result = CliRunner().invoke(cli, [command, "--help"])
+    result = CliRunner().invoke(cli, [*command.split(), "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
 
@@ -164,3 +164,14 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert "epochs=5" in code
     monkeypatch.chdir(tmp_path)
     exec(compile(code.replace("epochs=5", "epochs=1"), "README.md", "exec"), {})
+
+
+def test_bench_kernels_reports_every_resnet18_stage(tmp_path):
+    out = tmp_path / "k.json"
+    result = CliRunner().invoke(cli, ["bench", "kernels", "--threads", "1", "--rounds", "1",
+                                      "--path", "scalar", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["name"].split(" M=")[0] for r in rows] == ["stage 1", "stage 2", "stage 3",
+                                                          "stage 4"]
+    assert all(r["candidate_ms"] > 0 and r["baseline_ms"] > 0 for r in rows)
