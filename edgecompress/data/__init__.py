@@ -1,46 +1,66 @@
 """Datasets by name: ``edgecompress.data.load("cifar10", root=..., split="train")``.
 
-Loaders read standard local files and never download anything; missing files raise an error that
-lists what is expected where. ``mnist-bundled`` (a real 6,000 + 1,000 image MNIST subset) ships
-inside the package so the demo and tests run anywhere.
+Loaders read standard local files and never download anything; missing files raise
+:class:`~edgecompress.errors.DataNotFoundError` listing what is expected where. ``mnist-bundled``
+(a real 6,000 + 1,000 image MNIST subset) ships inside the package so the demo and tests run
+anywhere.
+
+A new dataset is a loader ``fn(root: Path, split: str, **options) -> ImageDataset`` registered
+with ``@edgecompress.data.register("name")``; options given to :func:`load` other than
+``augment`` and ``limit`` are passed on to it.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from ..registry import Registry
-from .base import ImageDataset, default_root
+from ..registry import Registry, normalize_name
+from .base import ImageDataset, check_split, default_root
+from .bundled_mnist import load_bundled_mnist
 from .cifar import load_cifar10
 from .idx import load_idx_dataset
-from .bundled import load_bundled_mnist
 
-Loader = Callable[[Path, str], ImageDataset]
+Loader = Callable[..., ImageDataset]
 _REGISTRY: Registry[Loader] = Registry("dataset")
 register = _REGISTRY.register
 
 for _name in ("mnist", "fashion-mnist", "kmnist"):
-    _REGISTRY.register(_name, lambda root, split, _n=_name: load_idx_dataset(_n, root, split))
-_REGISTRY.register("cifar10", load_cifar10)
-_REGISTRY.register("mnist-bundled", lambda root, split: load_bundled_mnist(split))
+    register(_name, partial(load_idx_dataset, _name))
+register("cifar10", load_cifar10)
+register("mnist-bundled", load_bundled_mnist)
 
 
 def load(name: str, root: str | Path | None = None, split: str = "train", *,
          augment: bool = False, limit: int | None = None, **kw: Any) -> ImageDataset:
-    """Load ``split`` ("train" or "test") of dataset ``name`` from ``root`` (default:
-    :func:`default_root`). ``augment`` turns on random crop + flip; ``limit`` keeps the first
-    ``limit`` samples."""
-    if kw:
-        raise TypeError(f"data.load() got unexpected option(s) {sorted(kw)} for dataset {name!r}")
+    """Load ``split`` ("train" or "test") of dataset ``name``.
+
+    Files are read from ``root``, or from :func:`default_root` when it is None (``mnist-bundled``
+    ignores it). ``augment=True`` turns on the dataset's training augmentation (CIFAR-10: random
+    32x32 crop of the 4-pixel zero-padded image + horizontal flip); ``limit`` keeps only the
+    first ``limit`` samples.
+    """
     loader = _REGISTRY.get(name)
-    ds = loader(Path(root) if root is not None else default_root(name), split)
-    ds.augment = augment
-    return ds.limit(limit)
+    key = normalize_name(name)
+    check_split(split, key)
+    if augment and split != "train":
+        raise ValueError(f"dataset {key!r}: augment=True applies to the train split only, "
+                         f"got split {split!r}")
+    directory = Path(root).expanduser() if root is not None else default_root(key)
+    dataset = loader(directory, split, **kw)
+    if not isinstance(dataset, ImageDataset):
+        raise TypeError(f"the loader registered as dataset {key!r} returned "
+                        f"{type(dataset).__name__}, expected an edgecompress.data.ImageDataset")
+    if augment and not dataset.can_augment:
+        raise ValueError(f"dataset {key!r} defines no augmentation, so augment=True is not "
+                         f"supported for it (cifar10 has one: random crop + horizontal flip)")
+    dataset.augment = bool(augment)
+    return dataset.limit(limit)
 
 
 def available() -> list[str]:
-    """Registered dataset names."""
+    """Sorted names of the registered datasets."""
     return _REGISTRY.available()
 
 
