@@ -32,7 +32,7 @@ from torch import nn
 from . import data as data_lib
 from . import models as models_lib
 from .convert import ConversionReport, available_methods, convert
-from .errors import RecipeError, UnknownNameError
+from .errors import EdgecompressError, RecipeError, UnknownNameError
 from .registry import normalize_name
 from .train import TrainConfig
 
@@ -164,8 +164,13 @@ class Recipe:
         options = {k: v for k, v in self.data.items() if k not in ("name", "root")}
         if split != "train":
             options.pop("augment", None)
-        return data_lib.load(self.data["name"], root=root or self.data.get("root"), split=split,
-                             **options)
+        try:
+            return data_lib.load(self.data["name"], root=root or self.data.get("root"),
+                                 split=split, **options)
+        except EdgecompressError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise RecipeError(f"recipe {self.name!r}, data {self.data}: {exc}") from None
 
     def build_model(
         self, num_classes: int, input_shape: tuple[int, ...]

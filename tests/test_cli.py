@@ -91,6 +91,9 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     garbage.write_bytes(os.urandom(256))
     code, _, err = run_main(["eval", str(garbage)], capsys)
     assert code == 2 and "garbage.pt" in err
+    augmented = tiny_recipe(tmp_path, data={"name": "mnist-bundled", "augment": True})
+    code, _, err = run_main(["train", str(augmented)], capsys)
+    assert code == 2 and "defines no augmentation" in err and "Traceback" not in err
     code, _, err = run_main(["summary", "alexnet"], capsys)
     assert code == 2 and "available:" in err and "resnet20" in err
 
