@@ -25,21 +25,15 @@ BASES = {
         "schedule": {"name": "cosine"},
         "epochs": 50, "batch_size": 100, "seed": 0,
     },
-    "cifar10_vggsmall": {
-        "model": {"name": "vgg-small", "activation": "hardtanh"},
-        "data": {"name": "cifar10", "augment": True},
-        "optimizer": {"name": "adam", "lr": 0.001},
-        "schedule": {"name": "cosine"},
-        "epochs": 200, "batch_size": 128, "seed": 0,
-    },
-    "cifar10_resnet20": {
-        "model": {"name": "resnet20", "activation": "hardtanh"},
-        "data": {"name": "cifar10", "augment": True},
-        "optimizer": {"name": "adam", "lr": 0.001},
-        "schedule": {"name": "cosine"},
-        "epochs": 200, "batch_size": 128, "seed": 0,
-    },
 }
+for _stem, _model in (("cifar10_vggsmall", "vgg-small"), ("cifar10_resnet20", "resnet20")):
+    BASES[_stem] = {
+        "model": {"name": _model, "activation": "hardtanh"},
+        "data": {"name": "cifar10", "augment": True},
+        "optimizer": {"name": "adam", "lr": 0.001},
+        "schedule": {"name": "cosine"},
+        "epochs": 200, "batch_size": 128, "seed": 0,
+    }
 
 
 def recipes() -> dict[str, dict]:

@@ -76,8 +76,11 @@ class Elementwise(nn.Module):
 
 
 class _ElementwiseFunction(torch.autograd.Function):
+    """Forward ``fn.value(x)``; backward ``fn.chain(x, grad)``. Serves elementary quantizers and
+    pairs alike (a pair's value is F = P o B and its chain multiplies by B')."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, fn: Elementwise) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, fn) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
         ctx.fn = fn
         return fn.value(x)
@@ -86,21 +89,6 @@ class _ElementwiseFunction(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
         return ctx.fn.chain(x, grad_output), None
-
-
-class _PairFunction(torch.autograd.Function):
-    """Forward F(x) = P(B(x)); backward multiplies by B'(x)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, pair: "QuantizerPair") -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        ctx.pair = pair
-        return pair.quantize(x)
-
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return ctx.pair.backward.chain(x, grad_output), None
 
 
 class QuantizerPair(nn.Module):
@@ -119,14 +107,18 @@ class QuantizerPair(nn.Module):
         self.backward = backward
         self.name = name
 
-    def quantize(self, x: Tensor) -> Tensor:
+    def value(self, x: Tensor) -> Tensor:
         """F(x) without autograd."""
         if self.prox.is_sign and self.backward.preserves_sign:
             return sign(x)  # sign o B = sign: same values, one kernel instead of several
         return self.prox.value(self.backward.value(x))
 
+    def chain(self, x: Tensor, grad: Tensor) -> Tensor:
+        """B'(x) * grad."""
+        return self.backward.chain(x, grad)
+
     def forward(self, x: Tensor) -> Tensor:
-        return _PairFunction.apply(x, self)
+        return _ElementwiseFunction.apply(x, self)
 
     def hard(self, x: Tensor) -> Tensor:
         return sign(x)
