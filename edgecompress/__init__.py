@@ -6,13 +6,13 @@
 >>> print(edgecompress.summary(binary, (1, 28, 28)))  # doctest: +SKIP
 """
 
-from . import data, layers, models, quantizers
+from . import data, deploy, kernels, layers, models, quantizers
 from .analysis import summary
 from .convert import available_methods, convert, register_method
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "layers", "models", "quantizers", "summary", "convert", "available_methods",
-    "register_method", "__version__",
+    "data", "deploy", "kernels", "layers", "models", "quantizers", "summary", "convert",
+    "available_methods", "register_method", "__version__",
 ]

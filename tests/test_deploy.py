@@ -38,7 +38,7 @@ def test_frozen_resnet_matches_the_hardened_training_form(mode, scaling):
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = harden(copy.deepcopy(model))(x)
-        frozen = deploy.freeze(model)
+        frozen = deploy.freeze(model, fold_batchnorm=False)
         out = frozen(x)
     kinds = {type(m) for m in frozen.modules()}
     assert PackedBinaryConv2d in kinds and BinaryConv2d not in kinds
@@ -55,6 +55,23 @@ def test_packed_conv_geometry_variants(stride, padding, dilation):
     x = torch.randn(2, 5, 11, 9)
     with torch.no_grad():
         torch.testing.assert_close(deploy.freeze(net)(x), net(x))
+
+
+@pytest.mark.parametrize("mode", ["w1a1", "w1a32"])
+def test_batchnorm_after_a_packed_layer_is_folded(mode):
+    torch.manual_seed(4)
+    model = calibrated(ec.convert(ec.models.create("resnet20", width=0.25,
+                                                   activation="hardtanh"), "bnn", mode=mode),
+                       (3, 32, 32))
+    folded, unfolded = deploy.freeze(model), deploy.freeze(model, fold_batchnorm=False)
+    count = lambda m: sum(isinstance(q, nn.BatchNorm2d) for q in m.modules())  # noqa: E731
+    assert count(unfolded) == 1 + 2 * 9 + 2 and count(folded) == 1  # only the stem's stays
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        a, b = folded(x), unfolded(x)
+    # folding reorders float rounding, which float activations carry through 20 layers
+    torch.testing.assert_close(a, b, atol=1e-5 if mode == "w1a1" else 1e-3, rtol=1e-3)
+    assert torch.equal(a.argmax(1), b.argmax(1))
 
 
 def test_packed_linear_batch_one_and_token_inputs():
