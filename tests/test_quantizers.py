@@ -37,6 +37,21 @@ def test_sign_and_identity_and_clip():
     assert grad_of(clip, X).tolist() == [0, 1, 1, 1, 1, 1, 1, 1, 0]
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_fast_sign_and_clip_chain_agree_with_the_mask_formulas_at_the_edges(dtype):
+    one = torch.tensor(1.0, dtype=dtype)
+    above, below = torch.nextafter(one, one * 2), torch.nextafter(one, one * 0)
+    x = torch.stack([-above, -one, -below, -0.0 * one, 0.0 * one, below, one, above,
+                     torch.tensor(float("inf"), dtype=dtype)])
+    x = torch.cat([x, torch.randn(1000, dtype=dtype) * 1.5])
+    grad = torch.randn_like(x)
+    assert torch.equal(sign(x), torch.where(x >= 0, 1.0, -1.0).to(dtype))
+    assert sign(x).dtype == dtype
+    clip = quantizers.get("clip")
+    assert torch.equal(clip.chain(x, grad), grad * (x.abs() <= 1).to(dtype))
+    assert torch.equal(clip.chain(x, grad)[:8], grad[:8] * torch.tensor([0, 1, 1, 1, 1, 1, 1, 0]))
+
+
 @pytest.mark.parametrize("beta", [1.0, 5.0, 10.0])
 def test_signswish_value_and_derivative_formula(beta):
     q = quantizers.get("signswish", beta=beta).double()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Elementwise, sign
+from .base import Elementwise, pass_through_unit_interval, sign
 
 
 class Sign(Elementwise):
@@ -59,7 +59,7 @@ class Clip(Elementwise):
         return torch.where(x.abs() <= 1, 1.0, 0.0).to(x.dtype)
 
     def chain(self, x: Tensor, grad: Tensor) -> Tensor:
-        return torch.where(x.abs() <= 1, grad, 0.0)
+        return pass_through_unit_interval(x, grad)
 
 
 class SignSwish(Elementwise):
