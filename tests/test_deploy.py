@@ -65,13 +65,66 @@ def test_batchnorm_after_a_packed_layer_is_folded(mode):
                        (3, 32, 32))
     folded, unfolded = deploy.freeze(model), deploy.freeze(model, fold_batchnorm=False)
     count = lambda m: sum(isinstance(q, nn.BatchNorm2d) for q in m.modules())  # noqa: E731
-    assert count(unfolded) == 1 + 2 * 9 + 2 and count(folded) == 1  # only the stem's stays
+    assert count(unfolded) == 1 + 2 * 9 + 2 and count(folded) == 0  # the float stem's too
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         a, b = folded(x), unfolded(x)
     # folding reorders float rounding, which float activations carry through 20 layers
     torch.testing.assert_close(a, b, atol=1e-5 if mode == "w1a1" else 1e-3, rtol=1e-3)
     assert torch.equal(a.argmax(1), b.argmax(1))
+
+
+class _PreActivation(nn.Module):
+    """act(x) feeds a float conv while x itself is the shortcut: act must not run in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = nn.Hardtanh()
+        self.act2 = nn.Hardtanh()
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return self.act2(self.conv2(self.act(y)) + y) if hasattr(self, "conv2") else y
+
+
+def test_freeze_folds_float_conv_batchnorm_and_runs_activations_in_place_only_when_safe():
+    torch.manual_seed(5)
+    model = _PreActivation()
+    model.conv2 = BinaryConv2d(4, 4, 3, padding=1, weight_quantizer=method_pair("bnn"),
+                               input_quantizer=method_pair("bnn"))
+    model = calibrated(model, (4, 6, 6))
+    frozen = deploy.freeze(model)
+    assert isinstance(frozen.bn, nn.Identity) and frozen.conv.bias is not None
+    assert not frozen.act.inplace  # y is also the shortcut
+    assert frozen.act2.inplace  # the sum is read by nothing else
+    x = torch.randn(2, 4, 6, 6)
+    before = x.clone()
+    with torch.no_grad():
+        out, expected = frozen(x), model(x)
+    assert torch.equal(x, before)  # the caller's input is never overwritten
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("net", ["resnet20", "mlp"])
+def test_sign_fusion_gives_identical_outputs(net):
+    torch.manual_seed(6)
+    shape = (3, 32, 32) if net == "resnet20" else (1, 28, 28)
+    options = {"width": 0.5} if net == "resnet20" else {"hidden": (100, 70, 70)}
+    model = ec.convert(ec.models.create(net, activation="hardtanh", **options), "bnn++",
+                       mode="w1a1", scaling="channel")
+    model = calibrated(model, shape)
+    fused, plain = deploy.freeze(model), deploy.freeze(model, fuse_signs=False)
+    emitting = [n for n, m in fused.named_modules() if getattr(m, "emit_signs", False)]
+    # resnet20: the first conv of each of the 9 blocks; mlp: the first of its two binary linears
+    assert len(emitting) == (9 if net == "resnet20" else 1), emitting
+    assert not any(getattr(m, "emit_signs", False) for m in plain.modules())
+    x = torch.randn(5, *shape)
+    with torch.no_grad():
+        assert torch.equal(fused(x), plain(x))
+        expected = harden(copy.deepcopy(model))(x)
+        torch.testing.assert_close(fused(x), expected, atol=1e-3, rtol=1e-3)
 
 
 def test_packed_linear_batch_one_and_token_inputs():

@@ -43,10 +43,12 @@ SHAPES = [(1, 1, 1), (1, 16, 64), (2, 3, 63), (5, 17, 65), (4, 16, 128), (9, 33,
           (1, 64, 4608), (13, 130, 1000), (6, 5, 3000)]
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("m, n, k", SHAPES)
-def test_pack_signs_matches_reference(m, n, k):
+def test_pack_signs_matches_reference(path, m, n, k):
     x = torch.randn(m, k)
-    assert torch.equal(K.pack_signs(x), K.pack_signs_reference(x))
+    x[0, : min(k, 4)] = torch.tensor([0.0, -0.0, float("-inf"), float("nan")])[: min(k, 4)]
+    assert torch.equal(K.pack_signs(x, path=path), K.pack_signs_reference(x))
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -60,6 +62,33 @@ def test_gemm_paths_bit_exact(path, m, n, k, masked):
     expected = K.binary_gemm_reference(a, b, k, mask)
     for threads in (1, 2):
         assert torch.equal(K.binary_gemm(a, b, k, mask, path=path, threads=threads), expected)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("m, n, k", SHAPES)
+@pytest.mark.parametrize("affine", ["scale", "bias", "both", "none"])  # and the signs of it
+def test_gemm_affine_epilogue_bit_exact(path, m, n, k, affine):
+    g = torch.Generator().manual_seed(m + n + k)
+    a = K.pack_signs(torch.randn(m, k, generator=g))
+    b = K.pack_signs(torch.randn(n, k, generator=g))
+    mask = K.pack_signs(torch.randn(m, k, generator=g)) if k % 2 else None
+    scale = torch.rand(n, generator=g) * 0.37 + 1e-3 if affine in ("scale", "both") else None
+    bias = torch.randn(n, generator=g) * 3.1 if affine in ("bias", "both") else None
+    expected = K.binary_gemm_affine_reference(a, b, k, mask, scale, bias)
+    assert expected.dtype == torch.float32
+    signs = K.binary_gemm_signs_reference(a, b, k, mask, scale, bias)
+    assert torch.equal(signs, K.pack_signs(expected))
+    for threads in (1, 2):
+        got = K.binary_gemm_affine(a, b, k, mask, scale, bias, path=path, threads=threads)
+        assert torch.equal(got, expected)
+        got = K.binary_gemm_signs(a, b, k, mask, scale, bias, path=path, threads=threads)
+        assert torch.equal(got, signs)
+
+
+def test_gemm_affine_rejects_a_wrong_scale():
+    a, b = K.pack_signs(torch.randn(2, 70)), K.pack_signs(torch.randn(3, 70))
+    with pytest.raises(ValueError, match="scale must be a vector of 3 values"):
+        K.binary_gemm_affine(a, b, 70, scale=torch.ones(4))
 
 
 @settings(max_examples=30, deadline=None)
@@ -116,6 +145,7 @@ CONV_CASES = [  # n, c, h, w, kernel, stride, padding, dilation
     (2, 3, 7, 6, (3, 3), (2, 2), (1, 1), (1, 1)),
     (1, 64, 6, 6, (3, 3), (1, 1), (1, 1), (1, 1)),
     (2, 70, 5, 4, (1, 1), (1, 1), (0, 0), (1, 1)),
+    (2, 70, 5, 4, (1, 1), (2, 2), (0, 0), (1, 1)),
     (1, 130, 9, 9, (3, 3), (1, 1), (2, 2), (2, 2)),
     (3, 16, 8, 8, (5, 3), (3, 1), (2, 0), (1, 1)),
 ]
@@ -139,3 +169,12 @@ def test_im2col_matches_reference_and_conv_matches_float(n, c, h, w, kernel, str
     assert torch.equal(K.binary_gemm_reference(rows, b, k, mask), expected)
     for path in PATHS:
         assert torch.equal(K.binary_gemm(rows, b, k, mask, path=path), expected)
+    # the same rows from a channels-last input, and without a mask where there is no padding
+    last = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(K.pack_pixels(last), K.pack_pixels(x.contiguous()))
+    rows_cl, mask_cl = K.im2col_signs(last, kernel, stride, padding, dilation)
+    assert torch.equal(rows_cl, rows) and torch.equal(mask_cl, mask)
+    if padding == (0, 0):
+        rows_nm, no_mask = K.im2col_signs(last, kernel, stride, padding, dilation, masked=False)
+        assert no_mask is None and torch.equal(rows_nm, rows)
+        assert torch.equal(K.binary_gemm(rows_nm, b, k), expected)

@@ -44,54 +44,143 @@ class _Tracer(fx.Tracer):
         return isinstance(m, _PackedBinary) or super().is_leaf_module(m, name)
 
 
-def _packed_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """(packed layer, BatchNorm) pairs where the BatchNorm is the only consumer of the layer's
-    output, found by tracing the forward pass; none if the model cannot be traced."""
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_FOLDABLE = (_PackedBinary, nn.Conv2d, nn.Linear)
+_ACTIVATIONS = (nn.Hardtanh, nn.ReLU)
+
+
+def _trace(model: nn.Module) -> fx.Graph | None:
     try:
-        graph = _Tracer().trace(model)
-    except Exception:  # data-dependent control flow: keep the BatchNorms as they are
-        return []
+        return _Tracer().trace(model)
+    except Exception:  # data-dependent control flow: leave the model as it is
+        return None
+
+
+def _layer_bn_pairs(graph: fx.Graph, model: nn.Module) -> list[tuple[str, str]]:
+    """(layer, BatchNorm) pairs where the BatchNorm (with running statistics) is the only
+    consumer of a packed, Conv2d or Linear layer's output."""
     modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d
-                                                      | nn.BatchNorm1d):
+        bn = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(bn, _BATCHNORMS) or not bn.track_running_stats:
             continue
         source = node.args[0]
         if (isinstance(source, fx.Node) and source.op == "call_module"
-                and isinstance(modules.get(source.target), _PackedBinary)
-                and len(source.users) == 1 and modules[node.target].track_running_stats):
+                and isinstance(modules.get(source.target), _FOLDABLE)
+                and len(source.users) == 1 and calls[str(source.target)] == 1
+                and calls[str(node.target)] == 1):
             pairs.append((str(source.target), str(node.target)))
     return pairs
 
 
-def _fold(layer: _PackedBinary, bn: nn.modules.batchnorm._BatchNorm) -> None:
-    """BN(scale * c + bias) = (scale * s) * c + (bias - mean) * s + beta, s = gamma / std."""
+def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """BN(y) = s * y + t."""
+    s = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.affine:
+        s = s * bn.weight
+    t = -bn.running_mean * s + (bn.bias if bn.affine else 0.0)
+    return s, t
+
+
+def _fold(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """Fold BN(y) = s y + t into the layer that produces y. A packed layer's output is
+    scale * c + bias, so scale <- scale * s, bias <- bias * s + t (the 1-bit weights stay);
+    a float Conv2d / Linear gets weight <- weight * s (per output channel), bias <- bias * s + t."""
     with torch.no_grad():
-        s = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.affine:
-            s = s * bn.weight
-        scale = layer.scale if layer.scale is not None else torch.ones_like(s)
+        s, t = _bn_affine(bn)
         bias = layer.bias if layer.bias is not None else torch.zeros_like(s)
-        shift = bn.bias if bn.affine else torch.zeros_like(s)
-        layer.scale = (scale * s).clone()
-        layer.bias = ((bias - bn.running_mean) * s + shift).clone()
+        if isinstance(layer, _PackedBinary):
+            scale = layer.scale if layer.scale is not None else torch.ones_like(s)
+            layer.scale = (scale * s).clone()
+            layer.bias = (bias * s + t).clone()
+            return
+        layer.weight.mul_(s.view(-1, *[1] * (layer.weight.dim() - 1)))
+        layer.bias = nn.Parameter((bias * s + t).clone(), requires_grad=False)
 
 
-def freeze(model: nn.Module, fold_batchnorm: bool = True) -> nn.Module:
+def _sign_preserving(module: nn.Module) -> bool:
+    """sign(module(y)) == sign(y) for every y (zero included: sign(0) = +1)."""
+    return isinstance(module, nn.Identity) or (
+        isinstance(module, nn.Hardtanh) and module.min_val < 0 < module.max_val)
+
+
+def _emit_signs(graph: fx.Graph, model: nn.Module) -> None:
+    """Where a W1A1 packed layer's output reaches only W1A1 packed layers of the same kind
+    (conv -> conv, linear -> linear) through sign-preserving modules (folded BatchNorms, a
+    hardtanh), the consumers only need its signs: the layer then emits them packed straight
+    from the GEMM and the activations on the way become Identity."""
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    for node in graph.nodes:
+        producer = modules.get(node.target) if node.op == "call_module" else None
+        if not (isinstance(producer, _PackedBinary) and producer.binary_inputs
+                and calls[str(node.target)] == 1):
+            continue
+        chain, last = [], node
+        while len(last.users) == 1:
+            (user,) = last.users
+            module = modules.get(user.target) if user.op == "call_module" else None
+            if module is None or not _sign_preserving(module) or calls[str(user.target)] != 1:
+                break
+            chain.append(str(user.target))
+            last = user
+        consumers = [modules.get(u.target) if u.op == "call_module" else None for u in last.users]
+        if consumers and all(type(c) is type(producer) and c.binary_inputs for c in consumers):
+            producer.emit_signs = True
+            for name in chain:
+                _set(model, name, nn.Identity())
+
+
+def _inplace_activations(graph: fx.Graph, model: nn.Module) -> None:
+    """Let activations overwrite their input where nothing else reads it (saves a pass over
+    memory per activation); never the model's own input."""
+    modules = dict(model.named_modules())
+    safe: dict[str, bool] = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), _ACTIVATIONS):
+            source = node.args[0]
+            ok = (isinstance(source, fx.Node) and source.op != "placeholder"
+                  and len(source.users) == 1)
+            safe[str(node.target)] = safe.get(str(node.target), True) and ok
+    for name, ok in safe.items():
+        if ok:
+            modules[name].inplace = True
+
+
+def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse_signs: bool = True) -> nn.Module:
     """A copy of ``model`` for inference: every binary layer becomes a packed layer (1 bit per
     weight; W1A1 layers run the XOR-popcount kernels) and, with ``fold_batchnorm``, a BatchNorm
-    that directly follows one is folded into its per-channel scale and offset. Every other layer
-    is kept as it is. The copy is in eval mode and keeps ``edgecompress_spec`` so
-    :func:`~edgecompress.deploy.save` can describe it."""
+    that directly follows a packed layer is folded into its per-channel scale and offset, and one
+    that follows a float Conv2d or Linear into its weight and bias (the usual inference fusion;
+    it reorders float rounding). A W1A1 layer whose output only feeds other W1A1 layers (through
+    folded BatchNorms and a hardtanh) hands them its signs packed, straight from the GEMM.
+    Activations whose input nothing else reads run in place. Every other layer is kept as it
+    is. The copy is in eval mode, holds its 4-D float weights in channels-last
+    memory format, and keeps ``edgecompress_spec`` so :func:`~edgecompress.deploy.save` can
+    describe it."""
     frozen = harden(copy.deepcopy(model)).eval()
     for name, module in list(frozen.named_modules()):
         if isinstance(module, (BinaryLinear, BinaryConv2d)) and name:
             _set(frozen, name, _packed_layer(module))
-    if fold_batchnorm:
-        for layer_name, bn_name in _packed_bn_pairs(frozen):
-            _fold(frozen.get_submodule(layer_name), frozen.get_submodule(bn_name))
-            _set(frozen, bn_name, nn.Identity())
+    graph = _trace(frozen)
+    if graph is not None:
+        if fold_batchnorm:
+            for layer_name, bn_name in _layer_bn_pairs(graph, frozen):
+                _fold(frozen.get_submodule(layer_name), frozen.get_submodule(bn_name))
+                _set(frozen, bn_name, nn.Identity())
+        if fuse_signs:
+            _emit_signs(graph, frozen)
+        _inplace_activations(graph, frozen)
     for p in frozen.parameters():
         p.requires_grad_(False)
-    return frozen
+    # channels-last: binary convolutions produce it and pack it fastest, and float pooling and
+    # convolution in torch are faster in it too (the result is the same, only the layout differs)
+    return frozen.to(memory_format=torch.channels_last)

@@ -5,7 +5,10 @@ packed words, an optional per-output-channel scale and the bias. In W1A1 mode th
 binarized with sign (what the training-form layer's input quantizer deploys) and the product runs
 as an XOR-popcount GEMM; in W1A32 mode the float input multiplies the +-1 weights (unpacked once,
 at load time). Convolution packs the channels of every input pixel into words, gathers them
-into im2col rows in C, and masks the zero padding, so it is exact.
+into im2col rows in C, and masks the zero padding, so it is exact. The per-channel scale and
+bias (BatchNorm folded in) are applied in the GEMM's store loop, and a binary convolution
+returns its output in channels-last memory layout (what the GEMM produces), which is also the
+layout the next binary convolution packs fastest.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import kernels
-from ..kernels.ops import binary_gemm_op
+from ..kernels.ops import binary_gemm_affine_op
 from ..layers.base import CompressedLayer
 
 
@@ -33,6 +36,9 @@ class _PackedBinary(CompressedLayer):
         self.register_buffer("rows", None, persistent=False)
         self.register_buffer("panels", None, persistent=False)
         self.register_buffer("dense", None, persistent=False)
+        #: set by freeze when only the sign of this layer's output is used (by the next binary
+        #: layer): forward then returns those signs packed (int64 words) instead of floats
+        self.emit_signs = False
         self.register_load_state_dict_post_hook(lambda module, keys: module.prepare())
 
     @property
@@ -78,17 +84,25 @@ class PackedBinaryLinear(_PackedBinary):
         self._init_packed(out_features, in_features, binary_inputs, has_scale, bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """x: float (..., in_features), or for a W1A1 layer its packed signs
+        (..., ceil(in_features / 64)) int64 from a previous layer's ``emit_signs``."""
         lead = x.shape[:-1]
-        flat = x.reshape(-1, self.in_features)
-        if self.binary_inputs:
-            y = binary_gemm_op(kernels.pack_signs(flat), self.rows, self.panels, self.k,
-                               None).to(x.dtype)
+        if not self.binary_inputs:
+            y = self._affine(x.reshape(-1, self.in_features) @ self.dense.t(), -1)
+            return y.reshape(*lead, self.out_features)
+        if x.dtype == torch.int64:
+            packed = x.reshape(-1, kernels.words(self.in_features))
         else:
-            y = flat @ self.dense.t()
-        return self._affine(y, -1).reshape(*lead, self.out_features)
+            packed = kernels.pack_signs(x.reshape(-1, self.in_features))
+        y = binary_gemm_affine_op(packed, self.rows, self.panels, self.k, None, self.scale,
+                                  self.bias, self.emit_signs)
+        if self.emit_signs:
+            return y.reshape(*lead, y.shape[-1])
+        return y.to(x.dtype if x.is_floating_point() else torch.float32).reshape(
+            *lead, self.out_features)
 
     def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        rows = output.numel() // output.shape[0] // self.out_features
+        rows = output.shape[1:-1].numel()
         return {f"w1a{self.input_bits}": rows * self.in_features * self.out_features}
 
 
@@ -114,21 +128,35 @@ class PackedBinaryConv2d(_PackedBinary):
         return kernels.pack_conv_weights(signs)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, _, h, w = x.shape
-        oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) \
-            // self.stride[0] + 1
-        ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) \
-            // self.stride[1] + 1
+        """x: float (n, c, h, w), or for a W1A1 layer packed pixels (n, h, w, ceil(c / 64))
+        int64 from a previous convolution's ``emit_signs``."""
         if not self.binary_inputs:
             weight = self.dense.view(self.out_features, self.in_channels // self.groups,
                                      *self.kernel_size)
             y = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
             return self._affine(y, 1)
-        rows, mask = kernels.im2col_signs(x, self.kernel_size, self.stride, self.padding,
-                                          self.dilation, masked=self.padding != (0, 0))
-        y = binary_gemm_op(rows, self.rows, self.panels, self.k, mask)
-        y = y.to(x.dtype).view(b, oh * ow, self.out_features).transpose(1, 2)
-        return self._affine(y.reshape(b, self.out_features, oh, ow), 1)
+        if x.dtype == torch.int64:
+            pixels = x
+        else:
+            if x.shape[1] != self.in_channels:
+                raise ValueError(f"expected {self.in_channels} input channels, got shape "
+                                 f"{tuple(x.shape)}")
+            pixels = kernels.pack_pixels(x)
+        b, h, w, _ = pixels.shape
+        oh, ow = (kernels.conv_output_size(size, *geometry) for size, geometry in
+                  zip((h, w), zip(self.kernel_size, self.stride, self.padding, self.dilation)))
+        rows, mask = kernels.im2col_words(pixels, self.in_channels, self.kernel_size,
+                                          self.stride, self.padding, self.dilation,
+                                          masked=self.padding != (0, 0))
+        y = binary_gemm_affine_op(rows, self.rows, self.panels, self.k, mask, self.scale,
+                                  self.bias, self.emit_signs)
+        if self.emit_signs:
+            return y.view(b, oh, ow, -1)
+        # the GEMM's (pixel, channel) rows are the output in channels-last layout: no copy
+        y = y.view(b, oh, ow, self.out_features).permute(0, 3, 1, 2)
+        return y.to(x.dtype) if x.is_floating_point() else y
 
     def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        return {f"w1a{self.input_bits}": output[0].numel() * self.k}
+        pixels = output.shape[1] * output.shape[2] if output.dtype == torch.int64 \
+            else output.shape[2] * output.shape[3]
+        return {f"w1a{self.input_bits}": pixels * self.out_features * self.k}

@@ -42,15 +42,15 @@ def _load() -> ctypes.CDLL | None:
         _load_error = f"{candidates[0]} could not be loaded: {exc}"
         return None
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.ec_pack_signs.argtypes = [p, i64, i64, p]
-    lib.ec_pack_signs.restype = None
+    lib.ec_pack_signs.argtypes = [p, i64, i64, p, i32]
+    lib.ec_pack_signs.restype = i32
     lib.ec_pack_channels.argtypes = [p, i64, i64, i64, i64, p]
     lib.ec_pack_channels.restype = None
     lib.ec_im2col_words.argtypes = [p] + [i64] * 12 + [p, p]
     lib.ec_im2col_words.restype = None
     lib.ec_pack_panels.argtypes = [p, i64, i64, p]
     lib.ec_pack_panels.restype = None
-    lib.ec_binary_gemm.argtypes = [p, p, p, i64, i64, i64, i64, p, i32, i32]
+    lib.ec_binary_gemm.argtypes = [p, p, p, i64, i64, i64, i64, p, p, p, p, p, i32, i32]
     lib.ec_binary_gemm.restype = i32
     lib.ec_best_path.argtypes = []
     lib.ec_best_path.restype = i32
@@ -132,8 +132,9 @@ def _check_packed(name: str, t: Tensor, cols: int) -> Tensor:
     return t.contiguous()
 
 
-def pack_signs(x: Tensor) -> Tensor:
-    """Pack the signs of a float32 (rows, k) tensor into (rows, ceil(k / 64)) int64 words."""
+def pack_signs(x: Tensor, *, path: str | None = None) -> Tensor:
+    """Pack the signs of a float32 (rows, k) tensor into (rows, ceil(k / 64)) int64 words
+    (bit 1 where x < 0). ``path`` forces "scalar", "avx2" or "avx512"."""
     if x.dim() != 2:
         raise ValueError(f"pack_signs expects a 2-D tensor (rows, k), got shape {tuple(x.shape)}")
     lib = _library()
@@ -141,7 +142,10 @@ def pack_signs(x: Tensor) -> Tensor:
         return pack_signs_reference(x)
     x = x.detach().to(torch.float32).contiguous()
     out = torch.empty(x.shape[0], words(x.shape[1]), dtype=torch.int64)
-    lib.ec_pack_signs(x.data_ptr(), x.shape[0], x.shape[1], out.data_ptr())
+    code = -1 if path is None else _path_code(path)
+    if lib.ec_pack_signs(x.data_ptr(), x.shape[0], x.shape[1], out.data_ptr(), code) != 0:
+        raise RuntimeError(f"pack_signs path {path!r} is not supported on this CPU; supported: "
+                           f"{supported_paths()}")
     return out
 
 
@@ -174,27 +178,92 @@ def binary_gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None, *,
     path: force "scalar", "avx2" or "avx512"; threads: OpenMP threads (default:
     torch.get_num_threads()).
     """
+    return _gemm(a, b, k, mask, panels, path, threads, "int32")
+
+
+def binary_gemm_affine(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
+                       scale: Tensor | None = None, bias: Tensor | None = None, *,
+                       panels: Tensor | None = None, path: str | None = None,
+                       threads: int | None = None) -> Tensor:
+    """float32 (M, N) ``binary_gemm(a, b, k, mask).float() * scale + bias`` (per output column;
+    either may be None), computed in the GEMM's store loop instead of three more passes."""
+    return _gemm(a, b, k, mask, panels, path, threads, "float32", scale, bias)
+
+
+def binary_gemm_signs(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
+                      scale: Tensor | None = None, bias: Tensor | None = None, *,
+                      panels: Tensor | None = None, path: str | None = None,
+                      threads: int | None = None) -> Tensor:
+    """``pack_signs(binary_gemm_affine(a, b, k, mask, scale, bias))`` without the float tensor:
+    (M, ceil(N / 64)) int64 words, bit 1 where the affine value is < 0. This is the input a
+    following binary layer needs when only the sign of this layer's output is used (BatchNorm
+    folded into scale and bias, then a sign-preserving activation such as hardtanh)."""
+    return _gemm(a, b, k, mask, panels, path, threads, "signs", scale, bias)
+
+
+def binary_gemm_signs_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
+                                scale: Tensor | None = None,
+                                bias: Tensor | None = None) -> Tensor:
+    """Reference :func:`binary_gemm_signs`."""
+    return pack_signs_reference(binary_gemm_affine_reference(a, b, k, mask, scale, bias))
+
+
+def binary_gemm_affine_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
+                                 scale: Tensor | None = None,
+                                 bias: Tensor | None = None) -> Tensor:
+    """Reference :func:`binary_gemm_affine`: the reference GEMM, then torch's multiply and add."""
+    y = binary_gemm_reference(a, b, k, mask).to(torch.float32)
+    if scale is not None:
+        y = y * scale.to(torch.float32)
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y
+
+
+def _gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None, panels: Tensor | None,
+          path: str | None, threads: int | None, output: str, scale: Tensor | None = None,
+          bias: Tensor | None = None) -> Tensor:
+    """The GEMM with its output form: "int32" dot products, "float32" affine values, or the
+    "signs" of the affine values, packed."""
     kw = a.shape[1] if a.dim() == 2 else -1
     if kw * 64 < k:
         raise ValueError(f"k = {k} values do not fit in rows of {kw} words")
     a, b = _check_packed("a", a, kw), _check_packed("b", b, kw)
+    m, n = a.shape[0], b.shape[0]
     if mask is not None:
         mask = _check_packed("mask", mask, kw)
-        if mask.shape[0] != a.shape[0]:
-            raise ValueError(f"mask has {mask.shape[0]} rows but a has {a.shape[0]}")
+        if mask.shape[0] != m:
+            raise ValueError(f"mask has {mask.shape[0]} rows but a has {m}")
+    for name, t in (("scale", scale), ("bias", bias)):
+        if t is not None and (t.dim() != 1 or t.shape[0] != n):
+            raise ValueError(f"{name} must be a vector of {n} values, got shape {tuple(t.shape)}")
     lib = _library()
     if lib is None:
-        return binary_gemm_reference(a, b, k, mask)
+        if output == "int32":
+            return binary_gemm_reference(a, b, k, mask)
+        if output == "float32":
+            return binary_gemm_affine_reference(a, b, k, mask, scale, bias)
+        return binary_gemm_signs_reference(a, b, k, mask, scale, bias)
     code = -1 if path is None else _path_code(path)
     if panels is None:
         panels = pack_panels(b)
-    elif tuple(panels.shape) != (-(-b.shape[0] // PANEL), kw, PANEL):
+    elif tuple(panels.shape) != (-(-n // PANEL), kw, PANEL):
         raise ValueError(f"panels have shape {tuple(panels.shape)}, expected "
-                         f"{(-(-b.shape[0] // PANEL), kw, PANEL)} for b {tuple(b.shape)}")
-    out = torch.empty(a.shape[0], b.shape[0], dtype=torch.int32)
+                         f"{(-(-n // PANEL), kw, PANEL)} for b {tuple(b.shape)}")
+    scale, bias = (None if t is None else t.detach().to(torch.float32).contiguous()
+                   for t in (scale, bias))
+    if output == "int32":
+        out = torch.empty(m, n, dtype=torch.int32)
+    elif output == "float32":
+        out = torch.empty(m, n, dtype=torch.float32)
+    else:
+        out = torch.empty(m, words(n), dtype=torch.int64)
+    targets = [out.data_ptr() if output == form else None for form in ("int32", "float32", "signs")]
     status = lib.ec_binary_gemm(a.data_ptr(), None if mask is None else mask.data_ptr(),
-                                panels.data_ptr(), a.shape[0], b.shape[0], kw, k, out.data_ptr(),
-                                code, threads or torch.get_num_threads())
+                                panels.data_ptr(), m, n, kw, k, *targets,
+                                None if scale is None else scale.data_ptr(),
+                                None if bias is None else bias.data_ptr(), code,
+                                threads or torch.get_num_threads())
     if status != 0:
         raise RuntimeError(f"binary_gemm path {path!r} is not supported on this CPU; supported: "
                            f"{supported_paths()}")
@@ -237,28 +306,62 @@ def im2col_signs_reference(x: Tensor, kernel: tuple[int, int], stride: tuple[int
     return rows, mask
 
 
+def pack_pixels(x: Tensor) -> Tensor:
+    """Signs of the channels of every pixel of x (n, c, h, w), packed: (n, h, w, ceil(c / 64))
+    int64 words. A channels-last input is packed row by row (its channels are contiguous);
+    any other layout goes through the plane-by-plane C kernel."""
+    n, c, h, w = x.shape
+    lib = _library()
+    if lib is None:
+        return pack_signs_reference(x.detach().permute(0, 2, 3, 1).reshape(-1, c)).view(
+            n, h, w, words(c))
+    x = x.detach().to(torch.float32)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return pack_signs(x.permute(0, 2, 3, 1).reshape(n * h * w, c)).view(n, h, w, words(c))
+    x = x.contiguous()
+    pixels = torch.empty(n, h, w, words(c), dtype=torch.int64)
+    lib.ec_pack_channels(x.data_ptr(), n, c, h, w, pixels.data_ptr())
+    return pixels
+
+
 def im2col_signs(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                  padding: tuple[int, int], dilation: tuple[int, int],
                  masked: bool = True) -> tuple[Tensor, Tensor | None]:
     """Packed im2col rows of sign(x) for a binary convolution, and their validity mask.
 
-    x: (n, c, h, w) float. Rows: (n * oh * ow, kh * kw * ceil(c / 64)) words in (kernel row,
-    kernel column, channel) order; the mask marks the channel bits of pixels inside the image
-    (``masked=False`` skips it, which is exact when there is no padding).
+    x: (n, c, h, w) float, any memory format (channels-last is fastest). Rows:
+    (n * oh * ow, kh * kw * ceil(c / 64)) words in (kernel row, kernel column, channel) order;
+    the mask marks the channel bits of pixels inside the image (``masked=False`` skips it, which
+    is exact when there is no padding).
     """
+    if _library() is None:
+        return im2col_signs_reference(x, kernel, stride, padding, dilation, masked)
+    return im2col_words(pack_pixels(x), x.shape[1], kernel, stride, padding, dilation, masked)
+
+
+def im2col_words(pixels: Tensor, channels: int, kernel: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                 masked: bool = True) -> tuple[Tensor, Tensor | None]:
+    """:func:`im2col_signs` from already packed pixels (n, h, w, ceil(channels / 64)), as
+    :func:`pack_pixels` or a binary layer's sign output produce them. An unmasked 1x1
+    convolution with stride 1 needs no gathering: its rows are the pixels themselves."""
+    n, h, w, cw = pixels.shape
+    if pixels.dtype != torch.int64 or cw != words(channels):
+        raise ValueError(f"packed pixels must be int64 (n, h, w, {words(channels)}) for "
+                         f"{channels} channels, got {pixels.dtype} {tuple(pixels.shape)}")
     lib = _library()
     if lib is None:
+        signs = unpack_signs_reference(pixels.reshape(-1, cw), channels).to(torch.float32)
+        x = signs.view(n, h, w, channels).permute(0, 3, 1, 2)
         return im2col_signs_reference(x, kernel, stride, padding, dilation, masked)
-    n, c, h, w = x.shape
-    x = x.detach().to(torch.float32).contiguous()
-    cw = words(c)
-    pixels = torch.empty(n, h, w, cw, dtype=torch.int64)
-    lib.ec_pack_channels(x.data_ptr(), n, c, h, w, pixels.data_ptr())
+    pixels = pixels.contiguous()
+    if not masked and tuple(kernel) == (1, 1) and tuple(stride) == (1, 1):
+        return pixels.view(n * h * w, cw), None
     oh = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
     ow = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
     rows = torch.empty(n * oh * ow, kernel[0] * kernel[1] * cw, dtype=torch.int64)
     mask = torch.empty_like(rows) if masked else None
-    lib.ec_im2col_words(pixels.data_ptr(), n, c, h, w, kernel[0], kernel[1], stride[0],
+    lib.ec_im2col_words(pixels.data_ptr(), n, channels, h, w, kernel[0], kernel[1], stride[0],
                         stride[1], padding[0], padding[1], dilation[0], dilation[1],
                         rows.data_ptr(), None if mask is None else mask.data_ptr())
     return rows, mask
@@ -271,5 +374,7 @@ def _path_code(path: str) -> int:
 
 
 __all__ = ["available", "supported_paths", "words", "pack_signs", "pack_panels", "binary_gemm",
+           "binary_gemm_affine", "binary_gemm_affine_reference", "binary_gemm_signs",
+           "binary_gemm_signs_reference", "pack_pixels", "im2col_words",
            "pack_conv_weights", "im2col_signs", "im2col_signs_reference", "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

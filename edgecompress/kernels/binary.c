@@ -26,21 +26,70 @@
 
 /* ---- packing ------------------------------------------------------------------------------ */
 
-EC_EXPORT void ec_pack_signs(const float *x, int64_t rows, int64_t k, uint64_t *out) {
+static int best_path(void);
+
+/* One row of k floats -> ceil(k / 64) words. The vector versions compare 8 or 16 values with
+ * "x < 0" at once (ordered compare: -0.0 and NaN give 0, like the scalar loop). */
+static void pack_row_scalar(const float *src, int64_t k, uint64_t *dst) {
     const int64_t kw = (k + 63) / 64;
-#pragma omp parallel for schedule(static) if (rows * k > 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *src = x + r * k;
-        uint64_t *dst = out + r * kw;
-        for (int64_t w = 0; w < kw; w++) {
-            uint64_t word = 0;
-            const int64_t base = w * 64;
-            const int64_t n = (k - base) < 64 ? (k - base) : 64;
-            for (int64_t j = 0; j < n; j++)
-                word |= (uint64_t)(src[base + j] < 0.0f) << j;
-            dst[w] = word;
-        }
+    for (int64_t w = 0; w < kw; w++) {
+        uint64_t word = 0;
+        const int64_t base = w * 64;
+        const int64_t n = (k - base) < 64 ? (k - base) : 64;
+        for (int64_t j = 0; j < n; j++) word |= (uint64_t)(src[base + j] < 0.0f) << j;
+        dst[w] = word;
     }
+}
+
+#ifdef EC_X86
+__attribute__((target("avx2")))
+static void pack_row_avx2(const float *src, int64_t k, uint64_t *dst) {
+    const int64_t full = k / 64;
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t w = 0; w < full; w++) {
+        uint64_t word = 0;
+        for (int q = 0; q < 8; q++) {
+            const __m256 v = _mm256_loadu_ps(src + w * 64 + 8 * q);
+            word |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ))
+                    << (8 * q);
+        }
+        dst[w] = word;
+    }
+    if (full * 64 < k) pack_row_scalar(src + full * 64, k - full * 64, dst + full);
+}
+
+__attribute__((target("avx512f")))
+static void pack_row_avx512(const float *src, int64_t k, uint64_t *dst) {
+    const int64_t kw = (k + 63) / 64;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t w = 0; w < kw; w++) {
+        uint64_t word = 0;
+        for (int q = 0; q < 4; q++) {
+            const int64_t at = w * 64 + 16 * q;
+            const int64_t left = k - at;
+            if (left <= 0) break;
+            const __mmask16 keep = (__mmask16)(left >= 16 ? 0xffff : ((1u << left) - 1));
+            const __m512 v = _mm512_maskz_loadu_ps(keep, src + at);
+            word |= (uint64_t)_mm512_mask_cmp_ps_mask(keep, v, zero, _CMP_LT_OQ) << (16 * q);
+        }
+        dst[w] = word;
+    }
+}
+#endif
+
+/* path: 0 scalar, 1 AVX2, 2 AVX-512, < 0 the best this CPU has; returns -1 if unsupported. */
+EC_EXPORT int ec_pack_signs(const float *x, int64_t rows, int64_t k, uint64_t *out, int path) {
+    const int64_t kw = (k + 63) / 64;
+    if (path < 0) path = best_path();
+    if (path > best_path()) return -1;
+    void (*pack_row)(const float *, int64_t, uint64_t *) = pack_row_scalar;
+#ifdef EC_X86
+    if (path == 2) pack_row = pack_row_avx512;
+    else if (path == 1) pack_row = pack_row_avx2;
+#endif
+#pragma omp parallel for schedule(static) if (rows * k > 65536)
+    for (int64_t r = 0; r < rows; r++) pack_row(x + r * k, k, out + r * kw);
+    return 0;
 }
 
 /* ---- GEMM ----------------------------------------------------------------------------------
@@ -57,6 +106,49 @@ EC_EXPORT void ec_pack_signs(const float *x, int64_t rows, int64_t k, uint64_t *
 
 typedef void (*tile_kernel)(const uint64_t *const *a, const uint64_t *const *m,
                             const uint64_t *bp, int64_t kw, int64_t acc[R][PANEL]);
+
+/* The store of one R x PANEL tile: C = valid - 2 popcount, as int32 or through the affine
+ * epilogue as float32 (see ec_binary_gemm). Rows >= rows_left and columns >= cols are skipped. */
+typedef struct {
+    int32_t *c;
+    float *cf;
+    uint64_t *cs;              /* packed signs of the affine value: bit 1 where it is < 0 */
+    const float *scale, *bias;
+    int64_t ldc, ldw;          /* row strides of c / cf (values) and of cs (words) */
+} epilogue;
+
+/* OR 16 sign bits of columns col..col+15 into row i of cs (the word is reset by the panel that
+ * starts it, so cs needs no clearing; panels of a row are stored in order by one thread). */
+static inline void put_signs(const epilogue *e, int64_t i, int64_t col, uint64_t bits) {
+    uint64_t *word = e->cs + i * e->ldw + col / 64;
+    const int shift = (int)(col % 64);
+    if (shift == 0) *word = bits;
+    else *word |= bits << shift;
+}
+
+typedef void (*store_kernel)(const epilogue *e, int64_t acc[R][PANEL], const int32_t *valid,
+                             int64_t row, int64_t col, int rows_left, int cols);
+
+static void store_scalar(const epilogue *e, int64_t acc[R][PANEL], const int32_t *valid,
+                         int64_t row, int64_t col, int rows_left, int cols) {
+    for (int r = 0; r < R && r < rows_left; r++) {
+        if (e->c) {
+            int32_t *ci = e->c + (row + r) * e->ldc + col;
+            for (int j = 0; j < cols; j++) ci[j] = valid[r] - 2 * (int32_t)acc[r][j];
+        } else {
+            float *fi = e->cf ? e->cf + (row + r) * e->ldc + col : NULL;
+            uint64_t bits = 0;
+            for (int j = 0; j < cols; j++) {
+                float v = (float)(valid[r] - 2 * (int32_t)acc[r][j]);
+                if (e->scale) v = v * e->scale[col + j];
+                if (e->bias) v = v + e->bias[col + j];
+                if (fi) fi[j] = v;
+                bits |= (uint64_t)(v < 0.0f) << j;
+            }
+            if (e->cs) put_signs(e, row + r, col, bits);
+        }
+    }
+}
 
 static void tile_scalar(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
                         int64_t kw, int64_t acc[R][PANEL]) {
@@ -145,16 +237,53 @@ static void tile_avx512(const uint64_t *const *a, const uint64_t *const *m, cons
     _mm512_storeu_si512(&acc[2][0], s20); _mm512_storeu_si512(&acc[2][8], s21);
     _mm512_storeu_si512(&acc[3][0], s30); _mm512_storeu_si512(&acc[3][8], s31);
 }
+
+/* AVX-512 store: the same arithmetic on 16 columns at once (int32 -> float conversion rounds to
+ * nearest like the scalar cast; multiply and add are separate, so results are bit-identical). */
+__attribute__((target("avx512f")))
+static void store_avx512(const epilogue *e, int64_t acc[R][PANEL], const int32_t *valid,
+                         int64_t row, int64_t col, int rows_left, int cols) {
+    const __mmask16 keep = (__mmask16)((cols >= 16) ? 0xffff : ((1u << cols) - 1));
+    __m512 scale = _mm512_set1_ps(1.0f), bias = _mm512_setzero_ps();
+    if (e->scale) scale = _mm512_maskz_loadu_ps(keep, e->scale + col);
+    if (e->bias) bias = _mm512_maskz_loadu_ps(keep, e->bias + col);
+    for (int r = 0; r < R && r < rows_left; r++) {
+        const __m256i lo = _mm512_cvtepi64_epi32(_mm512_loadu_si512(&acc[r][0]));
+        const __m256i hi = _mm512_cvtepi64_epi32(_mm512_loadu_si512(&acc[r][8]));
+        const __m512i pop = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        const __m512i v = _mm512_sub_epi32(_mm512_set1_epi32(valid[r]), _mm512_add_epi32(pop, pop));
+        if (e->c) {
+            _mm512_mask_storeu_epi32(e->c + (row + r) * e->ldc + col, keep, v);
+        } else {
+            __m512 f = _mm512_cvtepi32_ps(v);
+            if (e->scale) f = _mm512_mul_ps(f, scale);
+            if (e->bias) f = _mm512_add_ps(f, bias);
+            if (e->cf) _mm512_mask_storeu_ps(e->cf + (row + r) * e->ldc + col, keep, f);
+            if (e->cs) put_signs(e, row + r, col, (uint64_t)(_mm512_cmp_ps_mask(
+                                     f, _mm512_setzero_ps(), _CMP_LT_OQ) & keep));
+        }
+    }
+}
 #endif
 
 /* Which path: 0 = scalar, 1 = AVX2, 2 = AVX-512 VPOPCNTDQ (the best this CPU supports). */
-EC_EXPORT int ec_best_path(void) {
+EC_EXPORT int ec_best_path(void) { return best_path(); }
+
+static int best_path(void) {
 #ifdef EC_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) return 2;
     if (__builtin_cpu_supports("avx2")) return 1;
 #endif
     return 0;
+}
+
+static store_kernel store_for(int path) {
+#ifdef EC_X86
+    if (path == 2) return store_avx512;
+#endif
+    (void)path;
+    return store_scalar;
 }
 
 static tile_kernel kernel_for(int path) {
@@ -179,14 +308,26 @@ EC_EXPORT void ec_pack_panels(const uint64_t *b, int64_t n, int64_t kw, uint64_t
 
 /*
  * A: M x kw packed rows, mask: M x kw or NULL, BP: panels from ec_pack_panels (n columns),
- * k: values per row (used when mask is NULL), C: M x N int32. path < 0 picks the best.
+ * k: values per row (used when mask is NULL). Output, one of:
+ *   c  (cf == NULL): M x N int32 dot products;
+ *   cf (c == NULL):  M x N float32 affine epilogue  cf[i, j] = (float)C[i, j] * scale[j] + bias[j]
+ *   cs (c == NULL):  and/or the signs of that affine value packed like ec_pack_signs
+ *                    (M rows of ceil(N / 64) words, bit 1 where the value is < 0) - what the
+ *                    next binary layer needs, without writing or re-reading the floats.
+ *                    (scale / bias may be NULL: 1 / 0), a multiply then an add, each rounded
+ *                    (no fused multiply-add: the build uses ISO C, where contraction is off), so
+ *                    it equals torch's  C.float() * scale + bias  bit for bit.
+ * path < 0 picks the best.
  */
 EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint64_t *bp,
                              int64_t m, int64_t n, int64_t kw, int64_t k, int32_t *c,
+                             float *cf, uint64_t *cs, const float *scale, const float *bias,
                              int path, int threads) {
     if (path < 0) path = ec_best_path();
     if (path > ec_best_path()) return -1;
     const tile_kernel kernel = kernel_for(path);
+    const store_kernel store = store_for(path);
+    const epilogue out = {c, cf, cs, scale, bias, n, (n + 63) / 64};
     const int64_t panels = (n + PANEL - 1) / PANEL;
     const int64_t row_blocks = (m + R - 1) / R;
 #ifdef _OPENMP
@@ -217,13 +358,8 @@ EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint
             int64_t acc[R][PANEL];
             for (int64_t p = 0; p < panels; p++) {
                 kernel(ar, mask ? mr : NULL, bp + p * kw * PANEL, kw, acc);
-                for (int r = 0; r < R; r++) {
-                    const int64_t i = rb * R + r;
-                    if (i >= m) break;
-                    const int64_t j1 = (p + 1) * PANEL < n ? PANEL : n - p * PANEL;
-                    int32_t *ci = c + i * n + p * PANEL;
-                    for (int64_t j = 0; j < j1; j++) ci[j] = valid[r] - 2 * (int32_t)acc[r][j];
-                }
+                const int cols = (p + 1) * PANEL <= n ? PANEL : (int)(n - p * PANEL);
+                store(&out, acc, valid, rb * R, p * PANEL, (int)(m - rb * R), cols);
             }
         }
     }
@@ -269,24 +405,29 @@ EC_EXPORT void ec_im2col_words(const uint64_t *px, int64_t n, int64_t c, int64_t
     const int64_t row_words = kh * kw_ * cw;
     const uint64_t last = (c & 63) ? (((uint64_t)1 << (c & 63)) - 1) : ~(uint64_t)0;
 #pragma omp parallel for schedule(static) if (n * oh * ow * row_words > 65536)
-    for (int64_t r = 0; r < n * oh * ow; r++) {
-        const int64_t img = r / (oh * ow), oy = (r / ow) % oh, ox = r % ow;
-        uint64_t *dst = rows + r * row_words;
-        uint64_t *mdst = mask ? mask + r * row_words : NULL;
-        for (int64_t i = 0; i < kh; i++) {
-            const int64_t y = oy * sh - ph + i * dh;
-            for (int64_t j = 0; j < kw_; j++) {
-                const int64_t xx = ox * sw - pw + j * dw;
-                const int64_t off = (i * kw_ + j) * cw;
-                if (y < 0 || y >= h || xx < 0 || xx >= w) {
-                    memset(dst + off, 0, (size_t)cw * sizeof(uint64_t));
-                    if (mdst) memset(mdst + off, 0, (size_t)cw * sizeof(uint64_t));
-                } else {
-                    memcpy(dst + off, px + ((img * h + y) * w + xx) * cw,
-                           (size_t)cw * sizeof(uint64_t));
-                    if (mdst) {
-                        for (int64_t q = 0; q < cw - 1; q++) mdst[off + q] = ~(uint64_t)0;
-                        mdst[off + cw - 1] = last;
+    for (int64_t line = 0; line < n * oh; line++) {   /* one output row of one image */
+        const int64_t img = line / oh, oy = line % oh;
+        for (int64_t ox = 0; ox < ow; ox++) {
+            const int64_t r = line * ow + ox;
+            uint64_t *dst = rows + r * row_words;
+            uint64_t *mdst = mask ? mask + r * row_words : NULL;
+            for (int64_t i = 0; i < kh; i++) {
+                const int64_t y = oy * sh - ph + i * dh;
+                const int inside_y = y >= 0 && y < h;
+                for (int64_t j = 0; j < kw_; j++) {
+                    const int64_t xx = ox * sw - pw + j * dw;
+                    const int64_t off = (i * kw_ + j) * cw;
+                    if (!inside_y || xx < 0 || xx >= w) {
+                        for (int64_t q = 0; q < cw; q++) dst[off + q] = 0;
+                        if (mdst)
+                            for (int64_t q = 0; q < cw; q++) mdst[off + q] = 0;
+                    } else {
+                        const uint64_t *src = px + ((img * h + y) * w + xx) * cw;
+                        for (int64_t q = 0; q < cw; q++) dst[off + q] = src[q];
+                        if (mdst) {
+                            for (int64_t q = 0; q < cw - 1; q++) mdst[off + q] = ~(uint64_t)0;
+                            mdst[off + cw - 1] = last;
+                        }
                     }
                 }
             }

@@ -1,5 +1,6 @@
-"""The binary GEMM as a PyTorch custom operator (``torch.ops.edgecompress.binary_gemm``), so
-frozen models are ordinary nn.Modules that torch.compile and torch.export see as one opaque op."""
+"""The binary GEMM as a PyTorch custom operator (``torch.ops.edgecompress.binary_gemm_affine``),
+so frozen models are ordinary nn.Modules that torch.compile and torch.export see as one opaque
+op."""
 
 from __future__ import annotations
 
@@ -8,16 +9,26 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import binary_gemm as _binary_gemm
+from . import binary_gemm_affine as _binary_gemm_affine
+from . import binary_gemm_signs as _binary_gemm_signs
 
 
-@torch.library.custom_op("edgecompress::binary_gemm", mutates_args=())
-def binary_gemm_op(a: Tensor, b: Tensor, panels: Tensor, k: int, mask: Optional[Tensor]) -> Tensor:
-    """int32 (M, N): dot products of packed +-1 rows ``a`` with the weight rows ``b`` (whose
-    GEMM layout is ``panels = pack_panels(b)``), over ``mask``-valid positions."""
-    return _binary_gemm(a, b, k, mask, panels=panels)
+@torch.library.custom_op("edgecompress::binary_gemm_affine", mutates_args=())
+def binary_gemm_affine_op(a: Tensor, b: Tensor, panels: Tensor, k: int, mask: Optional[Tensor],
+                          scale: Optional[Tensor], bias: Optional[Tensor],
+                          signs: bool = False) -> Tensor:
+    """float32 (M, N): dot products of packed +-1 rows ``a`` with the weight rows ``b`` (whose
+    GEMM layout is ``panels = pack_panels(b)``) over ``mask``-valid positions, times ``scale``
+    plus ``bias`` per column; with ``signs`` the signs of those values, packed: int64
+    (M, ceil(N / 64))."""
+    if signs:
+        return _binary_gemm_signs(a, b, k, mask, scale, bias, panels=panels)
+    return _binary_gemm_affine(a, b, k, mask, scale, bias, panels=panels)
 
 
-@binary_gemm_op.register_fake
-def _(a: Tensor, b: Tensor, panels: Tensor, k: int, mask: Optional[Tensor]) -> Tensor:
-    return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.int32)
+@binary_gemm_affine_op.register_fake
+def _(a: Tensor, b: Tensor, panels: Tensor, k: int, mask: Optional[Tensor],
+      scale: Optional[Tensor], bias: Optional[Tensor], signs: bool = False) -> Tensor:
+    if signs:
+        return a.new_empty((a.shape[0], (b.shape[0] + 63) // 64), dtype=torch.int64)
+    return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.float32)
