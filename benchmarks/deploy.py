@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import torch
 
 import edgecompress as ec
 from edgecompress import kernels
-from edgecompress.deploy.benchmark import bench_gemm, bench_model, tensor_bytes
+from edgecompress.deploy.benchmark import bench_gemm, bench_model, bench_w1a32, tensor_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "deploy.md"
@@ -59,11 +61,50 @@ def plot(rows: list[dict]) -> None:
     plt.close(fig)
 
 
+# Run in a fresh interpreter: resident memory (RSS) before and after loading a model and after
+# one batch-1 inference; freed heap is returned to the OS first (malloc_trim) so RSS counts what
+# the model keeps.
+RSS_PROBE = """
+import ctypes, gc, json, os, sys, torch, edgecompress as ec
+torch.set_num_threads(1)
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    gc.collect(); ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return int(open("/proc/self/statm").read().split()[1]) * page
+kind, path = sys.argv[1], sys.argv[2]
+# warm-up: run a tiny float and a tiny frozen model first, so that lazily imported modules and
+# one-time initialisations (custom-op dispatch, oneDNN) are not counted as the model's memory
+tiny = ec.models.create("resnet20", width=0.25, activation="hardtanh").eval()
+with torch.no_grad():
+    tiny(torch.randn(1, 3, 32, 32))
+    ec.deploy.freeze(ec.convert(tiny, "bnn", mode="w1a1"))(torch.randn(1, 3, 32, 32))
+del tiny
+before = rss()
+if kind == "float":
+    model = ec.models.create("resnet18", num_classes=1000, activation="hardtanh")
+    model.load_state_dict(torch.load(path, weights_only=True))
+else:
+    model = ec.deploy.load(path)
+model.eval()
+loaded = rss()
+with torch.no_grad():
+    model(torch.randn(1, 3, 224, 224))
+print(json.dumps({"load": loaded - before, "after_inference": rss() - before}))
+"""
+
+
+def resident(kind: str, path: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", RSS_PROBE, kind, str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     gemm = []
     for batch in (1, 8):
         for t in bench_gemm(batch=batch, threads=(1, 2), rounds=7):
             gemm.append({"batch": batch, **t.to_dict()})
+    w1a32 = [t.to_dict() for t in bench_w1a32(threads=(1, 2), rounds=5)]
     torch.manual_seed(0)
     float_model = ec.models.create("resnet18", num_classes=1000, activation="hardtanh").eval()
     binary = ec.convert(float_model, "bnn", mode="w1a1")
@@ -74,11 +115,14 @@ def main() -> None:
         torch.save(float_model.state_dict(), float_path)
         ec.deploy.save(frozen, frozen_path)
         sizes = {"float_file": float_path.stat().st_size, "frozen_file": frozen_path.stat().st_size,
-                 "float_tensors": tensor_bytes(float_model), "frozen_tensors": tensor_bytes(frozen)}
+                 "float_tensors": tensor_bytes(float_model), "frozen_tensors": tensor_bytes(frozen),
+                 "float_rss": resident("float", float_path),
+                 "frozen_rss": resident("frozen", frozen_path)}
     s = ec.summary(frozen, (3, 224, 224))
     sizes["analytic"] = s.bytes + sum(b.numel() * b.element_size() for n, b in
                                       frozen.named_buffers() if "running" in n or "batches" in n)
-    results = {"machine": machine(), "gemm": gemm, "model": model, "sizes": sizes}
+    results = {"machine": machine(), "gemm": gemm, "w1a32": w1a32, "model": model,
+               "sizes": sizes}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))
     plot(gemm)
@@ -113,14 +157,36 @@ def write_doc(r: dict) -> None:
         lines.append(f"| {g['name']} | {g['batch']} | {g['threads']} | {g['candidate_ms']:.3f} | "
                      f"{g['baseline_ms']:.3f} | {g['speedup']:.1f}x |")
     lines += ["", "![GEMM speed-ups](img/deploy_gemm.png)", "",
-              "## Whole model: frozen W1A1 ResNet-18 (224x224) vs the float model in torch", "",
-              "First conv and classifier float (the usual policy). The BatchNorm after each "
-              "binary convolution is folded into its per-channel scale and offset; the hardtanh "
-              "activations and residual additions still run in float between the binary "
-              "convolutions (not yet fused into the kernels' epilogue). Target: >= 5x.", "",
-              "| batch | threads | frozen (ms) | float (ms) | speed-up |", "|---:|---:|---:|---:|---:|"]
+              "## W1A32: binary weights, float inputs", "",
+              "`kernels.w1a32_gemm` computes x S^T for +-1 weights S as total(x) - 2 x (the sum "
+              "of the inputs whose weight is -1): one masked add per 16 multiply-adds, reading "
+              "1 bit per weight instead of 32. It wins where the float GEMM is bound by reading "
+              "its weights (small batches) and loses where the float GEMM is compute-bound (large "
+              "M), so frozen W1A32 linear layers use it up to "
+              "`PackedBinaryLinear.W1A32_KERNEL_MAX_ROWS` = 16 rows and torch's float GEMM on "
+              "the +-1 weights above that; W1A32 convolutions (M = H x W rows) use the float "
+              "convolution.", "",
+              "| shape | threads | sign-select (ms) | float32 (ms) | speed-up |",
+              "|---|---:|---:|---:|---:|"]
+    for g in r["w1a32"]:
+        lines.append(f"| {g['name']} | {g['threads']} | {g['candidate_ms']:.3f} | "
+                     f"{g['baseline_ms']:.3f} | {g['speedup']:.2f}x |")
+    lines += ["", "## Whole model: frozen W1A1 ResNet-18 (224x224) vs the float model in torch", "",
+              "First conv and classifier float (the usual policy). `freeze` folds every "
+              "BatchNorm (into the binary layers' per-channel scale and offset, and into the "
+              "float stem conv), applies scale and offset in the GEMM's store loop, lets the "
+              "first convolution of each residual block hand its output to the second as packed "
+              "signs straight from the GEMM (no float tensor, no hardtanh, no re-packing), and "
+              "keeps activations in channels-last layout. The residual additions and the "
+              "block-output hardtanh still run in torch. The float baseline is timed as torch "
+              "runs it by default (NCHW) and in channels-last format (torch's faster layout for "
+              "its max-pool on CPU). Target: >= 5x.", "",
+              "| batch | threads | float layout | frozen (ms) | float (ms) | speed-up |",
+              "|---:|---:|---|---:|---:|---:|"]
     for m in r["model"]:
-        lines.append(f"| {m['name'].split()[-1]} | {m['threads']} | {m['candidate_ms']:.1f} | "
+        layout = "channels-last" if "channels-last" in m["name"] else "NCHW (default)"
+        batch = m["name"].split(",")[0].split()[-1]
+        lines.append(f"| {batch} | {m['threads']} | {layout} | {m['candidate_ms']:.1f} | "
                      f"{m['baseline_ms']:.1f} | {m['speedup']:.2f}x |")
     s = r["sizes"]
     lines += ["", "## Memory", "",
@@ -129,11 +195,19 @@ def write_doc(r: dict) -> None:
               f"{s['frozen_file'] / 2**20:.2f} MiB (safetensors) |",
               f"| tensors in memory | {s['float_tensors'] / 2**20:.2f} MiB | "
               f"{s['frozen_tensors'] / 2**20:.2f} MiB |",
+              f"| resident memory after loading | {s['float_rss']['load'] / 2**20:.1f} MiB | "
+              f"{s['frozen_rss']['load'] / 2**20:.1f} MiB |",
+              f"| resident memory after one 224x224 inference | "
+              f"{s['float_rss']['after_inference'] / 2**20:.1f} MiB | "
+              f"{s['frozen_rss']['after_inference'] / 2**20:.1f} MiB |",
               "",
               f"Analytic size of the frozen model (1 bit per binary weight, 4 bytes per float "
               f"parameter and BatchNorm statistic): {s['analytic'] / 2**20:.2f} MiB; the file is "
               f"{100 * (s['frozen_file'] / s['analytic'] - 1):+.2f} % off. In memory the frozen "
-              "model also keeps the weights in the kernel layout (panels), a second packed copy.",
+              "model also keeps the weights in the kernel layout (panels), a second packed copy. Resident "
+              "memory is measured in a fresh process (RSS growth over the interpreter with torch "
+              "and edgecompress imported, after returning freed heap to the OS); after an "
+              "inference it includes what the allocator keeps of the activations.",
               ""]
     DOC.write_text("\n".join(lines))
 

@@ -156,26 +156,35 @@ def bench() -> None:
 def _print_timings(title: str, timings) -> None:
     click.echo(title)
     for t in timings:
-        click.echo(f"  {t.name:<34} {t.threads} thread(s)  {t.candidate_ms:9.3f} ms vs "
+        click.echo(f"  {t.name:<44} {t.threads} thread(s)  {t.candidate_ms:9.3f} ms vs "
                    f"float32 {t.baseline_ms:9.3f} ms  ->  {t.speedup:5.1f}x")
 
 
 @bench.command(name="kernels")
-@click.option("--batch", default=1, show_default=True, help="Images per GEMM (M = batch x H x W).")
+@click.option("--kind", type=click.Choice(["w1a1", "w1a32"]), default="w1a1", show_default=True,
+              help="w1a1: XOR-popcount GEMM at ResNet-18 conv shapes; w1a32: sign-select GEMM "
+                   "(float inputs) at fully connected shapes, batch 1, 8 and 64.")
+@click.option("--batch", default=1, show_default=True,
+              help="w1a1: images per GEMM (M = batch x H x W).")
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
 @click.option("--path", type=click.Choice(["scalar", "avx2", "avx512"]),
               help="Force a dispatch path (default: the best this CPU supports).")
 @click.option("--rounds", default=5, show_default=True)
 @json_option
-def bench_kernels(batch: int, threads: str, path: str | None, rounds: int,
+def bench_kernels(kind: str, batch: int, threads: str, path: str | None, rounds: int,
                   json_path: str | None) -> None:
-    """Binary XOR-popcount GEMM vs torch float32 matmul at the ResNet-18 layer shapes."""
-    from .deploy.benchmark import bench_gemm
+    """Binary GEMMs vs torch float32 matmul on the same shapes, in the same run."""
+    from .deploy.benchmark import bench_gemm, bench_w1a32
 
     counts = tuple(int(t) for t in threads.split(","))
-    timings = bench_gemm(batch=batch, threads=counts, path=path, rounds=rounds)
-    _print_timings(f"binary GEMM vs float32 matmul, batch {batch}", timings)
-    _write_json(json_path, {"batch": batch, "path": path, "rows": [t.to_dict() for t in timings]})
+    if kind == "w1a32":
+        timings = bench_w1a32(threads=counts, path=path, rounds=rounds)
+        _print_timings("W1A32 sign-select GEMM vs float32 matmul", timings)
+    else:
+        timings = bench_gemm(batch=batch, threads=counts, path=path, rounds=rounds)
+        _print_timings(f"binary GEMM vs float32 matmul, batch {batch}", timings)
+    _write_json(json_path, {"kind": kind, "batch": batch, "path": path,
+                            "rows": [t.to_dict() for t in timings]})
 
 
 @bench.command(name="model")

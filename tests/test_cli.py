@@ -178,3 +178,15 @@ def test_bench_kernels_reports_every_resnet18_stage(tmp_path):
     assert [r["name"].split(" M=")[0] for r in rows] == ["stage 1", "stage 2", "stage 3",
                                                           "stage 4"]
     assert all(r["candidate_ms"] > 0 and r["baseline_ms"] > 0 for r in rows)
+
+
+def test_bench_kernels_w1a32_reports_every_shape_and_batch(tmp_path):
+    from edgecompress.deploy.benchmark import W1A32_SHAPES
+    out = tmp_path / "k.json"
+    result = CliRunner().invoke(cli, ["bench", "kernels", "--kind", "w1a32", "--threads", "1",
+                                      "--rounds", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["name"] for r in rows] == [f"{label} M={m}" for label in W1A32_SHAPES
+                                         for m in (1, 8, 64)]
+    assert "W1A32 sign-select GEMM" in result.output

@@ -138,6 +138,25 @@ def test_packed_linear_batch_one_and_token_inputs():
             torch.testing.assert_close(frozen(x), net(x))
 
 
+def test_packed_w1a32_linear_small_batches_use_the_sign_select_kernel():
+    from edgecompress import kernels
+    torch.manual_seed(7)
+    net = nn.Sequential(BinaryLinear(200, 33, weight_quantizer=method_pair("bnn"),
+                                     scaling="channel"))
+    frozen = deploy.freeze(net)
+    layer = frozen[0]
+    assert layer.dense is None  # the float copy of the weights is only made for large batches
+    small = torch.randn(PackedBinaryLinear.W1A32_KERNEL_MAX_ROWS, 200)
+    with torch.no_grad():
+        out = frozen(small)
+        assert torch.equal(out, kernels.w1a32_gemm_reference(small, layer.bits, 200,
+                                                             layer.scale, layer.bias))
+        torch.testing.assert_close(out, net(small), atol=1e-4, rtol=1e-4)
+        big = torch.randn(40, 200)
+        torch.testing.assert_close(frozen(big), net(big), atol=1e-4, rtol=1e-4)
+    assert layer.dense is not None
+
+
 def test_frozen_model_predicts_like_the_trained_model_on_real_data():
     from edgecompress.train import TrainConfig, Trainer
     train = ec.data.load("mnist-bundled", split="train", limit=1000)

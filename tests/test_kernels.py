@@ -178,3 +178,44 @@ def test_im2col_matches_reference_and_conv_matches_float(n, c, h, w, kernel, str
         rows_nm, no_mask = K.im2col_signs(last, kernel, stride, padding, dilation, masked=False)
         assert no_mask is None and torch.equal(rows_nm, rows)
         assert torch.equal(K.binary_gemm(rows_nm, b, k), expected)
+
+
+W1A32_SHAPES = [(1, 1, 1), (1, 16, 64), (2, 17, 65), (7, 33, 130), (8, 32, 63), (9, 130, 200),
+                (17, 5, 577), (1, 300, 129)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("m, n, k", W1A32_SHAPES)
+def test_w1a32_gemm_paths_bit_exact(path, m, n, k):
+    g = torch.Generator().manual_seed(m * 31 + n + k)
+    x = torch.randn(m, k, generator=g)
+    b = K.pack_signs(torch.randn(n, k, generator=g))
+    panels = K.sign_panels(b, k)
+    assert panels.shape == (-(-n // 16), k) and panels.dtype == torch.int16
+    scale, bias = torch.rand(n, generator=g) + 0.1, torch.randn(n, generator=g)
+    for affine in ((None, None), (scale, bias)):
+        expected = K.w1a32_gemm_reference(x, b, k, *affine)
+        signs = K.unpack_signs_reference(b, k).float()
+        plain = x @ signs.T
+        if affine[0] is not None:
+            plain = plain * scale + bias
+        torch.testing.assert_close(expected, plain, atol=1e-4, rtol=1e-4)  # it is x @ S.T
+        for threads in (1, 2):
+            got = K.w1a32_gemm(x, panels, n, *affine, path=path, threads=threads)
+            assert torch.equal(got, expected)
+
+
+def test_sign_panels_layout():
+    w = torch.ones(18, 3)
+    w[0, 0] = w[15, 0] = w[17, 2] = -1.0
+    panels = K.sign_panels(K.pack_signs(w), 3)
+    assert panels.tolist() == [[-(2 ** 15) + 1, 0, 0], [0, 0, 2]]
+
+
+def test_w1a32_gemm_rejects_mismatched_panels():
+    x = torch.randn(2, 10)
+    panels = K.sign_panels(K.pack_signs(torch.randn(20, 10)), 10)
+    with pytest.raises(ValueError, match="int16 sign panels"):
+        K.w1a32_gemm(x, panels, 40)
+    with pytest.raises(ValueError, match="bias must be a vector of 20"):
+        K.w1a32_gemm(x, panels, 20, bias=torch.zeros(3))

@@ -6,6 +6,7 @@ the ratio of medians, so that a busy shared machine slows both alike.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -80,19 +81,49 @@ def bench_gemm(batch: int = 1, threads: tuple[int, ...] = (1, 2), path: str | No
     return out
 
 
+# W1A32 (binary weights, float inputs) GEMM shapes: (K, N) of fully connected layers
+W1A32_SHAPES = {"FC 4096-4096": (4096, 4096), "ResNet-18 classifier 512-1000": (512, 1000),
+                "ResNet-18 stage-4 conv as GEMM": (4608, 512), "MLP 784-512": (784, 512)}
+
+
+def bench_w1a32(batches: tuple[int, ...] = (1, 8, 64), threads: tuple[int, ...] = (1, 2),
+                path: str | None = None, rounds: int = 5) -> list[Timing]:
+    """Sign-select W1A32 GEMM (float rows x packed +-1 weights) vs float32 ``x @ w.T``."""
+    out = []
+    for label, (k, n) in W1A32_SHAPES.items():
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(n, k, generator=g)
+        panels = kernels.sign_panels(kernels.pack_signs(w), k)
+        wt = torch.where(w >= 0, 1.0, -1.0).t().contiguous()
+        for m in batches:
+            x = torch.randn(m, k, generator=g)
+            for t in threads:
+                out.append(compare(
+                    f"{label} M={m}",
+                    lambda: kernels.w1a32_gemm(x, panels, n, path=path, threads=t),
+                    lambda: torch.matmul(x, wt), t, rounds))
+    return out
+
+
 def bench_model(float_model: nn.Module, frozen: nn.Module, shape: tuple[int, ...],
                 batches: tuple[int, ...] = (1, 8), threads: tuple[int, ...] = (1, 2),
-                rounds: int = 3) -> list[Timing]:
-    """Whole frozen model vs the float model in torch (eval, no grad)."""
+                rounds: int = 3, channels_last_baseline: bool = True) -> list[Timing]:
+    """Whole frozen model vs the float model in torch (eval, no grad), and (named
+    "..., float channels-last") vs the float model in channels-last memory format, torch's
+    faster layout for pooling on CPU, which the frozen model uses."""
     out = []
     float_model.eval()
     frozen.eval()
+    last = copy.deepcopy(float_model).to(memory_format=torch.channels_last)
     for batch in batches:
         x = torch.randn(batch, *shape)
         for t in threads:
             with torch.no_grad():
                 out.append(compare(f"batch {batch}", lambda: frozen(x), lambda: float_model(x),
                                    t, rounds, repeats=3))
+                if channels_last_baseline:
+                    out.append(compare(f"batch {batch}, float channels-last", lambda: frozen(x),
+                                       lambda: last(x), t, rounds, repeats=3))
     return out
 
 

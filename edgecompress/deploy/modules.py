@@ -3,8 +3,9 @@
 ``PackedBinaryLinear`` / ``PackedBinaryConv2d`` hold the signs of the trained latent weights as
 packed words, an optional per-output-channel scale and the bias. In W1A1 mode the input is
 binarized with sign (what the training-form layer's input quantizer deploys) and the product runs
-as an XOR-popcount GEMM; in W1A32 mode the float input multiplies the +-1 weights (unpacked once,
-at load time). Convolution packs the channels of every input pixel into words, gathers them
+as an XOR-popcount GEMM; in W1A32 mode a linear layer at small batch runs the sign-select
+kernel (adds of the inputs whose weight is -1, 1 bit per weight read), and larger batches and
+convolutions multiply the float input by the +-1 weights in torch (unpacked once, on first use). Convolution packs the channels of every input pixel into words, gathers them
 into im2col rows in C, and masks the zero padding, so it is exact. The per-channel scale and
 bias (BatchNorm folded in) are applied in the GEMM's store loop, and a binary convolution
 returns its output in channels-last memory layout (what the GEMM produces), which is also the
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import kernels
-from ..kernels.ops import binary_gemm_affine_op
+from ..kernels.ops import binary_gemm_affine_op, w1a32_gemm_op
 from ..layers.base import CompressedLayer
 
 
@@ -36,6 +37,7 @@ class _PackedBinary(CompressedLayer):
         self.register_buffer("rows", None, persistent=False)
         self.register_buffer("panels", None, persistent=False)
         self.register_buffer("dense", None, persistent=False)
+        self.register_buffer("sign_panels", None, persistent=False)
         #: set by freeze when only the sign of this layer's output is used (by the next binary
         #: layer): forward then returns those signs packed (int64 words) instead of floats
         self.emit_signs = False
@@ -54,9 +56,19 @@ class _PackedBinary(CompressedLayer):
         if self.binary_inputs:
             self.rows = self._kernel_bits()
             self.panels = kernels.pack_panels(self.rows)
+            return
+        self.dense = None
+        if isinstance(self, PackedBinaryLinear):  # dense made on first use (large batches)
+            self.sign_panels = kernels.sign_panels(self.bits, self.k)
         else:
+            self._dense()
+
+    def _dense(self) -> Tensor:
+        """The +-1 weights as float32 (out_features, k), for the float-GEMM path."""
+        if self.dense is None:
             signs = kernels.unpack_signs_reference(self.bits, self.k).to(torch.float32)
             self.dense = signs.view(self.out_features, -1)
+        return self.dense
 
     def discrete_weight(self) -> Tensor:
         return kernels.unpack_signs_reference(self.bits, self.k).to(torch.float32)
@@ -77,6 +89,12 @@ class _PackedBinary(CompressedLayer):
 
 
 class PackedBinaryLinear(_PackedBinary):
+    #: W1A32 inputs with at most this many rows use the sign-select kernel (which reads 1 bit
+    #: per weight and wins where a float GEMM is bound by reading its weights); larger batches
+    #: use torch's float GEMM on the +-1 weights. Both compute the same sums; float rounding
+    #: differs between them in the last bits.
+    W1A32_KERNEL_MAX_ROWS = 16
+
     def __init__(self, in_features: int, out_features: int, *, binary_inputs: bool,
                  has_scale: bool = False, bias: bool = True) -> None:
         super().__init__()
@@ -88,7 +106,12 @@ class PackedBinaryLinear(_PackedBinary):
         (..., ceil(in_features / 64)) int64 from a previous layer's ``emit_signs``."""
         lead = x.shape[:-1]
         if not self.binary_inputs:
-            y = self._affine(x.reshape(-1, self.in_features) @ self.dense.t(), -1)
+            flat = x.reshape(-1, self.in_features)
+            if flat.shape[0] <= self.W1A32_KERNEL_MAX_ROWS and kernels.available():
+                y = w1a32_gemm_op(flat, self.sign_panels, self.out_features, self.scale,
+                                  self.bias).to(x.dtype)
+            else:
+                y = self._affine(flat @ self._dense().t(), -1)
             return y.reshape(*lead, self.out_features)
         if x.dtype == torch.int64:
             packed = x.reshape(-1, kernels.words(self.in_features))
@@ -131,8 +154,8 @@ class PackedBinaryConv2d(_PackedBinary):
         """x: float (n, c, h, w), or for a W1A1 layer packed pixels (n, h, w, ceil(c / 64))
         int64 from a previous convolution's ``emit_signs``."""
         if not self.binary_inputs:
-            weight = self.dense.view(self.out_features, self.in_channels // self.groups,
-                                     *self.kernel_size)
+            weight = self._dense().view(self.out_features, self.in_channels // self.groups,
+                                        *self.kernel_size)
             y = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
             return self._affine(y, 1)
         if x.dtype == torch.int64:

@@ -52,6 +52,8 @@ def _load() -> ctypes.CDLL | None:
     lib.ec_pack_panels.restype = None
     lib.ec_binary_gemm.argtypes = [p, p, p, i64, i64, i64, i64, p, p, p, p, p, i32, i32]
     lib.ec_binary_gemm.restype = i32
+    lib.ec_w1a32_gemm.argtypes = [p, p, i64, i64, i64, p, p, p, i32, i32]
+    lib.ec_w1a32_gemm.restype = i32
     lib.ec_best_path.argtypes = []
     lib.ec_best_path.restype = i32
     _lib = lib
@@ -270,6 +272,74 @@ def _gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None, panels: Tensor | No
     return out
 
 
+# --- W1A32: binary weights, float activations ----------------------------------------------------
+
+def sign_panels(b: Tensor, k: int) -> Tensor:
+    """Row-packed weights (N, W) -> the W1A32 GEMM's "sign panels": int16 (ceil(N / 16), k),
+    entry [p, t] with bit j set when weight (16 p + j, t) is -1."""
+    n = b.shape[0]
+    neg = unpack_bits_reference(b, k).to(torch.int32)  # (N, k), 1 where -1
+    padded = torch.zeros(-(-n // 16) * 16, k, dtype=torch.int32)
+    padded[:n] = neg
+    masks = (padded.view(-1, 16, k) << torch.arange(16, dtype=torch.int32).view(1, 16, 1)).sum(1)
+    return masks.to(torch.int16) if k else masks.to(torch.int16)
+
+
+def w1a32_gemm_reference(x: Tensor, b: Tensor, k: int, scale: Tensor | None = None,
+                         bias: Tensor | None = None) -> Tensor:
+    """Reference :func:`w1a32_gemm`, in its order of float operations: ``total - 2 neg`` with
+    both sums accumulated over k in increasing order (float32), then ``* scale + bias``."""
+    x = x.detach().to(torch.float32)
+    neg = unpack_bits_reference(b, k).to(torch.float32)  # (N, k) 0/1
+    total = torch.zeros(x.shape[0], 1)
+    acc = torch.zeros(x.shape[0], b.shape[0])
+    for t in range(k):
+        column = x[:, t: t + 1]
+        total = total + column
+        acc = torch.where(neg[:, t].bool(), acc + column, acc)
+    y = total - 2.0 * acc
+    if scale is not None:
+        y = y * scale.to(torch.float32)
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y
+
+
+def w1a32_gemm(x: Tensor, panels: Tensor, n: int, scale: Tensor | None = None,
+               bias: Tensor | None = None, *, path: str | None = None,
+               threads: int | None = None) -> Tensor:
+    """``x @ S.T * scale + bias`` for float x (M, K) and +-1 weights S (N, K) given as
+    ``panels = sign_panels(b, K)``: the sign-select W1A32 product, 1 bit per weight read.
+    float32 (M, N). ``path`` forces "scalar", "avx2" or "avx512"."""
+    if x.dim() != 2 or panels.dim() != 2 or panels.dtype != torch.int16 \
+            or panels.shape != (-(-n // 16), x.shape[1]):
+        raise ValueError(f"w1a32_gemm needs x (M, K) and int16 sign panels ({-(-n // 16)}, K), "
+                         f"got x {tuple(x.shape)} and panels {panels.dtype} "
+                         f"{tuple(panels.shape)}")
+    for name, t in (("scale", scale), ("bias", bias)):
+        if t is not None and (t.dim() != 1 or t.shape[0] != n):
+            raise ValueError(f"{name} must be a vector of {n} values, got shape {tuple(t.shape)}")
+    lib = _library()
+    m, k = x.shape
+    if lib is None:
+        signs = ((panels.to(torch.int32).unsqueeze(1) >> torch.arange(16).view(1, 16, 1)) & 1)
+        b = pack_signs_reference(-(signs.reshape(-1, k)[:n].double() * 2 - 1))
+        return w1a32_gemm_reference(x, b, k, scale, bias)
+    x = x.detach().to(torch.float32).contiguous()
+    scale, bias = (None if t is None else t.detach().to(torch.float32).contiguous()
+                   for t in (scale, bias))
+    out = torch.empty(m, n, dtype=torch.float32)
+    code = -1 if path is None else _path_code(path)
+    status = lib.ec_w1a32_gemm(x.data_ptr(), panels.contiguous().data_ptr(), m, n, k,
+                               None if scale is None else scale.data_ptr(),
+                               None if bias is None else bias.data_ptr(), out.data_ptr(), code,
+                               threads or torch.get_num_threads())
+    if status != 0:
+        raise RuntimeError(f"w1a32_gemm path {path!r} is not supported on this CPU; supported: "
+                           f"{supported_paths()}")
+    return out
+
+
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -375,6 +445,7 @@ def _path_code(path: str) -> int:
 
 __all__ = ["available", "supported_paths", "words", "pack_signs", "pack_panels", "binary_gemm",
            "binary_gemm_affine", "binary_gemm_affine_reference", "binary_gemm_signs",
-           "binary_gemm_signs_reference", "pack_pixels", "im2col_words",
+           "binary_gemm_signs_reference", "pack_pixels", "im2col_words", "sign_panels",
+           "w1a32_gemm", "w1a32_gemm_reference",
            "pack_conv_weights", "im2col_signs", "im2col_signs_reference", "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

@@ -1,6 +1,6 @@
-"""The binary GEMM as a PyTorch custom operator (``torch.ops.edgecompress.binary_gemm_affine``),
-so frozen models are ordinary nn.Modules that torch.compile and torch.export see as one opaque
-op."""
+"""The binary kernels as PyTorch custom operators (``torch.ops.edgecompress.binary_gemm_affine``
+for W1A1, ``torch.ops.edgecompress.w1a32_gemm`` for W1A32), so frozen models are ordinary
+nn.Modules that torch.compile and torch.export see as opaque ops."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import Tensor
 
 from . import binary_gemm_affine as _binary_gemm_affine
 from . import binary_gemm_signs as _binary_gemm_signs
+from . import w1a32_gemm as _w1a32_gemm
 
 
 @torch.library.custom_op("edgecompress::binary_gemm_affine", mutates_args=())
@@ -32,3 +33,17 @@ def _(a: Tensor, b: Tensor, panels: Tensor, k: int, mask: Optional[Tensor],
     if signs:
         return a.new_empty((a.shape[0], (b.shape[0] + 63) // 64), dtype=torch.int64)
     return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("edgecompress::w1a32_gemm", mutates_args=())
+def w1a32_gemm_op(x: Tensor, panels: Tensor, n: int, scale: Optional[Tensor],
+                  bias: Optional[Tensor]) -> Tensor:
+    """float32 (M, N): float rows ``x`` times +-1 weights given as sign panels, then
+    ``* scale + bias`` (see :func:`edgecompress.kernels.w1a32_gemm`)."""
+    return _w1a32_gemm(x, panels, n, scale, bias)
+
+
+@w1a32_gemm_op.register_fake
+def _(x: Tensor, panels: Tensor, n: int, scale: Optional[Tensor],
+      bias: Optional[Tensor]) -> Tensor:
+    return x.new_empty((x.shape[0], n), dtype=torch.float32)
