@@ -84,26 +84,37 @@ class _PreActivation(nn.Module):
         self.act = nn.Hardtanh()
         self.act2 = nn.Hardtanh()
 
+        self.conv2 = BinaryConv2d(4, 4, 3, padding=1, weight_quantizer=method_pair("bnn"),
+                                  input_quantizer=method_pair("bnn"))
+        self.conv3 = BinaryConv2d(4, 4, 3, padding=1, weight_quantizer=method_pair("bnn"),
+                                  input_quantizer=method_pair("bnn"))
+        self.offset = nn.Parameter(torch.randn(1, 4, 1, 1))
+
     def forward(self, x):
         y = self.bn(self.conv(x))
-        return self.act2(self.conv2(self.act(y)) + y) if hasattr(self, "conv2") else y
+        z = self.act2(self.conv2(self.act(y)) + y)
+        return self.act3(self.conv3(z) + self.offset)  # a broadcast "residual"
 
 
-def test_freeze_folds_float_conv_batchnorm_and_runs_activations_in_place_only_when_safe():
+def test_freeze_folds_batchnorm_fuses_residual_ends_and_runs_activations_in_place_safely():
     torch.manual_seed(5)
     model = _PreActivation()
-    model.conv2 = BinaryConv2d(4, 4, 3, padding=1, weight_quantizer=method_pair("bnn"),
-                               input_quantizer=method_pair("bnn"))
+    model.act3 = nn.ReLU()
     model = calibrated(model, (4, 6, 6))
     frozen = deploy.freeze(model)
     assert isinstance(frozen.bn, nn.Identity) and frozen.conv.bias is not None
     assert not frozen.act.inplace  # y is also the shortcut
-    assert frozen.act2.inplace  # the sum is read by nothing else
+    # act2(conv2(.) + y) and act3(conv3(.) + offset) run in the GEMMs' store loops
+    assert frozen.conv2.fused_clamp == (-1.0, 1.0)
+    assert frozen.conv3.fused_clamp == (0.0, float("inf"))
+    assert not hasattr(frozen, "act2") and not hasattr(frozen, "act3")
     x = torch.randn(2, 4, 6, 6)
     before = x.clone()
     with torch.no_grad():
         out, expected = frozen(x), model(x)
+        unfused = deploy.freeze(model, fuse=False)(x)
     assert torch.equal(x, before)  # the caller's input is never overwritten
+    assert torch.equal(out, unfused)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
 
 
@@ -115,11 +126,17 @@ def test_sign_fusion_gives_identical_outputs(net):
     model = ec.convert(ec.models.create(net, activation="hardtanh", **options), "bnn++",
                        mode="w1a1", scaling="channel")
     model = calibrated(model, shape)
-    fused, plain = deploy.freeze(model), deploy.freeze(model, fuse_signs=False)
+    fused, plain = deploy.freeze(model), deploy.freeze(model, fuse=False)
     emitting = [n for n, m in fused.named_modules() if getattr(m, "emit_signs", False)]
     # resnet20: the first conv of each of the 9 blocks; mlp: the first of its two binary linears
     assert len(emitting) == (9 if net == "resnet20" else 1), emitting
     assert not any(getattr(m, "emit_signs", False) for m in plain.modules())
+    if net == "resnet20":  # each block's end, act(conv2(.) + shortcut), runs in its GEMM
+        assert sum(getattr(m, "fused_clamp", None) is not None for m in fused.modules()) == 9
+        assert isinstance(fused, torch.fx.GraphModule) and type(fused).__name__ == "ResNet"
+    assert fused.edgecompress_spec == model.edgecompress_spec
+    assert tuple(fused.input_shape) == tuple(model.input_shape)
+    assert fused.state_dict().keys() == plain.state_dict().keys()
     x = torch.randn(5, *shape)
     with torch.no_grad():
         assert torch.equal(fused(x), plain(x))

@@ -85,10 +85,31 @@ def test_gemm_affine_epilogue_bit_exact(path, m, n, k, affine):
         assert torch.equal(got, signs)
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("m, n, k", SHAPES)
+@pytest.mark.parametrize("clamp", [None, (-1.0, 1.0), (0.0, float("inf"))])
+def test_gemm_residual_and_clamp_epilogue_bit_exact(path, m, n, k, clamp):
+    g = torch.Generator().manual_seed(m * 3 + n + k)
+    a = K.pack_signs(torch.randn(m, k, generator=g))
+    b = K.pack_signs(torch.randn(n, k, generator=g))
+    scale = torch.rand(n, generator=g) / max(k, 1) ** 0.5
+    bias = torch.randn(n, generator=g) * 0.3
+    residual = torch.randn(m, n, generator=g)
+    expected = K.binary_gemm_affine_reference(a, b, k, None, scale, bias, residual, clamp)
+    if clamp is not None:
+        assert expected.min() >= clamp[0] and expected.max() <= clamp[1]
+    for threads in (1, 2):
+        got = K.binary_gemm_affine(a, b, k, None, scale, bias, residual=residual, clamp=clamp,
+                                   path=path, threads=threads)
+        assert torch.equal(got, expected)
+
+
 def test_gemm_affine_rejects_a_wrong_scale():
     a, b = K.pack_signs(torch.randn(2, 70)), K.pack_signs(torch.randn(3, 70))
     with pytest.raises(ValueError, match="scale must be a vector of 3 values"):
         K.binary_gemm_affine(a, b, 70, scale=torch.ones(4))
+    with pytest.raises(ValueError, match=r"residual must have shape \(2, 3\)"):
+        K.binary_gemm_affine(a, b, 70, residual=torch.ones(3, 2))
 
 
 @settings(max_examples=30, deadline=None)

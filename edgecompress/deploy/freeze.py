@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
 import torch.fx as fx
@@ -155,17 +156,82 @@ def _inplace_activations(graph: fx.Graph, model: nn.Module) -> None:
             modules[name].inplace = True
 
 
-def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse_signs: bool = True) -> nn.Module:
-    """A copy of ``model`` for inference: every binary layer becomes a packed layer (1 bit per
-    weight; W1A1 layers run the XOR-popcount kernels) and, with ``fold_batchnorm``, a BatchNorm
-    that directly follows a packed layer is folded into its per-channel scale and offset, and one
-    that follows a float Conv2d or Linear into its weight and bias (the usual inference fusion;
-    it reorders float rounding). A W1A1 layer whose output only feeds other W1A1 layers (through
-    folded BatchNorms and a hardtanh) hands them its signs packed, straight from the GEMM.
-    Activations whose input nothing else reads run in place. Every other layer is kept as it
-    is. The copy is in eval mode, holds its 4-D float weights in channels-last
-    memory format, and keeps ``edgecompress_spec`` so :func:`~edgecompress.deploy.save` can
-    describe it."""
+def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
+    """Rewrite ``act(layer(x) + r)`` (through Identity modules, e.g. folded BatchNorms) into
+    ``layer(x, r)`` with the addition and a following hardtanh / ReLU computed in the GEMM's
+    store loop, for W1A1 packed layers that output floats. Returns True if the graph changed."""
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    changed = False
+    for add in list(graph.nodes):
+        if not (add.op == "call_function" and add.target in (operator.add, torch.add)
+                and len(add.args) == 2 and not add.kwargs
+                and all(isinstance(a, fx.Node) for a in add.args)):
+            continue
+        for side in (0, 1):
+            chain, layer_node = [], add.args[side]
+            while (layer_node.op == "call_module" and len(layer_node.users) == 1
+                   and isinstance(modules.get(layer_node.target), nn.Identity)):
+                chain.append(layer_node)
+                layer_node = layer_node.args[0]
+            layer = modules.get(layer_node.target) if layer_node.op == "call_module" else None
+            if (isinstance(layer, _PackedBinary) and layer.binary_inputs
+                    and not layer.emit_signs and layer.fused_clamp is None
+                    and len(layer_node.users) == 1 and calls[str(layer_node.target)] == 1
+                    and len(layer_node.args) == 1):
+                break
+        else:
+            continue
+        residual = add.args[1 - side]
+        users = list(add.users)
+        act = modules.get(users[0].target) if len(users) == 1 and users[0].op == "call_module" \
+            else None
+        with graph.inserting_before(add):
+            fused = graph.call_module(str(layer_node.target), (layer_node.args[0], residual))
+        last = add
+        if isinstance(act, (nn.Hardtanh, nn.ReLU)) and calls[str(users[0].target)] == 1:
+            layer.fused_clamp = ((float(act.min_val), float(act.max_val))
+                                 if isinstance(act, nn.Hardtanh) else (0.0, float("inf")))
+            last = users[0]
+        last.replace_all_uses_with(fused)
+        for node in ([last] if last is not add else []) + [add, *chain, layer_node]:
+            graph.erase_node(node)  # each after its users
+        changed = True
+    return changed
+
+
+def _as_graph_module(model: nn.Module, graph: fx.Graph) -> nn.Module:
+    """``model`` running ``graph``, with the same submodule names (so the same state_dict keys)
+    and the model's own plain attributes (``edgecompress_spec``, ``input_shape``...)."""
+    graph.lint()
+    gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+    for key, value in vars(model).items():
+        if not key.startswith("_") and key not in vars(gm):
+            setattr(gm, key, value)
+    return gm
+
+
+def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> nn.Module:
+    """A copy of ``model`` for inference.
+
+    - Every binary layer becomes a packed layer (1 bit per weight; W1A1 layers run the
+      XOR-popcount kernels, W1A32 linear layers the sign-select kernel).
+    - ``fold_batchnorm``: a BatchNorm that directly follows a packed layer is folded into its
+      per-channel scale and offset, and one that follows a float Conv2d or Linear into its
+      weight and bias (the usual inference fusion; it reorders float rounding).
+    - ``fuse`` (the same values, fewer passes over memory): a W1A1 layer whose output only
+      feeds other W1A1 layers (through folded BatchNorms and a hardtanh) hands them its signs
+      packed, straight from the GEMM; ``act(layer(x) + r)`` (a residual block's end) is computed
+      in the W1A1 layer's GEMM store loop; then the model runs as a ``torch.fx.GraphModule``
+      with the same submodule names. Activations whose input nothing else reads run in place.
+
+    Every other layer is kept as it is. The copy is in eval mode, holds its 4-D float weights
+    in channels-last memory format, and keeps ``edgecompress_spec`` so
+    :func:`~edgecompress.deploy.save` can describe it. Models that torch.fx cannot trace get the
+    packed layers only."""
     frozen = harden(copy.deepcopy(model)).eval()
     for name, module in list(frozen.named_modules()):
         if isinstance(module, (BinaryLinear, BinaryConv2d)) and name:
@@ -176,9 +242,13 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse_signs: bool = Tru
             for layer_name, bn_name in _layer_bn_pairs(graph, frozen):
                 _fold(frozen.get_submodule(layer_name), frozen.get_submodule(bn_name))
                 _set(frozen, bn_name, nn.Identity())
-        if fuse_signs:
+        rewritten = False
+        if fuse:
             _emit_signs(graph, frozen)
+            rewritten = _fuse_residuals(graph, frozen)
         _inplace_activations(graph, frozen)
+        if rewritten:
+            frozen = _as_graph_module(frozen, graph)
     for p in frozen.parameters():
         p.requires_grad_(False)
     # channels-last: binary convolutions produce it and pack it fastest, and float pooling and

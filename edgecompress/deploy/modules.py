@@ -41,6 +41,9 @@ class _PackedBinary(CompressedLayer):
         #: set by freeze when only the sign of this layer's output is used (by the next binary
         #: layer): forward then returns those signs packed (int64 words) instead of floats
         self.emit_signs = False
+        #: set by freeze when a residual addition and/or a hardtanh / ReLU that follow this
+        #: layer are computed in the GEMM's store loop: (lo, hi) of the clamp, or None
+        self.fused_clamp: tuple[float, float] | None = None
         self.register_load_state_dict_post_hook(lambda module, keys: module.prepare())
 
     @property
@@ -73,6 +76,28 @@ class _PackedBinary(CompressedLayer):
     def discrete_weight(self) -> Tensor:
         return kernels.unpack_signs_reference(self.bits, self.k).to(torch.float32)
 
+    def _binary_gemm(self, rows: Tensor, mask: Tensor | None, residual: Tensor | None = None,
+                     fused: bool = True) -> Tensor:
+        """The W1A1 GEMM with this layer's epilogue (scale, bias, residual, clamp or signs;
+        ``fused=False`` leaves out the clamp). Eager calls go straight to the kernel; under
+        torch.compile / export through the registered custom op."""
+        clamp = self.fused_clamp if fused else None
+        lo, hi = clamp if clamp is not None else (None, None)
+        if torch.compiler.is_compiling():
+            return binary_gemm_affine_op(rows, self.rows, self.panels, self.k, mask, self.scale,
+                                         self.bias, self.emit_signs, residual, lo, hi)
+        if self.emit_signs:
+            return kernels.binary_gemm_signs(rows, self.rows, self.k, mask, self.scale,
+                                             self.bias, panels=self.panels)
+        return kernels.binary_gemm_affine(rows, self.rows, self.k, mask, self.scale, self.bias,
+                                          residual=residual, clamp=clamp, panels=self.panels)
+
+    def _unfused_epilogue(self, y: Tensor, residual: Tensor) -> Tensor:
+        """The residual and clamp in torch, for a residual that does not have the output's
+        shape (broadcasting): the same operations, in the same order."""
+        y = y + residual
+        return y if self.fused_clamp is None else y.clamp(*self.fused_clamp)
+
     def _affine(self, y: Tensor, channel_dim: int) -> Tensor:
         shape = [1] * y.dim()
         shape[channel_dim] = -1
@@ -101,15 +126,17 @@ class PackedBinaryLinear(_PackedBinary):
         self.in_features = in_features
         self._init_packed(out_features, in_features, binary_inputs, has_scale, bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """x: float (..., in_features), or for a W1A1 layer its packed signs
-        (..., ceil(in_features / 64)) int64 from a previous layer's ``emit_signs``."""
+        (..., ceil(in_features / 64)) int64 from a previous layer's ``emit_signs``; residual
+        (W1A1, set up by freeze): added to the output in the GEMM's epilogue."""
         lead = x.shape[:-1]
         if not self.binary_inputs:
             flat = x.reshape(-1, self.in_features)
             if flat.shape[0] <= self.W1A32_KERNEL_MAX_ROWS and kernels.available():
-                y = w1a32_gemm_op(flat, self.sign_panels, self.out_features, self.scale,
-                                  self.bias).to(x.dtype)
+                gemm = w1a32_gemm_op if torch.compiler.is_compiling() else kernels.w1a32_gemm
+                y = gemm(flat, self.sign_panels, self.out_features, self.scale,
+                         self.bias).to(x.dtype)
             else:
                 y = self._affine(flat @ self._dense().t(), -1)
             return y.reshape(*lead, self.out_features)
@@ -117,8 +144,12 @@ class PackedBinaryLinear(_PackedBinary):
             packed = x.reshape(-1, kernels.words(self.in_features))
         else:
             packed = kernels.pack_signs(x.reshape(-1, self.in_features))
-        y = binary_gemm_affine_op(packed, self.rows, self.panels, self.k, None, self.scale,
-                                  self.bias, self.emit_signs)
+        if residual is not None and tuple(residual.shape) != (*lead, self.out_features):
+            y = self._binary_gemm(packed, None, fused=False).reshape(*lead, self.out_features)
+            return self._unfused_epilogue(y, residual)
+        if residual is not None:
+            residual = residual.reshape(-1, self.out_features)
+        y = self._binary_gemm(packed, None, residual)
         if self.emit_signs:
             return y.reshape(*lead, y.shape[-1])
         return y.to(x.dtype if x.is_floating_point() else torch.float32).reshape(
@@ -150,9 +181,10 @@ class PackedBinaryConv2d(_PackedBinary):
                                             *self.kernel_size)
         return kernels.pack_conv_weights(signs)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """x: float (n, c, h, w), or for a W1A1 layer packed pixels (n, h, w, ceil(c / 64))
-        int64 from a previous convolution's ``emit_signs``."""
+        int64 from a previous convolution's ``emit_signs``; residual (W1A1, set up by freeze):
+        a tensor of the output's shape added in the GEMM's epilogue."""
         if not self.binary_inputs:
             weight = self._dense().view(self.out_features, self.in_channels // self.groups,
                                         *self.kernel_size)
@@ -171,8 +203,13 @@ class PackedBinaryConv2d(_PackedBinary):
         rows, mask = kernels.im2col_words(pixels, self.in_channels, self.kernel_size,
                                           self.stride, self.padding, self.dilation,
                                           masked=self.padding != (0, 0))
-        y = binary_gemm_affine_op(rows, self.rows, self.panels, self.k, mask, self.scale,
-                                  self.bias, self.emit_signs)
+        if residual is not None and tuple(residual.shape) != (b, self.out_features, oh, ow):
+            y = self._binary_gemm(rows, mask, fused=False)
+            y = y.view(b, oh, ow, self.out_features).permute(0, 3, 1, 2)
+            return self._unfused_epilogue(y, residual)
+        if residual is not None:  # (n, C, oh, ow) -> the GEMM's (pixel, channel) rows
+            residual = residual.permute(0, 2, 3, 1).reshape(-1, self.out_features)
+        y = self._binary_gemm(rows, mask, residual)
         if self.emit_signs:
             return y.view(b, oh, ow, -1)
         # the GEMM's (pixel, channel) rows are the output in channels-last layout: no copy

@@ -50,7 +50,8 @@ def _load() -> ctypes.CDLL | None:
     lib.ec_im2col_words.restype = None
     lib.ec_pack_panels.argtypes = [p, i64, i64, p]
     lib.ec_pack_panels.restype = None
-    lib.ec_binary_gemm.argtypes = [p, p, p, i64, i64, i64, i64, p, p, p, p, p, i32, i32]
+    lib.ec_binary_gemm.argtypes = [p, p, p, i64, i64, i64, i64, p, p, p, p, p, p, i32,
+                                   ctypes.c_float, ctypes.c_float, i32, i32]
     lib.ec_binary_gemm.restype = i32
     lib.ec_w1a32_gemm.argtypes = [p, p, i64, i64, i64, p, p, p, i32, i32]
     lib.ec_w1a32_gemm.restype = i32
@@ -185,11 +186,14 @@ def binary_gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None, *,
 
 def binary_gemm_affine(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
                        scale: Tensor | None = None, bias: Tensor | None = None, *,
+                       residual: Tensor | None = None, clamp: tuple[float, float] | None = None,
                        panels: Tensor | None = None, path: str | None = None,
                        threads: int | None = None) -> Tensor:
     """float32 (M, N) ``binary_gemm(a, b, k, mask).float() * scale + bias`` (per output column;
-    either may be None), computed in the GEMM's store loop instead of three more passes."""
-    return _gemm(a, b, k, mask, panels, path, threads, "float32", scale, bias)
+    either may be None), then ``+ residual`` (M, N) and ``.clamp(*clamp)`` if given (a residual
+    addition and a hardtanh or ReLU), all computed in the GEMM's store loop instead of separate
+    passes over memory."""
+    return _gemm(a, b, k, mask, panels, path, threads, "float32", scale, bias, residual, clamp)
 
 
 def binary_gemm_signs(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
@@ -211,20 +215,27 @@ def binary_gemm_signs_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | Non
 
 
 def binary_gemm_affine_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
-                                 scale: Tensor | None = None,
-                                 bias: Tensor | None = None) -> Tensor:
-    """Reference :func:`binary_gemm_affine`: the reference GEMM, then torch's multiply and add."""
+                                 scale: Tensor | None = None, bias: Tensor | None = None,
+                                 residual: Tensor | None = None,
+                                 clamp: tuple[float, float] | None = None) -> Tensor:
+    """Reference :func:`binary_gemm_affine`: the reference GEMM, then torch's multiply, add,
+    residual add and clamp."""
     y = binary_gemm_reference(a, b, k, mask).to(torch.float32)
     if scale is not None:
         y = y * scale.to(torch.float32)
     if bias is not None:
         y = y + bias.to(torch.float32)
+    if residual is not None:
+        y = y + residual.to(torch.float32)
+    if clamp is not None:
+        y = y.clamp(*clamp)
     return y
 
 
 def _gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None, panels: Tensor | None,
           path: str | None, threads: int | None, output: str, scale: Tensor | None = None,
-          bias: Tensor | None = None) -> Tensor:
+          bias: Tensor | None = None, residual: Tensor | None = None,
+          clamp: tuple[float, float] | None = None) -> Tensor:
     """The GEMM with its output form: "int32" dot products, "float32" affine values, or the
     "signs" of the affine values, packed."""
     kw = a.shape[1] if a.dim() == 2 else -1
@@ -239,12 +250,16 @@ def _gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None, panels: Tensor | No
     for name, t in (("scale", scale), ("bias", bias)):
         if t is not None and (t.dim() != 1 or t.shape[0] != n):
             raise ValueError(f"{name} must be a vector of {n} values, got shape {tuple(t.shape)}")
+    if residual is not None and tuple(residual.shape) != (m, n):
+        raise ValueError(f"residual must have shape {(m, n)}, got {tuple(residual.shape)}")
+    if clamp is not None and not clamp[0] <= clamp[1]:
+        raise ValueError(f"clamp needs lo <= hi, got {clamp}")
     lib = _library()
     if lib is None:
         if output == "int32":
             return binary_gemm_reference(a, b, k, mask)
         if output == "float32":
-            return binary_gemm_affine_reference(a, b, k, mask, scale, bias)
+            return binary_gemm_affine_reference(a, b, k, mask, scale, bias, residual, clamp)
         return binary_gemm_signs_reference(a, b, k, mask, scale, bias)
     code = -1 if path is None else _path_code(path)
     if panels is None:
@@ -252,8 +267,8 @@ def _gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None, panels: Tensor | No
     elif tuple(panels.shape) != (-(-n // PANEL), kw, PANEL):
         raise ValueError(f"panels have shape {tuple(panels.shape)}, expected "
                          f"{(-(-n // PANEL), kw, PANEL)} for b {tuple(b.shape)}")
-    scale, bias = (None if t is None else t.detach().to(torch.float32).contiguous()
-                   for t in (scale, bias))
+    scale, bias, residual = (None if t is None else t.detach().to(torch.float32).contiguous()
+                             for t in (scale, bias, residual))
     if output == "int32":
         out = torch.empty(m, n, dtype=torch.int32)
     elif output == "float32":
@@ -264,7 +279,9 @@ def _gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None, panels: Tensor | No
     status = lib.ec_binary_gemm(a.data_ptr(), None if mask is None else mask.data_ptr(),
                                 panels.data_ptr(), m, n, kw, k, *targets,
                                 None if scale is None else scale.data_ptr(),
-                                None if bias is None else bias.data_ptr(), code,
+                                None if bias is None else bias.data_ptr(),
+                                None if residual is None else residual.data_ptr(),
+                                int(clamp is not None), *(clamp or (0.0, 0.0)), code,
                                 threads or torch.get_num_threads())
     if status != 0:
         raise RuntimeError(f"binary_gemm path {path!r} is not supported on this CPU; supported: "

@@ -115,6 +115,9 @@ typedef struct {
     float *cf;
     uint64_t *cs;              /* packed signs of the affine value: bit 1 where it is < 0 */
     const float *scale, *bias;
+    const float *res;          /* residual added after the affine step (row stride ldc) */
+    int clamp;                 /* then clamp to [lo, hi] (a fused hardtanh / ReLU) */
+    float lo, hi;
     int64_t ldc, ldw;          /* row strides of c / cf (values) and of cs (words) */
 } epilogue;
 
@@ -143,6 +146,8 @@ static void store_scalar(const epilogue *e, int64_t acc[R][PANEL], const int32_t
                 float v = (float)(valid[r] - 2 * (int32_t)acc[r][j]);
                 if (e->scale) v = v * e->scale[col + j];
                 if (e->bias) v = v + e->bias[col + j];
+                if (e->res) v = v + e->res[(row + r) * e->ldc + col + j];
+                if (e->clamp) v = v < e->lo ? e->lo : (v > e->hi ? e->hi : v);
                 if (fi) fi[j] = v;
                 bits |= (uint64_t)(v < 0.0f) << j;
             }
@@ -259,6 +264,10 @@ static void store_avx512(const epilogue *e, int64_t acc[R][PANEL], const int32_t
             __m512 f = _mm512_cvtepi32_ps(v);
             if (e->scale) f = _mm512_mul_ps(f, scale);
             if (e->bias) f = _mm512_add_ps(f, bias);
+            if (e->res)
+                f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(keep, e->res + (row + r) * e->ldc + col));
+            if (e->clamp)
+                f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(e->lo)), _mm512_set1_ps(e->hi));
             if (e->cf) _mm512_mask_storeu_ps(e->cf + (row + r) * e->ldc + col, keep, f);
             if (e->cs) put_signs(e, row + r, col, (uint64_t)(_mm512_cmp_ps_mask(
                                      f, _mm512_setzero_ps(), _CMP_LT_OQ) & keep));
@@ -312,7 +321,9 @@ EC_EXPORT void ec_pack_panels(const uint64_t *b, int64_t n, int64_t kw, uint64_t
  * k: values per row (used when mask is NULL). Output, one of:
  *   c  (cf == NULL): M x N int32 dot products;
  *   cf (c == NULL):  M x N float32 affine epilogue  cf[i, j] = (float)C[i, j] * scale[j] + bias[j]
- *   cs (c == NULL):  and/or the signs of that affine value packed like ec_pack_signs
+ *                    then optionally + res[i, j] (M x N float) and a clamp to [lo, hi]
+ *                    (a residual addition and hardtanh / ReLU fused into the store);
+ *   cs (c == NULL):  and/or the signs of that value packed like ec_pack_signs
  *                    (M rows of ceil(N / 64) words, bit 1 where the value is < 0) - what the
  *                    next binary layer needs, without writing or re-reading the floats.
  *                    (scale / bias may be NULL: 1 / 0), a multiply then an add, each rounded
@@ -323,12 +334,13 @@ EC_EXPORT void ec_pack_panels(const uint64_t *b, int64_t n, int64_t kw, uint64_t
 EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint64_t *bp,
                              int64_t m, int64_t n, int64_t kw, int64_t k, int32_t *c,
                              float *cf, uint64_t *cs, const float *scale, const float *bias,
+                             const float *res, int clamp, float lo, float hi,
                              int path, int threads) {
     if (path < 0) path = ec_best_path();
     if (path > ec_best_path()) return -1;
     const tile_kernel kernel = kernel_for(path);
     const store_kernel store = store_for(path);
-    const epilogue out = {c, cf, cs, scale, bias, n, (n + 63) / 64};
+    const epilogue out = {c, cf, cs, scale, bias, res, clamp, lo, hi, n, (n + 63) / 64};
     const int64_t panels = (n + PANEL - 1) / PANEL;
     const int64_t row_blocks = (m + R - 1) / R;
 #ifdef _OPENMP
