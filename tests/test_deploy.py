@@ -57,6 +57,27 @@ def test_packed_conv_geometry_variants(stride, padding, dilation):
         torch.testing.assert_close(deploy.freeze(net)(x), net(x))
 
 
+@pytest.mark.parametrize("groups, cin, cout", [(2, 6, 4), (3, 3, 3), (4, 8, 12), (2, 130, 6)])
+@pytest.mark.parametrize("mode", ["w1a1", "w1a32"])
+def test_grouped_packed_conv_matches_the_training_form(groups, cin, cout, mode):
+    torch.manual_seed(groups + cin)
+    net = nn.Sequential(
+        BinaryConv2d(cin, cout, 3, 1, 1, 1, groups, bias=True, scaling="channel",
+                     weight_quantizer=method_pair("bnn"),
+                     input_quantizer=method_pair("bnn") if mode == "w1a1" else None),
+        nn.BatchNorm2d(cout), nn.Hardtanh(),
+        BinaryConv2d(cout, cout, 3, 2, 1, 1, groups, bias=False,
+                     weight_quantizer=method_pair("bnn"),
+                     input_quantizer=method_pair("bnn") if mode == "w1a1" else None))
+    net = calibrated(net, (cin, 9, 7))
+    frozen = deploy.freeze(net)
+    assert isinstance(frozen[0], PackedBinaryConv2d) and frozen[0].groups == groups
+    x = torch.randn(2, cin, 9, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x), net(x), atol=1e-4, rtol=1e-4)
+        assert torch.equal(frozen(x), deploy.freeze(net, fuse=False)(x))
+
+
 @pytest.mark.parametrize("mode", ["w1a1", "w1a32"])
 def test_batchnorm_after_a_packed_layer_is_folded(mode):
     torch.manual_seed(4)

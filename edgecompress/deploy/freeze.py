@@ -123,7 +123,7 @@ def _emit_signs(graph: fx.Graph, model: nn.Module) -> None:
     for node in graph.nodes:
         producer = modules.get(node.target) if node.op == "call_module" else None
         if not (isinstance(producer, _PackedBinary) and producer.binary_inputs
-                and calls[str(node.target)] == 1):
+                and getattr(producer, "groups", 1) == 1 and calls[str(node.target)] == 1):
             continue
         chain, last = [], node
         while len(last.users) == 1:
@@ -134,7 +134,8 @@ def _emit_signs(graph: fx.Graph, model: nn.Module) -> None:
             chain.append(str(user.target))
             last = user
         consumers = [modules.get(u.target) if u.op == "call_module" else None for u in last.users]
-        if consumers and all(type(c) is type(producer) and c.binary_inputs for c in consumers):
+        if consumers and all(type(c) is type(producer) and c.binary_inputs
+                             and getattr(c, "groups", 1) == 1 for c in consumers):
             producer.emit_signs = True
             for name in chain:
                 _set(model, name, nn.Identity())
@@ -179,7 +180,7 @@ def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
                 layer_node = layer_node.args[0]
             layer = modules.get(layer_node.target) if layer_node.op == "call_module" else None
             if (isinstance(layer, _PackedBinary) and layer.binary_inputs
-                    and not layer.emit_signs and layer.fused_clamp is None
+                    and getattr(layer, "groups", 1) == 1 and not layer.emit_signs and layer.fused_clamp is None
                     and len(layer_node.users) == 1 and calls[str(layer_node.target)] == 1
                     and len(layer_node.args) == 1):
                 break

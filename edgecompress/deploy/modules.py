@@ -58,7 +58,12 @@ class _PackedBinary(CompressedLayer):
         """Derive what the forward pass needs from ``bits`` (after freezing or loading)."""
         if self.binary_inputs:
             self.rows = self._kernel_bits()
-            self.panels = kernels.pack_panels(self.rows)
+            groups = getattr(self, "groups", 1)
+            if groups == 1:
+                self.panels = kernels.pack_panels(self.rows)
+            else:  # one GEMM per group: (groups, panels, words, 16)
+                self.panels = torch.stack([kernels.pack_panels(r)
+                                           for r in self.rows.chunk(groups)])
             return
         self.dense = None
         if isinstance(self, PackedBinaryLinear):  # dense made on first use (large batches)
@@ -166,8 +171,9 @@ class PackedBinaryConv2d(_PackedBinary):
                  groups: int, *, binary_inputs: bool, has_scale: bool = False,
                  bias: bool = True) -> None:
         super().__init__()
-        if groups != 1 and binary_inputs:
-            raise NotImplementedError("packed W1A1 convolution supports groups=1 only (so far)")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
         self.in_channels, self.kernel_size = in_channels, tuple(kernel_size)
         self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
         self.groups = groups
@@ -177,9 +183,31 @@ class PackedBinaryConv2d(_PackedBinary):
     def _kernel_bits(self) -> Tensor:
         """The stored rows are in (channel, kernel row, kernel column) order; the convolution
         kernels want (kernel row, kernel column, channel) with channels padded per pixel."""
-        signs = self.discrete_weight().view(self.out_features, self.in_channels,
+        signs = self.discrete_weight().view(self.out_features, self.in_channels // self.groups,
                                             *self.kernel_size)
         return kernels.pack_conv_weights(signs)
+
+    def _grouped(self, x: Tensor) -> Tensor:
+        """W1A1 with groups > 1: one packed GEMM per group of channels (freeze does not fuse
+        these layers with their neighbours)."""
+        if x.dtype == torch.int64:
+            raise ValueError("a grouped packed convolution takes float inputs")
+        cin, n_out = self.in_channels // self.groups, self.out_features // self.groups
+        outputs = []
+        for g in range(self.groups):
+            rows, mask = kernels.im2col_signs(x[:, g * cin:(g + 1) * cin], self.kernel_size,
+                                              self.stride, self.padding, self.dilation,
+                                              masked=self.padding != (0, 0))
+            part = slice(g * n_out, (g + 1) * n_out)
+            outputs.append(kernels.binary_gemm_affine(
+                rows, self.rows[part], self.k, mask,
+                None if self.scale is None else self.scale[part],
+                None if self.bias is None else self.bias[part], panels=self.panels[g]))
+        b, _, h, w = x.shape
+        oh, ow = (kernels.conv_output_size(size, *geometry) for size, geometry in
+                  zip((h, w), zip(self.kernel_size, self.stride, self.padding, self.dilation)))
+        y = torch.cat(outputs, dim=1).view(b, oh, ow, self.out_features).permute(0, 3, 1, 2)
+        return y.to(x.dtype)
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """x: float (n, c, h, w), or for a W1A1 layer packed pixels (n, h, w, ceil(c / 64))
@@ -190,6 +218,8 @@ class PackedBinaryConv2d(_PackedBinary):
                                         *self.kernel_size)
             y = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
             return self._affine(y, 1)
+        if self.groups != 1:
+            return self._grouped(x)
         if x.dtype == torch.int64:
             pixels = x
         else:
