@@ -1,5 +1,6 @@
 """Deployment: freeze a trained binarized model into packed 1-bit layers that run on the C
-kernels, and save / load it as safetensors plus JSON metadata.
+kernels, and save / load it as safetensors plus JSON metadata; export float and training-form
+models to ONNX.
 
 >>> frozen = edgecompress.deploy.freeze(trained)          # doctest: +SKIP
 >>> edgecompress.deploy.save(frozen, "model.safetensors")   # doctest: +SKIP
@@ -9,5 +10,6 @@ kernels, and save / load it as safetensors plus JSON metadata.
 from .fileformat import load, save
 from .freeze import freeze
 from .modules import PackedBinaryConv2d, PackedBinaryLinear
+from .onnx import export_onnx
 
-__all__ = ["freeze", "save", "load", "PackedBinaryLinear", "PackedBinaryConv2d"]
+__all__ = ["freeze", "save", "load", "export_onnx", "PackedBinaryLinear", "PackedBinaryConv2d"]

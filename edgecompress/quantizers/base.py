@@ -28,6 +28,8 @@ def sign(x: Tensor) -> Tensor:
     to +1. Two arithmetic passes; a comparison producing a bool mask plus ``torch.where`` is
     several times slower on CPU, and this runs on every activation tensor of a W1A1 network.
     """
+    if torch.compiler.is_exporting():  # ONNX has no signbit (what copysign lowers to)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
     y = x + 0.0
     if y.requires_grad:  # out= is not differentiable (the derivative is 0 anyway)
         return torch.copysign(_one(x), y)
