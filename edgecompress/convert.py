@@ -17,9 +17,10 @@ from typing import Any, Callable, Iterable, Sequence, Union
 from torch import nn
 
 from .errors import ConversionError
-from .layers import BinaryConv2d, BinaryLinear, CompressedLayer
+from .layers import BinaryConv2d, BinaryLinear, CompressedLayer, ShiftConv2d, ShiftLinear
 from .layers.binary import SCALINGS
 from .quantizers import METHODS, method_pair
+from .quantizers.shift import BITS, INITS, SHIFT_METHODS
 from .registry import Registry
 
 Rule = Union[str, type]
@@ -242,3 +243,40 @@ def _binary_method(name: str) -> MethodFactory:
 
 for _name in METHODS:
     register_method(_name)(_binary_method(_name))
+
+
+# --- power-of-two (shift) methods ------------------------------------------------------------
+
+class ShiftConverter(Converter):
+    """Makes Linear and Conv2d weights powers of two (see :mod:`edgecompress.quantizers.shift`):
+    ``bits`` per weight, the latents initialised by ``init``, and optionally ``activation_bits``
+    for the layer's inputs. With the default first/last policy this is the papers' policy:
+    first conv and classifier float, every other conv (1x1 downsampling ones included)
+    quantized, BatchNorm float."""
+
+    supported_types = (nn.Linear, nn.Conv2d)
+
+    def __init__(self, method: str, *, bits: int = 3, init: str = "paper",
+                 activation_bits: int | None = None) -> None:
+        if bits not in BITS:
+            raise ConversionError(f"{method}: bits must be one of {BITS}, got {bits!r}")
+        if init not in INITS:
+            raise ConversionError(f"{method}: init must be one of {INITS}, got {init!r}")
+        self.options = dict(method=method, bits=bits, init=init, activation_bits=activation_bits)
+
+    def convert_layer(self, module: nn.Module) -> nn.Module:
+        if isinstance(module, nn.Conv2d):
+            return ShiftConv2d.from_float(module, **self.options)
+        return ShiftLinear.from_float(module, **self.options)
+
+
+def _shift_method(name: str) -> MethodFactory:
+    def factory(**options: Any) -> Converter:
+        return ShiftConverter(name, **options)
+
+    factory.__doc__ = f"Power-of-two method {name!r} (see edgecompress.quantizers.shift)."
+    return factory
+
+
+for _name in SHIFT_METHODS:
+    register_method(_name)(_shift_method(_name))

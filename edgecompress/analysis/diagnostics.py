@@ -6,8 +6,15 @@ layer's discrete weights (``layer.discrete_weight()``: sign(theta) for binary la
 at the end of the previous epoch and logs
 
 - ``flip_rate``: fraction of weights whose discrete value changed during the epoch;
-- ``sign_flip_rate``: fraction whose sign changed (equal to ``flip_rate`` for binary weights);
-- ``latent_hist``: a histogram of the latent weights over fixed bins (``bins`` edges).
+- ``sign_flip_rate``: fraction whose sign (-1, 0 or +1) changed (equal to ``flip_rate`` for
+  binary weights);
+- ``unchanged_since_epoch_k``: fraction whose discrete value has not changed at all since the
+  end of epoch ``k`` (``since_epoch``; logged from epoch k + 1 on): the weights that froze.
+  (The shift papers define a "weight freezing" metric whose formula was not available; this is
+  what it measures in spirit, named for what it is.);
+- ``latent_hist``: a histogram of the latent weights over fixed bins (``bins`` edges); a layer's
+  latent is ``layer.latent_weight()`` if it has one (shift layers: the sign latent), else
+  ``layer.weight``.
 
 With an output directory, the trainer's rank 0 also draws ``weights.png`` there every epoch: the
 flip rates so far and the latest latent weight distribution.
@@ -43,9 +50,13 @@ def discrete_layers(model: nn.Module) -> list[tuple[str, CompressedLayer]]:
 class WeightFlipMonitor(Callback):
     """Logs per-epoch flip rates and latent-weight histograms of the model's low-bit layers."""
 
-    def __init__(self, edges: Sequence[float] = DEFAULT_EDGES) -> None:
+    def __init__(self, edges: Sequence[float] = DEFAULT_EDGES, since_epoch: int = 1) -> None:
+        if since_epoch < 0:
+            raise ValueError(f"since_epoch must be >= 0, got {since_epoch}")
         self.edges = torch.tensor(list(edges), dtype=torch.float64)
+        self.since_epoch = since_epoch
         self.previous: dict[str, Tensor] = {}
+        self.changed_since: dict[str, Tensor] = {}  # per weight: changed after epoch k
 
     def _codes(self, trainer) -> dict[str, Tensor]:
         return {n: m.discrete_weight().detach().cpu().clone()
@@ -54,18 +65,29 @@ class WeightFlipMonitor(Callback):
     def on_fit_start(self, trainer) -> None:
         if not self.previous:
             self.previous = self._codes(trainer)
+            if self.since_epoch == 0:  # since the start of training
+                self.changed_since = {n: torch.zeros_like(c, dtype=torch.bool)
+                                      for n, c in self.previous.items()}
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, Any]) -> None:
         codes = self._codes(trainer)
         if not codes:
             return
         changed = sum(int((codes[n] != self.previous[n]).sum()) for n in codes)
-        sign_changed = sum(int(((codes[n] >= 0) != (self.previous[n] >= 0)).sum()) for n in codes)
+        sign_changed = sum(int((torch.sign(codes[n]) != torch.sign(self.previous[n])).sum())
+                           for n in codes)
         total = sum(c.numel() for c in codes.values())
-        latent = torch.cat([m.weight.detach().double().flatten().cpu()
+        latent = torch.cat([_latent(m).detach().double().flatten().cpu()
                             for _, m in discrete_layers(trainer.model)])
         metrics["flip_rate"] = changed / total
         metrics["sign_flip_rate"] = sign_changed / total
+        if epoch == self.since_epoch:
+            self.changed_since = {n: torch.zeros_like(c, dtype=torch.bool) for n, c in codes.items()}
+        elif epoch > self.since_epoch and self.changed_since:
+            for n in codes:
+                self.changed_since[n] |= codes[n] != self.previous[n]
+            still = sum(int((~self.changed_since[n]).sum()) for n in codes)
+            metrics[f"unchanged_since_epoch_{self.since_epoch}"] = still / total
         metrics["latent_hist"] = histogram(latent, self.edges)
         self.previous = codes
         out_dir = getattr(trainer, "out_dir", None)
@@ -75,10 +97,16 @@ class WeightFlipMonitor(Callback):
                      metrics["latent_hist"], self.edges.tolist())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"previous": dict(self.previous)}
+        return {"previous": dict(self.previous), "changed_since": dict(self.changed_since)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.previous = dict(state.get("previous", {}))
+        self.changed_since = dict(state.get("changed_since", {}))
+
+
+def _latent(layer: nn.Module) -> Tensor:
+    latent = getattr(layer, "latent_weight", None)
+    return latent() if callable(latent) else layer.weight
 
 
 def histogram(values: Tensor, edges: Tensor) -> list[int]:

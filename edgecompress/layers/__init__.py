@@ -2,5 +2,7 @@
 
 from .base import CompressedLayer
 from .binary import BinaryConv2d, BinaryLinear, harden
+from .shift import ActivationQuantizer, ShiftConv2d, ShiftLinear
 
-__all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d", "harden"]
+__all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d", "harden", "ShiftLinear",
+           "ShiftConv2d", "ActivationQuantizer"]

@@ -37,3 +37,29 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def regularized_modules(model) -> list:
+    """Modules of ``model`` that add a term to the loss (they define ``regularizer()``, e.g.
+    S3's dense-weight regularizer on its shift layers)."""
+    return [m for m in model.modules() if callable(getattr(m, "regularizer", None))]
+
+
+class LayerRegularizers(Callback):
+    """Adds every layer's ``regularizer()`` to the training loss (added by the trainer
+    automatically when the model has such layers) and logs the epoch's last value as
+    ``regularizer``."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def extra_loss(self, trainer: "Trainer") -> Tensor | None:
+        terms = [m.regularizer() for m in regularized_modules(trainer.model)]
+        if not terms:
+            return None
+        total = sum(terms[1:], terms[0])
+        self.last = float(total.detach())
+        return total
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, Any]) -> None:
+        metrics["regularizer"] = self.last

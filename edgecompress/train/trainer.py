@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError
-from .callbacks import Callback
+from .callbacks import Callback, LayerRegularizers, regularized_modules
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import MATH_FIELDS, TrainConfig
 from .distributed import all_reduce_sum, init_process_group, world_from_env
@@ -90,7 +90,8 @@ class Trainer:
     kill ends exactly where the uninterrupted run does. Without ``resume`` an existing checkpoint
     in ``out_dir`` is overwritten by the new run.
 
-    A model with scheduled quantizers gets a :class:`ScheduleStepper` callback automatically.
+    A model with scheduled quantizers gets a :class:`ScheduleStepper` callback automatically,
+    and one with layer regularizers (S3) a :class:`LayerRegularizers` callback.
 
     Attributes callbacks may use: model (unwrapped), module (what is called in the forward pass,
     DDP-wrapped when distributed), optimizer, scheduler, epoch, step, total_steps, config, rank,
@@ -123,6 +124,9 @@ class Trainer:
         if scheduled_modules(self.model) and not any(
                 isinstance(cb, ScheduleStepper) for cb in self.callbacks):
             self.callbacks.append(ScheduleStepper())
+        if regularized_modules(self.model) and not any(
+                isinstance(cb, LayerRegularizers) for cb in self.callbacks):
+            self.callbacks.append(LayerRegularizers())
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         self.extra_state = dict(extra_state or {})
         self.history: list[dict[str, Any]] = []

@@ -1,0 +1,328 @@
+"""Power-of-two ("shift") weight parametrizations: DeepShift-Q, DeepShift-PS, S3 and DenseShift.
+
+A parametrization owns the latent tensors of one layer's weight and computes the weight the
+forward pass uses, with the gradient its paper prescribes (formulas from specs/shift.md, confirmed
+against the authors' released code):
+
+=============  ==========================================  ====================================
+method         forward value                               backward
+=============  ==========================================  ====================================
+deepshift-q    sign(W) 2^round(log2 clamp(|W|, 2^p, 1))    identity to W (STE)
+deepshift-ps   sign(round(S)) 2^round(clamp(P))           dS = g;  dP = ln2 2^p s g
+s3             Sgn(Ws) B01(Wz) 2^shift(W1..)               STE through each binarizer, exact
+                                                           chain rule through products, 2^shift
+denseshift     Sgn(Ws) 2^S(T1..)  (never 0)                through s sqrt(S + 1) (surrogate)
+=============  ==========================================  ====================================
+
+B01(x) = 1 if x > 0 else 0 and Sgn(x) = +1 if x >= 0 else -1, both with the identity as their
+straight-through gradient. ``bits`` is the storage per weight; :meth:`ShiftParametrization.value_set`
+lists the values each method can produce:
+
+- deepshift-q, b bits: +-2^p for p in {0, -1, ..., -(2^(b-1) - 1)} (sign(0) = 0 gives 0 for a
+  latent exactly 0, as torch.sign; a measure-zero case).
+- deepshift-ps, b bits: 0 and +-2^p for p in {0, ..., -(2^(b-1) - 2)} (s = 0 encodes zero).
+- s3, b bits: 0 and +-2^k for k in {0, ..., K}, K = 2^(b-1) - 2 shift latents nested as
+  shift = B01(W1) (1 + B01(W2) (1 + ... (1 + B01(WK)))). 3 bits: K = 2, shift =
+  B01(W1)(B01(W2) + 1), exactly the paper's {0, +-1, +-2, +-4}. 2 bits: K = 0, the ternary
+  sign x sparse {0, +-1}. 4 bits: K = 6, {0, +-1, ..., +-64} (15 values). Our generalisation.
+- denseshift, N bits: +-2^k for k in {0, ..., 2^(N-1) - 1} with 2^(N-1) - 1 latents T_i and
+  S_i = (S_{i-1} + 1) B01(T_i), S_0 = 0. 3 bits: {+-1, +-2, +-4, +-8} (the paper's); 2 bits:
+  {+-1, +-2}; 4 bits: {+-1, ..., +-128}. 2 and 4 bits are our reading of the paper's N-bit rule.
+
+Initialisations (``init=``): "paper" uses each paper's (deepshift-q copies the float weights;
+deepshift-ps P ~ U(-10, -1) clamped into range, S ~ U(-1, 1); s3 every latent
+~ N(0, sqrt(2 / (k k C_out))); denseshift every latent ~ N(0, 1e-3)); "low-variance" is
+DenseShift's N(0, 1e-3) for every latent, for any method; "from-float" derives the latents from
+the float weights (deepshift-q: the weights; deepshift-ps: S = the weights rescaled to [-1, 1],
+P = log2 |w| / max|w|; s3 / denseshift: sign latent = the weights, the others from the
+magnitude code of |w| / max|w|, +-0.5 per binarizer).
+
+Papers: Elhoushi et al., DeepShift (CVPRW 2021, arXiv 1905.13298); Li et al., S3 (NeurIPS 2021,
+arXiv 2107.03453); Li et al., DenseShift (ICCV 2023, arXiv 2208.09708).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConversionError
+
+BITS = (2, 3, 4, 5, 6)
+INITS = ("paper", "low-variance", "from-float")
+LN2 = math.log(2.0)
+
+
+def ste(value: Tensor, latent: Tensor) -> Tensor:
+    """``value`` in the forward pass, the identity to ``latent`` in the backward pass."""
+    return latent + (value - latent).detach()
+
+
+def b01(x: Tensor) -> Tensor:
+    """B01(x) = 1 if x > 0 else 0, straight-through (identity) gradient."""
+    return ste((x > 0).to(x.dtype), x)
+
+
+def sgn(x: Tensor) -> Tensor:
+    """Sgn(x) = +1 if x >= 0 else -1, straight-through (identity) gradient."""
+    return ste(torch.where(x >= 0, 1.0, -1.0).to(x.dtype), x)
+
+
+class ShiftParametrization(nn.Module):
+    """The latent tensors of one weight and the map to its power-of-two values.
+
+    ``forward()`` returns the weight for the forward pass (differentiable in the latents),
+    ``hard()`` the discrete values, ``penalty()`` a loss term (0 unless the method has one; the
+    layer's ``regularizer()`` hands it to the trainer).
+    """
+
+    method: str = ""
+    latent_names: tuple[str, ...] = ()
+
+    def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
+                 float_weight: Tensor | None = None) -> None:
+        super().__init__()
+        if bits not in BITS:
+            raise ConversionError(f"{self.method}: bits must be one of {BITS}, got {bits!r}")
+        if init not in INITS:
+            raise ConversionError(f"{self.method}: init must be one of {INITS}, got {init!r}")
+        if init == "from-float" and float_weight is None:
+            raise ConversionError(f"{self.method}: init='from-float' needs the float weights")
+        self.bits, self.shape, self.init = bits, tuple(shape), init
+        for name in self.latent_names:
+            self.register_parameter(name, nn.Parameter(torch.zeros(self.shape)))
+        with torch.no_grad():
+            if init == "low-variance":
+                for name in self.latent_names:
+                    getattr(self, name).normal_(0.0, 1e-3)
+            elif init == "from-float":
+                self._init_from_float(float_weight.detach().to(torch.float32))  # type: ignore
+            else:
+                self._init_paper(float_weight)
+
+    @classmethod
+    def value_set(cls, bits: int) -> list[float]:
+        raise NotImplementedError
+
+    def _init_paper(self, float_weight: Tensor | None) -> None:
+        raise NotImplementedError
+
+    def _init_from_float(self, w: Tensor) -> None:
+        raise NotImplementedError
+
+    def hard(self) -> Tensor:
+        """The discrete weight values (no autograd)."""
+        with torch.no_grad():
+            return self.forward().detach()
+
+    def penalty(self) -> Tensor:
+        return self._first().new_zeros(())
+
+    def latent_weight(self) -> Tensor:
+        """The latent tensor that carries the sign (for histograms)."""
+        return self._first()
+
+    def _first(self) -> Tensor:
+        return getattr(self, self.latent_names[0])
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, shape={self.shape}, init={self.init!r}"
+
+
+def _fan_out(shape: Sequence[int]) -> int:
+    """k * k * C_out for a conv weight (C_out, C_in, k, k); C_out for a linear one."""
+    return shape[0] * math.prod(shape[2:]) if len(shape) > 2 else shape[0]
+
+
+def _magnitude_code(w: Tensor, levels: int) -> Tensor:
+    """Integer k in [0, levels - 1] with 2^k closest (in log2) to |w| / max|w| * 2^(levels-1)."""
+    top = w.abs().max().clamp_min(1e-12)
+    k = torch.round(torch.log2((w.abs() / top).clamp_min(1e-12))) + (levels - 1)
+    return k.clamp(0, levels - 1)
+
+
+class DeepShiftQ(ShiftParametrization):
+    """DeepShift-Q: latent float W; w = sign(W) 2^round(log2 |W|) with |W| clamped into
+    [2^p_min, 1], p_min = -(2^(b-1) - 1). Backward: identity to W (straight-through)."""
+
+    method = "deepshift-q"
+    latent_names = ("weight",)
+
+    @classmethod
+    def p_min(cls, bits: int) -> int:
+        return -(2 ** (bits - 1) - 1)
+
+    @classmethod
+    def value_set(cls, bits: int) -> list[float]:
+        mags = [2.0 ** p for p in range(cls.p_min(bits), 1)]
+        return sorted([-m for m in mags] + mags)
+
+    def _init_paper(self, float_weight: Tensor | None) -> None:
+        if float_weight is not None:
+            self.weight.copy_(float_weight)
+        elif self.weight.dim() >= 2:  # torch's default for Linear / Conv2d
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        else:
+            self.weight.uniform_(-1.0, 1.0)
+
+    def _init_from_float(self, w: Tensor) -> None:
+        self.weight.copy_(w)
+
+    def forward(self) -> Tensor:
+        w = self.weight
+        magnitude = w.detach().abs().clamp(2.0 ** self.p_min(self.bits), 1.0)
+        value = torch.sign(w.detach()) * torch.exp2(torch.round(torch.log2(magnitude)))
+        return ste(value, w)
+
+
+class _DeepShiftPSFunction(torch.autograd.Function):
+    """w = s 2^p from the rounded shift p and the ternary sign s; backward: dS = g,
+    dP = ln2 2^p s g (DeepShift-PS's unsymmetric gradient)."""
+
+    @staticmethod
+    def forward(ctx, shift: Tensor, sign_latent: Tensor, lo: float) -> Tensor:  # type: ignore[override]
+        p = torch.round(shift.clamp(lo, 0.0))
+        s = torch.sign(torch.round(sign_latent))
+        ctx.save_for_backward(p, s)
+        return s * torch.exp2(p)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        p, s = ctx.saved_tensors
+        return grad * LN2 * torch.exp2(p) * s, grad, None
+
+
+class DeepShiftPS(ShiftParametrization):
+    """DeepShift-PS: latent shift P clamped to [-(2^(b-1) - 2), 0] and latent sign S;
+    p = round(P), s = sign(round(S)) in {-1, 0, +1}, w = s 2^p.
+    Backward: dL/dS = g (not g 2^p), dL/dP = ln2 2^p s g (through 2^p, rounding as identity)."""
+
+    method = "deepshift-ps"
+    latent_names = ("shift", "sign")
+
+    @classmethod
+    def p_lo(cls, bits: int) -> int:
+        return -(2 ** (bits - 1) - 2)
+
+    @classmethod
+    def value_set(cls, bits: int) -> list[float]:
+        mags = [2.0 ** p for p in range(cls.p_lo(bits), 1)]
+        return sorted([-m for m in mags] + [0.0] + mags)
+
+    def latent_weight(self) -> Tensor:
+        return self.sign
+
+    def _init_paper(self, float_weight: Tensor | None) -> None:
+        # P ~ U(-10, -1) (the paper's conv init; we use it for linear layers too), clamped into
+        # the representable range; S ~ U(-1, 1)
+        self.shift.uniform_(-10.0, -1.0).clamp_(self.p_lo(self.bits), 0.0)
+        self.sign.uniform_(-1.0, 1.0)
+
+    def _init_from_float(self, w: Tensor) -> None:
+        top = w.abs().max().clamp_min(1e-12)
+        self.sign.copy_(w / top)
+        self.shift.copy_(torch.log2((w.abs() / top).clamp_min(1e-12)).clamp(self.p_lo(self.bits),
+                                                                             0.0))
+
+    def forward(self) -> Tensor:
+        return _DeepShiftPSFunction.apply(self.shift, self.sign, float(self.p_lo(self.bits)))
+
+
+class S3(ShiftParametrization):
+    """S3 sign-sparse-shift reparametrization: latents W_sign, W_sparse and K shift latents,
+
+    shift = B01(W_1) (1 + B01(W_2) (1 + ... (1 + B01(W_K))))   (3 bits, K = 2:
+            B01(W_1) (B01(W_2) + 1) in {0, 1, 2})
+    w     = Sgn(W_sign) B01(W_sparse) 2^shift                   (3 bits: {0, +-1, +-2, +-4})
+
+    Backward: straight-through through every binarizer, the exact chain rule through the
+    products and through 2^shift (d 2^shift / d shift = ln2 2^shift). Regularizer (added to the
+    training loss): alpha sum max(-W_sparse, 0), alpha = 1e-5, which pushes weights to stay dense.
+    """
+
+    method = "s3"
+    alpha = 1e-5
+
+    def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
+                 float_weight: Tensor | None = None) -> None:
+        k = 2 ** (bits - 1) - 2 if bits in BITS else 0
+        self.latent_names = ("w_sign", "w_sparse") + tuple(f"w_shift{i + 1}" for i in range(k))
+        super().__init__(shape, bits, init, float_weight)
+
+    @classmethod
+    def value_set(cls, bits: int) -> list[float]:
+        mags = [2.0 ** k for k in range(2 ** (bits - 1) - 1)]
+        return sorted([-m for m in mags] + [0.0] + mags)
+
+    def _init_paper(self, float_weight: Tensor | None) -> None:
+        std = math.sqrt(2.0 / _fan_out(self.shape))
+        for name in self.latent_names:
+            getattr(self, name).normal_(0.0, std)
+
+    def _init_from_float(self, w: Tensor) -> None:
+        self.w_sign.copy_(w)
+        self.w_sparse.fill_(0.5)
+        shifts = self.latent_names[2:]
+        code = _magnitude_code(w, len(shifts) + 1)  # 0 .. K
+        for i, name in enumerate(shifts):  # thermometer: latent i on iff code > i
+            getattr(self, name).copy_(torch.where(code > i, 0.5, -0.5))
+
+    def forward(self) -> Tensor:
+        shift = torch.zeros_like(self.w_sign)
+        for name in reversed(self.latent_names[2:]):
+            shift = b01(getattr(self, name)) * (1.0 + shift)
+        return sgn(self.w_sign) * b01(self.w_sparse) * torch.exp2(shift)
+
+    def penalty(self) -> Tensor:
+        return self.alpha * torch.relu(-self.w_sparse).sum()
+
+
+class DenseShift(ShiftParametrization):
+    """DenseShift (zero-free): latents W_sign and T_1..T_L, L = 2^(N-1) - 1,
+
+    S_0 = 0, S_i = (S_{i-1} + 1) B01(T_i), S = S_L;  s = Sgn(W_sign)
+    forward value w = s 2^S                  (3 bits: {+-1, +-2, +-4, +-8}, never 0)
+    backward through the sign-scale surrogate
+        w = s sqrt(S + 1) + stopgrad(s 2^S - s sqrt(S + 1))
+    (binarizers straight-through). Low-variance init: every latent ~ N(0, 1e-3). No regularizer.
+    """
+
+    method = "denseshift"
+
+    def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
+                 float_weight: Tensor | None = None) -> None:
+        levels = 2 ** (bits - 1) - 1 if bits in BITS else 0
+        self.latent_names = ("w_sign",) + tuple(f"w_t{i + 1}" for i in range(levels))
+        super().__init__(shape, bits, init, float_weight)
+
+    @classmethod
+    def value_set(cls, bits: int) -> list[float]:
+        mags = [2.0 ** k for k in range(2 ** (bits - 1))]
+        return sorted([-m for m in mags] + mags)
+
+    def _init_paper(self, float_weight: Tensor | None) -> None:
+        for name in self.latent_names:
+            getattr(self, name).normal_(0.0, 1e-3)
+
+    def _init_from_float(self, w: Tensor) -> None:
+        self.w_sign.copy_(w)
+        levels = self.latent_names[1:]
+        code = _magnitude_code(w, len(levels) + 1)  # 0 .. L: the last `code` latents on
+        for i, name in enumerate(levels):
+            getattr(self, name).copy_(torch.where(len(levels) - i <= code, 0.5, -0.5))
+
+    def forward(self) -> Tensor:
+        s = sgn(self.w_sign)
+        level = torch.zeros_like(self.w_sign)
+        for name in self.latent_names[1:]:
+            level = (level + 1.0) * b01(getattr(self, name))
+        surrogate = s * torch.sqrt(level + 1.0)
+        return surrogate + (s * torch.exp2(level) - surrogate).detach()
+
+
+PARAMETRIZATIONS: dict[str, type[ShiftParametrization]] = {
+    cls.method: cls for cls in (DeepShiftQ, DeepShiftPS, S3, DenseShift)}
+SHIFT_METHODS = tuple(PARAMETRIZATIONS)

@@ -1,0 +1,284 @@
+"""Power-of-two (shift) methods against the formulas of specs/shift.md."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import edgecompress as ec
+from edgecompress.analysis import WeightFlipMonitor
+from edgecompress.errors import ConversionError
+from edgecompress.layers import ShiftConv2d, ShiftLinear
+from edgecompress.quantizers.shift import PARAMETRIZATIONS, S3, DeepShiftPS, DeepShiftQ, DenseShift
+from edgecompress.train import LayerRegularizers, TrainConfig, Trainer
+
+METHODS = list(PARAMETRIZATIONS)
+LN2 = math.log(2.0)
+
+
+def b01(x):
+    return (x > 0).double()
+
+
+def sgn(x):
+    return torch.where(x >= 0, 1.0, -1.0).double()
+
+
+# --- value sets ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_hard_weights_lie_in_the_documented_value_set(method, bits):
+    torch.manual_seed(bits)
+    layer = ShiftConv2d(8, 16, 3, method=method, bits=bits, init="paper")
+    values = set(torch.unique(layer.discrete_weight()).tolist())
+    allowed = set(PARAMETRIZATIONS[method].value_set(bits))
+    assert values <= allowed, values - allowed
+    assert layer.weight_bits == bits
+    assert len(allowed) <= 2 ** bits  # fits the storage
+
+
+def test_value_sets_of_the_papers_3_bit_encodings():
+    assert S3.value_set(3) == [-4, -2, -1, 0, 1, 2, 4]
+    assert DenseShift.value_set(3) == [-8, -4, -2, -1, 1, 2, 4, 8]
+    assert DenseShift.value_set(2) == [-2, -1, 1, 2]
+    assert S3.value_set(2) == [-1, 0, 1]
+    assert DeepShiftQ.value_set(3) == [-1, -0.5, -0.25, -0.125, 0.125, 0.25, 0.5, 1]
+    assert DeepShiftPS.value_set(3) == [-1, -0.5, -0.25, 0, 0.25, 0.5, 1]
+
+
+def test_every_s3_and_denseshift_code_is_reachable():
+    torch.manual_seed(0)
+    for cls, bits in ((S3, 3), (DenseShift, 3), (S3, 4), (DenseShift, 4)):
+        p = cls((4000,), bits, init="paper")
+        with torch.no_grad():
+            for name in p.latent_names:
+                getattr(p, name).normal_()  # wide latents: every code appears
+        assert sorted(torch.unique(p.hard()).tolist()) == cls.value_set(bits)
+
+
+def test_denseshift_never_produces_zero():
+    torch.manual_seed(1)
+    p = DenseShift((5000,), 3, init="low-variance")
+    assert (p.hard() != 0).all()
+
+
+# --- forward values and gradients against the formulas -----------------------------------------
+
+def _latents(p, values):
+    with torch.no_grad():
+        for name, v in zip(p.latent_names, values):
+            getattr(p, name).copy_(v)
+
+
+def test_s3_forward_and_gradients_match_the_products_and_ste():
+    torch.manual_seed(2)
+    p = S3((50,), 3, init="paper").double()
+    ws, wz, w1, w2 = (torch.randn(50, dtype=torch.float64) for _ in range(4))
+    _latents(p, (ws, wz, w1, w2))
+    shift = b01(w1) * (b01(w2) + 1)
+    expected = sgn(ws) * b01(wz) * 2 ** shift
+    w = p()
+    assert torch.equal(w.detach(), expected)
+    g = torch.randn(50, dtype=torch.float64)
+    w.backward(g)
+    common = g * sgn(ws) * b01(wz) * LN2 * 2 ** shift
+    torch.testing.assert_close(p.w_sign.grad, g * b01(wz) * 2 ** shift)
+    torch.testing.assert_close(p.w_sparse.grad, g * sgn(ws) * 2 ** shift)
+    torch.testing.assert_close(p.w_shift1.grad, common * (b01(w2) + 1))
+    torch.testing.assert_close(p.w_shift2.grad, common * b01(w1))
+
+
+def test_denseshift_forward_and_sqrt_surrogate_gradient():
+    torch.manual_seed(3)
+    p = DenseShift((60,), 3, init="paper").double()
+    ws, t1, t2, t3 = (torch.randn(60, dtype=torch.float64) for _ in range(4))
+    _latents(p, (ws, t1, t2, t3))
+    s1 = b01(t1)
+    s2 = (s1 + 1) * b01(t2)
+    s3 = (s2 + 1) * b01(t3)
+    w = p()
+    assert torch.equal(w.detach(), sgn(ws) * 2 ** s3)
+    g = torch.randn(60, dtype=torch.float64)
+    w.backward(g)
+    d_level = g * sgn(ws) * 0.5 / torch.sqrt(s3 + 1)  # d(s sqrt(S + 1)) / dS
+    torch.testing.assert_close(p.w_sign.grad, g * torch.sqrt(s3 + 1))
+    torch.testing.assert_close(p.w_t3.grad, d_level * (s2 + 1))
+    torch.testing.assert_close(p.w_t2.grad, d_level * b01(t3) * (s1 + 1))
+    torch.testing.assert_close(p.w_t1.grad, d_level * b01(t3) * b01(t2))
+
+
+def test_deepshift_ps_unsymmetric_gradients():
+    p = DeepShiftPS((6,), 4, init="paper").double()
+    shift = torch.tensor([-0.4, -1.6, -2.5, 0.3, -7.0, -3.2], dtype=torch.float64)
+    sign = torch.tensor([0.7, -0.2, -1.4, 1.6, 0.4, -0.6], dtype=torch.float64)
+    _latents(p, (shift, sign))
+    rounded = torch.round(shift.clamp(-6, 0))
+    s = torch.sign(torch.round(sign))
+    w = p()
+    assert torch.equal(w.detach(), s * 2 ** rounded)
+    assert set(w.detach().tolist()) <= set(DeepShiftPS.value_set(4))
+    g = torch.randn(6, dtype=torch.float64)
+    w.backward(g)
+    torch.testing.assert_close(p.sign.grad, g)  # g, not g 2^p
+    torch.testing.assert_close(p.shift.grad, LN2 * 2 ** rounded * s * g)
+
+
+def test_deepshift_q_rounds_log2_and_passes_the_gradient_straight_through():
+    p = DeepShiftQ((5,), 3, init="paper").double()
+    weight = torch.tensor([0.3, -0.7, 5.0, -0.01, 0.09], dtype=torch.float64)
+    _latents(p, (weight,))
+    w = p()
+    assert w.detach().tolist() == [0.25, -0.5, 1.0, -0.125, 0.125]
+    w.backward(torch.arange(1.0, 6.0, dtype=torch.float64))
+    assert p.weight.grad.tolist() == [1, 2, 3, 4, 5]
+
+
+# --- regularizer, init, layers -------------------------------------------------------------------
+
+def test_s3_regularizer_value_and_the_trainer_adds_it():
+    p = S3((4,), 3, init="paper")
+    with torch.no_grad():
+        p.w_sparse.copy_(torch.tensor([-2.0, 0.5, -0.25, 3.0]))
+    assert p.penalty().item() == pytest.approx(1e-5 * 2.25)
+    for other in (DenseShift((4,), 3), DeepShiftQ((4,), 3), DeepShiftPS((4,), 3)):
+        assert other.penalty().item() == 0.0
+
+    torch.manual_seed(4)
+    model = ec.convert(ec.models.create("mlp", hidden=(16, 16)), "s3", bits=3)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    trainer = Trainer(model, data, None, TrainConfig(epochs=1, batch_size=8, progress=False))
+    assert any(isinstance(cb, LayerRegularizers) for cb in trainer.callbacks)
+    layer = next(m for m in model.modules() if isinstance(m, ShiftLinear))
+    with torch.no_grad():
+        layer.weight_param.w_sparse.fill_(-1.0)
+    x, y = data.tensors
+    logits = model(x)
+    plain = nn.functional.cross_entropy(logits, y)
+    expected = 1e-5 * layer.weight_param.w_sparse.numel()
+    assert trainer._loss(logits, x, y).item() == pytest.approx(plain.item() + expected, rel=1e-6)
+    metrics = trainer.fit()
+    assert metrics["regularizer"] > 0
+
+
+def test_initialisations_have_the_papers_statistics():
+    torch.manual_seed(5)
+    s3 = S3((64, 32, 3, 3), 3, init="paper")
+    expected = math.sqrt(2 / (3 * 3 * 64))
+    for name in s3.latent_names:
+        assert getattr(s3, name).std().item() == pytest.approx(expected, rel=0.05)
+    dense = DenseShift((64, 32, 3, 3), 3, init="paper")
+    for name in dense.latent_names:
+        assert getattr(dense, name).std().item() == pytest.approx(1e-3, rel=0.05)
+    low = DeepShiftPS((64, 32, 3, 3), 3, init="low-variance")
+    assert low.shift.std().item() == pytest.approx(1e-3, rel=0.05)
+    ps = DeepShiftPS((64, 32, 3, 3), 4, init="paper")
+    assert ps.shift.min() >= -6 and ps.shift.max() <= -1 and ps.sign.abs().max() <= 1
+
+
+def test_from_float_init_reproduces_the_float_signs_and_magnitudes():
+    torch.manual_seed(6)
+    w = torch.randn(32, 16, 3, 3)
+    for method in METHODS:
+        p = PARAMETRIZATIONS[method](w.shape, 3, init="from-float", float_weight=w)
+        hard = p.hard()
+        nonzero = hard != 0
+        assert (torch.sign(hard[nonzero]) == torch.sign(w[nonzero])).float().mean() > 0.99, method
+        biggest = w.abs().flatten().argmax()
+        assert hard.abs().flatten()[biggest] == hard.abs().max(), method
+
+
+def test_state_dict_round_trip_and_latents_are_the_only_weights():
+    torch.manual_seed(7)
+    model = ec.convert(ec.models.create("resnet20", width=0.25, shortcut="B"), "denseshift")
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(n.endswith("conv1.weight") and "layers" in n for n in names)
+    assert any("weight_param.w_t3" in n for n in names)
+    state = model.state_dict()
+    torch.manual_seed(8)
+    other = ec.convert(ec.models.create("resnet20", width=0.25, shortcut="B"), "denseshift")
+    other.load_state_dict(state)
+    x = torch.randn(2, 3, 32, 32)
+    model.eval(), other.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), other(x))
+
+
+def test_default_policy_keeps_first_conv_and_classifier_float_and_quantizes_downsampling():
+    model, report = ec.convert(ec.models.create("resnet20", width=0.25, shortcut="B"), "s3",
+                               return_report=True)
+    kinds = {name: kind for name, kind, _ in report.converted}
+    kept = {name for name, _, _ in report.kept}
+    assert len(kept) == 2  # first conv, classifier
+    downsampling = [n for n, m in model.named_modules()
+                    if isinstance(m, ShiftConv2d) and m.kernel_size == (1, 1)]
+    assert downsampling and all(n in kinds for n in downsampling)
+    assert all(isinstance(m, nn.BatchNorm2d) for n, m in model.named_modules() if "bn" in n)
+
+
+def test_bad_options_and_layers_are_rejected_clearly():
+    with pytest.raises(ConversionError, match=r"bits must be one of \(2, 3, 4, 5, 6\), got 7"):
+        ec.convert(ec.models.create("mlp"), "s3", bits=7)
+    with pytest.raises(ConversionError, match="init must be one of"):
+        ec.convert(ec.models.create("mlp"), "denseshift", init="xavier")
+    net = nn.Sequential(nn.Linear(4, 4), nn.LSTM(4, 4), nn.Linear(4, 2))
+    with pytest.raises(ConversionError, match="LSTM"):
+        ec.convert(net, "deepshift-q", include=["1"])
+    with pytest.raises(ConversionError, match="unknown shift method 'shift'"):
+        ShiftLinear(3, 3, method="shift")
+
+
+def test_summary_counts_shift_weights_at_their_bits():
+    model = ec.convert(ec.models.create("mlp", hidden=(64, 64)), "s3", bits=3)
+    s = ec.summary(model, (1, 28, 28))
+    assert s.params_by_bits[3] == 64 * 64
+
+
+def test_activation_quantizer_levels_and_clip_gradient():
+    layer = ShiftLinear(4, 3, method="s3", activation_bits=2)
+    assert layer.input_bits == 2
+    q = layer.input_quantizer
+    with torch.no_grad():
+        q.clip.fill_(3.0)
+    x = torch.tensor([-1.0, 0.4, 1.6, 7.0], requires_grad=True)
+    y = q(x)
+    assert y.tolist() == [0.0, 0.0, 2.0, 3.0]  # levels 0, 1, 2, 3
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0] and q.clip.grad.item() == 1.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_compiled_forward_and_backward_match_eager(method):
+    torch.manual_seed(9)
+    layer = ShiftConv2d(3, 4, 3, padding=1, method=method, bits=3)
+    x = torch.randn(2, 3, 6, 6)
+    eager = layer(x)
+    eager.square().sum().backward()
+    grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    compiled = torch.compile(layer, backend="aot_eager")(x)
+    compiled.square().sum().backward()
+    torch.testing.assert_close(compiled, eager)
+    for g, p in zip(grads, layer.parameters()):
+        torch.testing.assert_close(p.grad, g)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_few_steps_of_training_lower_the_loss_and_the_monitor_reports_freezing(method):
+    torch.manual_seed(10)
+    train = ec.data.load("mnist-bundled", split="train", limit=400)
+    model = ec.convert(ec.models.create("mlp", hidden=(64, 64)), method, bits=3)
+    monitor = WeightFlipMonitor(since_epoch=1)
+    trainer = Trainer(model, train, None, TrainConfig(epochs=3, batch_size=50, optimizer="adam",
+                                                      lr=1e-2, progress=False),
+                      callbacks=[monitor])
+    trainer.fit()
+    losses = [h["train_loss"] for h in trainer.history]
+    assert losses[-1] < losses[0]
+    last = trainer.history[-1]
+    assert 0.0 <= last["flip_rate"] <= 1.0 and last["sign_flip_rate"] <= last["flip_rate"]
+    assert "unchanged_since_epoch_1" in last and "unchanged_since_epoch_1" not in trainer.history[0]
+    assert 0.0 <= last["unchanged_since_epoch_1"] <= 1.0
