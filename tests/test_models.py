@@ -16,6 +16,8 @@ SMALL = {  # name -> (options, input shape) kept tiny so the suite stays fast
     "resnet32": ({"width": 0.25, "shortcut": "A"}, (3, 32, 32)),
     "resnet56": ({"width": 0.25}, (3, 16, 16)),
     "resnet18": ({"width": 0.125, "stem": "cifar"}, (3, 32, 32)),
+    "convnet": ({"width": 0.25}, (1, 28, 28)),
+    "kws-resnet": ({"channels": 8, "blocks": 2}, (1, 40, 51)),
 }
 
 
@@ -92,6 +94,16 @@ def test_mlp_parameter_count_and_other_input_shapes():
     assert wide(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_convnet_and_kws_resnet_parameter_counts():
+    conv = models.create("convnet")
+    bn = lambda c: 2 * c  # noqa: E731  (weight and bias)
+    assert n_params(conv) == (9 * 32 + bn(32) + 9 * 32 * 64 + bn(64) + 9 * 64 * 128 + bn(128)
+                              + 128 * 10 + 10)
+    kws = models.create("kws-resnet", num_classes=12)
+    c = 45
+    assert n_params(kws) == 9 * c + bn(c) + 3 * 2 * (9 * c * c + bn(c)) + c * 12 + 12
+
+
 def test_default_input_shapes():
     assert models.create("resnet18").input_shape == (3, 224, 224)
     assert models.create("resnet18", stem="cifar").input_shape == (3, 32, 32)
@@ -105,7 +117,7 @@ def test_torch_compile_matches_eager():
 
 
 def test_bad_names_and_options():
-    with pytest.raises(UnknownNameError, match="available: mlp, resnet18"):
+    with pytest.raises(UnknownNameError, match="available: convnet, kws-resnet, mlp, resnet18"):
         models.create("alexnet")
     with pytest.raises(TypeError, match=r"model 'resnet20' got unknown option\(s\) \['depth_x'\]"):
         models.create("resnet20", depth_x=3)

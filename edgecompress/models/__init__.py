@@ -14,6 +14,8 @@ from typing import Any, Callable
 from torch import nn
 
 from ..registry import Registry
+from .convnet import ConvNet
+from .kws import KWSResNet
 from .mlp import MLP
 from .resnet import ResNet, cifar_resnet, resnet18
 from .vgg import VGGSmall
@@ -25,6 +27,8 @@ register("vgg-small", VGGSmall)
 for _depth in (20, 32, 56):
     register(f"resnet{_depth}", functools.partial(cifar_resnet, _depth))
 register("resnet18", resnet18)
+register("convnet", ConvNet)
+register("kws-resnet", KWSResNet)
 
 
 def create(name: str, num_classes: int = 10, **kw: Any) -> nn.Module:
@@ -52,4 +56,5 @@ def available() -> list[str]:
     return _REGISTRY.available()
 
 
-__all__ = ["create", "available", "register", "MLP", "VGGSmall", "ResNet"]
+__all__ = ["create", "available", "register", "MLP", "VGGSmall", "ResNet", "ConvNet",
+           "KWSResNet"]
