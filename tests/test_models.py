@@ -17,7 +17,7 @@ SMALL = {  # name -> (options, input shape) kept tiny so the suite stays fast
     "resnet56": ({"width": 0.25}, (3, 16, 16)),
     "resnet18": ({"width": 0.125, "stem": "cifar"}, (3, 32, 32)),
     "convnet": ({"width": 0.25}, (1, 28, 28)),
-    "kws-resnet": ({"channels": 8, "blocks": 2}, (1, 40, 51)),
+    "kws-resnet": ({"channels": 8, "blocks": 2}, (1, 40, 101)),
 }
 
 

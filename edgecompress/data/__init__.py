@@ -20,6 +20,7 @@ from ..registry import Registry, normalize_name
 from .base import ImageDataset, check_split, default_root
 from .bundled_mnist import load_bundled_mnist
 from .cifar import load_cifar10
+from .fsdd import load_fsdd
 from .idx import load_idx_dataset
 
 Loader = Callable[..., ImageDataset]
@@ -30,6 +31,7 @@ for _name in ("mnist", "fashion-mnist", "kmnist"):
     register(_name, partial(load_idx_dataset, _name))
 register("cifar10", load_cifar10)
 register("mnist-bundled", load_bundled_mnist)
+register("fsdd", load_fsdd)
 
 
 def load(name: str, root: str | Path | None = None, split: str = "train", *,

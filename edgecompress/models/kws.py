@@ -29,7 +29,7 @@ class KWSResNet(nn.Module):
     blocks of two 3x3 convolutions -> global average pool -> Linear. Input: (1, mel bins,
     frames) log-mel features; C = ``channels`` (45 in res8)."""
 
-    def __init__(self, num_classes: int = 10, input_shape: Sequence[int] = (1, 40, 51),
+    def __init__(self, num_classes: int = 10, input_shape: Sequence[int] = (1, 40, 101),
                  channels: int = 45, blocks: int = 3, pool: Sequence[int] = (2, 2),
                  activation: str = "relu") -> None:
         super().__init__()

@@ -1,0 +1,112 @@
+"""Free Spoken Digit Dataset (FSDD): spoken digits 0-9, 8 kHz, as log-mel "images".
+
+Reads either the WAV recordings (``{digit}_{speaker}_{take}.wav`` in ``root`` or
+``root/recordings``) or one ``.npz`` pack of them (arrays ``audio`` int16 concatenated,
+``offsets``, ``label``, ``take``, ``sample_rate``). The official split: takes 0-4 are the test set
+(300 clips), takes 5-49 the training set (2,700).
+
+Each clip is centre-cropped or zero-padded to ``seconds`` (default 1 s), turned into a 40-bin
+log-mel spectrogram (25.6 ms windows, 10 ms hop: 101 frames) with :func:`~.audio.log_mel`, and
+stored as an 8-bit image: decibels relative to the clip's loudest bin, clipped to [-80, 0] dB,
+in 256 steps (0.31 dB). Items are those images normalised like any other image dataset, shape
+(1, n_mels, frames).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .audio import fit_length, log_mel, read_wav
+from .base import ImageDataset, check_split, missing_files_error
+
+NAME = "fsdd"
+CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TEST_TAKES = 5  # takes 0..4
+DYNAMIC_RANGE_DB = 80.0
+MEAN, STD = (0.24,), (0.30,)  # of the 8-bit training features / 255 (rounded)
+_WAV = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+
+
+def _from_npz(path: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, int]:
+    try:
+        with np.load(path, allow_pickle=False) as pack:
+            audio, offsets = pack["audio"], pack["offsets"]
+            labels, takes = pack["label"].astype(np.int64), pack["take"].astype(np.int64)
+            rate = int(pack["sample_rate"])
+    except (KeyError, ValueError, OSError) as exc:
+        raise DataError(f"{path}: not an FSDD pack (arrays audio, offsets, label, take, "
+                        f"sample_rate): {exc}") from None
+    if len(offsets) != len(labels) + 1 or offsets[-1] != len(audio):
+        raise DataError(f"{path}: offsets do not match the audio ({len(offsets)} offsets, "
+                        f"{len(labels)} labels, {len(audio)} samples)")
+    clips = [audio[offsets[i]:offsets[i + 1]] for i in range(len(labels))]
+    return clips, labels, takes, rate
+
+
+def _from_wavs(files: list[Path]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, int]:
+    clips, labels, takes, rates = [], [], [], set()
+    for f in files:
+        digit, _, take = _WAV.match(f.name).groups()  # type: ignore[union-attr]
+        samples, rate = read_wav(f)
+        clips.append(samples)
+        labels.append(int(digit))
+        takes.append(int(take))
+        rates.add(rate)
+    if len(rates) != 1:
+        raise DataError(f"FSDD recordings have mixed sample rates {sorted(rates)}")
+    return clips, np.array(labels), np.array(takes), rates.pop()
+
+
+def features(clips: list[np.ndarray], sample_rate: int, seconds: float = 1.0,
+             n_mels: int = 40) -> torch.Tensor:
+    """uint8 (N, 1, n_mels, frames) log-mel images of int16 clips (see the module docstring)."""
+    length = int(round(seconds * sample_rate))
+    hop = sample_rate // 100  # 10 ms
+    n_fft = 1 << (int(0.025 * sample_rate) - 1).bit_length()  # >= 25 ms, a power of two
+    batch = np.stack([fit_length(c, length) for c in clips]).astype(np.float32) / 32768.0
+    db = log_mel(torch.from_numpy(batch), sample_rate, n_mels, n_fft, hop)
+    relative = db - db.amax(dim=(-2, -1), keepdim=True)
+    scaled = (relative.clamp(-DYNAMIC_RANGE_DB, 0.0) + DYNAMIC_RANGE_DB) / DYNAMIC_RANGE_DB
+    return torch.round(scaled * 255).to(torch.uint8).unsqueeze(1)
+
+
+def load_fsdd(root: Path, split: str, seconds: float = 1.0, n_mels: int = 40,
+              **options: Any) -> ImageDataset:
+    """The ``split`` of FSDD from ``root`` (WAV recordings or an .npz pack), as log-mel images."""
+    if options:
+        raise TypeError(f"dataset {NAME!r} got unexpected option(s) {sorted(options)}; it takes "
+                        f"seconds and n_mels")
+    check_split(split, NAME)
+    folder = root / "recordings" if (root / "recordings").is_dir() else root
+    wavs = sorted(p for p in folder.glob("*.wav") if _WAV.match(p.name)) if folder.is_dir() else []
+    packs = sorted(root.glob("*.npz")) if root.is_dir() else []
+    if wavs:
+        clips, labels, takes, rate = _from_wavs(wavs)
+        source = str(folder)
+    elif len(packs) == 1:
+        clips, labels, takes, rate = _from_npz(packs[0])
+        source = str(packs[0])
+    else:
+        if len(packs) > 1:
+            raise DataError(f"{root}: several .npz files ({', '.join(p.name for p in packs)}); "
+                            f"keep the FSDD pack only")
+        raise missing_files_error(NAME, root, [
+            "the FSDD recordings {digit}_{speaker}_{take}.wav (mono 16-bit PCM), here or in "
+            "recordings/",
+            "or one .npz pack with arrays audio (int16, all clips concatenated), offsets, label, "
+            "take and sample_rate",
+        ])
+    keep = (takes < TEST_TAKES) if split == "test" else (takes >= TEST_TAKES)
+    chosen = [c for c, k in zip(clips, keep) if k]
+    if not chosen:
+        raise DataError(f"{source}: no clips in the {split} split (takes "
+                        f"{'0-4' if split == 'test' else '5 and up'})")
+    images = features(chosen, rate, seconds, n_mels)
+    return ImageDataset(images, torch.from_numpy(labels[keep]), CLASSES, MEAN, STD,
+                        source=source)
