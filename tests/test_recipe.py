@@ -20,25 +20,30 @@ def test_every_shipped_recipe_is_valid(path):
     recipe = Recipe.from_yaml(path)
     assert recipe.name and recipe.epochs >= 1
     recipe.train_config()
+    if path.parent.name == "shift":  # the model and method options build (shapes of the data)
+        shapes = {"cifar10": (3, 32, 32), "mnist": (1, 28, 28), "fsdd": (1, 40, 101)}
+        model, report = recipe.build_model(10, shapes[recipe.data["name"]])
+        assert report is None or report.converted
 
 
 def test_shipped_recipes_exist():
     assert len(RECIPES) >= 5
 
 
-def test_binarization_recipes_match_their_generator():
-    """recipes/binarization/ is generated; a hand edit or a new method without regeneration
-    shows up here."""
+@pytest.mark.parametrize("family", ["binarization", "shift"])
+def test_generated_recipes_match_their_generator(family):
+    """recipes/binarization/ and recipes/shift/ are generated; a hand edit or a new method
+    without regeneration shows up here."""
     import importlib.util
 
     import yaml
 
     spec = importlib.util.spec_from_file_location(
-        "make_recipes", ROOT / "benchmarks" / "make_binarization_recipes.py")
+        "make_recipes", ROOT / "benchmarks" / "make_recipes.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    expected = module.recipes()
-    folder = ROOT / "recipes" / "binarization"
+    expected = module.recipes(family)
+    folder = ROOT / "recipes" / family
     assert sorted(p.stem for p in folder.glob("*.yaml")) == sorted(expected)
     for stem, recipe in expected.items():
         assert yaml.safe_load((folder / f"{stem}.yaml").read_text()) == recipe
