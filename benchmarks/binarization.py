@@ -15,22 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from common import RESULTS, ROOT, load_results, machine, mean_std, save_results, train_and_record
+
 from edgecompress import convert, models
 from edgecompress.analysis import plot_flip_rates, plot_latent_histograms
-from edgecompress.experiment import run
 from edgecompress.quantizers import METHODS
 from edgecompress.recipe import Recipe
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "binarization.md"
 IMG = ROOT / "docs" / "img"
 MODES = ("w1a32", "w1a1")
@@ -70,15 +66,6 @@ def recipe_for(suite: str, method: str | None, mode: str | None, seed: int) -> R
     return recipe
 
 
-def results_path(suite: str) -> Path:
-    return RESULTS / f"binarization_{suite}.json"
-
-
-def load_results(suite: str) -> dict[str, Any]:
-    path = results_path(suite)
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     results = load_results(args.suite)
@@ -88,21 +75,9 @@ def cmd_run(args: argparse.Namespace) -> None:
             if key in results:
                 continue
             recipe = recipe_for(args.suite, method, mode, seed)
-            began = time.perf_counter()
-            result = run(recipe, data_root=args.data_root, progress=False)
-            m = result.metrics
-            results[key] = {
-                "label": label, "method": method, "mode": mode, "seed": seed,
-                "top1": m.get("hard_test_top1", m["test_top1"]), "soft_top1": m["test_top1"],
-                "train_top1": m["train_top1"], "seconds": time.perf_counter() - began,
-                "sign_flip_rate": [h.get("sign_flip_rate") for h in result.history],
-                "latent_hist": result.history[-1].get("latent_hist"),
-            }
-            path = results_path(args.suite)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            tmp.replace(path)
+            results[key] = train_and_record(recipe, args.data_root, label=label, method=method,
+                                            mode=mode)
+            save_results(f"binarization_{args.suite}", results)
             print(f"[{args.suite}] {key}: top-1 {results[key]['top1']:.2f} "
                   f"({results[key]['seconds']:.0f} s)", flush=True)
 
@@ -155,27 +130,6 @@ def cmd_overhead(args: argparse.Namespace) -> None:
     (RESULTS / "binarization_overhead.json").write_text(json.dumps(out, indent=1))
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {torch.get_num_threads()} thread(s) of {len(__import__('os').sched_getaffinity(0))} "
-            f"cores, Python {platform.python_version()}, torch {torch.__version__}")
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.2f} (1 seed)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def _observations(results: dict[str, Any], floats: list[float]) -> list[str]:
     """Sentences read off the table (so they stay true when the numbers change)."""
     def scores(method: str, mode: str) -> list[float]:
@@ -226,7 +180,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         "",
     ]
     for suite, spec in SUITES.items():
-        results = load_results(suite)
+        results = load_results(f"binarization_{suite}")
         if not results:
             continue
         seeds = sorted({r["seed"] for r in results.values()})
@@ -235,11 +189,11 @@ def cmd_report(args: argparse.Namespace) -> None:
                   f"{spec['reduced']}.", "",
                   "| method | W1A32 | W1A1 |", "|---|---:|---:|"]
         floats = [r["top1"] for r in results.values() if r["method"] is None]
-        lines.append(f"| float reference | {_mean_std(floats)} | |")
+        lines.append(f"| float reference | {mean_std(floats)} | |")
         for method in METHODS:
             cells = []
             for mode in MODES:
-                cells.append(_mean_std([r["top1"] for r in results.values()
+                cells.append(mean_std([r["top1"] for r in results.values()
                                         if r["method"] == method and r["mode"] == mode]))
             lines.append(f"| {method} | {cells[0]} | {cells[1]} |")
         lines.append("")

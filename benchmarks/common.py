@@ -1,0 +1,67 @@
+"""What the benchmark scripts share: resumable result files, the machine line, mean ± std, and
+one recorded training run."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgecompress.experiment import run
+from edgecompress.recipe import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def load_results(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_results(name: str, results: dict[str, Any]) -> None:
+    """Atomically (write, then rename), so an interrupted benchmark keeps what it finished."""
+    path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor() or "unknown CPU")
+    return (f"{cpu}, {torch.get_num_threads()} thread(s) of {len(os.sched_getaffinity(0))} "
+            f"cores, Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1 seed)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def train_and_record(recipe: Recipe, data_root: str, **fields: Any) -> dict[str, Any]:
+    """Train ``recipe`` and return ``fields`` plus its accuracies, time and per-epoch
+    diagnostics (empty lists for a float model)."""
+    began = time.perf_counter()
+    result = run(recipe, data_root=data_root, progress=False)
+    m, history = result.metrics, result.history
+    return {
+        **fields, "seed": recipe.seed,
+        "top1": m.get("hard_test_top1", m["test_top1"]), "soft_top1": m["test_top1"],
+        "train_top1": m["train_top1"], "seconds": time.perf_counter() - began,
+        "flip_rate": [h.get("flip_rate") for h in history],
+        "sign_flip_rate": [h.get("sign_flip_rate") for h in history],
+        "unchanged_since_epoch_1": [h.get("unchanged_since_epoch_1") for h in history],
+        "latent_hist": history[-1].get("latent_hist") if history else None,
+    }

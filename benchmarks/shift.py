@@ -1,0 +1,176 @@
+"""Shift-network benchmark: float vs DeepShift-Q / DeepShift-PS / S3 / DenseShift at 2, 3 and 4
+bits, >= 3 seeds, on the same model, data and budget; writes docs/shift.md.
+
+    python benchmarks/shift.py run cifar --data-root ../shared/data/cifar10_subset
+    python benchmarks/shift.py run speech --data-root ../shared/data/fsdd
+    python benchmarks/shift.py report
+
+``run`` appends to benchmarks/results/shift_<suite>.json after every training run and skips runs
+already there (seed-major order, so complete seeds come first). One thread per run: the two
+suites can run side by side on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from typing import Any
+
+import torch
+from common import RESULTS, ROOT, load_results, machine, mean_std, save_results, train_and_record
+
+from edgecompress.analysis import plot_flip_rates
+from edgecompress.quantizers.shift import SHIFT_METHODS
+from edgecompress.recipe import Recipe
+
+DOC = ROOT / "docs" / "shift.md"
+IMG = ROOT / "docs" / "img"
+BITS = (2, 3, 4)
+
+SUITES: dict[str, dict[str, Any]] = {
+    "cifar": {
+        "prefix": "cifar10_resnet20", "epochs": 6, "model": {},
+        "title": "ResNet-20 on the CIFAR-10 subset (first 4,000 train / first 1,000 test images)",
+        "reduced": "4,000 of the 50,000 training images and 6 epochs instead of 200 (so every "
+                   "accuracy is far below the papers' ~90 %: compare methods, not absolutes)",
+    },
+    "speech": {
+        "prefix": "fsdd_kws", "epochs": 10, "model": {"channels": 24},
+        "title": "Keyword-spotting ResNet (res8-style, 24 channels) on the Free Spoken Digit "
+                 "Dataset (2,700 train / 300 test clips, 40 log-mel bins x 101 frames)",
+        "reduced": "spoken digits (FSDD) instead of Fluent Speech Commands, which is not "
+                   "available here; 24 channels instead of res8's 45 and 10 epochs instead of 40",
+    },
+}
+
+
+def runs() -> list[tuple[str, str | None, int | None]]:
+    """(label, method, bits) of every configuration, float first."""
+    return [("float", None, None)] + [(f"{m} {b}-bit", m, b) for m in SHIFT_METHODS
+                                      for b in BITS]
+
+
+def recipe_for(suite: str, method: str | None, bits: int | None, seed: int) -> Recipe:
+    spec = SUITES[suite]
+    stem = "float" if method is None else f"{method.replace('-', '_')}_{bits}bit"
+    recipe = Recipe.from_yaml(ROOT / "recipes" / "shift" / f"{spec['prefix']}_{stem}.yaml")
+    recipe.epochs, recipe.seed = spec["epochs"], seed
+    recipe.model = {**recipe.model, **spec["model"]}
+    return recipe
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    results = load_results(f"shift_{args.suite}")
+    for seed in args.seeds:
+        for label, method, bits in runs():
+            key = f"{label}|{seed}"
+            if key in results:
+                continue
+            results[key] = train_and_record(recipe_for(args.suite, method, bits, seed),
+                                            args.data_root, label=label, method=method, bits=bits)
+            save_results(f"shift_{args.suite}", results)
+            print(f"[{args.suite}] {key}: top-1 {results[key]['top1']:.2f} "
+                  f"({results[key]['seconds']:.0f} s)", flush=True)
+
+
+def _scores(results: dict[str, Any], method: str | None, bits: int | None) -> list[float]:
+    return [r["top1"] for r in results.values() if r["method"] == method and r["bits"] == bits]
+
+
+def _claims(results: dict[str, Any]) -> list[str]:
+    """The papers' claims, checked against this run's numbers."""
+    mean = lambda m, b: statistics.mean(_scores(results, m, b) or [float("nan")])  # noqa: E731
+    out = []
+    floats = statistics.mean(_scores(results, None, None) or [float("nan")])
+    for method in ("s3", "denseshift"):
+        gap = floats - mean(method, 3)
+        beats = [d for d in ("deepshift-q", "deepshift-ps") if mean(method, 3) > mean(d, 3)]
+        out.append(f"- {method} 3-bit: {mean(method, 3):.2f}, {gap:.2f} points below float; "
+                   f"above {' and '.join(beats) if beats else 'neither DeepShift baseline'} at "
+                   f"3 bits (deepshift-q {mean('deepshift-q', 3):.2f}, deepshift-ps "
+                   f"{mean('deepshift-ps', 3):.2f}).")
+    flips = {}
+    for method in ("deepshift-ps", "s3", "denseshift"):
+        rows = [r["flip_rate"] for r in results.values() if r["method"] == method
+                and r["bits"] == 3 and r["flip_rate"]]
+        if rows:
+            flips[method] = statistics.mean(r[-1] for r in rows)
+    if flips:
+        out.append("- weights whose 3-bit value changed in the last epoch: " + ", ".join(
+            f"{m} {100 * v:.2f} %" for m, v in flips.items()) + ".")
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    IMG.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Power-of-two (shift) networks: DeepShift-Q/PS, S3, DenseShift",
+        "",
+        "Every method turns each weight of the converted layers into 0 or +-2^k "
+        "(`edgecompress.convert(model, \"s3\", bits=3)`; formulas, encodings and value sets in "
+        "`edgecompress/quantizers/shift.py`). Policy: first conv, classifier and BatchNorm "
+        "float; every other conv (1x1 downsampling ones included) quantized; activations float.",
+        "",
+        "Top-1 test accuracy (%), mean ± standard deviation over seeds. Same model, data, "
+        "optimizer (Adam, cosine schedule), budget and seeds for every method.",
+        "",
+    ]
+    for suite, spec in SUITES.items():
+        results = load_results(f"shift_{suite}")
+        if not results:
+            continue
+        seeds = sorted({r["seed"] for r in results.values()})
+        lines += [f"## {spec['title']}", "",
+                  f"Seeds {', '.join(map(str, seeds))}. Reduced compared with the papers: "
+                  f"{spec['reduced']}.", "",
+                  "| method | " + " | ".join(f"{b}-bit" for b in BITS) + " |",
+                  "|---|" + "---:|" * len(BITS),
+                  f"| float reference | {mean_std(_scores(results, None, None))} | | |"]
+        for method in SHIFT_METHODS:
+            cells = [mean_std(_scores(results, method, b)) for b in BITS]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += ["", "Paper claims, checked on these numbers:", "", *_claims(results), ""]
+        for metric, title in (("flip_rate", "weights whose value changed during the epoch"),
+                              ("unchanged_since_epoch_1",
+                               "weights unchanged since the end of epoch 1")):
+            curves = {}
+            for method in SHIFT_METHODS:
+                rows = [r[metric] for r in results.values()
+                        if r["method"] == method and r["bits"] == 3 and r.get(metric)]
+                rows = [[v for v in row if v is not None] for row in rows]
+                if rows and all(rows):
+                    curves[method] = [statistics.mean(v) for v in zip(*rows)]
+            if curves:
+                name = f"shift_{metric}_{suite}.png"
+                plot_flip_rates(IMG / name, curves, f"{spec['prefix']} 3-bit: {title}")
+                lines += [f"![{metric} {suite}](img/{name})", ""]
+        lines += [f"Regenerate: `python benchmarks/shift.py run {suite} --data-root <dir>` then "
+                  f"`python benchmarks/shift.py report`.", ""]
+    packed = RESULTS / "shift_deploy.json"
+    if packed.is_file():
+        data = json.loads(packed.read_text())
+        lines += ["## Packed inference", "", data["text"], ""]
+    lines += [f"Machine: {machine()}.", ""]
+    DOC.write_text("\n".join(lines))
+    print(f"wrote {DOC}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train every method x bits x seed of a suite")
+    p.add_argument("suite", choices=sorted(SUITES))
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="write docs/shift.md and its plots")
+    p.set_defaults(func=cmd_report)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
