@@ -36,6 +36,8 @@ def test_hard_weights_lie_in_the_documented_value_set(method, bits):
     layer = ShiftConv2d(8, 16, 3, method=method, bits=bits, init="paper")
     values = set(torch.unique(layer.discrete_weight()).tolist())
     allowed = set(PARAMETRIZATIONS[method].value_set(bits))
+    with torch.no_grad():  # the training forward uses exactly these values
+        assert torch.equal(layer.quantized_weight(), layer.discrete_weight())
     assert values <= allowed, values - allowed
     assert layer.weight_bits == bits
     assert len(allowed) <= 2 ** bits  # fits the storage
@@ -282,3 +284,54 @@ def test_a_few_steps_of_training_lower_the_loss_and_the_monitor_reports_freezing
     assert 0.0 <= last["flip_rate"] <= 1.0 and last["sign_flip_rate"] <= last["flip_rate"]
     assert "unchanged_since_epoch_1" in last and "unchanged_since_epoch_1" not in trainer.history[0]
     assert 0.0 <= last["unchanged_since_epoch_1"] <= 1.0
+
+
+# --- deployment: packed codes ----------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_packed_shift_layers_are_bit_exact_with_the_training_form(method, bits):
+    from edgecompress import deploy
+    from edgecompress.deploy import PackedShiftConv2d, PackedShiftLinear
+    torch.manual_seed(bits)
+    conv = ShiftConv2d(6, 8, 3, stride=2, padding=1, method=method, bits=bits)
+    linear = ShiftLinear(30, 7, method=method, bits=bits)
+    for layer, x, kind in ((conv, torch.randn(2, 6, 9, 11), PackedShiftConv2d),
+                           (linear, torch.randn(3, 30), PackedShiftLinear)):
+        frozen = deploy.freeze(nn.Sequential(layer))
+        assert isinstance(frozen[0], kind) and frozen[0].codes.dtype == torch.uint8
+        assert int(frozen[0].codes.max()) < 2 ** bits
+        with torch.no_grad():
+            assert torch.equal(frozen(x), layer(x))
+            assert torch.equal(frozen[0].discrete_weight(), layer.discrete_weight())
+
+
+def test_packed_shift_model_file_round_trip_size_and_corruption(tmp_path):
+    from edgecompress import deploy
+    from edgecompress.errors import ModelFileError
+    from safetensors.torch import load_file, save_file
+    torch.manual_seed(11)
+    model = ec.convert(ec.models.create("resnet20", width=0.5, shortcut="B"), "s3", bits=3).eval()
+    frozen = deploy.freeze(model)
+    path = tmp_path / "s3.safetensors"
+    deploy.save(frozen, path)
+    loaded = deploy.load(path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), frozen(x))
+    s = ec.summary(frozen, (3, 32, 32))
+    assert s.params_by_bits[3] > 0
+    analytic = s.bytes + sum(b.numel() * b.element_size() for n, b in frozen.named_buffers()
+                             if "running" in n or "batches" in n)
+    header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    assert abs(path.stat().st_size - header - analytic) / analytic < 0.02
+    tensors = load_file(str(path))
+    key = next(k for k in tensors if k.endswith(".codes"))
+    with open(path, "rb") as f:
+        meta = f.read(header)
+    import json
+    metadata = json.loads(meta[8:])["__metadata__"]
+    tensors[key] = torch.full_like(tensors[key], 255)  # codes 7: beyond s3's 7 values
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=metadata)
+    with pytest.raises(ModelFileError, match="codes beyond the 7 values of s3 3-bit"):
+        deploy.load(tmp_path / "bad.safetensors")

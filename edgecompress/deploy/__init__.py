@@ -9,7 +9,9 @@ models to ONNX.
 
 from .fileformat import load, save
 from .freeze import freeze
-from .modules import PackedBinaryConv2d, PackedBinaryLinear
+from .modules import (PackedBinaryConv2d, PackedBinaryLinear, PackedShiftConv2d,
+                      PackedShiftLinear)
 from .onnx import export_onnx
 
-__all__ = ["freeze", "save", "load", "export_onnx", "PackedBinaryLinear", "PackedBinaryConv2d"]
+__all__ = ["freeze", "save", "load", "export_onnx", "PackedBinaryLinear", "PackedBinaryConv2d",
+           "PackedShiftLinear", "PackedShiftConv2d"]

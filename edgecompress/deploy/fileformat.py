@@ -2,9 +2,11 @@
 
 Metadata (the safetensors header's ``"edgecompress"`` entry) holds the format name and version,
 the model spec (zoo name and options, conversion method and options) and, for every packed
-layer, its number of output rows ``n`` and values per row ``k``. Binary weights are stored as an
-unpadded little-endian bitstream (``ceil(n k / 8)`` bytes), so the file is 1 bit per binary
-weight plus the float parts; rows are re-padded to 64-bit words on load.
+layer, its number of output rows ``n`` and values per row ``k`` (and for shift layers their
+``bits`` and method). Binary weights are stored as an unpadded little-endian bitstream
+(``ceil(n k / 8)`` bytes), so the file is 1 bit per binary weight plus the float parts; rows are
+re-padded to 64-bit words on load. Shift weights are their value codes, ``bits`` bits each, in
+the same kind of stream (``ceil(n k bits / 8)`` bytes).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..convert import convert
 from ..errors import ModelFileError
 from ..models import create
 from .freeze import freeze
-from .modules import _PackedBinary
+from .modules import _PackedBinary, _PackedShift
 
 FORMAT = "edgecompress-frozen"
 VERSION = 1
@@ -40,6 +42,18 @@ def _words(stream: torch.Tensor, n: int, k: int) -> torch.Tensor:
     return kernels.pack_signs(torch.from_numpy(np.where(flat == 1, -1.0, 1.0)).float())
 
 
+def _code_stream(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 codes (< 2^bits) -> a little-endian stream of ``bits`` bits per code."""
+    unpacked = np.unpackbits(codes.numpy().reshape(-1, 1), axis=1, count=bits,
+                             bitorder="little")
+    return torch.from_numpy(np.packbits(unpacked.reshape(-1), bitorder="little"))
+
+
+def _codes(stream: torch.Tensor, n: int, k: int, bits: int) -> torch.Tensor:
+    flat = np.unpackbits(stream.numpy(), count=n * k * bits, bitorder="little").reshape(-1, bits)
+    return torch.from_numpy(np.packbits(flat, axis=1, bitorder="little").reshape(n, k))
+
+
 def save(model: nn.Module, path: str | Path) -> None:
     """Write a frozen model (see :func:`freeze`) to ``path``."""
     spec = getattr(model, "edgecompress_spec", None)
@@ -47,7 +61,8 @@ def save(model: nn.Module, path: str | Path) -> None:
         raise ModelFileError("cannot save: the model carries no edgecompress_spec (build it with "
                              "edgecompress.models.create and convert it by method name)")
     packed = {n: m for n, m in model.named_modules() if isinstance(m, _PackedBinary)}
-    if not packed:
+    shifts = {n: m for n, m in model.named_modules() if isinstance(m, _PackedShift)}
+    if not packed and not shifts:
         raise ModelFileError("cannot save: the model has no packed layers; call "
                              "edgecompress.deploy.freeze(model) first")
     tensors = {}
@@ -55,10 +70,14 @@ def save(model: nn.Module, path: str | Path) -> None:
         layer, _, leaf = key.rpartition(".")
         if leaf == "bits" and layer in packed:
             tensors[key] = _bitstream(value, packed[layer].k)
+        elif leaf == "codes" and layer in shifts:
+            tensors[key] = _code_stream(value, shifts[layer].weight_bits)
         else:
             tensors[key] = value.contiguous()
     meta = {"format": FORMAT, "version": VERSION, "spec": spec,
-            "packed": {n: {"n": m.out_features, "k": m.k} for n, m in packed.items()}}
+            "packed": {n: {"n": m.out_features, "k": m.k} for n, m in packed.items()},
+            "shift": {n: {"n": m.out_features, "k": m.k, "bits": m.weight_bits,
+                          "method": m.method} for n, m in shifts.items()}}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"edgecompress": json.dumps(meta)})
 
@@ -102,6 +121,7 @@ def load(path: str | Path) -> nn.Module:
                              f"{meta.get('spec')!r}: {exc}") from None
     expected = model.state_dict()
     packed = {n: m for n, m in model.named_modules() if isinstance(m, _PackedBinary)}
+    shifts = {n: m for n, m in model.named_modules() if isinstance(m, _PackedShift)}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -117,6 +137,17 @@ def load(path: str | Path) -> nn.Module:
                                      f"{value.dtype} values, expected {-(-n * k // 8)} uint8 "
                                      f"bytes for {n} x {k} bits")
             value = _words(value, n, k)
+        elif leaf == "codes" and layer in shifts:
+            m = shifts[layer]
+            size = -(-m.out_features * m.k * m.weight_bits // 8)
+            if value.dtype != torch.uint8 or value.numel() != size:
+                raise ModelFileError(f"{path}: tensor {key!r} has {value.numel()} "
+                                     f"{value.dtype} values, expected {size} uint8 bytes for "
+                                     f"{m.out_features} x {m.k} codes of {m.weight_bits} bits")
+            value = _codes(value, m.out_features, m.k, m.weight_bits)
+            if int(value.max()) >= len(m.table):
+                raise ModelFileError(f"{path}: tensor {key!r} holds codes beyond the "
+                                     f"{len(m.table)} values of {m.method} {m.weight_bits}-bit")
         elif value.shape != expected[key].shape or value.dtype != expected[key].dtype:
             raise ModelFileError(f"{path}: tensor {key!r} is {value.dtype} "
                                  f"{tuple(value.shape)}, expected {expected[key].dtype} "

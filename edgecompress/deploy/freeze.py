@@ -10,8 +10,9 @@ import torch.fx as fx
 from torch import nn
 
 from .. import kernels
-from ..layers import BinaryConv2d, BinaryLinear, harden
-from .modules import PackedBinaryConv2d, PackedBinaryLinear, _PackedBinary
+from ..layers import BinaryConv2d, BinaryLinear, ShiftConv2d, ShiftLinear, harden
+from .modules import (PackedBinaryConv2d, PackedBinaryLinear, PackedShiftConv2d,
+                      PackedShiftLinear, _PackedBinary)
 
 
 def _packed_layer(layer: nn.Module) -> nn.Module:
@@ -32,6 +33,22 @@ def _packed_layer(layer: nn.Module) -> nn.Module:
         if layer.bias is not None:
             new.bias.copy_(layer.bias.detach())
     new.prepare()
+    return new
+
+
+def _packed_shift_layer(layer: ShiftLinear | ShiftConv2d) -> nn.Module:
+    options = dict(method=layer.method, bits=layer.weight_bits, bias=layer.bias is not None,
+                   input_quantizer=copy.deepcopy(layer.input_quantizer))
+    if isinstance(layer, ShiftConv2d):
+        new: nn.Module = PackedShiftConv2d(
+            layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+            layer.padding, layer.dilation, layer.groups, **options)
+    else:
+        new = PackedShiftLinear(layer.in_features, layer.out_features, **options)
+    with torch.no_grad():
+        new.encode(layer.hard_weight())
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias.detach())
     return new
 
 
@@ -219,7 +236,8 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> 
     """A copy of ``model`` for inference.
 
     - Every binary layer becomes a packed layer (1 bit per weight; W1A1 layers run the
-      XOR-popcount kernels, W1A32 linear layers the sign-select kernel).
+      XOR-popcount kernels, W1A32 linear layers the sign-select kernel), and every shift layer
+      a packed shift layer (its ``bits``-bit codes; float kernels on the decoded powers of two).
     - ``fold_batchnorm``: a BatchNorm that directly follows a packed layer is folded into its
       per-channel scale and offset, and one that follows a float Conv2d or Linear into its
       weight and bias (the usual inference fusion; it reorders float rounding).
@@ -237,6 +255,8 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> 
     for name, module in list(frozen.named_modules()):
         if isinstance(module, (BinaryLinear, BinaryConv2d)) and name:
             _set(frozen, name, _packed_layer(module))
+        elif isinstance(module, (ShiftLinear, ShiftConv2d)) and name:
+            _set(frozen, name, _packed_shift_layer(module))
     graph = _trace(frozen)
     if graph is not None:
         if fold_batchnorm:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import kernels
 from ..kernels.ops import binary_gemm_affine_op, w1a32_gemm_op
@@ -250,3 +250,105 @@ class PackedBinaryConv2d(_PackedBinary):
         pixels = output.shape[1] * output.shape[2] if output.dtype == torch.int64 \
             else output.shape[2] * output.shape[3]
         return {f"w1a{self.input_bits}": pixels * self.out_features * self.k}
+
+
+class _PackedShift(CompressedLayer):
+    """Frozen power-of-two layer: every weight stored as a ``bits``-bit code, the index of its
+    value in the method's value set (sign and exponent together; the file packs the codes
+    ``bits`` per weight). The forward pass decodes the codes once into float weights (exact
+    powers of two) and runs torch's float kernel on them: bit-exact with the training-form
+    layer, and as fast as the float layer (a float multiply by +-2^k costs the same as any
+    other on this hardware; the gain is size)."""
+
+    def _init_shift(self, out_features: int, k: int, method: str, bits: int, has_bias: bool,
+                    input_quantizer: nn.Module | None) -> None:
+        from ..quantizers.shift import PARAMETRIZATIONS
+
+        self.out_features, self.k, self.method, self.weight_bits = out_features, k, method, bits
+        values = PARAMETRIZATIONS[method].value_set(bits)
+        self.register_buffer("codes", torch.zeros(out_features, k, dtype=torch.uint8))
+        self.register_buffer("bias", torch.zeros(out_features) if has_bias else None)
+        self.register_buffer("table", torch.tensor(values, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("weight", None, persistent=False)
+        self.input_quantizer = input_quantizer
+        self.register_load_state_dict_post_hook(lambda module, keys: module.prepare())
+
+    @property
+    def input_bits(self) -> int:  # type: ignore[override]
+        return self.input_quantizer.bits if self.input_quantizer is not None else 32
+
+    def encode(self, weight: Tensor) -> None:
+        """Store ``weight`` (values of the method's value set) as codes."""
+        flat = weight.detach().reshape(self.out_features, -1).to(torch.float32)
+        index = torch.searchsorted(self.table, flat).clamp(max=len(self.table) - 1)
+        if not torch.equal(self.table[index], flat):
+            bad = flat[self.table[index] != flat][:5].tolist()
+            raise ValueError(f"weights {bad} are not in the {self.method} {self.weight_bits}-bit "
+                             f"value set {self.table.tolist()}")
+        self.codes.copy_(index.to(torch.uint8))
+        self.prepare()
+
+    def prepare(self) -> None:
+        weight = self.table[self.codes.long()].view(self._weight_shape())
+        # frozen models run channels-last (see freeze); keep it after loading, so that the
+        # convolution picks the same algorithm and the outputs stay bit-identical
+        self.weight = weight.contiguous(memory_format=torch.channels_last) \
+            if weight.dim() == 4 else weight
+
+    def discrete_weight(self) -> Tensor:
+        return self.table[self.codes.long()].view(self._weight_shape())
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def edgecompress_params(self) -> dict[int, int]:
+        floats = (self.bias.numel() if self.bias is not None else 0) + sum(
+            p.numel() for p in self.parameters())
+        n = self.out_features * self.k
+        return {self.weight_bits: n, 32: floats} if floats else {self.weight_bits: n}
+
+    def _input(self, x: Tensor) -> Tensor:
+        return x if self.input_quantizer is None else self.input_quantizer(x)
+
+
+class PackedShiftLinear(_PackedShift):
+    def __init__(self, in_features: int, out_features: int, *, method: str, bits: int,
+                 bias: bool = True, input_quantizer: nn.Module | None = None) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self._init_shift(out_features, in_features, method, bits, bias, input_quantizer)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self._input(x), self.weight, self.bias)
+
+    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
+        rows = output.shape[1:-1].numel()
+        return {f"w{self.weight_bits}a{self.input_bits}": rows * self.in_features
+                * self.out_features}
+
+
+class PackedShiftConv2d(_PackedShift):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                 groups: int, *, method: str, bits: int, bias: bool = True,
+                 input_quantizer: nn.Module | None = None) -> None:
+        super().__init__()
+        self.in_channels, self.kernel_size = in_channels, tuple(kernel_size)
+        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
+        self.groups = groups
+        k = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        self._init_shift(out_channels, k, method, bits, bias, input_quantizer)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(self._input(x), self.weight, self.bias, self.stride, self.padding,
+                        self.dilation, self.groups)
+
+    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
+        return {f"w{self.weight_bits}a{self.input_bits}": output[0].numel() * self.k}

@@ -57,8 +57,12 @@ LN2 = math.log(2.0)
 
 
 def ste(value: Tensor, latent: Tensor) -> Tensor:
-    """``value`` in the forward pass, the identity to ``latent`` in the backward pass."""
-    return latent + (value - latent).detach()
+    """``value`` in the forward pass, the identity to ``latent`` in the backward pass.
+
+    Written ``value + (latent - latent.detach())``: the added term is exactly 0, so the forward
+    value is exactly ``value`` (``latent + (value - latent)`` can be off by a rounding), which
+    keeps every weight an exact power of two and lets the packed model match bit for bit."""
+    return value.detach() + (latent - latent.detach())
 
 
 def b01(x: Tensor) -> Tensor:
@@ -320,7 +324,8 @@ class DenseShift(ShiftParametrization):
         for name in self.latent_names[1:]:
             level = (level + 1.0) * b01(getattr(self, name))
         surrogate = s * torch.sqrt(level + 1.0)
-        return surrogate + (s * torch.exp2(level) - surrogate).detach()
+        # forward exactly s 2^S, gradient of the surrogate (its added term is exactly 0)
+        return (s * torch.exp2(level)).detach() + (surrogate - surrogate.detach())
 
 
 PARAMETRIZATIONS: dict[str, type[ShiftParametrization]] = {
