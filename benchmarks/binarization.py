@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from common import RESULTS, ROOT, load_results, machine, mean_std, save_results, train_and_record
+from common import (RESULTS, ROOT, load_results, machine, method_table, save_results,
+                    suite_section, train_and_record)
 
 from edgecompress import convert, models
 from edgecompress.analysis import plot_flip_rates, plot_latent_histograms
@@ -184,18 +185,9 @@ def cmd_report(args: argparse.Namespace) -> None:
         if not results:
             continue
         seeds = sorted({r["seed"] for r in results.values()})
-        lines += [f"### {spec['title']}", "",
-                  f"Seeds {', '.join(map(str, seeds))}. Reduced compared with the papers: "
-                  f"{spec['reduced']}.", "",
-                  "| method | W1A32 | W1A1 |", "|---|---:|---:|"]
+        lines += suite_section("###", spec, results,
+                               method_table(results, METHODS, "mode", MODES, ["W1A32", "W1A1"]))
         floats = [r["top1"] for r in results.values() if r["method"] is None]
-        lines.append(f"| float reference | {mean_std(floats)} | |")
-        for method in METHODS:
-            cells = []
-            for mode in MODES:
-                cells.append(mean_std([r["top1"] for r in results.values()
-                                        if r["method"] == method and r["mode"] == mode]))
-            lines.append(f"| {method} | {cells[0]} | {cells[1]} |")
         lines.append("")
         lines += _observations(results, floats)
         for mode in MODES:

@@ -9,7 +9,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -65,3 +65,28 @@ def train_and_record(recipe: Recipe, data_root: str, **fields: Any) -> dict[str,
         "unchanged_since_epoch_1": [h.get("unchanged_since_epoch_1") for h in history],
         "latent_hist": history[-1].get("latent_hist") if history else None,
     }
+
+
+def method_table(results: dict[str, Any], methods: Sequence[str], column: str,
+                 values: Sequence[Any], headers: Sequence[str]) -> list[str]:
+    """Markdown rows: method x ``values`` of result field ``column`` -> top-1 mean ± std, with
+    the float reference (method None) first."""
+    def scores(method: str | None, value: Any) -> list[float]:
+        return [r["top1"] for r in results.values()
+                if r["method"] == method and (method is None or r[column] == value)]
+
+    lines = ["| method | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers),
+             f"| float reference | {mean_std(scores(None, None))} |" + " |" * (len(headers) - 1)]
+    for method in methods:
+        lines.append(f"| {method} | " + " | ".join(mean_std(scores(method, v))
+                                                     for v in values) + " |")
+    return lines
+
+
+def suite_section(heading: str, spec: dict[str, Any], results: dict[str, Any],
+                  table: list[str]) -> list[str]:
+    """A suite's heading, its seeds and budget reductions, then its table."""
+    seeds = sorted({r["seed"] for r in results.values()})
+    return [f"{heading} {spec['title']}", "",
+            f"Seeds {', '.join(map(str, seeds))}. Reduced compared with the papers: "
+            f"{spec['reduced']}.", "", *table]

@@ -10,14 +10,14 @@ Ratios are measured in one run (candidate and baseline interleaved), on 1 and 2 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+
+from common import machine as common_machine
 
 import edgecompress as ec
 from edgecompress import kernels
@@ -30,11 +30,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "deploy.json"
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor() or "unknown CPU")
-    return (f"{cpu}, {os.cpu_count()} cores, kernel paths {kernels.supported_paths()}, "
-            f"torch {torch.__version__}")
+    return f"{common_machine()}, kernel paths {kernels.supported_paths()}"
 
 
 def plot(rows: list[dict]) -> None:

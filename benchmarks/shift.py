@@ -19,7 +19,8 @@ import statistics
 from typing import Any
 
 import torch
-from common import RESULTS, ROOT, load_results, machine, mean_std, save_results, train_and_record
+from common import (RESULTS, ROOT, load_results, machine, method_table, save_results,
+                    suite_section, train_and_record)
 
 from edgecompress.analysis import plot_flip_rates
 from edgecompress.quantizers.shift import SHIFT_METHODS
@@ -122,16 +123,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         results = load_results(f"shift_{suite}")
         if not results:
             continue
-        seeds = sorted({r["seed"] for r in results.values()})
-        lines += [f"## {spec['title']}", "",
-                  f"Seeds {', '.join(map(str, seeds))}. Reduced compared with the papers: "
-                  f"{spec['reduced']}.", "",
-                  "| method | " + " | ".join(f"{b}-bit" for b in BITS) + " |",
-                  "|---|" + "---:|" * len(BITS),
-                  f"| float reference | {mean_std(_scores(results, None, None))} | | |"]
-        for method in SHIFT_METHODS:
-            cells = [mean_std(_scores(results, method, b)) for b in BITS]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += suite_section("##", spec, results, method_table(
+            results, SHIFT_METHODS, "bits", BITS, [f"{b}-bit" for b in BITS]))
         lines += ["", "Paper claims, checked on these numbers:", "", *_claims(results), ""]
         for metric, title in (("flip_rate", "weights whose value changed during the epoch"),
                               ("unchanged_since_epoch_1",

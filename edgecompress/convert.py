@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence, Union
 
@@ -233,16 +234,15 @@ class BinaryConverter(Converter):
         return BinaryLinear.from_float(module, **options)
 
 
-def _binary_method(name: str) -> MethodFactory:
-    def factory(**options: Any) -> Converter:
-        return BinaryConverter(name, **options)
+def _register_family(names: Iterable[str], converter: type[Converter], where: str) -> None:
+    """Register every method of a family as ``converter(name, **options)``."""
+    for name in names:
+        factory = functools.partial(converter, name)
+        factory.__doc__ = f"Method {name!r} (see {where})."  # type: ignore[attr-defined]
+        register_method(name)(factory)
 
-    factory.__doc__ = f"Binarization method {name!r} (see edgecompress.quantizers.methods)."
-    return factory
 
-
-for _name in METHODS:
-    register_method(_name)(_binary_method(_name))
+_register_family(METHODS, BinaryConverter, "edgecompress.quantizers.methods")
 
 
 # --- power-of-two (shift) methods ------------------------------------------------------------
@@ -270,13 +270,4 @@ class ShiftConverter(Converter):
         return ShiftLinear.from_float(module, **self.options)
 
 
-def _shift_method(name: str) -> MethodFactory:
-    def factory(**options: Any) -> Converter:
-        return ShiftConverter(name, **options)
-
-    factory.__doc__ = f"Power-of-two method {name!r} (see edgecompress.quantizers.shift)."
-    return factory
-
-
-for _name in SHIFT_METHODS:
-    register_method(_name)(_shift_method(_name))
+_register_family(SHIFT_METHODS, ShiftConverter, "edgecompress.quantizers.shift")
