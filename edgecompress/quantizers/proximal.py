@@ -72,7 +72,7 @@ class ProxConnectProx(Elementwise):
         super().__init__(mu=mu)
 
     def value(self, x: Tensor) -> Tensor:
-        return (x + self.mu * sign(x)).clamp(-1.0, 1.0)
+        return sign(x).mul_(self.mu).add_(x).clamp_(-1.0, 1.0)
 
     def derivative(self, x: Tensor) -> Tensor:
         return ((x + self.mu * sign(x)).abs() <= 1).to(x.dtype)
