@@ -114,11 +114,12 @@ def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int,
 @click.option("--input-shape", help="Input shape without batch, e.g. 3,32,32 "
               "(default: the model's own).")
 @click.option("--num-classes", type=int, default=10, show_default=True)
-@click.option("--method", help="Convert the model with this method first (e.g. bnn).")
-@click.option("--mode", help="Method mode, e.g. w1a1.")
+@click.option("--method", help="Convert the model with this method first (e.g. bnn, s3).")
+@click.option("--mode", help="Binarization mode, e.g. w1a1.")
+@click.option("--bits", type=int, help="Bits per weight of a shift method, e.g. 3.")
 @json_option
 def summary(target: str, input_shape: str | None, num_classes: int, method: str | None,
-            mode: str | None, json_path: str | None) -> None:
+            mode: str | None, bits: int | None, json_path: str | None) -> None:
     """Print parameters, bytes and MACs by precision for TARGET: a model name, a recipe (.yaml)
     or a checkpoint (.pt)."""
     from . import models
@@ -141,7 +142,8 @@ def summary(target: str, input_shape: str | None, num_classes: int, method: str 
             kwargs["input_shape"] = shape
         model = models.create(target, **kwargs)
     if method:
-        model = convert(model, method, **({"mode": mode} if mode else {}))
+        options = {k: v for k, v in (("mode", mode), ("bits", bits)) if v is not None}
+        model = convert(model, method, **options)
     shape = shape or tuple(getattr(model, "input_shape"))
     s = summarize(model, shape)
     click.echo(str(s))
