@@ -62,17 +62,28 @@ def recipe_for(suite: str, method: str | None, bits: int | None, seed: int) -> R
     return recipe
 
 
+def suite_results(suite: str) -> dict[str, Any]:
+    """All results of a suite: shift_<suite>.json plus any shift_<suite>-<part>.json written by
+    a parallel ``run --part``."""
+    merged = load_results(f"shift_{suite}")
+    for path in sorted(RESULTS.glob(f"shift_{suite}-*.json")):
+        merged.update(load_results(path.stem))
+    return merged
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    results = load_results(f"shift_{args.suite}")
+    name = f"shift_{args.suite}" + (f"-{args.part}" if args.part else "")
+    done = suite_results(args.suite)
+    results = load_results(name)
     for seed in args.seeds:
         for label, method, bits in runs():
             key = f"{label}|{seed}"
-            if key in results:
+            if key in results or key in done:
                 continue
             results[key] = train_and_record(recipe_for(args.suite, method, bits, seed),
                                             args.data_root, label=label, method=method, bits=bits)
-            save_results(f"shift_{args.suite}", results)
+            save_results(name, results)
             print(f"[{args.suite}] {key}: top-1 {results[key]['top1']:.2f} "
                   f"({results[key]['seconds']:.0f} s)", flush=True)
 
@@ -120,7 +131,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         "",
     ]
     for suite, spec in SUITES.items():
-        results = load_results(f"shift_{suite}")
+        results = suite_results(suite)
         if not results:
             continue
         lines += suite_section("##", spec, results, method_table(
@@ -207,6 +218,8 @@ def main() -> None:
     p.add_argument("suite", choices=sorted(SUITES))
     p.add_argument("--data-root", required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--part", help="write to shift_<suite>-<part>.json, so that a second process "
+                   "can run other seeds of the same suite at the same time")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("deploy", help="packed file sizes and inference time vs float")
     p.set_defaults(func=cmd_deploy)
