@@ -137,20 +137,27 @@ def cmd_report(args: argparse.Namespace) -> None:
         lines += suite_section("##", spec, results, method_table(
             results, SHIFT_METHODS, "bits", BITS, [f"{b}-bit" for b in BITS]))
         lines += ["", "Paper claims, checked on these numbers:", "", *_claims(results), ""]
-        for metric, title in (("flip_rate", "weights whose value changed during the epoch"),
-                              ("unchanged_since_epoch_1",
-                               "weights unchanged since the end of epoch 1")):
-            curves = {}
+        for metric in ("flip_rate", "unchanged_since_epoch_1"):
+            curves, skipped = {}, 0
             for method in SHIFT_METHODS:
                 rows = [r[metric] for r in results.values()
                         if r["method"] == method and r["bits"] == 3 and r.get(metric)]
-                rows = [[v for v in row if v is not None] for row in rows]
-                if rows and all(rows):
-                    curves[method] = [statistics.mean(v) for v in zip(*rows)]
-            if curves:
-                name = f"shift_{metric}_{suite}.png"
-                plot_flip_rates(IMG / name, curves, f"{spec['prefix']} 3-bit: {title}")
-                lines += [f"![{metric} {suite}](img/{name})", ""]
+                if not rows:
+                    continue
+                skipped = sum(v is None for v in rows[0])  # epochs before the metric starts
+                curves[method] = [statistics.mean(v) for v in zip(*[row[skipped:]
+                                                                    for row in rows])]
+            if not curves:
+                continue
+            if metric == "flip_rate":
+                title, options = "weights whose value changed during the epoch", dict(
+                    ylabel="weights changed (%)")
+            else:
+                title = f"weights unchanged since the end of epoch {skipped}"
+                options = dict(ylabel="weights unchanged (%)", first_epoch=skipped + 1, log=False)
+            name = f"shift_{metric}_{suite}.png"
+            plot_flip_rates(IMG / name, curves, f"{spec['prefix']} 3-bit: {title}", **options)
+            lines += [f"![{metric} {suite}](img/{name})", ""]
         lines += [f"Regenerate: `python benchmarks/shift.py run {suite} --data-root <dir>` then "
                   f"`python benchmarks/shift.py report`.", ""]
     packed = RESULTS / "shift_deploy.json"

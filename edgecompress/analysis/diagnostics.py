@@ -81,9 +81,10 @@ class WeightFlipMonitor(Callback):
                             for _, m in discrete_layers(trainer.model)])
         metrics["flip_rate"] = changed / total
         metrics["sign_flip_rate"] = sign_changed / total
-        if epoch == self.since_epoch:
+        completed = epoch + 1  # the trainer counts epochs from 0
+        if completed == self.since_epoch:
             self.changed_since = {n: torch.zeros_like(c, dtype=torch.bool) for n, c in codes.items()}
-        elif epoch > self.since_epoch and self.changed_since:
+        elif completed > self.since_epoch and self.changed_since:
             for n in codes:
                 self.changed_since[n] |= codes[n] != self.previous[n]
             still = sum(int((~self.changed_since[n]).sum()) for n in codes)
@@ -118,8 +119,11 @@ def histogram(values: Tensor, edges: Tensor) -> list[int]:
 
 
 def plot_flip_rates(path: str | Path, curves: dict[str, Sequence[float]],
-                    title: str = "weights whose sign flipped during the epoch") -> None:
-    """One line per run label: flip rate (percent, log scale) against epoch."""
+                    title: str = "weights whose sign flipped during the epoch", *,
+                    ylabel: str = "weights flipped (%)", first_epoch: int = 1,
+                    log: bool = True) -> None:
+    """One line per run label: a per-epoch fraction (plotted in percent, log scale by default)
+    against epoch, the first value belonging to ``first_epoch``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,11 +131,12 @@ def plot_flip_rates(path: str | Path, curves: dict[str, Sequence[float]],
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, rates in curves.items():
-        epochs = range(1, len(rates) + 1)
+        epochs = range(first_epoch, first_epoch + len(rates))
         ax.plot(epochs, [100 * max(r, 1e-6) for r in rates], "-o", markersize=3, label=label)
-    ax.set_yscale("log")
+    if log:
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("weights flipped (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
