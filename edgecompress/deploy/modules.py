@@ -1,15 +1,19 @@
-"""Inference modules of frozen binary layers: 1 bit per weight, packed, run by the C kernels.
+"""Inference modules of frozen low-bit layers.
 
 ``PackedBinaryLinear`` / ``PackedBinaryConv2d`` hold the signs of the trained latent weights as
-packed words, an optional per-output-channel scale and the bias. In W1A1 mode the input is
-binarized with sign (what the training-form layer's input quantizer deploys) and the product runs
-as an XOR-popcount GEMM; in W1A32 mode a linear layer at small batch runs the sign-select
-kernel (adds of the inputs whose weight is -1, 1 bit per weight read), and larger batches and
-convolutions multiply the float input by the +-1 weights in torch (unpacked once, on first use). Convolution packs the channels of every input pixel into words, gathers them
-into im2col rows in C, and masks the zero padding, so it is exact. The per-channel scale and
-bias (BatchNorm folded in) are applied in the GEMM's store loop, and a binary convolution
+packed words (1 bit per weight), an optional per-output-channel scale and the bias. In W1A1
+mode the input is binarized with sign (what the training-form layer's input quantizer deploys)
+and the product runs as an XOR-popcount GEMM; in W1A32 mode a linear layer at small batch runs
+the sign-select kernel (adds of the inputs whose weight is -1, 1 bit per weight read), and
+larger batches and convolutions multiply the float input by the +-1 weights in torch (unpacked
+once, on first use). Convolution packs the channels of every input pixel into words, gathers
+them into im2col rows in C, and masks the zero padding, so it is exact. The per-channel scale
+and bias (BatchNorm folded in) are applied in the GEMM's store loop, and a binary convolution
 returns its output in channels-last memory layout (what the GEMM produces), which is also the
 layout the next binary convolution packs fastest.
+
+``PackedShiftLinear`` / ``PackedShiftConv2d`` hold power-of-two weights as value codes (see
+:class:`_PackedShift`).
 """
 
 from __future__ import annotations
