@@ -139,6 +139,96 @@ def test_deepshift_q_rounds_log2_and_passes_the_gradient_straight_through():
     assert p.weight.grad.tolist() == [1, 2, 3, 4, 5]
 
 
+def test_s3_and_denseshift_gradients_on_hand_computed_latents():
+    # S3 3-bit, g = 1; latents (W_sign, W_sparse, W_s1, W_s2) per weight
+    p = S3((4,), 3).double()
+    _latents(p, [torch.tensor(v, dtype=torch.float64) for v in (
+        [0.3, -0.1, 0.5, 0.0], [0.2, 0.4, -0.6, 0.1], [0.5, 0.2, 0.9, -0.2], [0.7, -0.3, 0.9, 0.8])])
+    w = p()
+    w.sum().backward()
+    assert w.tolist() == [4, -2, 0, 1]  # shifts 2, 1, 2 (sparse off), 0; Sgn(0) = +1
+    assert p.w_sign.grad.tolist() == [4, 2, 0, 1]  # B01(W_sparse) 2^shift
+    assert p.w_sparse.grad.tolist() == [4, -2, 4, 1]  # Sgn(W_sign) 2^shift
+    ln2 = torch.tensor([LN2] * 4, dtype=torch.float64)
+    torch.testing.assert_close(p.w_shift1.grad, ln2 * torch.tensor([8.0, -2, 0, 2]).double())
+    torch.testing.assert_close(p.w_shift2.grad, ln2 * torch.tensor([4.0, -2, 0, 0]).double())
+
+    # DenseShift 3-bit, g = 1; latents (W_sign, T1, T2, T3); levels S3 = 3, 2, 0, 1
+    d = DenseShift((4,), 3).double()
+    _latents(d, [torch.tensor(v, dtype=torch.float64) for v in (
+        [0.2, -0.3, 0.4, -0.2], [0.1, -0.1, 0.5, 0.3], [0.1, 0.2, 0.5, -0.4],
+        [0.1, 0.3, -0.5, 0.6])])
+    w = d()
+    w.sum().backward()
+    assert w.tolist() == [8, -4, 1, -2]
+    r2, r3 = math.sqrt(2), math.sqrt(3)
+    expected = {  # sqrt(S + 1) surrogate: dW_sign = sqrt(S + 1), dS = s / (2 sqrt(S + 1))
+        "w_sign": [2, r3, 1, r2],
+        "w_t3": [0.25 * 3, -0.5 / r3 * 2, 0.5 * 3, -0.5 / r2],  # dS (S2 + 1)
+        "w_t2": [0.25 * 2, -0.5 / r3, 0, -0.5 / r2 * 2],  # dS B01(T3) (S1 + 1)
+        "w_t1": [0.25, -0.5 / r3, 0, 0],  # dS B01(T3) B01(T2)
+    }
+    for name, values in expected.items():
+        torch.testing.assert_close(getattr(d, name).grad,
+                                   torch.tensor(values, dtype=torch.float64), msg=name)
+
+
+def test_deepshift_q_latent_zero_takes_sign_plus_one_and_the_model_still_freezes():
+    from edgecompress import deploy
+    p = DeepShiftQ((3,), 3)
+    _latents(p, (torch.tensor([0.0, -0.0, 1e-9]),))
+    assert p.hard().tolist() == [0.125, 0.125, 0.125]  # Sgn(0) = +1, |W| clamped to 2^-3
+    net = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2))
+    with torch.no_grad():
+        net[1].weight[:2] = 0.0  # a pruned float model
+    model = ec.convert(net, "deepshift-q", bits=3, init="from-float")
+    assert set(model[1].discrete_weight().unique().tolist()) <= set(DeepShiftQ.value_set(3))
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        assert torch.equal(deploy.freeze(model)(x), model(x))
+
+
+def test_deepshift_ps_from_float_keeps_the_nonzero_weights_and_zero_stays_zero():
+    torch.manual_seed(12)
+    w = torch.randn(32, 16, 3, 3)
+    w[0, 0] = 0.0
+    p = DeepShiftPS(w.shape, 3, init="from-float", float_weight=w)
+    hard = p.hard()
+    assert (hard[0, 0] == 0).all()
+    assert torch.equal(torch.sign(hard), torch.sign(w))  # s = sign(w) everywhere
+    assert (hard.abs() == 1).any() and (hard.abs() == 0.25).any()
+
+
+def test_deepshift_ps_latent_shift_is_projected_into_range_while_training():
+    p = DeepShiftPS((4,), 3)  # P in [-2, 0]
+    _latents(p, (torch.tensor([1.5, -0.25, -3.0, -9.0]), torch.ones(4)))
+    p.eval()
+    w = p()
+    assert w.tolist() == [1.0, 1.0, 0.25, 0.25]  # the forward value is clamped in any mode
+    assert p.shift.tolist() == [1.5, -0.25, -3.0, -9.0]  # eval does not touch the latents
+    p.train()
+    with torch.no_grad():
+        p()
+    assert p.shift.tolist() == [1.5, -0.25, -3.0, -9.0]  # nor does a no-grad forward
+    p().sum().backward()
+    assert p.shift.tolist() == [0.0, -0.25, -2.0, -2.0]  # a training forward projects P
+    torch.testing.assert_close(p.shift.grad, LN2 * torch.tensor([1.0, 1.0, 0.25, 0.25]))
+
+
+def test_float64_models_convert_to_float64_latents():
+    net = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)).double()
+    for method in METHODS:
+        model = ec.convert(net, method, activation_bits=4)
+        assert {p.dtype for p in model.parameters()} == {torch.float64}, method
+        assert model(torch.randn(3, 4, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_float_weights_of_the_wrong_shape_are_rejected():
+    with pytest.raises(ConversionError, match=r"float weights of shape \(3, 4\) do not match "
+                                              r"the latent shape \(4, 3\)"):
+        S3((4, 3), 3, init="from-float", float_weight=torch.zeros(3, 4))
+
+
 # --- regularizer, init, layers -------------------------------------------------------------------
 
 def test_s3_regularizer_value_and_the_trainer_adds_it():

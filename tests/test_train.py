@@ -265,7 +265,7 @@ def test_bad_checkpoints_are_rejected_naming_the_file(tmp_path, monkeypatch, kin
     monkeypatch.chdir(tmp_path)
     path = tmp_path / f"{kind}.pt"
     if kind == "random":
-        path.write_bytes(os.urandom(1000))
+        path.write_bytes(bytes(range(256)) * 4)
     elif kind == "truncated":
         save_checkpoint(path, {"epoch": 1, "model": {"w": torch.zeros(1000)}})
         path.write_bytes(path.read_bytes()[:2000])
@@ -280,6 +280,18 @@ def test_bad_checkpoints_are_rejected_naming_the_file(tmp_path, monkeypatch, kin
     with pytest.raises(CheckpointError, match=f"{kind}.pt"):
         load_checkpoint(path)
     assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_many_random_files_are_all_rejected_as_checkpoint_errors(tmp_path):
+    """Random bytes reach torch's legacy unpickler, which fails in many ways (IndexError,
+    KeyError, ...); every one must come out as a CheckpointError naming the file."""
+    import random
+    path = tmp_path / "noise.pt"
+    for seed in range(300):
+        size = random.Random(seed).randint(1, 3000)
+        path.write_bytes(random.Random(seed).randbytes(size))
+        with pytest.raises(CheckpointError, match="noise.pt"):
+            load_checkpoint(path)
 
 
 def test_model_state_mismatch_lists_the_keys(tmp_path):

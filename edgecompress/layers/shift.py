@@ -50,9 +50,10 @@ class _ShiftWeights(CompressedLayer):
             raise ConversionError(f"unknown shift method {method!r}; available: "
                                   f"{', '.join(PARAMETRIZATIONS)}")
         shape = tuple(self.weight.shape)
-        device = self.weight.device
+        device, dtype = self.weight.device, self.weight.dtype
         del self.weight  # the latents replace it
-        self.weight_param = PARAMETRIZATIONS[method](shape, bits, init, float_weight).to(device)
+        self.weight_param = PARAMETRIZATIONS[method](shape, bits, init, float_weight).to(
+            device=device, dtype=dtype)
         self.method = method
         self.weight_bits = bits
         self.input_quantizer = (ActivationQuantizer(activation_bits) if activation_bits
@@ -139,4 +140,4 @@ def _copy_bias(src: nn.Module, dst: nn.Module) -> None:
     if getattr(src, "bias", None) is not None:
         with torch.no_grad():
             dst.bias.copy_(src.bias)
-    dst.to(next(src.parameters()).device)
+    dst.to(next(src.parameters()))  # the float layer's device and dtype

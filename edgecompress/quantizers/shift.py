@@ -7,7 +7,7 @@ against the authors' released code):
 =============  ==========================================  ====================================
 method         forward value                               backward
 =============  ==========================================  ====================================
-deepshift-q    sign(W) 2^round(log2 clamp(|W|, 2^p, 1))    identity to W (STE)
+deepshift-q    Sgn(W) 2^round(log2 clamp(|W|, 2^p, 1))     identity to W (STE)
 deepshift-ps   sign(round(S)) 2^round(clamp(P))           dS = g;  dP = ln2 2^p s g
 s3             Sgn(Ws) B01(Wz) 2^shift(W1..)               STE through each binarizer, exact
                                                            chain rule through products, 2^shift
@@ -18,9 +18,13 @@ B01(x) = 1 if x > 0 else 0 and Sgn(x) = +1 if x >= 0 else -1, both with the iden
 straight-through gradient. ``bits`` is the storage per weight; :meth:`ShiftParametrization.value_set`
 lists the values each method can produce:
 
-- deepshift-q, b bits: +-2^p for p in {0, -1, ..., -(2^(b-1) - 1)} (sign(0) = 0 gives 0 for a
-  latent exactly 0, as torch.sign; a measure-zero case).
-- deepshift-ps, b bits: 0 and +-2^p for p in {0, ..., -(2^(b-1) - 2)} (s = 0 encodes zero).
+- deepshift-q, b bits: +-2^p for p in {0, -1, ..., -(2^(b-1) - 1)}: exactly 2^b values, 1 sign
+  bit and b - 1 exponent bits, no zero. A latent exactly 0 takes the sign +1 (Sgn, not
+  torch.sign's 0), so it gives +2^p_min: the value set stays closed and every weight fits its b
+  bits (torch.sign would give 0 there, which b-bit storage cannot hold).
+- deepshift-ps, b bits: 0 and +-2^p for p in {0, ..., -(2^(b-1) - 2)} (s = 0 encodes zero); the
+  latent P itself is kept in that range (the spec's "latent P clamped"): projected in place
+  before every training forward, so it cannot drift beyond a bound it already sits at.
 - s3, b bits: 0 and +-2^k for k in {0, ..., K}, K = 2^(b-1) - 2 shift latents nested as
   shift = B01(W1) (1 + B01(W2) (1 + ... (1 + B01(WK)))). 3 bits: K = 2, shift =
   B01(W1)(B01(W2) + 1), exactly the paper's {0, +-1, +-2, +-4}. 2 bits: K = 0, the ternary
@@ -30,11 +34,12 @@ lists the values each method can produce:
   {+-1, +-2}; 4 bits: {+-1, ..., +-128}. 2 and 4 bits are our reading of the paper's N-bit rule.
 
 Initialisations (``init=``): "paper" uses each paper's (deepshift-q copies the float weights;
-deepshift-ps P ~ U(-10, -1) clamped into range, S ~ U(-1, 1); s3 every latent
-~ N(0, sqrt(2 / (k k C_out))); denseshift every latent ~ N(0, 1e-3)); "low-variance" is
-DenseShift's N(0, 1e-3) for every latent, for any method; "from-float" derives the latents from
-the float weights (deepshift-q: the weights; deepshift-ps: S = the weights rescaled to [-1, 1],
-P = log2 |w| / max|w|; s3 / denseshift: sign latent = the weights, the others from the
+deepshift-ps P ~ U(-10, -1) clamped into range and S ~ U(-1, 1), for linear layers as for convs
+(the paper states it for convs only); s3 every latent ~ N(0, sqrt(2 / (k k C_out))), C_out for a
+linear layer; denseshift every latent ~ N(0, 1e-3)); "low-variance" is DenseShift's N(0, 1e-3)
+for every latent, for any method; "from-float" derives the latents from the float weights
+(deepshift-q: the weights; deepshift-ps: S = sign(w), 0 only for weights exactly 0, and
+P = log2 (|w| / max|w|); s3 / denseshift: sign latent = the weights, the others from the
 magnitude code of |w| / max|w|, +-0.5 per binarizer).
 
 Papers: Elhoushi et al., DeepShift (CVPRW 2021, arXiv 1905.13298); Li et al., S3 (NeurIPS 2021,
@@ -95,6 +100,10 @@ class ShiftParametrization(nn.Module):
             raise ConversionError(f"{self.method}: init must be one of {INITS}, got {init!r}")
         if init == "from-float" and float_weight is None:
             raise ConversionError(f"{self.method}: init='from-float' needs the float weights")
+        if float_weight is not None and tuple(float_weight.shape) != tuple(shape):
+            raise ConversionError(f"{self.method}: float weights of shape "
+                                  f"{tuple(float_weight.shape)} do not match the latent shape "
+                                  f"{tuple(shape)}")
         self.bits, self.shape, self.init = bits, tuple(shape), init
         for name in self.latent_names:
             self.register_parameter(name, nn.Parameter(torch.zeros(self.shape)))
@@ -149,8 +158,9 @@ def _magnitude_code(w: Tensor, levels: int) -> Tensor:
 
 
 class DeepShiftQ(ShiftParametrization):
-    """DeepShift-Q: latent float W; w = sign(W) 2^round(log2 |W|) with |W| clamped into
-    [2^p_min, 1], p_min = -(2^(b-1) - 1). Backward: identity to W (straight-through)."""
+    """DeepShift-Q: latent float W; w = Sgn(W) 2^round(log2 |W|) with |W| clamped into
+    [2^p_min, 1], p_min = -(2^(b-1) - 1); Sgn(0) = +1, so W = 0 gives +2^p_min (never 0).
+    Backward: identity to W (straight-through)."""
 
     method = "deepshift-q"
     latent_names = ("weight",)
@@ -178,7 +188,8 @@ class DeepShiftQ(ShiftParametrization):
     def forward(self) -> Tensor:
         w = self.weight
         magnitude = w.detach().abs().clamp(2.0 ** self.p_min(self.bits), 1.0)
-        value = torch.sign(w.detach()) * torch.exp2(torch.round(torch.log2(magnitude)))
+        sign = torch.where(w.detach() >= 0, 1.0, -1.0).to(w.dtype)  # Sgn: 0 -> +1, see above
+        value = sign * torch.exp2(torch.round(torch.log2(magnitude)))
         return ste(value, w)
 
 
@@ -202,7 +213,10 @@ class _DeepShiftPSFunction(torch.autograd.Function):
 class DeepShiftPS(ShiftParametrization):
     """DeepShift-PS: latent shift P clamped to [-(2^(b-1) - 2), 0] and latent sign S;
     p = round(P), s = sign(round(S)) in {-1, 0, +1}, w = s 2^p.
-    Backward: dL/dS = g (not g 2^p), dL/dP = ln2 2^p s g (through 2^p, rounding as identity)."""
+    Backward: dL/dS = g (not g 2^p), dL/dP = ln2 2^p s g (through 2^p, rounding as identity).
+    While training, P itself is clamped in place before each forward (a projection, no
+    gradient), so that it stays in range; S is left free, as the spec states no range for it.
+    Init "paper": P ~ U(-10, -1) clamped into range, S ~ U(-1, 1), for conv and linear layers."""
 
     method = "deepshift-ps"
     latent_names = ("shift", "sign")
@@ -226,13 +240,19 @@ class DeepShiftPS(ShiftParametrization):
         self.sign.uniform_(-1.0, 1.0)
 
     def _init_from_float(self, w: Tensor) -> None:
+        # S = sign(w): s = sign(round(S)) keeps every nonzero weight (w / max|w| would round
+        # most weights of a bell-shaped layer to s = 0)
         top = w.abs().max().clamp_min(1e-12)
-        self.sign.copy_(w / top)
+        self.sign.copy_(torch.sign(w))
         self.shift.copy_(torch.log2((w.abs() / top).clamp_min(1e-12)).clamp(self.p_lo(self.bits),
                                                                              0.0))
 
     def forward(self) -> Tensor:
-        return _DeepShiftPSFunction.apply(self.shift, self.sign, float(self.p_lo(self.bits)))
+        lo = float(self.p_lo(self.bits))
+        if self.training and torch.is_grad_enabled():
+            with torch.no_grad():  # the spec's "latent P clamped": project it back into range
+                self.shift.clamp_(lo, 0.0)
+        return _DeepShiftPSFunction.apply(self.shift, self.sign, lo)
 
 
 class S3(ShiftParametrization):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -56,7 +55,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects that only unsafe unpickling could "
             f"rebuild ({str(exc).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # any parse failure of a damaged file (random bytes reach the
+        # legacy unpickler, which can fail with IndexError, KeyError, ...)
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                               ) from None
