@@ -31,10 +31,11 @@ class OptionalBuildExt(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "edgecompress.kernels._binary",
-            sources=["edgecompress/kernels/binary.c"],
+            "edgecompress.kernels._kernels",
+            sources=["edgecompress/kernels/binary.c", "edgecompress/kernels/signswish.c"],
             extra_compile_args=["-O3", "-std=c11", "-fvisibility=hidden", *OPENMP],
             extra_link_args=OPENMP,
+            libraries=["m"],
         )
     ],
     cmdclass={"build_ext": OptionalBuildExt},

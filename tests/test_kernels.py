@@ -240,3 +240,89 @@ def test_w1a32_gemm_rejects_mismatched_panels():
         K.w1a32_gemm(x, panels, 40)
     with pytest.raises(ValueError, match="bias must be a vector of 20"):
         K.w1a32_gemm(x, panels, 20, bias=torch.zeros(3))
+
+
+# --- SignSwish (training kernel) ------------------------------------------------------------------
+
+def _signswish_inputs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g) * 2
+    special = torch.tensor([0.0, -0.0, 100.0, -100.0, 1e-30, -1e-30, 17.5, -17.5])
+    x[: min(n, 8)] = special[: min(n, 8)]  # saturated sigmoid, signed zeros, tiny values
+    return x, torch.randn(n, generator=g)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("n", [1, 7, 16, 17, 1000, 16384 * 2 + 5])  # ragged vs 8, 16, chunk
+@pytest.mark.parametrize("beta", [0.5, 5.0])
+def test_signswish_kernel_matches_the_pytorch_formulas(path, n, beta):
+    from edgecompress.quantizers.elementary import SignSwish
+    from edgecompress.quantizers.proximal import ProxConnectProx
+
+    x, grad = _signswish_inputs(n, seed=n)
+    ss, prox = SignSwish(beta), ProxConnectProx(0.3)
+    value = ss.value_reference(x)
+    # float rounding only: a polynomial exp against torch's; relative to the largest magnitude
+    torch.testing.assert_close(K.signswish(x, beta, "value", path=path), value,
+                               rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(K.signswish(x, beta, "prox", mu=0.3, path=path), prox.value(value),
+                               rtol=1e-5, atol=2e-6)
+    expected = ss.derivative(x) * grad
+    torch.testing.assert_close(K.signswish(x, beta, "grad", grad=grad, path=path), expected,
+                               rtol=1e-5, atol=2e-6 * beta * grad.abs().max().item())
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_signswish_kernel_prox_signs_follow_sign_of_the_value(path):
+    """clip(v + mu sign(v)): sign(+-0) = +1, so x = -0.0 moves to +mu, x < 0 to -mu or below."""
+    x = torch.tensor([0.0, -0.0, -1e-3, 1e-3] * 5)
+    out = K.signswish(x, 5.0, "prox", mu=0.25, path=path)
+    assert out[0] == out[1] == 0.25
+    assert (out[2] < -0.25) and (out[3] > 0.25)
+
+
+def test_signswish_kernel_threads_agree():
+    x, grad = _signswish_inputs(100_000, seed=1)
+    one = K.signswish(x, 5.0, "grad", grad=grad, threads=1)
+    assert torch.equal(one, K.signswish(x, 5.0, "grad", grad=grad, threads=2))
+
+
+def test_signswish_kernel_rejects_bad_input():
+    x = torch.randn(10)
+    with pytest.raises(ValueError, match="op must be one of"):
+        K.signswish(x, 5.0, "derivative")
+    with pytest.raises(TypeError, match="float32 CPU tensor"):
+        K.signswish(x.double(), 5.0)
+    with pytest.raises(ValueError, match="grad is needed"):
+        K.signswish(x, 5.0, "grad")
+    with pytest.raises(ValueError, match="grad has shape"):
+        K.signswish(x, 5.0, "grad", grad=torch.randn(11))
+    with pytest.raises(ValueError, match="path must be one of"):
+        K.signswish(x, 5.0, path="neon")
+
+
+def test_signswish_quantizer_uses_the_kernel_only_where_it_can(monkeypatch):
+    """Eager float32 goes through the kernel; float64 (gradcheck) and a missing library use the
+    PyTorch formulas, with the same values."""
+    from edgecompress.quantizers import method_pair
+
+    calls = []
+    real = K.signswish
+    monkeypatch.setattr(K, "signswish", lambda *a, **kw: calls.append(a[2:] or "value")
+                        or real(*a, **kw))
+    pair = method_pair("bnn++", mu=0.4)
+    x = torch.randn(50, requires_grad=True)
+    pair(x).sum().backward()
+    assert len(calls) == 2  # the fused forward and the gradient
+    fast = x.grad.clone()
+    calls.clear()
+    x64 = x.detach().double().requires_grad_()
+    pair(x64).sum().backward()
+    assert calls == []
+    torch.testing.assert_close(fast, x64.grad.float(), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(K, "_load", lambda: None)
+    monkeypatch.setattr(K, "_warned", True)
+    x.grad = None
+    pair(x).sum().backward()
+    assert calls == []
+    torch.testing.assert_close(fast, x.grad, rtol=1e-5, atol=1e-5)

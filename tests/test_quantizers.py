@@ -284,3 +284,19 @@ def test_scheduled_layer_compiles_without_recompiling_on_new_values():
     for mu in (0.0, 0.5, 1.0):
         net[2].weight_quantizer.prox.set_param("mu", mu)
         torch.testing.assert_close(compiled(x), net(x))
+
+
+def test_signswish_methods_train_under_torch_compile():
+    """torch.compile traces the PyTorch formulas (not the eager C kernel): same loss and
+    gradients as eager."""
+    torch.manual_seed(0)
+    net = binary_net("bnn++")
+    net[2].weight_quantizer.prox.set_param("mu", 0.3)
+    x = torch.randn(8, 6)
+    eager_loss = net(x).square().sum()
+    eager_grads = torch.autograd.grad(eager_loss, list(net.parameters()))
+    compiled_loss = torch.compile(net)(x).square().sum()
+    compiled_grads = torch.autograd.grad(compiled_loss, list(net.parameters()))
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-5)
+    for got, want in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Fast CPU kernels for deployed low-bit models, each with a slow reference in plain PyTorch.
+"""Fast CPU kernels for low-bit models, each with a slow reference in plain PyTorch.
 
 Binary kernels (``binary.c``, built by the package's own build and loaded with ctypes):
 
@@ -11,6 +11,10 @@ The GEMM dispatches at run time to AVX-512 VPOPCNTDQ, AVX2 or portable scalar co
 with ``path=``) and uses OpenMP threads. If the library was not built, every function runs its
 reference implementation and a warning says so once. Packed words are stored in int64 tensors
 (the same 64 bits as uint64).
+
+Training kernel (``signswish.c``): :func:`signswish`, the value, bnn++ forward and gradient of
+BNN+'s SignSwish in one pass each, used by the quantizers on float32 CPU tensors in eager mode
+(their PyTorch formulas are the reference, and what torch.compile sees).
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ def _load() -> ctypes.CDLL | None:
     global _lib, _load_error
     if _lib is not None or _load_error is not None:
         return _lib
-    candidates = sorted(Path(__file__).parent.glob("_binary*.so"))
+    candidates = sorted(Path(__file__).parent.glob("_kernels*.so"))
     if not candidates:
-        _load_error = "the compiled library _binary*.so is not in the package (build skipped?)"
+        _load_error = "the compiled library _kernels*.so is not in the package (build skipped?)"
         return None
     try:
         lib = ctypes.CDLL(str(candidates[0]))
@@ -55,6 +59,8 @@ def _load() -> ctypes.CDLL | None:
     lib.ec_binary_gemm.restype = i32
     lib.ec_w1a32_gemm.argtypes = [p, p, i64, i64, i64, p, p, p, i32, i32]
     lib.ec_w1a32_gemm.restype = i32
+    lib.ec_signswish.argtypes = [p, p, p, i64, ctypes.c_float, ctypes.c_float, i32, i32, i32]
+    lib.ec_signswish.restype = i32
     lib.ec_best_path.argtypes = []
     lib.ec_best_path.restype = i32
     _lib = lib
@@ -454,13 +460,68 @@ def im2col_words(pixels: Tensor, channels: int, kernel: tuple[int, int],
     return rows, mask
 
 
+# --- SignSwish (training) -------------------------------------------------------------------------
+
+SIGNSWISH_OPS = ("value", "prox", "grad")
+
+
+def signswish_usable(x: Tensor) -> bool:
+    """True when :func:`signswish` can run on ``x``: the library is loaded (else a warning, once),
+    ``x`` is a float32 CPU tensor, and no torch.compile / export trace is running (those see the
+    PyTorch formulas, which they fuse themselves)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        return False
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return _library() is not None
+
+
+def signswish(x: Tensor, beta: float, op: str = "value", *, grad: Tensor | None = None,
+              mu: float = 0.0, path: str | None = None, threads: int | None = None) -> Tensor:
+    """SignSwish of BNN+ in one pass over memory (``signswish.c``); float32 CPU tensors.
+
+    With z = beta x, s = sigmoid(z):
+
+    - ``op="value"``: ``2 s (1 + z (1 - s)) - 1``, the value of
+      :class:`~edgecompress.quantizers.elementary.SignSwish`;
+    - ``op="prox"``: ``clip(v + mu sign(v), -1, 1)`` of that value v (ProxConnect's P after
+      SignSwish: the forward of bnn++);
+    - ``op="grad"``: ``grad * 2 beta s (1 - s) (2 + z (1 - 2 s))``, the backward.
+
+    Agrees with the PyTorch formulas to float rounding (the vector paths use a polynomial exp).
+    Raises RuntimeError if the compiled library is unavailable (check :func:`signswish_usable`).
+    """
+    if op not in SIGNSWISH_OPS:
+        raise ValueError(f"op must be one of {SIGNSWISH_OPS}, got {op!r}")
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        raise TypeError(f"signswish needs a float32 CPU tensor, got {x.dtype} on {x.device}")
+    if (op == "grad") != (grad is not None):
+        raise ValueError("grad is needed for op='grad' and only for it")
+    lib = _library()
+    if lib is None:
+        raise RuntimeError(f"edgecompress C kernels unavailable ({_load_error})")
+    x = x.contiguous()
+    if grad is not None:
+        if grad.shape != x.shape:
+            raise ValueError(f"grad has shape {tuple(grad.shape)}, x has {tuple(x.shape)}")
+        grad = grad.to(torch.float32).contiguous()
+    out = torch.empty_like(x)
+    code = lib.ec_best_path() if path is None else _path_code(path)
+    status = lib.ec_signswish(x.data_ptr(), None if grad is None else grad.data_ptr(),
+                              out.data_ptr(), x.numel(), float(beta), float(mu),
+                              SIGNSWISH_OPS.index(op), code, threads or torch.get_num_threads())
+    if status != 0:
+        raise ValueError(f"path {path!r} is not supported by this build")
+    return out
+
+
 def _path_code(path: str) -> int:
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     return PATHS.index(path)
 
 
-__all__ = ["available", "supported_paths", "words", "pack_signs", "pack_panels", "binary_gemm",
+__all__ = ["available", "supported_paths", "words", "signswish", "signswish_usable", "pack_signs", "pack_panels", "binary_gemm",
            "binary_gemm_affine", "binary_gemm_affine_reference", "binary_gemm_signs",
            "binary_gemm_signs_reference", "pack_pixels", "im2col_words", "sign_panels",
            "w1a32_gemm", "w1a32_gemm_reference",

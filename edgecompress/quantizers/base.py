@@ -88,6 +88,10 @@ class Elementwise(nn.Module):
     def derivative(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def value_after(self, inner: "Elementwise", x: Tensor) -> Tensor:
+        """``value(inner.value(x))``; overridden where the composition has a faster form."""
+        return self.value(inner.value(x))
+
     def chain(self, x: Tensor, grad: Tensor) -> Tensor:
         """``grad * derivative(x)``; subclasses override it when they can do it in fewer
         kernels (this runs on every activation tensor in the backward pass)."""
@@ -138,7 +142,7 @@ class QuantizerPair(nn.Module):
         """F(x) without autograd."""
         if self.prox.is_sign and self.backward.preserves_sign:
             return sign(x)  # sign o B = sign: same values, one kernel instead of several
-        return self.prox.value(self.backward.value(x))
+        return self.prox.value_after(self.backward, x)
 
     def chain(self, x: Tensor, grad: Tensor) -> Tensor:
         """B'(x) * grad."""

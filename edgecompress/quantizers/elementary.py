@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import kernels
 from .base import Elementwise, pass_through_unit_interval, sign
 
 
@@ -81,20 +82,30 @@ class SignSwish(Elementwise):
         super().__init__(beta=beta)
 
     def value(self, x: Tensor) -> Tensor:
+        if kernels.signswish_usable(x):
+            return kernels.signswish(x, self.beta.item(), "value")
+        return self.value_reference(x)
+
+    def value_reference(self, x: Tensor) -> Tensor:
+        """:meth:`value` in PyTorch operations (what torch.compile and non-float32 tensors use;
+        the reference of the one-pass C kernel :func:`edgecompress.kernels.signswish`)."""
         bx = self.beta * x
         s = torch.sigmoid(bx)
         return s.neg().add_(1.0).mul_(bx).add_(1.0).mul_(s).mul_(2.0).sub_(1.0)
 
     def derivative(self, x: Tensor) -> Tensor:
         """Computed as 2 beta s (1 - s) (2 + beta x (1 - 2 s)), s = sigmoid(beta x): the same
-        function as the formula above (differentiate SS), without cosh, tanh or a division,
-        and in place where possible (this runs on every activation of a W1A1 network)."""
+        function as the formula above (differentiate SS), without cosh, tanh or a division."""
         bx = self.beta * x
         s = torch.sigmoid(bx)
         out = s.mul(-2.0).add_(1.0).mul_(bx).add_(2.0)  # 2 + beta x (1 - 2 s)
         return out.mul_(s.mul(s).neg_().add_(s)).mul_(2.0 * self.beta)  # * 2 beta s (1 - s)
 
     def chain(self, x: Tensor, grad: Tensor) -> Tensor:
+        """``grad * derivative(x)``, in one pass of the C kernel when it can run (this runs on
+        every weight, and in W1A1 on every activation, at every step)."""
+        if kernels.signswish_usable(x) and grad.dtype == torch.float32:
+            return kernels.signswish(x, self.beta.item(), "grad", grad=grad)
         return self.derivative(x).mul_(grad)
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import kernels
 from .base import Elementwise, sign
+from .elementary import SignSwish
 
 
 class BinaryRelaxProx(Elementwise):
@@ -25,7 +27,7 @@ class BinaryRelaxProx(Elementwise):
         super().__init__(lam=lam)
 
     def value(self, x: Tensor) -> Tensor:
-        return (x + self.lam * sign(x)) / (1 + self.lam)
+        return sign(x).mul_(self.lam).add_(x).div_(1 + self.lam)
 
     def derivative(self, x: Tensor) -> Tensor:
         return torch.full_like(x, 1.0) / (1 + self.lam)
@@ -46,9 +48,10 @@ class ProxQuantProx(Elementwise):
         super().__init__(lam=lam)
 
     def value(self, x: Tensor) -> Tensor:
+        # sign(r) max(|r| - lam, 0) is r - clamp(r, -lam, lam): the same numbers in fewer passes
         s = sign(x)
         r = x - s
-        return s + torch.sign(r) * (r.abs() - self.lam).clamp(min=0)
+        return r.sub_(r.clamp(min=-self.lam, max=self.lam)).add_(s)
 
     def derivative(self, x: Tensor) -> Tensor:
         return ((x - sign(x)).abs() > self.lam).to(x.dtype)
@@ -73,6 +76,12 @@ class ProxConnectProx(Elementwise):
 
     def value(self, x: Tensor) -> Tensor:
         return sign(x).mul_(self.mu).add_(x).clamp_(-1.0, 1.0)
+
+    def value_after(self, inner: Elementwise, x: Tensor) -> Tensor:
+        """P(inner(x)); after SignSwish (bnn++) one pass of the C kernel when it can run."""
+        if isinstance(inner, SignSwish) and kernels.signswish_usable(x):
+            return kernels.signswish(x, inner.beta.item(), "prox", mu=self.mu.item())
+        return super().value_after(inner, x)
 
     def derivative(self, x: Tensor) -> Tensor:
         return ((x + self.mu * sign(x)).abs() <= 1).to(x.dtype)
