@@ -143,7 +143,10 @@ def cmd_report(args: argparse.Namespace) -> None:
         "as in each paper (`init=\"paper\"`): DeepShift-Q starts from the float model's weights, "
         "DeepShift-PS from P ~ U(-10, -1), S ~ U(-1, 1), S3 from He-normal latents and "
         "DenseShift from N(0, 1e-3) latents. The budgets here are a few epochs, far from the "
-        "papers' hundreds, so read the tables as short-budget comparisons.",
+        "papers' hundreds, so read the tables as short-budget comparisons. The runs were made "
+        "on two 2-core machines of this project, an Intel Xeon and an AMD EPYC (the "
+        "DeepShift-PS rows, rerun after a fix to the clamping of its latent P, on the latter): "
+        "rows can differ by float rounding in the kernels, not by setup.",
         "",
     ]
     for suite, spec in SUITES.items():
