@@ -208,7 +208,33 @@ def write_doc(r: dict) -> None:
               "and edgecompress imported, after returning freed heap to the OS); after an "
               "inference it includes what the allocator keeps of the activations.",
               ""]
+    lines += other_machines()
     DOC.write_text("\n".join(lines))
+
+
+def other_machines() -> list[str]:
+    """A summary of earlier full runs kept as ``benchmarks/results/deploy-<machine>.json``: the
+    ratios depend on the CPU, mostly through how fast torch's float GEMM is on it."""
+    files = sorted(RESULTS.parent.glob("deploy-*.json"))
+    if not files:
+        return []
+    lines = ["## Other machines", "",
+             "The same benchmark on other 2-core machines this project has run on (full results "
+             "in the JSON files named). The binary kernels take about the same time everywhere; "
+             "the ratios move with the speed of torch's float32 GEMM on each CPU.", "",
+             "| machine | binary GEMM speed-up, 1 / 2 threads | whole model speed-up, "
+             "1 / 2 threads | results |", "|---|---|---|---|"]
+
+    def span(rows: list[dict], threads: int) -> str:
+        ratios = [r["speedup"] for r in rows if r["threads"] == threads]
+        return f"{min(ratios):.1f}-{max(ratios):.1f}x"
+
+    for f in files:
+        r = json.loads(f.read_text())
+        lines.append(f"| {r['machine'].split(',')[0]} | {span(r['gemm'], 1)} / "
+                     f"{span(r['gemm'], 2)} | {span(r['model'], 1)} / {span(r['model'], 2)} | "
+                     f"`benchmarks/results/{f.name}` |")
+    return lines + [""]
 
 
 if __name__ == "__main__":
