@@ -120,12 +120,20 @@ def convert(
     report = ConversionReport(method_name)
     protected = _first_last_names(model) if keep_first_last else {}
     _check_include(model, include, converter, method_name)
+    functional = _functional_children(model)
 
     for name, module in list(model.named_modules()):
-        if not name or not converter.supports(module):
+        if not name:
             continue
         kind = type(module).__name__
-        if include is not None and not _matches(name, module, include):
+        if not converter.supports(module):
+            if _is_weighted(module) and not isinstance(module, CompressedLayer):
+                report.kept.append((name, kind, f"unsupported type: {method_name!r} converts "
+                                    f"{_kinds(converter)}"))
+            continue
+        if name in functional:
+            report.kept.append((name, kind, functional[name]))
+        elif include is not None and not _matches(name, module, include):
             report.kept.append((name, kind, "not included"))
         elif exclude is not None and _matches(name, module, exclude):
             report.kept.append((name, kind, "excluded"))
@@ -158,22 +166,54 @@ def _matches(name: str, module: nn.Module, rules: Iterable[Rule]) -> bool:
     return False
 
 
+def _kinds(converter: Converter) -> str:
+    return ", ".join(t.__name__ for t in converter.supported_types)
+
+
+#: Layer types that hold weights a compression method could replace (normalization layers,
+#: whose weights are per-channel affine parameters, are not among them).
+WEIGHTED_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag, nn.RNNBase,
+    nn.MultiheadAttention)
+
+
+def _is_weighted(module: nn.Module) -> bool:
+    return isinstance(module, WEIGHTED_TYPES)
+
+
+def _functional_children(model: nn.Module) -> dict[str, str]:
+    """Layers whose parent reads their weights directly instead of calling them (the output
+    projection of nn.MultiheadAttention): replacing them would change nothing the model
+    computes, so they stay float, with the reason."""
+    out: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            for child, _ in module.named_modules():
+                if child:
+                    out[f"{name}.{child}" if name else child] = (
+                        "weights used directly by its parent nn.MultiheadAttention")
+    return out
+
+
 def _check_include(
     model: nn.Module, include: Sequence[Rule] | None, converter: Converter, method: str
 ) -> None:
+    """Every include rule must match at least one layer that ``method`` can convert."""
     if include is None:
         return
-    modules = dict(model.named_modules())
+    modules = [(n, m) for n, m in model.named_modules() if n]
     for rule in include:
-        if isinstance(rule, type):
-            continue
-        if not any(fnmatch.fnmatchcase(n, rule) for n in modules if n):
+        matched = [(n, m) for n, m in modules if _matches(n, m, [rule])]
+        if not matched:
+            if isinstance(rule, type):  # a class is a general statement: no layer of it is fine
+                continue
             raise ConversionError(f"include rule {rule!r} matches no layer of the model")
-        if rule in modules and not converter.supports(modules[rule]):
-            kinds = ", ".join(t.__name__ for t in converter.supported_types)
+        if not any(converter.supports(m) for _, m in matched):
+            shown = ", ".join(f"{n} ({type(m).__name__})" for n, m in matched[:4])
+            more = f" and {len(matched) - 4} more" if len(matched) > 4 else ""
             raise ConversionError(
-                f"layer {rule!r} ({type(modules[rule]).__name__}) cannot be converted by "
-                f"method {method!r}, which supports: {kinds}"
+                f"include rule {rule!r} matches only layers that method {method!r} cannot "
+                f"convert: {shown}{more}; it supports: {_kinds(converter)}"
             )
 
 

@@ -103,8 +103,11 @@ def test_convert_include_exclude_rules():
 
 def test_convert_errors_name_the_problem():
     net = small_net()
-    with pytest.raises(ConversionError, match=r"layer '1' \(BatchNorm2d\).*Linear, Conv2d"):
+    with pytest.raises(ConversionError, match=r"rule '1' matches only layers that method 'bnn' "
+                       r"cannot convert: 1 \(BatchNorm2d\); it supports: Linear, Conv2d"):
         convert(net, "bnn", include=["1"])
+    with pytest.raises(ConversionError, match=r"matches only layers .* 1 \(BatchNorm2d\)"):
+        convert(net, "bnn", include=[nn.BatchNorm2d])
     with pytest.raises(ConversionError, match="matches no layer"):
         convert(net, "bnn", include=["encoder.*"])
     with pytest.raises(ConversionError, match="mode"):
@@ -138,3 +141,39 @@ def test_converted_model_under_torch_compile():
     x = torch.randn(3, 1, 6, 6)
     compiled = torch.compile(net)
     torch.testing.assert_close(compiled(x), net(x))
+
+
+def test_unsupported_weighted_layers_are_reported_and_cannot_be_included():
+    net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.Flatten(), nn.Linear(16, 8), nn.Linear(8, 8),
+                        nn.Linear(8, 3))
+    out, report = convert(net, "bnn", return_report=True)
+    kept = {name: reason for name, _, reason in report.kept}
+    assert kept["0"] == "unsupported type: 'bnn' converts Linear, Conv2d"
+    assert [name for name, _, _ in report.converted] == ["3"]
+    assert isinstance(out[0], nn.Conv1d)
+    with pytest.raises(ConversionError, match=r"matches only layers .* 0 \(Conv1d\)"):
+        convert(net, "s3", include=[nn.Conv1d])
+    assert "unsupported type" in str(report)
+
+
+def test_multihead_attention_projection_stays_float_with_the_reason():
+    """nn.MultiheadAttention reads out_proj.weight itself: a swapped layer would never run."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Linear(4, 8)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.mid = nn.Linear(8, 8)
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.inp(x)
+            return self.out(self.mid(self.attn(h, h, h)[0]))
+
+    net, report = convert(Block(), "bnn", return_report=True)
+    kept = {name: reason for name, _, reason in report.kept}
+    assert kept["attn.out_proj"] == "weights used directly by its parent nn.MultiheadAttention"
+    assert [name for name, _, _ in report.converted] == ["mid"]
+    assert type(net.attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    net(torch.randn(2, 5, 4))
