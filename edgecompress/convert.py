@@ -242,24 +242,30 @@ MODES = ("w1a32", "w1a1")
 
 class BinaryConverter(Converter):
     """Binarizes Linear and Conv2d weights with a method's quantizer pair, and in W1A1 mode also
-    their inputs (with the ``activation`` method's pair, BNN's sign / clipped STE by default)."""
+    their inputs (with the ``activation`` method's pair, BNN's sign / clipped STE by default).
+    ``prox=`` / ``backward=`` (quantizer names) replace the method's P or B, e.g.
+    ``convert(net, "bnn++", prox="binaryrelax")`` (see
+    :func:`edgecompress.quantizers.method_pair`)."""
 
     supported_types = (nn.Linear, nn.Conv2d)
 
     def __init__(self, method: str, *, mode: str = "w1a32", scaling: str = "none",
-                 activation: str = "bnn", **method_params: Any) -> None:
+                 activation: str = "bnn", prox: str | None = None, backward: str | None = None,
+                 **method_params: Any) -> None:
         mode = mode.lower()
         if mode not in MODES:
             raise ConversionError(f"mode must be one of {MODES}, got {mode!r}")
         if scaling not in SCALINGS:
             raise ConversionError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+        activation = activation.lower()
         if activation not in METHODS:
             raise ConversionError(f"activation must be one of {METHODS}, got {activation!r}")
+        overrides = {k: v for k, v in (("prox", prox), ("backward", backward)) if v is not None}
         try:
-            method_pair(method, **method_params)  # validate the parameters once, here
-        except ValueError as exc:
-            raise ConversionError(str(exc)) from None
-        self.method, self.method_params = method, method_params
+            method_pair(method, **overrides, **method_params)  # validate once, here
+        except (ValueError, KeyError) as exc:
+            raise ConversionError(str(exc).strip("\"'")) from None
+        self.method, self.method_params = method, {**overrides, **method_params}
         self.activation = activation if mode == "w1a1" else None
         self.scaling = scaling
 

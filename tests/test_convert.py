@@ -177,3 +177,11 @@ def test_multihead_attention_projection_stays_float_with_the_reason():
     assert [name for name, _, _ in report.converted] == ["mid"]
     assert type(net.attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
     net(torch.randn(2, 5, 4))
+
+
+def test_converted_latents_keep_the_float_models_dtype():
+    net = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)).double()
+    out = convert(net, "bnn++", mode="w1a1")
+    assert out[1].weight.dtype == torch.float64
+    torch.testing.assert_close(out[1].weight, net[1].weight)
+    assert out(torch.randn(3, 4, dtype=torch.float64)).dtype == torch.float64

@@ -205,6 +205,59 @@ def test_schedule_values():
         Schedule.from_value({"kind": "linear", "start": 0, "stop": 1})
 
 
+def test_a_one_epoch_run_is_at_the_end_of_its_schedule():
+    """Each method reaches sign at the last epoch "whatever the run length": with one epoch,
+    the first epoch is the last."""
+    assert Schedule("linear", 0, 1).value(0, 1) == 1
+    assert Schedule("geometric", 1.0, 1000.0).value(0, 1) == 1000.0
+    assert method_pair("pc").prox.mu.item() == 0.0  # before the trainer steps it: the start
+
+
+# --- the spec's "our reading" choices are options -----------------------------------------------
+
+def test_method_prox_and_backward_can_be_replaced_by_name():
+    x = torch.linspace(-2, 2, 41, requires_grad=True)
+    q = method_pair("bnn++", prox="proxquant", lam=0.25)
+    assert isinstance(q.prox, quantizers.ProxQuantProx) and q.prox.lam.item() == 0.25
+    assert isinstance(q.backward, quantizers.SignSwish)
+    q(x).sum().backward()
+    torch.testing.assert_close(q(x).detach(), q.prox.value(q.backward.value(x.detach())))
+    torch.testing.assert_close(x.grad, q.backward.derivative(x.detach()))
+    # a replacement gets the default schedule its own method uses
+    relaxed = method_pair("bnn++", prox="binaryrelax")
+    assert relaxed.prox.schedules["lam"] == quantizers.method_parameters("binaryrelax")["lam"]
+    assert "mu" not in relaxed.prox.params
+    approx = method_pair("bnn", backward="approxsign")
+    assert isinstance(approx.backward, quantizers.ApproxSign)
+    with pytest.raises(ValueError, match=r"has no parameter\(s\) \['mu'\]; it has \['beta', 'lam'\]"):
+        method_pair("bnn++", prox="proxquant", mu=0.5)
+
+
+def test_convert_takes_prox_and_backward_options():
+    from edgecompress import convert
+    from edgecompress.errors import ConversionError
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2))
+    out = convert(net, "pc", prox="binaryrelax", backward="clip")
+    pair = out[1].weight_quantizer
+    assert isinstance(pair.prox, quantizers.BinaryRelaxProx)
+    assert isinstance(pair.backward, quantizers.Clip)
+    with pytest.raises(ConversionError, match="unknown quantizer 'nope'; available: approxsign"):
+        convert(net, "pc", prox="nope")
+
+
+# --- derivatives of the proximal maps (given for completeness; pairs use B' only) ---------------
+
+def test_proxquant_and_proxconnect_derivatives():
+    x = torch.tensor([-2.0, -1.2, -1.0, -0.7, -0.1, 0.0, 0.3, 0.9, 1.0, 1.4])
+    pq = quantizers.ProxQuantProx(0.25)  # 1{|x - sign(x)| > lam}
+    assert pq.derivative(x).tolist() == [1, 0, 0, 1, 1, 1, 1, 0, 0, 1]
+    pc = quantizers.ProxConnectProx(0.5)  # 1{|x + mu sign(x)| <= 1}
+    assert pc.derivative(x).tolist() == [0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
+    br = quantizers.BinaryRelaxProx(3.0)  # 1 / (1 + lam)
+    assert br.derivative(x).tolist() == [0.25] * 10
+
+
 class Blobs(torch.utils.data.Dataset):
     def __init__(self):
         g = torch.Generator().manual_seed(0)

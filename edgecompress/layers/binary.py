@@ -155,6 +155,8 @@ class BinaryConv2d(_BinaryWeights, nn.Conv2d):
 
 
 def _copy_params(src: nn.Module, dst: nn.Module) -> None:
+    """Latents start at the float weights, on their device and in their dtype."""
+    dst.to(device=src.weight.device, dtype=src.weight.dtype)
     with torch.no_grad():
         dst.weight.copy_(src.weight)
         if getattr(src, "bias", None) is not None:
@@ -162,7 +164,6 @@ def _copy_params(src: nn.Module, dst: nn.Module) -> None:
     if getattr(dst, "scaling", None) == "learnable":
         with torch.no_grad():
             dst.alpha.copy_(dst._channel_scale())
-    dst.to(src.weight.device)
 
 
 def harden(model: nn.Module) -> nn.Module:

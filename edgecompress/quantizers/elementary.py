@@ -19,6 +19,8 @@ class Sign(Elementwise):
 
     It is the proximal map of the indicator of {-1, +1} (the projection onto it), so as P it
     makes every pair end in exact binary values: BinaryConnect is P = Sign, B = Identity.
+
+    F = P o B: as P, yes for any B (F = sign o B); used alone it is the pair (sign, identity).
     """
 
     is_sign = True
@@ -33,7 +35,10 @@ class Sign(Elementwise):
 
 class Identity(Elementwise):
     """B(x) = x, B'(x) = 1: the straight-through estimator (BinaryConnect,
-    Courbariaux et al. 2015)."""
+    Courbariaux et al. 2015).
+
+    F = P o B: as B, yes: every pair (P, Identity) has F = P (bc, binaryrelax, proxquant, pc).
+    """
 
     preserves_sign = True
 
@@ -49,7 +54,10 @@ class Identity(Elementwise):
 
 class Clip(Elementwise):
     """B(x) = clip(x, -1, 1) (hardtanh), B'(x) = 1{|x| <= 1}: BNN's clipped straight-through
-    estimator (Hubara et al. 2016)."""
+    estimator (Hubara et al. 2016).
+
+    F = P o B: as B, yes; with P = sign, F = sign o clip = sign (bnn).
+    """
 
     preserves_sign = True
 
@@ -71,6 +79,9 @@ class SignSwish(Elementwise):
 
     beta > 0 (default 5); SS_beta -> sign as beta -> infinity. It overshoots slightly beyond
     +-1 (about 1.1) before settling back.
+
+    F = P o B: as B, yes; with P = sign, F = sign o SS = sign (bnn+), with P = ProxConnect,
+    F = P^mu o SS (bnn++, our reading of the spec).
     """
 
     params = ("beta",)
@@ -114,6 +125,9 @@ class ApproxSign(Elementwise):
 
     value:      2x - x|x| for |x| <= 1, sign(x) otherwise
     derivative: 2 - 2|x| for |x| <= 1, 0 otherwise
+
+    F = P o B: as B, yes; e.g. ``pair("sign", "approxsign")`` is Bi-Real's sign with this
+    backward, or ``method_pair("bnn", backward="approxsign")``.
     """
 
     preserves_sign = True

@@ -11,8 +11,11 @@
 | bnn++       | ProxConnect(mu)        | SignSwish    | mu: linear 0 -> 1, beta 5         |
 
 sign o clip = sign o SignSwish = sign, so the sign-forward methods are F = P o B with P = sign.
-The default schedules are our reading (the papers schedule per iteration with constants tuned
-for long ImageNet/CIFAR runs): each reaches (or, for BinaryRelax, nearly reaches) sign at the
+
+Our reading (specs/binarization.md), each an option: the ProxConnect map P^mu (pc, bnn++) and
+bnn++'s composition P^mu o SignSwish — replace P or B by name with ``prox=`` / ``backward=``
+(``convert(net, "bnn++", prox="binaryrelax")``). The default schedules are our reading too
+(the papers schedule per iteration with constants tuned for long ImageNet/CIFAR runs): each reaches (or, for BinaryRelax, nearly reaches) sign at the
 last epoch, whatever the run length. Pass ``lam=``, ``mu=`` or ``beta=`` as a number (constant),
 a :class:`Schedule` or a mapping such as ``{"kind": "linear", "start": 0, "end": 1.5}``.
 After training, every method deploys ``sign(theta)``.
@@ -47,20 +50,51 @@ def method_parameters(name: str) -> dict[str, Schedule]:
     return dict(_TABLE[name][2])
 
 
-def method_pair(name: str, **params: Any) -> QuantizerPair:
-    """The quantizer pair of binarization method ``name`` (see the table above)."""
+def _default_schedule(owner: Elementwise, param: str) -> Schedule | None:
+    """The default schedule of ``param`` of a quantizer like ``owner``: the one of the first
+    method in the table that uses that quantizer class with that parameter."""
+    for make_prox, make_backward, defaults in _TABLE.values():
+        if param in defaults and type(owner) in (make_prox, make_backward):
+            return defaults[param]
+    return None
+
+
+def _quantizer(spec: "str | Elementwise") -> Elementwise:
+    from . import get  # the registry of elementary quantizers lives in the package
+
+    return get(spec) if isinstance(spec, str) else spec
+
+
+def method_pair(name: str, *, prox: "str | Elementwise | None" = None,
+                backward: "str | Elementwise | None" = None, **params: Any) -> QuantizerPair:
+    """The quantizer pair of binarization method ``name`` (see the table above).
+
+    ``prox`` / ``backward`` replace the method's P or B by another registered quantizer (a name
+    from :func:`edgecompress.quantizers.available` or an object): the "our reading" choices of
+    the spec are options, e.g. ``method_pair("bnn++", prox="binaryrelax")`` or
+    ``method_pair("pc", prox="proxquant")``. Scheduled parameters of a replacement get the
+    default schedule its own method uses (ProxQuant's lam: linear 0 -> 1, ...).
+    """
+    name = name.lower()
     if name not in _TABLE:
         raise ValueError(f"unknown binarization method {name!r}; available: {', '.join(METHODS)}")
     make_prox, make_backward, defaults = _TABLE[name]
-    unknown = set(params) - set(defaults)
+    p = make_prox() if prox is None else _quantizer(prox)
+    b = make_backward() if backward is None else _quantizer(backward)
+    owned = {param: owner for owner in (b, p) for param in owner.params}  # P wins a shared name
+    unknown = set(params) - set(owned)
     if unknown:
         raise ValueError(f"method {name!r} has no parameter(s) {sorted(unknown)}; it has "
-                         f"{sorted(defaults) or 'none'}")
-    prox, backward = make_prox(), make_backward()
-    for param, default in defaults.items():
+                         f"{sorted(owned) or 'none'}")
+    for param, owner in owned.items():
+        default = defaults.get(param) if (prox is None and backward is None) else None
+        default = default or _default_schedule(owner, param)
+        if param not in params and default is None:
+            continue  # the quantizer's own constructor value
         schedule = Schedule.from_value(params.get(param, default))
-        owner = prox if param in prox.params else backward
-        owner.set_param(param, schedule.value(0, 1))
+        owner.set_param(param, schedule.start)  # the value before training steps it
         if schedule.kind != "constant":
             owner.schedules[param] = schedule
-    return QuantizerPair(prox, backward, name)
+    label = name if prox is None and backward is None else (
+        f"{name} (P = {type(p).__name__}, B = {type(b).__name__})")
+    return QuantizerPair(p, b, label)

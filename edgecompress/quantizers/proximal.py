@@ -19,6 +19,8 @@ class BinaryRelaxProx(Elementwise):
     P'(v) = 1 / (1 + lam)
 
     lam = 0 is the identity; lam -> infinity gives sign. lam grows over training.
+
+    F = P o B: as P, yes (binaryrelax is P = this, B = identity, so F = P).
     """
 
     params = ("lam",)
@@ -40,6 +42,8 @@ class ProxQuantProx(Elementwise):
     P'(v) = 1{|v - sign(v)| > lam}
 
     lam = 0 is the identity; once lam >= |v - sign(v)|, P(v) = sign(v). lam grows over training.
+
+    F = P o B: as P, yes (proxquant is P = this, B = identity, so F = P).
     """
 
     params = ("lam",)
@@ -65,6 +69,9 @@ class ProxConnectProx(Elementwise):
     P^mu'(v) = 1{|v + mu sign(v)| <= 1}
 
     mu = 0 gives clip; mu >= 1 gives sign for every v. mu grows from 0 to 1 over training.
+
+    F = P o B: as P, yes (pc: F = P^mu o identity; bnn++: F = P^mu o SignSwish). Another
+    proximal map in its place: ``convert(net, "pc", prox="proxquant")``.
     """
 
     params = ("mu",)

@@ -2,8 +2,9 @@
 
 A :class:`Schedule` is plain data: the value at step ``i`` of ``total`` (epochs, or optimisation
 steps with ``per="step"``), with ``t = i / (total - 1)`` running from 0 at the first to 1 at the
-last. The trainer's :class:`~edgecompress.train.ScheduleStepper` applies it to the quantizers
-and saves its state in checkpoints.
+last (a run of a single epoch or step is at its end value: it is the last). The trainer's
+:class:`~edgecompress.train.ScheduleStepper` applies it to the quantizers and saves its state in
+checkpoints.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Schedule:
             raise ValueError("an exponential schedule needs a rate > 0")
 
     def value(self, i: int, total: int) -> float:
-        t = min(1.0, i / max(1, total - 1))
+        t = 1.0 if total <= 1 else min(1.0, i / (total - 1))  # one step: it is the last
         if self.kind == "constant":
             return self.start
         if self.kind == "linear":
