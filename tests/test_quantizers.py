@@ -353,3 +353,15 @@ def test_signswish_methods_train_under_torch_compile():
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-5)
     for got, want in zip(compiled_grads, eager_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_recipe_can_replace_the_prox(tmp_path):
+    from edgecompress.recipe import Recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\nmodel: {name: mlp, hidden: [16, 16]}\ndata: {name: mnist}\n"
+                    "method: {name: bnn++, mode: w1a1, prox: proxquant, lam: 0.1}\n")
+    model, report = Recipe.from_yaml(path).build_model(10, (1, 28, 28))
+    layer = model.get_submodule(report.converted[0][0])
+    assert isinstance(layer.weight_quantizer.prox, quantizers.ProxQuantProx)
+    assert layer.weight_quantizer.prox.lam.item() == pytest.approx(0.1)
