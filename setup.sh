@@ -17,6 +17,12 @@ if ! python -c "import torch" 2>/dev/null; then
     pip install ${TORCH_SPEC:-torch==2.13.0}
 fi
 pip install -e ".[test]"
+python - <<'PY'
+import torch
+if torch.version.cuda is not None and not torch.cuda.is_available():
+    print(f"WARNING: torch {torch.__version__} is a CUDA build (several GB) on a machine without "
+          "a GPU; for CPU-only use set TORCH_SPEC to a CPU wheel (see README.md).")
+PY
 python -c "import torch, edgecompress; print(f'edgecompress {edgecompress.__version__} with torch {torch.__version__}')"
 if [ "${SKIP_DEMO:-0}" != "1" ]; then
     edgecompress demo --no-progress
