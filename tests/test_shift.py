@@ -378,6 +378,9 @@ def test_a_few_steps_of_training_lower_the_loss_and_the_monitor_reports_freezing
 
 # --- deployment: packed codes ----------------------------------------------------------------
 
+CHANNELS_LAST = torch.channels_last
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_packed_shift_layers_are_bit_exact_with_the_training_form(method, bits):
@@ -394,6 +397,97 @@ def test_packed_shift_layers_are_bit_exact_with_the_training_form(method, bits):
         with torch.no_grad():
             assert torch.equal(frozen(x), layer(x))
             assert torch.equal(frozen[0].discrete_weight(), layer.discrete_weight())
+
+
+# ResNet shapes: (in, out, kernel, stride); 1x1 stride-2 = a downsampling shortcut
+REAL_CONVS = [(16, 16, 3, 1), (16, 32, 3, 2), (32, 32, 3, 1), (32, 64, 3, 2), (64, 64, 3, 1),
+              (16, 32, 1, 2), (32, 64, 1, 2)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_packed_shift_convs_at_real_channel_counts_are_bit_exact_in_both_layouts(method, bits):
+    """A packed conv at 16-64 channels, stride 1 and 2, 3x3 and 1x1, gives exactly the training
+    form's output for the same input, contiguous or channels-last, whether its decoded weights
+    are held channels-last (as freeze leaves them) or contiguous; and it keeps the layout it
+    was given (freeze's channels-last: no weight reorder per call)."""
+    from edgecompress import deploy
+    torch.manual_seed(100 + bits)
+    for cin, cout, k, stride in REAL_CONVS:
+        layer = ShiftConv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False,
+                            method=method, bits=bits)
+        with torch.no_grad():  # wide latents: every code appears, a hard case for rounding
+            for name in layer.weight_param.latent_names:
+                getattr(layer.weight_param, name).normal_()
+        frozen = deploy.freeze(nn.Sequential(layer))
+        packed = frozen[0]
+        if k == 3:
+            assert packed.weight.is_contiguous(memory_format=CHANNELS_LAST)
+            assert not packed.weight.is_contiguous()
+        x = torch.randn(2, cin, 16, 16)
+        inputs = {"contiguous": x, "channels-last": x.contiguous(memory_format=CHANNELS_LAST)}
+        for weights in ("channels-last", "contiguous"):
+            if weights == "contiguous":
+                frozen = frozen.to(memory_format=torch.contiguous_format)
+                assert frozen[0].weight.is_contiguous()
+            for name, xi in inputs.items():
+                with torch.no_grad():
+                    expected, got = layer(xi), frozen(xi)
+                assert torch.equal(got, expected), (cin, cout, k, stride, weights, name,
+                                                    (got - expected).abs().max().item())
+        assert frozen[0].weight.is_contiguous()  # the call did not change the held layout
+
+
+def _resnet_with_statistics(method: str) -> nn.Module:
+    """A full-width ResNet-20 (16, 32, 64 channels, 1x1 downsampling convs) whose BatchNorms
+    hold running statistics of its own activations."""
+    model = ec.convert(ec.models.create("resnet20", shortcut="B"), method, bits=3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(16, 3, 32, 32))
+    return model.eval()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_whole_frozen_model_is_bit_exact_without_batchnorm_folding(method):
+    """Without folding, the frozen model (channels-last, as freeze leaves it) gives exactly
+    the training form's output on a channels-last input; a contiguous input to the frozen
+    model gives the same values too (its first float conv makes the activations channels-last).
+    With folding (the default) the first conv's BatchNorm is folded into its float weights,
+    which reorders float rounding: close, not equal."""
+    from edgecompress import deploy
+    torch.manual_seed(13)
+    model = _resnet_with_statistics(method)
+    x = torch.randn(4, 3, 32, 32)
+    x_last = x.contiguous(memory_format=CHANNELS_LAST)
+    exact = deploy.freeze(model, fold_batchnorm=False)
+    folded = deploy.freeze(model)
+    assert isinstance(folded.stem[1], nn.Identity)  # the float stem's BatchNorm was folded
+    with torch.no_grad():
+        expected = model(x_last)
+        assert torch.equal(exact(x_last), expected)
+        assert torch.equal(exact(x), expected)
+        torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_loaded_packed_shift_model_keeps_channels_last_weights_and_exactness(tmp_path):
+    from edgecompress import deploy
+    torch.manual_seed(14)
+    model = _resnet_with_statistics("denseshift")
+    frozen = deploy.freeze(model)
+    deploy.save(frozen, tmp_path / "m.safetensors")
+    loaded = deploy.load(tmp_path / "m.safetensors")
+    layer = loaded.stages[2][0].conv2
+    assert layer.weight.is_contiguous(memory_format=CHANNELS_LAST)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), frozen(x))
+        a = torch.randn(2, 64, 8, 8)
+        assert torch.equal(layer(a), model.stages[2][0].conv2(a))
 
 
 def test_packed_shift_model_file_round_trip_size_and_corruption(tmp_path):

@@ -256,13 +256,43 @@ class PackedBinaryConv2d(_PackedBinary):
         return {f"w1a{self.input_bits}": pixels * self.out_features * self.k}
 
 
+def _channels_last(t: Tensor) -> bool:
+    """A 4-D tensor in channels-last memory format and not also contiguous (an ambiguous one,
+    e.g. with one channel or 1x1 pixels, counts as contiguous)."""
+    return (t.dim() == 4 and not t.is_contiguous()
+            and t.is_contiguous(memory_format=torch.channels_last))
+
+
+def _weight_in_layout_of(weight: Tensor, x: Tensor) -> Tensor:
+    """A packed shift convolution's decoded weights in ``x``'s memory format: channels-last
+    for an input that is channels-last (and not also contiguous), else contiguous, like the
+    training form's weights. For a channels-last input torch reorders contiguous weights to
+    channels-last itself, so both give the training form's values; holding them channels-last
+    saves that reorder per call. (A leaf of torch.fx traces, see ``torch.fx.wrap`` below: the
+    layout test is not traceable, and ``freeze`` traces models to fold BatchNorms.)"""
+    layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
+    return weight if weight.is_contiguous(memory_format=layout) else weight.contiguous(
+        memory_format=layout)
+
+
+torch.fx.wrap("_weight_in_layout_of")
+
+
 class _PackedShift(CompressedLayer):
     """Frozen power-of-two layer: every weight stored as a ``bits``-bit code, the index of its
-    value in the method's value set (sign and exponent together; the file packs the codes
-    ``bits`` per weight). The forward pass decodes the codes once into float weights (exact
-    powers of two) and runs torch's float kernel on them: bit-exact with the training-form
-    layer, and as fast as the float layer (a float multiply by +-2^k costs the same as any
-    other on this hardware; the gain is size)."""
+    value in the method's sorted value set (sign and exponent together; the file packs the
+    codes ``bits`` per weight). The codes are decoded once (on freezing or loading) into float
+    weights, exact powers of two, and the forward pass runs torch's float kernel on them: there
+    is no shift or exponent-add kernel. The gain is size (``bits`` per weight on disk), not
+    speed: the layer runs at the speed of the same float layer.
+
+    Bit-exact with the training-form layer for the same input: a convolution runs in its
+    input's memory format. The decoded weights are held in one layout, contiguous by default
+    (what the training form computes) and channels-last once the model is moved to it (as
+    ``freeze`` does, so that channels-last activations need no weight reorder per call); an
+    input in the other layout gets the weights converted for that call. torch then picks the
+    same algorithm as for the training form's weights on that input.
+    """
 
     def _init_shift(self, out_features: int, k: int, method: str, bits: int, has_bias: bool,
                     input_quantizer: nn.Module | None) -> None:
@@ -294,11 +324,13 @@ class _PackedShift(CompressedLayer):
         self.prepare()
 
     def prepare(self) -> None:
+        """Decode the codes into the float weights the forward pass uses (after encoding or
+        loading), keeping the memory format the weights were given (``model.to(memory_format=
+        ...)`` converts them as any buffer)."""
         weight = self.table[self.codes.long()].view(self._weight_shape())
-        # frozen models run channels-last (see freeze); keep it after loading, so that the
-        # convolution picks the same algorithm and the outputs stay bit-identical
-        self.weight = weight.contiguous(memory_format=torch.channels_last) \
-            if weight.dim() == 4 else weight
+        if self.weight is not None and _channels_last(self.weight):
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        self.weight = weight
 
     def discrete_weight(self) -> Tensor:
         return self.table[self.codes.long()].view(self._weight_shape())
@@ -351,7 +383,8 @@ class PackedShiftConv2d(_PackedShift):
         return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(self._input(x), self.weight, self.bias, self.stride, self.padding,
+        x = self._input(x)
+        return F.conv2d(x, _weight_in_layout_of(self.weight, x), self.bias, self.stride, self.padding,
                         self.dilation, self.groups)
 
     def edgecompress_macs(self, inputs, output) -> dict[str, int]:
