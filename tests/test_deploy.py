@@ -78,6 +78,67 @@ def test_grouped_packed_conv_matches_the_training_form(groups, cin, cout, mode):
         assert torch.equal(frozen(x), deploy.freeze(net, fuse=False)(x))
 
 
+def _reference_conv_rows(signs: torch.Tensor) -> torch.Tensor:
+    """+-1 weights (N, C, kh, kw) -> packed rows in the im2col order (kernel row, kernel column,
+    channel; each pixel's channels padded with +1 to whole words), with the reference packer."""
+    from edgecompress import kernels
+    n, c, kh, kw = signs.shape
+    padded = torch.ones(n, kh, kw, kernels.words(c) * 64)
+    padded[..., :c] = signs.permute(0, 2, 3, 1)
+    return kernels.pack_signs_reference(padded.reshape(n, -1))
+
+
+@pytest.mark.parametrize("groups, cin, cout, kernel, stride, padding, dilation, batch", [
+    (2, 6, 4, 3, 1, 1, 1, 2),
+    (2, 130, 6, 3, 2, 1, 1, 1),  # 65 channels per group: two words per pixel
+    (2, 10, 14, (3, 1), (1, 2), (1, 0), 1, 2),
+    (5, 5, 5, 3, 1, 1, 1, 2),  # depthwise
+    (3, 3, 6, 3, 1, 0, 1, 1),  # depthwise, 2 outputs per channel, no padding (no mask)
+    (7, 7, 7, 3, 2, 2, 2, 2),  # depthwise, strided and dilated
+])
+def test_grouped_packed_conv_is_bit_exact_against_the_kernel_references(
+        groups, cin, cout, kernel, stride, padding, dilation, batch):
+    """Each group of a packed grouped W1A1 convolution is the reference im2col of its input
+    channels times the reference-packed signs of its weights, with its slice of the folded
+    scale and bias: bit for bit, whatever the GEMM path."""
+    from edgecompress import kernels
+    torch.manual_seed(groups * 100 + cin + cout)
+    conv = BinaryConv2d(cin, cout, kernel, stride, padding, dilation, groups, bias=True,
+                        scaling="channel", weight_quantizer=method_pair("bnn"),
+                        input_quantizer=method_pair("bnn"))
+    net = calibrated(nn.Sequential(conv, nn.BatchNorm2d(cout)), (cin, 9, 8))
+    frozen = deploy.freeze(net)
+    layer = frozen[0]
+    assert isinstance(layer, PackedBinaryConv2d) and layer.groups == groups
+    assert layer.scale is not None and layer.bias is not None  # BatchNorm folded in
+    x = torch.randn(batch, cin, 9, 8)
+    x[0, 0, 0, :3] = torch.tensor([0.0, -0.0, -1e-30])  # sign(+-0) = +1 on both sides
+    cin_g, cout_g = cin // groups, cout // groups
+    ks, st, pa, di = (_pair(v) for v in (kernel, stride, padding, dilation))
+    signs = conv.discrete_weight()
+    parts = []
+    for g in range(groups):
+        rows, mask = kernels.im2col_signs_reference(x[:, g * cin_g:(g + 1) * cin_g], ks, st, pa,
+                                                    di)
+        out = slice(g * cout_g, (g + 1) * cout_g)
+        b = _reference_conv_rows(signs[out])
+        assert torch.equal(b, layer.rows[out])
+        parts.append(kernels.binary_gemm_affine_reference(rows, b, layer.k, mask,
+                                                          layer.scale[out], layer.bias[out]))
+    oh, ow = (kernels.conv_output_size(s, *geo) for s, geo in zip((9, 8), zip(ks, st, pa, di)))
+    expected = torch.cat(parts, dim=1).view(batch, oh, ow, cout).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        got = layer(x)
+        assert got.shape == expected.shape and torch.equal(got, expected)
+        assert torch.equal(frozen(x), expected)
+        # and the reference itself is the training-form convolution (up to float rounding)
+        torch.testing.assert_close(expected, net(x), atol=1e-4, rtol=1e-4)
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
 @pytest.mark.parametrize("mode", ["w1a1", "w1a32"])
 def test_batchnorm_after_a_packed_layer_is_folded(mode):
     torch.manual_seed(4)
@@ -211,6 +272,50 @@ def test_frozen_model_predicts_like_the_trained_model_on_real_data():
         assert torch.equal(frozen(x).argmax(1), model(x).argmax(1))
 
 
+def _trained_on_mnist(name: str, mode: str, **options):
+    """A model converted with BNN and trained for one short epoch on the bundled MNIST subset,
+    in eval mode, with the 1,000 bundled test images and labels."""
+    from edgecompress.train import TrainConfig, Trainer
+    train = ec.data.load("mnist-bundled", split="train", limit=3000)
+    test = ec.data.load("mnist-bundled", split="test")
+    torch.manual_seed(0)
+    model = ec.convert(ec.models.create(name, activation="hardtanh", **options), "bnn",
+                       mode=mode)
+    Trainer(model, train, None, TrainConfig(epochs=1, optimizer="adam", lr=5e-3, batch_size=50,
+                                            progress=False)).fit()
+    model.eval()
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.tensor([int(test[i][1]) for i in range(len(test))])
+    return model, x, y
+
+
+def test_frozen_w1a1_convnet_predicts_like_the_trained_model_on_real_data():
+    model, x, y = _trained_on_mnist("convnet", "w1a1", width=0.5)
+    frozen = deploy.freeze(model)
+    assert sum(isinstance(m, PackedBinaryConv2d) for m in frozen.modules()) == 2
+    with torch.no_grad():
+        trained = model(x)
+        out = frozen(x)
+    assert (trained.argmax(1) == y).float().mean() > 0.3  # trained: 3x chance at least
+    assert torch.equal(out.argmax(1), trained.argmax(1))
+    torch.testing.assert_close(out, trained, atol=1e-3, rtol=1e-3)
+
+
+def test_frozen_w1a32_mlp_predicts_like_the_trained_model_on_real_data():
+    model, x, y = _trained_on_mnist("mlp", "w1a32", hidden=(256, 256))
+    frozen = deploy.freeze(model)
+    assert sum(isinstance(m, PackedBinaryLinear) for m in frozen.modules()) == 1
+    with torch.no_grad():
+        trained = model(x)
+        whole = frozen(x)  # 1,000 rows: torch's float GEMM on the +-1 weights
+        chunked = torch.cat([frozen(part) for part in x.split(PackedBinaryLinear
+                                                               .W1A32_KERNEL_MAX_ROWS)])
+    assert (trained.argmax(1) == y).float().mean() > 0.8
+    for out in (whole, chunked):  # chunked: the sign-select kernel
+        assert torch.equal(out.argmax(1), trained.argmax(1))
+        torch.testing.assert_close(out, trained, atol=1e-3, rtol=1e-3)
+
+
 def saved_mlp(tmp_path, width=64):
     torch.manual_seed(3)
     model = ec.convert(ec.models.create("mlp", hidden=(width, width), activation="hardtanh"),
@@ -246,6 +351,48 @@ def test_frozen_model_under_torch_compile(tmp_path):
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(frozen)(x), frozen(x))
+
+
+def _w1a32(name: str, **options) -> nn.Module:
+    torch.manual_seed(8)
+    model = ec.convert(ec.models.create(name, activation="hardtanh", **options), "bnn",
+                       mode="w1a32", scaling="channel")
+    return deploy.freeze(calibrated(model, (1, 28, 28)))
+
+
+def test_frozen_w1a32_mlp_under_torch_compile_uses_the_custom_op():
+    """Small batches run the sign-select kernel as the opaque custom op, large ones torch's
+    float GEMM on the +-1 weights; both compile without a graph break and match eager."""
+    frozen = _w1a32("mlp", hidden=(70, 33))
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    small = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(frozen, backend=recording, fullgraph=True)(small),
+                                   frozen(small))
+    calls = [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
+    # first and last linear stay float: the 70 -> 33 layer is the binary one
+    assert sum("w1a32_gemm" in c for c in calls) == 1, calls
+    torch._dynamo.reset()
+    compiled = torch.compile(frozen, fullgraph=True)
+    for batch in (2, PackedBinaryLinear.W1A32_KERNEL_MAX_ROWS + 4):
+        x = torch.randn(batch, 1, 28, 28)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), frozen(x))
+
+
+def test_frozen_w1a32_convnet_under_torch_compile():
+    frozen = _w1a32("convnet", width=0.25)
+    assert sum(isinstance(m, PackedBinaryConv2d) for m in frozen.modules()) == 2
+    torch._dynamo.reset()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(frozen, fullgraph=True)(x), frozen(x))
 
 
 def test_summary_of_a_frozen_model_counts_one_bit_weights(tmp_path):
@@ -312,3 +459,61 @@ def test_save_needs_a_frozen_model_with_a_spec(tmp_path):
     bare = deploy.freeze(nn.Sequential(BinaryLinear(8, 4, weight_quantizer=method_pair("bnn"))))
     with pytest.raises(ModelFileError, match="no edgecompress_spec"):
         deploy.save(bare, tmp_path / "m.safetensors")
+
+
+def _rewrite_tensors(path, change):
+    """Rewrite a saved model's tensors with safetensors, keeping its metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    change(tensors)
+    save_file(tensors, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize("damage", ["shorter", "transposed", "float64"])
+def test_float_tensor_of_the_wrong_shape_or_dtype_is_rejected_naming_file_and_tensor(tmp_path,
+                                                                                       damage):
+    _, path = saved_mlp(tmp_path)
+    keys = load_keys(path)
+    key = next(k for k in keys if k.endswith(".scale"))
+
+    def change(tensors):
+        if damage == "shorter":
+            tensors[key] = tensors[key][:-1].clone()
+        elif damage == "transposed":  # same number of values, wrong shape
+            tensors[key] = tensors[key].reshape(-1, 1).clone()
+        else:
+            tensors[key] = tensors[key].double()
+
+    _rewrite_tensors(path, change)
+    with pytest.raises(ModelFileError) as info:
+        deploy.load(path)
+    message = str(info.value)
+    assert "model.safetensors" in message and repr(key) in message and "expected" in message
+
+
+@pytest.mark.parametrize("kind", [".bias", ".bits"])
+def test_file_with_a_tensor_missing_is_rejected_naming_file_and_tensor(tmp_path, kind):
+    _, path = saved_mlp(tmp_path)
+    key = next(k for k in load_keys(path) if k.endswith(kind))
+    _rewrite_tensors(path, lambda tensors: tensors.pop(key))
+    with pytest.raises(ModelFileError, match="missing") as info:
+        deploy.load(path)
+    message = str(info.value)
+    assert "model.safetensors" in message and key in message
+
+
+def test_file_with_an_extra_tensor_is_rejected_naming_it(tmp_path):
+    _, path = saved_mlp(tmp_path)
+    _rewrite_tensors(path, lambda tensors: tensors.update(stowaway=torch.zeros(3)))
+    with pytest.raises(ModelFileError, match="unexpected") as info:
+        deploy.load(path)
+    assert "model.safetensors" in str(info.value) and "stowaway" in str(info.value)
+
+
+def load_keys(path):
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        return list(f.keys())

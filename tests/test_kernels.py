@@ -326,3 +326,63 @@ def test_signswish_quantizer_uses_the_kernel_only_where_it_can(monkeypatch):
     pair(x).sum().backward()
     assert calls == []
     torch.testing.assert_close(fast, x.grad, rtol=1e-5, atol=1e-5)
+
+
+# --- custom ops (torch.library) ---------------------------------------------------------------------
+
+OPCHECK_SHAPES = [(1, 1, 1), (3, 17, 70), (5, 70, 129)]  # ragged against 64 words and 16 panels
+
+
+@pytest.mark.parametrize("m, n, k", OPCHECK_SHAPES)
+@pytest.mark.parametrize("variant", ["plain", "masked-affine", "signs", "residual-clamp",
+                                     "residual-no-clamp"])
+def test_binary_gemm_affine_custom_op_passes_opcheck(m, n, k, variant):
+    from edgecompress.kernels.ops import binary_gemm_affine_op
+
+    g = torch.Generator().manual_seed(m * 100 + n + k)
+    a = K.pack_signs(torch.randn(m, k, generator=g))
+    b = K.pack_signs(torch.randn(n, k, generator=g))
+    panels = K.pack_panels(b)
+    mask = K.pack_signs(torch.randn(m, k, generator=g)) if variant == "masked-affine" else None
+    scale = torch.rand(n, generator=g) + 0.1
+    bias = torch.randn(n, generator=g)
+    residual = torch.randn(m, n, generator=g)
+    if variant == "plain":
+        args, expected = (a, b, panels, k, None, None, None), K.binary_gemm_reference(a, b, k)
+        expected = expected.to(torch.float32)
+    elif variant == "masked-affine":
+        args = (a, b, panels, k, mask, scale, bias)
+        expected = K.binary_gemm_affine_reference(a, b, k, mask, scale, bias)
+    elif variant == "signs":
+        args = (a, b, panels, k, None, scale, bias, True)
+        expected = K.binary_gemm_signs_reference(a, b, k, None, scale, bias)
+        assert expected.shape == (m, K.words(n))
+    elif variant == "residual-clamp":
+        args = (a, b, panels, k, None, scale, bias, False, residual, -1.0, 1.0)
+        expected = K.binary_gemm_affine_reference(a, b, k, None, scale, bias, residual,
+                                                  (-1.0, 1.0))
+    else:  # a single clamp bound means no clamp
+        args = (a, b, panels, k, None, scale, bias, False, residual, -1.0, None)
+        expected = K.binary_gemm_affine_reference(a, b, k, None, scale, bias, residual)
+    torch.library.opcheck(binary_gemm_affine_op, args)  # raises on any failed check
+    got = binary_gemm_affine_op(*args)
+    assert got.dtype == expected.dtype and torch.equal(got, expected)
+    got = torch.ops.edgecompress.binary_gemm_affine(*args)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("m, n, k", OPCHECK_SHAPES + [(17, 33, 65)])
+@pytest.mark.parametrize("affine", [False, True])
+def test_w1a32_gemm_custom_op_passes_opcheck(m, n, k, affine):
+    from edgecompress.kernels.ops import w1a32_gemm_op
+
+    g = torch.Generator().manual_seed(m * 7 + n + k)
+    x = torch.randn(m, k, generator=g)
+    b = K.pack_signs(torch.randn(n, k, generator=g))
+    scale, bias = (torch.rand(n, generator=g) + 0.1, torch.randn(n, generator=g)) if affine \
+        else (None, None)
+    args = (x, K.sign_panels(b, k), n, scale, bias)
+    torch.library.opcheck(w1a32_gemm_op, args)
+    expected = K.w1a32_gemm_reference(x, b, k, scale, bias)
+    assert torch.equal(w1a32_gemm_op(*args), expected)
+    assert torch.equal(torch.ops.edgecompress.w1a32_gemm(*args), expected)
