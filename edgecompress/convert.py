@@ -21,7 +21,8 @@ from .errors import ConversionError
 from .layers import BinaryConv2d, BinaryLinear, CompressedLayer, ShiftConv2d, ShiftLinear
 from .layers.binary import SCALINGS
 from .quantizers import METHODS, method_pair
-from .quantizers.shift import BITS, INITS, SHIFT_METHODS
+from .quantizers.shift import (INITS, SHIFT_METHODS, check_activation_bits,
+                                check_bits)
 from .registry import Registry
 
 Rule = Union[str, type]
@@ -304,10 +305,11 @@ class ShiftConverter(Converter):
 
     def __init__(self, method: str, *, bits: int = 3, init: str = "paper",
                  activation_bits: int | None = None) -> None:
-        if bits not in BITS:
-            raise ConversionError(f"{method}: bits must be one of {BITS}, got {bits!r}")
+        bits = check_bits(bits, method)  # an int (not a bool or 3.0) among BITS
         if init not in INITS:
             raise ConversionError(f"{method}: init must be one of {INITS}, got {init!r}")
+        if activation_bits is not None:
+            activation_bits = check_activation_bits(activation_bits)
         self.options = dict(method=method, bits=bits, init=init, activation_bits=activation_bits)
 
     def convert_layer(self, module: nn.Module) -> nn.Module:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -30,7 +32,7 @@ def sgn(x):
 # --- value sets ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6])
 def test_hard_weights_lie_in_the_documented_value_set(method, bits):
     torch.manual_seed(bits)
     layer = ShiftConv2d(8, 16, 3, method=method, bits=bits, init="paper")
@@ -50,6 +52,60 @@ def test_value_sets_of_the_papers_3_bit_encodings():
     assert S3.value_set(2) == [-1, 0, 1]
     assert DeepShiftQ.value_set(3) == [-1, -0.5, -0.25, -0.125, 0.125, 0.25, 0.5, 1]
     assert DeepShiftPS.value_set(3) == [-1, -0.5, -0.25, 0, 0.25, 0.5, 1]
+
+
+def test_value_sets_at_5_and_6_bits_as_documented():
+    """The table of quantizers/shift.py, written out: powers of two from 1 down to 2^-15 /
+    2^-31 (DeepShift-Q), 2^-14 / 2^-30 with 0 (DeepShift-PS), up to 2^14 / 2^30 with 0 (S3) and
+    up to 2^15 / 2^31 without 0 (DenseShift)."""
+    def both(magnitudes, zero):
+        return sorted([-m for m in magnitudes] + ([0.0] if zero else []) + list(magnitudes))
+
+    for bits, q_lo, ps_lo, s3_hi, dense_hi in ((5, 15, 14, 14, 15), (6, 31, 30, 30, 31)):
+        q = DeepShiftQ.value_set(bits)
+        assert q == both([2.0 ** -p for p in range(q_lo + 1)], zero=False) and len(q) == 2 ** bits
+        ps = DeepShiftPS.value_set(bits)
+        assert ps == both([2.0 ** -p for p in range(ps_lo + 1)], zero=True)
+        assert len(ps) == 2 ** bits - 1
+        s3 = S3.value_set(bits)
+        assert s3 == both([2.0 ** k for k in range(s3_hi + 1)], zero=True)
+        assert len(s3) == 2 ** bits - 1
+        dense = DenseShift.value_set(bits)
+        assert dense == both([2.0 ** k for k in range(dense_hi + 1)], zero=False)
+        assert len(dense) == 2 ** bits
+    assert S3.value_set(5)[-1] == 16384 and DenseShift.value_set(6)[0] == -2147483648
+    assert DeepShiftQ.value_set(6)[len(DeepShiftQ.value_set(6)) // 2] == 2.0 ** -31
+
+
+@pytest.mark.parametrize("bits", [4, 5, 6])
+def test_every_shift_level_of_s3_and_denseshift_is_reached_by_its_latent_pattern(bits):
+    """S3's shift is the number of leading shift latents > 0, DenseShift's level the number of
+    trailing level latents > 0: one weight per level reaches every value of the set (random
+    latents cannot reach the top levels at 5 and 6 bits), and a 6-bit layer freezes into codes
+    that round-trip exactly."""
+    from edgecompress import deploy
+    k = 2 ** (bits - 1) - 2
+    s3 = S3((k + 1,), bits)
+    shifts = torch.where(torch.arange(k).unsqueeze(0) < torch.arange(k + 1).unsqueeze(1), 1.0, -1.0)
+    _latents(s3, [torch.ones(k + 1), torch.ones(k + 1), *shifts.t()])
+    assert s3.hard().tolist() == [2.0 ** i for i in range(k + 1)]
+    levels = k + 1
+    dense = DenseShift((levels + 1,), bits)
+    on = torch.arange(levels).unsqueeze(0) >= levels - torch.arange(levels + 1).unsqueeze(1)
+    _latents(dense, [-torch.ones(levels + 1), *torch.where(on, 1.0, -1.0).t()])
+    assert dense.hard().tolist() == [-(2.0 ** i) for i in range(levels + 1)]
+
+    layer = ShiftLinear(40, 3, method="denseshift", bits=bits)
+    with torch.no_grad():
+        layer.weight_param.w_sign.normal_()
+        for i, name in enumerate(layer.weight_param.latent_names[1:]):
+            getattr(layer.weight_param, name).fill_(1.0 if i >= levels // 2 else -1.0)
+    frozen = deploy.freeze(nn.Sequential(layer))
+    assert int(frozen[0].codes.max()) < 2 ** bits
+    x = torch.randn(4, 40)
+    with torch.no_grad():
+        assert torch.equal(frozen(x), layer(x))
+        assert torch.equal(frozen[0].discrete_weight(), layer.discrete_weight())
 
 
 def test_every_s3_and_denseshift_code_is_reachable():
@@ -314,6 +370,29 @@ def test_default_policy_keeps_first_conv_and_classifier_float_and_quantizes_down
 def test_bad_options_and_layers_are_rejected_clearly():
     with pytest.raises(ConversionError, match=r"bits must be one of \(2, 3, 4, 5, 6\), got 7"):
         ec.convert(ec.models.create("mlp"), "s3", bits=7)
+    for bad, kind in ((3.0, "float"), (True, "bool"), ("3", "str"), (None, "NoneType")):
+        message = (rf"bits must be one of \(2, 3, 4, 5, 6\), got {re.escape(repr(bad))} "
+                   rf"\(a {kind}; an int is required\)")
+        with pytest.raises(ConversionError, match=message):
+            ec.convert(ec.models.create("mlp"), "s3", bits=bad)
+        with pytest.raises(ConversionError, match=message):
+            ShiftConv2d(3, 4, 3, method="denseshift", bits=bad)
+        for cls in PARAMETRIZATIONS.values():
+            with pytest.raises(ConversionError, match=message):
+                cls((4, 3), bad)
+            with pytest.raises(ConversionError, match=message):
+                cls.value_set(bad)
+    with pytest.raises(ConversionError, match=r"deepshift-q: bits must be .* got 1$"):
+        DeepShiftQ((4,), 1)
+    assert DenseShift.value_set(np.int64(2)) == [-2, -1, 1, 2]  # numpy integers are integers
+    layer = ShiftLinear(3, 2, method="s3", bits=np.int64(3))
+    assert type(layer.weight_bits) is int and layer.weight_bits == 3
+    for bad in (4.0, True, 1, 17):
+        with pytest.raises(ConversionError, match=rf"activation_bits must be an int in 2\.\.16, "
+                                                  rf"got {re.escape(repr(bad))}"):
+            ec.convert(ec.models.create("mlp"), "s3", activation_bits=bad)
+        with pytest.raises(ConversionError, match="activation_bits must be an int in 2..16"):
+            ShiftLinear(3, 2, method="s3", activation_bits=bad)
     with pytest.raises(ConversionError, match="init must be one of"):
         ec.convert(ec.models.create("mlp"), "denseshift", init="xavier")
     net = nn.Sequential(nn.Linear(4, 4), nn.LSTM(4, 4), nn.Linear(4, 2))

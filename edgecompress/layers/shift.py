@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConversionError
-from ..quantizers.shift import PARAMETRIZATIONS, ShiftParametrization, ste
+from ..quantizers.shift import (PARAMETRIZATIONS, ShiftParametrization, check_activation_bits,
+                                check_bits, ste)
 from .base import CompressedLayer
 
 
@@ -25,9 +26,7 @@ class ActivationQuantizer(nn.Module):
 
     def __init__(self, bits: int, clip: float = 6.0) -> None:
         super().__init__()
-        if not 1 < bits <= 16:
-            raise ConversionError(f"activation_bits must be in 2..16, got {bits!r}")
-        self.bits = bits
+        self.bits = check_activation_bits(bits)
         self.clip = nn.Parameter(torch.tensor(float(clip)))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -49,6 +48,7 @@ class _ShiftWeights(CompressedLayer):
         if method not in PARAMETRIZATIONS:
             raise ConversionError(f"unknown shift method {method!r}; available: "
                                   f"{', '.join(PARAMETRIZATIONS)}")
+        bits = check_bits(bits, method)
         shape = tuple(self.weight.shape)
         device, dtype = self.weight.device, self.weight.dtype
         del self.weight  # the latents replace it
@@ -56,8 +56,8 @@ class _ShiftWeights(CompressedLayer):
             device=device, dtype=dtype)
         self.method = method
         self.weight_bits = bits
-        self.input_quantizer = (ActivationQuantizer(activation_bits) if activation_bits
-                                else None)
+        self.input_quantizer = (ActivationQuantizer(activation_bits)
+                                if activation_bits is not None else None)
 
     @property
     def input_bits(self) -> int:  # type: ignore[override]

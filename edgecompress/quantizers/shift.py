@@ -15,8 +15,10 @@ denseshift     Sgn(Ws) 2^S(T1..)  (never 0)                through s sqrt(S + 1)
 =============  ==========================================  ====================================
 
 B01(x) = 1 if x > 0 else 0 and Sgn(x) = +1 if x >= 0 else -1, both with the identity as their
-straight-through gradient. ``bits`` is the storage per weight; :meth:`ShiftParametrization.value_set`
-lists the values each method can produce:
+straight-through gradient. ``bits`` is the storage per weight, an int in ``BITS`` = 2..6 (not
+a bool or a float: anything else is a ConversionError listing the valid widths);
+:meth:`ShiftParametrization.value_set` lists the values each method can produce, ascending (the
+packed layers store each weight as its index in that list):
 
 - deepshift-q, b bits: +-2^p for p in {0, -1, ..., -(2^(b-1) - 1)}: exactly 2^b values, 1 sign
   bit and b - 1 exponent bits, no zero. A latent exactly 0 takes the sign +1 (Sgn, not
@@ -26,12 +28,30 @@ lists the values each method can produce:
   latent P itself is kept in that range (the spec's "latent P clamped"): projected in place
   before every training forward, so it cannot drift beyond a bound it already sits at.
 - s3, b bits: 0 and +-2^k for k in {0, ..., K}, K = 2^(b-1) - 2 shift latents nested as
-  shift = B01(W1) (1 + B01(W2) (1 + ... (1 + B01(WK)))). 3 bits: K = 2, shift =
-  B01(W1)(B01(W2) + 1), exactly the paper's {0, +-1, +-2, +-4}. 2 bits: K = 0, the ternary
-  sign x sparse {0, +-1}. 4 bits: K = 6, {0, +-1, ..., +-64} (15 values). Our generalisation.
+  shift = B01(W1) (1 + B01(W2) (1 + ... (1 + B01(WK)))) (the number of leading latents that
+  are > 0). 3 bits: K = 2, shift = B01(W1)(B01(W2) + 1), exactly the paper's {0, +-1, +-2,
+  +-4}. 2 bits: K = 0, the ternary sign x sparse {0, +-1}. Our generalisation: 4 bits: K = 6.
 - denseshift, N bits: +-2^k for k in {0, ..., 2^(N-1) - 1} with 2^(N-1) - 1 latents T_i and
-  S_i = (S_{i-1} + 1) B01(T_i), S_0 = 0. 3 bits: {+-1, +-2, +-4, +-8} (the paper's); 2 bits:
-  {+-1, +-2}; 4 bits: {+-1, ..., +-128}. 2 and 4 bits are our reading of the paper's N-bit rule.
+  S_i = (S_{i-1} + 1) B01(T_i), S_0 = 0 (S = the number of trailing latents that are > 0).
+  3 bits: {+-1, +-2, +-4, +-8} (the paper's); 2, 4, 5 and 6 bits are our reading of the
+  paper's N-bit rule.
+
+Value sets per width (weights the code of a b-bit layer can hold; zero counted once):
+
+====  ===================  ======================  =====================  ==================
+bits  deepshift-q          deepshift-ps            s3                     denseshift
+====  ===================  ======================  =====================  ==================
+2     +-{1, 2^-1} (4)      0, +-1 (3)              0, +-1 (3)             +-{1, 2} (4)
+3     +-{1 .. 2^-3} (8)    0, +-{1 .. 2^-2} (7)    0, +-{1 .. 4} (7)      +-{1 .. 8} (8)
+4     +-{1 .. 2^-7} (16)   0, +-{1 .. 2^-6} (15)   0, +-{1 .. 2^6} (15)   +-{1 .. 2^7} (16)
+5     +-{1 .. 2^-15} (32)  0, +-{1 .. 2^-14} (31)  0, +-{1 .. 2^14} (31)  +-{1 .. 2^15} (32)
+6     +-{1 .. 2^-31} (64)  0, +-{1 .. 2^-30} (63)  0, +-{1 .. 2^30} (63)  +-{1 .. 2^31} (64)
+====  ===================  ======================  =====================  ==================
+
+("+-{1 .. 2^-3}" is every power of two from 1 down to 2^-3, with both signs; the count of
+values is in brackets. Every set has at most 2^b values, so a weight fits its b-bit code. At 5
+and 6 bits S3 and DenseShift have 2^(b-1) - 2 and 2^(b-1) - 1 shift latents per weight: 14 / 15
+at 5 bits and 30 / 31 at 6 bits, each a full float tensor while training.)
 
 Initialisations (``init=``): "paper" uses each paper's (deepshift-q copies the float weights;
 deepshift-ps P ~ U(-10, -1) clamped into range and S ~ U(-1, 1), for linear layers as for convs
@@ -49,6 +69,7 @@ arXiv 2107.03453); Li et al., DenseShift (ICCV 2023, arXiv 2208.09708).
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from typing import Sequence
 
 import torch
@@ -59,6 +80,30 @@ from ..errors import ConversionError
 BITS = (2, 3, 4, 5, 6)
 INITS = ("paper", "low-variance", "from-float")
 LN2 = math.log(2.0)
+
+
+def check_bits(bits: object, owner: str, name: str = "bits",
+               valid: Sequence[int] = BITS) -> int:
+    """``bits`` as an int if it is an integer among ``valid`` (a bool or a float such as 3.0 is
+    not: ``3.0 in BITS`` and ``True in (1, 2)`` hold in Python, and would fail later with a
+    raw TypeError); else a ConversionError naming ``owner`` and listing the valid widths."""
+    integer = isinstance(bits, Integral) and not isinstance(bits, bool)
+    if integer and int(bits) in valid:  # type: ignore[call-overload]
+        return int(bits)  # type: ignore[call-overload]
+    why = "" if integer else f" (a {type(bits).__name__}; an int is required)"
+    raise ConversionError(f"{owner}: {name} must be one of {tuple(valid)}, got {bits!r}{why}")
+
+
+ACTIVATION_BITS = range(2, 17)
+
+
+def check_activation_bits(bits: object) -> int:
+    """``activation_bits`` as an int in 2..16 (not a bool or a float), else a ConversionError."""
+    if isinstance(bits, Integral) and not isinstance(bits, bool) and int(bits) in ACTIVATION_BITS:
+        return int(bits)  # type: ignore[call-overload]
+    why = "" if isinstance(bits, Integral) and not isinstance(bits, bool) else \
+        f" (a {type(bits).__name__}; an int is required)"
+    raise ConversionError(f"activation_bits must be an int in 2..16, got {bits!r}{why}")
 
 
 def ste(value: Tensor, latent: Tensor) -> Tensor:
@@ -94,8 +139,7 @@ class ShiftParametrization(nn.Module):
     def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
                  float_weight: Tensor | None = None) -> None:
         super().__init__()
-        if bits not in BITS:
-            raise ConversionError(f"{self.method}: bits must be one of {BITS}, got {bits!r}")
+        bits = check_bits(bits, self.method)
         if init not in INITS:
             raise ConversionError(f"{self.method}: init must be one of {INITS}, got {init!r}")
         if init == "from-float" and float_weight is None:
@@ -118,6 +162,12 @@ class ShiftParametrization(nn.Module):
 
     @classmethod
     def value_set(cls, bits: int) -> list[float]:
+        """The values the method's ``bits``-bit weights can take, ascending (the packed
+        layers' codes are indices into this list)."""
+        return sorted(cls._values(check_bits(bits, cls.method)))
+
+    @classmethod
+    def _values(cls, bits: int) -> list[float]:
         raise NotImplementedError
 
     def _init_paper(self, float_weight: Tensor | None) -> None:
@@ -170,9 +220,9 @@ class DeepShiftQ(ShiftParametrization):
         return -(2 ** (bits - 1) - 1)
 
     @classmethod
-    def value_set(cls, bits: int) -> list[float]:
+    def _values(cls, bits: int) -> list[float]:
         mags = [2.0 ** p for p in range(cls.p_min(bits), 1)]
-        return sorted([-m for m in mags] + mags)
+        return [-m for m in mags] + mags
 
     def _init_paper(self, float_weight: Tensor | None) -> None:
         if float_weight is not None:
@@ -226,9 +276,9 @@ class DeepShiftPS(ShiftParametrization):
         return -(2 ** (bits - 1) - 2)
 
     @classmethod
-    def value_set(cls, bits: int) -> list[float]:
+    def _values(cls, bits: int) -> list[float]:
         mags = [2.0 ** p for p in range(cls.p_lo(bits), 1)]
-        return sorted([-m for m in mags] + [0.0] + mags)
+        return [-m for m in mags] + [0.0] + mags
 
     def latent_weight(self) -> Tensor:
         return self.sign
@@ -272,14 +322,15 @@ class S3(ShiftParametrization):
 
     def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
                  float_weight: Tensor | None = None) -> None:
-        k = 2 ** (bits - 1) - 2 if bits in BITS else 0
+        bits = check_bits(bits, self.method)
+        k = 2 ** (bits - 1) - 2
         self.latent_names = ("w_sign", "w_sparse") + tuple(f"w_shift{i + 1}" for i in range(k))
         super().__init__(shape, bits, init, float_weight)
 
     @classmethod
-    def value_set(cls, bits: int) -> list[float]:
+    def _values(cls, bits: int) -> list[float]:
         mags = [2.0 ** k for k in range(2 ** (bits - 1) - 1)]
-        return sorted([-m for m in mags] + [0.0] + mags)
+        return [-m for m in mags] + [0.0] + mags
 
     def _init_paper(self, float_weight: Tensor | None) -> None:
         std = math.sqrt(2.0 / _fan_out(self.shape))
@@ -318,14 +369,15 @@ class DenseShift(ShiftParametrization):
 
     def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
                  float_weight: Tensor | None = None) -> None:
-        levels = 2 ** (bits - 1) - 1 if bits in BITS else 0
+        bits = check_bits(bits, self.method)
+        levels = 2 ** (bits - 1) - 1
         self.latent_names = ("w_sign",) + tuple(f"w_t{i + 1}" for i in range(levels))
         super().__init__(shape, bits, init, float_weight)
 
     @classmethod
-    def value_set(cls, bits: int) -> list[float]:
+    def _values(cls, bits: int) -> list[float]:
         mags = [2.0 ** k for k in range(2 ** (bits - 1))]
-        return sorted([-m for m in mags] + mags)
+        return [-m for m in mags] + mags
 
     def _init_paper(self, float_weight: Tensor | None) -> None:
         for name in self.latent_names:
