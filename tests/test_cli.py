@@ -201,3 +201,53 @@ def test_summary_of_a_shift_network_counts_its_bits(tmp_path, capsys):
     assert "w3a32" in data["macs_by_precision"] and "3" in map(str, data["params_by_bits"])
     code, _, err = run_main(["summary", "resnet20", "--method", "s3", "--mode", "w1a1"], capsys)
     assert code == 2 and "bad option for method 's3'" in err and "Traceback" not in err
+
+
+TIMING_FIELDS = {"name", "threads", "candidate_ms", "baseline_ms", "speedup"}
+
+
+def _check_timing_rows(rows):
+    for r in rows:
+        assert set(r) == TIMING_FIELDS, r
+        assert r["candidate_ms"] > 0 and r["baseline_ms"] > 0
+        assert r["speedup"] == pytest.approx(r["baseline_ms"] / r["candidate_ms"])
+
+
+@pytest.mark.parametrize("model_name", ["convnet", "mlp"])
+def test_bench_model_short_run_writes_every_batch_and_thread_count(tmp_path, model_name):
+    out = tmp_path / "m.json"
+    threads_before = torch.get_num_threads()
+    result = CliRunner().invoke(cli, ["bench", "model", model_name, "--batches", "1,2",
+                                      "--threads", "1,2", "--rounds", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == threads_before  # the benchmark restores it
+    assert f"frozen W1A1 {model_name} vs float {model_name}" in result.output
+    data = json.loads(out.read_text())
+    assert data["model"] == model_name
+    rows = data["rows"]
+    # per batch and thread count: against the float model, then its channels-last copy
+    assert [(r["name"], r["threads"]) for r in rows] == [
+        (name, t) for b in (1, 2) for t in (1, 2)
+        for name in (f"batch {b}", f"batch {b}, float channels-last")]
+    _check_timing_rows(rows)
+
+
+def test_bench_model_of_an_unknown_model_is_one_clear_line(capsys):
+    code, _, err = run_main(["bench", "model", "alexnet", "--batches", "1", "--threads", "1",
+                             "--rounds", "1"], capsys)
+    assert code == 2 and "alexnet" in err and "available:" in err and "Traceback" not in err
+
+
+def test_bench_kernels_batch_and_threads_options(tmp_path):
+    from edgecompress.deploy.benchmark import RESNET18_SHAPES
+    out = tmp_path / "k.json"
+    result = CliRunner().invoke(cli, ["bench", "kernels", "--batch", "2", "--threads", "1,2",
+                                      "--rounds", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "binary GEMM vs float32 matmul, batch 2" in result.output
+    data = json.loads(out.read_text())
+    assert (data["kind"], data["batch"], data["path"]) == ("w1a1", 2, None)
+    expected = [(f"{label} M={2 * m} K={k} N={n}", t)
+                for label, (m, k, n) in RESNET18_SHAPES.items() for t in (1, 2)]
+    assert [(r["name"], r["threads"]) for r in data["rows"]] == expected
+    _check_timing_rows(data["rows"])
