@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -160,3 +161,200 @@ def test_bad_input_shape_names_shape_and_model():
                                                 r"\(1, 3, 8, 8\)"):
         summary(model, (3, 8, 8))
     assert all(not m._forward_hooks for m in model.modules())
+
+
+# --- matrix products written by hand in forward() --------------------------------------------
+# Shapes of the audit's example: T = 6 tokens of d = 16 features.
+#   q, k, v and output projections: 4 x (T x d x d) = 4 x 6 x 16 x 16 = 6,144 MACs
+#   q @ k^T: T x T x d = 6 x 6 x 16 = 576;  softmax(.) @ v: T x T x d = 576   -> 1,152 MACs
+#   total 6,144 + 1,152 = 7,296 MACs per sample, all w32a32.
+T, D = 6, 16
+PROJECTIONS = 4 * T * D * D
+ATTENTION = T * T * D + T * T * D
+assert (PROJECTIONS, ATTENTION) == (6_144, 1_152)
+
+
+def _attend(q, k, v, how):
+    scale = 1 / D ** 0.5
+    if how == "operator":
+        return torch.softmax(q @ k.transpose(-2, -1) * scale, dim=-1) @ v
+    if how == "matmul":
+        return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * scale, -1), v)
+    if how == "bmm":
+        return torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)) * scale, -1), v)
+    if how == "einsum":
+        scores = torch.einsum("btd,bsd->bts", q, k) * scale
+        return torch.einsum("bts,bsd->btd", torch.softmax(scores, -1), v)
+    if how == "einsum-ellipsis":
+        scores = torch.einsum("...td,...sd->...ts", q, k) * scale
+        return torch.einsum("...ts,...sd->...td", torch.softmax(scores, -1), v)
+    if how == "sdpa":
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    if how == "sdpa-heads":  # 4 heads of 4 features: 4 x (T x T x 4) x 2 = the same 1,152
+        b = q.shape[0]
+        q, k, v = (t.reshape(b, T, 4, D // 4).transpose(1, 2) for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return out.transpose(1, 2).reshape(b, T, D)
+    raise AssertionError(how)
+
+
+class HandAttention(nn.Module):
+    """Self-attention with Linear projections and the attention written by hand."""
+
+    def __init__(self, how="operator"):
+        super().__init__()
+        self.how = how
+        self.q, self.k, self.v, self.out = (nn.Linear(D, D) for _ in range(4))
+
+    def forward(self, x):
+        return self.out(_attend(self.q(x), self.k(x), self.v(x), self.how))
+
+
+@pytest.mark.parametrize("how", ["operator", "matmul", "bmm", "einsum", "einsum-ellipsis",
+                                 "sdpa", "sdpa-heads"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_hand_written_attention_matmuls_are_counted(how, batch):
+    s = summary(HandAttention(how), (T, D), batch_size=batch)
+    assert s.macs_by_precision == {"w32a32": PROJECTIONS + ATTENTION}
+    assert s.total_macs == 7_296
+    own = by_name(s, "HandAttention (own ops)")  # charged to the module whose forward wrote them
+    assert own.macs_by_precision == {"w32a32": ATTENTION} and own.params == 0
+    assert own.output_shape == (batch, T, D)
+    assert [by_name(s, n).macs_by_precision for n in "qkv"] == [{"w32a32": T * D * D}] * 3
+    assert s.total_params == 4 * (D * D + D)
+
+
+def test_matmul_is_charged_to_the_innermost_module():
+    class Gram(nn.Module):  # a leaf without parameters: x x^T
+        def forward(self, x):
+            return x @ x.transpose(-2, -1)
+
+    class Block(nn.Module):  # a container with its own parameter and a product of its own
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(D))
+            self.attn = HandAttention()
+            self.gram = Gram()
+
+        def forward(self, x):
+            y = self.attn(x) * self.scale
+            return self.gram(torch.matmul(y, y.transpose(-2, -1)) @ y)
+
+    s = summary(nn.Sequential(Block()), (T, D))
+    assert by_name(s, "0 (own parameters and ops)").macs_by_precision == {
+        "w32a32": T * T * D + T * T * D}  # y y^T, then (T x T) @ (T x D)
+    assert by_name(s, "0 (own parameters and ops)").params == D
+    assert by_name(s, "0.attn (own ops)").macs_by_precision == {"w32a32": ATTENTION}
+    assert by_name(s, "0.gram").macs_by_precision == {"w32a32": T * T * D}
+    assert s.total_macs == PROJECTIONS + ATTENTION + 2 * T * T * D + T * T * D
+
+
+def test_functional_linear_with_own_weight_is_counted_once():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(8, D))
+            self.inner = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.inner(torch.nn.functional.linear(x, self.weight))
+
+    s = summary(Functional(), (T, D))
+    assert by_name(s, "Functional (own parameters and ops)").macs_by_precision == {
+        "w32a32": T * 8 * D}
+    assert s.total_macs == T * 8 * D + T * 4 * 8  # nn.Linear's F.linear is not counted again
+
+
+class MatmulBinaryLinear(nn.Linear, CompressedLayer):
+    """A compressed layer whose forward writes its product with @: counted once, at w1a1."""
+
+    weight_bits = 1
+    input_bits = 1
+
+    def forward(self, x):
+        return x @ self.weight.t() + self.bias
+
+
+def test_products_inside_self_counting_layers_are_not_counted_again():
+    s = summary(nn.Sequential(MatmulBinaryLinear(D, 4), Custom()), (D,))
+    assert s.macs_by_precision == {"w1a1": D * 4, "w3a32": 123}
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+@pytest.mark.parametrize("cross", [False, True])
+def test_multihead_attention_internal_matmuls_not_double_counted(need_weights, cross):
+    """nn.MultiheadAttention is counted by its own rule; its bmm / baddbmm /
+    scaled_dot_product_attention calls (slow path, taken during the summary) are inside
+    it and must not be added again."""
+    source = 9
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(D, 4, batch_first=True)
+            self.memory = nn.Parameter(torch.randn(1, source, D))
+
+        def forward(self, x):
+            kv = self.memory.expand(x.shape[0], -1, -1) if cross else x
+            return self.mha(x, kv, kv, need_weights=need_weights)[0]
+
+    s = summary(Attn(), (T, D), batch_size=2)
+    S = source if cross else T
+    hand = T * D * D + S * D * D + S * D * D + T * D * D + T * S * D + T * S * D
+    assert s.macs_by_precision == {"w32a32": hand}
+
+
+def test_transformer_encoder_layer_hand_count():
+    """eval + no_grad would normally take torch's fused fast path, which never calls the
+    submodules; the summary sees every layer."""
+    layer = nn.TransformerEncoderLayer(d_model=D, nhead=4, dim_feedforward=32, batch_first=True)
+    layer.eval()
+    s = summary(layer, (T, D))
+    attention = 4 * T * D * D + 2 * T * T * D  # = 7,296 as above
+    feedforward = T * D * 32 + T * 32 * D
+    assert s.macs_by_precision == {"w32a32": attention + feedforward}
+    assert s.total_macs == 7_296 + 6_144
+
+
+def test_einsum_counting_rules():
+    _einsum_macs = importlib.import_module("edgecompress.analysis.summary")._einsum_macs
+
+    a, b, c = torch.zeros(2, 3), torch.zeros(3, 4), torch.zeros(4, 5)
+    out = torch.zeros(())
+    assert _einsum_macs(("ij,jk->ik", a, b), {}, out) == 2 * 3 * 4
+    assert _einsum_macs(("ij,jk", [a, b]), {}, out) == 2 * 3 * 4  # implicit output, list form
+    # left to right: (ij,jk -> ik) then (ik,kl -> il)
+    assert _einsum_macs(("ij,jk,kl->il", a, b, c), {}, out) == 2 * 3 * 4 + 2 * 4 * 5
+    assert _einsum_macs(("ij->ji", a), {}, out) == 0  # no product
+    assert _einsum_macs(("ij,ij->ij", a, a), {}, out) == 0  # element-wise, like a * b
+    x, y = torch.zeros(7, 2, 3), torch.zeros(3, 4)
+    assert _einsum_macs(("...ij,jk->...ik", x, y), {}, out) == 7 * 2 * 3 * 4
+    assert _einsum_macs((a, [0, 1], b, [1, 2]), {}, out) is None  # sublist form: not understood
+
+
+def test_einsum_sublist_form_is_counted():
+    class Sublist(nn.Module):  # torch turns the sublists into the equation "ABC,ADC->ABD"
+        def forward(self, x):
+            return torch.einsum(x, [0, 1, 2], x, [0, 3, 2], [0, 1, 3])
+
+    assert summary(Sublist(), (T, D), batch_size=2).macs_by_precision == {"w32a32": T * T * D}
+
+
+def test_einsum_call_not_understood_warns_instead_of_miscounting(monkeypatch):
+    summary_module = importlib.import_module("edgecompress.analysis.summary")
+
+    monkeypatch.setitem(summary_module._MATMUL_RULES, torch.einsum, lambda a, k, r: None)
+    with pytest.warns(UserWarning, match="einsum call not understood"):
+        s = summary(HandAttention("einsum"), (T, D))
+    assert s.total_macs == PROJECTIONS
+
+
+def test_matmul_counting_ends_with_the_summary():
+    model = HandAttention()
+    summary(model, (T, D))
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+    assert torch._C._len_torch_function_stack() == 0
+    with pytest.raises(EdgecompressError):
+        summary(model, (T, D + 1))
+    assert torch._C._len_torch_function_stack() == 0
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())

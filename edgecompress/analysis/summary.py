@@ -18,7 +18,22 @@ MACs are counted for one sample (the forward pass's count divided by its batch s
   gates x hidden x (layer input + recurrent size) (+ the projection when ``proj_size``); the
   elementwise gate arithmetic is not counted;
 - MultiheadAttention: the q, k, v and output projections plus QK^T and AV;
+- matrix products written in a module's ``forward`` (``q @ k.transpose(-2, -1)``,
+  ``torch.matmul`` / ``mm`` / ``bmm`` / ``mv`` / ``dot`` / ``addmm`` / ``baddbmm``, ``F.linear``,
+  two-or-more-operand ``torch.einsum`` and ``F.scaled_dot_product_attention``): output elements x
+  contracted size (SDPA: batch x heads x L x S x (E + Ev), the causal mask not subtracted;
+  einsum: contracted left to right, each contracting step costing the product of the sizes it
+  involves). They are seen with a :class:`torch.overrides.TorchFunctionMode` during the
+  summary's forward pass, counted ``w32a32`` and charged to the innermost module running them
+  (a leaf, or the container whose own ``forward`` issued them: its row is
+  ``"name (own ops)"``). Products issued inside a layer counted by the rules above (conv,
+  linear, RNN, MultiheadAttention, compressed layers, protocol modules) are part of that layer's
+  count and are not added again. Functional convolutions (``F.conv2d``) are not counted;
 - BatchNorm, activations, pooling, element-wise ops: 0.
+
+The forward pass runs in eval mode under ``torch.no_grad``; torch's fused inference fast paths
+(``nn.TransformerEncoderLayer``, ``nn.MultiheadAttention``), which would skip the submodules' own
+``forward``, are not taken while a torch-function mode is active, so every layer is seen.
 
 Extension protocol for custom modules: a module that defines
 ``edgecompress_macs(self, inputs: tuple, output) -> dict[str, int]`` (precision key -> MACs per
@@ -30,12 +45,15 @@ Layers with neither parameters nor MACs (activations, pooling, flatten) are left
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import EdgecompressError
 from ..layers.base import CompressedLayer
@@ -170,24 +188,167 @@ def _size(n: float) -> str:
     return f"{n:,.0f} B = {n / 1024:,.2f} KiB = {n / 2**20:,.3f} MiB"
 
 
-def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules counted as one unit: protocol modules, compressed layers (their quantizers are
-    children), attention, and modules without children. Their descendants are skipped."""
+def _counts_itself(module: nn.Module) -> bool:
+    """A layer whose MACs come from its own rule (or protocol): everything run inside it is
+    already in that count."""
+    return (hasattr(module, "edgecompress_macs") or hasattr(module, "edgecompress_params")
+            or isinstance(module, (nn.MultiheadAttention, CompressedLayer, nn.Linear,
+                                   nn.modules.conv._ConvNd, nn.RNNBase)))
+
+
+def _rows(model: nn.Module) -> list[tuple[str, nn.Module, bool]]:
+    """(name, module, is_leaf) for every module that gets a row, in ``named_modules`` order.
+
+    Leaves are counted as one unit: protocol modules, compressed layers (their quantizers are
+    children), attention, and modules without children; their descendants are skipped. Every
+    other module gets a row for what it holds and runs itself (its own parameters, the matrix
+    products its ``forward`` writes); rows left empty are dropped later."""
     out, skip = [], ()
     for name, module in model.named_modules():
         if skip and name.startswith(skip):
             continue
         composite = (hasattr(module, "edgecompress_macs") or hasattr(module, "edgecompress_params")
                      or isinstance(module, (nn.MultiheadAttention, CompressedLayer)))
-        if composite or not any(True for _ in module.children()):
-            out.append((name or type(module).__name__, module))
-            if composite and name:
-                skip = skip + (name + ".",)
-            elif composite:
-                break  # the whole model is one unit
-        elif any(True for _ in module.parameters(recurse=False)):
-            out.append((f"{name or type(module).__name__} (own parameters)", module))
+        leaf = composite or not any(True for _ in module.children())
+        out.append((name or type(module).__name__, module, leaf))
+        if composite and name:
+            skip = skip + (name + ".",)
+        elif composite:
+            break  # the whole model is one unit
     return out
+
+
+# --- matrix products written in forward() ----------------------------------------------------
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def _product(result: Any, left: Any) -> int:
+    """MACs of a matrix product: output elements x contracted size (``left``'s last dim)."""
+    if not isinstance(result, Tensor) or not isinstance(left, Tensor) or left.dim() == 0:
+        return 0
+    return result.numel() * left.shape[-1]
+
+
+def _sdpa_macs(args: tuple, kwargs: dict, result: Any) -> int:
+    query, key = _arg(args, kwargs, 0, "query"), _arg(args, kwargs, 1, "key")
+    out = _first_tensor(result)
+    if not all(isinstance(t, Tensor) for t in (query, key, out)) or query.dim() < 2:
+        return 0
+    embed, source, value_embed = query.shape[-1], key.shape[-2], out.shape[-1]
+    rows = out.numel() // value_embed  # batch x heads x target length
+    return rows * source * (embed + value_embed)  # QK^T and (softmax) V
+
+
+_ELLIPSIS = "..."
+
+
+def _einsum_labels(term: str, ndim: int) -> list[str] | None:
+    if term.count(_ELLIPSIS) > 1:
+        return None
+    letters = term.replace(_ELLIPSIS, "")
+    if not all(c.isalpha() for c in letters):
+        return None
+    n_ell = ndim - len(letters)
+    if n_ell < 0 or (n_ell and _ELLIPSIS not in term):
+        return None
+    before, _, after = term.partition(_ELLIPSIS) if _ELLIPSIS in term else (term, "", "")
+    # ellipsis dimensions are named by their distance from the right, so they broadcast
+    return [*before, *(chr(0x100 + n_ell - 1 - i) for i in range(n_ell)), *after]
+
+
+def _einsum_macs(args: tuple, kwargs: dict, result: Any) -> int | None:
+    """Two or more operands contracted left to right; None when the call is not understood."""
+    if not args or not isinstance(args[0], str):
+        return None
+    equation, operands = args[0].replace(" ", ""), list(args[1:])
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = list(operands[0])
+    if not operands or not all(isinstance(t, Tensor) for t in operands):
+        return None
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(operands):
+        return None
+    labels = [_einsum_labels(t, op.dim()) for t, op in zip(terms, operands)]
+    if any(lab is None for lab in labels):
+        return None
+    sizes: dict[str, int] = {}
+    for lab, op in zip(labels, operands):
+        for c, n in zip(lab, op.shape):
+            sizes[c] = max(sizes.get(c, 1), int(n))
+    ellipsis = sorted({c for lab in labels for c in lab if ord(c) >= 0x100}, reverse=True)
+    if arrow:
+        n_out_ell = len(ellipsis) if _ELLIPSIS in rhs else 0
+        output = _einsum_labels(rhs, len(rhs.replace(_ELLIPSIS, "")) + n_out_ell)
+        if output is None:
+            return None
+    else:
+        counts: dict[str, int] = defaultdict(int)
+        for lab in labels:
+            for c in lab:
+                counts[c] += 1
+        output = ellipsis + sorted(c for c, n in counts.items() if n == 1 and ord(c) < 0x100)
+    total, current = 0, set(labels[0])
+    for j in range(1, len(labels)):
+        involved = current | set(labels[j])
+        still_needed = set(output).union(*labels[j + 1:])
+        kept = involved & still_needed
+        if involved - kept:  # a contraction (a broadcast product alone is element-wise)
+            total += math.prod(sizes[c] for c in involved)
+        current = kept
+    return total
+
+
+def _matmul_rules() -> dict[Any, Callable[[tuple, dict, Any], int | None]]:
+    rules: dict[Any, Callable[[tuple, dict, Any], int | None]] = {}
+
+    def add(funcs: Sequence[Any], rule: Callable[[tuple, dict, Any], int | None]) -> None:
+        for f in funcs:
+            if f is not None:
+                rules[f] = rule
+
+    tensor = torch.Tensor
+    first = [getattr(torch, n, None) for n in ("matmul", "mm", "bmm", "mv", "dot", "inner")]
+    first += [getattr(tensor, n, None) for n in ("matmul", "__matmul__", "mm", "bmm", "mv", "dot",
+                                                 "inner")]
+    add(first, lambda a, k, r: _product(r, _arg(a, k, 0, "input")))
+    add([getattr(tensor, "__rmatmul__", None)], lambda a, k, r: _product(r, _arg(a, k, 1, "other")))
+    added = [getattr(torch, n, None) for n in ("addmm", "baddbmm", "addmv")]
+    added += [getattr(tensor, n, None) for n in ("addmm", "baddbmm", "addmv")]
+    add(added, lambda a, k, r: _product(r, a[1] if len(a) > 1 else next(
+        (k[n] for n in ("mat1", "batch1", "mat") if n in k), None)))
+    add([F.linear], lambda a, k, r: _product(r, _arg(a, k, 1, "weight")))
+    add([torch.einsum], _einsum_macs)
+    add([getattr(F, "scaled_dot_product_attention", None)], _sdpa_macs)
+    return rules
+
+
+_MATMUL_RULES = _matmul_rules()
+
+
+class _MatmulCounter(TorchFunctionMode):
+    """Counts the matrix products of a forward pass, charged to the innermost running module
+    unless a self-counting layer is running (its own rule already covers them)."""
+
+    def __init__(self, charge: Callable[[int], None]) -> None:
+        super().__init__()
+        self.charge = charge
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        rule = _MATMUL_RULES.get(func)
+        if rule is not None:
+            macs = rule(args, kwargs, result)
+            if macs is None:
+                warnings.warn(f"summary: {getattr(func, '__name__', func)} call not understood "
+                              f"({args[0] if args and isinstance(args[0], str) else ''}); its "
+                              "MACs are not counted", stacklevel=2)
+            elif macs:
+                self.charge(macs)
+        return result
 
 
 def _params(module: nn.Module, own_only: bool) -> dict[int, int]:
@@ -275,29 +436,53 @@ def summary(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch
     except StopIteration:
         device = torch.device("cpu")
     input = input.to(device)
-    leaves = _leaves(model)
+    rows = _rows(model)
     profiles: dict[int, LayerProfile] = {}
     macs: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    leaf_ids = {id(module) for _, module, leaf in rows if leaf}
+    counted = {id(m) for m in model.modules() if _counts_itself(m)}
     handles = []
 
-    for name, module in leaves:
-        own_only = name.endswith("(own parameters)")
-        profiles[id(module) if not own_only else -id(module)] = LayerProfile(
-            name, type(module).__name__, None, _params(module, own_only))
-        if own_only:
-            continue
+    for name, module, leaf in rows:
+        profiles[id(module)] = LayerProfile(name, type(module).__name__, None,
+                                            _params(module, own_only=not leaf))
 
         def hook(mod: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-            for k, v in _macs(mod, args, kwargs, output, batch_size).items():
-                macs[id(mod)][k] += v
+            if id(mod) in leaf_ids:
+                for k, v in _macs(mod, args, kwargs, output, batch_size).items():
+                    macs[id(mod)][k] += v
             out = _first_tensor(output)
             profiles[id(mod)].output_shape = tuple(out.shape) if out is not None else None
 
         handles.append(module.register_forward_hook(hook, with_kwargs=True))
+
+    # which module is running, for the matrix products written in forward()
+    stack: list[nn.Module] = []
+    op_macs: dict[int, int] = defaultdict(int)  # whole batch; divided by batch_size below
+    float_key = _precision_key(FLOAT_BITS, FLOAT_BITS)
+
+    def enter(mod: nn.Module, args: tuple) -> None:
+        stack.append(mod)
+
+    def leave(mod: nn.Module, args: tuple, output: Any) -> None:
+        if stack and stack[-1] is mod:
+            stack.pop()
+
+    def charge(n: int) -> None:
+        if any(id(m) in counted for m in stack):
+            return  # inside a layer whose own rule counts this product
+        owner = next((m for m in reversed(stack) if id(m) in profiles), None)
+        if owner is not None:
+            op_macs[id(owner)] += n
+
+    for module in model.modules():
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave, always_call=True))
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        # with the mode active torch takes no fused fast path that would skip submodules
+        with torch.no_grad(), _MatmulCounter(charge):
             model(input)
     except EdgecompressError:
         raise
@@ -309,8 +494,16 @@ def summary(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch
         for h in handles:
             h.remove()
         model.train(was_training)
-    for key, profile in profiles.items():
-        if key > 0:
-            profile.macs_by_precision = {k: v for k, v in macs[key].items() if v}
+    for key, n in op_macs.items():
+        macs[key][float_key] += n // batch_size
+    for (name, module, leaf) in rows:
+        profile = profiles[id(module)]
+        profile.macs_by_precision = {k: v for k, v in macs[id(module)].items() if v}
+        if not leaf:
+            profile.name = name + (" (own ops)" if not profile.params else " (own parameters)"
+                                   if not profile.macs_by_precision
+                                   else " (own parameters and ops)")
+            if not profile.macs_by_precision:
+                profile.output_shape = None
     layers = [p for p in profiles.values() if p.params or p.macs_by_precision]
     return Summary(type(model).__name__, shown_shape, layers)
