@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from typing import Any
 
@@ -23,7 +24,8 @@ from common import (RESULTS, ROOT, load_results, machine, method_table, save_res
                     suite_section, train_and_record)
 
 from edgecompress.analysis import plot_flip_rates
-from edgecompress.quantizers.shift import SHIFT_METHODS
+from edgecompress.quantizers.shift import BITS as PARAM_BITS
+from edgecompress.quantizers.shift import PARAMETRIZATIONS, SHIFT_METHODS
 from edgecompress.recipe import Recipe
 
 DOC = ROOT / "docs" / "shift.md"
@@ -92,40 +94,90 @@ def _scores(results: dict[str, Any], method: str | None, bits: int | None) -> li
     return [r["top1"] for r in results.values() if r["method"] == method and r["bits"] == bits]
 
 
-def _claims(results: dict[str, Any]) -> list[str]:
-    """The papers' claims, checked against this run's numbers (gaps compared with the larger
-    of the two standard deviations over seeds)."""
-    def stats(method: str | None, bits: int | None) -> tuple[float, float]:
-        v = _scores(results, method, bits)
-        if not v:
-            return float("nan"), float("nan")
-        return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else float("nan")
+VERDICT_RULE = (
+    "Verdicts, from the per-seed numbers (3 seeds): for a claim that A is above B, the gap is "
+    "mean(A) - mean(B) and the spread the larger of the two standard deviations over seeds; "
+    "the claim **holds** if the gap has the claimed sign and exceeds the spread, is **not "
+    "reproduced** if the gap has the opposite sign and exceeds the spread, and is "
+    "**inconclusive** otherwise. For a claim that A is close to float, it **holds** if A is "
+    "at most one spread below float (or above it), is **not reproduced** if A is more than two "
+    "spreads below float, and is **inconclusive** in between. Flip claims use each seed's "
+    "fraction of weights whose 3-bit value (or sign) changed in the last epoch.")
 
-    def versus(a: tuple[float, float], b: tuple[float, float]) -> str:
-        gap, spread = a[0] - b[0], max(a[1], b[1])
-        size = "more than" if abs(gap) > spread else "within"
-        return f"{gap:+.2f} points, {size} one standard deviation ({spread:.2f})"
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def verdict(a: list[float], b: list[float], claim: str = "above") -> tuple[str, float, float]:
+    """(verdict, gap, spread) of the claim "a is above b" (``claim="above"``) or "a is close to
+    b" (``claim="close"``) by the rule of VERDICT_RULE; "inconclusive" without two seeds each."""
+    (ma, sa), (mb, sb) = _stats(a), _stats(b)
+    gap, spread = ma - mb, max(sa, sb)
+    if len(a) < 2 or len(b) < 2 or spread != spread:
+        return "inconclusive", gap, spread
+    if claim == "close":
+        word = ("holds" if gap >= -spread else "not reproduced" if gap < -2 * spread
+                else "inconclusive")
+    else:
+        word = ("holds" if gap > spread else "not reproduced" if gap < -spread
+                else "inconclusive")
+    return word, gap, spread
+
+
+def _last_epoch(results: dict[str, Any], method: str, metric: str) -> list[float]:
+    return [r[metric][-1] for r in results.values() if r["method"] == method and r["bits"] == 3
+            and r.get(metric) and r[metric][-1] is not None]
+
+
+def _claims(results: dict[str, Any]) -> list[str]:
+    """The papers' claims, each with its verdict on this run's numbers (see VERDICT_RULE)."""
+    def line(text: str, result: tuple[str, float, float], unit: str, scale: float = 1.0) -> str:
+        word, gap, spread = result
+        return (f"- {text}: **{word}** (gap {scale * gap:+.2f}{unit}, spread "
+                f"{scale * spread:.2f}{unit})")
 
     out = []
-    floats = stats(None, None)
+    floats = _scores(results, None, None)
     for method in ("s3", "denseshift"):
-        mine = stats(method, 3)
-        parts = [f"vs float {versus(mine, floats)}"]
-        parts += [f"vs {base} {versus(mine, stats(base, 3))}"
-                  for base in ("deepshift-q", "deepshift-ps")]
-        out.append(f"- {method} 3-bit ({mine[0]:.2f}): " + "; ".join(parts) + ".")
-    flips = {}
-    for method in ("deepshift-ps", "s3", "denseshift"):
-        rows = [r["flip_rate"] for r in results.values() if r["method"] == method
-                and r["bits"] == 3 and r["flip_rate"]]
-        if rows:
-            flips[method] = statistics.mean(r[-1] for r in rows)
-    if flips:
-        out.append("- weights whose 3-bit value changed in the last epoch (mean over seeds): "
-                   + ", ".join(f"{m} {100 * v:.2f} %" for m, v in flips.items())
-                   + " (the papers: S3 and DenseShift keep flipping where DeepShift-PS "
-                     "freezes).")
+        mine = _scores(results, method, 3)
+        mean = f"{_stats(mine)[0]:.2f}"
+        out.append(line(f"{method} 3-bit ({mean}) is close to float "
+                        f"({_stats(floats)[0]:.2f})", verdict(mine, floats, "close"), " points"))
+        for base in ("deepshift-q", "deepshift-ps"):
+            theirs = _scores(results, base, 3)
+            out.append(line(f"{method} 3-bit ({mean}) is clearly above {base} 3-bit "
+                            f"({_stats(theirs)[0]:.2f})", verdict(mine, theirs), " points"))
+    for metric, what in (("flip_rate", "value"), ("sign_flip_rate", "sign")):
+        frozen = _last_epoch(results, "deepshift-ps", metric)
+        for method in ("s3", "denseshift"):
+            mine = _last_epoch(results, method, metric)
+            if not mine or not frozen:
+                continue
+            out.append(line(
+                f"{method} 3-bit weights keep flipping where deepshift-ps freezes, by the "
+                f"fraction whose {what} changed in the last epoch ({100 * _stats(mine)[0]:.2f} % "
+                f"vs {100 * _stats(frozen)[0]:.2f} %)", verdict(mine, frozen),
+                " percentage points", 100))
     return out
+
+
+def _encoding(method: str, bits: int) -> str:
+    values = PARAMETRIZATIONS[method].value_set(bits)
+    exps = sorted({round(math.log2(abs(v))) for v in values if v})
+    mags = f"2^{exps[0]}" if len(exps) == 1 else f"2^{exps[0]} .. 2^{exps[-1]}"
+    return f"{'0, ' if 0.0 in values else ''}±{{{mags}}} ({len(values)})"
+
+
+def _encodings_table() -> list[str]:
+    lines = ["| bits | " + " | ".join(SHIFT_METHODS) + " |",
+             "|---:|" + "---|" * len(SHIFT_METHODS)]
+    for bits in PARAM_BITS:
+        lines.append(f"| {bits} | " + " | ".join(_encoding(m, bits) for m in SHIFT_METHODS)
+                     + " |")
+    return lines
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -137,6 +189,24 @@ def cmd_report(args: argparse.Namespace) -> None:
         "(`edgecompress.convert(model, \"s3\", bits=3)`; formulas, encodings and value sets in "
         "`edgecompress/quantizers/shift.py`). Policy: first conv, classifier and BatchNorm "
         "float; every other conv (1x1 downsampling ones included) quantized; activations float.",
+        "",
+        "Options of `convert(model, method, ...)` for the four methods: `bits=` (an int, 2 to "
+        "6; 3 by default), `init=` (`\"paper\"`, the default: each paper's initialisation; "
+        "`\"low-variance\"`: DenseShift's N(0, 1e-3) for every latent, for any method; "
+        "`\"from-float\"`: latents derived from the float model's weights, so that the "
+        "converted model starts near it) and `activation_bits=` (None, the default: float "
+        "activations; an int 2 to 16: each converted layer's input goes through a PACT "
+        "quantizer, unsigned, with a learnable clipping level, and the packed layer keeps it). "
+        "The runs below use `init=\"paper\"` and float activations.",
+        "",
+        "Encodings: every weight of a b-bit layer is one of these values (stored as its index "
+        "in the sorted list; count in brackets). The 3-bit sets of S3 and DenseShift are the "
+        "papers'; the other widths are this library's generalisation, documented in "
+        "`edgecompress/quantizers/shift.py` (2^a .. 2^b: every power of two from 2^a to 2^b).",
+        "",
+        *_encodings_table(),
+        "",
+        VERDICT_RULE,
         "",
         "Top-1 test accuracy (%), mean ± standard deviation over seeds. Same model, data, "
         "optimizer (Adam, cosine schedule), budget and seeds for every method. Initialisation "
@@ -155,8 +225,9 @@ def cmd_report(args: argparse.Namespace) -> None:
             continue
         lines += suite_section("##", spec, results, method_table(
             results, SHIFT_METHODS, "bits", BITS, [f"{b}-bit" for b in BITS]))
-        lines += ["", "Paper claims, checked on these numbers:", "", *_claims(results), ""]
-        for metric in ("flip_rate", "unchanged_since_epoch_1"):
+        lines += ["", "Paper claims, each with its verdict on these numbers (rule above):", "",
+                  *_claims(results), ""]
+        for metric in ("flip_rate", "sign_flip_rate", "unchanged_since_epoch_1"):
             curves, skipped = {}, 0
             for method in SHIFT_METHODS:
                 rows = [r[metric] for r in results.values()
@@ -171,6 +242,9 @@ def cmd_report(args: argparse.Namespace) -> None:
             if metric == "flip_rate":
                 title, options = "weights whose value changed during the epoch", dict(
                     ylabel="weights changed (%)")
+            elif metric == "sign_flip_rate":
+                title, options = "weights whose sign changed during the epoch", dict(
+                    ylabel="weights whose sign changed (%)")
             else:
                 title = f"weights unchanged since the end of epoch {skipped}"
                 options = dict(ylabel="weights unchanged (%)", first_epoch=skipped + 1, log=False)
@@ -181,25 +255,45 @@ def cmd_report(args: argparse.Namespace) -> None:
                   f"`python benchmarks/shift.py report`.", ""]
     packed = RESULTS / "shift_deploy.json"
     if packed.is_file():
-        data = json.loads(packed.read_text())
-        lines += ["## Packed inference", "", data["text"], "",
-                  f"Machine of these timings: {data['machine']}.", ""]
+        lines += _deploy_section(json.loads(packed.read_text()))
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
 
 
+LAYER = dict(channels=64, size=32, method="s3", bits=3)
+
+
+def _exponent_add_linear(x: torch.Tensor, exponents: torch.Tensor,
+                         negative: torch.Tensor) -> torch.Tensor:
+    """y = x W^T for W = +-2^e (e >= 0, no zero weight) computed on the float bit patterns:
+    each product x_i 2^e is the integer add of e to x_i's exponent field and its sign the XOR
+    of the sign bit (valid for normal nonzero x without exponent overflow), then a float sum.
+    A plain vectorized formulation, (batch, out, in) terms in memory; not the library's path."""
+    terms = x.view(torch.int32).unsqueeze(1) + (exponents << 23).unsqueeze(0)
+    terms = terms ^ (negative.to(torch.int32) << 31).unsqueeze(0)
+    return terms.view(torch.float32).sum(-1)
+
+
 def cmd_deploy(args: argparse.Namespace) -> None:
-    """Packed shift ResNet-20 vs the float ResNet-20: file size, time per batch (interleaved)."""
+    """Packed shift ResNet-20 vs the float ResNet-20 (file size, time per batch), one packed
+    shift conv vs the same float conv, and an exponent-add linear layer vs the float matmul;
+    every timing interleaved with its baseline, 1 thread."""
     import tempfile
     from pathlib import Path
 
+    from torch import nn
+
     from edgecompress import convert, deploy, models
     from edgecompress.deploy.benchmark import compare
+    from edgecompress.layers import ShiftConv2d
 
     torch.manual_seed(0)
     torch.set_num_threads(1)  # the timings are 1-thread; machine() below says so
     rows, sizes = [], {}
     float_model = models.create("resnet20").eval()
+    float_last = models.create("resnet20").eval()
+    float_last.load_state_dict(float_model.state_dict())
+    float_last = float_last.to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(float_model.state_dict(), Path(tmp) / "float.pt")
         sizes["float"] = (Path(tmp) / "float.pt").stat().st_size
@@ -213,28 +307,130 @@ def cmd_deploy(args: argparse.Namespace) -> None:
                 for batch in (1, 32):
                     x = torch.randn(batch, 3, 32, 32)
                     with torch.no_grad():
-                        t = compare(f"batch {batch}", lambda: frozen(x), lambda: float_model(x),
-                                    threads=1, rounds=5, repeats=5)
-                    rows.append(t.to_dict())
-    lines = ["ResNet-20 (CIFAR), frozen with `edgecompress.deploy.freeze` and written with "
-             "`deploy.save`: each converted weight is its value code (3 bits for a 3-bit "
-             "method), the first conv, classifier and BatchNorms stay float.", "",
+                        for name, baseline in (("float", float_model),
+                                               ("float channels-last", float_last)):
+                            t = compare(f"batch {batch} vs {name}", lambda: frozen(x),
+                                        lambda: baseline(x), threads=1, rounds=5, repeats=5)
+                            rows.append({**t.to_dict(), "batch": batch, "baseline": name})
+
+    # one packed shift conv vs the float conv it was converted from, same input layout
+    c, size = LAYER["channels"], LAYER["size"]
+    conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+    shift = ShiftConv2d.from_float(conv, method=LAYER["method"], bits=LAYER["bits"])
+    packed_last = deploy.freeze(nn.Sequential(shift))[0]  # channels-last weights, as freeze
+    packed_contiguous = deploy.freeze(nn.Sequential(shift))[0].to(
+        memory_format=torch.contiguous_format)
+    conv_last = nn.Conv2d(c, c, 3, padding=1, bias=False)
+    conv_last.load_state_dict(conv.state_dict())
+    conv_last = conv_last.to(memory_format=torch.channels_last)
+    layer_rows = []
+    for layout, packed, baseline in (("contiguous", packed_contiguous, conv),
+                                     ("channels-last", packed_last, conv_last)):
+        for batch in (1, 32):
+            x = torch.randn(batch, c, size, size)
+            if layout == "channels-last":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                assert torch.equal(packed(x), shift(x))  # bit-exact with the training form
+                t = compare(f"{layout} batch {batch}", lambda: packed(x), lambda: baseline(x),
+                            threads=1, rounds=5, repeats=5)
+            layer_rows.append({**t.to_dict(), "batch": batch, "layout": layout})
+
+    # exponent-add formulation of a linear layer (DenseShift 3-bit weights +-2^0..3) vs matmul
+    n = 512
+    exponents = torch.randint(0, 4, (n, n), dtype=torch.int32)
+    negative = torch.rand(n, n) < 0.5
+    weight = torch.where(negative, -1.0, 1.0) * torch.exp2(exponents.float())
+    add_rows = []
+    for batch in (1, 8):
+        x = torch.randn(batch, n)
+        torch.testing.assert_close(_exponent_add_linear(x, exponents, negative),
+                                   torch.nn.functional.linear(x, weight), rtol=1e-4, atol=1e-3)
+        t = compare(f"linear {n}-{n} batch {batch}",
+                    lambda: _exponent_add_linear(x, exponents, negative),
+                    lambda: torch.nn.functional.linear(x, weight), threads=1, rounds=5,
+                    repeats=5)
+        add_rows.append({**t.to_dict(), "batch": batch, "features": n})
+    save_results("shift_deploy", {"sizes": sizes, "timings": rows, "layer_timings": layer_rows,
+                                  "layer": LAYER, "exponent_add": add_rows,
+                                  "machine": machine()})
+    print("\n".join(_deploy_section(load_results("shift_deploy"))))
+
+
+def _deploy_section(data: dict[str, Any]) -> list[str]:
+    """docs/shift.md's packed-inference section from shift_deploy.json."""
+    sizes = data["sizes"]
+    lines = ["## Packed inference", "",
+             "What the packed inference path is: `edgecompress.deploy.freeze` turns each shift "
+             "layer into a packed layer that stores every weight as a `bits`-bit code, the "
+             "index of its value in the method's sorted value set (table above); `deploy.save` "
+             "writes the codes `bits` per weight, in the same file format as binary models. On "
+             "freezing or loading, the codes are decoded once into float32 weights that are "
+             "exact powers of two (or 0), and torch's float convolution / matmul runs on them. "
+             "There is no shift or exponent-add kernel: the gain is the file size, and the "
+             "speed is the float layer's.", "",
+             "Exactness: a packed shift layer gives bit for bit the output of its training-form "
+             "layer for the same input, contiguous or channels-last (the convolution runs in its "
+             "input's memory format; tested at 16, 32 and 64 channels, stride 1 and 2, 3x3 and "
+             "1x1 downsampling convs, every method at 2-4 bits). A whole frozen model matches "
+             "the training-form model bit for bit when frozen with "
+             "`freeze(model, fold_batchnorm=False)` (tested on channels-last inputs, the layout "
+             "freeze gives the model). By default `freeze` folds each BatchNorm that follows a "
+             "float conv (in ResNet-20, the stem's) into that conv's weights and bias, which "
+             "changes the float rounding: the whole frozen model then matches up to that "
+             "rounding (within 1e-5 in the tests), not bit for bit. BatchNorms after packed "
+             "shift layers are kept as they are.", "",
+             "ResNet-20 (CIFAR) files written with `deploy.save`: each converted weight is its "
+             "value code (3 bits for a 3-bit method); the first conv, classifier and BatchNorms "
+             "stay float.", "",
              "| model | file | vs float |", "|---|---:|---:|"]
     for name, size in sizes.items():
         lines.append(f"| {name} | {size / 1024:.1f} KiB | {sizes['float'] / size:.1f}x |")
-    lines += ["", "Inference time of the packed S3 3-bit model vs the float model, 1 thread, "
-              "measured interleaved in one run (`python benchmarks/shift.py deploy`). The packed "
-              "layers decode their codes once into exact powers of two and run torch's float "
-              "kernels on them, so they match the training-form forward bit for bit and run at "
-              "float speed: on this CPU a multiply by +-2^k costs the same as any multiply, and "
-              "a shift/exponent-add kernel would not beat the FMA units; the gain is size.", "",
-              "| batch | packed (ms) | float (ms) | speed ratio |", "|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['name'].split()[-1]} | {r['candidate_ms']:.2f} | "
+    layer = data.get("layer_timings")
+    if layer:
+        spec = data["layer"]
+        lines += ["", f"One layer: a 3x3 convolution, {spec['channels']} -> {spec['channels']} "
+                  f"channels, padding 1, on a {spec['size']}x{spec['size']} input: the packed "
+                  f"{spec['method']} {spec['bits']}-bit layer vs the `nn.Conv2d` (float32) it "
+                  "was converted from, the same input layout for both (the packed layer's "
+                  "decoded weights held in that layout, as freeze holds them channels-last), "
+                  "1 thread, interleaved. Speed ratio = float time / packed time.", "",
+                  "| input layout | batch | packed (ms) | float conv (ms) | speed ratio |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in layer:
+            lines.append(f"| {r['layout']} | {r['batch']} | {r['candidate_ms']:.3f} | "
+                         f"{r['baseline_ms']:.3f} | {r['speedup']:.2f}x |")
+    adds = data.get("exponent_add")
+    if adds:
+        n = adds[0]["features"]
+        lines += ["", f"An exponent-add formulation measured against the float matmul: a "
+                  f"{n}-{n} linear layer with weights +-2^0..3, each product x 2^e computed "
+                  "as an integer add of e to the exponent field of x's float32 bit pattern (and "
+                  "a sign-bit XOR), the terms then summed in float, vectorized in torch "
+                  "(`_exponent_add_linear` in benchmarks/shift.py; not the library's path). "
+                  "It materializes every product and cannot use the blocked FMA GEMM:", "",
+                  "| batch | exponent-add (ms) | float matmul (ms) | speed ratio |",
+                  "|---:|---:|---:|---:|"]
+        for r in adds:
+            lines.append(f"| {r['batch']} | {r['candidate_ms']:.3f} | {r['baseline_ms']:.3f} | "
+                         f"{r['speedup']:.3f}x |")
+        lines += ["", "A dedicated C kernel that adds exponents without materializing the "
+                  "products was not written or measured here."]
+    lines += ["", "Whole model: the frozen S3 3-bit ResNet-20 vs the float ResNet-20, 1 thread, "
+              "interleaved in one run, against the float model as created (contiguous) and "
+              "converted to channels-last. The frozen model runs channels-last with the stem's "
+              "BatchNorm folded, so a gain over the contiguous float model can come from that "
+              "layout and fold rather than from the power-of-two weights; the channels-last row "
+              "is the closer comparison.", "",
+              "| batch | baseline | packed (ms) | float (ms) | speed ratio |",
+              "|---:|---|---:|---:|---:|"]
+    for r in data["timings"]:
+        batch = r.get("batch", r["name"].split()[1])
+        lines.append(f"| {batch} | {r.get('baseline', 'float')} | {r['candidate_ms']:.2f} | "
                      f"{r['baseline_ms']:.2f} | {r['speedup']:.2f}x |")
-    save_results("shift_deploy", {"sizes": sizes, "timings": rows, "machine": machine(),
-                                  "text": "\n".join(lines)})
-    print("\n".join(lines))
+    lines += ["", f"Machine of these timings: {data['machine']}. Regenerate: "
+              "`python benchmarks/shift.py deploy` then `python benchmarks/shift.py report`.", ""]
+    return lines
 
 
 def main() -> None:

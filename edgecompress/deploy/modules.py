@@ -384,8 +384,8 @@ class PackedShiftConv2d(_PackedShift):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
-        return F.conv2d(x, _weight_in_layout_of(self.weight, x), self.bias, self.stride, self.padding,
-                        self.dilation, self.groups)
+        return F.conv2d(x, _weight_in_layout_of(self.weight, x), self.bias, self.stride,
+                        self.padding, self.dilation, self.groups)
 
     def edgecompress_macs(self, inputs, output) -> dict[str, int]:
         return {f"w{self.weight_bits}a{self.input_bits}": output[0].numel() * self.k}
