@@ -15,13 +15,18 @@ schedule, the number of epochs and the seed::
 
 ``model``, ``data`` and ``method`` may be a bare name instead of a mapping; ``method: null`` (or
 ``float``) trains the float model. Unknown keys are rejected with the list of valid ones, so a typo
-never silently falls back to a default. The whole recipe is stored in every checkpoint, which is how
+never silently falls back to a default: this holds for the model's options too (the keywords of
+the model's factory) and for the method's (its converter's keywords, the scheduled parameters of
+a binarization method's quantizers, and :func:`~edgecompress.convert`'s own ``keep_first_last``,
+``include`` and ``exclude``). The whole recipe is stored in every checkpoint, which is how
 ``edgecompress eval CHECKPOINT`` rebuilds the model.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,8 +36,10 @@ from torch import nn
 
 from . import data as data_lib
 from . import models as models_lib
-from .convert import ConversionReport, available_methods, convert
+from .convert import _METHODS as _METHOD_FACTORIES
+from .convert import BinaryConverter, ConversionReport, available_methods, convert
 from .errors import EdgecompressError, RecipeError, UnknownNameError
+from .quantizers import method_pair
 from .registry import normalize_name
 from .train import TrainConfig
 
@@ -44,7 +51,7 @@ _OPTIMIZER_KEYS = {"name", "lr", "momentum", "nesterov", "betas", "weight_decay"
                    "decay_1d"}
 _SCHEDULE_KEYS = {"name", "milestones", "gamma", "warmup_epochs"}
 _DISTILL_KEYS = {"teacher", "alpha", "temperature"}
-_METHOD_POLICY_KEYS = {"keep_first_last", "include", "exclude"}
+_METHOD_POLICY_KEYS = {"keep_first_last", "include", "exclude"}  # convert()'s own options
 _DATA_KEYS = {"name", "root", "augment", "limit"}
 
 
@@ -66,6 +73,44 @@ def _check_keys(section: Mapping[str, Any], valid: set[str], where: str) -> None
             f"unknown key(s) {', '.join(repr(where + k) for k in unknown)} in recipe; "
             f"valid keys{' of ' + where.rstrip('.') if where else ''}: {', '.join(sorted(valid))}"
         )
+
+
+def _check_options(section: Mapping[str, Any], valid: set[str] | None, kind: str) -> None:
+    """Unknown options of the model or method section, listed with the valid ones."""
+    if valid is None:
+        return
+    unknown = sorted(set(section) - valid - {"name"})
+    if unknown:
+        raise RecipeError(
+            f"unknown key(s) {', '.join(repr(kind + '.' + k) for k in unknown)} in recipe; "
+            f"valid keys of {kind} {section['name']!r}: name, {', '.join(sorted(valid))}")
+
+
+def _model_options(name: str) -> set[str]:
+    return set(models_lib.options(name))
+
+
+def _method_options(method: Mapping[str, Any]) -> set[str] | None:
+    """The options method ``method['name']`` takes: its converter's keywords, for binarization
+    methods the scheduled parameters of its quantizer pair (after ``prox``/``backward``
+    replacements), and convert()'s policy options. None for a method whose converter takes
+    arbitrary keywords we cannot list."""
+    factory = _METHOD_FACTORIES.get(method["name"])
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    params = inspect.signature(factory).parameters.values()
+    keys = {p.name for p in params
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    if isinstance(target, type) and issubclass(target, BinaryConverter):
+        name = factory.args[0] if isinstance(factory, functools.partial) else method["name"]
+        try:
+            pair = method_pair(name, prox=method.get("prox"), backward=method.get("backward"))
+        except (ValueError, KeyError) as exc:
+            raise RecipeError(f"method {method['name']!r}: {str(exc).strip(chr(34) + chr(39))}"
+                              ) from None
+        keys |= set(pair.prox.params) | set(pair.backward.params)
+        open_ended = False
+    return None if open_ended else keys | _METHOD_POLICY_KEYS
 
 
 @dataclass
@@ -122,6 +167,9 @@ class Recipe:
             for name, registry in names:
                 if normalize_name(name) not in registry:
                     raise UnknownNameError(f"unknown name {name!r}; available: {', '.join(registry)}")
+            _check_options(model, _model_options(model["name"]), "model")
+            if method is not None:
+                _check_options(method, _method_options(method), "method")
         except (RecipeError, UnknownNameError, ValueError, TypeError) as exc:
             raise RecipeError(f"{source}: {exc}") from None
         return recipe
@@ -179,7 +227,13 @@ class Recipe:
         options = {k: v for k, v in self.model.items() if k != "name"}
         options.setdefault("num_classes", num_classes)
         options.setdefault("input_shape", tuple(input_shape))
-        model = models_lib.create(self.model["name"], **options)
+        try:
+            model = models_lib.create(self.model["name"], **options)
+        except EdgecompressError as exc:
+            raise RecipeError(f"recipe {self.name!r}: {exc}") from None
+        except (TypeError, ValueError) as exc:  # an option value the model cannot use
+            raise RecipeError(f"recipe {self.name!r}, model {self.model}: "
+                              f"{type(exc).__name__}: {exc}") from None
         if self.method is None:
             return model, None
         options = dict(self.method)

@@ -107,3 +107,87 @@ def test_recipe_file_errors_name_the_file(tmp_path):
 def test_round_trip_through_dict():
     r = Recipe.from_yaml(RECIPES[0])
     assert Recipe.from_dict(r.to_dict()) == r
+
+
+# --- model and method options: typos are caught when the recipe is read -----------------------
+
+@pytest.mark.parametrize("raw, message", [
+    # the model's options are its factory's keywords
+    ({**MINIMAL, "model": {"name": "mlp", "hiden": [16]}},
+     r"unknown key\(s\) 'model.hiden' in recipe; valid keys of model 'mlp': name, activation, "
+     r"batchnorm, dropout, hidden, input_shape, num_classes$"),
+    ({**MINIMAL, "model": {"name": "resnet20", "widht": 2}},
+     r"'model.widht'.*valid keys of model 'resnet20': name, activation, input_shape, "
+     r"num_classes, shortcut, width$"),
+    # a binarization method: the converter's keywords, convert()'s policy, no scheduled params
+    ({**MINIMAL, "method": {"name": "bnn", "mdoe": "w1a1"}},
+     r"unknown key\(s\) 'method.mdoe' in recipe; valid keys of method 'bnn': name, activation, "
+     r"backward, exclude, include, keep_first_last, mode, prox, scaling$"),
+    # bnn++ adds its scheduled parameters mu (ProxConnect) and beta (SignSwish)
+    ({**MINIMAL, "method": {"name": "bnn++", "lam": 2}},
+     r"'method.lam'.*valid keys of method 'bnn\+\+': name, activation, backward, beta, exclude, "
+     r"include, keep_first_last, mode, mu, prox, scaling$"),
+    # replacing P by BinaryRelax replaces mu by lam
+    ({**MINIMAL, "method": {"name": "bnn++", "prox": "binaryrelax", "mu": 1}},
+     r"'method.mu'.*valid keys of method 'bnn\+\+': .*beta, .*lam, "),
+    ({**MINIMAL, "method": {"name": "bnn++", "prox": "nope"}},
+     r"method 'bnn\+\+': unknown quantizer 'nope'; available: .*binaryrelax"),
+    # a shift method: bits, init, activation_bits and the policy
+    ({**MINIMAL, "method": {"name": "s3", "bit": 3}},
+     r"'method.bit'.*valid keys of method 's3': name, activation_bits, bits, exclude, include, "
+     r"init, keep_first_last$"),
+])
+def test_unknown_model_and_method_options_list_the_valid_ones(raw, message):
+    with pytest.raises(RecipeError, match=message) as info:
+        Recipe.from_dict(raw, "typo.yaml")
+    assert str(info.value).startswith("typo.yaml: ") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("method", [
+    {"name": "bnn", "mode": "w1a1", "scaling": "channel", "activation": "bnn",
+     "keep_first_last": False, "include": ["layers.*"], "exclude": ["head"]},
+    {"name": "bnn++", "mode": "w1a32", "mu": {"kind": "linear", "start": 0, "end": 2}, "beta": 3},
+    {"name": "bnn++", "prox": "binaryrelax", "lam": 10},
+    {"name": "pc", "backward": "signswish", "beta": 2, "mu": 1},
+    {"name": "deepshift-q", "bits": 3, "init": "paper", "activation_bits": 8},
+])
+def test_valid_method_options_are_accepted(method):
+    assert Recipe.from_dict({**MINIMAL, "method": method}).method == method
+
+
+def test_model_option_with_a_bad_value_is_a_recipe_error_when_built():
+    recipe = Recipe.from_dict({**MINIMAL, "model": {"name": "mlp", "hidden": "wide"}})
+    with pytest.raises(RecipeError, match=r"recipe 'run', model \{'name': 'mlp', 'hidden': "
+                                          r"'wide'\}: TypeError: "):
+        recipe.build_model(10, (1, 28, 28))
+
+
+def test_create_rejects_unknown_options_as_an_edgecompress_error():
+    from edgecompress import models
+    from edgecompress.errors import EdgecompressError
+
+    with pytest.raises(EdgecompressError, match=r"got unknown option\(s\) \['hiden'\]; valid: "
+                                                r".*hidden") as info:
+        models.create("mlp", hiden=[16])
+    assert isinstance(info.value, TypeError)  # what a bad keyword raises in Python
+    assert {"num_classes", "input_shape", "hidden"} <= set(models.options("mlp"))
+    assert "depth" not in models.options("resnet20")  # bound by the registry, not an option
+
+
+@pytest.mark.parametrize("section, line", [
+    ("model: {name: mlp, hiden: [16]}\ndata: mnist-bundled\n",
+     "error: typo.yaml: unknown key(s) 'model.hiden' in recipe; valid keys of model 'mlp': "),
+    ("model: mlp\ndata: mnist-bundled\nmethod: {name: bnn, mdoe: w1a1}\n",
+     "error: typo.yaml: unknown key(s) 'method.mdoe' in recipe; valid keys of method 'bnn': "),
+])
+def test_cli_train_reports_option_typos_in_one_line(tmp_path, monkeypatch, capsys, section, line):
+    from edgecompress.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "typo.yaml").write_text(section)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "typo.yaml", "--no-progress"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # rejected before anything ran

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..errors import EdgecompressError
 from ..registry import Registry
 from .convnet import ConvNet
 from .kws import KWSResNet
@@ -31,15 +32,26 @@ register("convnet", ConvNet)
 register("kws-resnet", KWSResNet)
 
 
-def create(name: str, num_classes: int = 10, **kw: Any) -> nn.Module:
-    """Build model ``name``; unknown options are an error naming them and the valid ones."""
+class ModelOptionError(EdgecompressError, TypeError):
+    """An option that model's factory does not take (a TypeError, as a bad keyword is)."""
+
+
+def options(name: str) -> list[str]:
+    """The options model ``name`` takes (keywords of its factory), in signature order."""
     factory = _REGISTRY.get(name)
     target = factory.func if isinstance(factory, functools.partial) else factory
     params = inspect.signature(target).parameters
-    valid = [p for p in params if p not in ("self", "depth")]
+    return [p for p in params if p not in ("self", "depth")]
+
+
+def create(name: str, num_classes: int = 10, **kw: Any) -> nn.Module:
+    """Build model ``name``; unknown options are an error naming them and the valid ones."""
+    factory = _REGISTRY.get(name)
+    valid = options(name)
     bad = sorted(set(kw) - set(valid))
     if bad:
-        raise TypeError(f"model {name!r} got unknown option(s) {bad}; valid: {', '.join(valid)}")
+        raise ModelOptionError(f"model {name!r} got unknown option(s) {bad}; "
+                               f"valid: {', '.join(valid)}")
     model = factory(num_classes=num_classes, **kw)
     # what edgecompress.deploy.save records so that load() can rebuild the architecture
     model.edgecompress_spec = {"model": {"name": name, "num_classes": num_classes,
@@ -56,5 +68,5 @@ def available() -> list[str]:
     return _REGISTRY.available()
 
 
-__all__ = ["create", "available", "register", "MLP", "VGGSmall", "ResNet", "ConvNet",
+__all__ = ["create", "available", "options", "register", "ModelOptionError", "MLP", "VGGSmall", "ResNet", "ConvNet",
            "KWSResNet"]
