@@ -28,6 +28,9 @@ def _is_main() -> bool:
 
 json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False),
                            help="Also write machine-readable results to this file.")
+device_option = click.option(
+    "--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu). Under "
+    "torchrun, cuda means each process's own GPU, cuda:LOCAL_RANK.")
 progress_option = click.option("--progress/--no-progress", default=True, show_default=True,
                                help="Show progress bars.")
 
@@ -64,10 +67,11 @@ def demo(epochs: int, seed: int, out_dir: str | None, json_path: str | None, pro
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
 @click.option("--data-root", help="Directory holding the dataset files (overrides the recipe).")
 @click.option("--epochs", type=int, help="Override the recipe's number of epochs.")
+@device_option
 @json_option
 @progress_option
 def train(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
-          epochs: int | None, json_path: str | None, progress: bool) -> None:
+          epochs: int | None, device: str | None, json_path: str | None, progress: bool) -> None:
     """Train the experiment described by RECIPE (a YAML file).
 
     Launch with `torchrun --nproc_per_node N -m edgecompress.cli train RECIPE` for
@@ -80,7 +84,8 @@ def train(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
     if epochs is not None:
         r.epochs = epochs
     out = out_dir or r.out_dir or str(Path("runs") / r.name)
-    result = run(r, out_dir=out, resume=resume, data_root=data_root, progress=progress)
+    result = run(r, out_dir=out, resume=resume, data_root=data_root, progress=progress,
+                 device=device)
     if _is_main():
         if result.report is not None:
             click.echo(str(result.report))
@@ -95,16 +100,18 @@ def train(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
 @click.option("--data-root", help="Directory holding the dataset files (overrides the recipe).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--batch-size", default=256, show_default=True)
+@device_option
 @json_option
 def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int,
-          json_path: str | None) -> None:
+          device: str | None, json_path: str | None) -> None:
     """Evaluate a trained CHECKPOINT on its recipe's dataset."""
     from .experiment import load_trained
-    from .train import evaluate
+    from .train import evaluate, resolve_device
 
+    where = resolve_device(device)
     model, recipe = load_trained(checkpoint)
     dataset = recipe.load_data(split, data_root)
-    metrics = evaluate(model, dataset, batch_size=batch_size)
+    metrics = evaluate(model.to(where), dataset, batch_size=batch_size, device=where)
     click.echo(f"{recipe.name}: {split} loss {metrics['loss']:.4f}, top-1 {metrics['top1']:.2f}%")
     _write_json(json_path, {"checkpoint": checkpoint, "split": split, **metrics})
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .convert import ConversionReport
@@ -16,7 +17,7 @@ from .analysis import WeightFlipMonitor
 from .analysis.diagnostics import discrete_layers
 from .layers import harden
 from .train import (Callback, Trainer, evaluate, load_checkpoint, load_model_state,
-                    seed_everything)
+                    resolve_device, seed_everything)
 
 
 @dataclass
@@ -39,6 +40,7 @@ def run(
     data_root: str | None = None,
     progress: bool = True,
     callbacks: tuple[Callback, ...] = (),
+    device: str | torch.device | None = None,
 ) -> RunResult:
     """Train ``recipe``: load data, build and convert the model, train, evaluate on the test split.
 
@@ -48,7 +50,11 @@ def run(
 
     ``out_dir`` (or the recipe's ``out_dir``) receives ``checkpoint.pt``, ``metrics.jsonl`` and
     ``curves.png``; ``resume=True`` continues from the checkpoint there.
+
+    ``device``: ``"cpu"``, ``"cuda"`` (under torchrun: ``cuda:LOCAL_RANK``), ``"cuda:N"``, or None
+    for CUDA if available, else CPU.
     """
+    device = resolve_device(device)  # a bad device fails before any data is read
     train_set = recipe.load_data("train", data_root)
     test_set = recipe.load_data("test", data_root)
     shape = {"num_classes": train_set.num_classes, "input_shape": list(train_set.input_shape)}
@@ -63,12 +69,13 @@ def run(
     trainer = Trainer(
         model, train_set, test_set, config,
         callbacks=(*callbacks, WeightFlipMonitor()) if compressed else callbacks,
-        teacher=teacher, extra_state={"recipe": recipe.to_dict(), **shape},
+        teacher=teacher, extra_state={"recipe": recipe.to_dict(), **shape}, device=device,
     )
     metrics = trainer.fit()
     if compressed:
         # what deployment runs: every forward quantizer replaced by exact sign
-        hard = evaluate(harden(copy.deepcopy(trainer.model)), test_set, config.eval_batch_size)
+        hard = evaluate(harden(copy.deepcopy(trainer.model)), test_set, config.eval_batch_size,
+                        trainer.device)
         metrics.update(hard_test_loss=hard["loss"], hard_test_top1=hard["top1"])
     return RunResult(metrics, trainer.history, trainer.model, report, recipe)
 

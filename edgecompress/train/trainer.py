@@ -11,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
@@ -19,7 +18,8 @@ from ..errors import CheckpointError
 from .callbacks import Callback, LayerRegularizers, regularized_modules
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import MATH_FIELDS, TrainConfig
-from .distributed import all_reduce_sum, init_process_group, world_from_env
+from .distributed import (all_reduce_sum, init_process_group, resolve_device, world_from_env,
+                          wrap_ddp)
 from .log import plot_curves, write_metrics
 from .optim import build_optimizer, build_scheduler
 from .schedules import ScheduleStepper, scheduled_modules
@@ -82,8 +82,10 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256,
 class Trainer:
     """Train ``model`` on ``train_set`` and evaluate on ``test_set`` after every epoch.
 
-    Launched by ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel; only rank 0
-    writes files and shows progress. BatchNorm statistics stay per process (use SyncBatchNorm on
+    Launched by ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel (gloo on CPU;
+    nccl on CUDA, each process on ``cuda:LOCAL_RANK``); only rank 0 writes files and shows
+    progress. ``device``: ``"cpu"``, ``"cuda"`` (this process's GPU), ``"cuda:N"``, or None for
+    CUDA if available else CPU (see :func:`~edgecompress.train.distributed.resolve_device`). BatchNorm statistics stay per process (use SyncBatchNorm on
     GPUs if that matters). With ``config.out_dir`` set, every epoch ends with an atomic
     ``checkpoint.pt``, ``metrics.jsonl`` and ``curves.png``; ``config.resume`` continues from the
     checkpoint. Each epoch reseeds every RNG from (seed, epoch, rank), so a run resumed after a
@@ -107,10 +109,10 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         teacher: nn.Module | None = None,
         extra_state: dict[str, Any] | None = None,
-        device: torch.device | str = "cpu",
+        device: torch.device | str | None = None,
     ) -> None:
         self.config = config or TrainConfig()
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.rank, self.world_size = world_from_env()
         if self.config.batch_size % self.world_size:
             raise ValueError(f"batch_size {self.config.batch_size} is not divisible by the "
@@ -159,7 +161,7 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         cfg = self.config
         if self.world_size > 1:
-            self.module = DistributedDataParallel(self.model)
+            self.module = wrap_ddp(self.model, self.device)
         sampler = DistributedSampler(self.train_set, num_replicas=self.world_size, rank=self.rank,
                                      shuffle=True, seed=cfg.seed, drop_last=False)
         loader = DataLoader(self.train_set, batch_size=cfg.batch_size // self.world_size,
