@@ -407,7 +407,10 @@ EC_EXPORT void ec_pack_channels(const float *x, int64_t n, int64_t c, int64_t h,
 }
 
 /* packed pixels (n, h, w, cw) -> rows (n * oh * ow, kh * kw * cw) and, when mask is not NULL,
- * the validity mask of the same shape (channel bits of real pixels). */
+ * the validity mask of the same shape (channel bits of real pixels). An output pixel whose
+ * window lies inside the image (most of them) is copied without bounds checks, one run of
+ * kw * cw words per kernel row when dilation is 1 (neighbouring pixels are adjacent words), and
+ * its mask row is a copy of the all-valid row. */
 EC_EXPORT void ec_im2col_words(const uint64_t *px, int64_t n, int64_t c, int64_t h, int64_t w,
                                int64_t kh, int64_t kw_, int64_t sh, int64_t sw, int64_t ph,
                                int64_t pw, int64_t dh, int64_t dw, uint64_t *rows,
@@ -417,18 +420,39 @@ EC_EXPORT void ec_im2col_words(const uint64_t *px, int64_t n, int64_t c, int64_t
     const int64_t ow = (w + 2 * pw - dw * (kw_ - 1) - 1) / sw + 1;
     const int64_t row_words = kh * kw_ * cw;
     const uint64_t last = (c & 63) ? (((uint64_t)1 << (c & 63)) - 1) : ~(uint64_t)0;
-#pragma omp parallel for schedule(static) if (n * oh * ow * row_words > 65536)
+    /* the mask row of a window inside the image (if malloc fails: the checked path for all) */
+    uint64_t *full = mask ? malloc((size_t)row_words * sizeof(uint64_t)) : NULL;
+    if (full)
+        for (int64_t q = 0; q < row_words; q++) full[q] = (q % cw == cw - 1) ? last : ~(uint64_t)0;
+#pragma omp parallel for schedule(static) if (n * oh * ow * row_words > 8192)
     for (int64_t line = 0; line < n * oh; line++) {   /* one output row of one image */
         const int64_t img = line / oh, oy = line % oh;
+        const int64_t y0 = oy * sh - ph;
+        const int rows_inside = y0 >= 0 && y0 + (kh - 1) * dh < h;
         for (int64_t ox = 0; ox < ow; ox++) {
             const int64_t r = line * ow + ox;
+            const int64_t x0 = ox * sw - pw;
             uint64_t *dst = rows + r * row_words;
             uint64_t *mdst = mask ? mask + r * row_words : NULL;
+            if (rows_inside && x0 >= 0 && x0 + (kw_ - 1) * dw < w && (!mdst || full)) {
+                for (int64_t i = 0; i < kh; i++) {
+                    const uint64_t *src = px + ((img * h + y0 + i * dh) * w + x0) * cw;
+                    uint64_t *d = dst + i * kw_ * cw;
+                    if (dw == 1) {
+                        for (int64_t q = 0; q < kw_ * cw; q++) d[q] = src[q];
+                    } else {
+                        for (int64_t j = 0; j < kw_; j++)
+                            for (int64_t q = 0; q < cw; q++) d[j * cw + q] = src[j * dw * cw + q];
+                    }
+                }
+                if (mdst) memcpy(mdst, full, (size_t)row_words * sizeof(uint64_t));
+                continue;
+            }
             for (int64_t i = 0; i < kh; i++) {
-                const int64_t y = oy * sh - ph + i * dh;
+                const int64_t y = y0 + i * dh;
                 const int inside_y = y >= 0 && y < h;
                 for (int64_t j = 0; j < kw_; j++) {
-                    const int64_t xx = ox * sw - pw + j * dw;
+                    const int64_t xx = x0 + j * dw;
                     const int64_t off = (i * kw_ + j) * cw;
                     if (!inside_y || xx < 0 || xx >= w) {
                         for (int64_t q = 0; q < cw; q++) dst[off + q] = 0;
@@ -446,6 +470,7 @@ EC_EXPORT void ec_im2col_words(const uint64_t *px, int64_t n, int64_t c, int64_t
             }
         }
     }
+    free(full);
 }
 
 /* ---- W1A32: binary weights, float activations --------------------------------------------
