@@ -104,6 +104,34 @@ def test_gemm_residual_and_clamp_epilogue_bit_exact(path, m, n, k, clamp):
         assert torch.equal(got, expected)
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("block", [1, 3000, 40_000])  # bytes: one panel per block, 2-3 panels...
+def test_gemm_cache_blocking_is_bit_exact(path, block):
+    """The panels walked in blocks (tiny blocks here, to split these small shapes): the same
+    integers, affine values and packed signs (whose 64-bit words span 4 panels, so a word is
+    finished across blocks)."""
+    g = torch.Generator().manual_seed(block)
+    m, n, k = 13, 130, 1000
+    a = K.pack_signs(torch.randn(m, k, generator=g))
+    b = K.pack_signs(torch.randn(n, k, generator=g))
+    mask = K.pack_signs(torch.randn(m, k, generator=g))
+    scale, bias = torch.rand(n, generator=g) + 0.01, torch.randn(n, generator=g)
+    expected = K.binary_gemm_reference(a, b, k, mask)
+    signs = K.binary_gemm_signs_reference(a, b, k, mask, scale, bias)
+    affine = K.binary_gemm_affine_reference(a, b, k, mask, scale, bias)
+    try:
+        K._set_gemm_block_bytes(block)
+        for threads in (1, 2):
+            assert torch.equal(K.binary_gemm(a, b, k, mask, path=path, threads=threads),
+                               expected)
+            assert torch.equal(K.binary_gemm_signs(a, b, k, mask, scale, bias, path=path,
+                                                   threads=threads), signs)
+            assert torch.equal(K.binary_gemm_affine(a, b, k, mask, scale, bias, path=path,
+                                                    threads=threads), affine)
+    finally:
+        K._set_gemm_block_bytes(256 * 1024)
+
+
 def test_gemm_affine_rejects_a_wrong_scale():
     a, b = K.pack_signs(torch.randn(2, 70)), K.pack_signs(torch.randn(3, 70))
     with pytest.raises(ValueError, match="scale must be a vector of 3 values"):

@@ -61,6 +61,8 @@ def _load() -> ctypes.CDLL | None:
     lib.ec_w1a32_gemm.restype = i32
     lib.ec_signswish.argtypes = [p, p, p, i64, ctypes.c_float, ctypes.c_float, i32, i32, i32]
     lib.ec_signswish.restype = i32
+    lib.ec_set_gemm_block_bytes.argtypes = [i64]
+    lib.ec_set_gemm_block_bytes.restype = None
     lib.ec_best_path.argtypes = []
     lib.ec_best_path.restype = i32
     _lib = lib
@@ -86,6 +88,14 @@ def supported_paths() -> list[str]:
     """Dispatch paths this CPU can run (always includes ``"scalar"`` when compiled)."""
     lib = _load()
     return list(PATHS[: lib.ec_best_path() + 1]) if lib is not None else []
+
+
+def _set_gemm_block_bytes(size: int) -> None:
+    """Cache-block size of the W1A1 GEMM's weight panels in bytes (default 256 KiB; tests use
+    tiny blocks to exercise the blocking on small shapes)."""
+    lib = _load()
+    if lib is not None:
+        lib.ec_set_gemm_block_bytes(int(size))
 
 
 def words(k: int) -> int:

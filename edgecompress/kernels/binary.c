@@ -100,7 +100,8 @@ EC_EXPORT int ec_pack_signs(const float *x, int64_t rows, int64_t k, uint64_t *o
  * B[16 p + 0 .. 15][w] side by side (missing columns are 0). The kernels keep R = 4 rows x 16
  * columns of popcount sums in registers and walk the words once: for each word, the A word of
  * each row is broadcast and XORed (XOR-AND with the mask) with the 16 B words, so no horizontal
- * reduction is ever needed. Threads take blocks of rows; all of B is reused from cache.
+ * reduction is ever needed. Threads take blocks of rows; B is walked in cache-sized blocks of
+ * panels (see gemm_block_bytes), each reused by every row block from L2.
  */
 #define PANEL 16
 #define R 4
@@ -331,6 +332,13 @@ EC_EXPORT void ec_pack_panels(const uint64_t *b, int64_t n, int64_t kw, uint64_t
  *                    it equals torch's  C.float() * scale + bias  bit for bit.
  * path < 0 picks the best.
  */
+/* Cache blocking: the panels are walked in blocks of at most this many bytes (default 256 KiB,
+ * a share of L2 on current x86 cores), each block against every row block before the next, so a
+ * block is read from L2 while the rows stream past it; the row blocks of a thread stay in L1. */
+static int64_t gemm_block_bytes = 256 * 1024;
+
+EC_EXPORT void ec_set_gemm_block_bytes(int64_t bytes) { gemm_block_bytes = bytes > 0 ? bytes : 1; }
+
 EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint64_t *bp,
                              int64_t m, int64_t n, int64_t kw, int64_t k, int32_t *c,
                              float *cf, uint64_t *cs, const float *scale, const float *bias,
@@ -343,6 +351,8 @@ EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint
     const epilogue out = {c, cf, cs, scale, bias, res, clamp, lo, hi, n, (n + 63) / 64};
     const int64_t panels = (n + PANEL - 1) / PANEL;
     const int64_t row_blocks = (m + R - 1) / R;
+    const int64_t panel_bytes = (kw > 0 ? kw : 1) * PANEL * 8;
+    const int64_t block = gemm_block_bytes / panel_bytes > 0 ? gemm_block_bytes / panel_bytes : 1;
 #ifdef _OPENMP
     if (threads <= 0) threads = omp_get_max_threads();
 #pragma omp parallel num_threads(threads) if (m * n * kw > 32768)
@@ -351,6 +361,8 @@ EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint
         /* a dummy all-zero row stands in for rows past the end of the last block */
         uint64_t *pad = (uint64_t *)__builtin_alloca((size_t)(kw > 0 ? kw : 1) * 8);
         memset(pad, 0, (size_t)(kw > 0 ? kw : 1) * 8);
+        for (int64_t p0 = 0; p0 < panels; p0 += block) {
+        const int64_t p1 = p0 + block < panels ? p0 + block : panels;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -369,11 +381,12 @@ EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint
                 }
             }
             int64_t acc[R][PANEL];
-            for (int64_t p = 0; p < panels; p++) {
+            for (int64_t p = p0; p < p1; p++) {
                 kernel(ar, mask ? mr : NULL, bp + p * kw * PANEL, kw, acc);
                 const int cols = (p + 1) * PANEL <= n ? PANEL : (int)(n - p * PANEL);
                 store(&out, acc, valid, rb * R, p * PANEL, (int)(m - rb * R), cols);
             }
+        }
         }
     }
     (void)threads;
