@@ -375,14 +375,15 @@ def _deploy_section(data: dict[str, Any]) -> list[str]:
              "1x1 downsampling convs, every method at 2-4 bits). A whole frozen model matches "
              "the training-form model bit for bit when frozen with "
              "`freeze(model, fold_batchnorm=False)` (tested on channels-last inputs, the layout "
-             "freeze gives the model). By default `freeze` folds each BatchNorm that follows a "
-             "float conv (in ResNet-20, the stem's) into that conv's weights and bias, which "
-             "changes the float rounding: the whole frozen model then matches up to that "
-             "rounding (within 1e-5 in the tests), not bit for bit. BatchNorms after packed "
-             "shift layers are kept as they are.", "",
+             "freeze gives the model). By default `freeze` folds each BatchNorm into the layer "
+             "before it, the usual inference fusion: into a float conv's weights and bias, and "
+             "into a packed shift layer as a per-channel factor on its decoded weights (the "
+             "stored codes stay the power-of-two values) plus a bias. That changes the float "
+             "rounding: the whole frozen model then matches up to it (within 1e-5 in the tests), "
+             "not bit for bit.", "",
              "ResNet-20 (CIFAR) files written with `deploy.save`: each converted weight is its "
-             "value code (3 bits for a 3-bit method); the first conv, classifier and BatchNorms "
-             "stay float.", "",
+             "value code (3 bits for a 3-bit method); the first conv, classifier and the folded "
+             "BatchNorms' per-channel factors and offsets stay float.", "",
              "| model | file | vs float |", "|---|---:|---:|"]
     for name, size in sizes.items():
         lines.append(f"| {name} | {size / 1024:.1f} KiB | {sizes['float'] / size:.1f}x |")
@@ -418,10 +419,10 @@ def _deploy_section(data: dict[str, Any]) -> list[str]:
                   "products was not written or measured here."]
     lines += ["", "Whole model: the frozen S3 3-bit ResNet-20 vs the float ResNet-20, 1 thread, "
               "interleaved in one run, against the float model as created (contiguous) and "
-              "converted to channels-last. The frozen model runs channels-last with the stem's "
-              "BatchNorm folded, so a gain over the contiguous float model can come from that "
-              "layout and fold rather than from the power-of-two weights; the channels-last row "
-              "is the closer comparison.", "",
+              "converted to channels-last. The frozen model runs channels-last with every "
+              "BatchNorm folded, so a gain over the float model comes from that layout and "
+              "fusion (which a float deployment could do too), not from the power-of-two "
+              "weights; the channels-last row is the closer comparison.", "",
               "| batch | baseline | packed (ms) | float (ms) | speed ratio |",
               "|---:|---|---:|---:|---:|"]
     for r in data["timings"]:

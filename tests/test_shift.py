@@ -566,7 +566,11 @@ def test_loaded_packed_shift_model_keeps_channels_last_weights_and_exactness(tmp
     with torch.no_grad():
         assert torch.equal(loaded(x), frozen(x))
         a = torch.randn(2, 64, 8, 8)
-        assert torch.equal(layer(a), model.stages[2][0].conv2(a))
+        block = model.stages[2][0]  # bn2 is folded into the packed conv2: up to rounding
+        assert layer.scale is not None and isinstance(loaded.stages[2][0].bn2, torch.nn.Identity)
+        torch.testing.assert_close(layer(a), block.bn2(block.conv2(a)), rtol=1e-5, atol=1e-5)
+        unfolded = deploy.freeze(model, fold_batchnorm=False).stages[2][0].conv2
+        assert torch.equal(unfolded(a), block.conv2(a))
 
 
 def test_packed_shift_model_file_round_trip_size_and_corruption(tmp_path):

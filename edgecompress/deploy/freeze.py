@@ -12,7 +12,7 @@ from torch import nn
 from .. import kernels
 from ..layers import BinaryConv2d, BinaryLinear, ShiftConv2d, ShiftLinear, harden
 from .modules import (PackedBinaryConv2d, PackedBinaryLinear, PackedShiftConv2d,
-                      PackedShiftLinear, _PackedBinary)
+                      PackedShiftLinear, _PackedBinary, _PackedShift)
 
 
 def _packed_layer(layer: nn.Module) -> nn.Module:
@@ -59,11 +59,11 @@ def _set(model: nn.Module, name: str, new: nn.Module) -> None:
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, name: str) -> bool:
-        return isinstance(m, _PackedBinary) or super().is_leaf_module(m, name)
+        return isinstance(m, (_PackedBinary, _PackedShift)) or super().is_leaf_module(m, name)
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-_FOLDABLE = (_PackedBinary, nn.Conv2d, nn.Linear)
+_FOLDABLE = (_PackedBinary, _PackedShift, nn.Conv2d, nn.Linear)
 _ACTIVATIONS = (nn.Hardtanh, nn.ReLU)
 
 
@@ -108,9 +108,13 @@ def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch
 def _fold(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
     """Fold BN(y) = s y + t into the layer that produces y. A packed layer's output is
     scale * c + bias, so scale <- scale * s, bias <- bias * s + t (the 1-bit weights stay);
-    a float Conv2d / Linear gets weight <- weight * s (per output channel), bias <- bias * s + t."""
+    a packed shift layer scales its decoded weights (its codes stay); a float Conv2d / Linear
+    gets weight <- weight * s (per output channel), bias <- bias * s + t."""
     with torch.no_grad():
         s, t = _bn_affine(bn)
+        if isinstance(layer, _PackedShift):
+            layer.fold_affine(s, t)
+            return
         bias = layer.bias if layer.bias is not None else torch.zeros_like(s)
         if isinstance(layer, _PackedBinary):
             scale = layer.scale if layer.scale is not None else torch.ones_like(s)

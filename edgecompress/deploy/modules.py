@@ -268,14 +268,12 @@ def _weight_in_layout_of(weight: Tensor, x: Tensor) -> Tensor:
     for an input that is channels-last (and not also contiguous), else contiguous, like the
     training form's weights. For a channels-last input torch reorders contiguous weights to
     channels-last itself, so both give the training form's values; holding them channels-last
-    saves that reorder per call. (A leaf of torch.fx traces, see ``torch.fx.wrap`` below: the
-    layout test is not traceable, and ``freeze`` traces models to fold BatchNorms.)"""
+    saves that reorder per call. (``freeze`` traces models with packed layers as leaves, so
+    this test never meets a torch.fx proxy.)"""
     layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
     return weight if weight.is_contiguous(memory_format=layout) else weight.contiguous(
         memory_format=layout)
 
-
-torch.fx.wrap("_weight_in_layout_of")
 
 
 class _PackedShift(CompressedLayer):
@@ -285,6 +283,10 @@ class _PackedShift(CompressedLayer):
     weights, exact powers of two, and the forward pass runs torch's float kernel on them: there
     is no shift or exponent-add kernel. The gain is size (``bits`` per weight on disk), not
     speed: the layer runs at the speed of the same float layer.
+
+    A BatchNorm that follows the layer can be folded in (``freeze`` does): ``scale`` (one value
+    per output channel) multiplies the decoded weights and ``bias`` takes the BatchNorm's
+    offset, the usual inference fusion; the codes stay the power-of-two values.
 
     Bit-exact with the training-form layer for the same input: a convolution runs in its
     input's memory format. The decoded weights are held in one layout, contiguous by default
@@ -302,6 +304,7 @@ class _PackedShift(CompressedLayer):
         values = PARAMETRIZATIONS[method].value_set(bits)
         self.register_buffer("codes", torch.zeros(out_features, k, dtype=torch.uint8))
         self.register_buffer("bias", torch.zeros(out_features) if has_bias else None)
+        self.register_buffer("scale", None)  # a folded BatchNorm's per-channel factor
         self.register_buffer("table", torch.tensor(values, dtype=torch.float32),
                              persistent=False)
         self.register_buffer("weight", None, persistent=False)
@@ -328,9 +331,20 @@ class _PackedShift(CompressedLayer):
         loading), keeping the memory format the weights were given (``model.to(memory_format=
         ...)`` converts them as any buffer)."""
         weight = self.table[self.codes.long()].view(self._weight_shape())
+        if self.scale is not None:
+            weight = weight * self.scale.view(-1, *[1] * (weight.dim() - 1))
         if self.weight is not None and _channels_last(self.weight):
             weight = weight.contiguous(memory_format=torch.channels_last)
         self.weight = weight
+
+    def fold_affine(self, s: Tensor, t: Tensor) -> None:
+        """Fold ``y -> s * y + t`` (per output channel; a BatchNorm) into this layer."""
+        with torch.no_grad():
+            scale = self.scale if self.scale is not None else torch.ones_like(s)
+            bias = self.bias if self.bias is not None else torch.zeros_like(s)
+            self.scale = (scale * s).clone()
+            self.bias = (bias * s + t).clone()
+        self.prepare()
 
     def discrete_weight(self) -> Tensor:
         return self.table[self.codes.long()].view(self._weight_shape())
@@ -339,7 +353,7 @@ class _PackedShift(CompressedLayer):
         raise NotImplementedError
 
     def edgecompress_params(self) -> dict[int, int]:
-        floats = (self.bias.numel() if self.bias is not None else 0) + sum(
+        floats = sum(t.numel() for t in (self.bias, self.scale) if t is not None) + sum(
             p.numel() for p in self.parameters())
         n = self.out_features * self.k
         return {self.weight_bits: n, 32: floats} if floats else {self.weight_bits: n}
