@@ -395,6 +395,60 @@ def test_frozen_w1a32_convnet_under_torch_compile():
         torch.testing.assert_close(torch.compile(frozen, fullgraph=True)(x), frozen(x))
 
 
+@pytest.mark.parametrize("name, options, shape", [
+    ("mlp", {"hidden": (70, 33, 20)}, (1, 28, 28)),
+    ("resnet20", {"width": 0.25}, (3, 16, 16)),  # packed signs between layers, fused residuals
+])
+def test_frozen_w1a1_model_compiles_as_one_graph_and_exports(name, options, shape):
+    """Packing, im2col and the GEMM are custom ops under torch.compile and torch.export: no
+    graph break (fullgraph), the same predictions as eager; the exported program equals eager."""
+    torch.manual_seed(0)
+    model = ec.models.create(name, activation="hardtanh", **options).eval()
+    frozen = deploy.freeze(ec.convert(model, "bnn", mode="w1a1"))
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(frozen, backend=recording, fullgraph=True)(x),
+                                   frozen(x))
+        calls = {str(n.target) for gm in graphs for n in gm.graph.nodes
+                 if n.op == "call_function"}
+        assert any("binary_gemm_affine" in c for c in calls), calls
+        assert any(("pack_signs" in c or "pack_pixels" in c) for c in calls), calls
+        if name == "resnet20":
+            assert any("im2col_words" in c for c in calls), calls
+        exported = torch.export.export(frozen, (x,))
+        assert torch.equal(exported.module()(x), frozen(x))
+
+
+def test_grouped_packed_conv_compiles_as_one_graph():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Hardtanh(),
+                        nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.BatchNorm2d(8), nn.Hardtanh(),
+                        nn.Flatten(), nn.Linear(8 * 36, 2)).eval()
+    frozen = deploy.freeze(ec.convert(net, "bnn", mode="w1a1"))
+    torch._dynamo.reset()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(frozen, fullgraph=True)(x), frozen(x))
+
+
+def test_im2col_custom_op_never_aliases_its_input():
+    from edgecompress.kernels.ops import im2col_words_op
+
+    pixels = ec.kernels.pack_pixels(torch.randn(1, 70, 4, 4))
+    rows, mask = im2col_words_op(pixels, 70, [1, 1], [1, 1], [0, 0], [1, 1], False)
+    assert rows.untyped_storage().data_ptr() != pixels.untyped_storage().data_ptr()
+    assert torch.equal(rows, pixels.view(16, -1)) and mask.numel() == 0
+    torch.library.opcheck(im2col_words_op, (pixels, 70, [3, 3], [1, 1], [1, 1], [1, 1], True))
+    torch.library.opcheck(im2col_words_op, (pixels, 70, [1, 1], [1, 1], [0, 0], [1, 1], False))
+
+
 def test_summary_of_a_frozen_model_counts_one_bit_weights(tmp_path):
     frozen, _ = saved_mlp(tmp_path)
     s = ec.summary(frozen, (1, 28, 28))

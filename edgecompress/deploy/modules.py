@@ -23,8 +23,30 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import kernels
-from ..kernels.ops import binary_gemm_affine_op, w1a32_gemm_op
+from ..kernels.ops import (binary_gemm_affine_op, im2col_words_op, pack_pixels_op, pack_signs_op,
+                           w1a32_gemm_op)
 from ..layers.base import CompressedLayer
+
+
+# Eager calls go straight to the kernels; under torch.compile / export through the registered
+# custom ops (which Dynamo treats as opaque, so a frozen model compiles as one graph).
+
+def _pack_signs(x: Tensor) -> Tensor:
+    return pack_signs_op(x) if torch.compiler.is_compiling() else kernels.pack_signs(x)
+
+
+def _pack_pixels(x: Tensor) -> Tensor:
+    return pack_pixels_op(x) if torch.compiler.is_compiling() else kernels.pack_pixels(x)
+
+
+def _im2col_words(pixels: Tensor, channels: int, kernel: tuple[int, int],
+                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                  masked: bool) -> tuple[Tensor, Tensor | None]:
+    if not torch.compiler.is_compiling():
+        return kernels.im2col_words(pixels, channels, kernel, stride, padding, dilation, masked)
+    rows, mask = im2col_words_op(pixels, channels, list(kernel), list(stride), list(padding),
+                                 list(dilation), masked)
+    return rows, mask if masked else None
 
 
 class _PackedBinary(CompressedLayer):
@@ -152,7 +174,7 @@ class PackedBinaryLinear(_PackedBinary):
         if x.dtype == torch.int64:
             packed = x.reshape(-1, kernels.words(self.in_features))
         else:
-            packed = kernels.pack_signs(x.reshape(-1, self.in_features))
+            packed = _pack_signs(x.reshape(-1, self.in_features))
         if residual is not None and tuple(residual.shape) != (*lead, self.out_features):
             y = self._binary_gemm(packed, None, fused=False).reshape(*lead, self.out_features)
             return self._unfused_epilogue(y, residual)
@@ -199,14 +221,18 @@ class PackedBinaryConv2d(_PackedBinary):
         cin, n_out = self.in_channels // self.groups, self.out_features // self.groups
         outputs = []
         for g in range(self.groups):
-            rows, mask = kernels.im2col_signs(x[:, g * cin:(g + 1) * cin], self.kernel_size,
-                                              self.stride, self.padding, self.dilation,
-                                              masked=self.padding != (0, 0))
+            rows, mask = _im2col_words(_pack_pixels(x[:, g * cin:(g + 1) * cin]), cin,
+                                       self.kernel_size, self.stride, self.padding,
+                                       self.dilation, masked=self.padding != (0, 0))
             part = slice(g * n_out, (g + 1) * n_out)
-            outputs.append(kernels.binary_gemm_affine(
-                rows, self.rows[part], self.k, mask,
-                None if self.scale is None else self.scale[part],
-                None if self.bias is None else self.bias[part], panels=self.panels[g]))
+            scale = None if self.scale is None else self.scale[part]
+            bias = None if self.bias is None else self.bias[part]
+            if torch.compiler.is_compiling():
+                outputs.append(binary_gemm_affine_op(rows, self.rows[part], self.panels[g],
+                                                     self.k, mask, scale, bias))
+            else:
+                outputs.append(kernels.binary_gemm_affine(rows, self.rows[part], self.k, mask,
+                                                          scale, bias, panels=self.panels[g]))
         b, _, h, w = x.shape
         oh, ow = (kernels.conv_output_size(size, *geometry) for size, geometry in
                   zip((h, w), zip(self.kernel_size, self.stride, self.padding, self.dilation)))
@@ -230,13 +256,12 @@ class PackedBinaryConv2d(_PackedBinary):
             if x.shape[1] != self.in_channels:
                 raise ValueError(f"expected {self.in_channels} input channels, got shape "
                                  f"{tuple(x.shape)}")
-            pixels = kernels.pack_pixels(x)
+            pixels = _pack_pixels(x)
         b, h, w, _ = pixels.shape
         oh, ow = (kernels.conv_output_size(size, *geometry) for size, geometry in
                   zip((h, w), zip(self.kernel_size, self.stride, self.padding, self.dilation)))
-        rows, mask = kernels.im2col_words(pixels, self.in_channels, self.kernel_size,
-                                          self.stride, self.padding, self.dilation,
-                                          masked=self.padding != (0, 0))
+        rows, mask = _im2col_words(pixels, self.in_channels, self.kernel_size, self.stride,
+                                   self.padding, self.dilation, masked=self.padding != (0, 0))
         if residual is not None and tuple(residual.shape) != (b, self.out_features, oh, ow):
             y = self._binary_gemm(rows, mask, fused=False)
             y = y.view(b, oh, ow, self.out_features).permute(0, 3, 1, 2)

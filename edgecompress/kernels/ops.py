@@ -1,6 +1,7 @@
 """The binary kernels as PyTorch custom operators (``torch.ops.edgecompress.binary_gemm_affine``
-for W1A1, ``torch.ops.edgecompress.w1a32_gemm`` for W1A32), so frozen models are ordinary
-nn.Modules that torch.compile and torch.export see as opaque ops."""
+for W1A1, ``torch.ops.edgecompress.w1a32_gemm`` for W1A32, and the packing of W1A1 inputs:
+``pack_signs``, ``pack_pixels``, ``im2col_words``), so frozen models are ordinary nn.Modules
+that torch.compile (fullgraph) and torch.export see as opaque ops."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from torch import Tensor
 
 from . import binary_gemm_affine as _binary_gemm_affine
 from . import binary_gemm_signs as _binary_gemm_signs
+from . import im2col_words as _im2col_words
+from . import pack_pixels as _pack_pixels
+from . import pack_signs as _pack_signs
 from . import w1a32_gemm as _w1a32_gemm
 
 
@@ -52,3 +56,55 @@ def w1a32_gemm_op(x: Tensor, panels: Tensor, n: int, scale: Optional[Tensor],
 def _(x: Tensor, panels: Tensor, n: int, scale: Optional[Tensor],
       bias: Optional[Tensor]) -> Tensor:
     return x.new_empty((x.shape[0], n), dtype=torch.float32)
+
+
+@torch.library.custom_op("edgecompress::pack_signs", mutates_args=())
+def pack_signs_op(x: Tensor) -> Tensor:
+    """int64 (rows, ceil(k / 64)): the signs of float rows x (rows, k), packed (see
+    :func:`edgecompress.kernels.pack_signs`)."""
+    return _pack_signs(x)
+
+
+@pack_signs_op.register_fake
+def _(x: Tensor) -> Tensor:
+    return x.new_empty((x.shape[0], (x.shape[1] + 63) // 64), dtype=torch.int64)
+
+
+@torch.library.custom_op("edgecompress::pack_pixels", mutates_args=())
+def pack_pixels_op(x: Tensor) -> Tensor:
+    """int64 (n, h, w, ceil(c / 64)): the signs of the channels of every pixel of x
+    (n, c, h, w), packed (see :func:`edgecompress.kernels.pack_pixels`)."""
+    return _pack_pixels(x)
+
+
+@pack_pixels_op.register_fake
+def _(x: Tensor) -> Tensor:
+    n, c, h, w = x.shape
+    return x.new_empty((n, h, w, (c + 63) // 64), dtype=torch.int64)
+
+
+@torch.library.custom_op("edgecompress::im2col_words", mutates_args=())
+def im2col_words_op(pixels: Tensor, channels: int, kernel: list[int], stride: list[int],
+                    padding: list[int], dilation: list[int],
+                    masked: bool) -> tuple[Tensor, Tensor]:
+    """Packed im2col rows and their validity mask (an empty tensor when ``masked`` is False)
+    from packed pixels (see :func:`edgecompress.kernels.im2col_words`)."""
+    rows, mask = _im2col_words(pixels, channels, tuple(kernel), tuple(stride), tuple(padding),
+                               tuple(dilation), masked)
+    # a custom op's outputs may not alias its inputs (a 1x1 stride-1 view of the pixels)
+    rows = rows.clone() if rows.untyped_storage().data_ptr() == \
+        pixels.untyped_storage().data_ptr() else rows
+    return rows, mask if mask is not None else rows.new_empty((0, rows.shape[1]))
+
+
+@im2col_words_op.register_fake
+def _(pixels: Tensor, channels: int, kernel: list[int], stride: list[int], padding: list[int],
+      dilation: list[int], masked: bool) -> tuple[Tensor, Tensor]:
+    from . import conv_output_size
+
+    n, h, w, cw = pixels.shape
+    oh = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
+    ow = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
+    rows = pixels.new_empty((n * oh * ow, kernel[0] * kernel[1] * cw))
+    return rows, pixels.new_empty((n * oh * ow, kernel[0] * kernel[1] * cw) if masked
+                                  else (0, kernel[0] * kernel[1] * cw))
