@@ -72,7 +72,7 @@ def recipe_for(suite: str, method: str | None, mode: str | None, seed: int) -> R
 
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    results = load_results(args.suite)
+    results = load_results(f"binarization_{args.suite}")  # resume: skip finished runs
     for seed in args.seeds:
         for label, method, mode in runs(args.suite):
             key = f"{label}|{seed}"
