@@ -26,6 +26,7 @@ from edgecompress.deploy.benchmark import bench_gemm, bench_model, bench_w1a32, 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "deploy.md"
 IMG = ROOT / "docs" / "img" / "deploy_gemm.png"
+IMG_MODEL = ROOT / "docs" / "img" / "deploy_model.png"
 RESULTS = ROOT / "benchmarks" / "results" / "deploy.json"
 
 
@@ -33,29 +34,48 @@ def machine() -> str:
     return f"{common_machine()}, kernel paths {kernels.supported_paths()}"
 
 
-def plot(rows: list[dict]) -> None:
+def _bars(path: Path, labels: list[str], series: dict[str, list[float]], ylabel: str,
+          target: float) -> None:
+    """Grouped bars: one group per label, one bar per series; a dashed line at the target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    labels = sorted({r["name"].split(" M=")[0] for r in rows})
-    width = 0.2
-    for i, (batch, threads) in enumerate(sorted({(r["batch"], r["threads"]) for r in rows})):
-        values = [next(r["speedup"] for r in rows if r["name"].startswith(label)
-                       and r["batch"] == batch and r["threads"] == threads) for label in labels]
-        ax.bar([j + i * width for j in range(len(labels))], values, width,
-               label=f"batch {batch}, {threads} thread(s)")
-    ax.axhline(10, color="gray", linestyle="--", linewidth=1)
-    ax.set_xticks([j + 1.5 * width for j in range(len(labels))], labels)
-    ax.set_ylabel("speed-up vs float32 matmul")
-    ax.legend(fontsize=8)
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([j + i * width for j in range(len(labels))], values, width, label=name)
+    ax.axhline(target, color="gray", linestyle="--", linewidth=1)
+    ax.set_xticks([j + (len(series) - 1) * width / 2 for j in range(len(labels))], labels)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.25 * max(max(v) for v in series.values()))  # room for the legend
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    IMG.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(IMG, dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot(results: dict) -> None:
+    """docs/img/deploy_gemm.png (GEMM per stage) and deploy_model.png (whole model)."""
+    rows = results["gemm"]
+    labels = sorted({r["name"].split(" M=")[0] for r in rows})
+    series = {f"batch {b}, {t} thread(s)": [
+        next(r["speedup"] for r in rows if r["name"].startswith(label) and r["batch"] == b
+             and r["threads"] == t) for label in labels]
+        for b, t in sorted({(r["batch"], r["threads"]) for r in rows})}
+    _bars(IMG, labels, series, "speed-up vs float32 matmul", 10)
+    model = results["model"]
+    cells = sorted({(r["name"].split(",")[0], r["threads"]) for r in model},
+                   key=lambda c: (int(c[0].split()[-1]), c[1]))
+    labels = [f"{name}, {t} thread(s)" for name, t in cells]
+    series = {layout: [next(r["speedup"] for r in model if r["threads"] == t
+                            and r["name"] == name + suffix) for name, t in cells]
+              for layout, suffix in (("vs float NCHW", ""),
+                                     ("vs float channels-last", ", float channels-last"))}
+    _bars(IMG_MODEL, labels, series, "frozen W1A1 ResNet-18 speed-up", 5)
 
 
 # Run in a fresh interpreter: resident memory (RSS) before and after loading a model and after
@@ -122,12 +142,12 @@ def main() -> None:
                "sizes": sizes}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))
-    plot(gemm)
     write_doc(results)
     print(f"wrote {DOC}")
 
 
 def write_doc(r: dict) -> None:
+    plot(r)
     lines = [
         "# Deployment: packed binary models on real XOR-popcount kernels",
         "",
@@ -187,6 +207,7 @@ def write_doc(r: dict) -> None:
         batch = m["name"].split(",")[0].split()[-1]
         lines.append(f"| {batch} | {m['threads']} | {layout} | {m['candidate_ms']:.1f} | "
                      f"{m['baseline_ms']:.1f} | {m['speedup']:.2f}x |")
+    lines += ["", "![Whole-model speed-ups](img/deploy_model.png)"]
     s = r["sizes"]
     lines += ["", "## Memory", "",
               "| | float ResNet-18 | frozen W1A1 ResNet-18 |", "|---|---:|---:|",
