@@ -20,10 +20,11 @@ def test_every_shipped_recipe_is_valid(path):
     recipe = Recipe.from_yaml(path)
     assert recipe.name and recipe.epochs >= 1
     recipe.train_config()
-    if path.parent.name == "shift":  # the model and method options build (shapes of the data)
-        shapes = {"cifar10": (3, 32, 32), "mnist": (1, 28, 28), "fsdd": (1, 40, 101)}
-        model, report = recipe.build_model(10, shapes[recipe.data["name"]])
-        assert report is None or report.converted
+    # the model and method options build (the shapes of the recipe's data)
+    shapes = {"cifar10": (3, 32, 32), "mnist": (1, 28, 28), "mnist-bundled": (1, 28, 28),
+              "fsdd": (1, 40, 101)}
+    model, report = recipe.build_model(10, shapes[recipe.data["name"]])
+    assert report is None or report.converted
 
 
 def test_shipped_recipes_exist():
