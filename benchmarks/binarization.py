@@ -225,9 +225,9 @@ def cmd_report(args: argparse.Namespace) -> None:
         "Top-1 test accuracy (%) of the deployed model (weights, and in W1A1 activations, exactly "
         "sign), mean ± standard deviation over seeds. Same model, data, optimizer (Adam, lr 1e-3, "
         "cosine), budget and seeds for every method; first and last layers stay float; "
-        "BatchNorm float. These runs were made on the project's Intel Xeon machine before "
-        "SignSwish moved to a C kernel (same formulas, different float rounding); a rerun on "
-        "another CPU or after that change gives other digits from the same computation.",
+        "BatchNorm float. Runs made with the one-pass SignSwish kernel on a 2-core AMD EPYC "
+        "(a rerun on another CPU gives other digits from the same computation: float "
+        "rounding differs between kernels).",
         "",
     ]
     for suite, spec in SUITES.items():
