@@ -264,8 +264,8 @@ class BinaryConverter(Converter):
         overrides = {k: v for k, v in (("prox", prox), ("backward", backward)) if v is not None}
         try:
             method_pair(method, **overrides, **method_params)  # validate once, here
-        except (ValueError, KeyError) as exc:
-            raise ConversionError(str(exc).strip("\"'")) from None
+        except ValueError as exc:  # unknown method, quantizer or parameter
+            raise ConversionError(str(exc)) from None
         self.method, self.method_params = method, {**overrides, **method_params}
         self.activation = activation if mode == "w1a1" else None
         self.scaling = scaling

@@ -105,9 +105,8 @@ def _method_options(method: Mapping[str, Any]) -> set[str] | None:
         name = factory.args[0] if isinstance(factory, functools.partial) else method["name"]
         try:
             pair = method_pair(name, prox=method.get("prox"), backward=method.get("backward"))
-        except (ValueError, KeyError) as exc:
-            raise RecipeError(f"method {method['name']!r}: {str(exc).strip(chr(34) + chr(39))}"
-                              ) from None
+        except ValueError as exc:  # unknown method, quantizer or parameter
+            raise RecipeError(f"method {method['name']!r}: {exc}") from None
         keys |= set(pair.prox.params) | set(pair.backward.params)
         open_ended = False
     return None if open_ended else keys | _METHOD_POLICY_KEYS

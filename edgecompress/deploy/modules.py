@@ -49,6 +49,20 @@ def _im2col_words(pixels: Tensor, channels: int, kernel: tuple[int, int],
     return rows, mask if masked else None
 
 
+def _gemm(a: Tensor, b: Tensor, panels: Tensor, k: int, mask: Tensor | None,
+          scale: Tensor | None, bias: Tensor | None, signs: bool = False,
+          residual: Tensor | None = None, clamp: tuple[float, float] | None = None) -> Tensor:
+    """The W1A1 GEMM with its epilogue: affine values (plus residual, clamped) or, with
+    ``signs``, their packed signs."""
+    if torch.compiler.is_compiling():
+        lo, hi = clamp if clamp is not None else (None, None)
+        return binary_gemm_affine_op(a, b, panels, k, mask, scale, bias, signs, residual, lo, hi)
+    if signs:
+        return kernels.binary_gemm_signs(a, b, k, mask, scale, bias, panels=panels)
+    return kernels.binary_gemm_affine(a, b, k, mask, scale, bias, residual=residual, clamp=clamp,
+                                      panels=panels)
+
+
 class _PackedBinary(CompressedLayer):
     """Shared state: packed weight rows (N, W) and, derived from them, the GEMM panels."""
 
@@ -110,18 +124,9 @@ class _PackedBinary(CompressedLayer):
     def _binary_gemm(self, rows: Tensor, mask: Tensor | None, residual: Tensor | None = None,
                      fused: bool = True) -> Tensor:
         """The W1A1 GEMM with this layer's epilogue (scale, bias, residual, clamp or signs;
-        ``fused=False`` leaves out the clamp). Eager calls go straight to the kernel; under
-        torch.compile / export through the registered custom op."""
-        clamp = self.fused_clamp if fused else None
-        lo, hi = clamp if clamp is not None else (None, None)
-        if torch.compiler.is_compiling():
-            return binary_gemm_affine_op(rows, self.rows, self.panels, self.k, mask, self.scale,
-                                         self.bias, self.emit_signs, residual, lo, hi)
-        if self.emit_signs:
-            return kernels.binary_gemm_signs(rows, self.rows, self.k, mask, self.scale,
-                                             self.bias, panels=self.panels)
-        return kernels.binary_gemm_affine(rows, self.rows, self.k, mask, self.scale, self.bias,
-                                          residual=residual, clamp=clamp, panels=self.panels)
+        ``fused=False`` leaves out the clamp)."""
+        return _gemm(rows, self.rows, self.panels, self.k, mask, self.scale, self.bias,
+                     self.emit_signs, residual, self.fused_clamp if fused else None)
 
     def _unfused_epilogue(self, y: Tensor, residual: Tensor) -> Tensor:
         """The residual and clamp in torch, for a residual that does not have the output's
@@ -225,14 +230,9 @@ class PackedBinaryConv2d(_PackedBinary):
                                        self.kernel_size, self.stride, self.padding,
                                        self.dilation, masked=self.padding != (0, 0))
             part = slice(g * n_out, (g + 1) * n_out)
-            scale = None if self.scale is None else self.scale[part]
-            bias = None if self.bias is None else self.bias[part]
-            if torch.compiler.is_compiling():
-                outputs.append(binary_gemm_affine_op(rows, self.rows[part], self.panels[g],
-                                                     self.k, mask, scale, bias))
-            else:
-                outputs.append(kernels.binary_gemm_affine(rows, self.rows[part], self.k, mask,
-                                                          scale, bias, panels=self.panels[g]))
+            outputs.append(_gemm(rows, self.rows[part], self.panels[g], self.k, mask,
+                                 None if self.scale is None else self.scale[part],
+                                 None if self.bias is None else self.bias[part]))
         b, _, h, w = x.shape
         oh, ow = (kernels.conv_output_size(size, *geometry) for size, geometry in
                   zip((h, w), zip(self.kernel_size, self.stride, self.padding, self.dilation)))

@@ -531,7 +531,8 @@ def _path_code(path: str) -> int:
     return PATHS.index(path)
 
 
-__all__ = ["available", "supported_paths", "words", "signswish", "signswish_usable", "pack_signs", "pack_panels", "binary_gemm",
+__all__ = ["available", "supported_paths", "words", "signswish", "signswish_usable",
+           "pack_signs", "pack_panels", "binary_gemm",
            "binary_gemm_affine", "binary_gemm_affine_reference", "binary_gemm_signs",
            "binary_gemm_signs_reference", "pack_pixels", "im2col_words", "sign_panels",
            "w1a32_gemm", "w1a32_gemm_reference",

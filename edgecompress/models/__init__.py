@@ -68,5 +68,5 @@ def available() -> list[str]:
     return _REGISTRY.available()
 
 
-__all__ = ["create", "available", "options", "register", "ModelOptionError", "MLP", "VGGSmall", "ResNet", "ConvNet",
-           "KWSResNet"]
+__all__ = ["create", "available", "options", "register", "ModelOptionError", "MLP", "VGGSmall",
+           "ResNet", "ConvNet", "KWSResNet"]

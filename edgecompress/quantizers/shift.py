@@ -82,28 +82,36 @@ INITS = ("paper", "low-variance", "from-float")
 LN2 = math.log(2.0)
 
 
-def check_bits(bits: object, owner: str, name: str = "bits",
-               valid: Sequence[int] = BITS) -> int:
-    """``bits`` as an int if it is an integer among ``valid`` (a bool or a float such as 3.0 is
-    not: ``3.0 in BITS`` and ``True in (1, 2)`` hold in Python, and would fail later with a
-    raw TypeError); else a ConversionError naming ``owner`` and listing the valid widths."""
-    integer = isinstance(bits, Integral) and not isinstance(bits, bool)
-    if integer and int(bits) in valid:  # type: ignore[call-overload]
-        return int(bits)  # type: ignore[call-overload]
-    why = "" if integer else f" (a {type(bits).__name__}; an int is required)"
-    raise ConversionError(f"{owner}: {name} must be one of {tuple(valid)}, got {bits!r}{why}")
+def _as_int(bits: object) -> int | None:
+    """``bits`` as an int, or None if it is not an integer. A bool or a float such as 3.0 is
+    not one: ``3.0 in BITS`` and ``True in (1, 2)`` hold in Python, and such a width would fail
+    later with a raw TypeError."""
+    return int(bits) if isinstance(bits, Integral) and not isinstance(bits, bool) else None
+
+
+def _why_not_int(bits: object) -> str:
+    return "" if _as_int(bits) is not None else f" (a {type(bits).__name__}; an int is required)"
+
+
+def check_bits(bits: object, owner: str) -> int:
+    """``bits`` as an int among ``BITS``, else a ConversionError naming ``owner`` and listing
+    the valid widths."""
+    value = _as_int(bits)
+    if value in BITS:
+        return value  # type: ignore[return-value]
+    raise ConversionError(f"{owner}: bits must be one of {BITS}, got {bits!r}{_why_not_int(bits)}")
 
 
 ACTIVATION_BITS = range(2, 17)
 
 
 def check_activation_bits(bits: object) -> int:
-    """``activation_bits`` as an int in 2..16 (not a bool or a float), else a ConversionError."""
-    if isinstance(bits, Integral) and not isinstance(bits, bool) and int(bits) in ACTIVATION_BITS:
-        return int(bits)  # type: ignore[call-overload]
-    why = "" if isinstance(bits, Integral) and not isinstance(bits, bool) else \
-        f" (a {type(bits).__name__}; an int is required)"
-    raise ConversionError(f"activation_bits must be an int in 2..16, got {bits!r}{why}")
+    """``activation_bits`` as an int in 2..16, else a ConversionError."""
+    value = _as_int(bits)
+    if value in ACTIVATION_BITS:
+        return value  # type: ignore[return-value]
+    raise ConversionError(f"activation_bits must be an int in 2..16, got {bits!r}"
+                          f"{_why_not_int(bits)}")
 
 
 def ste(value: Tensor, latent: Tensor) -> Tensor:
