@@ -104,6 +104,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(tmp_path):
     """`torchrun --nproc_per_node 2 -m edgecompress.cli train` ends with the weights of the
     1-process run with the same global batch and seed (a model without BatchNorm, binarized with

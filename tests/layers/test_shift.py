@@ -421,6 +421,7 @@ def test_activation_quantizer_levels_and_clip_gradient():
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0] and q.clip.grad.item() == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_compiled_forward_and_backward_match_eager(method):
     torch.manual_seed(9)

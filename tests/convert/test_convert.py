@@ -136,6 +136,7 @@ def test_converted_model_state_dict_round_trip_and_training_step():
     torch.testing.assert_close(net(x), other(x))
 
 
+@pytest.mark.slow
 def test_converted_model_under_torch_compile():
     net = convert(small_net(), "bnn", mode="w1a1").eval()
     x = torch.randn(3, 1, 6, 6)

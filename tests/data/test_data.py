@@ -18,7 +18,6 @@ from edgecompress import data
 from edgecompress.data.bundled_mnist import BUNDLED_FILE
 from edgecompress.errors import DataError, DataNotFoundError, UnknownNameError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
@@ -75,8 +74,8 @@ def images_of(ds) -> torch.Tensor:
 
 # --- real data ----------------------------------------------------------------------------
 
-def test_real_mnist_test_split():
-    ds = data.load("mnist", root=SHARED / "mnist", split="test")
+def test_real_mnist_test_split(shared_data):
+    ds = data.load("mnist", root=shared_data("mnist"), split="test")
     assert len(ds) == 10_000 and ds.input_shape == (1, 28, 28) and ds.num_classes == 10
     assert ds.classes == [str(d) for d in range(10)]
     assert ds.targets.dtype == torch.int64 and ds.targets.shape == (10_000,)
@@ -85,9 +84,9 @@ def test_real_mnist_test_split():
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and y == 7
 
 
-def test_real_cifar10_subset_npz():
-    train = data.load("cifar10", root=SHARED / "cifar10_subset", split="train")
-    test = data.load("cifar10", root=SHARED / "cifar10_subset", split="test")
+def test_real_cifar10_subset_npz(shared_data):
+    train = data.load("cifar10", root=shared_data("cifar10_subset"), split="train")
+    test = data.load("cifar10", root=shared_data("cifar10_subset"), split="test")
     assert (len(train), len(test)) == (4000, 1000) and train.input_shape == (3, 32, 32)
     assert train.classes[6] == "frog" and train.num_classes == 10
     assert train.targets[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
@@ -97,12 +96,12 @@ def test_real_cifar10_subset_npz():
     assert ((pixels.std(dim=(0, 2, 3)) - 1).abs() < 0.1).all()
 
 
-def test_bundled_mnist_is_the_head_of_real_mnist():
+def test_bundled_mnist_is_the_head_of_real_mnist(shared_data):
     train = data.load("mnist-bundled")  # split defaults to train
     test = data.load("mnist-bundled", split="test", root="/ignored")
     assert (len(train), len(test)) == (6000, 1000) and train.input_shape == test.input_shape == (1, 28, 28)
     assert train.images.dtype == torch.uint8 and train.num_classes == 10
-    real = data.load("mnist", root=SHARED / "mnist", split="test")
+    real = data.load("mnist", root=shared_data("mnist"), split="test")
     assert torch.equal(test.images, real.images[:1000])
     assert torch.equal(test.targets, real.targets[:1000])
     assert torch.bincount(train.targets).tolist() == [592, 671, 581, 608, 623, 514, 608, 651,
@@ -201,15 +200,15 @@ def test_default_root_uses_environment_then_home(tmp_path, monkeypatch):
 
 # --- augment and limit ------------------------------------------------------------------------
 
-def test_augment_is_deterministic_under_seed_and_changes_images():
-    ds = data.load("cifar10", root=SHARED / "cifar10_subset", split="train", augment=True, limit=8)
+def test_augment_is_deterministic_under_seed_and_changes_images(shared_data):
+    ds = data.load("cifar10", root=shared_data("cifar10_subset"), split="train", augment=True, limit=8)
     torch.manual_seed(0)
     a = images_of(ds)
     torch.manual_seed(0)
     b = images_of(ds)
     torch.manual_seed(1)
     c = images_of(ds)
-    plain = images_of(data.load("cifar10", root=SHARED / "cifar10_subset", limit=8))
+    plain = images_of(data.load("cifar10", root=shared_data("cifar10_subset"), limit=8))
     assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, plain)
 
 
@@ -226,9 +225,10 @@ def test_augment_is_a_padded_crop_optionally_flipped(tmp_path):
         assert any(torch.allclose(x, c, atol=1e-5) for c in candidates)
 
 
-def test_augment_only_where_defined():
+def test_augment_only_where_defined(tmp_path):
+    write_cifar_npz(tmp_path / "test.npz", n=1)
     with pytest.raises(ValueError, match="train split only"):
-        data.load("cifar10", root=SHARED / "cifar10_subset", split="test", augment=True)
+        data.load("cifar10", root=tmp_path, split="test", augment=True)
     with pytest.raises(ValueError, match="'mnist-bundled' defines no augmentation"):
         data.load("mnist-bundled", augment=True)
 

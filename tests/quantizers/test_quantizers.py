@@ -330,6 +330,7 @@ def test_harden_makes_the_forward_exactly_sign():
     net(x)
 
 
+@pytest.mark.slow
 def test_scheduled_layer_compiles_without_recompiling_on_new_values():
     net = binary_net("pc").eval()
     x = torch.randn(4, 6)
@@ -339,6 +340,7 @@ def test_scheduled_layer_compiles_without_recompiling_on_new_values():
         torch.testing.assert_close(compiled(x), net(x))
 
 
+@pytest.mark.slow
 def test_signswish_methods_train_under_torch_compile():
     """torch.compile traces the PyTorch formulas (not the eager C kernel): same loss and
     gradients as eager."""

@@ -15,6 +15,8 @@ from edgecompress.deploy import export_onnx
 from edgecompress.errors import ConversionError
 from edgecompress.layers import harden
 
+pytestmark = pytest.mark.slow  # every test here exports through torch.export
+
 
 def run_onnx(path, x: torch.Tensor) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -346,6 +346,7 @@ def test_file_size_matches_the_analytic_size(tmp_path):
     assert abs(os.path.getsize(path) - analytic) / analytic < 0.02
 
 
+@pytest.mark.slow
 def test_frozen_model_under_torch_compile(tmp_path):
     frozen, _ = saved_mlp(tmp_path)
     x = torch.randn(2, 1, 28, 28)
@@ -360,6 +361,7 @@ def _w1a32(name: str, **options) -> nn.Module:
     return deploy.freeze(calibrated(model, (1, 28, 28)))
 
 
+@pytest.mark.slow
 def test_frozen_w1a32_mlp_under_torch_compile_uses_the_custom_op():
     """Small batches run the sign-select kernel as the opaque custom op, large ones torch's
     float GEMM on the +-1 weights; both compile without a graph break and match eager."""
@@ -386,6 +388,7 @@ def test_frozen_w1a32_mlp_under_torch_compile_uses_the_custom_op():
             torch.testing.assert_close(compiled(x), frozen(x))
 
 
+@pytest.mark.slow
 def test_frozen_w1a32_convnet_under_torch_compile():
     frozen = _w1a32("convnet", width=0.25)
     assert sum(isinstance(m, PackedBinaryConv2d) for m in frozen.modules()) == 2
@@ -399,6 +402,7 @@ def test_frozen_w1a32_convnet_under_torch_compile():
     ("mlp", {"hidden": (70, 33, 20)}, (1, 28, 28)),
     ("resnet20", {"width": 0.25}, (3, 16, 16)),  # packed signs between layers, fused residuals
 ])
+@pytest.mark.slow
 def test_frozen_w1a1_model_compiles_as_one_graph_and_exports(name, options, shape):
     """Packing, im2col and the GEMM are custom ops under torch.compile and torch.export: no
     graph break (fullgraph), the same predictions as eager; the exported program equals eager."""
@@ -426,6 +430,7 @@ def test_frozen_w1a1_model_compiles_as_one_graph_and_exports(name, options, shap
         assert torch.equal(exported.module()(x), frozen(x))
 
 
+@pytest.mark.slow
 def test_grouped_packed_conv_compiles_as_one_graph():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Hardtanh(),

@@ -110,6 +110,7 @@ def test_default_input_shapes():
     assert models.create("mlp").input_shape == (1, 28, 28)
 
 
+@pytest.mark.slow
 def test_torch_compile_matches_eager():
     model = models.create("mlp", hidden=(16,)).eval()
     x = torch.randn(4, 1, 28, 28)
