@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 from torch import nn
 
 from .errors import ConversionError
+from .graph import replace_submodule
 from .layers import BinaryConv2d, BinaryLinear, CompressedLayer, ShiftConv2d, ShiftLinear
 from .layers.binary import SCALINGS
 from .quantizers import METHODS, method_pair
@@ -143,7 +144,7 @@ def convert(
         else:
             new = converter.convert_layer(module)
             new.train(module.training)
-            _set_submodule(model, name, new)
+            replace_submodule(model, name, new)
             report.converted.append((name, kind, type(new).__name__))
     spec = getattr(model, "edgecompress_spec", None)
     rules_are_names = all(isinstance(r, str) for r in [*(include or []), *(exclude or [])])
@@ -228,12 +229,6 @@ def _first_last_names(model: nn.Module) -> dict[str, str]:
     if linears:
         out.setdefault(linears[-1], "last layer")
     return out
-
-
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 # --- binarization methods ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ import torch.fx as fx
 from torch import nn
 
 from .. import kernels
+from ..graph import as_graph_module, call_counts, replace_submodule, trace
 from ..layers import BinaryConv2d, BinaryLinear, ShiftConv2d, ShiftLinear, harden
 from .modules import (PackedBinaryConv2d, PackedBinaryLinear, PackedShiftConv2d,
                       PackedShiftLinear, _PackedBinary, _PackedShift)
@@ -52,36 +53,16 @@ def _packed_shift_layer(layer: ShiftLinear | ShiftConv2d) -> nn.Module:
     return new
 
 
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-
-
-class _Tracer(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, name: str) -> bool:
-        return isinstance(m, (_PackedBinary, _PackedShift)) or super().is_leaf_module(m, name)
-
-
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 _FOLDABLE = (_PackedBinary, _PackedShift, nn.Conv2d, nn.Linear)
 _ACTIVATIONS = (nn.Hardtanh, nn.ReLU)
-
-
-def _trace(model: nn.Module) -> fx.Graph | None:
-    try:
-        return _Tracer().trace(model)
-    except Exception:  # data-dependent control flow: leave the model as it is
-        return None
 
 
 def _layer_bn_pairs(graph: fx.Graph, model: nn.Module) -> list[tuple[str, str]]:
     """(layer, BatchNorm) pairs where the BatchNorm (with running statistics) is the only
     consumer of a packed, Conv2d or Linear layer's output."""
     modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    calls = call_counts(graph)
     pairs = []
     for node in graph.nodes:
         bn = modules.get(node.target) if node.op == "call_module" else None
@@ -137,10 +118,7 @@ def _emit_signs(graph: fx.Graph, model: nn.Module) -> None:
     hardtanh), the consumers only need its signs: the layer then emits them packed straight
     from the GEMM and the activations on the way become Identity."""
     modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    calls = call_counts(graph)
     for node in graph.nodes:
         producer = modules.get(node.target) if node.op == "call_module" else None
         if not (isinstance(producer, _PackedBinary) and producer.binary_inputs
@@ -159,7 +137,7 @@ def _emit_signs(graph: fx.Graph, model: nn.Module) -> None:
                              and getattr(c, "groups", 1) == 1 for c in consumers):
             producer.emit_signs = True
             for name in chain:
-                _set(model, name, nn.Identity())
+                replace_submodule(model, name, nn.Identity())
 
 
 def _inplace_activations(graph: fx.Graph, model: nn.Module) -> None:
@@ -183,10 +161,7 @@ def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
     ``layer(x, r)`` with the addition and a following hardtanh / ReLU computed in the GEMM's
     store loop, for W1A1 packed layers that output floats. Returns True if the graph changed."""
     modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    calls = call_counts(graph)
     changed = False
     for add in list(graph.nodes):
         if not (add.op == "call_function" and add.target in (operator.add, torch.add)
@@ -225,17 +200,6 @@ def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
     return changed
 
 
-def _as_graph_module(model: nn.Module, graph: fx.Graph) -> nn.Module:
-    """``model`` running ``graph``, with the same submodule names (so the same state_dict keys)
-    and the model's own plain attributes (``edgecompress_spec``, ``input_shape``...)."""
-    graph.lint()
-    gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
-    for key, value in vars(model).items():
-        if not key.startswith("_") and key not in vars(gm):
-            setattr(gm, key, value)
-    return gm
-
-
 def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> nn.Module:
     """A copy of ``model`` for inference.
 
@@ -258,22 +222,22 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> 
     frozen = harden(copy.deepcopy(model)).eval()
     for name, module in list(frozen.named_modules()):
         if isinstance(module, (BinaryLinear, BinaryConv2d)) and name:
-            _set(frozen, name, _packed_layer(module))
+            replace_submodule(frozen, name, _packed_layer(module))
         elif isinstance(module, (ShiftLinear, ShiftConv2d)) and name:
-            _set(frozen, name, _packed_shift_layer(module))
-    graph = _trace(frozen)
+            replace_submodule(frozen, name, _packed_shift_layer(module))
+    graph = trace(frozen, leaves=(_PackedBinary, _PackedShift))
     if graph is not None:
         if fold_batchnorm:
             for layer_name, bn_name in _layer_bn_pairs(graph, frozen):
                 _fold(frozen.get_submodule(layer_name), frozen.get_submodule(bn_name))
-                _set(frozen, bn_name, nn.Identity())
+                replace_submodule(frozen, bn_name, nn.Identity())
         rewritten = False
         if fuse:
             _emit_signs(graph, frozen)
             rewritten = _fuse_residuals(graph, frozen)
         _inplace_activations(graph, frozen)
         if rewritten:
-            frozen = _as_graph_module(frozen, graph)
+            frozen = as_graph_module(frozen, graph)
     for p in frozen.parameters():
         p.requires_grad_(False)
     # channels-last: binary convolutions produce it and pack it fastest, and float pooling and

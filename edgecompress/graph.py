@@ -1,0 +1,76 @@
+"""Shared torch.fx helpers for whole-model rewrites (freeze's fusions, pruning surgery, checks
+that read the dataflow such as convert's W1A1-after-ReLU warning).
+
+- :func:`trace` -> an ``fx.Graph`` of a model, with chosen module types kept as leaves, or None
+  when the model cannot be traced (data-dependent control flow);
+- :func:`call_counts` -> how many times each submodule is called in a graph (a module called
+  twice cannot be rewritten for one of its calls only);
+- :func:`replace_submodule` -> put a new module at a dotted name;
+- :func:`as_graph_module` -> the model running a rewritten graph, with the same submodule names
+  (so the same state_dict keys) and the model's own plain attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch.fx as fx
+from torch import nn
+
+__all__ = ["trace", "call_counts", "replace_submodule", "as_graph_module", "module_of"]
+
+
+class _LeafTracer(fx.Tracer):
+    """torch.fx's tracer with extra leaf module types (not traced into)."""
+
+    def __init__(self, leaves: tuple[type[nn.Module], ...]) -> None:
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, name: str) -> bool:
+        return isinstance(m, self.leaves) or super().is_leaf_module(m, name)
+
+
+def trace(model: nn.Module, leaves: Iterable[type[nn.Module]] = ()) -> fx.Graph | None:
+    """The fx graph of ``model`` with modules of the ``leaves`` types (and torch.nn's own layers)
+    as single ``call_module`` nodes; None if torch.fx cannot trace the model."""
+    try:
+        return _LeafTracer(tuple(leaves)).trace(model)
+    except Exception:  # data-dependent control flow, unsupported Python: no graph
+        return None
+
+
+def call_counts(graph: fx.Graph) -> dict[str, int]:
+    """Submodule name -> number of ``call_module`` nodes calling it."""
+    counts: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            counts[str(node.target)] = counts.get(str(node.target), 0) + 1
+    return counts
+
+
+def module_of(node: object, modules: dict[str, nn.Module]) -> nn.Module | None:
+    """The module a ``call_module`` node calls (``modules`` is ``dict(model.named_modules())``),
+    else None."""
+    if isinstance(node, fx.Node) and node.op == "call_module":
+        return modules.get(str(node.target))
+    return None
+
+
+def replace_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Set the submodule at dotted ``name`` (e.g. ``"layer1.0.conv1"``) to ``new``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def as_graph_module(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    """``model`` running ``graph``, named after the model's class, with the same submodule names
+    (so the same state_dict keys) and the model's own plain attributes (``edgecompress_spec``,
+    ``input_shape``...)."""
+    graph.lint()
+    gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+    for key, value in vars(model).items():
+        if not key.startswith("_") and key not in vars(gm):
+            setattr(gm, key, value)
+    return gm
