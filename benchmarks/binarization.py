@@ -161,7 +161,7 @@ def _observations(results: dict[str, Any], floats: list[float]) -> list[str]:
         out.append(f"- {mode.upper()}: best {best_name} ({statistics.mean(b):.2f}), "
                    f"{statistics.mean(floats) - statistics.mean(b):.2f} points below float; the "
                    f"runner-up {second} is {gap:.2f} points behind, {verdict}.")
-    for mode in MODES:  # the paper's claim (specs/binarization.md section 5)
+    for mode in MODES:  # the PC++ paper's claim: BNN++ is competitive
         mine = scores("bnn++", mode)
         others = [m for m in METHODS if m != "bnn++" and len(scores(m, mode)) >= 2]
         if len(mine) < 2 or not others:
@@ -189,7 +189,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     lines = [
         "# Binarization: BinaryConnect family, ProxConnect++ and BNN++",
         "",
-        "Every method of `specs/binarization.md` is a quantizer pair: forward `F = P o B`, "
+        "Every binarization method here is a quantizer pair: forward `F = P o B`, "
         "backward `B'`. They are selected by name (`edgecompress.convert(model, \"bnn++\", "
         "mode=\"w1a1\")`, or `method:` in a recipe); their formulas and schedules are in "
         "`edgecompress/quantizers/` (`methods.py` has the table). Scheduled parameters (mu, "

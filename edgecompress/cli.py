@@ -1,4 +1,13 @@
-"""The ``edgecompress`` command line: demo, train, eval, summary, list."""
+"""The ``edgecompress`` command line.
+
+- ``demo``: float vs BNN/BNN++ (W1A32, W1A1) on the bundled MNIST subset, one table;
+- ``train RECIPE`` / ``eval CHECKPOINT``: a recipe's experiment, resumable, DDP under torchrun;
+- ``summary MODEL``: parameters, bytes and MACs by precision of a zoo model, optionally converted;
+- ``bench kernels`` / ``bench model``: the C kernels and a frozen model against float torch;
+- ``list``: the registered models, datasets, methods and quantizers.
+
+Every command has ``--help``; most take ``--json PATH`` for machine-readable results.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The binarization methods of specs/binarization.md as PC++ pairs (F = P o B, backward B').
+"""The binarization methods as PC++ pairs (F = P o B, backward B'): BinaryConnect, BNN, BNN+,
+BinaryRelax, ProxQuant, ProxConnect, and BNN++ (Lu et al., NeurIPS 2023, arXiv 2402.17710).
 
 | method      | P (prox)               | B (backward) | scheduled                         |
 |-------------|------------------------|--------------|-----------------------------------|
@@ -12,7 +13,7 @@
 
 sign o clip = sign o SignSwish = sign, so the sign-forward methods are F = P o B with P = sign.
 
-Our reading (specs/binarization.md), each an option: the ProxConnect map P^mu (pc, bnn++) and
+Our reading (where the PC++ paper's exact choice could not be checked), each an option: the ProxConnect map P^mu (pc, bnn++) and
 bnn++'s composition P^mu o SignSwish — replace P or B by name with ``prox=`` / ``backward=``
 (``convert(net, "bnn++", prox="binaryrelax")``). The default schedules are our reading too
 (the papers schedule per iteration with constants tuned for long ImageNet/CIFAR runs): each reaches (or, for BinaryRelax, nearly reaches) sign at the

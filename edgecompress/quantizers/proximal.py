@@ -62,8 +62,8 @@ class ProxQuantProx(Elementwise):
 
 
 class ProxConnectProx(Elementwise):
-    """The ProxConnect linear proximal quantizer (Dockhorn et al. 2021; our reading, see
-    specs/binarization.md):
+    """The ProxConnect linear proximal quantizer (Dockhorn et al. 2021; our reading of it, see
+    :mod:`edgecompress.quantizers.methods`):
 
     P^mu(v)  = clip(v + mu sign(v), -1, 1)
     P^mu'(v) = 1{|v + mu sign(v)| <= 1}

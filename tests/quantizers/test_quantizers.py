@@ -1,4 +1,4 @@
-"""Quantizers and methods against the formulas of specs/binarization.md."""
+"""Quantizers and methods against their papers' formulas (see edgecompress.quantizers.methods)."""
 
 from __future__ import annotations
 
