@@ -69,8 +69,9 @@ others from the magnitude code of |w| / max|w|, +-0.5 per binarizer).
 Rounding to a power of two (:func:`round_log2`): the nearest integer to log2 |w|, decided exactly
 (|w| against the boundary 2^(k + 1/2), on the float's integer mantissa). A float is never exactly
 on a boundary (sqrt 2 is irrational), so there are no ties and no tie rule. The authors' code
-computes torch.round(ln|w| / ln 2) in float32, which rounds one to four float32 values next to
-each boundary to the wrong side; we do not reproduce that.
+computes torch.round(ln|w| / ln 2) in float32, which puts a few float32 values next to a
+boundary on the wrong side (up to two per boundary between 2^-8 and 1, more farther from 1); we
+do not reproduce that.
 
 Method options (``**options``, per method; :meth:`ShiftParametrization.check_options`):
 deepshift-q takes ``clamp_latent`` (bool, default True: the authors' in-place projection of W;
@@ -420,11 +421,11 @@ class S3(ShiftParametrization):
     alpha = 1e-5
 
     def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
-                 float_weight: Tensor | None = None) -> None:
+                 float_weight: Tensor | None = None, **options: bool) -> None:
         bits = check_bits(bits, self.method)
         k = 2 ** (bits - 1) - 2
         self.latent_names = ("w_sign", "w_sparse") + tuple(f"w_shift{i + 1}" for i in range(k))
-        super().__init__(shape, bits, init, float_weight)
+        super().__init__(shape, bits, init, float_weight, **options)
 
     @classmethod
     def _values(cls, bits: int) -> list[float]:
@@ -467,11 +468,11 @@ class DenseShift(ShiftParametrization):
     method = "denseshift"
 
     def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
-                 float_weight: Tensor | None = None) -> None:
+                 float_weight: Tensor | None = None, **options: bool) -> None:
         bits = check_bits(bits, self.method)
         levels = 2 ** (bits - 1) - 1
         self.latent_names = ("w_sign",) + tuple(f"w_t{i + 1}" for i in range(levels))
-        super().__init__(shape, bits, init, float_weight)
+        super().__init__(shape, bits, init, float_weight, **options)
 
     @classmethod
     def _values(cls, bits: int) -> list[float]:
