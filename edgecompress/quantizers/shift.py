@@ -209,9 +209,9 @@ class ShiftParametrization(nn.Module):
                 for name in self.latent_names:
                     getattr(self, name).normal_(0.0, 1e-3)
             elif init == "from-float":
+                w = float_weight.detach()  # type: ignore[union-attr]
                 # in the float weights' own precision (float64 stays float64), at least float32
-                self._init_from_float(float_weight.detach().to(  # type: ignore[union-attr]
-                    torch.promote_types(float_weight.dtype, torch.float32)))  # type: ignore
+                self._init_from_float(w.to(torch.promote_types(w.dtype, torch.float32)))
             else:
                 self._init_paper(float_weight)
 

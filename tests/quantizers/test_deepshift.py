@@ -189,6 +189,19 @@ def test_deepshift_ps_from_float_is_the_authors_conversion_on_every_weight(bits)
     assert len(np.unique(shift)) == -lo + 1  # every shift of the range occurs
 
 
+def test_deepshift_ps_from_float_rounds_float64_weights_in_their_own_precision():
+    """float64 weights a few float64 steps either side of 2^-0.5 and 2^-1.5 (all one float32
+    value) keep their side of the boundary."""
+    w = around_boundaries(torch.float64, (-1, -2), steps=3).reshape(2, 7)
+    linear = torch.nn.Linear(7, 2).double()
+    with torch.no_grad():
+        linear.weight.copy_(w)
+    layer = ShiftLinear.from_float(linear, method="deepshift-ps", bits=3, init="from-float")
+    expected = [[exact_round_log2(v) for v in row] for row in w.tolist()]
+    assert layer.weight_param.shift.tolist() == expected
+    assert {v for row in expected for v in row} == {-2, -1, 0}
+
+
 def test_deepshift_ps_paper_init_per_layer_type():
     """Linear: P ~ U(p_lo, 0) over the whole range; conv: P ~ U(-10, -1) then clamped, so
     (-6 + 10) / 9 of a 4-bit conv's shifts sit at -6. S ~ U(-1, 1) for both."""
