@@ -4,7 +4,9 @@ Forward: y = op(A(x), w) + b with w = the layer's :mod:`~edgecompress.quantizers
 parametrization (every weight 0 or +-2^k) and A an optional activation quantizer. The layer has
 no float ``weight`` parameter: its trainable tensors are the parametrization's latents (plus the
 bias), so optimizers, ``state_dict`` and DDP see exactly what trains. No weight scale: the
-BatchNorm that follows absorbs it (the papers' policy).
+BatchNorm that follows absorbs it (the papers' policy). Keywords beyond the common ones are the
+method's own options (``clamp_latent`` for deepshift-q; see
+:meth:`~edgecompress.quantizers.shift.ShiftParametrization.check_options`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class _ShiftWeights(CompressedLayer):
     weight_param: ShiftParametrization
 
     def _setup_shift(self, method: str, bits: int, init: str, float_weight: Tensor | None,
-                     activation_bits: int | None) -> None:
+                     activation_bits: int | None, method_options: dict[str, bool]) -> None:
         if method not in PARAMETRIZATIONS:
             raise ConversionError(f"unknown shift method {method!r}; available: "
                                   f"{', '.join(PARAMETRIZATIONS)}")
@@ -52,8 +54,9 @@ class _ShiftWeights(CompressedLayer):
         shape = tuple(self.weight.shape)
         device, dtype = self.weight.device, self.weight.dtype
         del self.weight  # the latents replace it
-        self.weight_param = PARAMETRIZATIONS[method](shape, bits, init, float_weight).to(
-            device=device, dtype=dtype)
+        self.weight_param = PARAMETRIZATIONS[method](shape, bits, init, float_weight,
+                                                     **method_options).to(device=device,
+                                                                          dtype=dtype)
         self.method = method
         self.weight_bits = bits
         self.input_quantizer = (ActivationQuantizer(activation_bits)
@@ -98,9 +101,10 @@ class ShiftLinear(_ShiftWeights, nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  method: str, bits: int = 3, init: str = "paper",
-                 float_weight: Tensor | None = None, activation_bits: int | None = None) -> None:
+                 float_weight: Tensor | None = None, activation_bits: int | None = None,
+                 **method_options: bool) -> None:
         nn.Linear.__init__(self, in_features, out_features, bias=bias)
-        self._setup_shift(method, bits, init, float_weight, activation_bits)
+        self._setup_shift(method, bits, init, float_weight, activation_bits, method_options)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
@@ -119,10 +123,11 @@ class ShiftConv2d(_ShiftWeights, nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  method: str, bits: int = 3, init: str = "paper",
-                 float_weight: Tensor | None = None, activation_bits: int | None = None) -> None:
+                 float_weight: Tensor | None = None, activation_bits: int | None = None,
+                 **method_options: bool) -> None:
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
                            dilation, groups, bias, padding_mode)
-        self._setup_shift(method, bits, init, float_weight, activation_bits)
+        self._setup_shift(method, bits, init, float_weight, activation_bits, method_options)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)

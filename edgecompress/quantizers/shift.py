@@ -7,7 +7,8 @@ against the authors' released code):
 =============  ==========================================  ====================================
 method         forward value                               backward
 =============  ==========================================  ====================================
-deepshift-q    Sgn(W) 2^round(log2 clamp(|W|, 2^p, 1))     identity to W (STE)
+deepshift-q    Sgn(W) 2^round(log2 clamp(|W|, 2^p, 1))     identity to W (STE); W projected
+                                                           into range in place (authors' code)
 deepshift-ps   sign(round(S)) 2^round(clamp(P))           dS = g;  dP = ln2 2^p s g
 s3             Sgn(Ws) B01(Wz) 2^shift(W1..)               STE through each binarizer, exact
                                                            chain rule through products, 2^shift
@@ -23,7 +24,8 @@ packed layers store each weight as its index in that list):
 - deepshift-q, b bits: +-2^p for p in {0, -1, ..., -(2^(b-1) - 1)}: exactly 2^b values, 1 sign
   bit and b - 1 exponent bits, no zero. A latent exactly 0 takes the sign +1 (Sgn, not
   torch.sign's 0), so it gives +2^p_min: the value set stays closed and every weight fits its b
-  bits (torch.sign would give 0 there, which b-bit storage cannot hold).
+  bits. Here we depart from the authors' code on purpose: its torch.sign gives 0 there, a value
+  its own b-bit encoding (1 sign bit, no zero) cannot hold.
 - deepshift-ps, b bits: 0 and +-2^p for p in {0, ..., -(2^(b-1) - 2)} (s = 0 encodes zero); the
   latent P itself is kept in that range (the spec's "latent P clamped"): projected in place
   before every training forward, so it cannot drift beyond a bound it already sits at.
@@ -54,16 +56,33 @@ and 6 bits S3 and DenseShift have 2^(b-1) - 2 and 2^(b-1) - 1 shift latents per 
 at 5 bits and 30 / 31 at 6 bits, each a full float tensor while training.)
 
 Initialisations (``init=``): "paper" uses each paper's (deepshift-q copies the float weights;
-deepshift-ps P ~ U(-10, -1) clamped into range and S ~ U(-1, 1), for linear layers as for convs
-(the paper states it for convs only); s3 every latent ~ N(0, sqrt(2 / (k k C_out))), C_out for a
-linear layer; denseshift every latent ~ N(0, 1e-3)); "low-variance" is DenseShift's N(0, 1e-3)
-for every latent, for any method; "from-float" derives the latents from the float weights
-(deepshift-q: the weights; deepshift-ps: S = sign(w), 0 only for weights exactly 0, and
-P = log2 (|w| / max|w|); s3 / denseshift: sign latent = the weights, the others from the
-magnitude code of |w| / max|w|, +-0.5 per binarizer).
+deepshift-ps S ~ U(-1, 1) and P ~ U(-10, -1) clamped into range for a conv, P uniform over the
+whole range [-(2^(b-1) - 2), 0] for a linear layer, as the authors' code does per layer type;
+s3 every latent ~ N(0, sqrt(2 / (k k C_out))), C_out for a linear layer; denseshift every latent
+~ N(0, 1e-3)); "low-variance" is DenseShift's N(0, 1e-3) for every latent, for any method;
+"from-float" derives the latents from the float weights (deepshift-q: the weights; deepshift-ps:
+as the authors' conversion, S = sign(w) (0 for a weight exactly 0) and P = round(log2 |w|)
+clamped into range, with no normalisation, so a weight below 2^p_lo in magnitude keeps the
+smallest power and only an exact 0 gives 0; s3 / denseshift: sign latent = the weights, the
+others from the magnitude code of |w| / max|w|, +-0.5 per binarizer).
+
+Rounding to a power of two (:func:`round_log2`): the nearest integer to log2 |w|, decided exactly
+(|w| against the boundary 2^(k + 1/2), on the float's integer mantissa). A float is never exactly
+on a boundary (sqrt 2 is irrational), so there are no ties and no tie rule. The authors' code
+computes torch.round(ln|w| / ln 2) in float32, which puts a few float32 values next to a
+boundary on the wrong side (up to two per boundary between 2^-8 and 1, more farther from 1); we
+do not reproduce that.
+
+Method options (``**options``, per method; :meth:`ShiftParametrization.check_options`):
+deepshift-q takes ``clamp_latent`` (bool, default True: the authors' in-place projection of W;
+False: W is left free and only the forward's copy is clamped, the behaviour with which the
+DeepShift-Q rows of docs/shift.md were measured). The other methods take none.
 
 Papers: Elhoushi et al., DeepShift (CVPRW 2021, arXiv 1905.13298); Li et al., S3 (NeurIPS 2021,
-arXiv 2107.03453); Li et al., DenseShift (ICCV 2023, arXiv 2208.09708).
+arXiv 2107.03453); Li et al., DenseShift (ICCV 2023, arXiv 2208.09708). DeepShift-Q and -PS
+follow the authors' released code (github.com/mostafaelhoushi/DeepShift: pytorch/deepshift/
+modules_q.py, modules.py, convert.py, utils.py) where the paper leaves details open, except
+where stated above.
 """
 
 from __future__ import annotations
@@ -133,6 +152,28 @@ def sgn(x: Tensor) -> Tensor:
     return ste(torch.where(x >= 0, 1.0, -1.0).to(x.dtype), x)
 
 
+def _sqrt_half_mantissa(dtype: torch.dtype) -> tuple[int, int]:
+    """(p, T) for a float dtype with p significand bits: T = floor(2^(p - 1/2)), so that a
+    mantissa m in [1/2, 1) written as the integer M = m 2^p is above 1/sqrt 2 iff M > T
+    (M > 2^(p - 1/2) iff M^2 > 2^(2p - 1), an odd power of two and so never a square)."""
+    p = 1 - round(math.log2(torch.finfo(dtype).eps))
+    return p, math.isqrt(2 ** (2 * p - 1))
+
+
+def round_log2(x: Tensor) -> Tensor:
+    """The integer nearest to log2(x) for positive finite x, decided exactly; same dtype as x.
+
+    With x = m 2^e, m in [1/2, 1) (frexp; subnormals are normalised), log2 x = e + log2 m and
+    log2 m is in [-1, 0): the answer is e when m > 1/sqrt 2 and e - 1 otherwise. The comparison
+    is done on m's integer significand (see :func:`_sqrt_half_mantissa`), so it is exact for
+    every value, where round(log2(x)) in float32 puts a few values next to each boundary
+    2^(k + 1/2) on the wrong side. No float equals a boundary, so no tie rule is needed."""
+    p, threshold = _sqrt_half_mantissa(x.dtype)
+    mantissa, exponent = torch.frexp(x)
+    significand = (mantissa * 2.0 ** p).to(torch.int64)  # exact: a power-of-two scaling
+    return (exponent.to(x.dtype) - 1 + (significand > threshold).to(x.dtype))
+
+
 class ShiftParametrization(nn.Module):
     """The latent tensors of one weight and the map to its power-of-two values.
 
@@ -143,11 +184,15 @@ class ShiftParametrization(nn.Module):
 
     method: str = ""
     latent_names: tuple[str, ...] = ()
+    options: dict[str, bool] = {}
+    """The method's own options and their defaults (each a bool)."""
 
     def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
-                 float_weight: Tensor | None = None) -> None:
+                 float_weight: Tensor | None = None, **options: bool) -> None:
         super().__init__()
         bits = check_bits(bits, self.method)
+        for name, value in self.check_options(options).items():
+            setattr(self, name, value)
         if init not in INITS:
             raise ConversionError(f"{self.method}: init must be one of {INITS}, got {init!r}")
         if init == "from-float" and float_weight is None:
@@ -164,9 +209,26 @@ class ShiftParametrization(nn.Module):
                 for name in self.latent_names:
                     getattr(self, name).normal_(0.0, 1e-3)
             elif init == "from-float":
-                self._init_from_float(float_weight.detach().to(torch.float32))  # type: ignore
+                w = float_weight.detach()  # type: ignore[union-attr]
+                # in the float weights' own precision (float64 stays float64), at least float32
+                self._init_from_float(w.to(torch.promote_types(w.dtype, torch.float32)))
             else:
                 self._init_paper(float_weight)
+
+    @classmethod
+    def check_options(cls, options: dict[str, object]) -> dict[str, bool]:
+        """``options`` completed with the defaults of :attr:`options`; a ConversionError names
+        an option the method does not take, or a value that is not a bool."""
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            takes = ", ".join(cls.options) or "no method options"
+            raise ConversionError(f"{cls.method}: unknown option(s) {', '.join(unknown)}; "
+                                  f"it takes {takes}")
+        for name, value in options.items():
+            if not isinstance(value, bool):
+                raise ConversionError(f"{cls.method}: {name} must be True or False, got "
+                                      f"{value!r}")
+        return {**cls.options, **options}  # type: ignore[dict-item]
 
     @classmethod
     def value_set(cls, bits: int) -> list[float]:
@@ -192,6 +254,12 @@ class ShiftParametrization(nn.Module):
     def penalty(self) -> Tensor:
         return self._first().new_zeros(())
 
+    def _projecting(self) -> bool:
+        """True in a training forward that builds a graph: the only forward in which
+        DeepShift's latents are projected into range in place (eval, no-grad, freezing and
+        export leave the latents untouched; the forward value is the same either way)."""
+        return self.training and torch.is_grad_enabled()
+
     def latent_weight(self) -> Tensor:
         """The latent tensor that carries the sign (for histograms)."""
         return self._first()
@@ -200,7 +268,8 @@ class ShiftParametrization(nn.Module):
         return getattr(self, self.latent_names[0])
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, shape={self.shape}, init={self.init!r}"
+        options = "".join(f", {name}={getattr(self, name)}" for name in self.options)
+        return f"bits={self.bits}, shape={self.shape}, init={self.init!r}{options}"
 
 
 def _fan_out(shape: Sequence[int]) -> int:
@@ -211,17 +280,29 @@ def _fan_out(shape: Sequence[int]) -> int:
 def _magnitude_code(w: Tensor, levels: int) -> Tensor:
     """Integer k in [0, levels - 1] with 2^k closest (in log2) to |w| / max|w| * 2^(levels-1)."""
     top = w.abs().max().clamp_min(1e-12)
-    k = torch.round(torch.log2((w.abs() / top).clamp_min(1e-12))) + (levels - 1)
+    k = round_log2((w.abs() / top).clamp_min(1e-12)) + (levels - 1)
     return k.clamp(0, levels - 1)
 
 
 class DeepShiftQ(ShiftParametrization):
-    """DeepShift-Q: latent float W; w = Sgn(W) 2^round(log2 |W|) with |W| clamped into
-    [2^p_min, 1], p_min = -(2^(b-1) - 1); Sgn(0) = +1, so W = 0 gives +2^p_min (never 0).
-    Backward: identity to W (straight-through)."""
+    """DeepShift-Q (Elhoushi et al., arXiv 1905.13298): latent float W,
+
+    forward   w = Sgn(W) 2^round_log2(clamp(|W|, 2^p_min, 1)),  p_min = -(2^(b-1) - 1)
+    backward  dL/dW = dL/dw (straight-through: rounding and clamping as the identity)
+
+    As in the authors' code (Conv2dShiftQ / LinearShiftQ.forward), W itself is projected in
+    place before every training forward: |W| > 1 becomes +-1 and 0 < |W| < 2^p_min becomes
+    +-2^p_min, with its sign, and 0 stays 0 (no gradient flows through the projection). So W
+    cannot drift past the range and must come back from beyond it before its value can change.
+    ``clamp_latent=False`` leaves W free and clamps only the forward's copy (same forward values,
+    different training): the behaviour the DeepShift-Q rows of docs/shift.md were measured with.
+    Sgn(0) = +1, so W = 0 gives +2^p_min (the authors' torch.sign gives 0, outside the b-bit
+    set). Rounding is exact at the boundaries 2^(k + 1/2) (:func:`round_log2`)."""
 
     method = "deepshift-q"
     latent_names = ("weight",)
+    options = {"clamp_latent": True}
+    clamp_latent: bool
 
     @classmethod
     def p_min(cls, bits: int) -> int:
@@ -243,11 +324,16 @@ class DeepShiftQ(ShiftParametrization):
     def _init_from_float(self, w: Tensor) -> None:
         self.weight.copy_(w)
 
+    def _clamp_magnitude(self, w: Tensor) -> Tensor:
+        return w.abs().clamp(2.0 ** self.p_min(self.bits), 1.0)
+
     def forward(self) -> Tensor:
         w = self.weight
-        magnitude = w.detach().abs().clamp(2.0 ** self.p_min(self.bits), 1.0)
+        if self.clamp_latent and self._projecting():
+            with torch.no_grad():  # torch.sign keeps 0 at 0, as the authors' projection does
+                w.copy_(torch.sign(w) * self._clamp_magnitude(w))
         sign = torch.where(w.detach() >= 0, 1.0, -1.0).to(w.dtype)  # Sgn: 0 -> +1, see above
-        value = sign * torch.exp2(torch.round(torch.log2(magnitude)))
+        value = sign * torch.exp2(round_log2(self._clamp_magnitude(w.detach())))
         return ste(value, w)
 
 
@@ -269,12 +355,18 @@ class _DeepShiftPSFunction(torch.autograd.Function):
 
 
 class DeepShiftPS(ShiftParametrization):
-    """DeepShift-PS: latent shift P clamped to [-(2^(b-1) - 2), 0] and latent sign S;
-    p = round(P), s = sign(round(S)) in {-1, 0, +1}, w = s 2^p.
-    Backward: dL/dS = g (not g 2^p), dL/dP = ln2 2^p s g (through 2^p, rounding as identity).
-    While training, P itself is clamped in place before each forward (a projection, no
-    gradient), so that it stays in range; S is left free, as the spec states no range for it.
-    Init "paper": P ~ U(-10, -1) clamped into range, S ~ U(-1, 1), for conv and linear layers."""
+    """DeepShift-PS (Elhoushi et al., arXiv 1905.13298): latent shift P and latent sign S,
+
+    forward   p = round(clamp(P, p_lo, 0)), p_lo = -(2^(b-1) - 2);  s = sign(round(S)) in
+              {-1, 0, +1};  w = s 2^p  (round: half to even, torch.round, as the authors' code)
+    backward  dL/dS = g (not g 2^p);  dL/dP = ln2 2^p s g  (rounding as the identity)
+
+    As in the authors' code (Conv2dShift / LinearShift.forward), P itself is clamped in place
+    into [p_lo, 0] before every training forward (a projection, no gradient); S is left free.
+    Init "paper" as the authors' reset_parameters, per layer type: S ~ U(-1, 1); P ~ U(-10, -1)
+    (then clamped) for a conv, P ~ U(p_lo, 0) for a linear layer (a weight of 2 dimensions).
+    Init "from-float" as their convert_to_shift: P = round_log2(|w|) clamped into [p_lo, 0]
+    (a weight exactly 0 gets P = p_lo), S = sign(w) (0 for 0); no normalisation by max|w|."""
 
     method = "deepshift-ps"
     latent_names = ("shift", "sign")
@@ -292,23 +384,23 @@ class DeepShiftPS(ShiftParametrization):
         return self.sign
 
     def _init_paper(self, float_weight: Tensor | None) -> None:
-        # P ~ U(-10, -1) (the paper's conv init; we use it for linear layers too), clamped into
-        # the representable range; S ~ U(-1, 1)
-        self.shift.uniform_(-10.0, -1.0).clamp_(self.p_lo(self.bits), 0.0)
+        lo = self.p_lo(self.bits)
+        if len(self.shape) > 2:  # a conv weight
+            self.shift.uniform_(-10.0, -1.0).clamp_(lo, 0.0)
+        else:
+            self.shift.uniform_(lo, 0.0)
         self.sign.uniform_(-1.0, 1.0)
 
     def _init_from_float(self, w: Tensor) -> None:
-        # S = sign(w): s = sign(round(S)) keeps every nonzero weight (w / max|w| would round
-        # most weights of a bell-shaped layer to s = 0)
-        top = w.abs().max().clamp_min(1e-12)
+        # round then clamp = clamp then round (both monotone, the bounds are powers of two);
+        # clamping first keeps zeros and subnormals away from round_log2
+        self.shift.copy_(round_log2(w.abs().clamp(2.0 ** self.p_lo(self.bits), 1.0)))
         self.sign.copy_(torch.sign(w))
-        self.shift.copy_(torch.log2((w.abs() / top).clamp_min(1e-12)).clamp(self.p_lo(self.bits),
-                                                                             0.0))
 
     def forward(self) -> Tensor:
         lo = float(self.p_lo(self.bits))
-        if self.training and torch.is_grad_enabled():
-            with torch.no_grad():  # the spec's "latent P clamped": project it back into range
+        if self._projecting():
+            with torch.no_grad():
                 self.shift.clamp_(lo, 0.0)
         return _DeepShiftPSFunction.apply(self.shift, self.sign, lo)
 
@@ -329,11 +421,11 @@ class S3(ShiftParametrization):
     alpha = 1e-5
 
     def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
-                 float_weight: Tensor | None = None) -> None:
+                 float_weight: Tensor | None = None, **options: bool) -> None:
         bits = check_bits(bits, self.method)
         k = 2 ** (bits - 1) - 2
         self.latent_names = ("w_sign", "w_sparse") + tuple(f"w_shift{i + 1}" for i in range(k))
-        super().__init__(shape, bits, init, float_weight)
+        super().__init__(shape, bits, init, float_weight, **options)
 
     @classmethod
     def _values(cls, bits: int) -> list[float]:
@@ -376,11 +468,11 @@ class DenseShift(ShiftParametrization):
     method = "denseshift"
 
     def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
-                 float_weight: Tensor | None = None) -> None:
+                 float_weight: Tensor | None = None, **options: bool) -> None:
         bits = check_bits(bits, self.method)
         levels = 2 ** (bits - 1) - 1
         self.latent_names = ("w_sign",) + tuple(f"w_t{i + 1}" for i in range(levels))
-        super().__init__(shape, bits, init, float_weight)
+        super().__init__(shape, bits, init, float_weight, **options)
 
     @classmethod
     def _values(cls, bits: int) -> list[float]:
