@@ -11,6 +11,7 @@ from edgecompress import kernels as K
 from edgecompress.kernels import _loader
 
 PATHS = K.supported_paths()
+needs_library = pytest.mark.skipif(not K.available(), reason="the C kernels are not built")
 
 
 def test_kernels_are_built_here():
@@ -221,6 +222,7 @@ def test_every_kernel_function_falls_back_to_its_reference_with_the_same_result(
         assert got.dtype == expected.dtype and torch.equal(got, expected)
 
 
+@needs_library
 def test_a_path_the_cpu_cannot_run_is_the_same_runtime_error_for_every_kernel(monkeypatch):
     """Path code 3 exists on no CPU: the C kernels refuse it (never run it), and every wrapper,
     signswish included, raises RuntimeError naming the kernel and the supported paths."""
@@ -238,6 +240,7 @@ def test_a_path_the_cpu_cannot_run_is_the_same_runtime_error_for_every_kernel(mo
             call()
 
 
+@needs_library
 def test_a_failed_allocation_in_c_is_reported_as_out_of_memory():
     """A work buffer larger than the address space: the W1A32 kernel returns its out-of-memory
     status (before touching any operand), which the wrapper raises as a MemoryError."""
