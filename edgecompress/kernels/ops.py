@@ -1,7 +1,10 @@
 """The binary kernels as PyTorch custom operators (``torch.ops.edgecompress.binary_gemm_affine``
 for W1A1, ``torch.ops.edgecompress.w1a32_gemm`` for W1A32, and the packing of W1A1 inputs:
 ``pack_signs``, ``pack_pixels``, ``im2col_words``), so frozen models are ordinary nn.Modules
-that torch.compile (fullgraph) and torch.export see as opaque ops."""
+that torch.compile (fullgraph) and torch.export see as opaque ops.
+
+Each op calls the kernel function of the same name in :mod:`.dispatch` (which runs the C kernel
+or its reference) and registers a fake implementation that gives only the output's shape."""
 
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import binary_gemm_affine as _binary_gemm_affine
-from . import binary_gemm_signs as _binary_gemm_signs
-from . import im2col_words as _im2col_words
-from . import pack_pixels as _pack_pixels
-from . import pack_signs as _pack_signs
-from . import w1a32_gemm as _w1a32_gemm
+from .dispatch import binary_gemm_affine as _binary_gemm_affine
+from .dispatch import binary_gemm_signs as _binary_gemm_signs
+from .dispatch import conv_output_size
+from .dispatch import im2col_words as _im2col_words
+from .dispatch import pack_pixels as _pack_pixels
+from .dispatch import pack_signs as _pack_signs
+from .dispatch import w1a32_gemm as _w1a32_gemm
 
 
 @torch.library.custom_op("edgecompress::binary_gemm_affine", mutates_args=())
@@ -100,8 +104,6 @@ def im2col_words_op(pixels: Tensor, channels: int, kernel: list[int], stride: li
 @im2col_words_op.register_fake
 def _(pixels: Tensor, channels: int, kernel: list[int], stride: list[int], padding: list[int],
       dilation: list[int], masked: bool) -> tuple[Tensor, Tensor]:
-    from . import conv_output_size
-
     n, h, w, cw = pixels.shape
     oh = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
     ow = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])

@@ -9,22 +9,14 @@
  * In PyTorch each of these is a chain of elementwise tensor operations, each a full pass over
  * memory; a W1A1 network runs them on every weight and every activation at every step.
  *
- * Three paths, chosen by the caller: 0 portable scalar (libm expf), 1 AVX2 + FMA, 2 AVX-512F.
+ * Three paths: 0 portable scalar (libm expf), 1 AVX2 + FMA, 2 AVX-512F.
  * The vector paths compute exp with a degree-6 polynomial on the reduced argument (relative
  * error about 2 ulp), so they agree with the scalar path and with torch to float rounding, not
- * bit for bit. OpenMP splits long arrays into chunks. Loaded from Python with ctypes.
+ * bit for bit. OpenMP splits long arrays into chunks.
  */
 #include <math.h>
-#include <stdint.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define EC_X86 1
-#endif
 
-#define EC_EXPORT __attribute__((visibility("default")))
+#include "kernels.h"
 
 enum { SS_VALUE = 0, SS_PROX = 1, SS_GRAD = 2 };
 
@@ -154,26 +146,23 @@ static void ss_run_avx512(const float *x, const float *g, float *out, int64_t n,
 }
 #endif
 
+typedef void (*ss_run)(const float *x, const float *g, float *out, int64_t n, float beta,
+                       float mu, int op);
+
 /* out = op(x) for n floats (g: the incoming gradient, read only for SS_GRAD; out may alias x or
- * g). Returns 0, or -1 for an unknown op or a path this build cannot run. */
+ * g). Returns EC_OK, EC_BAD_ARGUMENT for an unknown op, or EC_UNSUPPORTED_PATH. */
 EC_EXPORT int ec_signswish(const float *x, const float *g, float *out, int64_t n, float beta,
                            float mu, int op, int path, int threads) {
-    if (op < SS_VALUE || op > SS_GRAD || path < 0 || path > 2) return -1;
-#ifndef EC_X86
-    if (path != 0) return -1;
-#endif
+    if (op < SS_VALUE || op > SS_GRAD) return EC_BAD_ARGUMENT;
+    path = ec_resolve_path(path);
+    if (path < 0) return EC_UNSUPPORTED_PATH;
+    const ss_run run = EC_PICK(path, ss_run_scalar, ss_run_avx2, ss_run_avx512);
     const int64_t chunk = 16384;  /* a multiple of 16: every chunk but the last is whole vectors */
     const int64_t chunks = (n + chunk - 1) / chunk;
-    (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads) if (chunks > 1)
+#pragma omp parallel for schedule(static) num_threads(ec_threads(threads)) if (chunks > 1)
     for (int64_t c = 0; c < chunks; c++) {
         const int64_t lo = c * chunk, len = (n - lo) < chunk ? (n - lo) : chunk;
-        const float *gc = g ? g + lo : 0;
-#ifdef EC_X86
-        if (path == 2) { ss_run_avx512(x + lo, gc, out + lo, len, beta, mu, op); continue; }
-        if (path == 1) { ss_run_avx2(x + lo, gc, out + lo, len, beta, mu, op); continue; }
-#endif
-        ss_run_scalar(x + lo, gc, out + lo, len, beta, mu, op);
+        run(x + lo, g ? g + lo : 0, out + lo, len, beta, mu, op);
     }
-    return 0;
+    return EC_OK;
 }

@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecompress import kernels as K
+from edgecompress.kernels import _loader
 
 PATHS = K.supported_paths()
+needs_library = pytest.mark.skipif(not K.available(), reason="the C kernels are not built")
 
 
 def test_kernels_are_built_here():
@@ -176,9 +178,9 @@ def test_bad_arguments_are_rejected_clearly():
 
 
 def test_without_the_library_the_reference_path_runs_and_says_so_once(monkeypatch):
-    monkeypatch.setattr(K, "_load", lambda: None)
-    monkeypatch.setattr(K, "_load_error", "simulated: not built")
-    monkeypatch.setattr(K, "_warned", False)
+    monkeypatch.setattr(_loader, "load", lambda: None)
+    monkeypatch.setattr(_loader, "_load_error", "simulated: not built")
+    monkeypatch.setattr(_loader, "_warned", False)
     x, w = torch.randn(3, 100), torch.randn(4, 100)
     with pytest.warns(RuntimeWarning, match="simulated: not built"):
         a = K.pack_signs(x)
@@ -187,6 +189,64 @@ def test_without_the_library_the_reference_path_runs_and_says_so_once(monkeypatc
         warnings.simplefilter("error")
         out = K.binary_gemm(a, K.pack_signs(w), 100)
     assert torch.equal(out, K.binary_gemm_reference(a, K.pack_signs_reference(w), 100))
+
+
+
+def _every_kernel_function(seed: int) -> list[torch.Tensor]:
+    """The result of every kernel function on ragged inputs (k = 70: two words, one partial;
+    n = 21: two panels, one partial; a padded strided convolution)."""
+    g = torch.Generator().manual_seed(seed)
+    m, n, k = 5, 21, 70
+    x, w = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g)
+    a, b = K.pack_signs(x), K.pack_signs(w)
+    mask = K.pack_signs(torch.randn(m, k, generator=g))
+    scale, bias = torch.rand(n, generator=g) + 0.1, torch.randn(n, generator=g)
+    residual = torch.randn(m, n, generator=g)
+    image = torch.randn(2, 70, 5, 4, generator=g)
+    geometry = ((3, 3), (2, 1), (1, 1), (1, 1))
+    return [a, b, K.pack_panels(b), K.binary_gemm(a, b, k, mask),
+            K.binary_gemm_affine(a, b, k, mask, scale, bias, residual=residual, clamp=(-1.0, 1.0)),
+            K.binary_gemm_signs(a, b, k, mask, scale, bias),
+            K.w1a32_gemm(x, K.sign_panels(b, k), n, scale, bias),
+            K.pack_pixels(image), *K.im2col_signs(image, *geometry),
+            *K.im2col_words(K.pack_pixels(image), 70, *geometry)]
+
+
+def test_every_kernel_function_falls_back_to_its_reference_with_the_same_result(monkeypatch):
+    fast = _every_kernel_function(seed=3)
+    monkeypatch.setattr(_loader, "load", lambda: None)
+    monkeypatch.setattr(_loader, "_warned", True)
+    slow = _every_kernel_function(seed=3)
+    assert len(fast) == len(slow)
+    for got, expected in zip(slow, fast):
+        assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+@needs_library
+def test_a_path_the_cpu_cannot_run_is_the_same_runtime_error_for_every_kernel(monkeypatch):
+    """Path code 3 exists on no CPU: the C kernels refuse it (never run it), and every wrapper,
+    signswish included, raises RuntimeError naming the kernel and the supported paths."""
+    from edgecompress.kernels import dispatch
+
+    x = torch.randn(3, 70)
+    a, b = K.pack_signs(x), K.pack_signs(torch.randn(4, 70))
+    monkeypatch.setattr(dispatch, "path_code", lambda path: 3)
+    calls = {"pack_signs": lambda: K.pack_signs(x),
+             "binary_gemm": lambda: K.binary_gemm_affine(a, b, 70),
+             "w1a32_gemm": lambda: K.w1a32_gemm(x, K.sign_panels(b, 70), 4),
+             "signswish": lambda: K.signswish(x, 5.0)}
+    for name, call in calls.items():
+        with pytest.raises(RuntimeError, match=rf"^{name}.*not supported on this CPU; supported"):
+            call()
+
+
+@needs_library
+def test_a_failed_allocation_in_c_is_reported_as_out_of_memory():
+    """A work buffer larger than the address space: the W1A32 kernel returns its out-of-memory
+    status (before touching any operand), which the wrapper raises as a MemoryError."""
+    status = _loader.load().ec_w1a32_gemm(None, None, 2 ** 60, 1, 1, None, None, None, -1, 1)
+    with pytest.raises(MemoryError, match="w1a32_gemm: out of memory"):
+        _loader.check_status(status, "w1a32_gemm", None)
 
 
 CONV_CASES = [  # n, c, h, w, kernel, stride, padding, dilation
@@ -348,8 +408,8 @@ def test_signswish_quantizer_uses_the_kernel_only_where_it_can(monkeypatch):
     pair(x64).sum().backward()
     assert calls == []
     torch.testing.assert_close(fast, x64.grad.float(), rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(K, "_load", lambda: None)
-    monkeypatch.setattr(K, "_warned", True)
+    monkeypatch.setattr(_loader, "load", lambda: None)
+    monkeypatch.setattr(_loader, "_warned", True)
     x.grad = None
     pair(x).sum().backward()
     assert calls == []

@@ -1,0 +1,342 @@
+"""The kernel functions: check the arguments, run the C kernel, or its reference without it.
+
+Every function here validates its tensors (clear ValueErrors naming the argument and shape),
+then calls the compiled library through :mod:`._loader` on the path asked for (``path=``
+"scalar", "avx2" or "avx512"; by default the best this CPU runs) and with ``threads`` OpenMP
+threads; when the library is not built it returns the result of the matching function in
+:mod:`.reference` instead (and the loader warns once). A kernel that fails raises the exception
+of its status code: RuntimeError for a path this CPU cannot run, MemoryError when it ran out of
+memory. (:mod:`.ops` wraps some of these functions as torch custom operators.)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._loader import check_status, library, load, load_error, path_code
+from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
+                        binary_gemm_signs_reference, im2col_signs_reference,
+                        im2col_words_reference, pack_panels_reference, pack_pixels_reference,
+                        pack_signs_reference, sign_panels_rows_reference, unpack_bits_reference,
+                        w1a32_gemm_reference, words)
+
+
+def _set_gemm_block_bytes(size: int) -> None:
+    """Cache-block size of the W1A1 GEMM's weight panels in bytes (default 256 KiB; tests use
+    tiny blocks to exercise the blocking on small shapes)."""
+    lib = load()
+    if lib is not None:
+        lib.ec_set_gemm_block_bytes(int(size))
+
+
+def _check_packed(name: str, t: Tensor, cols: int) -> Tensor:
+    if t.dtype != torch.int64 or t.dim() != 2 or t.shape[1] != cols:
+        raise ValueError(f"{name} must be an int64 tensor of packed rows (R, {cols}), got "
+                         f"{t.dtype} {tuple(t.shape)}")
+    return t.contiguous()
+
+
+def _check_vectors(n: int, **vectors: Tensor | None) -> None:
+    """Per-output-column vectors (scale, bias) must hold n values."""
+    for name, t in vectors.items():
+        if t is not None and (t.dim() != 1 or t.shape[0] != n):
+            raise ValueError(f"{name} must be a vector of {n} values, got shape {tuple(t.shape)}")
+
+
+def _float32(t: Tensor | None) -> Tensor | None:
+    """A contiguous float32 copy (or view) for the C kernels, or None."""
+    return None if t is None else t.detach().to(torch.float32).contiguous()
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+# --- packing ------------------------------------------------------------------------------------
+
+def pack_signs(x: Tensor, *, path: str | None = None) -> Tensor:
+    """Pack the signs of a float32 (rows, k) tensor into (rows, ceil(k / 64)) int64 words
+    (bit 1 where x < 0). ``path`` forces "scalar", "avx2" or "avx512"."""
+    if x.dim() != 2:
+        raise ValueError(f"pack_signs expects a 2-D tensor (rows, k), got shape {tuple(x.shape)}")
+    lib = library()
+    if lib is None:
+        return pack_signs_reference(x)
+    x = x.detach().to(torch.float32).contiguous()
+    out = torch.empty(x.shape[0], words(x.shape[1]), dtype=torch.int64)
+    status = lib.ec_pack_signs(x.data_ptr(), x.shape[0], x.shape[1], out.data_ptr(),
+                               path_code(path))
+    check_status(status, "pack_signs", path)
+    return out
+
+
+# --- W1A1: XOR-popcount GEMM on packed +-1 rows ---------------------------------------------------
+
+def pack_panels(b: Tensor) -> Tensor:
+    """Row-packed weights (N, W) -> the GEMM's panel layout (ceil(N / 16), W, 16): the words of
+    16 consecutive rows side by side, missing rows zero. Do it once per layer (freeze time)."""
+    lib = load()
+    if lib is None:
+        return pack_panels_reference(b)
+    n, kw = b.shape
+    b = b.contiguous()
+    out = torch.empty(-(-n // PANEL), kw, PANEL, dtype=torch.int64)
+    lib.ec_pack_panels(b.data_ptr(), n, kw, out.data_ptr())
+    return out
+
+
+def binary_gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None, *,
+                panels: Tensor | None = None, path: str | None = None,
+                threads: int | None = None) -> Tensor:
+    """``C[m, n] = sum over valid j of a[m, j] * b[n, j]`` for packed +-1 rows; int32 (M, N).
+
+    a: (M, W) packed activations; b: (N, W) packed weights; k: number of real values per row
+    (bits beyond them must be 0 in both a and b; unused when a mask is given); mask: optional
+    (M, W) packed validity bits; panels: ``pack_panels(b)`` if already computed;
+    path: force "scalar", "avx2" or "avx512"; threads: OpenMP threads (default:
+    torch.get_num_threads()).
+    """
+    return _gemm(a, b, k, mask, panels, path, threads, "int32")
+
+
+def binary_gemm_affine(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
+                       scale: Tensor | None = None, bias: Tensor | None = None, *,
+                       residual: Tensor | None = None, clamp: tuple[float, float] | None = None,
+                       panels: Tensor | None = None, path: str | None = None,
+                       threads: int | None = None) -> Tensor:
+    """float32 (M, N) ``binary_gemm(a, b, k, mask).float() * scale + bias`` (per output column;
+    either may be None), then ``+ residual`` (M, N) and ``.clamp(*clamp)`` if given (a residual
+    addition and a hardtanh or ReLU), all computed in the GEMM's store loop instead of separate
+    passes over memory."""
+    return _gemm(a, b, k, mask, panels, path, threads, "float32", scale, bias, residual, clamp)
+
+
+def binary_gemm_signs(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
+                      scale: Tensor | None = None, bias: Tensor | None = None, *,
+                      panels: Tensor | None = None, path: str | None = None,
+                      threads: int | None = None) -> Tensor:
+    """``pack_signs(binary_gemm_affine(a, b, k, mask, scale, bias))`` without the float tensor:
+    (M, ceil(N / 64)) int64 words, bit 1 where the affine value is < 0. This is the input a
+    following binary layer needs when only the sign of this layer's output is used (BatchNorm
+    folded into scale and bias, then a sign-preserving activation such as hardtanh)."""
+    return _gemm(a, b, k, mask, panels, path, threads, "signs", scale, bias)
+
+
+# output form of the W1A1 GEMM -> (dtype, columns of the result for N outputs); in the order of
+# ec_binary_gemm's output pointers (c, cf, cs)
+_GEMM_OUTPUTS = {"int32": (torch.int32, lambda n: n), "float32": (torch.float32, lambda n: n),
+                 "signs": (torch.int64, words)}
+
+
+def _gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None, panels: Tensor | None,
+          path: str | None, threads: int | None, output: str, scale: Tensor | None = None,
+          bias: Tensor | None = None, residual: Tensor | None = None,
+          clamp: tuple[float, float] | None = None) -> Tensor:
+    """The GEMM with its output form: "int32" dot products, "float32" affine values, or the
+    "signs" of the affine values, packed."""
+    kw = a.shape[1] if a.dim() == 2 else -1
+    if kw * 64 < k:
+        raise ValueError(f"k = {k} values do not fit in rows of {kw} words")
+    a, b = _check_packed("a", a, kw), _check_packed("b", b, kw)
+    m, n = a.shape[0], b.shape[0]
+    if mask is not None:
+        mask = _check_packed("mask", mask, kw)
+        if mask.shape[0] != m:
+            raise ValueError(f"mask has {mask.shape[0]} rows but a has {m}")
+    _check_vectors(n, scale=scale, bias=bias)
+    if residual is not None and tuple(residual.shape) != (m, n):
+        raise ValueError(f"residual must have shape {(m, n)}, got {tuple(residual.shape)}")
+    if clamp is not None and not clamp[0] <= clamp[1]:
+        raise ValueError(f"clamp needs lo <= hi, got {clamp}")
+    lib = library()
+    if lib is None:
+        if output == "int32":
+            return binary_gemm_reference(a, b, k, mask)
+        if output == "float32":
+            return binary_gemm_affine_reference(a, b, k, mask, scale, bias, residual, clamp)
+        return binary_gemm_signs_reference(a, b, k, mask, scale, bias)
+    if panels is None:
+        panels = pack_panels(b)
+    elif tuple(panels.shape) != (-(-n // PANEL), kw, PANEL):
+        raise ValueError(f"panels have shape {tuple(panels.shape)}, expected "
+                         f"{(-(-n // PANEL), kw, PANEL)} for b {tuple(b.shape)}")
+    scale, bias, residual = _float32(scale), _float32(bias), _float32(residual)
+    dtype, columns = _GEMM_OUTPUTS[output]
+    out = torch.empty(m, columns(n), dtype=dtype)
+    targets = [out.data_ptr() if output == form else None for form in _GEMM_OUTPUTS]
+    status = lib.ec_binary_gemm(a.data_ptr(), _ptr(mask), panels.data_ptr(), m, n, kw, k,
+                                *targets, _ptr(scale), _ptr(bias), _ptr(residual),
+                                int(clamp is not None), *(clamp or (0.0, 0.0)), path_code(path),
+                                threads or torch.get_num_threads())
+    check_status(status, f"binary_gemm ({output} output)", path)
+    return out
+
+
+# --- W1A32: binary weights, float activations ----------------------------------------------------
+
+def sign_panels(b: Tensor, k: int) -> Tensor:
+    """Row-packed weights (N, W) -> the W1A32 GEMM's "sign panels": int16 (ceil(N / 16), k),
+    entry [p, t] with bit j set when weight (16 p + j, t) is -1."""
+    n = b.shape[0]
+    neg = unpack_bits_reference(b, k).to(torch.int32)  # (N, k), 1 where -1
+    padded = torch.zeros(-(-n // 16) * 16, k, dtype=torch.int32)
+    padded[:n] = neg
+    masks = (padded.view(-1, 16, k) << torch.arange(16, dtype=torch.int32).view(1, 16, 1)).sum(1)
+    return masks.to(torch.int16)
+
+
+def w1a32_gemm(x: Tensor, panels: Tensor, n: int, scale: Tensor | None = None,
+               bias: Tensor | None = None, *, path: str | None = None,
+               threads: int | None = None) -> Tensor:
+    """``x @ S.T * scale + bias`` for float x (M, K) and +-1 weights S (N, K) given as
+    ``panels = sign_panels(b, K)``: the sign-select W1A32 product, 1 bit per weight read.
+    float32 (M, N). ``path`` forces "scalar", "avx2" or "avx512"."""
+    if x.dim() != 2 or panels.dim() != 2 or panels.dtype != torch.int16 \
+            or panels.shape != (-(-n // 16), x.shape[1]):
+        raise ValueError(f"w1a32_gemm needs x (M, K) and int16 sign panels ({-(-n // 16)}, K), "
+                         f"got x {tuple(x.shape)} and panels {panels.dtype} "
+                         f"{tuple(panels.shape)}")
+    _check_vectors(n, scale=scale, bias=bias)
+    lib = library()
+    m, k = x.shape
+    if lib is None:
+        return w1a32_gemm_reference(x, sign_panels_rows_reference(panels, n), k, scale, bias)
+    x, scale, bias = _float32(x), _float32(scale), _float32(bias)
+    out = torch.empty(m, n, dtype=torch.float32)
+    status = lib.ec_w1a32_gemm(x.data_ptr(), panels.contiguous().data_ptr(), m, n, k,
+                               _ptr(scale), _ptr(bias), out.data_ptr(), path_code(path),
+                               threads or torch.get_num_threads())
+    check_status(status, "w1a32_gemm", path)
+    return out
+
+
+# --- binary convolution operands -----------------------------------------------------------------
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a convolution along one dimension (as torch computes it)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pack_conv_weights(weight: Tensor) -> Tensor:
+    """(N, C, kh, kw) float -> (N, kh * kw * ceil(C / 64)) words in the im2col order of
+    :func:`im2col_signs` (kernel row, kernel column, channel; channels padded per pixel)."""
+    n, c, kh, kw = weight.shape
+    cw = words(c)
+    padded = torch.ones(n, kh, kw, cw * 64)
+    padded[..., :c] = weight.detach().permute(0, 2, 3, 1)
+    return pack_signs(padded.reshape(n, -1))[:, : kh * kw * cw].contiguous()
+
+
+def pack_pixels(x: Tensor) -> Tensor:
+    """Signs of the channels of every pixel of x (n, c, h, w), packed: (n, h, w, ceil(c / 64))
+    int64 words. A channels-last input is packed row by row (its channels are contiguous);
+    any other layout goes through the plane-by-plane C kernel."""
+    n, c, h, w = x.shape
+    lib = library()
+    if lib is None:
+        return pack_pixels_reference(x)
+    x = x.detach().to(torch.float32)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return pack_signs(x.permute(0, 2, 3, 1).reshape(n * h * w, c)).view(n, h, w, words(c))
+    x = x.contiguous()
+    pixels = torch.empty(n, h, w, words(c), dtype=torch.int64)
+    lib.ec_pack_channels(x.data_ptr(), n, c, h, w, pixels.data_ptr())
+    return pixels
+
+
+def im2col_signs(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int], dilation: tuple[int, int],
+                 masked: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Packed im2col rows of sign(x) for a binary convolution, and their validity mask.
+
+    x: (n, c, h, w) float, any memory format (channels-last is fastest). Rows:
+    (n * oh * ow, kh * kw * ceil(c / 64)) words in (kernel row, kernel column, channel) order;
+    the mask marks the channel bits of pixels inside the image (``masked=False`` skips it, which
+    is exact when there is no padding).
+    """
+    if library() is None:
+        return im2col_signs_reference(x, kernel, stride, padding, dilation, masked)
+    return im2col_words(pack_pixels(x), x.shape[1], kernel, stride, padding, dilation, masked)
+
+
+def im2col_words(pixels: Tensor, channels: int, kernel: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                 masked: bool = True) -> tuple[Tensor, Tensor | None]:
+    """:func:`im2col_signs` from already packed pixels (n, h, w, ceil(channels / 64)), as
+    :func:`pack_pixels` or a binary layer's sign output produce them. An unmasked 1x1
+    convolution with stride 1 needs no gathering: its rows are the pixels themselves."""
+    n, h, w, cw = pixels.shape
+    if pixels.dtype != torch.int64 or cw != words(channels):
+        raise ValueError(f"packed pixels must be int64 (n, h, w, {words(channels)}) for "
+                         f"{channels} channels, got {pixels.dtype} {tuple(pixels.shape)}")
+    lib = library()
+    if lib is None:
+        return im2col_words_reference(pixels, channels, kernel, stride, padding, dilation, masked)
+    pixels = pixels.contiguous()
+    if not masked and tuple(kernel) == (1, 1) and tuple(stride) == (1, 1):
+        return pixels.view(n * h * w, cw), None
+    oh = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
+    ow = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
+    rows = torch.empty(n * oh * ow, kernel[0] * kernel[1] * cw, dtype=torch.int64)
+    mask = torch.empty_like(rows) if masked else None
+    lib.ec_im2col_words(pixels.data_ptr(), n, channels, h, w, kernel[0], kernel[1], stride[0],
+                        stride[1], padding[0], padding[1], dilation[0], dilation[1],
+                        rows.data_ptr(), _ptr(mask))
+    return rows, mask
+
+
+# --- SignSwish (training) -------------------------------------------------------------------------
+
+SIGNSWISH_OPS = ("value", "prox", "grad")  # index = the op code of ec_signswish
+
+
+def signswish_usable(x: Tensor) -> bool:
+    """True when :func:`signswish` can run on ``x``: the library is loaded (else a warning, once),
+    ``x`` is a float32 CPU tensor, and no torch.compile / export trace is running (those see the
+    PyTorch formulas, which they fuse themselves)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        return False
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return library() is not None
+
+
+def signswish(x: Tensor, beta: float, op: str = "value", *, grad: Tensor | None = None,
+              mu: float = 0.0, path: str | None = None, threads: int | None = None) -> Tensor:
+    """SignSwish of BNN+ in one pass over memory (``signswish.c``); float32 CPU tensors.
+
+    With z = beta x, s = sigmoid(z):
+
+    - ``op="value"``: ``2 s (1 + z (1 - s)) - 1``, the value of
+      :class:`~edgecompress.quantizers.elementary.SignSwish`;
+    - ``op="prox"``: ``clip(v + mu sign(v), -1, 1)`` of that value v (ProxConnect's P after
+      SignSwish: the forward of bnn++);
+    - ``op="grad"``: ``grad * 2 beta s (1 - s) (2 + z (1 - 2 s))``, the backward.
+
+    Agrees with the PyTorch formulas to float rounding (the vector paths use a polynomial exp).
+    Its reference is the quantizers' PyTorch formulas, so unlike the other kernel functions it
+    has no fallback: it raises RuntimeError if the compiled library is unavailable (check
+    :func:`signswish_usable`), like a path this CPU cannot run.
+    """
+    if op not in SIGNSWISH_OPS:
+        raise ValueError(f"op must be one of {SIGNSWISH_OPS}, got {op!r}")
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        raise TypeError(f"signswish needs a float32 CPU tensor, got {x.dtype} on {x.device}")
+    if (op == "grad") != (grad is not None):
+        raise ValueError("grad is needed for op='grad' and only for it")
+    code = path_code(path)
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"edgecompress C kernels unavailable ({load_error()})")
+    x = x.contiguous()
+    if grad is not None:
+        if grad.shape != x.shape:
+            raise ValueError(f"grad has shape {tuple(grad.shape)}, x has {tuple(x.shape)}")
+        grad = grad.to(torch.float32).contiguous()
+    out = torch.empty_like(x)
+    status = lib.ec_signswish(x.data_ptr(), _ptr(grad), out.data_ptr(), x.numel(), float(beta),
+                              float(mu), SIGNSWISH_OPS.index(op), code,
+                              threads or torch.get_num_threads())
+    check_status(status, "signswish", path)
+    return out

@@ -1,0 +1,190 @@
+/*
+ * W1A1 GEMM: XOR-popcount dot products of packed +-1 rows (pack.c's encoding).
+ *
+ * For +-1 vectors a, w of length K:  a . w = K - 2 popcount(a XOR w). With a per-row validity
+ * mask (bits of positions that exist, e.g. not convolution padding):
+ *     a . w = popcount(mask) - 2 popcount((a XOR w) AND mask),
+ * so  C[m, n] = valid(m) - 2 popcount((A[m] ^ B[n]) & mask[m]), valid(m) = popcount(mask[m]) or k.
+ *
+ * B is given in panels of PANEL = 16 columns: panel p holds, for every word w, the 16 words
+ * B[16 p + 0 .. 15][w] side by side (missing columns are 0). The tile kernels keep R = 4 rows x
+ * 16 columns of popcount sums in registers and walk the words once: for each word, the A word of
+ * each row is broadcast and XORed (XOR-AND with the mask) with the 16 B words, so no horizontal
+ * reduction is ever needed; a store kernel (gemm_w1a1_store.c) then writes the tile. Threads
+ * take blocks of rows; B is walked in cache-sized blocks of panels (see gemm_block_bytes), each
+ * reused by every row block from L2.
+ *
+ * Three tile kernels: AVX-512 with VPOPCNTQ, AVX2 (nibble lookup popcount), and portable scalar
+ * code. Every path gives bit-identical results (integer arithmetic, then the same rounded float
+ * operations in the store).
+ */
+#include "gemm_w1a1.h"
+
+typedef void (*tile_kernel)(const uint64_t *const *a, const uint64_t *const *m,
+                            const uint64_t *bp, int64_t kw, int64_t acc[R][PANEL]);
+
+static void tile_scalar(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
+                        int64_t kw, int64_t acc[R][PANEL]) {
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < PANEL; j++) acc[r][j] = 0;
+    for (int64_t w = 0; w < kw; w++) {
+        const uint64_t *b = bp + w * PANEL;
+        for (int r = 0; r < R; r++) {
+            const uint64_t aw = a[r][w], mw = m ? m[r][w] : ~(uint64_t)0;
+            for (int j = 0; j < PANEL; j++) acc[r][j] += __builtin_popcountll((aw ^ b[j]) & mw);
+        }
+    }
+}
+
+#ifdef EC_X86
+__attribute__((target("avx2")))
+static inline __m256i popcnt_bytes256(__m256i v) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+    __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    return _mm256_add_epi8(lo, hi);
+}
+
+/* AVX2: per-byte counts are summed into 64-bit lanes with VPSADBW for each word. */
+__attribute__((target("avx2")))
+static void tile_avx2(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
+                      int64_t kw, int64_t acc[R][PANEL]) {
+    __m256i s[R][4];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < 4; q++) s[r][q] = _mm256_setzero_si256();
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t w = 0; w < kw; w++) {
+        const uint64_t *b = bp + w * PANEL;
+        __m256i bv[4];
+        for (int q = 0; q < 4; q++) bv[q] = _mm256_loadu_si256((const __m256i *)(b + 4 * q));
+        for (int r = 0; r < R; r++) {
+            const __m256i av = _mm256_set1_epi64x((long long)a[r][w]);
+            const __m256i mv = _mm256_set1_epi64x(m ? (long long)m[r][w] : -1LL);
+            for (int q = 0; q < 4; q++) {
+                __m256i x = _mm256_and_si256(_mm256_xor_si256(av, bv[q]), mv);
+                s[r][q] = _mm256_add_epi64(s[r][q], _mm256_sad_epu8(popcnt_bytes256(x), zero));
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < 4; q++) _mm256_storeu_si256((__m256i *)&acc[r][4 * q], s[r][q]);
+}
+
+/* AVX-512: VPOPCNTQ; VPTERNLOGQ computes (a ^ b) & mask in one instruction. */
+__attribute__((target("avx512f,avx512vpopcntdq")))
+static void tile_avx512(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
+                        int64_t kw, int64_t acc[R][PANEL]) {
+    __m512i s00 = _mm512_setzero_si512(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
+            s30 = s00, s31 = s00;
+    const uint64_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
+    if (m) {
+        const uint64_t *m0 = m[0], *m1 = m[1], *m2 = m[2], *m3 = m[3];
+        for (int64_t w = 0; w < kw; w++) {
+            const __m512i b0 = _mm512_loadu_si512(bp + w * PANEL);
+            const __m512i b1 = _mm512_loadu_si512(bp + w * PANEL + 8);
+#define EC_ROW(ar, mr, sa, sb) { \
+            const __m512i av = _mm512_set1_epi64((long long)ar[w]); \
+            const __m512i mv = _mm512_set1_epi64((long long)mr[w]); \
+            sa = _mm512_add_epi64(sa, _mm512_popcnt_epi64(_mm512_ternarylogic_epi64(av, b0, mv, 0x28))); \
+            sb = _mm512_add_epi64(sb, _mm512_popcnt_epi64(_mm512_ternarylogic_epi64(av, b1, mv, 0x28))); }
+            EC_ROW(a0, m0, s00, s01) EC_ROW(a1, m1, s10, s11) EC_ROW(a2, m2, s20, s21)
+            EC_ROW(a3, m3, s30, s31)
+#undef EC_ROW
+        }
+    } else {
+        for (int64_t w = 0; w < kw; w++) {
+            const __m512i b0 = _mm512_loadu_si512(bp + w * PANEL);
+            const __m512i b1 = _mm512_loadu_si512(bp + w * PANEL + 8);
+#define EC_ROW(ar, sa, sb) { \
+            const __m512i av = _mm512_set1_epi64((long long)ar[w]); \
+            sa = _mm512_add_epi64(sa, _mm512_popcnt_epi64(_mm512_xor_si512(av, b0))); \
+            sb = _mm512_add_epi64(sb, _mm512_popcnt_epi64(_mm512_xor_si512(av, b1))); }
+            EC_ROW(a0, s00, s01) EC_ROW(a1, s10, s11) EC_ROW(a2, s20, s21) EC_ROW(a3, s30, s31)
+#undef EC_ROW
+        }
+    }
+    _mm512_storeu_si512(&acc[0][0], s00); _mm512_storeu_si512(&acc[0][8], s01);
+    _mm512_storeu_si512(&acc[1][0], s10); _mm512_storeu_si512(&acc[1][8], s11);
+    _mm512_storeu_si512(&acc[2][0], s20); _mm512_storeu_si512(&acc[2][8], s21);
+    _mm512_storeu_si512(&acc[3][0], s30); _mm512_storeu_si512(&acc[3][8], s31);
+}
+#endif
+
+/* Rearrange row-packed B (n x kw) into panels (ceil(n / 16) x kw x 16), zero-filled. */
+EC_EXPORT void ec_pack_panels(const uint64_t *b, int64_t n, int64_t kw, uint64_t *out) {
+    const int64_t panels = (n + PANEL - 1) / PANEL;
+    for (int64_t p = 0; p < panels; p++)
+        for (int64_t w = 0; w < kw; w++)
+            for (int64_t j = 0; j < PANEL; j++) {
+                const int64_t col = p * PANEL + j;
+                out[(p * kw + w) * PANEL + j] = col < n ? b[col * kw + w] : 0;
+            }
+}
+
+/* Cache blocking: the panels are walked in blocks of at most this many bytes (default 256 KiB,
+ * a share of L2 on current x86 cores), each block against every row block before the next, so a
+ * block is read from L2 while the rows stream past it; the row blocks of a thread stay in L1. */
+static int64_t gemm_block_bytes = 256 * 1024;
+
+EC_EXPORT void ec_set_gemm_block_bytes(int64_t bytes) { gemm_block_bytes = bytes > 0 ? bytes : 1; }
+
+/*
+ * A: M x kw packed rows; mask: M x kw packed validity bits, or NULL (then k, the number of
+ * values per row, is valid(m)); bp: the N columns of B as panels from ec_pack_panels.
+ * Outputs (see the epilogue struct in gemm_w1a1.h), the unused ones NULL:
+ *   c:         M x N int32 dot products;  or
+ *   cf and/or cs:  the affine epilogue (gemm_w1a1_store.c)
+ *       v[i, j] = (float)C[i, j] * scale[j] + bias[j]  (scale / bias may be NULL: 1 / 0),
+ *       then + res[i, j] (M x N float, may be NULL) and, if clamp, a clamp to [lo, hi];
+ *     cf:  M x N float32 values v;
+ *     cs:  the signs of v packed like ec_pack_signs (M rows of ceil(N / 64) words, bit 1 where
+ *          v < 0) - what the next binary layer needs, without writing or re-reading the floats.
+ */
+EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint64_t *bp,
+                             int64_t m, int64_t n, int64_t kw, int64_t k, int32_t *c,
+                             float *cf, uint64_t *cs, const float *scale, const float *bias,
+                             const float *res, int clamp, float lo, float hi,
+                             int path, int threads) {
+    path = ec_resolve_path(path);
+    if (path < 0) return EC_UNSUPPORTED_PATH;
+    const tile_kernel kernel = EC_PICK(path, tile_scalar, tile_avx2, tile_avx512);
+    const store_kernel store = ec_w1a1_store_for(path);
+    /* an all-zero row stands in for the rows past the end of the last row block */
+    uint64_t *pad = calloc((size_t)(kw > 0 ? kw : 1), sizeof(uint64_t));
+    if (pad == NULL) return EC_OUT_OF_MEMORY;
+    const epilogue out = {c, cf, cs, scale, bias, res, clamp, lo, hi, n, (n + 63) / 64};
+    const int64_t panels = (n + PANEL - 1) / PANEL;
+    const int64_t row_blocks = (m + R - 1) / R;
+    const int64_t panel_bytes = (kw > 0 ? kw : 1) * PANEL * 8;
+    const int64_t block = gemm_block_bytes / panel_bytes > 0 ? gemm_block_bytes / panel_bytes : 1;
+#pragma omp parallel num_threads(ec_threads(threads)) if (m * n * kw > 32768)
+    for (int64_t p0 = 0; p0 < panels; p0 += block) {
+        const int64_t p1 = p0 + block < panels ? p0 + block : panels;
+#pragma omp for schedule(static)
+        for (int64_t rb = 0; rb < row_blocks; rb++) {
+            const uint64_t *ar[R], *mr[R];
+            int32_t valid[R];
+            for (int r = 0; r < R; r++) {
+                const int64_t i = rb * R + r;
+                ar[r] = i < m ? a + i * kw : pad;
+                mr[r] = mask ? (i < m ? mask + i * kw : pad) : NULL;
+                valid[r] = (int32_t)k;
+                if (mask && i < m) {
+                    int64_t v = 0;
+                    for (int64_t w = 0; w < kw; w++) v += __builtin_popcountll(mr[r][w]);
+                    valid[r] = (int32_t)v;
+                }
+            }
+            int64_t acc[R][PANEL];
+            for (int64_t p = p0; p < p1; p++) {
+                kernel(ar, mask ? mr : NULL, bp + p * kw * PANEL, kw, acc);
+                const int cols = (p + 1) * PANEL <= n ? PANEL : (int)(n - p * PANEL);
+                store(&out, acc, valid, rb * R, p * PANEL, (int)(m - rb * R), cols);
+            }
+        }
+    }
+    free(pad);
+    return EC_OK;
+}

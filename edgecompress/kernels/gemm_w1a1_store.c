@@ -1,0 +1,83 @@
+/*
+ * The fused store epilogues of the W1A1 GEMM (gemm_w1a1.c): one R x PANEL tile of popcount
+ * sums -> C = valid - 2 popcount, written as
+ *   - int32 dot products, or
+ *   - float32 affine values  (float)C * scale[j] + bias[j], then + res[i, j] and a clamp to
+ *     [lo, hi] (a residual addition and a hardtanh / ReLU), and / or
+ *   - the signs of those values, packed like pack.c (what the next binary layer reads),
+ * in the GEMM's own store loop instead of separate passes over memory.
+ *
+ * Multiply and add are separate operations, each rounded (no fused multiply-add: the build uses
+ * ISO C, where contraction is off, and the AVX-512 body uses separate instructions), so every
+ * path equals torch's  C.float() * scale + bias (+ res, .clamp)  bit for bit.
+ */
+#include "gemm_w1a1.h"
+
+/* OR 16 sign bits of columns col..col+15 into row i of cs (the word is reset by the panel that
+ * starts it, so cs needs no clearing; panels of a row are stored in order by one thread). */
+static inline void put_signs(const epilogue *e, int64_t i, int64_t col, uint64_t bits) {
+    uint64_t *word = e->cs + i * e->ldw + col / 64;
+    const int shift = (int)(col % 64);
+    if (shift == 0) *word = bits;
+    else *word |= bits << shift;
+}
+
+static void store_scalar(const epilogue *e, int64_t acc[R][PANEL], const int32_t *valid,
+                         int64_t row, int64_t col, int rows_left, int cols) {
+    for (int r = 0; r < R && r < rows_left; r++) {
+        if (e->c) {
+            int32_t *ci = e->c + (row + r) * e->ldc + col;
+            for (int j = 0; j < cols; j++) ci[j] = valid[r] - 2 * (int32_t)acc[r][j];
+        } else {
+            float *fi = e->cf ? e->cf + (row + r) * e->ldc + col : NULL;
+            uint64_t bits = 0;
+            for (int j = 0; j < cols; j++) {
+                float v = (float)(valid[r] - 2 * (int32_t)acc[r][j]);
+                if (e->scale) v = v * e->scale[col + j];
+                if (e->bias) v = v + e->bias[col + j];
+                if (e->res) v = v + e->res[(row + r) * e->ldc + col + j];
+                if (e->clamp) v = v < e->lo ? e->lo : (v > e->hi ? e->hi : v);
+                if (fi) fi[j] = v;
+                bits |= (uint64_t)(v < 0.0f) << j;
+            }
+            if (e->cs) put_signs(e, row + r, col, bits);
+        }
+    }
+}
+
+#ifdef EC_X86
+/* AVX-512 store: the same arithmetic on 16 columns at once (int32 -> float conversion rounds to
+ * nearest like the scalar cast; multiply and add are separate, so results are bit-identical). */
+__attribute__((target("avx512f")))
+static void store_avx512(const epilogue *e, int64_t acc[R][PANEL], const int32_t *valid,
+                         int64_t row, int64_t col, int rows_left, int cols) {
+    const __mmask16 keep = (__mmask16)((cols >= 16) ? 0xffff : ((1u << cols) - 1));
+    __m512 scale = _mm512_set1_ps(1.0f), bias = _mm512_setzero_ps();
+    if (e->scale) scale = _mm512_maskz_loadu_ps(keep, e->scale + col);
+    if (e->bias) bias = _mm512_maskz_loadu_ps(keep, e->bias + col);
+    for (int r = 0; r < R && r < rows_left; r++) {
+        const __m256i lo = _mm512_cvtepi64_epi32(_mm512_loadu_si512(&acc[r][0]));
+        const __m256i hi = _mm512_cvtepi64_epi32(_mm512_loadu_si512(&acc[r][8]));
+        const __m512i pop = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        const __m512i v = _mm512_sub_epi32(_mm512_set1_epi32(valid[r]), _mm512_add_epi32(pop, pop));
+        if (e->c) {
+            _mm512_mask_storeu_epi32(e->c + (row + r) * e->ldc + col, keep, v);
+        } else {
+            __m512 f = _mm512_cvtepi32_ps(v);
+            if (e->scale) f = _mm512_mul_ps(f, scale);
+            if (e->bias) f = _mm512_add_ps(f, bias);
+            if (e->res)
+                f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(keep, e->res + (row + r) * e->ldc + col));
+            if (e->clamp)
+                f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(e->lo)), _mm512_set1_ps(e->hi));
+            if (e->cf) _mm512_mask_storeu_ps(e->cf + (row + r) * e->ldc + col, keep, f);
+            if (e->cs) put_signs(e, row + r, col, (uint64_t)(_mm512_cmp_ps_mask(
+                                     f, _mm512_setzero_ps(), _CMP_LT_OQ) & keep));
+        }
+    }
+}
+#endif
+
+store_kernel ec_w1a1_store_for(int path) {
+    return EC_PICK(path, store_scalar, store_scalar, store_avx512);
+}

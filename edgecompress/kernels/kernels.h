@@ -1,0 +1,72 @@
+/*
+ * Shared prologue of the edgecompress C kernels: one shared library (_kernels*.so, built by
+ * setup.py from the .c files next to this header) loaded from Python with ctypes (_loader.py).
+ *
+ *   cpu.c               which instruction-set path this CPU runs
+ *   pack.c              float rows -> packed sign bits
+ *   im2col.c            packed pixels and im2col rows of a binary convolution
+ *   gemm_w1a1.c         XNOR/XOR-popcount GEMM on packed +-1 rows (W1A1), weight panels
+ *   gemm_w1a1_store.c   its fused store epilogues (int32, affine/residual/clamp, packed signs)
+ *   gemm_w1a32.c        sign-select GEMM: +-1 weights times float activations (W1A32)
+ *   signswish.c         BNN+'s SignSwish in one pass, for training
+ *
+ * Conventions of every exported function (EC_EXPORT; everything else is hidden):
+ *   - path: EC_PATH_SCALAR, EC_PATH_AVX2 or EC_PATH_AVX512, or < 0 for the best this CPU runs;
+ *     a function with a path argument resolves it with ec_resolve_path and picks its body with
+ *     EC_PICK, so a path the CPU cannot run is refused, never executed;
+ *   - threads: OpenMP threads, <= 0 for the OpenMP default (ec_threads);
+ *   - an int result is EC_OK or a negative EC_* status below; _loader.py turns each status into
+ *     its Python exception (keep the two lists in step).
+ */
+#ifndef EDGECOMPRESS_KERNELS_H
+#define EDGECOMPRESS_KERNELS_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define EC_X86 1
+#endif
+
+#define EC_EXPORT __attribute__((visibility("default")))
+
+enum { EC_PATH_SCALAR = 0, EC_PATH_AVX2 = 1, EC_PATH_AVX512 = 2 };
+
+enum {
+    EC_OK = 0,
+    EC_UNSUPPORTED_PATH = -1,  /* the requested path is not one this CPU (or build) can run */
+    EC_OUT_OF_MEMORY = -2,     /* a work buffer could not be allocated */
+    EC_BAD_ARGUMENT = -3,      /* an argument outside its range (the Python wrappers check first) */
+};
+
+/* The best path this CPU runs: AVX-512 needs AVX512F and VPOPCNTDQ, AVX2 needs AVX2 and FMA. */
+int ec_cpu_path(void);
+
+/* path < 0 -> ec_cpu_path(); a path this CPU runs -> itself; anything else -> -1. */
+int ec_resolve_path(int path);
+
+/* The body of a resolved path: EC_PICK(path, f_scalar, f_avx2, f_avx512). The vector bodies
+ * exist only on x86 (a kernel without its own AVX2 body names the scalar one twice). */
+#ifdef EC_X86
+#define EC_PICK(path, scalar, avx2, avx512) \
+    ((path) == EC_PATH_AVX512 ? (avx512) : (path) == EC_PATH_AVX2 ? (avx2) : (scalar))
+#else
+#define EC_PICK(path, scalar, avx2, avx512) (scalar)
+#endif
+
+/* OpenMP threads for a requested count (<= 0: the OpenMP default). */
+static inline int ec_threads(int threads) {
+#ifdef _OPENMP
+    return threads > 0 ? threads : omp_get_max_threads();
+#else
+    (void)threads;
+    return 1;
+#endif
+}
+
+#endif /* EDGECOMPRESS_KERNELS_H */

@@ -1,0 +1,160 @@
+"""The packed formats and a slow, obviously correct PyTorch reference for every C kernel.
+
+Each reference computes its kernel's result straight from the definition, with no tiling,
+vectors or threads; the tests demand that every C path equals it bit for bit (the W1A32 one
+follows the kernel's order of float operations so that equality is exact), and the kernel
+functions in :mod:`~edgecompress.kernels.dispatch` run it when the library is not built.
+
+Packed format: bit 1 = -1 (x < 0), bit 0 = +1; 64 values per word, value j of a row in bit
+``j % 64`` of word ``j // 64``; rows padded with 0 bits to whole words (:func:`words`). Words are
+stored in int64 tensors (the same 64 bits as uint64).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+PANEL = 16  # rows of the W1A1 weights side by side in one GEMM panel (PANEL in gemm_w1a1.h)
+_SHIFTS = torch.arange(64, dtype=torch.int64)
+
+
+def words(k: int) -> int:
+    """Number of 64-bit words holding ``k`` packed values."""
+    return (k + 63) // 64
+
+
+def pack_signs_reference(x: Tensor) -> Tensor:
+    """Reference :func:`pack_signs`: bit j of word w is ``x[:, 64 w + j] < 0``."""
+    rows, k = x.shape
+    bits = torch.zeros(rows, words(k) * 64, dtype=torch.int64)
+    bits[:, :k] = (x < 0).to(torch.int64)
+    # distinct powers of two never carry, so the (wrapping) int64 sum is a bitwise OR
+    return (bits.view(rows, -1, 64) << _SHIFTS).sum(dim=-1)
+
+
+def unpack_signs_reference(packed: Tensor, k: int) -> Tensor:
+    """+-1 float64 values of packed rows (inverse of :func:`pack_signs` on signs)."""
+    bits = (packed.unsqueeze(-1) >> _SHIFTS) & 1
+    return (1 - 2 * bits.flatten(1)[:, :k]).to(torch.float64)
+
+
+def unpack_bits_reference(packed: Tensor, k: int) -> Tensor:
+    """0/1 float64 values of packed bit rows."""
+    return ((packed.unsqueeze(-1) >> _SHIFTS) & 1).flatten(1)[:, :k].to(torch.float64)
+
+
+def pack_panels_reference(b: Tensor) -> Tensor:
+    """Reference :func:`pack_panels`: rows (N, W) -> (ceil(N / 16), W, 16), missing rows 0."""
+    n, kw = b.shape
+    padded = torch.zeros(-(-n // PANEL) * PANEL, kw, dtype=torch.int64)
+    padded[:n] = b
+    return padded.view(-1, PANEL, kw).transpose(1, 2).contiguous()
+
+
+def binary_gemm_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
+    """Reference :func:`binary_gemm`, straight from the definition
+    ``C[m, n] = valid(m) - 2 popcount((a[m] ^ b[n]) & mask[m])`` with ``valid(m) = k`` (no mask)
+    or ``popcount(mask[m])``, using popcount(x ^ y) = |x| + |y| - 2 x.y on 0/1 vectors, exactly
+    in float64."""
+    bits = a.shape[1] * 64
+    av, bv = unpack_bits_reference(a, bits), unpack_bits_reference(b, bits)
+    mv = torch.ones_like(av) if mask is None else unpack_bits_reference(mask, bits)
+    am = av * mv
+    differ = am.sum(1, keepdim=True) + mv @ bv.T - 2 * am @ bv.T
+    valid = torch.full_like(differ, float(k)) if mask is None else mv.sum(1, keepdim=True)
+    return (valid - 2 * differ).round().to(torch.int32)
+
+
+def binary_gemm_affine_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
+                                 scale: Tensor | None = None, bias: Tensor | None = None,
+                                 residual: Tensor | None = None,
+                                 clamp: tuple[float, float] | None = None) -> Tensor:
+    """Reference :func:`binary_gemm_affine`: the reference GEMM, then torch's multiply, add,
+    residual add and clamp."""
+    y = binary_gemm_reference(a, b, k, mask).to(torch.float32)
+    if scale is not None:
+        y = y * scale.to(torch.float32)
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    if residual is not None:
+        y = y + residual.to(torch.float32)
+    if clamp is not None:
+        y = y.clamp(*clamp)
+    return y
+
+
+def binary_gemm_signs_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
+                                scale: Tensor | None = None,
+                                bias: Tensor | None = None) -> Tensor:
+    """Reference :func:`binary_gemm_signs`."""
+    return pack_signs_reference(binary_gemm_affine_reference(a, b, k, mask, scale, bias))
+
+
+def sign_panels_rows_reference(panels: Tensor, n: int) -> Tensor:
+    """The packed weight rows (N, ceil(K / 64)) that W1A32 sign panels (ceil(N / 16), K) were
+    made from (the inverse of :func:`sign_panels`)."""
+    k = panels.shape[1]
+    negative = (panels.to(torch.int32).unsqueeze(1) >> torch.arange(16).view(1, 16, 1)) & 1
+    return pack_signs_reference(-(negative.reshape(-1, k)[:n].double() * 2 - 1))
+
+
+def w1a32_gemm_reference(x: Tensor, b: Tensor, k: int, scale: Tensor | None = None,
+                         bias: Tensor | None = None) -> Tensor:
+    """Reference :func:`w1a32_gemm`, in its order of float operations: ``total - 2 neg`` with
+    both sums accumulated over k in increasing order (float32), then ``* scale + bias``."""
+    x = x.detach().to(torch.float32)
+    neg = unpack_bits_reference(b, k).to(torch.float32)  # (N, k) 0/1
+    total = torch.zeros(x.shape[0], 1)
+    acc = torch.zeros(x.shape[0], b.shape[0])
+    for t in range(k):
+        column = x[:, t: t + 1]
+        total = total + column
+        acc = torch.where(neg[:, t].bool(), acc + column, acc)
+    y = total - 2.0 * acc
+    if scale is not None:
+        y = y * scale.to(torch.float32)
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y
+
+
+def pack_pixels_reference(x: Tensor) -> Tensor:
+    """Reference :func:`pack_pixels`: the channels of every pixel as one packed row."""
+    n, c, h, w = x.shape
+    return pack_signs_reference(x.detach().permute(0, 2, 3, 1).reshape(-1, c)).view(
+        n, h, w, words(c))
+
+
+def im2col_signs_reference(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                           padding: tuple[int, int], dilation: tuple[int, int],
+                           masked: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Reference :func:`im2col_signs` built from F.unfold."""
+    n, c, h, w = x.shape
+    cw = words(c)
+    signs = torch.zeros(n, cw * 64, h, w)
+    signs[:, :c] = torch.where(x >= 0, 1.0, -1.0)
+    cols = torch.nn.functional.unfold(signs, kernel, dilation, padding, stride)  # (n, C'*kk, L)
+    kk = kernel[0] * kernel[1]
+    cols = cols.view(n, cw * 64, kk, -1).permute(0, 3, 2, 1).reshape(-1, kk * cw * 64)
+    rows = pack_signs_reference(cols)
+    if not masked:
+        return rows, None
+    valid = torch.zeros(1, cw * 64, h, w)
+    valid[:, :c] = 1.0
+    vcols = torch.nn.functional.unfold(valid, kernel, dilation, padding, stride)
+    vcols = vcols.view(1, cw * 64, kk, -1).permute(0, 3, 2, 1).reshape(-1, kk * cw * 64)
+    mask = pack_signs_reference(-vcols).repeat(n, 1)
+    return rows, mask
+
+
+def im2col_words_reference(pixels: Tensor, channels: int, kernel: tuple[int, int],
+                           stride: tuple[int, int], padding: tuple[int, int],
+                           dilation: tuple[int, int],
+                           masked: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Reference :func:`im2col_words`: the packed pixels unpacked to signs, then
+    :func:`im2col_signs_reference`."""
+    n, h, w, cw = pixels.shape
+    signs = unpack_signs_reference(pixels.reshape(-1, cw), channels).to(torch.float32)
+    x = signs.view(n, h, w, channels).permute(0, 3, 1, 2)
+    return im2col_signs_reference(x, kernel, stride, padding, dilation, masked)
