@@ -6,7 +6,8 @@ stored/make_frozen_outputs.py). Any change to freeze, the packed layers, the ker
 format that moves a frozen output by one bit fails here. The float layers around the packed ones
 run on torch's kernels, whose rounding may differ on another CPU: when the training form's own
 output differs from the stored one, this machine's float arithmetic differs, and the frozen
-outputs are held to a tight tolerance instead.
+outputs are held to a tight tolerance instead; so are they when the C kernels are not built (the
+PyTorch reference path of the W1A32 layers is a float matmul that rounds differently).
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ def test_frozen_outputs_are_bit_exact_with_the_stored_ones(name, tmp_path):
     state, io = case(name)
     with torch.no_grad():
         same_float = torch.equal(trained_form(name, state)(io["input"]), io["trained"])
+        exact = same_float and ec.kernels.available()
         model = build(name)
         model.load_state_dict(state)
         frozen = ec.deploy.freeze(model)
-        assert_same(frozen(io["input"]), io["frozen"], exact=same_float)
+        assert_same(frozen(io["input"]), io["frozen"], exact=exact)
         ec.deploy.save(frozen, tmp_path / "m.safetensors")
         loaded = ec.deploy.load(tmp_path / "m.safetensors")
-        assert_same(loaded(io["input"]), io["frozen"], exact=same_float)
+        assert_same(loaded(io["input"]), io["frozen"], exact=exact)
