@@ -2,8 +2,9 @@
 
 Every model takes ``num_classes`` and ``input_shape`` (C, H, W) and exposes ``input_shape`` so the
 summary and the CLI know what to feed it (and ``input_dtype`` when that is not float32: the
-language model ``lstm-lm`` takes int64 tokens, its ``num_classes`` is the vocabulary size). The first conv/linear module in ``modules()`` order is
-the stem and the last Linear is the classifier (convert keeps both float by default).
+language model ``lstm-lm`` takes int64 tokens and its ``num_classes`` is the vocabulary size).
+The first conv/linear module in ``modules()`` order is the stem and the last Linear is the
+classifier (convert keeps both float by default).
 """
 
 from __future__ import annotations

@@ -121,7 +121,8 @@ def test_torch_compile_matches_eager():
 
 
 def test_bad_names_and_options():
-    with pytest.raises(UnknownNameError, match="available: convnet, kws-resnet, lstm-lm, mlp, resnet18"):
+    with pytest.raises(UnknownNameError,
+                       match="available: convnet, kws-resnet, lstm-lm, mlp, resnet18"):
         models.create("alexnet")
     with pytest.raises(TypeError, match=r"model 'resnet20' got unknown option\(s\) \['depth_x'\]"):
         models.create("resnet20", depth_x=3)
