@@ -107,21 +107,26 @@ def train(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
 @cli.command(name="eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--data-root", help="Directory holding the dataset files (overrides the recipe).")
-@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
-@click.option("--batch-size", default=256, show_default=True)
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test",
+              show_default=True, help="valid: text corpora only.")
+@click.option("--batch-size", type=int, help="Default: the recipe's eval_batch_size (for a "
+              "language model, the number of rows the token stream is cut into).")
 @device_option
 @json_option
-def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int,
+def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int | None,
           device: str | None, json_path: str | None) -> None:
-    """Evaluate a trained CHECKPOINT on its recipe's dataset."""
+    """Evaluate a trained CHECKPOINT on its recipe's dataset, with its task's metrics (top-1
+    accuracy, or perplexity for a language model)."""
     from .experiment import load_trained
     from .train import evaluate, resolve_device
 
     where = resolve_device(device)
     model, recipe = load_trained(checkpoint)
     dataset = recipe.load_data(split, data_root)
-    metrics = evaluate(model.to(where), dataset, batch_size=batch_size, device=where)
-    click.echo(f"{recipe.name}: {split} loss {metrics['loss']:.4f}, top-1 {metrics['top1']:.2f}%")
+    task = recipe.build_task(dataset)
+    metrics = evaluate(model.to(where), dataset, batch_size=batch_size or recipe.eval_batch_size,
+                       device=where, task=task)
+    click.echo(f"{recipe.name}: {split} {task.describe(metrics)}")
     _write_json(json_path, {"checkpoint": checkpoint, "split": split, **metrics})
 
 
@@ -138,6 +143,8 @@ def summary(target: str, input_shape: str | None, num_classes: int, method: str 
             mode: str | None, bits: int | None, json_path: str | None) -> None:
     """Print parameters, bytes and MACs by precision for TARGET: a model name, a recipe (.yaml)
     or a checkpoint (.pt)."""
+    import torch
+
     from . import models
     from .analysis import summary as summarize
     from .convert import convert
@@ -161,7 +168,7 @@ def summary(target: str, input_shape: str | None, num_classes: int, method: str 
         options = {k: v for k, v in (("mode", mode), ("bits", bits)) if v is not None}
         model = convert(model, method, **options)
     shape = shape or tuple(getattr(model, "input_shape"))
-    s = summarize(model, shape)
+    s = summarize(model, shape, dtype=getattr(model, "input_dtype", torch.float32))
     click.echo(str(s))
     _write_json(json_path, s.to_dict())
 

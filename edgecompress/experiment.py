@@ -46,7 +46,8 @@ def run(
 
     A compressed model is trained with a :class:`WeightFlipMonitor` (flip rates and latent weight
     histograms go to the metrics log), and is also evaluated in its deployed form (every forward
-    quantizer exactly sign): ``hard_test_top1`` / ``hard_test_loss``.
+    quantizer exactly sign): ``hard_test_<metric>`` (``hard_test_top1``, ``hard_test_loss``, ...).
+    The task comes from the recipe, else from the dataset (see :meth:`Recipe.build_task`).
 
     ``out_dir`` (or the recipe's ``out_dir``) receives ``checkpoint.pt``, ``metrics.jsonl`` and
     ``curves.png``; ``resume=True`` continues from the checkpoint there.
@@ -60,6 +61,7 @@ def run(
     shape = {"num_classes": train_set.num_classes, "input_shape": list(train_set.input_shape)}
     seed_everything(recipe.seed)  # the initial weights depend on the seed only
     model, report = recipe.build_model(**shape)
+    task = recipe.build_task(train_set)
     teacher = None
     if recipe.distill:
         teacher, _ = load_trained(recipe.distill["teacher"])
@@ -70,13 +72,14 @@ def run(
         model, train_set, test_set, config,
         callbacks=(*callbacks, WeightFlipMonitor()) if compressed else callbacks,
         teacher=teacher, extra_state={"recipe": recipe.to_dict(), **shape}, device=device,
+        task=task,
     )
     metrics = trainer.fit()
     if compressed:
         # what deployment runs: every forward quantizer replaced by exact sign
         hard = evaluate(harden(copy.deepcopy(trainer.model)), test_set, config.eval_batch_size,
-                        trainer.device)
-        metrics.update(hard_test_loss=hard["loss"], hard_test_top1=hard["top1"])
+                        trainer.device, task)
+        metrics.update({f"hard_test_{k}": v for k, v in hard.items()})
     return RunResult(metrics, trainer.history, trainer.model, report, recipe)
 
 

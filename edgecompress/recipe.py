@@ -14,7 +14,9 @@ schedule, the number of epochs and the seed::
     seed: 0
 
 ``model``, ``data`` and ``method`` may be a bare name instead of a mapping; ``method: null`` (or
-``float``) trains the float model. Unknown keys are rejected with the list of valid ones, so a typo
+``float``) trains the float model. The training task (``classification``, ``language-modelling``)
+comes from the dataset; ``task: {name: language-modelling, bptt: 35}`` states it, or its options,
+explicitly. Unknown keys are rejected with the list of valid ones, so a typo
 never silently falls back to a default: this holds for the model's options too (the keywords of
 the model's factory) and for the method's (its converter's keywords, the scheduled parameters of
 a binarization method's quantizers, and :func:`~edgecompress.convert`'s own ``keep_first_last``,
@@ -42,10 +44,11 @@ from .errors import EdgecompressError, RecipeError, UnknownNameError
 from .quantizers import method_pair
 from .registry import normalize_name
 from .train import TrainConfig
+from .train import tasks as tasks_lib
 
 _TOP_KEYS = {
     "name", "model", "data", "method", "optimizer", "schedule", "epochs", "batch_size",
-    "eval_batch_size", "seed", "label_smoothing", "grad_clip", "distill", "out_dir",
+    "eval_batch_size", "seed", "label_smoothing", "grad_clip", "distill", "out_dir", "task",
 }
 _OPTIMIZER_KEYS = {"name", "lr", "momentum", "nesterov", "betas", "weight_decay", "no_decay",
                    "decay_1d"}
@@ -130,6 +133,7 @@ class Recipe:
     grad_clip: float | None = None
     distill: dict[str, Any] | None = None
     out_dir: str | None = None
+    task: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "<recipe>") -> "Recipe":
@@ -154,21 +158,29 @@ class Recipe:
                 if not isinstance(distill, Mapping) or "teacher" not in distill:
                     raise RecipeError("recipe key 'distill' must be a mapping with a 'teacher'")
                 _check_keys(distill, _DISTILL_KEYS, "distill.")
+            task = raw.get("task")
+            task = None if task is None else _named(task, "task")
             values = {k: raw[k] for k in _TOP_KEYS & set(raw)}
             values.update(model=model, data=data, method=method, optimizer=optimizer,
-                          schedule=schedule, distill=dict(distill) if distill else None)
+                          schedule=schedule, distill=dict(distill) if distill else None,
+                          task=task)
             values.setdefault("name", Path(source).stem if source != "<recipe>" else "run")
             recipe = cls(**values)
             recipe.train_config()  # validates optimizer/schedule names and numeric fields
             names = [(model["name"], models_lib.available()), (data["name"], data_lib.available())]
             if method is not None:
                 names.append((method["name"], available_methods()))
+            if task is not None:
+                names.append((task["name"], tasks_lib.available()))
             for name, registry in names:
                 if normalize_name(name) not in registry:
                     raise UnknownNameError(f"unknown name {name!r}; available: {', '.join(registry)}")
             _check_options(model, _model_options(model["name"]), "model")
             if method is not None:
                 _check_options(method, _method_options(method), "method")
+            if task is not None:
+                _check_options(task, set(tasks_lib.task_options(task["name"])), "task")
+                tasks_lib.create(task)  # validates the option values
         except (RecipeError, UnknownNameError, ValueError, TypeError) as exc:
             raise RecipeError(f"{source}: {exc}") from None
         return recipe
@@ -218,6 +230,15 @@ class Recipe:
             raise
         except (ValueError, TypeError) as exc:
             raise RecipeError(f"recipe {self.name!r}, data {self.data}: {exc}") from None
+
+    def build_task(self, dataset: Any) -> tasks_lib.Task:
+        """The recipe's training task: its ``task`` section, else the one ``dataset`` declares
+        (its ``task`` attribute), else classification."""
+        spec = self.task or {"name": getattr(dataset, "task", "classification")}
+        try:
+            return tasks_lib.create(spec)
+        except (ValueError, TypeError) as exc:
+            raise RecipeError(f"recipe {self.name!r}, task {spec}: {exc}") from None
 
     def build_model(
         self, num_classes: int, input_shape: tuple[int, ...]

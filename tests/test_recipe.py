@@ -22,7 +22,7 @@ def test_every_shipped_recipe_is_valid(path):
     recipe.train_config()
     # the model and method options build (the shapes of the recipe's data)
     shapes = {"cifar10": (3, 32, 32), "mnist": (1, 28, 28), "mnist-bundled": (1, 28, 28),
-              "fsdd": (1, 40, 101)}
+              "fsdd": (1, 40, 101), "ptb": (1,)}
     model, report = recipe.build_model(10, shapes[recipe.data["name"]])
     assert report is None or report.converted
 

@@ -1,11 +1,12 @@
-"""The in-memory image dataset every loader returns, and where dataset files are looked for."""
+"""What every loader returns (the :class:`TaskDataset` protocol; images come as the in-memory
+:class:`ImageDataset`), and where dataset files are looked for."""
 
 from __future__ import annotations
 
 import numbers
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -22,11 +23,12 @@ def default_root(name: str) -> Path:
     return (Path(base).expanduser() if base else Path.home() / ".edgecompress" / "data") / name
 
 
-def check_split(split: str, dataset: str = "") -> str:
-    """Return ``split`` if it is "train" or "test"; otherwise raise naming it and the valid ones."""
-    if split not in SPLITS:
+def check_split(split: str, dataset: str = "", splits: Sequence[str] = SPLITS) -> str:
+    """Return ``split`` if it is one of ``splits`` (by default "train" and "test"); otherwise
+    raise naming it and the valid ones."""
+    if split not in splits:
         where = f" of dataset {dataset!r}" if dataset else ""
-        raise UnknownNameError(f"unknown split {split!r}{where}; available: {', '.join(SPLITS)}")
+        raise UnknownNameError(f"unknown split {split!r}{where}; available: {', '.join(splits)}")
     return split
 
 
@@ -50,6 +52,40 @@ def missing_files_error(name: str, root: Path, expected: Sequence[str]) -> DataN
     )
 
 
+@runtime_checkable
+class TaskDataset(Protocol):
+    """What :func:`edgecompress.data.load` returns, whatever the kind of data.
+
+    ``task`` names the training task it serves (a name of :mod:`edgecompress.train.tasks`, e.g.
+    ``"classification"`` or ``"language-modelling"``), so a recipe need not say it.
+    ``num_classes`` is the size of the output layer the data needs (classes, or the vocabulary
+    of a language model) and ``input_shape`` the shape of one sample without the batch
+    dimension. ``augment`` switches the training augmentation on where ``can_augment``;
+    ``limit(n)`` keeps the first ``n`` samples (in place) and returns the dataset.
+    """
+
+    task: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    augment: bool
+
+    @property
+    def can_augment(self) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+    def limit(self, n: int | None) -> "TaskDataset": ...
+
+
+def check_limit(n: Any) -> int | None:
+    """``n`` as an int if it is a positive integer, None for None; otherwise a ValueError."""
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"limit must be a positive integer or None, got {n!r}")
+    return int(n)
+
+
 class ImageDataset(Dataset):
     """uint8 images (N, C, H, W) and int64 labels in memory; items are normalised float tensors.
 
@@ -59,6 +95,8 @@ class ImageDataset(Dataset):
     random crop from the image zero-padded by ``crop_pad`` pixels and a random horizontal flip,
     drawn from torch's global RNG so that a seeded trainer reproduces them.
     """
+
+    task = "classification"
 
     def __init__(self, images: Tensor, targets: Tensor, classes: Sequence[str],
                  mean: Sequence[float], std: Sequence[float], *, source: str = "",
@@ -114,10 +152,8 @@ class ImageDataset(Dataset):
 
     def limit(self, n: int | None) -> "ImageDataset":
         """Keep only the first ``n`` samples (in place); returns self. ``None`` keeps all."""
+        n = check_limit(n)
         if n is not None:
-            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-                raise ValueError(f"limit must be a positive integer or None, got {n!r}")
-            n = int(n)
             self.images, self.targets = self.images[:n], self.targets[:n]
         return self
 

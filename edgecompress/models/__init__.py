@@ -1,8 +1,10 @@
 """The model zoo, by name: ``edgecompress.models.create("resnet20", num_classes=10)``.
 
 Every model takes ``num_classes`` and ``input_shape`` (C, H, W) and exposes ``input_shape`` so the
-summary and the CLI know what to feed it. The first conv/linear module in ``modules()`` order is
-the stem and the last Linear is the classifier (convert keeps both float by default).
+summary and the CLI know what to feed it (and ``input_dtype`` when that is not float32: the
+language model ``lstm-lm`` takes int64 tokens and its ``num_classes`` is the vocabulary size).
+The first conv/linear module in ``modules()`` order is the stem and the last Linear is the
+classifier (convert keeps both float by default).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..errors import EdgecompressError
 from ..registry import Registry
 from .convnet import ConvNet
 from .kws import KWSResNet
+from .lstm_lm import LSTMLanguageModel
 from .mlp import MLP
 from .resnet import ResNet, cifar_resnet, resnet18
 from .vgg import VGGSmall
@@ -30,6 +33,7 @@ for _depth in (20, 32, 56):
 register("resnet18", resnet18)
 register("convnet", ConvNet)
 register("kws-resnet", KWSResNet)
+register("lstm-lm", LSTMLanguageModel)
 
 
 class ModelOptionError(EdgecompressError, TypeError):
@@ -69,4 +73,4 @@ def available() -> list[str]:
 
 
 __all__ = ["create", "available", "options", "register", "ModelOptionError", "MLP", "VGGSmall",
-           "ResNet", "ConvNet", "KWSResNet"]
+           "ResNet", "ConvNet", "KWSResNet", "LSTMLanguageModel"]

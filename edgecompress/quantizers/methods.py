@@ -29,6 +29,7 @@ from typing import Any, Callable
 from .base import Elementwise, QuantizerPair
 from .elementary import Clip, Identity, Sign, SignSwish
 from .proximal import BinaryRelaxProx, ProxConnectProx, ProxQuantProx
+from .registry import get
 from .schedule import Schedule
 
 # method -> (prox factory, backward factory, {scheduled parameter: default schedule})
@@ -61,8 +62,6 @@ def _default_schedule(owner: Elementwise, param: str) -> Schedule | None:
 
 
 def _quantizer(spec: "str | Elementwise") -> Elementwise:
-    from . import get  # the registry of elementary quantizers lives in the package
-
     return get(spec) if isinstance(spec, str) else spec
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from .state import TrainerState
 
 
 class Callback:
@@ -17,18 +16,18 @@ class Callback:
     :meth:`load_state_dict` on resume, so a schedule continues where it stopped.
     """
 
-    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_fit_start(self, trainer: TrainerState) -> None: ...
 
-    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
+    def on_epoch_start(self, trainer: TrainerState, epoch: int) -> None: ...
 
-    def on_step_end(self, trainer: "Trainer", step: int, loss: float) -> None: ...
+    def on_step_end(self, trainer: TrainerState, step: int, loss: float) -> None: ...
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerState, epoch: int, metrics: dict[str, Any]) -> None:
         """Called after evaluation; entries added to ``metrics`` go to the metrics log."""
 
-    def on_fit_end(self, trainer: "Trainer", metrics: dict[str, Any]) -> None: ...
+    def on_fit_end(self, trainer: TrainerState, metrics: dict[str, Any]) -> None: ...
 
-    def extra_loss(self, trainer: "Trainer") -> Tensor | None:
+    def extra_loss(self, trainer: TrainerState) -> Tensor | None:
         """A term added to the training loss at every step (e.g. a regulariser)."""
         return None
 
@@ -53,7 +52,7 @@ class LayerRegularizers(Callback):
     def __init__(self) -> None:
         self.last = 0.0
 
-    def extra_loss(self, trainer: "Trainer") -> Tensor | None:
+    def extra_loss(self, trainer: TrainerState) -> Tensor | None:
         terms = [m.regularizer() for m in regularized_modules(trainer.model)]
         if not terms:
             return None
@@ -61,5 +60,5 @@ class LayerRegularizers(Callback):
         self.last = float(total.detach())
         return total
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerState, epoch: int, metrics: dict[str, Any]) -> None:
         metrics["regularizer"] = self.last

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .checkpoint import atomic_write
 
@@ -19,16 +19,19 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def plot_curves(path: str | Path, history: list[dict[str, Any]]) -> None:
-    """Loss and top-1 accuracy per epoch, train and test, side by side."""
+def plot_curves(path: str | Path, history: list[dict[str, Any]],
+                metrics: Sequence[tuple[str, str]] = (("loss", "loss"), ("top1", "top-1 (%)"))
+                ) -> None:
+    """Each of ``metrics`` ((name, axis label) pairs; default loss and top-1 accuracy) per
+    epoch, train and test, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "top1", "top-1 (%)")):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], metrics):
         for split, style in (("train", "-o"), ("test", "-s")):
             key = f"{split}_{metric}"
             points = [(e, row[key]) for e, row in zip(epochs, history) if key in row]

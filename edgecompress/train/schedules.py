@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from .callbacks import Callback
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from .state import TrainerState
 
 
 def scheduled_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -27,7 +25,7 @@ class ScheduleStepper(Callback):
     def __init__(self) -> None:
         self.values: dict[str, float] = {}
 
-    def _apply(self, trainer: "Trainer", per: str, i: int, total: int) -> None:
+    def _apply(self, trainer: TrainerState, per: str, i: int, total: int) -> None:
         for name, module in scheduled_modules(trainer.model):
             for param, schedule in module.schedules.items():
                 if schedule.per == per:
@@ -35,14 +33,14 @@ class ScheduleStepper(Callback):
                     module.set_param(param, value)
                     self.values[f"{name}.{param}"] = value
 
-    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerState, epoch: int) -> None:
         self._apply(trainer, "epoch", epoch, trainer.config.epochs)
         self._apply(trainer, "step", trainer.step, trainer.total_steps)
 
-    def on_step_end(self, trainer: "Trainer", step: int, loss: float) -> None:
+    def on_step_end(self, trainer: TrainerState, step: int, loss: float) -> None:
         self._apply(trainer, "step", step, trainer.total_steps)
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerState, epoch: int, metrics: dict[str, Any]) -> None:
         # one value per parameter name (all layers of a method share their schedule)
         for key, value in self.values.items():
             metrics.setdefault(key.rsplit(".", 1)[-1], value)

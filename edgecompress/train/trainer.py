@@ -5,13 +5,12 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError
@@ -23,6 +22,8 @@ from .distributed import (all_reduce_sum, init_process_group, resolve_device, wo
 from .log import plot_curves, write_metrics
 from .optim import build_optimizer, build_scheduler
 from .schedules import ScheduleStepper, scheduled_modules
+from .tasks import Task, add_sums
+from .tasks import create as create_task
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -40,43 +41,47 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
 
 
-def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over the batch
-    (Hinton et al., 2015)."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
-                    reduction="batchmean", log_target=True) * (t * t)
+def _to(value: Any, device: torch.device) -> Any:
+    """``value`` (a tensor, or a tuple/list of them) moved to ``device``."""
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to(v, device) for v in value)
+    return value
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256,
-             device: torch.device | str = "cpu") -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy (percent) of ``model`` on ``dataset``.
+             device: torch.device | str = "cpu",
+             task: Task | str | Mapping[str, Any] | None = None) -> dict[str, float]:
+    """The metrics of ``task`` (default classification: mean cross-entropy ``loss`` and top-1
+    accuracy ``top1`` in percent; language modelling: ``loss`` per token and perplexity ``ppl``)
+    of ``model`` on ``dataset``.
 
-    Under ``torchrun`` each process evaluates every N-th sample and the sums are all-reduced, so
+    Under ``torchrun`` each process evaluates its shard (classification: every N-th sample;
+    language modelling: its block of the ``batch_size`` rows) and the sums are all-reduced, so
     every process returns the exact global numbers.
     """
+    task = create_task(task)
     device = torch.device(device)
     rank, world = world_from_env()
     if not torch.distributed.is_initialized():
         rank, world = 0, 1
-    shard = Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0.0, 0.0
+    sums = [0.0] * len(task.measures)
     try:
-        for x, y in DataLoader(shard, batch_size=batch_size):
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(dim=-1) == y).sum().item()
-            count += len(y)
+        state = task.initial_state()
+        for batch in task.loader(dataset, batch_size, train=False, rank=rank, world_size=world):
+            inputs, targets = (_to(t, device) for t in task.split(batch))
+            output, state = task.forward(model, inputs, state)
+            sums = add_sums(sums, task.measure(output, targets))
     finally:
         model.train(was_training)
-    loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], device)
-    if count == 0:
+    sums = all_reduce_sum(sums, device)
+    if sums[-1] == 0:
         raise ValueError("cannot evaluate on an empty dataset")
-    return {"loss": loss_sum / count, "top1": 100.0 * correct / count}
+    return task.report(sums)
 
 
 class Trainer:
@@ -95,9 +100,14 @@ class Trainer:
     A model with scheduled quantizers gets a :class:`ScheduleStepper` callback automatically,
     and one with layer regularizers (S3) a :class:`LayerRegularizers` callback.
 
-    Attributes callbacks may use: model (unwrapped), module (what is called in the forward pass,
-    DDP-wrapped when distributed), optimizer, scheduler, epoch, step, total_steps, config, rank,
-    world_size, is_main, history.
+    ``task`` (a :class:`~edgecompress.train.tasks.Task`, a registered name such as
+    ``"language-modelling"``, or a mapping with its options; default classification) says how
+    batches are read and unpacked, how the model is run (with a state carried across batches,
+    e.g. an LSTM's, reset every epoch), the loss and the metrics (``train_<m>``/``test_<m>``).
+
+    Callbacks see the trainer as a :class:`~edgecompress.train.state.TrainerState`; beyond it
+    they may use: module (what is called in the forward pass, DDP-wrapped when distributed),
+    task, optimizer, scheduler, rank, world_size.
     """
 
     def __init__(
@@ -110,8 +120,10 @@ class Trainer:
         teacher: nn.Module | None = None,
         extra_state: dict[str, Any] | None = None,
         device: torch.device | str | None = None,
+        task: Task | str | Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
+        self.task = create_task(task)
         self.device = resolve_device(device)
         self.rank, self.world_size = world_from_env()
         if self.config.batch_size % self.world_size:
@@ -119,6 +131,9 @@ class Trainer:
                              f"number of processes {self.world_size}")
         if self.config.kd_alpha > 0 and teacher is None:
             raise ValueError("kd_alpha > 0 needs a teacher model")
+        if self.config.kd_alpha > 0 and not self.task.distills:
+            raise ValueError(f"task {self.task.name!r} does not support knowledge distillation "
+                             f"(kd_alpha > 0)")
         self.model = model.to(self.device)
         self.module: nn.Module = self.model
         self.train_set, self.test_set = train_set, test_set
@@ -162,10 +177,9 @@ class Trainer:
         cfg = self.config
         if self.world_size > 1:
             self.module = wrap_ddp(self.model, self.device)
-        sampler = DistributedSampler(self.train_set, num_replicas=self.world_size, rank=self.rank,
-                                     shuffle=True, seed=cfg.seed, drop_last=False)
-        loader = DataLoader(self.train_set, batch_size=cfg.batch_size // self.world_size,
-                            sampler=sampler, num_workers=cfg.num_workers)
+        loader = self.task.loader(self.train_set, cfg.batch_size, train=True, rank=self.rank,
+                                  world_size=self.world_size, seed=cfg.seed,
+                                  num_workers=cfg.num_workers)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, len(loader), cfg)
         self.total_steps = cfg.epochs * len(loader)
@@ -178,14 +192,15 @@ class Trainer:
         for epoch in range(start, cfg.epochs):
             self.epoch = epoch
             seed_everything(_epoch_seed(cfg.seed, epoch, self.rank))
-            sampler.set_epoch(epoch)
+            if isinstance(loader.sampler, DistributedSampler):
+                loader.sampler.set_epoch(epoch)
             for cb in self.callbacks:
                 cb.on_epoch_start(self, epoch)
             began = time.perf_counter()
             metrics = {"epoch": epoch + 1, **self._train_epoch(loader, epoch)}
             if self.test_set is not None:
-                test = evaluate(self.model, self.test_set, cfg.eval_batch_size, self.device)
-                metrics.update(test_loss=test["loss"], test_top1=test["top1"])
+                test = self.evaluate(self.test_set)
+                metrics.update({f"test_{k}": v for k, v in test.items()})
             for cb in self.callbacks:
                 cb.on_epoch_end(self, epoch, metrics)
             metrics["seconds"] = time.perf_counter() - began
@@ -196,17 +211,19 @@ class Trainer:
         return dict(metrics)
 
     def _train_epoch(self, loader: DataLoader, epoch: int) -> dict[str, Any]:
-        cfg = self.config
+        cfg, task = self.config, self.task
         self.module.train()
-        loss_sum, correct, count, lr = 0.0, 0.0, 0.0, float("nan")
+        sums, lr = [0.0] * len(task.measures), float("nan")
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
-        for i, (x, y) in enumerate(bar):
-            x, y = x.to(self.device), y.to(self.device)
-            logits = self.module(x)
-            loss = self._loss(logits, x, y)
+        state = task.initial_state()
+        for i, batch in enumerate(bar):
+            inputs, targets = (_to(t, self.device) for t in task.split(batch))
+            output, state = task.forward(self.module, inputs, state)
+            loss = self._loss(output, inputs, targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            state = task.detach(state)
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             lr = self.optimizer.param_groups[0]["lr"]
@@ -214,27 +231,19 @@ class Trainer:
             self.scheduler.step()
             self.step += 1
             value = loss.item()
-            loss_sum += value * len(y)
-            correct += (logits.detach().argmax(dim=-1) == y).sum().item()
-            count += len(y)
+            sums = add_sums(sums, task.measure(output.detach(), targets, value))
             for cb in self.callbacks:
                 cb.on_step_end(self, self.step, value)
             if i % cfg.log_every == 0:
-                bar.set_postfix(loss=f"{loss_sum / count:.4f}", top1=f"{100 * correct / count:.2f}",
+                bar.set_postfix(**{k: f"{v:.4g}" for k, v in task.report(sums).items()},
                                 lr=f"{lr:.3g}")
         bar.close()
-        loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], self.device)
+        sums = all_reduce_sum(sums, self.device)
         return {"step": self.step, "lr": lr,  # the learning rate of the epoch's last step
-                "train_loss": loss_sum / count, "train_top1": 100.0 * correct / count}
+                **{f"train_{k}": v for k, v in task.report(sums).items()}}
 
-    def _loss(self, logits: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        cfg = self.config
-        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        if self.teacher is not None and cfg.kd_alpha > 0:
-            with torch.no_grad():
-                teacher_logits = self.teacher(x)
-            kd = distillation_loss(logits, teacher_logits, cfg.kd_temperature)
-            loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
+    def _loss(self, output: Tensor, inputs: Any, targets: Tensor) -> Tensor:
+        loss = self.task.loss(output, targets, inputs, self.config, self.teacher)
         for cb in self.callbacks:
             extra = cb.extra_loss(self)
             if extra is not None:
@@ -242,8 +251,8 @@ class Trainer:
         return loss
 
     def evaluate(self, dataset: Dataset) -> dict[str, float]:
-        """Loss and top-1 (percent) of the current model on ``dataset``."""
-        return evaluate(self.model, dataset, self.config.eval_batch_size, self.device)
+        """The task's metrics of the current model on ``dataset`` (see :func:`evaluate`)."""
+        return evaluate(self.model, dataset, self.config.eval_batch_size, self.device, self.task)
 
     # --- checkpoints --------------------------------------------------------------------------
 
@@ -260,9 +269,10 @@ class Trainer:
             "config": self.config.to_dict(),
             "extra_state": self.extra_state,
             "history": self.history,
+            "task": self.task.to_dict(),
         })
         write_metrics(self.out_dir / METRICS, self.history)
-        plot_curves(self.out_dir / CURVES, self.history)
+        plot_curves(self.out_dir / CURVES, self.history, self.task.curves)
 
     def _restore(self, path: Path) -> int:
         """Load everything a resumed run needs; return the first epoch still to run."""
@@ -274,6 +284,10 @@ class Trainer:
             details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current[k]!r}"
                                 for k in differ)
             raise CheckpointError(f"{path}: cannot resume, the configuration changed ({details})")
+        saved_task = state.get("task", {"name": "classification"})
+        if saved_task != self.task.to_dict():
+            raise CheckpointError(f"{path}: cannot resume, the task changed (checkpoint "
+                                  f"{saved_task} vs now {self.task.to_dict()})")
         if len(state.get("callbacks", [])) != len(self.callbacks):
             raise CheckpointError(f"{path}: cannot resume, the checkpoint has "
                                   f"{len(state.get('callbacks', []))} callback states but the "

@@ -181,6 +181,14 @@ def test_pair_repr_and_registry():
         quantizers.get("signswish", beta=0)
 
 
+def test_the_registry_module_is_what_the_package_exports():
+    from edgecompress.quantizers import registry
+
+    for name in ("get", "available", "register", "pair"):
+        assert getattr(quantizers, name) is getattr(registry, name)
+    assert quantizers.METHODS == ("bc", "bnn", "bnn+", "binaryrelax", "proxquant", "pc", "bnn++")
+
+
 def test_custom_pair_by_composition():
     q = quantizers.pair("proxconnect", "approxsign").double()
     x = torch.linspace(-1.5, 1.5, 13, dtype=torch.float64, requires_grad=True)

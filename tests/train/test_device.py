@@ -187,9 +187,9 @@ def test_run_uses_the_device_for_training_and_the_hard_evaluation(monkeypatch, n
     devices = []
     real_evaluate = experiment.evaluate
 
-    def spy(model, dataset, batch_size=256, device=None):
+    def spy(model, dataset, batch_size=256, device=None, task=None):
         devices.append(device)  # None if run() forgot to pass its device
-        return real_evaluate(model, dataset, batch_size, device or "cpu")
+        return real_evaluate(model, dataset, batch_size, device or "cpu", task)
 
     monkeypatch.setattr(experiment, "evaluate", spy)
     recipe = Recipe.from_dict({"model": {"name": "mlp", "hidden": [8, 8]},  # middle one binary
