@@ -182,13 +182,41 @@ class GraphTransform(Method):
             raise ConversionError(
                 f"{report.method!r} is a graph transform of the whole model: keep_first_last, "
                 f"include and exclude apply to layer converters only")
-        before = {n: type(m).__name__ for n, m in model.named_modules() if n}
+        before = _module_types(model)
         model = self.apply(model)
-        after = {n: type(m).__name__ for n, m in model.named_modules() if n}
-        report.converted += [(n, before.get(n, "(new)"), t) for n, t in after.items()
-                             if before.get(n) != t]
-        report.removed += [(n, t) for n, t in before.items() if n not in after]
+        _report_changes(before, _module_types(model), report)
         return model
+
+
+def _module_types(model: nn.Module) -> dict[str, tuple[str, bool]]:
+    """Submodule name -> (type name, whether it is a mere container)."""
+    return {n: (type(m).__name__, type(m) is nn.Module or
+                isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
+            for n, m in model.named_modules() if n}
+
+
+def _report_changes(before: dict[str, tuple[str, bool]], after: dict[str, tuple[str, bool]],
+                    report: ConversionReport) -> None:
+    """The modules a graph transform replaced, added or removed, each at its top-most name (not
+    the quantizers inside a new layer); containers changing type (a Sequential becomes a plain
+    Module in a GraphModule) are not changes."""
+    reported: list[str] = []
+
+    def inside_reported(name: str) -> bool:
+        return any(name.startswith(r + ".") for r in reported)
+
+    for name, (kind, container) in after.items():
+        old = before.get(name)
+        if inside_reported(name) or (old is not None and old[0] == kind):
+            continue
+        if container and (old is None or old[1]):
+            continue
+        report.converted.append((name, old[0] if old else "(new)", kind))
+        reported.append(name)
+    for name, (kind, container) in before.items():
+        if name not in after and not container and not inside_reported(name):
+            report.removed.append((name, kind))
+            reported.append(name)
 
 
 _METHODS: Registry[type[Method]] = Registry("method")

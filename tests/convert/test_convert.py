@@ -114,7 +114,7 @@ def test_convert_errors_name_the_problem():
         convert(net, "bnn", mode="w2a2")
     with pytest.raises(ConversionError, match="scaling"):
         convert(net, "bnn", scaling="max")
-    with pytest.raises(ConversionError, match="method 'bnn' has no parameter"):
+    with pytest.raises(ConversionError, match=r"method 'bnn' has no option\(s\) \['colour'\]; valid: activation, backward, mode, prox, scaling$"):
         convert(net, "bnn", colour="red")
     with pytest.raises(ConversionError, match="activation must be one of"):
         convert(net, "bnn", mode="w1a1", activation="relu")
