@@ -69,7 +69,7 @@ class ConversionReport:
 
 @dataclass(frozen=True)
 class Policy:
-    """Where a layer converter applies: convert()'s ``keep_first_last``, ``include``, ``exclude``."""
+    """Where a layer converter applies: convert()'s keep_first_last, include and exclude."""
 
     keep_first_last: bool = True
     include: Sequence[Rule] | None = None
@@ -286,7 +286,8 @@ def convert(
 
     Example:
         >>> import torch.nn as nn, edgecompress
-        >>> net = nn.Sequential(nn.Linear(8, 16), nn.Hardtanh(), nn.Linear(16, 16), nn.Linear(16, 2))
+        >>> net = nn.Sequential(nn.Linear(8, 16), nn.Hardtanh(), nn.Linear(16, 16),
+        ...                     nn.Linear(16, 2))
         >>> binary = edgecompress.convert(net, "bnn", mode="w1a1")
         >>> both = edgecompress.convert(net, [{"name": "bnn", "include": ["1"]}, "s3"])
     """
@@ -297,7 +298,8 @@ def convert(
         if options or policy != Policy():
             raise ConversionError(
                 "with a mapping or a list of methods, give each method's options (and "
-                f"keep_first_last/include/exclude) inside its mapping; got {_given(policy, options)}")
+                f"keep_first_last/include/exclude) inside its mapping; got "
+                f"{_given(policy, options)}")
         steps = [_step(s) for s in ([method] if isinstance(method, Mapping) else method)]
         if not steps:
             raise ConversionError("convert() got an empty list of methods")
@@ -369,8 +371,8 @@ def _resolve(method: str | Method, options: dict[str, Any]) -> tuple[Method, str
     valid = cls.options(name, options)
     unknown = sorted(set(options) - valid) if valid is not None else []
     if unknown:
-        raise ConversionError(f"method {method!r} has no option(s) {unknown}; valid: "
-                              f"{', '.join(sorted(valid or ())) or 'none'}")
+        raise ConversionError(f"bad option for method {method!r}: no option(s) {unknown}; "
+                              f"valid: {', '.join(sorted(valid or ())) or 'none'}")
     try:
         return cls.create(name, **options), method
     except TypeError as exc:

@@ -1,5 +1,6 @@
-"""Power-of-two (shift) methods (DeepShift-Q, DeepShift-PS, S3, DenseShift): :class:`ShiftConverter`,
-registered under every name of :data:`edgecompress.quantizers.shift.SHIFT_METHODS`."""
+"""Power-of-two (shift) methods (DeepShift-Q, DeepShift-PS, S3, DenseShift):
+:class:`ShiftConverter`, registered under every name of
+:data:`edgecompress.quantizers.shift.SHIFT_METHODS`."""
 
 from __future__ import annotations
 

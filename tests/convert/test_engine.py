@@ -111,7 +111,7 @@ def test_graph_transform_options_and_policy_are_checked():
     net = mlp()
     kept = convert(net, "drop-dropout", max_p=0.1)
     assert sum(isinstance(m, nn.Dropout) for m in kept.modules()) == 3
-    with pytest.raises(ConversionError, match=r"'drop-dropout' has no option\(s\) \['p'\]; "
+    with pytest.raises(ConversionError, match=r"'drop-dropout': no option\(s\) \['p'\]; "
                                               r"valid: max_p$"):
         convert(net, "drop-dropout", p=0.5)
     with pytest.raises(ConversionError, match="graph transform of the whole model: "
