@@ -7,7 +7,8 @@ binary inputs it walks back through operations that keep non-negativity (pooling
 view / reshape, dropout, identity, a cat or a sum of non-negative values...) to a producer that
 is non-negative (ReLU, ReLU6, sigmoid, softmax, hardsigmoid, softplus, clamp(min >= 0)...). A
 BatchNorm, a placeholder or any unknown operation ends the walk: no warning. When the model
-cannot be traced, a one-time check on the first forward flags layers whose inputs are all >= 0.
+cannot be traced (or a layer is hidden inside a module the trace keeps whole), a one-time check on
+the first forward flags the layers whose inputs are all >= 0.
 
 Findings are issued as :class:`~edgecompress.errors.MeaninglessInputWarning` and recorded in the
 :class:`~edgecompress.convert.ConversionReport`'s ``warnings``.
@@ -107,14 +108,19 @@ def check_binary_inputs(model: nn.Module, report: "ConversionReport") -> None:
     modules = dict(model.named_modules())
     memo: dict[fx.Node, str | None] = {}
     found: dict[str, str] = {}
+    seen: set[str] = set()
     for node in graph.nodes:
         name = str(node.target)
         if node.op == "call_module" and name in layers and name not in found:
+            seen.add(name)
             source = node.args[0] if node.args else next(iter(node.kwargs.values()), None)
             producer = _nonnegative(source, modules, memo)
             if producer is not None:
                 found[name] = f"after {producer}"
     _warn(found, report)
+    hidden = {n: m for n, m in layers.items() if n not in seen}  # inside a module fx keeps whole
+    if hidden:
+        _FirstForwardCheck.install(model, hidden, report)
 
 
 def _nonnegative(arg: Any, modules: dict[str, nn.Module],
@@ -203,8 +209,7 @@ class _FirstForwardCheck:
             return
         self.seen.add(name)
         if bool((args[0] >= 0).all()):
-            self.found[name] = "every input of the first forward was >= 0; the model could " \
-                               "not be traced"
+            self.found[name] = "every input of the first forward was >= 0; not traceable"
 
     def after_model(self, module: nn.Module, args: Any, output: Any) -> None:
         if self.done:

@@ -131,3 +131,18 @@ def test_untraceable_model_with_signed_inputs_gets_no_warning():
         warnings.simplefilter("error", MeaninglessInputWarning)
         net(torch.randn(16, 6))
     assert report.warnings == [] and not net._forward_hooks
+
+
+def test_a_layer_hidden_inside_a_module_kept_whole_is_checked_on_the_first_forward():
+    """torch.fx keeps torch.nn's own modules whole: the binary feed-forward layers inside a
+    TransformerEncoderLayer are not in the graph, so they get the first-forward check."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0),
+                        nn.Linear(8, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MeaninglessInputWarning)
+        out, report = convert(net, "bnn", mode="w1a1", return_report=True)
+    assert [n for n, _, _ in report.converted] == ["1.linear1", "1.linear2"]
+    with pytest.warns(MeaninglessInputWarning, match=r"^1 layer\(s\) .*: 1.linear2 \(every"):
+        out(torch.randn(3, 5, 4))
+    assert len(report.warnings) == 1
