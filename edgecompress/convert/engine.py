@@ -287,13 +287,17 @@ def convert(
     Example:
         >>> import torch.nn as nn, edgecompress
         >>> net = nn.Sequential(nn.Linear(8, 16), nn.Hardtanh(), nn.Linear(16, 16),
-        ...                     nn.Linear(16, 2))
+        ...                     nn.Hardtanh(), nn.Linear(16, 16), nn.Linear(16, 2))
         >>> binary = edgecompress.convert(net, "bnn", mode="w1a1")
-        >>> both = edgecompress.convert(net, [{"name": "bnn", "include": ["1"]}, "s3"])
+        >>> mixed = edgecompress.convert(net, [{"name": "bnn", "mode": "w1a1", "include": ["2"]},
+        ...                                    {"name": "s3", "bits": 3}])  # s3 takes layer 4
     """
     policy = Policy(keep_first_last, include, exclude)
     if isinstance(method, (str, Method)):
         steps = [(method, policy, options)]
+    elif not isinstance(method, (Mapping, list, tuple)):
+        raise ConversionError(f"a method must be a name, a Converter/GraphTransform object, a "
+                              f"mapping with a 'name' or a list of those, got {method!r}")
     else:
         if options or policy != Policy():
             raise ConversionError(

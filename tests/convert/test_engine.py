@@ -166,6 +166,8 @@ def test_options_with_a_list_or_mapping_belong_inside_it():
         convert(mlp(), [])
     with pytest.raises(ConversionError, match="mapping with a 'name', got \\{'mode': 'w1a1'\\}"):
         convert(mlp(), [{"mode": "w1a1"}])
+    with pytest.raises(ConversionError, match="or a list of those, got 3"):
+        convert(mlp(), 3)
 
 
 # --- a Converter object takes only the policy options --------------------------------------------
