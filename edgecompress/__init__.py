@@ -8,7 +8,8 @@
 
 from . import data, deploy, kernels, layers, models, quantizers
 from .analysis import summary
-from .convert import available_methods, convert, register_method
+from . import convert  # the package is callable: edgecompress.convert(model, "bnn", ...)
+from .convert import available_methods, register_method
 
 __version__ = "0.1.0"
 

@@ -37,3 +37,8 @@ class ConversionError(EdgecompressError, ValueError):
 
 class ModelFileError(EdgecompressError, ValueError):
     """A frozen-model file that is truncated, corrupt, from a newer format or inconsistent."""
+
+
+class MeaninglessInputWarning(UserWarning):
+    """A compressed layer whose input quantizer throws its input away (e.g. sign() of inputs that
+    are never negative, after a ReLU: every input sign is +1)."""

@@ -14,21 +14,27 @@ schedule, the number of epochs and the seed::
     seed: 0
 
 ``model``, ``data`` and ``method`` may be a bare name instead of a mapping; ``method: null`` (or
-``float``) trains the float model. The training task (``classification``, ``language-modelling``)
-comes from the dataset; ``task: {name: language-modelling, bptt: 35}`` states it, or its options,
-explicitly. Unknown keys are rejected with the list of valid ones, so a typo
-never silently falls back to a default: this holds for the model's options too (the keywords of
-the model's factory) and for the method's (its converter's keywords, the scheduled parameters of
-a binarization method's quantizers, and :func:`~edgecompress.convert`'s own ``keep_first_last``,
-``include`` and ``exclude``). The whole recipe is stored in every checkpoint, which is how
+``float``) trains the float model. ``method`` may also be a list of methods applied in order::
+
+    method:
+      - {name: bnn, mode: w1a1, include: ["stages.0*"]}
+      - {name: s3, bits: 3}
+
+The training task (``classification``, ``language-modelling``) comes from the dataset;
+``task: {name: language-modelling, bptt: 35}`` states it, or its options, explicitly.
+Unknown keys are rejected with the list of valid ones, so a typo never silently falls back to a
+default: this holds for the model's options too (the keywords of the model's factory), for the
+task's, and for each method's (what the method's ``options()`` lists, see
+:func:`edgecompress.convert.method_options`: e.g. a binarization method's converter keywords and
+the scheduled parameters of its quantizers, and for a layer converter
+:func:`~edgecompress.convert`'s own ``keep_first_last``, ``include`` and ``exclude``). The whole
+recipe is stored in every checkpoint, which is how
 ``edgecompress eval CHECKPOINT`` rebuilds the model.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,10 +44,8 @@ from torch import nn
 
 from . import data as data_lib
 from . import models as models_lib
-from .convert import _METHODS as _METHOD_FACTORIES
-from .convert import BinaryConverter, ConversionReport, available_methods, convert
+from .convert import ConversionReport, available_methods, convert, method_options
 from .errors import EdgecompressError, RecipeError, UnknownNameError
-from .quantizers import method_pair
 from .registry import normalize_name
 from .train import TrainConfig
 from .train import tasks as tasks_lib
@@ -54,7 +58,6 @@ _OPTIMIZER_KEYS = {"name", "lr", "momentum", "nesterov", "betas", "weight_decay"
                    "decay_1d"}
 _SCHEDULE_KEYS = {"name", "milestones", "gamma", "warmup_epochs"}
 _DISTILL_KEYS = {"teacher", "alpha", "temperature"}
-_METHOD_POLICY_KEYS = {"keep_first_last", "include", "exclude"}  # convert()'s own options
 _DATA_KEYS = {"name", "root", "augment", "limit"}
 
 
@@ -93,26 +96,25 @@ def _model_options(name: str) -> set[str]:
     return set(models_lib.options(name))
 
 
-def _method_options(method: Mapping[str, Any]) -> set[str] | None:
-    """The options method ``method['name']`` takes: its converter's keywords, for binarization
-    methods the scheduled parameters of its quantizer pair (after ``prox``/``backward``
-    replacements), and convert()'s policy options. None for a method whose converter takes
-    arbitrary keywords we cannot list."""
-    factory = _METHOD_FACTORIES.get(method["name"])
-    target = factory.func if isinstance(factory, functools.partial) else factory
-    params = inspect.signature(factory).parameters.values()
-    keys = {p.name for p in params
-            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-    if isinstance(target, type) and issubclass(target, BinaryConverter):
-        name = factory.args[0] if isinstance(factory, functools.partial) else method["name"]
-        try:
-            pair = method_pair(name, prox=method.get("prox"), backward=method.get("backward"))
-        except ValueError as exc:  # unknown method, quantizer or parameter
-            raise RecipeError(f"method {method['name']!r}: {exc}") from None
-        keys |= set(pair.prox.params) | set(pair.backward.params)
-        open_ended = False
-    return None if open_ended else keys | _METHOD_POLICY_KEYS
+def _methods(value: Any) -> dict[str, Any] | list[dict[str, Any]] | None:
+    """The ``method`` section: None (float), one method or a non-empty list of methods, each a
+    mapping with a name."""
+    if value in (None, "float", "none"):
+        return None
+    if not isinstance(value, list):
+        return _named(value, "method")
+    if not value:
+        raise RecipeError("recipe key 'method' is an empty list; use null for the float model")
+    return [_named(m, f"method[{i}]") for i, m in enumerate(value)]
+
+
+def _check_method(method: Mapping[str, Any], where: str) -> None:
+    """A known method name, and only the options that method lists."""
+    if normalize_name(method["name"]) not in available_methods():
+        raise UnknownNameError(f"unknown name {method['name']!r}; available: "
+                               f"{', '.join(available_methods())}")
+    options = {k: v for k, v in method.items() if k != "name"}
+    _check_options(method, method_options(method["name"], options), where)
 
 
 @dataclass
@@ -122,7 +124,7 @@ class Recipe:
     name: str
     model: dict[str, Any]
     data: dict[str, Any]
-    method: dict[str, Any] | None
+    method: dict[str, Any] | list[dict[str, Any]] | None
     optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "sgd"})
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "cosine"})
     epochs: int = 1
@@ -147,8 +149,7 @@ class Recipe:
             model = _named(raw["model"], "model")
             data = _named(raw["data"], "data")
             _check_keys(data, _DATA_KEYS, "data.")
-            method = raw.get("method")
-            method = None if method in (None, "float", "none") else _named(method, "method")
+            method = _methods(raw.get("method"))
             optimizer = _named(raw.get("optimizer", "sgd"), "optimizer")
             _check_keys(optimizer, _OPTIMIZER_KEYS, "optimizer.")
             schedule = _named(raw.get("schedule", "cosine"), "schedule")
@@ -168,16 +169,15 @@ class Recipe:
             recipe = cls(**values)
             recipe.train_config()  # validates optimizer/schedule names and numeric fields
             names = [(model["name"], models_lib.available()), (data["name"], data_lib.available())]
-            if method is not None:
-                names.append((method["name"], available_methods()))
             if task is not None:
                 names.append((task["name"], tasks_lib.available()))
             for name, registry in names:
                 if normalize_name(name) not in registry:
                     raise UnknownNameError(f"unknown name {name!r}; available: {', '.join(registry)}")
             _check_options(model, _model_options(model["name"]), "model")
-            if method is not None:
-                _check_options(method, _method_options(method), "method")
+            steps = [method] if isinstance(method, dict) else method or []
+            for i, step in enumerate(steps):
+                _check_method(step, "method" if isinstance(method, dict) else f"method[{i}]")
             if task is not None:
                 _check_options(task, set(tasks_lib.task_options(task["name"])), "task")
                 tasks_lib.create(task)  # validates the option values
@@ -243,7 +243,8 @@ class Recipe:
     def build_model(
         self, num_classes: int, input_shape: tuple[int, ...]
     ) -> tuple[nn.Module, ConversionReport | None]:
-        """Create the recipe's model for this data and convert it with the recipe's method."""
+        """Create the recipe's model for this data and convert it with the recipe's method (or
+        methods, in order)."""
         options = {k: v for k, v in self.model.items() if k != "name"}
         options.setdefault("num_classes", num_classes)
         options.setdefault("input_shape", tuple(input_shape))
@@ -256,7 +257,5 @@ class Recipe:
                               f"{type(exc).__name__}: {exc}") from None
         if self.method is None:
             return model, None
-        options = dict(self.method)
-        name = options.pop("name")
-        return convert(model, name, return_report=True, **options)  # type: ignore[return-value]
+        return convert(model, self.method, return_report=True)  # type: ignore[return-value]
 

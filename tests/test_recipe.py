@@ -192,3 +192,48 @@ def test_cli_train_reports_option_typos_in_one_line(tmp_path, monkeypatch, capsy
     assert exit_info.value.code == 2
     assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # rejected before anything ran
+
+
+# --- a list of methods -------------------------------------------------------------------------
+
+TWO_METHODS = [{"name": "bnn", "mode": "w1a1", "include": ["layers.4"]}, {"name": "s3", "bits": 3}]
+
+
+def test_a_list_of_methods_is_validated_step_by_step():
+    recipe = Recipe.from_dict({**MINIMAL, "method": TWO_METHODS})
+    assert recipe.method == TWO_METHODS and Recipe.from_dict(recipe.to_dict()) == recipe
+    assert Recipe.from_dict({**MINIMAL, "method": ["bnn", "s3"]}).method == [
+        {"name": "bnn"}, {"name": "s3"}]
+    for steps, message in [
+        ([TWO_METHODS[0], {"name": "s3", "bit": 3}],
+         r"'method\[1\].bit'.*valid keys of method\[1\] 's3': name, activation_bits, bits, "),
+        ([TWO_METHODS[0], "xnor"], r"unknown name 'xnor'; available: .*bnn"),
+        ([{"mode": "w1a1"}], r"recipe key 'method\[0\]' needs a 'name'"),
+        ([], r"'method' is an empty list; use null for the float model"),
+        (["bnn", None], r"'method\[1\]' must be a name or a mapping"),
+    ]:
+        with pytest.raises(RecipeError, match=message):
+            Recipe.from_dict({**MINIMAL, "method": steps}, "bad.yaml")
+
+
+@pytest.mark.slow
+def test_a_two_method_recipe_trains_and_its_checkpoint_rebuilds_the_same_model(tmp_path):
+    from edgecompress.experiment import load_trained, run
+    from edgecompress.layers import BinaryLinear, ShiftLinear
+    from edgecompress.train import evaluate
+
+    recipe = Recipe.from_dict({
+        "model": {"name": "mlp", "hidden": [32, 32, 32], "activation": "hardtanh"},
+        "data": {"name": "mnist-bundled", "limit": 300},
+        "method": TWO_METHODS, "optimizer": {"name": "adam", "lr": 0.01},
+        "epochs": 1, "batch_size": 50})
+    result = run(recipe, out_dir=tmp_path, progress=False)
+    assert result.report.method == "bnn -> s3"
+    model, stored = load_trained(tmp_path / "checkpoint.pt")
+    assert stored.method == TWO_METHODS
+    assert isinstance(model.layers[4], BinaryLinear) and model.layers[4].input_bits == 1
+    assert isinstance(model.layers[7], ShiftLinear) and model.layers[7].weight_bits == 3
+    assert [s["name"] for s in model.edgecompress_spec["method"]] == ["bnn", "s3"]
+    metrics = evaluate(model, recipe.load_data("test"), 256)
+    assert metrics["top1"] == pytest.approx(result.metrics["test_top1"])
+    assert metrics["loss"] == pytest.approx(result.metrics["test_loss"], rel=1e-5)

@@ -13,11 +13,12 @@ from edgecompress.layers import BinaryConv2d, BinaryLinear
 
 
 def small_net() -> nn.Sequential:
+    """Hardtanh, not ReLU: W1A1 layers need signed inputs (see test_nonnegative.py)."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-        nn.Linear(4 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 3),
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Hardtanh(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.Hardtanh(), nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 16), nn.Hardtanh(), nn.Linear(16, 3),
     )
 
 
@@ -114,7 +115,8 @@ def test_convert_errors_name_the_problem():
         convert(net, "bnn", mode="w2a2")
     with pytest.raises(ConversionError, match="scaling"):
         convert(net, "bnn", scaling="max")
-    with pytest.raises(ConversionError, match="method 'bnn' has no parameter"):
+    with pytest.raises(ConversionError, match=r"bad option for method 'bnn': no option\(s\) "
+                       r"\['colour'\]; valid: activation, backward, mode, prox, scaling$"):
         convert(net, "bnn", colour="red")
     with pytest.raises(ConversionError, match="activation must be one of"):
         convert(net, "bnn", mode="w1a1", activation="relu")

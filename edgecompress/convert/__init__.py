@@ -1,0 +1,41 @@
+"""Turn a float model into a compressed one: ``edgecompress.convert(model, method, **options)``.
+
+- :mod:`.engine`: the two kinds of registered method (:class:`Converter` for one layer at a
+  time, :class:`GraphTransform` for whole-model rewrites), :func:`register_method`,
+  :func:`convert` (names, objects, mappings, lists of methods applied in order), the
+  include/exclude/first-last policy and the :class:`ConversionReport`;
+- :mod:`.nonnegative`: the check for binary layers whose inputs are never negative;
+- one module per method family, each registering its methods when imported: :mod:`.binary`
+  (BinaryConnect family, ProxConnect++, BNN++), :mod:`.shift` (DeepShift, S3, DenseShift).
+  A new family is one new module here, imported below.
+
+The package is callable: ``edgecompress.convert(model, "bnn", mode="w1a1")`` calls
+:func:`convert`, and ``edgecompress.convert.binary`` / ``import edgecompress.convert.shift`` still
+reach the modules (a function bound over the package's name would hide them).
+"""
+
+import inspect as _inspect
+import sys as _sys
+import types as _types
+
+from . import binary, shift  # noqa: F401  (register their methods)
+from .binary import BinaryConverter
+from .engine import (POLICY_OPTIONS, ConversionReport, Converter, GraphTransform, Method,
+                     available_methods, convert, method_options, register_method)
+from .shift import ShiftConverter
+
+__all__ = ["convert", "register_method", "available_methods", "method_options", "Converter",
+           "GraphTransform", "Method", "ConversionReport", "BinaryConverter", "ShiftConverter",
+           "POLICY_OPTIONS"]
+
+
+class _CallablePackage(_types.ModuleType):
+    """This package, callable as :func:`convert` (with its signature, for help and IDEs)."""
+
+    __signature__ = _inspect.signature(convert)
+
+    def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return convert(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallablePackage
