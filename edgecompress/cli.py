@@ -135,12 +135,15 @@ def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int | 
 @click.option("--input-shape", help="Input shape without batch, e.g. 3,32,32 "
               "(default: the model's own).")
 @click.option("--num-classes", type=int, default=10, show_default=True)
+@click.option("--activation", help="The zoo model's activation, e.g. hardtanh (binary inputs "
+              "after a relu are all +1: use hardtanh with --mode w1a1).")
 @click.option("--method", help="Convert the model with this method first (e.g. bnn, s3).")
 @click.option("--mode", help="Binarization mode, e.g. w1a1.")
 @click.option("--bits", type=int, help="Bits per weight of a shift method, e.g. 3.")
 @json_option
-def summary(target: str, input_shape: str | None, num_classes: int, method: str | None,
-            mode: str | None, bits: int | None, json_path: str | None) -> None:
+def summary(target: str, input_shape: str | None, num_classes: int, activation: str | None,
+            method: str | None, mode: str | None, bits: int | None,
+            json_path: str | None) -> None:
     """Print parameters, bytes and MACs by precision for TARGET: a model name, a recipe (.yaml)
     or a checkpoint (.pt)."""
     import torch
@@ -163,6 +166,8 @@ def summary(target: str, input_shape: str | None, num_classes: int, method: str 
         kwargs: dict[str, Any] = {"num_classes": num_classes}
         if shape:
             kwargs["input_shape"] = shape
+        if activation:
+            kwargs["activation"] = activation
         model = models.create(target, **kwargs)
     if method:
         options = {k: v for k, v in (("mode", mode), ("bits", bits)) if v is not None}

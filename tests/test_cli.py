@@ -58,8 +58,8 @@ def test_list_names_models_datasets_and_methods():
 
 def test_summary_of_a_converted_model_writes_json(tmp_path):
     out = tmp_path / "s.json"
-    result = CliRunner().invoke(cli, ["summary", "mlp", "--method", "bnn", "--mode", "w1a1",
-                                      "--json", str(out)])
+    result = CliRunner().invoke(cli, ["summary", "mlp", "--activation", "hardtanh", "--method",
+                                      "bnn", "--mode", "w1a1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert "w1a1" in json.dumps(data)

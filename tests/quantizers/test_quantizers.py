@@ -369,7 +369,7 @@ def test_a_recipe_can_replace_the_prox(tmp_path):
     from edgecompress.recipe import Recipe
 
     path = tmp_path / "r.yaml"
-    path.write_text("name: r\nmodel: {name: mlp, hidden: [16, 16]}\ndata: {name: mnist}\n"
+    path.write_text("name: r\nmodel: {name: mlp, hidden: [16, 16], activation: hardtanh}\ndata: {name: mnist}\n"
                     "method: {name: bnn++, mode: w1a1, prox: proxquant, lam: 0.1}\n")
     model, report = Recipe.from_yaml(path).build_model(10, (1, 28, 28))
     layer = model.get_submodule(report.converted[0][0])
