@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from edgecompress.cli import cli, main
+
+from .torchrun import train_alone_and_under_torchrun
 
 COMMANDS = ["demo", "train", "eval", "summary", "list", "bench", "bench kernels", "bench model"]
 
@@ -98,12 +97,6 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert code == 2 and "available:" in err and "resnet20" in err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(tmp_path):
     """`torchrun --nproc_per_node 2 -m edgecompress.cli train` ends with the weights of the
@@ -111,20 +104,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     the scheduled BNN++ so that quantizer schedules are exercised under DDP too)."""
     recipe = tiny_recipe(tmp_path, model={"name": "mlp", "hidden": [32, 32], "batchnorm": False},
                          method={"name": "bnn++"})
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one, two = tmp_path / "one", tmp_path / "two"
-    base = [sys.executable, "-m", "edgecompress.cli", "train", str(recipe), "--no-progress"]
-    subprocess.run(base + ["--out", str(one)], check=True, env=env, capture_output=True)
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m",
-              "edgecompress.cli", "train", str(recipe), "--no-progress", "--out", str(two)]
-    done = subprocess.run(launch, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    a = torch.load(one / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(two / "checkpoint.pt", weights_only=True)["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    train_alone_and_under_torchrun(recipe, tmp_path)
 
 
 def test_distillation_recipe_uses_a_trained_teacher(tmp_path):

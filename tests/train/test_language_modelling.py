@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ from edgecompress.recipe import Recipe
 from edgecompress.train import Trainer, evaluate, load_checkpoint, tasks
 from edgecompress.train.log import read_metrics
 
+from ..torchrun import train_alone_and_under_torchrun
 from .test_train import Crash, config, without_seconds
 
 SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "we like green tea"]
@@ -212,33 +210,12 @@ def test_cli_train_and_eval_of_a_language_model(tmp_path):
     assert result.exit_code == 0 and "LSTM" in result.output, result.output
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(tmp_path):
     """`torchrun --nproc_per_node 2` of a language-model recipe (each process takes half of the
     batch's rows) ends with the weights and metrics of the 1-process run."""
     recipe = lm_recipe(tmp_path, optimizer={"name": "sgd", "lr": 0.5})
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one, two = tmp_path / "one", tmp_path / "two"
-    base = [sys.executable, "-m", "edgecompress.cli", "train", str(recipe), "--no-progress"]
-    subprocess.run(base + ["--out", str(one)], check=True, env=env, capture_output=True)
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m",
-              "edgecompress.cli", "train", str(recipe), "--no-progress", "--out", str(two)]
-    done = subprocess.run(launch, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    a = torch.load(one / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(two / "checkpoint.pt", weights_only=True)["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    one, two = train_alone_and_under_torchrun(recipe, tmp_path)
     ra, rb = read_metrics(one / "metrics.jsonl")[-1], read_metrics(two / "metrics.jsonl")[-1]
     for key in ("train_loss", "train_ppl", "test_loss", "test_ppl"):
         assert ra[key] == pytest.approx(rb[key], rel=1e-5), key
