@@ -351,13 +351,17 @@ class _MatmulCounter(TorchFunctionMode):
         return result
 
 
-def _params(module: nn.Module, own_only: bool) -> dict[int, int]:
+def _params(module: nn.Module, own_only: bool, seen: set[int]) -> dict[int, int]:
+    """Parameters by bit width; a parameter shared with a layer counted before (tied weights,
+    e.g. a language model's embedding and decoder) is counted there only (``seen``: their ids)."""
     if hasattr(module, "edgecompress_params"):
         return {int(b): int(n) for b, n in module.edgecompress_params().items()}
     weight_bits = int(getattr(module, "weight_bits", FLOAT_BITS))
     out: dict[int, int] = defaultdict(int)
     for pname, p in module.named_parameters(recurse=not own_only):
-        out[weight_bits if pname == "weight" else FLOAT_BITS] += p.numel()
+        if id(p) not in seen:
+            seen.add(id(p))
+            out[weight_bits if pname == "weight" else FLOAT_BITS] += p.numel()
     return dict(out)
 
 
@@ -442,10 +446,11 @@ def summary(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch
     leaf_ids = {id(module) for _, module, leaf in rows if leaf}
     counted = {id(m) for m in model.modules() if _counts_itself(m)}
     handles = []
+    seen: set[int] = set()
 
     for name, module, leaf in rows:
         profiles[id(module)] = LayerProfile(name, type(module).__name__, None,
-                                            _params(module, own_only=not leaf))
+                                            _params(module, own_only=not leaf, seen=seen))
 
         def hook(mod: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             if id(mod) in leaf_ids:

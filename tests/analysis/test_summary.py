@@ -358,3 +358,15 @@ def test_matmul_counting_ends_with_the_summary():
         summary(model, (T, D + 1))
     assert torch._C._len_torch_function_stack() == 0
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+
+
+def test_tied_weights_are_counted_once():
+    from edgecompress import models
+
+    tied = models.create("lstm-lm", num_classes=50, embed_dim=16, hidden=16, layers=1,
+                            tie_weights=True)
+    untied = models.create("lstm-lm", num_classes=50, embed_dim=16, hidden=16, layers=1)
+    real = sum(p.numel() for p in tied.parameters())  # parameters() yields a shared one once
+    shape, dtype = (4,), torch.int64
+    assert summary(tied, shape, dtype=dtype).total_params == real
+    assert summary(untied, shape, dtype=dtype).total_params == real + 50 * 16
