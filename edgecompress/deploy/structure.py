@@ -163,8 +163,8 @@ def function_name(fn: object) -> str:
         if registered is fn:
             return name
     if isinstance(fn, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
-        qualified = str(fn)  # "edgecompress::op" or "edgecompress::op.overload"
-        namespace, _, rest = qualified.partition("::")
+        qualified = str(fn)  # "edgecompress.op" or "edgecompress.op.overload"
+        namespace, _, rest = qualified.partition(".")
         if namespace == "edgecompress":
             return f"torch.ops.edgecompress.{rest}"
     for namespace, module in _NAMESPACES.items():
