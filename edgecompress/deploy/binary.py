@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .. import kernels
 from ..kernels.ops import (binary_gemm_affine_op, im2col_words_op, pack_pixels_op, pack_signs_op,

@@ -9,7 +9,8 @@
 - Functions (``call_function`` targets) are written as qualified names and resolved on load
   only from an allowlist: torch's and torch.nn.functional's public functions (not the ones
   that read or write files or change global settings), operator's arithmetic, comparison and
-  indexing, math, ``getattr`` of public attributes, edgecompress's custom ops
+  indexing, math, ``getattr`` of torch.Tensor's public non-method attributes (``x.shape``),
+  edgecompress's custom ops
   (``torch.ops.edgecompress.*``) and functions registered with :func:`register_function`.
   Methods (``call_method``) must be public methods of ``torch.Tensor``.
 - Modules: a registered packed layer is its class name and ``config()``; a torch.nn layer its
@@ -129,7 +130,9 @@ _OPERATORS = frozenset(
     "rshift eq ne lt le gt ge getitem iadd isub imul itruediv ifloordiv imod ipow imatmul iand "
     "ior ixor ilshift irshift".split())
 #: torch functions a file may not call: they read or write files or change global state
-_TORCH_DENIED = frozenset({"from_file", "load", "save", "compile", "manual_seed", "seed"})
+_TORCH_DENIED = frozenset({"from_file", "load", "save", "compile", "import_ir_module",
+                           "import_ir_module_from_buffer", "manual_seed", "seed",
+                           "init_num_threads", "use_deterministic_algorithms"})
 
 
 def _allowed(namespace: str, name: str, fn: object) -> bool:
@@ -204,14 +207,23 @@ def resolve_function(name: object) -> Callable[..., Any]:
                          f"edgecompress's ops and registered functions)")
 
 
+def _public_tensor_attribute(name: object, method: bool) -> bool:
+    """``name`` is a public method (``method``) or a public non-method attribute (shape,
+    dtype, T...) of torch.Tensor: a file's graph never reaches a function it could call."""
+    if not (isinstance(name, str) and name[:1] != "_" and hasattr(Tensor, name)):
+        return False
+    return callable(getattr(Tensor, name)) == method
+
+
 def _check_call(op: str, target: Any, args: tuple[Any, ...]) -> None:
-    """Methods must be public methods of torch.Tensor; getattr only of public attributes."""
-    if op == "call_method" and not (isinstance(target, str) and target[:1] != "_"
-                                    and callable(getattr(Tensor, target, None))):
+    """Methods must be public methods of torch.Tensor; getattr only reads public non-method
+    attributes of torch.Tensor."""
+    if op == "call_method" and not _public_tensor_attribute(target, method=True):
         raise ModelFileError(f"method {target!r} is not a public torch.Tensor method")
-    if target is builtins.getattr and not (len(args) == 2 and isinstance(args[1], str)
-                                           and args[1][:1] != "_"):
-        raise ModelFileError(f"getattr{tuple(args)!r:.80} does not read a public attribute")
+    if target is builtins.getattr and not (
+            len(args) == 2 and _public_tensor_attribute(args[1], method=False)):
+        raise ModelFileError(f"getattr{tuple(args)!r:.80} does not read a public attribute of a "
+                             f"tensor")
 
 
 # --- graph ----------------------------------------------------------------------------------

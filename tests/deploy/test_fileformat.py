@@ -31,6 +31,10 @@ def round_trip(frozen: nn.Module, tmp_path, x: Tensor) -> nn.Module:
     for key, value in frozen.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     assert type(loaded).__name__ == type(frozen).__name__
+    deploy.save(loaded, tmp_path / "again.safetensors")  # a loaded model saves as it loaded
+    again = deploy.load(tmp_path / "again.safetensors")
+    with torch.no_grad():
+        assert torch.equal(again(x), frozen(x))
     return loaded
 
 
@@ -80,7 +84,7 @@ def test_a_resnet20_with_narrowed_channels_saves_and_loads(tmp_path):
 
 class TwoBranches(nn.Module):
     """A user's own model: two branches concatenated, a functional relu, a view, a parameter
-    and a buffer of its own, and a slice."""
+    and a buffer of its own, a slice, ``size()`` and ``.shape``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,8 +103,8 @@ class TwoBranches(nn.Module):
         y = torch.cat([self.left(x), self.right(x)], dim=1)
         y = F.relu(self.bn(y)) + self.offset.view(1, -1, 1, 1)
         y = F.max_pool2d(y[:, :, 1:, 1:], 2)
-        y = self.mix(torch.flatten(y, 1) * self.gain)
-        return self.head(F.hardtanh(y).view(y.size(0), 4, 4).sum(dim=2))
+        y = self.mix(y.reshape(y.size(0), -1) * self.gain)
+        return self.head(F.hardtanh(y).view(y.shape[0], 4, 4).sum(dim=2))
 
 
 def test_a_users_own_module_with_binary_layers_saves_and_loads(tmp_path):
