@@ -121,21 +121,26 @@ def _describe(model: nn.Module, graph: fx.Graph, path: Path
 
 
 def _check_savable(model: nn.Module, path: Path) -> None:
+    """The file holds an inference model: no training-form layers, nothing in training mode
+    (a float model, e.g. a pruned one, is fine once frozen)."""
     training = [(n, type(m).__name__) for n, m in model.named_modules()
                 if packed_class_for(m) is not None]
     if training:
         raise ModelFileError(f"cannot save {type(model).__name__} to {path}: it still has "
                              f"training-form layers {training[:3]}; call "
                              f"edgecompress.deploy.freeze(model) first and save what it returns")
-    if not any(isinstance(m, PackedLayer) for m in model.modules()):
-        raise ModelFileError(f"cannot save {type(model).__name__} to {path}: the model has no "
-                             f"packed layers; call edgecompress.deploy.freeze(model) first")
+    in_training = [n or type(model).__name__ for n, m in model.named_modules() if m.training]
+    if in_training:
+        raise ModelFileError(f"cannot save {type(model).__name__} to {path}: {in_training[:3]} "
+                             f"in training mode; call edgecompress.deploy.freeze(model) first "
+                             f"(it returns an eval-mode inference copy)")
 
 
 def save(model: nn.Module, path: str | Path) -> None:
     """Write a frozen model (see :func:`freeze`) to ``path``: its graph, layers and tensors
     (see the module docstring). Any model that torch.fx can trace is written, whatever its
-    class or widths; one that it cannot trace is an error saying why."""
+    class or widths (a frozen float model too); one that it cannot trace, that still has
+    training-form layers or is in training mode is an error saying why."""
     path = Path(path)
     _check_savable(model, path)
     try:

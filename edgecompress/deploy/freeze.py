@@ -1,4 +1,4 @@
-"""``freeze(model)``: a trained binarized model -> its inference form with packed weights."""
+"""``freeze(model)``: a trained compressed model -> its inference form with packed layers."""
 
 from __future__ import annotations
 
@@ -202,4 +202,4 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> 
         p.requires_grad_(False)
     # channels-last: binary convolutions produce it and pack it fastest, and float pooling and
     # convolution in torch are faster in it too (the result is the same, only the layout differs)
-    return frozen.to(memory_format=torch.channels_last)
+    return frozen.eval().to(memory_format=torch.channels_last)

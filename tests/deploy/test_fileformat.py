@@ -138,6 +138,28 @@ def test_models_converted_with_schedule_or_quantizer_objects_save_and_load(tmp_p
         assert not hasattr(loaded, "edgecompress_spec")
 
 
+def test_a_frozen_float_model_saves_and_loads(tmp_path):
+    """No packed layer needed: e.g. a pruned float network, frozen (BatchNorms folded)."""
+    torch.manual_seed(3)
+    model = calibrated(ec.models.create("convnet", width=0.25), (1, 28, 28))
+    frozen = deploy.freeze(model)
+    assert not any(isinstance(m, deploy.PackedLayer) for m in frozen.modules())
+    round_trip(frozen, tmp_path, torch.randn(2, 1, 28, 28))
+
+
+@pytest.mark.slow
+def test_a_loaded_w1a1_model_compiles_as_one_graph(tmp_path):
+    torch.manual_seed(4)
+    model = ec.convert(ec.models.create("resnet20", width=0.25, activation="hardtanh"), "bnn",
+                       mode="w1a1")
+    frozen = deploy.freeze(calibrated(model, (3, 16, 16)))
+    loaded = round_trip(frozen, tmp_path, torch.randn(2, 3, 16, 16))
+    torch._dynamo.reset()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(loaded, fullgraph=True)(x), loaded(x))
+
+
 def test_a_model_torch_fx_cannot_trace_is_refused_at_save_saying_why(tmp_path):
     class Branchy(nn.Module):
         def __init__(self) -> None:
