@@ -38,8 +38,8 @@ from torch import Tensor, nn
 from ..errors import ModelFileError
 from ..graph import is_leaf, trace
 from .packed import PackedLayer, packed_class_for
-from .structure import (build_module, decode_graph, decode_value, describe_module,
-                        encode_graph, encode_value)
+from .structure import (build_module, check_dotted_name, decode_graph, decode_value,
+                        describe_module, encode_graph, encode_value)
 
 FORMAT = "edgecompress-frozen"
 VERSION = 2
@@ -218,7 +218,7 @@ def _build(meta: dict[str, Any], tensors: dict[str, Tensor]) -> nn.Module:
     for name, description in descriptions.items():
         if not isinstance(description, dict):
             raise ModelFileError(f"module {name!r}: malformed description {description!r:.80}")
-        module = root if name == "" else build_module(name, description)
+        module = root if name == "" else build_module(check_dotted_name(name), description)
         if name:
             parent, _, child = name.rpartition(".")
             if parent not in built or not child:
@@ -227,7 +227,8 @@ def _build(meta: dict[str, Any], tensors: dict[str, Tensor]) -> nn.Module:
             built[name] = module
         if "container" in description:
             params, buffers = description.get("parameters", []), description.get("buffers", [])
-            if not all(isinstance(k, str) and k.isidentifier() for k in params + buffers):
+            if not (isinstance(params, list) and isinstance(buffers, list) and all(
+                    isinstance(k, str) and k.isidentifier() for k in params + buffers)):
                 raise ModelFileError(f"module {name!r}: malformed tensor names")
             own[name] = (params, buffers)
         else:

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import keyword
 import math
 import operator
+import re
 import types
 from typing import Any, Callable
 
@@ -41,7 +43,7 @@ from ..errors import ModelFileError, UnknownNameError
 from .packed import PackedLayer, packed_class
 
 __all__ = ["register_function", "encode_value", "decode_value", "encode_graph", "decode_graph",
-           "describe_module", "build_module"]
+           "check_dotted_name", "describe_module", "build_module"]
 
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 _MEMORY_FORMATS = {str(f).rpartition(".")[2]: f for f in (
@@ -229,6 +231,16 @@ def _check_call(op: str, target: Any, args: tuple[Any, ...]) -> None:
 # --- graph ----------------------------------------------------------------------------------
 
 _OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
+_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def check_dotted_name(name: object) -> str:
+    """``name`` if it is a dotted module / tensor path of letters, digits and underscores
+    (torch.fx writes these names into the Python code of the loaded model's forward)."""
+    if not (isinstance(name, str) and all(_NAME.fullmatch(part) for part in name.split("."))):
+        raise ModelFileError(f"{name!r:.80} is not a dotted name of letters, digits and "
+                             f"underscores")
+    return name
 
 
 def encode_graph(graph: fx.Graph) -> list[dict[str, Any]]:
@@ -236,10 +248,10 @@ def encode_graph(graph: fx.Graph) -> list[dict[str, Any]]:
     out = []
     for node in graph.nodes:
         target = function_name(node.target) if node.op == "call_function" else node.target
-        if node.op == "call_function":
+        try:
             _check_call(node.op, node.target, node.args)
-        elif node.op == "call_method":
-            _check_call(node.op, node.target, node.args)
+        except ModelFileError as exc:
+            raise ModelFileError(f"node {node.name!r}: {exc}") from None
         try:
             args = encode_value(node.args, lambda n: n.name)["tuple"]
             kwargs = encode_value(dict(node.kwargs), lambda n: n.name)
@@ -263,14 +275,21 @@ def decode_graph(data: Any) -> fx.Graph:
         op, name = entry["op"], entry["name"]
         args = decode_value({"tuple": entry.get("args", [])}, nodes)
         kwargs = decode_value(entry.get("kwargs", {"dict": []}), nodes)
-        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        if not isinstance(kwargs, dict) or not all(
+                isinstance(k, str) and k.isidentifier() and not keyword.iskeyword(k)
+                for k in kwargs):
             raise ModelFileError(f"node {name!r}: malformed keyword arguments")
         target = entry.get("target")
-        if op == "call_function":
-            target = resolve_function(target)
-        elif not isinstance(target, str):
-            raise ModelFileError(f"node {name!r}: {op} target {target!r:.60} is not a name")
         try:
+            if op == "call_function":
+                target = resolve_function(target)
+            elif op in ("call_module", "get_attr"):
+                check_dotted_name(target)
+            elif op == "placeholder" and not (isinstance(target, str) and target.isidentifier()
+                                              and not keyword.iskeyword(target)):
+                raise ModelFileError(f"placeholder {target!r:.60} is not an identifier")
+            elif op == "output" and target != "output":
+                raise ModelFileError(f"output target {target!r:.60} is not 'output'")
             _check_call(op, target, args)
         except ModelFileError as exc:
             raise ModelFileError(f"node {name!r}: {exc}") from None

@@ -226,6 +226,11 @@ def _first(meta, op):
     ("node", r"unknown or malformed value \{'node': 'nowhere'\}"),
     ("bad tag", r"unknown or malformed value \{'pickle': 'gASV'\}"),
     ("layout", r"channels_last names 'layers.9.weight', not a 4-D tensor"),
+    # names torch.fx writes into the loaded model's Python code
+    ("module name", r"'layers.1\"\)or\(print\(1' is not a dotted name"),
+    ("call target", r"'layers.1\"\)or\(print\(1' is not a dotted name"),
+    ("keyword", r"malformed keyword arguments"),
+    ("placeholder", r"placeholder 'x=print\(1\)' is not an identifier"),
 ])
 def test_files_with_unknown_types_or_disallowed_calls_are_refused_naming_the_file(
         tmp_path, damage, message):
@@ -251,6 +256,15 @@ def test_files_with_unknown_types_or_disallowed_calls_are_refused_naming_the_fil
             graph[-1]["args"] = [{"node": "nowhere"}]
         elif damage == "bad tag":
             graph[-1]["args"] = [{"pickle": "gASV"}]
+        elif damage == "module name":
+            meta["modules"] = {(k if k != "layers.1" else 'layers.1")or(print(1'): v
+                               for k, v in modules.items()}
+        elif damage == "call target":
+            _first(meta, "call_module")["target"] = 'layers.1")or(print(1'
+        elif damage == "keyword":
+            _first(meta, "call_module")["kwargs"] = {"dict": [["x=print(1)", 1]]}
+        elif damage == "placeholder":
+            _first(meta, "placeholder")["target"] = "x=print(1)"
         else:
             meta["channels_last"] = ["layers.9.weight"]
 
