@@ -2,7 +2,8 @@
 that read the dataflow such as convert's W1A1-after-ReLU warning).
 
 - :func:`trace` -> an ``fx.Graph`` of a model, with chosen module types kept as leaves, or None
-  when the model cannot be traced (data-dependent control flow);
+  when the model cannot be traced (data-dependent control flow); :func:`is_leaf` -> whether
+  it keeps a module as one node;
 - :func:`call_counts` -> how many times each submodule is called in a graph (a module called
   twice cannot be rewritten for one of its calls only);
 - :func:`replace_submodule` -> put a new module at a dotted name;
@@ -17,7 +18,8 @@ from typing import Iterable
 import torch.fx as fx
 from torch import nn
 
-__all__ = ["trace", "call_counts", "replace_submodule", "as_graph_module", "module_of"]
+__all__ = ["trace", "is_leaf", "call_counts", "replace_submodule", "as_graph_module",
+           "module_of"]
 
 
 class _LeafTracer(fx.Tracer):
@@ -31,13 +33,23 @@ class _LeafTracer(fx.Tracer):
         return isinstance(m, self.leaves) or super().is_leaf_module(m, name)
 
 
-def trace(model: nn.Module, leaves: Iterable[type[nn.Module]] = ()) -> fx.Graph | None:
+def trace(model: nn.Module, leaves: Iterable[type[nn.Module]] = (), *,
+          strict: bool = False) -> fx.Graph | None:
     """The fx graph of ``model`` with modules of the ``leaves`` types (and torch.nn's own layers)
-    as single ``call_module`` nodes; None if torch.fx cannot trace the model."""
+    as single ``call_module`` nodes; None if torch.fx cannot trace the model (``strict``: the
+    tracer's exception is raised instead, for callers that must report why)."""
     try:
         return _LeafTracer(tuple(leaves)).trace(model)
     except Exception:  # data-dependent control flow, unsupported Python: no graph
+        if strict:
+            raise
         return None
+
+
+def is_leaf(module: nn.Module, leaves: Iterable[type[nn.Module]] = ()) -> bool:
+    """Whether :func:`trace` keeps ``module`` as one ``call_module`` node (a ``leaves`` type or
+    one of torch.nn's own layers) rather than tracing into its forward."""
+    return _LeafTracer(tuple(leaves)).is_leaf_module(module, "")
 
 
 def call_counts(graph: fx.Graph) -> dict[str, int]:

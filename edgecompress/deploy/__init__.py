@@ -1,17 +1,26 @@
-"""Deployment: freeze a trained binarized model into packed 1-bit layers that run on the C
-kernels, and save / load it as safetensors plus JSON metadata; export float and training-form
-models to ONNX.
+"""Deployment: freeze a trained compressed model into packed layers (binary weights 1 bit each,
+run by the C kernels; shift weights as their value codes), save / load it as one
+self-describing file (safetensors tensors plus the model's torch.fx graph and layers as JSON;
+no model zoo, no pickle), and export float and training-form models to ONNX.
 
 >>> frozen = edgecompress.deploy.freeze(trained)          # doctest: +SKIP
 >>> edgecompress.deploy.save(frozen, "model.safetensors")   # doctest: +SKIP
 >>> same = edgecompress.deploy.load("model.safetensors")    # doctest: +SKIP
+
+Modules: ``packed`` (the packed-layer protocol and the registry from training-layer class to
+packed class: the extension point), ``binary`` and ``shift`` (the built-in packed layers),
+``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
+allowlist), ``fileformat`` (save / load), ``onnx`` and ``benchmark``.
 """
 
+from .binary import PackedBinaryConv2d, PackedBinaryLinear
 from .fileformat import load, save
 from .freeze import freeze
-from .modules import (PackedBinaryConv2d, PackedBinaryLinear, PackedShiftConv2d,
-                      PackedShiftLinear)
 from .onnx import export_onnx
+from .packed import PackedLayer, register_packed
+from .shift import PackedShiftConv2d, PackedShiftLinear
+from .structure import register_function
 
-__all__ = ["freeze", "save", "load", "export_onnx", "PackedBinaryLinear", "PackedBinaryConv2d",
-           "PackedShiftLinear", "PackedShiftConv2d"]
+__all__ = ["freeze", "save", "load", "export_onnx", "PackedLayer", "register_packed",
+           "register_function", "PackedBinaryLinear", "PackedBinaryConv2d", "PackedShiftLinear",
+           "PackedShiftConv2d"]

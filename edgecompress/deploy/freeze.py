@@ -1,4 +1,4 @@
-"""``freeze(model)``: a trained binarized model -> its inference form with packed weights."""
+"""``freeze(model)``: a trained compressed model -> its inference form with packed layers."""
 
 from __future__ import annotations
 
@@ -9,52 +9,13 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .. import kernels
-from ..graph import as_graph_module, call_counts, replace_submodule, trace
-from ..layers import BinaryConv2d, BinaryLinear, ShiftConv2d, ShiftLinear, harden
-from .modules import (PackedBinaryConv2d, PackedBinaryLinear, PackedShiftConv2d,
-                      PackedShiftLinear, _PackedBinary, _PackedShift)
-
-
-def _packed_layer(layer: nn.Module) -> nn.Module:
-    binary_inputs = layer.input_quantizer is not None
-    scale = layer._scale()
-    options = dict(binary_inputs=binary_inputs, has_scale=scale is not None,
-                   bias=layer.bias is not None)
-    if isinstance(layer, BinaryConv2d):
-        new: nn.Module = PackedBinaryConv2d(
-            layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-            layer.padding, layer.dilation, layer.groups, **options)
-    else:
-        new = PackedBinaryLinear(layer.in_features, layer.out_features, **options)
-    with torch.no_grad():
-        new.bits.copy_(kernels.pack_signs(layer.weight.detach().reshape(layer.weight.shape[0], -1)))
-        if scale is not None:
-            new.scale.copy_(scale.detach().reshape(-1))
-        if layer.bias is not None:
-            new.bias.copy_(layer.bias.detach())
-    new.prepare()
-    return new
-
-
-def _packed_shift_layer(layer: ShiftLinear | ShiftConv2d) -> nn.Module:
-    options = dict(method=layer.method, bits=layer.weight_bits, bias=layer.bias is not None,
-                   input_quantizer=copy.deepcopy(layer.input_quantizer))
-    if isinstance(layer, ShiftConv2d):
-        new: nn.Module = PackedShiftConv2d(
-            layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-            layer.padding, layer.dilation, layer.groups, **options)
-    else:
-        new = PackedShiftLinear(layer.in_features, layer.out_features, **options)
-    with torch.no_grad():
-        new.encode(layer.hard_weight())
-        if layer.bias is not None:
-            new.bias.copy_(layer.bias.detach())
-    return new
+from ..graph import as_graph_module, call_counts, module_of, replace_submodule, trace
+from ..layers import harden
+from .packed import PackedLayer, packed_class_for
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-_FOLDABLE = (_PackedBinary, _PackedShift, nn.Conv2d, nn.Linear)
+_FOLDABLE = (PackedLayer, nn.Conv2d, nn.Linear)
 _ACTIVATIONS = (nn.Hardtanh, nn.ReLU)
 
 
@@ -87,21 +48,15 @@ def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch
 
 
 def _fold(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
-    """Fold BN(y) = s y + t into the layer that produces y. A packed layer's output is
-    scale * c + bias, so scale <- scale * s, bias <- bias * s + t (the 1-bit weights stay);
-    a packed shift layer scales its decoded weights (its codes stay); a float Conv2d / Linear
-    gets weight <- weight * s (per output channel), bias <- bias * s + t."""
+    """Fold BN(y) = s y + t into the layer that produces y: a packed layer folds it itself
+    (:meth:`PackedLayer.fold_affine`; its packed weights stay); a float Conv2d / Linear gets
+    weight <- weight * s (per output channel), bias <- bias * s + t."""
     with torch.no_grad():
         s, t = _bn_affine(bn)
-        if isinstance(layer, _PackedShift):
+        if isinstance(layer, PackedLayer):
             layer.fold_affine(s, t)
             return
         bias = layer.bias if layer.bias is not None else torch.zeros_like(s)
-        if isinstance(layer, _PackedBinary):
-            scale = layer.scale if layer.scale is not None else torch.ones_like(s)
-            layer.scale = (scale * s).clone()
-            layer.bias = (bias * s + t).clone()
-            return
         layer.weight.mul_(s.view(-1, *[1] * (layer.weight.dim() - 1)))
         layer.bias = nn.Parameter((bias * s + t).clone(), requires_grad=False)
 
@@ -112,17 +67,22 @@ def _sign_preserving(module: nn.Module) -> bool:
         isinstance(module, nn.Hardtanh) and module.min_val < 0 < module.max_val)
 
 
+def _signs_layout(module: nn.Module | None) -> str | None:
+    return module.signs_layout if isinstance(module, PackedLayer) else None
+
+
 def _emit_signs(graph: fx.Graph, model: nn.Module) -> None:
-    """Where a W1A1 packed layer's output reaches only W1A1 packed layers of the same kind
-    (conv -> conv, linear -> linear) through sign-preserving modules (folded BatchNorms, a
-    hardtanh), the consumers only need its signs: the layer then emits them packed straight
-    from the GEMM and the activations on the way become Identity."""
+    """Where a packed layer that can emit packed signs (a W1A1 one) has its output reach only
+    packed layers that read the same signs layout (conv -> conv, linear -> linear) through
+    sign-preserving modules (folded BatchNorms, a hardtanh), the consumers only need its signs:
+    the layer then emits them packed straight from the GEMM and the activations on the way
+    become Identity."""
     modules = dict(model.named_modules())
     calls = call_counts(graph)
     for node in graph.nodes:
-        producer = modules.get(node.target) if node.op == "call_module" else None
-        if not (isinstance(producer, _PackedBinary) and producer.binary_inputs
-                and getattr(producer, "groups", 1) == 1 and calls[str(node.target)] == 1):
+        producer = module_of(node, modules)
+        layout = _signs_layout(producer)
+        if layout is None or calls[str(node.target)] != 1:
             continue
         chain, last = [], node
         while len(last.users) == 1:
@@ -132,9 +92,8 @@ def _emit_signs(graph: fx.Graph, model: nn.Module) -> None:
                 break
             chain.append(str(user.target))
             last = user
-        consumers = [modules.get(u.target) if u.op == "call_module" else None for u in last.users]
-        if consumers and all(type(c) is type(producer) and c.binary_inputs
-                             and getattr(c, "groups", 1) == 1 for c in consumers):
+        consumers = [module_of(u, modules) for u in last.users]
+        if consumers and all(_signs_layout(c) == layout for c in consumers):
             producer.emit_signs = True
             for name in chain:
                 replace_submodule(model, name, nn.Identity())
@@ -159,7 +118,8 @@ def _inplace_activations(graph: fx.Graph, model: nn.Module) -> None:
 def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
     """Rewrite ``act(layer(x) + r)`` (through Identity modules, e.g. folded BatchNorms) into
     ``layer(x, r)`` with the addition and a following hardtanh / ReLU computed in the GEMM's
-    store loop, for W1A1 packed layers that output floats. Returns True if the graph changed."""
+    store loop, for packed layers that can (``fuses_residual``: the W1A1 ones) and output
+    floats. Returns True if the graph changed."""
     modules = dict(model.named_modules())
     calls = call_counts(graph)
     changed = False
@@ -175,8 +135,8 @@ def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
                 chain.append(layer_node)
                 layer_node = layer_node.args[0]
             layer = modules.get(layer_node.target) if layer_node.op == "call_module" else None
-            if (isinstance(layer, _PackedBinary) and layer.binary_inputs
-                    and getattr(layer, "groups", 1) == 1 and not layer.emit_signs and layer.fused_clamp is None
+            if (isinstance(layer, PackedLayer) and layer.fuses_residual
+                    and not layer.emit_signs and layer.fused_clamp is None
                     and len(layer_node.users) == 1 and calls[str(layer_node.target)] == 1
                     and len(layer_node.args) == 1):
                 break
@@ -203,9 +163,10 @@ def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
 def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> nn.Module:
     """A copy of ``model`` for inference.
 
-    - Every binary layer becomes a packed layer (1 bit per weight; W1A1 layers run the
-      XOR-popcount kernels, W1A32 linear layers the sign-select kernel), and every shift layer
-      a packed shift layer (its ``bits``-bit codes; float kernels on the decoded powers of two).
+    - Every layer of a class that a packed class declares (:func:`register_packed`) becomes
+      that packed layer: binary layers 1 bit per weight (W1A1 layers run the XOR-popcount
+      kernels, W1A32 linear layers the sign-select kernel), shift layers their ``bits``-bit
+      codes (float kernels on the decoded powers of two).
     - ``fold_batchnorm``: a BatchNorm that directly follows a packed layer is folded into its
       per-channel scale and offset, and one that follows a float Conv2d or Linear into its
       weight and bias (the usual inference fusion; it reorders float rounding).
@@ -216,16 +177,15 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> 
       with the same submodule names. Activations whose input nothing else reads run in place.
 
     Every other layer is kept as it is. The copy is in eval mode, holds its 4-D float weights
-    in channels-last memory format, and keeps ``edgecompress_spec`` so
-    :func:`~edgecompress.deploy.save` can describe it. Models that torch.fx cannot trace get the
-    packed layers only."""
+    in channels-last memory format, and keeps the model's plain attributes (``input_shape``,
+    ``edgecompress_spec``). Models that torch.fx cannot trace get the packed layers only (and
+    :func:`~edgecompress.deploy.save` cannot write them)."""
     frozen = harden(copy.deepcopy(model)).eval()
     for name, module in list(frozen.named_modules()):
-        if isinstance(module, (BinaryLinear, BinaryConv2d)) and name:
-            replace_submodule(frozen, name, _packed_layer(module))
-        elif isinstance(module, (ShiftLinear, ShiftConv2d)) and name:
-            replace_submodule(frozen, name, _packed_shift_layer(module))
-    graph = trace(frozen, leaves=(_PackedBinary, _PackedShift))
+        packed = packed_class_for(module)
+        if packed is not None and name:
+            replace_submodule(frozen, name, packed.from_trained(module))
+    graph = trace(frozen, leaves=(PackedLayer,))
     if graph is not None:
         if fold_batchnorm:
             for layer_name, bn_name in _layer_bn_pairs(graph, frozen):
@@ -242,4 +202,4 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> 
         p.requires_grad_(False)
     # channels-last: binary convolutions produce it and pack it fastest, and float pooling and
     # convolution in torch are faster in it too (the result is the same, only the layout differs)
-    return frozen.to(memory_format=torch.channels_last)
+    return frozen.eval().to(memory_format=torch.channels_last)

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ConversionError
 from ..layers import harden
-from .modules import _PackedBinary
+from .packed import PackedLayer
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int] | None = None, *,
@@ -46,9 +46,11 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int] |
     if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ConversionError(f"input_shape must be the positive sizes of one example, e.g. "
                               f"(3, 32, 32); got {input_shape!r}")
-    if any(isinstance(m, _PackedBinary) for m in model.modules()):
-        raise ConversionError("a frozen (packed) model runs edgecompress's 1-bit kernels, which "
-                              "ONNX has no operators for; export the model before freeze()")
+    for name, m in model.named_modules():
+        if isinstance(m, PackedLayer) and not m.onnx_exportable:
+            raise ConversionError(f"layer {name!r} ({type(m).__name__}) of the frozen model runs "
+                                  f"edgecompress's packed kernels, which ONNX has no operators "
+                                  f"for; export the model before freeze()")
     exported = copy.deepcopy(model).eval()
     if hard:
         harden(exported)

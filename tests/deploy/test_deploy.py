@@ -478,7 +478,7 @@ def _rewrite_metadata(path, change):
     ("random", "not a readable safetensors file"),
     ("newer", "format version 99 is newer"),
     ("foreign", "format 'other'"),
-    ("spec", "cannot rebuild the model"),
+    ("older", "format version 1 is older"),
 ])
 def test_bad_files_are_rejected_naming_the_file(tmp_path, damage, message):
     _, path = saved_mlp(tmp_path)
@@ -490,8 +490,8 @@ def test_bad_files_are_rejected_naming_the_file(tmp_path, damage, message):
         _rewrite_metadata(path, lambda m: m.update(version=99))
     elif damage == "foreign":
         _rewrite_metadata(path, lambda m: m.update(format="other"))
-    elif damage == "spec":
-        _rewrite_metadata(path, lambda m: m["spec"]["model"].update(name="alexnet"))
+    elif damage == "older":
+        _rewrite_metadata(path, lambda m: m.update(version=1))
     with pytest.raises(ModelFileError, match=message) as info:
         deploy.load(path)
     assert "model.safetensors" in str(info.value)
@@ -511,13 +511,13 @@ def test_wrong_tensor_shape_is_rejected(tmp_path):
         deploy.load(path)
 
 
-def test_save_needs_a_frozen_model_with_a_spec(tmp_path):
+def test_save_needs_a_frozen_model(tmp_path):
     model = ec.models.create("mlp")
-    with pytest.raises(ModelFileError, match="freeze"):
+    with pytest.raises(ModelFileError, match="in training mode; call .*freeze"):
         deploy.save(model, tmp_path / "m.safetensors")
-    bare = deploy.freeze(nn.Sequential(BinaryLinear(8, 4, weight_quantizer=method_pair("bnn"))))
-    with pytest.raises(ModelFileError, match="no edgecompress_spec"):
-        deploy.save(bare, tmp_path / "m.safetensors")
+    converted = ec.convert(model, "bnn")
+    with pytest.raises(ModelFileError, match=r"training-form layers .*BinaryLinear.*freeze"):
+        deploy.save(converted, tmp_path / "m.safetensors")
 
 
 def _rewrite_tensors(path, change):

@@ -1,31 +1,37 @@
-"""Inference modules of frozen low-bit layers.
+"""Packed binary layers: ``PackedBinaryLinear`` / ``PackedBinaryConv2d``, the inference form
+of :class:`~edgecompress.layers.BinaryLinear` / ``BinaryConv2d``.
 
-``PackedBinaryLinear`` / ``PackedBinaryConv2d`` hold the signs of the trained latent weights as
-packed words (1 bit per weight), an optional per-output-channel scale and the bias. In W1A1
-mode the input is binarized with sign (what the training-form layer's input quantizer deploys)
-and the product runs as an XOR-popcount GEMM; in W1A32 mode a linear layer at small batch runs
-the sign-select kernel (adds of the inputs whose weight is -1, 1 bit per weight read), and
-larger batches and convolutions multiply the float input by the +-1 weights in torch (unpacked
-once, on first use). Convolution packs the channels of every input pixel into words, gathers
-them into im2col rows in C, and masks the zero padding, so it is exact. The per-channel scale
-and bias (BatchNorm folded in) are applied in the GEMM's store loop, and a binary convolution
-returns its output in channels-last memory layout (what the GEMM produces), which is also the
-layout the next binary convolution packs fastest.
+They hold the signs of the trained latent weights as packed words (1 bit per weight), an
+optional per-output-channel scale and the bias. In W1A1 mode the input is binarized with sign
+(what the training-form layer's input quantizer deploys) and the product runs as an
+XOR-popcount GEMM; in W1A32 mode a linear layer at small batch runs the sign-select kernel (adds
+of the inputs whose weight is -1, 1 bit per weight read), and larger batches and convolutions
+multiply the float input by the +-1 weights in torch (unpacked once, on first use). Convolution
+packs the channels of every input pixel into words, gathers them into im2col rows in C, and
+masks the zero padding, so it is exact. The per-channel scale and bias (BatchNorm folded in)
+are applied in the GEMM's store loop, and a binary convolution returns its output in
+channels-last memory layout (what the GEMM produces), which is also the layout the next binary
+convolution packs fastest. The file holds the weights as a 1-bit stream (``ceil(n k / 8)``
+bytes; rows are re-padded to 64-bit words on load).
 
-``PackedShiftLinear`` / ``PackedShiftConv2d`` hold power-of-two weights as value codes (see
-:class:`_PackedShift`).
+W1A1 layers (ungrouped) offer freeze's fusions: they read and emit packed signs
+(``signs_layout``: "rows" for linear, "pixels" for convolution) and compute
+``act(y + residual)`` in the GEMM's store loop (``fuses_residual``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .. import kernels
 from ..kernels.ops import (binary_gemm_affine_op, im2col_words_op, pack_pixels_op, pack_signs_op,
                            w1a32_gemm_op)
-from ..layers.base import CompressedLayer
+from ..layers import BinaryConv2d, BinaryLinear
+from .packed import PackedLayer, from_bitstream, register_packed, to_bitstream
 
 
 # Eager calls go straight to the kernels; under torch.compile / export through the registered
@@ -63,13 +69,14 @@ def _gemm(a: Tensor, b: Tensor, panels: Tensor, k: int, mask: Tensor | None,
                                       panels=panels)
 
 
-class _PackedBinary(CompressedLayer):
+class _PackedBinary(PackedLayer):
     """Shared state: packed weight rows (N, W) and, derived from them, the GEMM panels."""
 
     weight_bits = 1
 
     def _init_packed(self, out_features: int, k: int, binary_inputs: bool, has_scale: bool,
-                     has_bias: bool) -> None:
+                     has_bias: bool, emit_signs: bool,
+                     fused_clamp: tuple[float, float] | None) -> None:
         self.out_features, self.k, self.binary_inputs = out_features, k, binary_inputs
         self.register_buffer("bits", torch.zeros(out_features, kernels.words(k), dtype=torch.int64))
         self.register_buffer("scale", torch.ones(out_features) if has_scale else None)
@@ -80,15 +87,56 @@ class _PackedBinary(CompressedLayer):
         self.register_buffer("sign_panels", None, persistent=False)
         #: set by freeze when only the sign of this layer's output is used (by the next binary
         #: layer): forward then returns those signs packed (int64 words) instead of floats
-        self.emit_signs = False
+        self.emit_signs = emit_signs
         #: set by freeze when a residual addition and/or a hardtanh / ReLU that follow this
         #: layer are computed in the GEMM's store loop: (lo, hi) of the clamp, or None
-        self.fused_clamp: tuple[float, float] | None = None
-        self.register_load_state_dict_post_hook(lambda module, keys: module.prepare())
+        self.fused_clamp = None if fused_clamp is None else tuple(fused_clamp)
 
     @property
     def input_bits(self) -> int:  # type: ignore[override]
         return 1 if self.binary_inputs else 32
+
+    @property
+    def _w1a1_ungrouped(self) -> bool:
+        return self.binary_inputs and getattr(self, "groups", 1) == 1
+
+    @property
+    def fuses_residual(self) -> bool:
+        return self._w1a1_ungrouped
+
+    def _fill_from(self, layer: BinaryLinear | BinaryConv2d) -> None:
+        """Signs, scale and bias of a hardened training layer."""
+        scale = layer._scale()
+        with torch.no_grad():
+            self.bits.copy_(kernels.pack_signs(layer.weight.detach().reshape(
+                layer.weight.shape[0], -1)))
+            if scale is not None:
+                self.scale.copy_(scale.detach().reshape(-1))
+            if layer.bias is not None:
+                self.bias.copy_(layer.bias.detach())
+        self.prepare()
+
+    @staticmethod
+    def _options(layer: BinaryLinear | BinaryConv2d) -> dict[str, Any]:
+        return dict(binary_inputs=layer.input_quantizer is not None,
+                    has_scale=layer._scale() is not None, bias=layer.bias is not None)
+
+    def _config(self) -> dict[str, Any]:
+        return dict(binary_inputs=self.binary_inputs, has_scale=self.scale is not None,
+                    bias=self.bias is not None, emit_signs=self.emit_signs,
+                    fused_clamp=self.fused_clamp)
+
+    def encode_tensor(self, name: str, value: Tensor) -> Tensor:
+        """``bits`` is written as a 1-bit stream (1 = a -1 weight), ``ceil(n k / 8)`` bytes."""
+        if name != "bits":
+            return value
+        return to_bitstream(kernels.unpack_signs_reference(value, self.k) < 0, 1)
+
+    def decode_tensor(self, name: str, stored: Tensor) -> Tensor:
+        if name != "bits":
+            return stored
+        negative = from_bitstream(stored, (self.out_features, self.k), 1)
+        return kernels.pack_signs(1.0 - 2.0 * negative.to(torch.float32))
 
     def _kernel_bits(self) -> Tensor:
         """Weight rows in the layout the GEMM multiplies (the stored ``bits`` by default)."""
@@ -149,6 +197,7 @@ class _PackedBinary(CompressedLayer):
             1: self.out_features * self.k}
 
 
+@register_packed(BinaryLinear)
 class PackedBinaryLinear(_PackedBinary):
     #: W1A32 inputs with at most this many rows use the sign-select kernel (which reads 1 bit
     #: per weight and wins where a float GEMM is bound by reading its weights); larger batches
@@ -157,10 +206,26 @@ class PackedBinaryLinear(_PackedBinary):
     W1A32_KERNEL_MAX_ROWS = 16
 
     def __init__(self, in_features: int, out_features: int, *, binary_inputs: bool,
-                 has_scale: bool = False, bias: bool = True) -> None:
+                 has_scale: bool = False, bias: bool = True, emit_signs: bool = False,
+                 fused_clamp: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.in_features = in_features
-        self._init_packed(out_features, in_features, binary_inputs, has_scale, bias)
+        self._init_packed(out_features, in_features, binary_inputs, has_scale, bias,
+                          emit_signs, fused_clamp)
+
+    @classmethod
+    def from_trained(cls, layer: BinaryLinear) -> "PackedBinaryLinear":
+        new = cls(layer.in_features, layer.out_features, **cls._options(layer))
+        new._fill_from(layer)
+        return new
+
+    def config(self) -> dict[str, Any]:
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    **self._config())
+
+    @property
+    def signs_layout(self) -> str | None:
+        return "rows" if self.binary_inputs else None
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """x: float (..., in_features), or for a W1A1 layer its packed signs
@@ -196,11 +261,13 @@ class PackedBinaryLinear(_PackedBinary):
         return {f"w1a{self.input_bits}": rows * self.in_features * self.out_features}
 
 
+@register_packed(BinaryConv2d)
 class PackedBinaryConv2d(_PackedBinary):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
                  groups: int, *, binary_inputs: bool, has_scale: bool = False,
-                 bias: bool = True) -> None:
+                 bias: bool = True, emit_signs: bool = False,
+                 fused_clamp: tuple[float, float] | None = None) -> None:
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
@@ -209,7 +276,24 @@ class PackedBinaryConv2d(_PackedBinary):
         self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
         self.groups = groups
         k = in_channels // groups * kernel_size[0] * kernel_size[1]
-        self._init_packed(out_channels, k, binary_inputs, has_scale, bias)
+        self._init_packed(out_channels, k, binary_inputs, has_scale, bias, emit_signs,
+                          fused_clamp)
+
+    @classmethod
+    def from_trained(cls, layer: BinaryConv2d) -> "PackedBinaryConv2d":
+        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                  layer.padding, layer.dilation, layer.groups, **cls._options(layer))
+        new._fill_from(layer)
+        return new
+
+    def config(self) -> dict[str, Any]:
+        return dict(in_channels=self.in_channels, out_channels=self.out_features,
+                    kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                    dilation=self.dilation, groups=self.groups, **self._config())
+
+    @property
+    def signs_layout(self) -> str | None:
+        return "pixels" if self._w1a1_ungrouped else None
 
     def _kernel_bits(self) -> Tensor:
         """The stored rows are in (channel, kernel row, kernel column) order; the convolution
@@ -279,152 +363,3 @@ class PackedBinaryConv2d(_PackedBinary):
         pixels = output.shape[1] * output.shape[2] if output.dtype == torch.int64 \
             else output.shape[2] * output.shape[3]
         return {f"w1a{self.input_bits}": pixels * self.out_features * self.k}
-
-
-def _channels_last(t: Tensor) -> bool:
-    """A 4-D tensor in channels-last memory format and not also contiguous (an ambiguous one,
-    e.g. with one channel or 1x1 pixels, counts as contiguous)."""
-    return (t.dim() == 4 and not t.is_contiguous()
-            and t.is_contiguous(memory_format=torch.channels_last))
-
-
-def _weight_in_layout_of(weight: Tensor, x: Tensor) -> Tensor:
-    """A packed shift convolution's decoded weights in ``x``'s memory format: channels-last
-    for an input that is channels-last (and not also contiguous), else contiguous, like the
-    training form's weights. For a channels-last input torch reorders contiguous weights to
-    channels-last itself, so both give the training form's values; holding them channels-last
-    saves that reorder per call. (``freeze`` traces models with packed layers as leaves, so
-    this test never meets a torch.fx proxy.)"""
-    layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
-    return weight if weight.is_contiguous(memory_format=layout) else weight.contiguous(
-        memory_format=layout)
-
-
-
-class _PackedShift(CompressedLayer):
-    """Frozen power-of-two layer: every weight stored as a ``bits``-bit code, the index of its
-    value in the method's sorted value set (sign and exponent together; the file packs the
-    codes ``bits`` per weight). The codes are decoded once (on freezing or loading) into float
-    weights, exact powers of two, and the forward pass runs torch's float kernel on them: there
-    is no shift or exponent-add kernel. The gain is size (``bits`` per weight on disk), not
-    speed: the layer runs at the speed of the same float layer.
-
-    A BatchNorm that follows the layer can be folded in (``freeze`` does): ``scale`` (one value
-    per output channel) multiplies the decoded weights and ``bias`` takes the BatchNorm's
-    offset, the usual inference fusion; the codes stay the power-of-two values.
-
-    Bit-exact with the training-form layer for the same input: a convolution runs in its
-    input's memory format. The decoded weights are held in one layout, contiguous by default
-    (what the training form computes) and channels-last once the model is moved to it (as
-    ``freeze`` does, so that channels-last activations need no weight reorder per call); an
-    input in the other layout gets the weights converted for that call. torch then picks the
-    same algorithm as for the training form's weights on that input.
-    """
-
-    def _init_shift(self, out_features: int, k: int, method: str, bits: int, has_bias: bool,
-                    input_quantizer: nn.Module | None) -> None:
-        from ..quantizers.shift import PARAMETRIZATIONS
-
-        self.out_features, self.k, self.method, self.weight_bits = out_features, k, method, bits
-        values = PARAMETRIZATIONS[method].value_set(bits)
-        self.register_buffer("codes", torch.zeros(out_features, k, dtype=torch.uint8))
-        self.register_buffer("bias", torch.zeros(out_features) if has_bias else None)
-        self.register_buffer("scale", None)  # a folded BatchNorm's per-channel factor
-        self.register_buffer("table", torch.tensor(values, dtype=torch.float32),
-                             persistent=False)
-        self.register_buffer("weight", None, persistent=False)
-        self.input_quantizer = input_quantizer
-        self.register_load_state_dict_post_hook(lambda module, keys: module.prepare())
-
-    @property
-    def input_bits(self) -> int:  # type: ignore[override]
-        return self.input_quantizer.bits if self.input_quantizer is not None else 32
-
-    def encode(self, weight: Tensor) -> None:
-        """Store ``weight`` (values of the method's value set) as codes."""
-        flat = weight.detach().reshape(self.out_features, -1).to(torch.float32)
-        index = torch.searchsorted(self.table, flat).clamp(max=len(self.table) - 1)
-        if not torch.equal(self.table[index], flat):
-            bad = flat[self.table[index] != flat][:5].tolist()
-            raise ValueError(f"weights {bad} are not in the {self.method} {self.weight_bits}-bit "
-                             f"value set {self.table.tolist()}")
-        self.codes.copy_(index.to(torch.uint8))
-        self.prepare()
-
-    def prepare(self) -> None:
-        """Decode the codes into the float weights the forward pass uses (after encoding or
-        loading), keeping the memory format the weights were given (``model.to(memory_format=
-        ...)`` converts them as any buffer)."""
-        weight = self.table[self.codes.long()].view(self._weight_shape())
-        if self.scale is not None:
-            weight = weight * self.scale.view(-1, *[1] * (weight.dim() - 1))
-        if self.weight is not None and _channels_last(self.weight):
-            weight = weight.contiguous(memory_format=torch.channels_last)
-        self.weight = weight
-
-    def fold_affine(self, s: Tensor, t: Tensor) -> None:
-        """Fold ``y -> s * y + t`` (per output channel; a BatchNorm) into this layer."""
-        with torch.no_grad():
-            scale = self.scale if self.scale is not None else torch.ones_like(s)
-            bias = self.bias if self.bias is not None else torch.zeros_like(s)
-            self.scale = (scale * s).clone()
-            self.bias = (bias * s + t).clone()
-        self.prepare()
-
-    def discrete_weight(self) -> Tensor:
-        return self.table[self.codes.long()].view(self._weight_shape())
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        raise NotImplementedError
-
-    def edgecompress_params(self) -> dict[int, int]:
-        floats = sum(t.numel() for t in (self.bias, self.scale) if t is not None) + sum(
-            p.numel() for p in self.parameters())
-        n = self.out_features * self.k
-        return {self.weight_bits: n, 32: floats} if floats else {self.weight_bits: n}
-
-    def _input(self, x: Tensor) -> Tensor:
-        return x if self.input_quantizer is None else self.input_quantizer(x)
-
-
-class PackedShiftLinear(_PackedShift):
-    def __init__(self, in_features: int, out_features: int, *, method: str, bits: int,
-                 bias: bool = True, input_quantizer: nn.Module | None = None) -> None:
-        super().__init__()
-        self.in_features = in_features
-        self._init_shift(out_features, in_features, method, bits, bias, input_quantizer)
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self._input(x), self.weight, self.bias)
-
-    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        rows = output.shape[1:-1].numel()
-        return {f"w{self.weight_bits}a{self.input_bits}": rows * self.in_features
-                * self.out_features}
-
-
-class PackedShiftConv2d(_PackedShift):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
-                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
-                 groups: int, *, method: str, bits: int, bias: bool = True,
-                 input_quantizer: nn.Module | None = None) -> None:
-        super().__init__()
-        self.in_channels, self.kernel_size = in_channels, tuple(kernel_size)
-        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
-        self.groups = groups
-        k = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
-        self._init_shift(out_channels, k, method, bits, bias, input_quantizer)
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self._input(x)
-        return F.conv2d(x, _weight_in_layout_of(self.weight, x), self.bias, self.stride,
-                        self.padding, self.dilation, self.groups)
-
-    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        return {f"w{self.weight_bits}a{self.input_bits}": output[0].numel() * self.k}

@@ -1,0 +1,177 @@
+"""The packed-layer protocol and the registry from training-layer class to packed class.
+
+A packed layer is the inference form of a trained compressed layer. Its class declares the
+training classes it packs (``@register_packed(BinaryLinear)``, as brevitas's export handlers
+declare the layer they handle); :func:`~edgecompress.deploy.freeze`, ``deploy.save`` /
+``deploy.load`` and the ONNX guard find it through that declaration, so a new layer family is
+one new module (``deploy/binary.py`` and ``deploy/shift.py`` are the built-in ones)::
+
+    @register_packed(MyTrainingLinear)
+    class PackedMyLinear(PackedLayer):
+        @classmethod
+        def from_trained(cls, layer): ...        # build from the (hardened) training layer
+        def config(self): ...                    # JSON constructor keywords, written to the file
+        def forward(self, x): ...
+
+What the protocol asks (:class:`PackedLayer` has a default for every part but the first two):
+
+- ``from_trained(layer)`` and ``config()``; ``from_config(config)`` rebuilds an empty layer of
+  the same shapes (default ``cls(**config)``), whose ``state_dict`` the file then fills;
+- ``fold_affine(s, t)``: fold ``y -> s * y + t`` per output channel (a BatchNorm) into the
+  layer (default: the ``scale`` and ``bias`` buffers of a layer whose output is
+  ``scale * (...) + bias``);
+- ``encode_tensor(name, t)`` / ``decode_tensor(name, stored)``: the compact on-disk form of a
+  ``state_dict`` entry (default: as it is; the binary layers write a 1-bit stream, the shift
+  layers a ``bits``-bit stream, with :func:`to_bitstream` / :func:`from_bitstream`);
+- ``prepare()``: derive what the forward pass needs from the state (``PackedLayer.__init__``
+  runs it after every ``load_state_dict``);
+- capabilities that ``freeze``'s W1A1 fusions ask for (``signs_layout``, ``fuses_residual``)
+  and the ONNX guard reads (``onnx_exportable``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..layers.base import CompressedLayer
+from ..registry import Registry
+
+__all__ = ["PackedLayer", "register_packed", "packed_class_for", "packed_class",
+           "to_bitstream", "from_bitstream"]
+
+
+class PackedLayer(CompressedLayer):
+    """Base class of packed (inference) layers; see the module docstring for the protocol."""
+
+    #: the training-layer classes this class packs (set by :func:`register_packed`)
+    trained_types: ClassVar[tuple[type[nn.Module], ...]] = ()
+    #: whether torch.onnx can export the layer (packed kernels have no ONNX operators)
+    onnx_exportable: ClassVar[bool] = False
+    #: set by freeze on a layer whose ``signs_layout`` is not None when only the signs of its
+    #: output are used (by the next layers of the same layout): forward then returns them packed
+    emit_signs: bool = False
+    #: set by freeze on a layer that ``fuses_residual``: (lo, hi) of the clamp that follows
+    #: ``layer(x) + residual`` and is computed with it, or None
+    fused_clamp: tuple[float, float] | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_load_state_dict_post_hook(lambda module, keys: module.prepare())
+
+    @classmethod
+    def from_trained(cls, layer: nn.Module) -> "PackedLayer":
+        """The packed form of a (hardened, eval-mode) training layer of ``trained_types``."""
+        raise NotImplementedError(f"{cls.__name__} does not implement from_trained")
+
+    def config(self) -> dict[str, Any]:
+        """Constructor keywords (ints, floats, bools, str, None, tuples, lists) that rebuild
+        this layer with the same ``state_dict`` keys and shapes."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement config")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "PackedLayer":
+        """An empty layer from :meth:`config`'s keywords; load fills its ``state_dict``."""
+        return cls(**config)
+
+    def prepare(self) -> None:
+        """Derive what the forward pass needs from the state (after freezing or loading)."""
+
+    def fold_affine(self, s: Tensor, t: Tensor) -> None:
+        """Fold ``y -> s * y + t`` (one factor and offset per output channel, e.g. a BatchNorm)
+        into the layer. Default, for an output ``scale * (...) + bias`` with optional ``scale``
+        and ``bias`` buffers: scale <- scale * s, bias <- bias * s + t."""
+        with torch.no_grad():
+            scale = self.scale if self.scale is not None else torch.ones_like(s)
+            bias = self.bias if self.bias is not None else torch.zeros_like(s)
+            self.scale = (scale * s).clone()
+            self.bias = (bias * s + t).clone()
+        self.prepare()
+
+    def encode_tensor(self, name: str, value: Tensor) -> Tensor:
+        """The form written to the file of ``state_dict`` entry ``name`` (relative to the
+        layer); the default writes it as it is."""
+        return value
+
+    def decode_tensor(self, name: str, stored: Tensor) -> Tensor:
+        """The ``state_dict`` entry ``name`` from its stored form (inverse of
+        :meth:`encode_tensor`). A stored tensor of the wrong size or values raises ValueError
+        saying what it holds and what was expected ("has 12 uint8 values, expected 16 ...")."""
+        return stored
+
+    @property
+    def signs_layout(self) -> str | None:
+        """The layout of packed signs this layer reads as input and emits as output
+        (``emit_signs``), e.g. "rows" or "pixels"; None if it cannot (the default)."""
+        return None
+
+    @property
+    def fuses_residual(self) -> bool:
+        """Whether ``forward(x, residual)`` adds ``residual`` to the output and applies
+        ``fused_clamp`` in one pass (freeze then rewrites ``act(layer(x) + r)`` into it)."""
+        return False
+
+
+P = TypeVar("P", bound=type[PackedLayer])
+
+_BY_NAME: Registry[type[PackedLayer]] = Registry("packed layer")
+_BY_TRAINED: dict[type[nn.Module], type[PackedLayer]] = {}
+
+
+def register_packed(*trained: type[nn.Module]) -> Callable[[P], P]:
+    """Class decorator: the decorated :class:`PackedLayer` subclass is the packed form of the
+    training classes ``trained`` (freeze replaces their instances by ``cls.from_trained``), and
+    files name it by its class name."""
+
+    def add(cls: P) -> P:
+        if not (isinstance(cls, type) and issubclass(cls, PackedLayer)):
+            raise TypeError(f"register_packed decorates PackedLayer subclasses, got {cls!r}")
+        for t in trained:
+            if _BY_TRAINED.get(t, cls) is not cls:
+                raise ValueError(f"{t.__name__} is already packed by "
+                                 f"{_BY_TRAINED[t].__name__}")
+        _BY_NAME.register(cls.__name__, cls)
+        for t in trained:
+            _BY_TRAINED[t] = cls
+        cls.trained_types = tuple(trained)
+        return cls
+
+    return add
+
+
+def packed_class_for(layer: nn.Module) -> type[PackedLayer] | None:
+    """The packed class registered for ``layer``'s class (or its nearest registered base
+    class), None if there is none."""
+    for base in type(layer).__mro__:
+        if base in _BY_TRAINED:
+            return _BY_TRAINED[base]
+    return None
+
+
+def packed_class(name: str) -> type[PackedLayer]:
+    """The packed class registered under ``name`` (a file's layer type); unknown names raise
+    :class:`~edgecompress.errors.UnknownNameError` listing the known ones."""
+    return _BY_NAME.get(name)
+
+
+def to_bitstream(codes: Tensor, bits: int) -> Tensor:
+    """Non-negative integer codes (< 2^bits, any shape) -> a little-endian stream of ``bits``
+    bits per code, as uint8 bytes (``ceil(numel * bits / 8)`` of them)."""
+    flat = codes.reshape(-1, 1).to(torch.uint8).numpy()
+    unpacked = np.unpackbits(flat, axis=1, count=bits, bitorder="little")
+    return torch.from_numpy(np.packbits(unpacked.reshape(-1), bitorder="little"))
+
+
+def from_bitstream(stream: Tensor, shape: tuple[int, ...], bits: int) -> Tensor:
+    """The uint8 codes of ``shape`` that :func:`to_bitstream` wrote to ``stream``; a stream
+    of the wrong dtype or size raises ValueError."""
+    n = int(np.prod(shape))
+    size = -(-n * bits // 8)
+    if stream.dtype != torch.uint8 or stream.dim() != 1 or stream.numel() != size:
+        raise ValueError(f"has {stream.numel()} {stream.dtype} values, expected {size} uint8 "
+                         f"bytes for {' x '.join(map(str, shape))} codes of {bits} bit(s)")
+    flat = np.unpackbits(stream.numpy(), count=n * bits, bitorder="little").reshape(-1, bits)
+    return torch.from_numpy(np.packbits(flat, axis=1, bitorder="little").reshape(shape))
