@@ -160,6 +160,19 @@ def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
     return changed
 
 
+def _views_to_reshapes(graph: fx.Graph) -> bool:
+    """``x.view(shape)`` -> ``x.reshape(shape)``: the frozen model's activations are channels-last,
+    which a view across channels cannot express (reshape gives the same values, copying where it
+    must). A view to another dtype is left alone. Returns True if the graph changed."""
+    changed = False
+    for node in graph.nodes:
+        if (node.op == "call_method" and node.target == "view"
+                and not any(isinstance(a, torch.dtype) for a in (*node.args, *node.kwargs.values()))):
+            node.target = "reshape"
+            changed = True
+    return changed
+
+
 def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> nn.Module:
     """A copy of ``model`` for inference.
 
@@ -177,7 +190,8 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> 
       with the same submodule names. Activations whose input nothing else reads run in place.
 
     Every other layer is kept as it is. The copy is in eval mode, holds its 4-D float weights
-    in channels-last memory format, and keeps the model's plain attributes (``input_shape``,
+    in channels-last memory format (so its activations are channels-last too, and a ``view``
+    written in ``forward`` runs as ``reshape``), and keeps the model's plain attributes (``input_shape``,
     ``edgecompress_spec``). Models that torch.fx cannot trace get the packed layers only (and
     :func:`~edgecompress.deploy.save` cannot write them)."""
     frozen = harden(copy.deepcopy(model)).eval()
@@ -191,10 +205,10 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> 
             for layer_name, bn_name in _layer_bn_pairs(graph, frozen):
                 _fold(frozen.get_submodule(layer_name), frozen.get_submodule(bn_name))
                 replace_submodule(frozen, bn_name, nn.Identity())
-        rewritten = False
+        rewritten = _views_to_reshapes(graph)
         if fuse:
             _emit_signs(graph, frozen)
-            rewritten = _fuse_residuals(graph, frozen)
+            rewritten = _fuse_residuals(graph, frozen) or rewritten
         _inplace_activations(graph, frozen)
         if rewritten:
             frozen = as_graph_module(frozen, graph)

@@ -4,6 +4,7 @@ identical outputs; files that are not what this version writes are refused, nami
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -16,6 +17,7 @@ import edgecompress as ec
 from edgecompress import deploy
 from edgecompress.deploy.structure import decode_value, encode_value
 from edgecompress.errors import ModelFileError
+from edgecompress.layers import harden
 from edgecompress.quantizers.schedule import Schedule
 
 from .test_deploy import _rewrite_metadata, calibrated, saved_mlp
@@ -287,3 +289,30 @@ def test_the_tagged_encoding_round_trips_what_graphs_and_configs_hold():
     assert nan != nan
     with pytest.raises(TypeError, match="Schedule"):
         encode_value(Schedule("linear", 0.0, 1.0))
+
+
+class ViewHead(nn.Module):
+    """The common hand-written pattern: conv features flattened with ``view``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8 * 6 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.hardtanh(self.bn(self.conv(F.hardtanh(self.stem(x)))))
+        return self.head(y.view(y.size(0), -1))
+
+
+def test_a_view_across_channels_survives_the_channels_last_freeze(tmp_path):
+    torch.manual_seed(5)
+    model = ec.convert(ViewHead(), "bnn", mode="w1a1")
+    x = torch.randn(3, 1, 6, 6)
+    with torch.no_grad():
+        expected = harden(copy.deepcopy(model)).eval()(x)
+        frozen = deploy.freeze(model)
+        torch.testing.assert_close(frozen(x), expected, rtol=1e-5, atol=1e-5)
+    loaded = round_trip(frozen, tmp_path, x)
+    assert "reshape" in loaded.code and ".view(" not in loaded.code

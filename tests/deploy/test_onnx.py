@@ -80,8 +80,8 @@ def test_bad_requests_are_rejected_clearly(tmp_path):
     model = ec.models.create("mlp", hidden=(8,))
     with pytest.raises(ConversionError, match="input_shape must be the positive sizes"):
         export_onnx(model, tmp_path / "m.onnx", (0, 28))
-    frozen = ec.deploy.freeze(ec.convert(ec.models.create("mlp", hidden=(8, 8), activation="hardtanh"), "bnn",
-                                         mode="w1a1"))
+    net = ec.models.create("mlp", hidden=(8, 8), activation="hardtanh")
+    frozen = ec.deploy.freeze(ec.convert(net, "bnn", mode="w1a1"))
     with pytest.raises(ConversionError, match="export the model before freeze"):
         export_onnx(frozen, tmp_path / "f.onnx", (1, 28, 28))
 
