@@ -77,11 +77,16 @@ def replace_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def as_graph_module(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
-    """``model`` running ``graph``, named after the model's class, with the same submodule names
-    (so the same state_dict keys) and the model's own plain attributes (``edgecompress_spec``,
+    """``model`` running ``graph``, named after the model's class, with the model's own module
+    tree (the same submodules, containers such as nn.Sequential kept, so the same state_dict
+    keys and ``gm.stages[0]`` still works; submodules the graph no longer calls are dropped from
+    it, so ``model`` is modified) and plain attributes (``edgecompress_spec``,
     ``input_shape``...)."""
     graph.lint()
     gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+    for name, child in model.named_children():  # fx rebuilt the containers as plain Modules
+        setattr(gm, name, child)
+    gm.delete_all_unused_submodules()
     for key, value in vars(model).items():
         if not key.startswith("_") and key not in vars(gm):
             setattr(gm, key, value)
