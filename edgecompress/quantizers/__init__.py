@@ -5,7 +5,7 @@ them (F = P o B forward, B' backward).
 >>> quantizers.get("signswish", beta=5.0)
 SignSwish(beta=5)
 >>> quantizers.pair("sign", "clip")          # BNN: F = sign o clip = sign, B' = 1{|x| <= 1}
->>> quantizers.method_pair("bnn++")          # the methods of specs/binarization.md
+>>> quantizers.method_pair("bnn++")          # a binarization method, see quantizers.methods
 """
 
 from __future__ import annotations

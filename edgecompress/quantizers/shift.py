@@ -1,8 +1,9 @@
 """Power-of-two ("shift") weight parametrizations: DeepShift-Q, DeepShift-PS, S3 and DenseShift.
 
 A parametrization owns the latent tensors of one layer's weight and computes the weight the
-forward pass uses, with the gradient its paper prescribes (formulas from specs/shift.md, confirmed
-against the authors' released code):
+forward pass uses, with the gradient its paper prescribes (DeepShift: Elhoushi et al., CVPRW 2021;
+S3: Li et al. 2021; DenseShift: Li et al., ICCV 2023; confirmed against the authors' released
+code):
 
 =============  ==========================================  ====================================
 method         forward value                               backward

@@ -1,4 +1,4 @@
-"""Power-of-two (shift) methods against the formulas of specs/shift.md."""
+"""Power-of-two (shift) methods against their papers' formulas (see edgecompress.quantizers.shift)."""
 
 from __future__ import annotations
 
