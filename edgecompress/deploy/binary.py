@@ -31,7 +31,8 @@ from .. import kernels
 from ..kernels.ops import (binary_gemm_affine_op, im2col_words_op, pack_pixels_op, pack_signs_op,
                            w1a32_gemm_op)
 from ..layers import BinaryConv2d, BinaryLinear
-from .packed import PackedLayer, from_bitstream, register_packed, to_bitstream
+from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
+                     register_packed, to_bitstream)
 
 
 # Eager calls go straight to the kernels; under torch.compile / export through the registered
@@ -198,7 +199,7 @@ class _PackedBinary(PackedLayer):
 
 
 @register_packed(BinaryLinear)
-class PackedBinaryLinear(_PackedBinary):
+class PackedBinaryLinear(PackedLinearShape, _PackedBinary):
     #: W1A32 inputs with at most this many rows use the sign-select kernel (which reads 1 bit
     #: per weight and wins where a float GEMM is bound by reading its weights); larger batches
     #: use torch's float GEMM on the +-1 weights. Both compute the same sums; float rounding
@@ -212,16 +213,6 @@ class PackedBinaryLinear(_PackedBinary):
         self.in_features = in_features
         self._init_packed(out_features, in_features, binary_inputs, has_scale, bias,
                           emit_signs, fused_clamp)
-
-    @classmethod
-    def from_trained(cls, layer: BinaryLinear) -> "PackedBinaryLinear":
-        new = cls(layer.in_features, layer.out_features, **cls._options(layer))
-        new._fill_from(layer)
-        return new
-
-    def config(self) -> dict[str, Any]:
-        return dict(in_features=self.in_features, out_features=self.out_features,
-                    **self._config())
 
     @property
     def signs_layout(self) -> str | None:
@@ -262,34 +253,17 @@ class PackedBinaryLinear(_PackedBinary):
 
 
 @register_packed(BinaryConv2d)
-class PackedBinaryConv2d(_PackedBinary):
+class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
                  groups: int, *, binary_inputs: bool, has_scale: bool = False,
                  bias: bool = True, emit_signs: bool = False,
                  fused_clamp: tuple[float, float] | None = None) -> None:
         super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
-        self.in_channels, self.kernel_size = in_channels, tuple(kernel_size)
-        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
-        self.groups = groups
-        k = in_channels // groups * kernel_size[0] * kernel_size[1]
+        k = self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                            groups)
         self._init_packed(out_channels, k, binary_inputs, has_scale, bias, emit_signs,
                           fused_clamp)
-
-    @classmethod
-    def from_trained(cls, layer: BinaryConv2d) -> "PackedBinaryConv2d":
-        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                  layer.padding, layer.dilation, layer.groups, **cls._options(layer))
-        new._fill_from(layer)
-        return new
-
-    def config(self) -> dict[str, Any]:
-        return dict(in_channels=self.in_channels, out_channels=self.out_features,
-                    kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    dilation=self.dilation, groups=self.groups, **self._config())
 
     @property
     def signs_layout(self) -> str | None:

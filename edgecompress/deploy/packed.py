@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from ..layers.base import CompressedLayer
 from ..registry import Registry
 
-__all__ = ["PackedLayer", "register_packed", "packed_class_for", "packed_class",
-           "to_bitstream", "from_bitstream"]
+__all__ = ["PackedLayer", "PackedLinearShape", "PackedConv2dShape", "register_packed",
+           "packed_class_for", "packed_class", "to_bitstream", "from_bitstream"]
 
 
 class PackedLayer(CompressedLayer):
@@ -113,6 +113,58 @@ class PackedLayer(CompressedLayer):
         """Whether ``forward(x, residual)`` adds ``residual`` to the output and applies
         ``fused_clamp`` in one pass (freeze then rewrites ``act(layer(x) + r)`` into it)."""
         return False
+
+
+class _PackedShape:
+    """``from_trained`` and ``config`` for a packed layer whose constructor takes the trained
+    layer's shape (:attr:`SHAPE`, read from the trained layer and from the packed one alike)
+    followed by its family's keywords. The family supplies ``_options(layer)`` (its keywords
+    from the trained layer), ``_fill_from(layer)`` (copy the trained tensors) and ``_config()``
+    (its keywords as stored)."""
+
+    SHAPE: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_trained(cls, layer: nn.Module) -> "PackedLayer":
+        new = cls(**{k: getattr(layer, k) for k in cls.SHAPE},  # type: ignore[call-arg]
+                  **cls._options(layer))  # type: ignore[attr-defined]
+        new._fill_from(layer)  # type: ignore[attr-defined]
+        return new  # type: ignore[return-value]
+
+    def config(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in self.SHAPE},
+                **self._config()}  # type: ignore[attr-defined]
+
+
+class PackedLinearShape(_PackedShape):
+    """Mixin of packed linear layers: ``(in_features, out_features, **family keywords)``."""
+
+    SHAPE = ("in_features", "out_features")
+
+
+class PackedConv2dShape(_PackedShape):
+    """Mixin of packed 2-D convolutions: ``(in_channels, out_channels, kernel_size, stride,
+    padding, dilation, groups, **family keywords)``; :meth:`_set_shape` stores them."""
+
+    SHAPE = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+             "groups")
+    out_features: int
+
+    def _set_shape(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
+                   stride: tuple[int, int], padding: tuple[int, int],
+                   dilation: tuple[int, int], groups: int) -> int:
+        """Store the geometry; returns ``k``, the values per output row (one filter)."""
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        self.in_channels, self.kernel_size = in_channels, tuple(kernel_size)
+        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
+        self.groups = groups
+        return in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_features
 
 
 P = TypeVar("P", bound=type[PackedLayer])

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..layers import ActivationQuantizer, ShiftConv2d, ShiftLinear
-from .packed import PackedLayer, from_bitstream, register_packed, to_bitstream
+from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
+                     register_packed, to_bitstream)
 
 
 def _channels_last(t: Tensor) -> bool:
@@ -148,7 +149,7 @@ class _PackedShift(PackedLayer):
 
 
 @register_packed(ShiftLinear)
-class PackedShiftLinear(_PackedShift):
+class PackedShiftLinear(PackedLinearShape, _PackedShift):
     def __init__(self, in_features: int, out_features: int, *, method: str, bits: int,
                  bias: bool = True, has_scale: bool = False,
                  activation_bits: int | None = None) -> None:
@@ -156,16 +157,6 @@ class PackedShiftLinear(_PackedShift):
         self.in_features = in_features
         self._init_shift(out_features, in_features, method, bits, bias, has_scale,
                          activation_bits)
-
-    @classmethod
-    def from_trained(cls, layer: ShiftLinear) -> "PackedShiftLinear":
-        new = cls(layer.in_features, layer.out_features, **cls._options(layer))
-        new._fill_from(layer)
-        return new
-
-    def config(self) -> dict[str, Any]:
-        return dict(in_features=self.in_features, out_features=self.out_features,
-                    **self._config())
 
     def _weight_shape(self) -> tuple[int, ...]:
         return (self.out_features, self.in_features)
@@ -180,29 +171,15 @@ class PackedShiftLinear(_PackedShift):
 
 
 @register_packed(ShiftConv2d)
-class PackedShiftConv2d(_PackedShift):
+class PackedShiftConv2d(PackedConv2dShape, _PackedShift):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
                  groups: int, *, method: str, bits: int, bias: bool = True,
                  has_scale: bool = False, activation_bits: int | None = None) -> None:
         super().__init__()
-        self.in_channels, self.kernel_size = in_channels, tuple(kernel_size)
-        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
-        self.groups = groups
-        k = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        k = self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                            groups)
         self._init_shift(out_channels, k, method, bits, bias, has_scale, activation_bits)
-
-    @classmethod
-    def from_trained(cls, layer: ShiftConv2d) -> "PackedShiftConv2d":
-        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                  layer.padding, layer.dilation, layer.groups, **cls._options(layer))
-        new._fill_from(layer)
-        return new
-
-    def config(self) -> dict[str, Any]:
-        return dict(in_channels=self.in_channels, out_channels=self.out_features,
-                    kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    dilation=self.dilation, groups=self.groups, **self._config())
 
     def _weight_shape(self) -> tuple[int, ...]:
         return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
