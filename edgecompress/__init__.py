@@ -1,8 +1,8 @@
 """edgecompress: compress neural networks for edge devices and run them fast.
 
 >>> import edgecompress
->>> net = edgecompress.models.create("mlp", num_classes=10)
->>> binary = edgecompress.convert(net, "bnn", mode="w1a1")
+>>> net = edgecompress.models.create("mlp", num_classes=10, activation="hardtanh")
+>>> binary = edgecompress.convert(net, "bnn", mode="w1a1")  # W1A1 wants signed activations
 >>> print(edgecompress.summary(binary, (1, 28, 28)))  # doctest: +SKIP
 """
 
