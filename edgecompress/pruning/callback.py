@@ -19,7 +19,7 @@ from ..registry import Registry
 from ..train.callbacks import Callback
 from ..train.state import TrainerState
 from .groups import LayerGroups, parse_kind
-from .spr import SPR, check_spr_params
+from .spr import SPR, check_m_values, check_spr_params
 
 __all__ = ["SPRRegularizer", "create_regularizer", "regularizer_options",
            "available_regularizers", "register_regularizer"]
@@ -62,6 +62,8 @@ class SPRRegularizer(Callback):
         check_spr_params(lam, alpha, m_scale)
         if isinstance(groups, str):
             parse_kind(groups)
+        if M is not None:
+            check_m_values(M)
         self.options = dict(lam=lam, alpha=alpha, reference=reference, m_scale=m_scale,
                             groups=groups, M=M)
         self.spr: SPR | None = None

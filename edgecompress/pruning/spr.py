@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from ..errors import PruningError
 from .groups import LayerGroups, find_groups
 
-__all__ = ["SPR", "spr_values", "spr_cases", "check_spr_params"]
+__all__ = ["SPR", "spr_values", "spr_cases", "check_spr_params", "check_m_values"]
 
 
 def check_spr_params(lam: float, alpha: float, m_scale: float = 1.0) -> None:
@@ -54,10 +54,21 @@ def check_spr_params(lam: float, alpha: float, m_scale: float = 1.0) -> None:
 
 
 def _check_m(value: float, layer: str) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
         raise PruningError(f"SPR M of layer {layer!r} must be a finite number > 0, got {value!r}")
-    return value
+    return number
+
+
+def check_m_values(M: float | Mapping[str, float]) -> None:
+    """Explicit M values (one number, or layer name -> number) are finite and > 0, else a
+    :class:`PruningError` naming the layer and the value."""
+    items = M.items() if isinstance(M, Mapping) else [("(every layer)", M)]
+    for layer, value in items:
+        _check_m(value, layer)
 
 
 def _spr(w: Tensor, m: float, alpha: float) -> tuple[Tensor, Tensor]:
