@@ -4,6 +4,7 @@ fixed masks.
 
 The procedure, in Python::
 
+    import copy
     from edgecompress import pruning
     from edgecompress.train import Trainer, TrainConfig, evaluate
 

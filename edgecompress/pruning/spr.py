@@ -176,5 +176,6 @@ class SPR:
 
     def cases(self, model: nn.Module) -> dict[str, Tensor]:
         """Layer name -> the case (1, 2, 3) of each of its groups, for diagnostics."""
-        return {g.layer: spr_cases(g.matrix(model), self.M[g.layer], self.alpha)
-                for g in self.groups}
+        with torch.no_grad():
+            return {g.layer: spr_cases(g.matrix(model), self.M[g.layer], self.alpha)
+                    for g in self.groups}
