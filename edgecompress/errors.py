@@ -39,6 +39,12 @@ class ModelFileError(EdgecompressError, ValueError):
     """A frozen-model file that is truncated, corrupt, from a newer format or inconsistent."""
 
 
+class PruningError(EdgecompressError, ValueError):
+    """A pruning request that cannot be done: a bad regularizer parameter (lambda, alpha, M), an
+    unknown group kind, a mask for an unknown layer, a threshold removing every filter of a
+    layer."""
+
+
 class MeaninglessInputWarning(UserWarning):
     """A compressed layer whose input quantizer throws its input away (e.g. sign() of inputs that
     are never negative, after a ReLU: every input sign is +1)."""

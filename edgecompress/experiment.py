@@ -12,6 +12,7 @@ from torch import nn
 
 from .convert import ConversionReport
 from .errors import CheckpointError, RecipeError
+from .pruning import create_regularizer
 from .recipe import Recipe
 from .analysis import WeightFlipMonitor
 from .analysis.diagnostics import discrete_layers
@@ -48,6 +49,8 @@ def run(
     histograms go to the metrics log), and is also evaluated in its deployed form (every forward
     quantizer exactly sign): ``hard_test_<metric>`` (``hard_test_top1``, ``hard_test_loss``, ...).
     The task comes from the recipe, else from the dataset (see :meth:`Recipe.build_task`).
+    The recipe's ``regularizer`` (e.g. SPR, :mod:`edgecompress.pruning`) is added to the
+    training loss; its ``reference`` checkpoint is loaded with :func:`load_trained`.
 
     ``out_dir`` (or the recipe's ``out_dir``) receives ``checkpoint.pt``, ``metrics.jsonl`` and
     ``curves.png``; ``resume=True`` continues from the checkpoint there.
@@ -68,6 +71,8 @@ def run(
     out = str(out_dir) if out_dir is not None else recipe.out_dir
     config = recipe.train_config(out_dir=out, resume=resume, progress=progress)
     compressed = bool(discrete_layers(model))
+    if recipe.regularizer:
+        callbacks = (*callbacks, _regularizer(recipe.regularizer))
     trainer = Trainer(
         model, train_set, test_set, config,
         callbacks=(*callbacks, WeightFlipMonitor()) if compressed else callbacks,
@@ -81,6 +86,15 @@ def run(
                         trainer.device, task)
         metrics.update({f"hard_test_{k}": v for k, v in hard.items()})
     return RunResult(metrics, trainer.history, trainer.model, report, recipe)
+
+
+def _regularizer(spec: dict[str, Any]) -> Callback:
+    """The recipe's regularizer callback; its ``reference`` checkpoint path becomes the model
+    stored there."""
+    spec = dict(spec)
+    if spec.get("reference") is not None:
+        spec["reference"], _ = load_trained(spec["reference"])
+    return create_regularizer(spec)
 
 
 def load_trained(path: str | Path) -> tuple[nn.Module, Recipe]:

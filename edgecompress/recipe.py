@@ -20,6 +20,11 @@ schedule, the number of epochs and the seed::
       - {name: bnn, mode: w1a1, include: ["stages.0*"]}
       - {name: s3, bits: 3}
 
+``regularizer: {name: spr, lam: 1.0, alpha: 0.1, reference: PATH_OR_NULL}`` adds a pruning
+regularizer to the training loss (see :mod:`edgecompress.pruning`; ``reference`` is the checkpoint
+of a trained unregularized run, from which the SPR's M is taken; without it M comes from the
+model's weights when training starts).
+
 The training task (``classification``, ``language-modelling``) comes from the dataset;
 ``task: {name: language-modelling, bptt: 35}`` states it, or its options, explicitly.
 Unknown keys are rejected with the list of valid ones, so a typo never silently falls back to a
@@ -44,6 +49,7 @@ from torch import nn
 
 from . import data as data_lib
 from . import models as models_lib
+from . import pruning
 from .convert import ConversionReport, available_methods, convert, method_options
 from .errors import EdgecompressError, RecipeError, UnknownNameError
 from .registry import normalize_name
@@ -53,6 +59,7 @@ from .train import tasks as tasks_lib
 _TOP_KEYS = {
     "name", "model", "data", "method", "optimizer", "schedule", "epochs", "batch_size",
     "eval_batch_size", "seed", "label_smoothing", "grad_clip", "distill", "out_dir", "task",
+    "regularizer",
 }
 _OPTIMIZER_KEYS = {"name", "lr", "momentum", "nesterov", "betas", "weight_decay", "no_decay",
                    "decay_1d"}
@@ -136,6 +143,7 @@ class Recipe:
     distill: dict[str, Any] | None = None
     out_dir: str | None = None
     task: dict[str, Any] | None = None
+    regularizer: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "<recipe>") -> "Recipe":
@@ -161,10 +169,12 @@ class Recipe:
                 _check_keys(distill, _DISTILL_KEYS, "distill.")
             task = raw.get("task")
             task = None if task is None else _named(task, "task")
+            regularizer = raw.get("regularizer")
+            regularizer = None if regularizer is None else _named(regularizer, "regularizer")
             values = {k: raw[k] for k in _TOP_KEYS & set(raw)}
             values.update(model=model, data=data, method=method, optimizer=optimizer,
                           schedule=schedule, distill=dict(distill) if distill else None,
-                          task=task)
+                          task=task, regularizer=regularizer)
             values.setdefault("name", Path(source).stem if source != "<recipe>" else "run")
             recipe = cls(**values)
             recipe.train_config()  # validates optimizer/schedule names and numeric fields
@@ -181,6 +191,13 @@ class Recipe:
             if task is not None:
                 _check_options(task, set(tasks_lib.task_options(task["name"])), "task")
                 tasks_lib.create(task)  # validates the option values
+            if regularizer is not None:
+                _check_options(regularizer,
+                               set(pruning.regularizer_options(regularizer["name"])),
+                               "regularizer")
+                # validates the values; the reference checkpoint is read when training starts
+                pruning.create_regularizer(
+                    {**regularizer, **({"reference": None} if "reference" in regularizer else {})})
         except (RecipeError, UnknownNameError, ValueError, TypeError) as exc:
             raise RecipeError(f"{source}: {exc}") from None
         return recipe
