@@ -6,6 +6,8 @@ that read the dataflow such as convert's W1A1-after-ReLU warning).
   it keeps a module as one node;
 - :func:`call_counts` -> how many times each submodule is called in a graph (a module called
   twice cannot be rewritten for one of its calls only);
+- :func:`consumers` -> where a node's output goes, optionally looking through per-channel
+  modules (pooling, Identity...);
 - :func:`replace_submodule` -> put a new module at a dotted name;
 - :func:`as_graph_module` -> the model running a rewritten graph, with the same submodule names
   (so the same state_dict keys) and the model's own plain attributes.
@@ -19,7 +21,7 @@ import torch.fx as fx
 from torch import nn
 
 __all__ = ["trace", "is_leaf", "call_counts", "replace_submodule", "as_graph_module",
-           "module_of"]
+           "module_of", "consumers"]
 
 
 class _LeafTracer(fx.Tracer):
@@ -67,6 +69,17 @@ def module_of(node: object, modules: dict[str, nn.Module]) -> nn.Module | None:
     if isinstance(node, fx.Node) and node.op == "call_module":
         return modules.get(str(node.target))
     return None
+
+
+def consumers(node: fx.Node, modules: dict[str, nn.Module],
+              through: tuple[type[nn.Module], ...] = ()) -> list[fx.Node]:
+    """The nodes that use ``node``'s output, looking through chains of single-consumer modules
+    of the ``through`` types (e.g. pooling, Identity, Dropout: modules that keep channels apart);
+    ``modules`` is ``dict(model.named_modules())``."""
+    users = list(node.users)
+    while len(users) == 1 and isinstance(module_of(users[0], modules), through):
+        users = list(users[0].users)
+    return users
 
 
 def replace_submodule(model: nn.Module, name: str, new: nn.Module) -> None:

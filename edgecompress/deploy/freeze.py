@@ -9,7 +9,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..graph import as_graph_module, call_counts, module_of, replace_submodule, trace
+from ..graph import (as_graph_module, call_counts, consumers, module_of, replace_submodule,
+                     trace)
 from ..layers import harden
 from .packed import PackedLayer, packed_class_for
 
@@ -21,20 +22,18 @@ _ACTIVATIONS = (nn.Hardtanh, nn.ReLU)
 
 def _layer_bn_pairs(graph: fx.Graph, model: nn.Module) -> list[tuple[str, str]]:
     """(layer, BatchNorm) pairs where the BatchNorm (with running statistics) is the only
-    consumer of a packed, Conv2d or Linear layer's output."""
+    consumer of a packed, Conv2d or Linear layer's output (each called once)."""
     modules = dict(model.named_modules())
     calls = call_counts(graph)
     pairs = []
     for node in graph.nodes:
-        bn = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(bn, _BATCHNORMS) or not bn.track_running_stats:
+        if not isinstance(module_of(node, modules), _FOLDABLE) or calls[str(node.target)] != 1:
             continue
-        source = node.args[0]
-        if (isinstance(source, fx.Node) and source.op == "call_module"
-                and isinstance(modules.get(source.target), _FOLDABLE)
-                and len(source.users) == 1 and calls[str(source.target)] == 1
-                and calls[str(node.target)] == 1):
-            pairs.append((str(source.target), str(node.target)))
+        users = consumers(node, modules)
+        bn = module_of(users[0], modules) if len(users) == 1 else None
+        if (isinstance(bn, _BATCHNORMS) and bn.track_running_stats
+                and calls[str(users[0].target)] == 1):
+            pairs.append((str(node.target), str(users[0].target)))
     return pairs
 
 

@@ -29,7 +29,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from ..errors import PruningError
-from ..graph import call_counts, module_of, trace
+from ..graph import call_counts, consumers, module_of, trace
 
 __all__ = ["LayerGroups", "find_groups", "parse_kind", "LAYER_PARTS"]
 
@@ -85,15 +85,6 @@ def parse_kind(kind: str) -> tuple[tuple[type[nn.Module], ...], bool]:
     return layers, _JOIN_BN in parts
 
 
-def _consumers(node: fx.Node, modules: dict[str, nn.Module]) -> list[fx.Node]:
-    """Where ``node``'s output goes, looking through chains of single-consumer per-channel
-    modules (pooling, Identity, Dropout)."""
-    users = list(node.users)
-    while len(users) == 1 and isinstance(module_of(users[0], modules), _CHANNELWISE):
-        users = list(users[0].users)
-    return users
-
-
 def find_groups(model: nn.Module, kind: str = "conv+bn") -> list[LayerGroups]:
     """The groups of ``model`` (one :class:`LayerGroups` per layer, in graph order) of ``kind``
     (see the module docstring). Needs a model torch.fx can trace: an untraceable model is a
@@ -114,15 +105,15 @@ def find_groups(model: nn.Module, kind: str = "conv+bn") -> list[LayerGroups]:
         if not isinstance(layer, layer_types) or name in seen:
             continue
         seen.add(name)
-        consumers = _consumers(node, modules)
-        if any(user.op == "output" for user in consumers):
+        users = consumers(node, modules, _CHANNELWISE)
+        if any(user.op == "output" for user in users):
             continue  # the model's output (a classifier): its channels are not removable
         bn_name = None
-        if join_bn and len(consumers) == 1:
-            bn = module_of(consumers[0], modules)
+        if join_bn and len(users) == 1:
+            bn = module_of(users[0], modules)
             out_channels = layer.weight.shape[0]
             if (isinstance(bn, _BATCHNORMS) and bn.affine and bn.num_features == out_channels
-                    and calls[name] == 1 and calls[str(consumers[0].target)] == 1):
-                bn_name = str(consumers[0].target)
+                    and calls[name] == 1 and calls[str(users[0].target)] == 1):
+                bn_name = str(users[0].target)
         found.append(LayerGroups(name, bn_name))
     return found
