@@ -23,16 +23,16 @@ features are kept (with the groups coupled to them); ``include``/``exclude`` cho
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from typing import Mapping, Sequence, Union
-
-import fnmatch
 
 import torch
 from torch import Tensor, nn
 
 from ..convert.engine import (POLICY_OPTIONS, ConversionReport, GraphTransform, Policy,
                               _first_last_names, _matches, register_method)
+from ..analysis import summary
 from ..errors import ConversionError
 from .surgery import CoupledGroup, Inputs, _Graph, _example_inputs, prune_channels, width_changes
 
@@ -89,7 +89,12 @@ def l1_keep(model: nn.Module, ratio: Ratio, inputs: Inputs = None, *, residual: 
     pruning of ``model`` with ``ratio`` (a fraction, or layer-name glob -> fraction; layers no
     glob matches are not pruned; a coupled group takes the smallest ratio of its layers)."""
     _check_ratio(ratio)
-    graph = _Graph(model, _example_inputs(model, inputs))
+    return _l1_keep(_Graph(model, _example_inputs(model, inputs)), ratio, residual, policy)
+
+
+def _l1_keep(graph: _Graph, ratio: Ratio, residual: bool, policy: Policy
+             ) -> tuple[dict[str, Tensor], dict[str, str]]:
+    model = graph.model
     protected = _first_last_names(model) if policy.keep_first_last else {}
     last = next((n for n, why in protected.items() if why == "last layer"), None)
     protected = {n: why for n, why in protected.items() if why != "last layer"}
@@ -132,6 +137,10 @@ class L1Prune(GraphTransform):
     Args:
         ratio: fraction of output channels removed per layer (or per coupled group), in [0, 1);
             or a mapping layer-name glob -> fraction (first match wins, unmatched layers kept).
+            Default 0.5 (unless ``macs_reduction`` is given).
+        macs_reduction: instead of ``ratio``, the fraction of the model's MACs to remove, in
+            (0, 1): the smallest uniform ratio that removes at least that much (bisection on the
+            physically pruned model's MACs, so the pruning is matched by cost, not by ratio).
         residual: also prune channels tied by residual additions (summed L1 norm of the coupled
             filters); False (default) prunes only layers no addition ties, as the paper does.
         input_shape: example input shape without the batch dimension for tracing; by default
@@ -141,13 +150,23 @@ class L1Prune(GraphTransform):
     """
 
     policy_options = POLICY_OPTIONS
+    #: bisection steps of ``macs_reduction`` (the ratio to 1/2**14, finer than any channel count)
+    STEPS = 14
 
-    def __init__(self, *, ratio: Ratio = 0.5, residual: bool = False,
-                 input_shape: Sequence[int] | None = None) -> None:
-        _check_ratio(ratio)
+    def __init__(self, *, ratio: Ratio | None = None, macs_reduction: float | None = None,
+                 residual: bool = False, input_shape: Sequence[int] | None = None) -> None:
+        if ratio is not None and macs_reduction is not None:
+            raise ConversionError("l1-prune: give ratio or macs_reduction, not both")
+        if macs_reduction is not None and (isinstance(macs_reduction, bool) or not isinstance(
+                macs_reduction, (int, float)) or not 0 < macs_reduction < 1):
+            raise ConversionError(f"l1-prune: macs_reduction must be a number in (0, 1) (the "
+                                  f"fraction of MACs removed), got {macs_reduction!r}")
+        ratio = 0.5 if ratio is None and macs_reduction is None else ratio
+        if ratio is not None:
+            _check_ratio(ratio)
         if not isinstance(residual, bool):
             raise ConversionError(f"l1-prune: residual must be true or false, got {residual!r}")
-        self.ratio, self.residual = ratio, residual
+        self.ratio, self.macs_reduction, self.residual = ratio, macs_reduction, residual
         self.input_shape = tuple(input_shape) if input_shape is not None else None
 
     def apply(self, model: nn.Module) -> nn.Module:
@@ -155,9 +174,13 @@ class L1Prune(GraphTransform):
         return self._apply(model, Policy(), ConversionReport("l1-prune"))
 
     def _apply(self, model: nn.Module, policy: Policy, report: ConversionReport) -> nn.Module:
-        keep, reasons = l1_keep(model, self.ratio, self.input_shape, residual=self.residual,
-                                policy=policy)
-        pruned = prune_channels(model, keep, self.input_shape)
+        example = _example_inputs(model, self.input_shape)
+        graph = _Graph(model, example)
+        if self.macs_reduction is not None:
+            keep, reasons = self._matched(graph, example, policy)
+        else:
+            keep, reasons = _l1_keep(graph, self.ratio, self.residual, policy)
+        pruned = prune_channels(model, keep, example)
         changes = width_changes(model, pruned)
         report.converted += changes
         changed = {n for n, _, _ in changes}
@@ -165,3 +188,30 @@ class L1Prune(GraphTransform):
                         for n, m in model.named_modules()
                         if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in changed]
         return pruned
+
+    def _matched(self, graph: _Graph, example: tuple[Tensor, ...], policy: Policy
+                 ) -> tuple[dict[str, Tensor], dict[str, str]]:
+        """The keep masks of the smallest uniform ratio removing ``macs_reduction`` of the MACs."""
+        base = summary(graph.model, input=example[0]).total_macs
+
+        def attempt(ratio: float) -> tuple[float, tuple[dict[str, Tensor], dict[str, str]]]:
+            chosen = _l1_keep(graph, ratio, self.residual, policy)
+            pruned = prune_channels(graph.model, chosen[0], example)
+            return 1 - summary(pruned, input=example[0]).total_macs / base, chosen
+
+        lo, hi = 0.0, 1 - 2.0 ** -self.STEPS
+        reached, best = attempt(hi)
+        if reached < self.macs_reduction:
+            raise ConversionError(
+                f"l1-prune: macs_reduction {self.macs_reduction:g} is out of reach: pruning "
+                f"every prunable layer to a single channel removes {reached:.1%} of the MACs "
+                f"(the layers kept are listed with their reasons in the conversion report; see "
+                f"residual, keep_first_last, include and exclude)")
+        for _ in range(self.STEPS):
+            mid = (lo + hi) / 2
+            reduction, chosen = attempt(mid)
+            if reduction >= self.macs_reduction:
+                hi, best = mid, chosen
+            else:
+                lo = mid
+        return best

@@ -121,14 +121,41 @@ def test_bad_ratios_are_clear_errors(ratio):
 
 
 def test_l1_prune_as_an_object_and_its_options():
-    assert ec.convert.method_options("l1-prune") == {"ratio", "residual", "input_shape",
-                                                      "keep_first_last", "include", "exclude"}
+    assert ec.convert.method_options("l1-prune") == {
+        "ratio", "macs_reduction", "residual", "input_shape", "keep_first_last", "include",
+        "exclude"}
     net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8),
                         nn.ReLU(), nn.Linear(8, 3))
     out = L1Prune(ratio=0.5, input_shape=(6,)).apply(net)  # first, feeds-last and last kept
     assert [out[i].out_features for i in (0, 2, 4, 6)] == [8, 4, 8, 3]
     with pytest.raises(ConversionError, match="residual"):
         L1Prune(residual="yes")
+
+
+def test_macs_reduction_picks_the_smallest_ratio_that_removes_that_much():
+    torch.manual_seed(0)
+    net = ec.models.create("convnet", width=0.25)  # 8, 16, 32 channels
+    base = macs(net)
+    out = ec.convert(net, "l1-prune", macs_reduction=0.5, keep_first_last=False)
+    # the MACs only change where floor(ratio * channels) does: at multiples of 1/32 here
+    reachable = [1 - macs(ec.convert(net, "l1-prune", ratio=k / 32, keep_first_last=False)) / base
+                 for k in range(32)]
+    assert 1 - macs(out) / base == min(r for r in reachable if r >= 0.5)
+    with pytest.raises(ConversionError, match=r"macs_reduction 0\.999 is out of reach"):
+        ec.convert(net, "l1-prune", macs_reduction=0.999)
+    with pytest.raises(ConversionError, match="ratio or macs_reduction, not both"):
+        ec.convert(net, "l1-prune", ratio=0.3, macs_reduction=0.5)
+    for bad in (0, 1, -0.5, "half"):
+        with pytest.raises(ConversionError, match="macs_reduction must be a number in"):
+            ec.convert(net, "l1-prune", macs_reduction=bad)
+
+
+@pytest.mark.slow
+def test_macs_reduction_on_resnet20_with_residual_channels():
+    target = 0.5
+    net = ec.models.create("resnet20")  # full width: 16-64 channels, fine steps of MACs
+    out = ec.convert(net, "l1-prune", macs_reduction=target, residual=True)
+    assert target <= 1 - macs(out) / macs(net) < target + 0.05
 
 
 def test_prune_channels_and_l1_agree_on_the_same_masks():
