@@ -122,14 +122,25 @@ def test_bad_ratios_are_clear_errors(ratio):
 
 def test_l1_prune_as_an_object_and_its_options():
     assert ec.convert.method_options("l1-prune") == {
-        "ratio", "macs_reduction", "residual", "input_shape", "keep_first_last", "include",
-        "exclude"}
+        "ratio", "macs_reduction", "residual", "round_to", "input_shape", "keep_first_last",
+        "include", "exclude"}
     net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8),
                         nn.ReLU(), nn.Linear(8, 3))
     out = L1Prune(ratio=0.5, input_shape=(6,)).apply(net)  # first, feeds-last and last kept
     assert [out[i].out_features for i in (0, 2, 4, 6)] == [8, 4, 8, 3]
     with pytest.raises(ConversionError, match="residual"):
         L1Prune(residual="yes")
+    with pytest.raises(ConversionError, match="round_to must be a positive int"):
+        L1Prune(round_to=0)
+
+
+def test_round_to_keeps_multiples_of_channels_rounding_up():
+    net = resnet20()  # conv1 widths 8, 16, 32
+    out = ec.convert(net, "l1-prune", ratio=0.7, round_to=4)
+    # kept 8 - 5 = 3 -> 4, 16 - 11 = 5 -> 8, 32 - 22 = 10 -> 12
+    assert [out.stages[s][0].conv1.out_channels for s in range(3)] == [4, 8, 12]
+    plain = ec.convert(net, "l1-prune", ratio=0.7)
+    assert [plain.stages[s][0].conv1.out_channels for s in range(3)] == [3, 5, 10]
 
 
 def test_macs_reduction_picks_the_smallest_ratio_that_removes_that_much():
