@@ -35,6 +35,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from ..errors import ConversionError
+from ..layers import CompressedLayer
 
 __all__ = ["CoupledGroup", "coupled_groups", "effective_keep", "prune_channels",
            "width_changes", "PRUNABLE_TYPES"]
@@ -89,6 +90,20 @@ def _example_inputs(model: nn.Module, inputs: Inputs) -> tuple[Tensor, ...]:
     return (torch.randn(shape) if dtype.is_floating_point else torch.zeros(shape, dtype=dtype),)
 
 
+class _UnionFind(dict):
+    """Disjoint sets of hashable items (each maps to its parent; roots to themselves)."""
+
+    def find(self, x: Any) -> Any:
+        self.setdefault(x, x)
+        while self[x] != x:
+            self[x] = self[self[x]]
+            x = self[x]
+        return x
+
+    def union(self, a: Any, b: Any) -> None:
+        self[self.find(a)] = self.find(b)
+
+
 class _Graph:
     """Torch-Pruning's dependency graph of ``model`` (traced in eval mode, so BatchNorm running
     statistics are untouched) and the coupled groups read from it."""
@@ -119,22 +134,14 @@ class _Graph:
         return self.dg.get_pruning_group(module, pruner.prune_out_channels, list(range(width)))
 
     def _groups(self) -> list[CoupledGroup]:
-        parent: dict[tuple[str, int], tuple[str, int]] = {}
-
-        def find(x: tuple[str, int]) -> tuple[str, int]:
-            parent.setdefault(x, x)
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
+        channels = _UnionFind()  # (layer, output channel) pairs removed together
         bad: dict[str, str] = {}
         feeds: dict[str, set[str]] = {}
         sink: set[str] = set()
         for name, module in self.layers.items():
             width = _out_channels(module)
             for c in range(width):
-                find((name, c))
+                channels.find((name, c))
             for item in self._full_group(module):
                 dep, idxs = item.dep, item.idxs
                 target = dep.target.module
@@ -156,31 +163,23 @@ class _Graph:
                             f"operation between them changes the number of channels in a way "
                             f"it does not model (e.g. a zero-padding shortcut)")
                         continue
-                    parent[find((tname, idx))] = find((name, root))
+                    channels.union((tname, idx), (name, root))
         classes: dict[tuple[str, int], list[tuple[str, int]]] = {}
-        for key in parent:
-            classes.setdefault(find(key), []).append(key)
+        for key in list(channels):
+            classes.setdefault(channels.find(key), []).append(key)
         return self._components(classes, bad, feeds, sink)
 
     def _components(self, classes: dict[tuple[str, int], list[tuple[str, int]]],
                     bad: dict[str, str], feeds: dict[str, set[str]],
                     sink: set[str]) -> list[CoupledGroup]:
-        layer_root: dict[str, str] = {n: n for n in self.layers}
-
-        def find(n: str) -> str:
-            while layer_root[n] != n:
-                layer_root[n] = layer_root[layer_root[n]]
-                n = layer_root[n]
-            return n
-
+        tied = _UnionFind()  # layers sharing a coupled channel
         for members in classes.values():
-            first = members[0][0]
-            for n, _ in members[1:]:
-                layer_root[find(n)] = find(first)
+            for n, _ in members:
+                tied.union(n, members[0][0])
         order = list(self.layers)
         by_root: dict[str, list[str]] = {}
         for n in order:
-            by_root.setdefault(find(n), []).append(n)
+            by_root.setdefault(tied.find(n), []).append(n)
         groups = []
         for layers in by_root.values():
             lset = set(layers)
@@ -307,12 +306,20 @@ def prune_channels(model: nn.Module, keep: Mapping[str, Tensor], inputs: Inputs 
 
     Raises:
         ConversionError: an unknown or unsupported layer, a mask of the wrong shape, a mask
-            removing every channel of a layer, a group whose channels are the model's output or
-            that Torch-Pruning cannot follow, or (``"raise"``) coupled layers disagreeing.
+            removing every channel of a layer, a compressed layer (prune before compressing),
+            a group whose channels are the model's output or that Torch-Pruning cannot
+            follow, or (``"raise"``) coupled layers disagreeing.
     """
     if on_conflict not in ("keep", "raise"):
         raise ConversionError(f"prune_channels: on_conflict must be 'keep' or 'raise', got "
                               f"{on_conflict!r}")
+    compressed = [n for n, m in model.named_modules() if isinstance(m, CompressedLayer)]
+    if compressed:
+        kind = type(model.get_submodule(compressed[0])).__name__
+        raise ConversionError(
+            f"prune_channels: layer {compressed[0]!r} is a {kind}: prune the float model, then "
+            f"compress it (e.g. convert with [l1-prune, bnn]); compressed layers carry "
+            f"per-channel state the surgery does not follow")
     example = _example_inputs(model, inputs)
     pruned = copy.deepcopy(model)
     graph = _Graph(pruned, example)

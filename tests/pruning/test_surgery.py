@@ -219,6 +219,9 @@ def test_bad_keep_masks_are_clear_errors_naming_the_layer():
         prune_channels(model, {"fc": torch.arange(10) > 2})
     with pytest.raises(ConversionError, match="on_conflict"):
         prune_channels(model, {}, on_conflict="ignore")
+    with pytest.raises(ConversionError, match=r"'stages\.0\.0\.conv1' is a BinaryConv2d: prune "
+                                              r"the float model, then compress it"):
+        prune_channels(ec.convert(model, "bnn"), {})
     with pytest.raises(ConversionError, match="no input_shape"):
         prune_channels(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), {})
 
