@@ -10,10 +10,11 @@ from . import data, deploy, kernels, layers, models, quantizers
 from .analysis import summary
 from . import convert  # the package is callable: edgecompress.convert(model, "bnn", ...)
 from .convert import available_methods, register_method
+from . import pruning  # registers the pruning methods ("l1-prune")
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "deploy", "kernels", "layers", "models", "quantizers", "summary", "convert",
+    "data", "deploy", "kernels", "layers", "models", "pruning", "quantizers", "summary", "convert",
     "available_methods", "register_method", "__version__",
 ]

@@ -334,9 +334,9 @@ def _run(model: nn.Module, method: str | Method, policy: Policy, options: dict[s
     """Apply one method to ``model`` (already a copy) and record it in the report and spec."""
     obj, label = _resolve(method, options)
     report.method = f"{report.method} -> {label}" if report.method else label
-    spec = getattr(model, "edgecompress_spec", None)
     step_report = ConversionReport(label)  # its messages name this method only
     model = obj._apply(model, policy, step_report)
+    spec = getattr(model, "edgecompress_spec", None)  # as the method left it (pruning adds to it)
     report.converted += step_report.converted
     report.kept += step_report.kept
     report.removed += step_report.removed

@@ -1,6 +1,8 @@
 """Structured pruning: the Structured Perspective Regularization (SPR; Cacciola, Frangioni, Li,
 Lodi, arXiv 2206.14056), pruning decisions (masks of kept output channels), fine-tuning with
-fixed masks.
+fixed masks, physical channel surgery through Torch-Pruning's dependency graph
+(:mod:`.surgery`: :func:`prune_channels`, :func:`coupled_groups`) and the L1-norm filter pruning
+baseline (:mod:`.l1`, Li et al. 2017, method ``"l1-prune"`` of :func:`edgecompress.convert`).
 
 The procedure, in Python::
 
@@ -20,6 +22,7 @@ The procedure, in Python::
     pruning.apply_masks(model, masks)    # removed filters and their BN gamma/beta -> 0
     Trainer(model, train_set, test_set, TrainConfig(epochs=10),
             callbacks=[pruning.FixedMasks(masks)]).fit()   # fine-tune, regularizer off
+    small = pruning.prune_channels(model, masks)  # physically smaller, same outputs (eval)
 
 ``pruning.SPR(model, lam, alpha, reference=..., m_scale=1.0, groups="conv+bn")`` is the term
 itself (``spr(model)`` -> a differentiable scalar) for a custom training loop. Groups
@@ -35,9 +38,11 @@ training starts.
 from .callback import (SPRRegularizer, available_regularizers, create_regularizer,
                        register_regularizer, regularizer_options)
 from .groups import LayerGroups, find_groups
+from .l1 import L1Prune, l1_keep
 from .masks import (FixedMasks, ThresholdSearch, apply_masks, filter_masks, removal_thresholds,
                     search_threshold)
 from .spr import SPR, spr_cases, spr_values
+from .surgery import CoupledGroup, coupled_groups, effective_keep, prune_channels, width_changes
 
 __all__ = [
     "SPR", "spr_values", "spr_cases",
@@ -46,4 +51,6 @@ __all__ = [
     "register_regularizer",
     "FixedMasks", "ThresholdSearch", "apply_masks", "filter_masks", "removal_thresholds",
     "search_threshold",
+    "CoupledGroup", "coupled_groups", "effective_keep", "prune_channels", "width_changes",
+    "L1Prune", "l1_keep",
 ]
