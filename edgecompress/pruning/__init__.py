@@ -2,7 +2,9 @@
 Lodi, arXiv 2206.14056), pruning decisions (masks of kept output channels), fine-tuning with
 fixed masks, physical channel surgery through Torch-Pruning's dependency graph
 (:mod:`.surgery`: :func:`prune_channels`, :func:`coupled_groups`) and the L1-norm filter pruning
-baseline (:mod:`.l1`, Li et al. 2017, method ``"l1-prune"`` of :func:`edgecompress.convert`).
+baseline (:mod:`.l1`, Li et al. 2017, method ``"l1-prune"`` of :func:`edgecompress.convert`)
+and the group-lasso baseline (:mod:`.lasso`, Yuan & Lin 2006, Wen et al. 2016; regularizer
+``"group-lasso"``, the same groups and callback mechanism as SPR).
 
 The procedure, in Python::
 
@@ -32,13 +34,16 @@ itself (``spr(model)`` -> a differentiable scalar) for a custom training loop. G
 In a recipe, ``regularizer: {name: spr, lam: 1.0, alpha: 0.1, reference: PATH_OR_NULL,
 m_scale: 1.0, groups: conv+bn}`` adds the SPR callback to training; ``reference`` is the
 checkpoint of the unregularized run, and without it M comes from the model's own weights when
-training starts.
+training starts. ``regularizer: {name: group-lasso, lam: 0.5, groups: conv+bn}`` trains with the
+group-lasso baseline instead (:class:`GroupLasso`, :class:`GroupLassoRegularizer`).
 """
 
-from .callback import (SPRRegularizer, available_regularizers, create_regularizer,
-                       register_regularizer, regularizer_options)
+from .callback import (GroupLassoRegularizer, PenaltyRegularizer, SPRRegularizer,
+                       available_regularizers, create_regularizer, register_regularizer,
+                       regularizer_options)
 from .groups import LayerGroups, find_groups
 from .l1 import L1Prune, l1_keep
+from .lasso import GroupLasso
 from .masks import (FixedMasks, ThresholdSearch, apply_masks, filter_masks, removal_thresholds,
                     search_threshold)
 from .spr import SPR, spr_cases, spr_values
@@ -53,4 +58,5 @@ __all__ = [
     "search_threshold",
     "CoupledGroup", "coupled_groups", "effective_keep", "prune_channels", "width_changes",
     "L1Prune", "l1_keep",
+    "GroupLasso", "GroupLassoRegularizer", "PenaltyRegularizer",
 ]
