@@ -24,8 +24,8 @@ from ..registry import Registry
 from ..train.callbacks import Callback
 from ..train.state import TrainerState
 from .groups import LayerGroups, parse_kind
-from .lasso import GroupLasso, check_lasso_lambda
-from .spr import SPR, check_m_values, check_spr_params
+from .lasso import GroupLasso
+from .spr import SPR, check_lambda, check_m_values, check_spr_params
 
 __all__ = ["PenaltyRegularizer", "SPRRegularizer", "GroupLassoRegularizer", "create_regularizer",
            "regularizer_options", "available_regularizers", "register_regularizer"]
@@ -148,7 +148,7 @@ class GroupLassoRegularizer(PenaltyRegularizer):
     metric = "group_lasso"
 
     def __init__(self, lam: float, groups: str | Sequence[LayerGroups] = "conv+bn") -> None:
-        check_lasso_lambda(lam)
+        check_lambda(lam, "group lasso")
         if isinstance(groups, str):
             parse_kind(groups)
         super().__init__(lam=lam, groups=groups)

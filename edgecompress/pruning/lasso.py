@@ -29,15 +29,9 @@ from torch import Tensor, nn
 
 from ..errors import PruningError
 from .groups import LayerGroups, find_groups
+from .spr import check_lambda
 
-__all__ = ["GroupLasso", "check_lasso_lambda"]
-
-
-def check_lasso_lambda(lam: float) -> None:
-    """lambda is a finite number >= 0, else a :class:`PruningError` naming the value."""
-    if (isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam)
-            or lam < 0):
-        raise PruningError(f"group lasso lambda must be a finite number >= 0, got {lam!r}")
+__all__ = ["GroupLasso"]
 
 
 class GroupLasso:
@@ -54,7 +48,7 @@ class GroupLasso:
 
     def __init__(self, model: nn.Module, lam: float, *,
                  groups: str | Sequence[LayerGroups] = "conv+bn") -> None:
-        check_lasso_lambda(lam)
+        check_lambda(lam, "group lasso")
         self.lam = float(lam)
         self.groups = find_groups(model, groups) if isinstance(groups, str) else list(groups)
         if not self.groups:

@@ -39,14 +39,22 @@ from torch import Tensor, nn
 from ..errors import PruningError
 from .groups import LayerGroups, find_groups
 
-__all__ = ["SPR", "spr_values", "spr_cases", "check_spr_params", "check_m_values"]
+__all__ = ["SPR", "spr_values", "spr_cases", "check_lambda", "check_spr_params",
+           "check_m_values"]
+
+
+def check_lambda(lam: float, penalty: str) -> None:
+    """A penalty's lambda is a finite number >= 0 (not a bool), else a :class:`PruningError`
+    naming the penalty and the value."""
+    if (isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam)
+            or lam < 0):
+        raise PruningError(f"{penalty} lambda must be a finite number >= 0, got {lam!r}")
 
 
 def check_spr_params(lam: float, alpha: float, m_scale: float = 1.0) -> None:
     """lambda >= 0, alpha in (0, 1), M_scale > 0 (all finite), else a :class:`PruningError`
     naming the value."""
-    if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-        raise PruningError(f"SPR lambda must be a finite number >= 0, got {lam!r}")
+    check_lambda(lam, "SPR")
     if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise PruningError(f"SPR alpha must be in the open interval (0, 1), got {alpha!r}")
     if not isinstance(m_scale, (int, float)) or not math.isfinite(m_scale) or m_scale <= 0:
