@@ -39,6 +39,7 @@ from .callback import (SPRRegularizer, available_regularizers, create_regularize
                        register_regularizer, regularizer_options)
 from .groups import LayerGroups, find_groups
 from .l1 import L1Prune, l1_keep
+from .pipeline import PruneResult, compare_models, prune_recipe
 from .masks import (FixedMasks, ThresholdSearch, apply_masks, filter_masks, removal_thresholds,
                     search_threshold)
 from .spr import SPR, spr_cases, spr_values
