@@ -15,7 +15,9 @@ Phases (Cacciola et al., arXiv 2206.14056, section "procedure"; spec ``pruning_s
    is needed: the removed channels no longer exist. With a recipe ``method`` (e.g. ``bnn``
    W1A1, ``s3``) the pruned model is converted first, so this phase trains the pruned,
    compressed network (prune-then-binarize), which is then frozen (:func:`edgecompress.deploy.freeze`)
-   and saved as ``OUT/model.safetensors``.
+   and saved as ``OUT/model.safetensors`` (the frozen unpruned float reference as
+   ``OUT/reference.safetensors``); the before/after report then compares the two frozen models,
+   file sizes included.
 
 Each phase trains in ``OUT/<phase>/`` with the trainer's checkpoint, metrics and progress bar,
 and its own ``epochs``/``optimizer``/``schedule`` (``prune.<phase>``, defaults: the recipe's).
@@ -46,11 +48,11 @@ from torch import Tensor, nn
 from ..analysis import summary
 from ..convert import convert
 from ..errors import CheckpointError, RecipeError
-from ..train import Callback, Trainer, evaluate, resolve_device, seed_everything
+from ..train.callbacks import Callback
 from ..train.checkpoint import atomic_write
 from .callback import create_regularizer
 from .masks import apply_masks, filter_masks, search_threshold
-from .surgery import prune_channels
+from .surgery import effective_keep, prune_channels
 
 __all__ = ["PHASES", "PruneResult", "prune_recipe", "compare_models"]
 
@@ -59,13 +61,14 @@ PHASES = ("train", "regularize", "prune", "finetune")
 STATE_FILE = "prune_state.json"
 MODEL_FILE = "model.pt"
 FROZEN_FILE = "model.safetensors"
+REFERENCE_FILE = "reference.safetensors"
 
 
 @dataclass
 class PruneResult:
     """What :func:`prune_recipe` returns: each phase's metrics, the before/after comparison
-    (:func:`compare_models`), the unpruned reference and the final model (frozen if the recipe
-    has a method)."""
+    (:func:`compare_models`), the unpruned reference and the final model (both frozen if the
+    recipe has a method)."""
 
     phases: dict[str, dict[str, Any]]
     comparison: dict[str, Any]
@@ -155,6 +158,7 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
     ``callbacks``: extra trainer callbacks per phase name (e.g. to observe or interrupt one).
     """
     from ..experiment import load_trained  # experiment imports this package
+    from ..train import Trainer, evaluate, resolve_device, seed_everything  # loads the trainer
 
     if recipe.regularizer is None:
         raise RecipeError(f"recipe {recipe.name!r}: pruning needs a 'regularizer' section (e.g. "
@@ -190,7 +194,7 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
     else:
         if settings.get("reference"):
             model, _ = load_trained(settings["reference"])
-            test = evaluate(model, test_set, recipe.eval_batch_size, device, task)
+            test = evaluate(model, test_set, recipe.eval_batch_size, "cpu", task)
             done["train"] = {"reference": str(settings["reference"]),
                              **{f"test_{k}": v for k, v in test.items()}}
         else:
@@ -231,11 +235,14 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
             masks = found.masks
             metrics = {"threshold": found.threshold, "tolerance": tolerance,
                        "train_top1_before": found.baseline, "train_top1_after": found.score}
+        # what the surgery removes: a channel shared through a residual addition goes only
+        # if every layer adding into it drops it
+        removed = effective_keep(model, masks, inputs)
         apply_masks(model, masks)
         model = prune_channels(model, masks, inputs)
         metrics.update(
-            filters_removed=sum(int((~k).sum()) for k in masks.values()),
-            filters_total=sum(int(k.numel()) for k in masks.values()),
+            filters_removed=sum(int((~k).sum()) for k in removed.values()),
+            filters_total=sum(int(k.numel()) for k in removed.values()),
             **{f"test_{k}": v for k, v in
                evaluate(model, test_set, recipe.eval_batch_size, "cpu", task).items()})
         done["prune"] = metrics
@@ -258,21 +265,20 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
         _write_state(out, recipe.to_dict(), done)
 
     model = model.cpu().eval()
+    before: nn.Module = reference
     after: nn.Module = model
-    file_bytes = None
+    sizes = None
     if recipe.method is not None:
+        # compare deployed forms: both frozen (BatchNorm folded; the compressed layers packed)
         from ..deploy import freeze, save
 
-        after = freeze(copy.deepcopy(model))
-        save(after, out / FROZEN_FILE)
-        file_bytes = (out / FROZEN_FILE).stat().st_size
-    comparison = compare_models(reference, after, inputs, rounds=latency_rounds)
-    if file_bytes is not None:
-        reference_file = out / "reference.safetensors"
-        from ..deploy import freeze, save
-
-        save(freeze(copy.deepcopy(reference)), reference_file)
-        size0 = reference_file.stat().st_size
-        comparison["file_bytes"] = {"before": size0, "after": file_bytes,
-                                    "ratio": size0 / file_bytes}
-    return PruneResult(done, comparison, reference, after)
+        before, after = freeze(copy.deepcopy(reference)), freeze(copy.deepcopy(model))
+        sizes = []
+        for m, name in ((before, REFERENCE_FILE), (after, FROZEN_FILE)):
+            save(m, out / name)
+            sizes.append((out / name).stat().st_size)
+    comparison = compare_models(before, after, inputs, rounds=latency_rounds)
+    if sizes is not None:
+        comparison["file_bytes"] = {"before": sizes[0], "after": sizes[1],
+                                    "ratio": sizes[0] / sizes[1]}
+    return PruneResult(done, comparison, before, after)

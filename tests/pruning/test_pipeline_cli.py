@@ -148,3 +148,67 @@ def test_shipped_pruning_recipes_are_valid():
     assert paths
     for path in paths:
         assert Recipe.from_yaml(path).prune is not None
+
+
+KILL_SCRIPT = """
+import json, os, signal, sys
+from edgecompress.pruning.pipeline import prune_recipe
+from edgecompress.recipe import Recipe
+from edgecompress.train import Callback
+
+class Kill(Callback):
+    def __init__(self, active):
+        self.active = active
+
+    def on_step_end(self, trainer, step, loss):
+        if self.active and step == 6:  # in the second fine-tuning epoch
+            os.kill(os.getpid(), signal.SIGKILL)
+
+mode = sys.argv[3]  # fresh (killed), resume, or full (the uninterrupted run)
+recipe = Recipe.from_dict(json.loads(sys.argv[1]))
+prune_recipe(recipe, sys.argv[2], resume=mode == "resume", progress=False, latency_rounds=1,
+             callbacks={"finetune": (Kill(mode == "fresh"),)})
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_finetune_then_resume_gives_the_uninterrupted_result(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    raw = tiny(prune={"tolerance": 100.0, "finetune": {"epochs": 2}})
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT)
+    out = tmp_path / "killed"
+    root = str(Path(__file__).parents[2])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, str(script), json.dumps(raw), str(out)]
+    killed = subprocess.run([*argv, "fresh"], env=env)
+    assert killed.returncode == -signal.SIGKILL
+    assert list(json.loads((out / "prune_state.json").read_text())["phases"]) == [
+        "train", "regularize", "prune"]
+    subprocess.run([*argv, "resume"], env=env, check=True)
+    # the uninterrupted run, in the same kind of process (same thread count: same float sums)
+    full = tmp_path / "full"
+    subprocess.run([sys.executable, str(script), json.dumps(raw), str(full), "full"], env=env,
+                   check=True)
+    phases = [json.loads((d / "prune_state.json").read_text())["phases"] for d in (out, full)]
+    assert without_seconds(phases[0]) == without_seconds(phases[1])
+    a, b = (torch.load(d / "finetune" / "model.pt", weights_only=True)["model"]
+            for d in (out, full))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+def test_prune_command_has_help_and_turns_errors_into_one_line(tmp_path, capsys):
+    from edgecompress.cli import main
+
+    result = CliRunner().invoke(cli, ["prune", "--help"])
+    assert result.exit_code == 0 and "--resume" in result.output
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(yaml.safe_dump(tiny(prune={"tolerence": 1})))
+    with pytest.raises(SystemExit) as info:
+        main(["prune", str(recipe), "--out", str(tmp_path / "out")])
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
