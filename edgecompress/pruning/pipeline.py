@@ -54,10 +54,8 @@ from .callback import create_regularizer
 from .masks import apply_masks, filter_masks, search_threshold
 from .surgery import effective_keep, prune_channels
 
-__all__ = ["PHASES", "PruneResult", "prune_recipe", "compare_models"]
+__all__ = ["PruneResult", "prune_recipe", "compare_models", "format_comparison"]
 
-#: the phases, in order (``prune`` trains nothing; the others are trainer runs)
-PHASES = ("train", "regularize", "prune", "finetune")
 STATE_FILE = "prune_state.json"
 MODEL_FILE = "model.pt"
 FROZEN_FILE = "model.safetensors"
@@ -118,7 +116,7 @@ def compare_models(before: nn.Module, after: nn.Module, inputs: tuple[int, ...],
                    threads: int = 1) -> dict[str, Any]:
     """Parameters, MACs and bytes (:func:`edgecompress.summary`) of both models, and their CPU
     latency at batch 1 measured in the same run, interleaved (:func:`~edgecompress.deploy.
-    benchmark.compare`): ``latency_ratio`` = before / after (> 1: faster after)."""
+    benchmark.compare`). Every ``ratio`` is before / after (> 1: smaller or faster after)."""
     from ..deploy.benchmark import compare
 
     s0, s1 = summary(before, inputs, dtype=dtype), summary(after, inputs, dtype=dtype)
@@ -277,7 +275,8 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
         for m, name in ((before, REFERENCE_FILE), (after, FROZEN_FILE)):
             save(m, out / name)
             sizes.append((out / name).stat().st_size)
-    comparison = compare_models(before, after, inputs, rounds=latency_rounds)
+    comparison = compare_models(before, after, inputs, rounds=latency_rounds,
+                                dtype=getattr(reference, "input_dtype", torch.float32))
     if sizes is not None:
         comparison["file_bytes"] = {"before": sizes[0], "after": sizes[1],
                                     "ratio": sizes[0] / sizes[1]}

@@ -58,6 +58,15 @@ def test_prune_command_runs_end_to_end_and_reports_fewer_params_and_macs(tmp_pat
         assert (out / phase / "metrics.jsonl").is_file()
 
 
+@pytest.mark.slow
+def test_a_fixed_threshold_of_zero_removes_only_all_zero_filters(tmp_path):
+    raw = tiny(prune={"threshold": 0.0})
+    result = prune_recipe(Recipe.from_dict(raw), tmp_path, progress=False, latency_rounds=1)
+    assert result.phases["prune"]["threshold"] == 0.0
+    assert result.phases["prune"]["filters_removed"] == 0
+    assert result.comparison["params"]["after"] == result.comparison["params"]["before"]
+
+
 class Crash(Callback):
     """Simulates a kill during one phase: raises at step ``step`` (counted over the phase)."""
 
