@@ -240,7 +240,7 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
         model = prune_channels(model, masks, inputs)
         metrics.update(
             filters_removed=sum(int((~k).sum()) for k in removed.values()),
-            filters_total=sum(int(k.numel()) for k in removed.values()),
+            filters_total=sum(int(k.numel()) for k in masks.values()),
             **{f"test_{k}": v for k, v in
                evaluate(model, test_set, recipe.eval_batch_size, "cpu", task).items()})
         done["prune"] = metrics

@@ -67,6 +67,24 @@ def test_a_fixed_threshold_of_zero_removes_only_all_zero_filters(tmp_path):
     assert result.comparison["params"]["after"] == result.comparison["params"]["before"]
 
 
+@pytest.mark.slow
+def test_a_reference_checkpoint_replaces_the_train_phase(tmp_path):
+    from edgecompress.experiment import run
+
+    raw = tiny()
+    run(Recipe.from_dict({k: v for k, v in raw.items() if k not in ("prune", "regularizer")}),
+        out_dir=tmp_path / "ref", progress=False)
+    raw["prune"] = {**raw["prune"], "reference": str(tmp_path / "ref" / "checkpoint.pt")}
+    result = prune_recipe(Recipe.from_dict(raw), tmp_path / "run", progress=False,
+                          latency_rounds=1)
+    assert result.phases["train"]["reference"] == raw["prune"]["reference"]
+    assert not (tmp_path / "run" / "train" / "checkpoint.pt").exists()  # nothing trained
+    trained = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)["model"]
+    before = result.before.state_dict()
+    assert all(torch.equal(before[k], trained[k]) for k in trained)
+    assert result.comparison["params"]["after"] < result.comparison["params"]["before"]
+
+
 class Crash(Callback):
     """Simulates a kill during one phase: raises at step ``step`` (counted over the phase)."""
 
