@@ -39,9 +39,9 @@ from .callback import (SPRRegularizer, available_regularizers, create_regularize
                        register_regularizer, regularizer_options)
 from .groups import LayerGroups, find_groups
 from .l1 import L1Prune, l1_keep
-from .pipeline import PruneResult, compare_models, prune_recipe
 from .masks import (FixedMasks, ThresholdSearch, apply_masks, filter_masks, removal_thresholds,
                     search_threshold)
+from .pipeline import PruneResult, compare_models, prune_recipe
 from .spr import SPR, spr_cases, spr_values
 from .surgery import CoupledGroup, coupled_groups, effective_keep, prune_channels, width_changes
 
