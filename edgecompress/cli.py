@@ -2,6 +2,7 @@
 
 - ``demo``: float vs BNN/BNN++ (W1A32, W1A1) on the bundled MNIST subset, one table;
 - ``train RECIPE`` / ``eval CHECKPOINT``: a recipe's experiment, resumable, DDP under torchrun;
+- ``prune RECIPE``: train -> regularize -> prune -> fine-tune, resumable per phase;
 - ``summary MODEL``: parameters, bytes and MACs by precision of a zoo model, optionally converted;
 - ``bench kernels`` / ``bench model``: the C kernels and a frozen model against float torch;
 - ``list``: the registered models, datasets, methods and quantizers.
@@ -102,6 +103,37 @@ def train(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
         click.echo(f"checkpoint: {Path(out) / 'checkpoint.pt'}")
     _write_json(json_path, {"recipe": r.to_dict(), "metrics": result.metrics,
                             "checkpoint": str(Path(out) / "checkpoint.pt")})
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Output directory (default: the recipe's out_dir, else runs/<recipe name>).")
+@click.option("--resume", is_flag=True, help="Continue a killed run in OUT from the phase it "
+              "was in (finished phases are not redone).")
+@click.option("--data-root", help="Directory holding the dataset files (overrides the recipe).")
+@device_option
+@json_option
+@progress_option
+def prune(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
+          device: str | None, json_path: str | None, progress: bool) -> None:
+    """Prune the model of RECIPE: train (or load prune.reference) -> train with the recipe's
+    regularizer (e.g. SPR) -> prune filters and remove them physically -> fine-tune (with the
+    recipe's method, if any, applied after pruning, then frozen). Prints parameters, MACs,
+    bytes and measured CPU latency before and after."""
+    from .pruning.pipeline import format_comparison, prune_recipe
+    from .recipe import Recipe
+
+    r = Recipe.from_yaml(recipe)
+    out = out_dir or r.out_dir or str(Path("runs") / r.name)
+    result = prune_recipe(r, out, resume=resume, data_root=data_root, progress=progress,
+                          device=device)
+    for phase, metrics in result.phases.items():
+        shown = {k: v for k, v in metrics.items()
+                 if k.startswith(("test_", "train_top1", "threshold", "filters_"))}
+        click.echo(f"{phase}: {json.dumps(shown, default=str)}")
+    click.echo(format_comparison(result.comparison))
+    _write_json(json_path, {"recipe": r.to_dict(), "out": out, **result.to_dict()})
 
 
 @cli.command(name="eval")

@@ -25,6 +25,19 @@ regularizer to the training loss (see :mod:`edgecompress.pruning`; ``reference``
 of a trained unregularized run, from which the SPR's M is taken; without it M comes from the
 model's weights when training starts).
 
+``prune:`` configures ``edgecompress prune`` (train or load -> regularize -> prune -> fine-tune,
+:mod:`edgecompress.pruning.pipeline`)::
+
+    prune:
+      reference: null        # checkpoint of a trained unregularized run (skips the train phase)
+      threshold: null        # fixed magnitude threshold, or
+      tolerance: 1.0         # largest threshold keeping the training top-1 drop <= 1 point
+      survive_fraction: 0.0  # a filter is removed when at most this fraction of it survives
+      groups: conv+bn        # the groups the pruning decision looks at
+      train:      {epochs: 2}                       # each phase: epochs, optimizer, schedule
+      regularize: {epochs: 4}                       # (defaults: the recipe's)
+      finetune:   {epochs: 2, optimizer: {name: sgd, lr: 0.01}}
+
 The training task (``classification``, ``language-modelling``) comes from the dataset;
 ``task: {name: language-modelling, bptt: 35}`` states it, or its options, explicitly.
 Unknown keys are rejected with the list of valid ones, so a typo never silently falls back to a
@@ -40,6 +53,7 @@ recipe is stored in every checkpoint, which is how
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -59,8 +73,12 @@ from .train import tasks as tasks_lib
 _TOP_KEYS = {
     "name", "model", "data", "method", "optimizer", "schedule", "epochs", "batch_size",
     "eval_batch_size", "seed", "label_smoothing", "grad_clip", "distill", "out_dir", "task",
-    "regularizer",
+    "regularizer", "prune",
 }
+_PRUNE_KEYS = {"reference", "threshold", "tolerance", "survive_fraction", "groups", "train",
+               "regularize", "finetune"}
+PRUNE_PHASES = ("train", "regularize", "finetune")
+_PRUNE_PHASE_KEYS = {"epochs", "optimizer", "schedule"}
 _OPTIMIZER_KEYS = {"name", "lr", "momentum", "nesterov", "betas", "weight_decay", "no_decay",
                    "decay_1d"}
 _SCHEDULE_KEYS = {"name", "milestones", "gamma", "warmup_epochs"}
@@ -97,6 +115,38 @@ def _check_options(section: Mapping[str, Any], valid: set[str] | None, kind: str
         raise RecipeError(
             f"unknown key(s) {', '.join(repr(kind + '.' + k) for k in unknown)} in recipe; "
             f"valid keys of {kind} {section['name']!r}: name, {', '.join(sorted(valid))}")
+
+
+def _prune(value: Any) -> dict[str, Any] | None:
+    """The ``prune`` section: known keys, sane values; each phase's optimizer and schedule
+    written as mappings with a name."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise RecipeError(f"recipe key 'prune' must be a mapping, got {value!r}")
+    _check_keys(value, _PRUNE_KEYS, "prune.")
+    out = dict(value)
+    if out.get("threshold") is not None and out.get("tolerance") is not None:
+        raise RecipeError("recipe keys 'prune.threshold' and 'prune.tolerance' exclude each "
+                          "other (a fixed threshold, or the search under a tolerance)")
+    for key in ("threshold", "tolerance", "survive_fraction"):
+        v = out.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+            raise RecipeError(f"recipe key 'prune.{key}' must be a number >= 0, got {v!r}")
+    if out.get("groups") is not None:
+        pruning.groups.parse_kind(out["groups"])
+    for phase in PRUNE_PHASES:
+        section = out.get(phase) or {}
+        if not isinstance(section, Mapping):
+            raise RecipeError(f"recipe key 'prune.{phase}' must be a mapping, got {section!r}")
+        _check_keys(section, _PRUNE_PHASE_KEYS, f"prune.{phase}.")
+        section = dict(section)
+        for key, valid in (("optimizer", _OPTIMIZER_KEYS), ("schedule", _SCHEDULE_KEYS)):
+            if key in section:
+                section[key] = _named(section[key], f"prune.{phase}.{key}")
+                _check_keys(section[key], valid, f"prune.{phase}.{key}.")
+        out[phase] = section
+    return out
 
 
 def _model_options(name: str) -> set[str]:
@@ -144,6 +194,7 @@ class Recipe:
     out_dir: str | None = None
     task: dict[str, Any] | None = None
     regularizer: dict[str, Any] | None = None
+    prune: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "<recipe>") -> "Recipe":
@@ -171,13 +222,16 @@ class Recipe:
             task = None if task is None else _named(task, "task")
             regularizer = raw.get("regularizer")
             regularizer = None if regularizer is None else _named(regularizer, "regularizer")
+            prune = _prune(raw.get("prune"))
             values = {k: raw[k] for k in _TOP_KEYS & set(raw)}
             values.update(model=model, data=data, method=method, optimizer=optimizer,
                           schedule=schedule, distill=dict(distill) if distill else None,
-                          task=task, regularizer=regularizer)
+                          task=task, regularizer=regularizer, prune=prune)
             values.setdefault("name", Path(source).stem if source != "<recipe>" else "run")
             recipe = cls(**values)
             recipe.train_config()  # validates optimizer/schedule names and numeric fields
+            for phase in PRUNE_PHASES if prune else ():
+                recipe.phase(phase).train_config()
             names = [(model["name"], models_lib.available()), (data["name"], data_lib.available())]
             if task is not None:
                 names.append((task["name"], tasks_lib.available()))
@@ -215,6 +269,12 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+
+    def phase(self, name: str) -> "Recipe":
+        """This recipe with the epochs, optimizer and schedule of phase ``name`` of its
+        ``prune`` section (``train``, ``regularize``, ``finetune``; unset ones: the recipe's)."""
+        section = (self.prune or {}).get(name) or {}
+        return dataclasses.replace(self, **copy.deepcopy(dict(section)))
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         """The trainer's configuration for this recipe (``overrides`` win)."""

@@ -46,6 +46,7 @@ from .l1 import L1Prune, l1_keep
 from .lasso import GroupLasso
 from .masks import (FixedMasks, ThresholdSearch, apply_masks, filter_masks, removal_thresholds,
                     search_threshold)
+from .pipeline import PruneResult, compare_models, prune_recipe
 from .spr import SPR, spr_cases, spr_values
 from .surgery import CoupledGroup, coupled_groups, effective_keep, prune_channels, width_changes
 

@@ -1,0 +1,283 @@
+"""The whole pruning procedure of a recipe, resumable phase by phase (``edgecompress prune``).
+
+Phases (Cacciola et al., arXiv 2206.14056, section "procedure"; spec ``pruning_spr.md``):
+
+1. ``train``: train the unregularized float model (the recipe's model without its ``method``), or
+   load it from ``prune.reference`` (a checkpoint); it is the reference M comes from and the
+   "before" of the report;
+2. ``regularize``: train it further with the recipe's ``regularizer`` (SPR, or any registered
+   regularizer) added to the loss, M from the phase-1 model;
+3. ``prune``: the kept-filter masks, by the fixed ``prune.threshold`` or by
+   :func:`~.masks.search_threshold` (largest threshold whose training top-1 drop is at most
+   ``prune.tolerance`` points), the removed filters zeroed (:func:`~.masks.apply_masks`), then
+   the physical surgery (:func:`~.surgery.prune_channels`);
+4. ``finetune``: train the physically smaller model with the regularizer off. No mask callback
+   is needed: the removed channels no longer exist. With a recipe ``method`` (e.g. ``bnn``
+   W1A1, ``s3``) the pruned model is converted first, so this phase trains the pruned,
+   compressed network (prune-then-binarize), which is then frozen (:func:`edgecompress.deploy.freeze`)
+   and saved as ``OUT/model.safetensors`` (the frozen unpruned float reference as
+   ``OUT/reference.safetensors``); the before/after report then compares the two frozen models,
+   file sizes included.
+
+Each phase trains in ``OUT/<phase>/`` with the trainer's checkpoint, metrics and progress bar,
+and its own ``epochs``/``optimizer``/``schedule`` (``prune.<phase>``, defaults: the recipe's).
+After each phase ``OUT/prune_state.json`` (the recipe and the finished phases' metrics) is
+rewritten atomically, so a run killed anywhere resumes (``resume=True``) at the phase it was in,
+from that phase's last checkpoint; finished phases are not redone.
+
+Between phases the model is kept as ``OUT/<phase>/model.pt``: its ``state_dict`` plus, after the
+surgery, the kept-channel masks (torch.save of tensors only, loaded with ``weights_only``). A
+pruned model is rebuilt by building the recipe's float model, replaying the surgery with the same
+masks (deterministic: the masks alone fix the architecture) and loading the state. This was
+chosen over the self-describing deploy file because that file holds frozen (eval-only, BatchNorm
+folded) models, while phases 3-4 need the training form to go on training.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..analysis import summary
+from ..convert import convert
+from ..errors import CheckpointError, RecipeError
+from ..train.callbacks import Callback
+from ..train.checkpoint import atomic_write
+from .callback import create_regularizer
+from .masks import apply_masks, filter_masks, search_threshold
+from .surgery import effective_keep, prune_channels
+
+__all__ = ["PruneResult", "prune_recipe", "compare_models", "format_comparison"]
+
+STATE_FILE = "prune_state.json"
+MODEL_FILE = "model.pt"
+FROZEN_FILE = "model.safetensors"
+REFERENCE_FILE = "reference.safetensors"
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune_recipe` returns: each phase's metrics, the before/after comparison
+    (:func:`compare_models`), the unpruned reference and the final model (both frozen if the
+    recipe has a method)."""
+
+    phases: dict[str, dict[str, Any]]
+    comparison: dict[str, Any]
+    before: nn.Module
+    after: nn.Module
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phases": self.phases, **self.comparison}
+
+
+def _save_model(path: Path, model: nn.Module, masks: dict[str, Tensor] | None) -> None:
+    state = {"model": model.state_dict(),
+             "masks": {k: v.cpu() for k, v in masks.items()} if masks is not None else None}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_model(path: Path, build: Callable[[], nn.Module], inputs: tuple[int, ...]
+                ) -> tuple[nn.Module, dict[str, Tensor] | None]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing, though {STATE_FILE} says its phase finished")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = build()
+    if state["masks"] is not None:
+        model = prune_channels(model, state["masks"], inputs)  # replays the surgery
+    model.load_state_dict(state["model"])
+    return model, state["masks"]
+
+
+def _write_state(out: Path, recipe: dict[str, Any], phases: dict[str, Any]) -> None:
+    text = json.dumps({"recipe": recipe, "phases": phases}, indent=2, default=str) + "\n"
+    atomic_write(out / STATE_FILE, lambda tmp: tmp.write_text(text))
+
+
+def _read_state(out: Path, recipe: dict[str, Any]) -> dict[str, Any]:
+    path = out / STATE_FILE
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    # compare through JSON, as it was stored (tuples become lists)
+    if saved["recipe"] != json.loads(json.dumps(recipe, default=str)):
+        raise CheckpointError(f"{path}: cannot resume, the recipe changed since the run began")
+    return dict(saved["phases"])
+
+
+def compare_models(before: nn.Module, after: nn.Module, inputs: tuple[int, ...],
+                   dtype: torch.dtype = torch.float32, rounds: int = 3,
+                   threads: int = 1) -> dict[str, Any]:
+    """Parameters, MACs and bytes (:func:`edgecompress.summary`) of both models, and their CPU
+    latency at batch 1 measured in the same run, interleaved (:func:`~edgecompress.deploy.
+    benchmark.compare`). Every ``ratio`` is before / after (> 1: smaller or faster after)."""
+    from ..deploy.benchmark import compare
+
+    s0, s1 = summary(before, inputs, dtype=dtype), summary(after, inputs, dtype=dtype)
+    before, after = before.eval(), after.eval()
+    x = torch.randn(1, *inputs).to(dtype)
+    with torch.no_grad():
+        t = compare("after vs before", lambda: after(x), lambda: before(x), threads, rounds)
+    row = {}
+    for key, a, b in (("params", s0.total_params, s1.total_params),
+                      ("macs", s0.total_macs, s1.total_macs), ("bytes", s0.bytes, s1.bytes)):
+        row[key] = {"before": a, "after": b, "ratio": a / b if b else float("inf")}
+    row["latency_ms"] = {"before": t.baseline_ms, "after": t.candidate_ms, "ratio": t.speedup,
+                         "threads": threads, "batch": 1}
+    return row
+
+
+def format_comparison(comparison: dict[str, Any]) -> str:
+    """The before/after table :func:`compare_models` measured."""
+    lines = [f"{'':<14}{'before':>16}{'after':>16}{'ratio':>9}"]
+    for key in ("params", "macs", "bytes", "latency_ms", "file_bytes"):
+        if key in comparison:
+            r = comparison[key]
+            fmt = "{:>16,.3f}" if key == "latency_ms" else "{:>16,.0f}"
+            lines.append(f"{key:<14}" + fmt.format(r["before"]) + fmt.format(r["after"])
+                         + f"{r['ratio']:>8.2f}x")
+    return "\n".join(lines)
+
+
+def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
+                 data_root: str | None = None, progress: bool = True,
+                 device: str | torch.device | None = None,
+                 callbacks: dict[str, tuple[Callback, ...]] | None = None,
+                 latency_rounds: int = 3) -> PruneResult:
+    """Run the pruning procedure of ``recipe`` (a :class:`~edgecompress.recipe.Recipe` with a
+    ``regularizer`` section; see the module docstring) in ``out_dir``.
+
+    ``callbacks``: extra trainer callbacks per phase name (e.g. to observe or interrupt one).
+    """
+    from ..experiment import load_trained  # experiment imports this package
+    from ..train import Trainer, evaluate, resolve_device, seed_everything  # loads the trainer
+
+    if recipe.regularizer is None:
+        raise RecipeError(f"recipe {recipe.name!r}: pruning needs a 'regularizer' section (e.g. "
+                          f"{{name: spr, lam: 1.0, alpha: 0.1}})")
+    settings = recipe.prune or {}
+    callbacks = callbacks or {}
+    out = Path(out_dir)
+    device = resolve_device(device)
+    train_set = recipe.load_data("train", data_root)
+    test_set = recipe.load_data("test", data_root)
+    inputs = tuple(train_set.input_shape)
+    task = recipe.build_task(train_set)
+    float_recipe = dataclasses.replace(recipe, method=None)
+
+    def build() -> nn.Module:
+        seed_everything(recipe.seed)  # the initial weights depend on the seed only
+        return float_recipe.build_model(train_set.num_classes, inputs)[0]
+
+    def fit(phase: str, model: nn.Module, extra: tuple[Callback, ...] = ()) -> dict[str, Any]:
+        config = recipe.phase(phase).train_config(out_dir=str(out / phase), resume=resume,
+                                                  progress=progress)
+        trainer = Trainer(model, train_set, test_set, config,
+                          callbacks=(*extra, *callbacks.get(phase, ())), device=device,
+                          task=task, extra_state={"prune_phase": phase})
+        return trainer.fit()
+
+    done = _read_state(out, recipe.to_dict()) if resume else {}
+    masks: dict[str, Tensor] | None = None
+
+    # 1. train (or load) the unregularized model
+    if "train" in done:
+        model, _ = _load_model(out / "train" / MODEL_FILE, build, inputs)
+    else:
+        if settings.get("reference"):
+            model, _ = load_trained(settings["reference"])
+            test = evaluate(model, test_set, recipe.eval_batch_size, "cpu", task)
+            done["train"] = {"reference": str(settings["reference"]),
+                             **{f"test_{k}": v for k, v in test.items()}}
+        else:
+            model = build()
+            done["train"] = fit("train", model)
+        _save_model(out / "train" / MODEL_FILE, model, None)
+        _write_state(out, recipe.to_dict(), done)
+    reference = copy.deepcopy(model).cpu().eval()
+
+    # 2. train with the regularizer (M from the reference)
+    if "regularize" in done:
+        model, _ = _load_model(out / "regularize" / MODEL_FILE, build, inputs)
+    else:
+        spec = {**recipe.regularizer, "reference": reference}
+        done["regularize"] = fit("regularize", model, (create_regularizer(spec),))
+        _save_model(out / "regularize" / MODEL_FILE, model, None)
+        _write_state(out, recipe.to_dict(), done)
+
+    # 3. prune: masks, zero the removed filters, physical surgery
+    if "prune" in done:
+        model, masks = _load_model(out / "prune" / MODEL_FILE, build, inputs)
+    else:
+        model = model.cpu().eval()
+        groups = settings.get("groups") or "conv+bn"
+        fraction = settings.get("survive_fraction") or 0.0
+        if settings.get("threshold") is not None:
+            threshold = float(settings["threshold"])
+            masks = filter_masks(model, threshold, groups, fraction)
+            metrics: dict[str, Any] = {"threshold": threshold}
+        else:
+            tolerance = settings.get("tolerance")
+            tolerance = 1.0 if tolerance is None else float(tolerance)
+
+            def train_top1(m: nn.Module) -> float:
+                return evaluate(m, train_set, recipe.eval_batch_size, "cpu", task)["top1"]
+
+            found = search_threshold(model, train_top1, tolerance, groups, fraction)
+            masks = found.masks
+            metrics = {"threshold": found.threshold, "tolerance": tolerance,
+                       "train_top1_before": found.baseline, "train_top1_after": found.score}
+        # what the surgery removes: a channel shared through a residual addition goes only
+        # if every layer adding into it drops it
+        removed = effective_keep(model, masks, inputs)
+        apply_masks(model, masks)
+        model = prune_channels(model, masks, inputs)
+        metrics.update(
+            filters_removed=sum(int((~k).sum()) for k in removed.values()),
+            filters_total=sum(int(k.numel()) for k in masks.values()),
+            **{f"test_{k}": v for k, v in
+               evaluate(model, test_set, recipe.eval_batch_size, "cpu", task).items()})
+        done["prune"] = metrics
+        _save_model(out / "prune" / MODEL_FILE, model, masks)
+        _write_state(out, recipe.to_dict(), done)
+
+    # 4. fine-tune the smaller model (its removed channels are gone: no masks, no regularizer),
+    #    converted first by the recipe's method if it has one
+    def final_form(m: nn.Module) -> nn.Module:
+        return convert(m, recipe.method) if recipe.method is not None else m
+
+    if "finetune" in done:
+        model, _ = _load_model(out / "finetune" / MODEL_FILE,
+                               lambda: final_form(prune_channels(build(), masks, inputs)),
+                               inputs)
+    else:
+        model = final_form(model)
+        done["finetune"] = fit("finetune", model)
+        _save_model(out / "finetune" / MODEL_FILE, model, None)
+        _write_state(out, recipe.to_dict(), done)
+
+    model = model.cpu().eval()
+    before: nn.Module = reference
+    after: nn.Module = model
+    sizes = None
+    if recipe.method is not None:
+        # compare deployed forms: both frozen (BatchNorm folded; the compressed layers packed)
+        from ..deploy import freeze, save
+
+        before, after = freeze(copy.deepcopy(reference)), freeze(copy.deepcopy(model))
+        sizes = []
+        for m, name in ((before, REFERENCE_FILE), (after, FROZEN_FILE)):
+            save(m, out / name)
+            sizes.append((out / name).stat().st_size)
+    comparison = compare_models(before, after, inputs, rounds=latency_rounds,
+                                dtype=getattr(reference, "input_dtype", torch.float32))
+    if sizes is not None:
+        comparison["file_bytes"] = {"before": sizes[0], "after": sizes[1],
+                                    "ratio": sizes[0] / sizes[1]}
+    return PruneResult(done, comparison, before, after)
