@@ -59,5 +59,6 @@ __all__ = [
     "search_threshold",
     "CoupledGroup", "coupled_groups", "effective_keep", "prune_channels", "width_changes",
     "L1Prune", "l1_keep",
+    "PruneResult", "compare_models", "prune_recipe",
     "GroupLasso", "GroupLassoRegularizer", "PenaltyRegularizer",
 ]
