@@ -15,7 +15,7 @@ from edgecompress.cli import cli, main
 
 from .torchrun import train_alone_and_under_torchrun
 
-COMMANDS = ["demo", "train", "eval", "summary", "list", "bench", "bench kernels", "bench model"]
+COMMANDS = ["demo", "train", "eval", "summary", "list", "bench", "bench kernels", "bench model", "prune"]
 
 
 def tiny_recipe(tmp_path: Path, **changes) -> Path:
