@@ -30,10 +30,16 @@ model's weights when training starts).
 
     prune:
       reference: null        # checkpoint of a trained unregularized run (skips the train phase)
+      start_from: null       # another prune run's directory: reuse its train + regularize phases
+      criterion: magnitude   # magnitude (after SPR / group lasso / nothing) or l1 (Li et al.)
+      # magnitude: one of threshold / tolerance / macs_reduction (default: tolerance 1.0)
       threshold: null        # fixed magnitude threshold, or
-      tolerance: 1.0         # largest threshold keeping the training top-1 drop <= 1 point
+      tolerance: 1.0         # largest threshold keeping the training top-1 drop <= 1 point, or
+      macs_reduction: null   # smallest threshold removing this fraction of the MACs (e.g. 0.5)
+      round_to: 1            # with macs_reduction: keep multiples of this many channels
       survive_fraction: 0.0  # a filter is removed when at most this fraction of it survives
       groups: conv+bn        # the groups the pruning decision looks at
+      # l1: ratio (default 0.5) or macs_reduction, residual (false), round_to (1); see l1-prune
       train:      {epochs: 2}                       # each phase: epochs, optimizer, schedule
       regularize: {epochs: 4}                       # (defaults: the recipe's)
       finetune:   {epochs: 2, optimizer: {name: sgd, lr: 0.01}}
@@ -65,7 +71,7 @@ from . import data as data_lib
 from . import models as models_lib
 from . import pruning
 from .convert import ConversionReport, available_methods, convert, method_options
-from .errors import EdgecompressError, RecipeError, UnknownNameError
+from .errors import EdgecompressError, PruningError, RecipeError, UnknownNameError
 from .registry import normalize_name
 from .train import TrainConfig
 from .train import tasks as tasks_lib
@@ -75,8 +81,13 @@ _TOP_KEYS = {
     "eval_batch_size", "seed", "label_smoothing", "grad_clip", "distill", "out_dir", "task",
     "regularizer", "prune",
 }
-_PRUNE_KEYS = {"reference", "threshold", "tolerance", "survive_fraction", "groups", "train",
-               "regularize", "finetune"}
+_PRUNE_KEYS = {"reference", "start_from", "criterion", "threshold", "tolerance",
+               "macs_reduction", "ratio", "residual", "round_to", "survive_fraction", "groups",
+               "train", "regularize", "finetune"}
+#: the prune-section keys of each pruning criterion (besides the phases, reference, start_from)
+PRUNE_CRITERIA = {"magnitude": {"threshold", "tolerance", "macs_reduction", "round_to",
+                                "survive_fraction", "groups"},
+                  "l1": {"ratio", "macs_reduction", "residual", "round_to"}}
 PRUNE_PHASES = ("train", "regularize", "finetune")
 _PRUNE_PHASE_KEYS = {"epochs", "optimizer", "schedule"}
 _OPTIMIZER_KEYS = {"name", "lr", "momentum", "nesterov", "betas", "weight_decay", "no_decay",
@@ -126,13 +137,43 @@ def _prune(value: Any) -> dict[str, Any] | None:
         raise RecipeError(f"recipe key 'prune' must be a mapping, got {value!r}")
     _check_keys(value, _PRUNE_KEYS, "prune.")
     out = dict(value)
-    if out.get("threshold") is not None and out.get("tolerance") is not None:
-        raise RecipeError("recipe keys 'prune.threshold' and 'prune.tolerance' exclude each "
-                          "other (a fixed threshold, or the search under a tolerance)")
-    for key in ("threshold", "tolerance", "survive_fraction"):
+    criterion = out.get("criterion") or "magnitude"
+    if criterion not in PRUNE_CRITERIA:
+        raise RecipeError(f"recipe key 'prune.criterion' must be one of "
+                          f"{', '.join(PRUNE_CRITERIA)}, got {criterion!r}")
+    foreign = sorted(k for k in set().union(*PRUNE_CRITERIA.values()) - PRUNE_CRITERIA[criterion]
+                     if out.get(k) is not None)
+    if foreign:
+        raise RecipeError(f"recipe key(s) {', '.join('prune.' + k for k in foreign)} do not apply "
+                          f"to prune.criterion {criterion!r} (its keys: "
+                          f"{', '.join(sorted(PRUNE_CRITERIA[criterion]))})")
+    chosen = [k for k in ("threshold", "tolerance", "macs_reduction", "ratio")
+              if out.get(k) is not None]
+    if len(chosen) > 1:
+        raise RecipeError(f"recipe keys {' and '.join('prune.' + k for k in chosen)} exclude each "
+                          f"other (a fixed threshold, the search under a tolerance, a MACs "
+                          f"budget, or an L1 ratio)")
+    if out.get("round_to") is not None and criterion == "magnitude" \
+            and out.get("macs_reduction") is None:
+        raise RecipeError("recipe key 'prune.round_to' needs 'prune.macs_reduction' with the "
+                          "magnitude criterion")
+    if out.get("macs_reduction") is not None:
+        try:
+            pruning.budget.check_macs_reduction(out["macs_reduction"], "prune.macs_reduction")
+        except PruningError as exc:
+            raise RecipeError(f"recipe key {exc}") from None
+    for key, kind in (("round_to", int), ("residual", bool), ("start_from", str)):
         v = out.get(key)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
-            raise RecipeError(f"recipe key 'prune.{key}' must be a number >= 0, got {v!r}")
+        if v is not None and (not isinstance(v, kind) or (kind is int and isinstance(v, bool))
+                              or (kind is int and v < 1)):
+            raise RecipeError(f"recipe key 'prune.{key}' must be "
+                              f"{'a positive int' if kind is int else kind.__name__}, got {v!r}")
+    for key in ("threshold", "tolerance", "survive_fraction", "ratio"):
+        v = out.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0
+                              or (key == "ratio" and v >= 1)):
+            raise RecipeError(f"recipe key 'prune.{key}' must be a number >= 0"
+                              f"{' and < 1' if key == 'ratio' else ''}, got {v!r}")
     if out.get("groups") is not None:
         pruning.groups.parse_kind(out["groups"])
     for phase in PRUNE_PHASES:

@@ -21,6 +21,7 @@ The procedure, in Python::
     found = pruning.search_threshold(model, accuracy, tolerance=1.0)   # <= 1 point drop
     masks = found.masks                  # {"stem.0": BoolTensor(16), ...}, True = kept
     # or a fixed threshold: masks = pruning.filter_masks(model, threshold=1e-3)
+    # or a MACs budget: t, masks = pruning.threshold_for_macs(model, 0.5)  # 50 % fewer MACs
     pruning.apply_masks(model, masks)    # removed filters and their BN gamma/beta -> 0
     Trainer(model, train_set, test_set, TrainConfig(epochs=10),
             callbacks=[pruning.FixedMasks(masks)]).fit()   # fine-tune, regularizer off
@@ -38,6 +39,8 @@ training starts. ``regularizer: {name: group-lasso, lam: 0.5, groups: conv+bn}``
 group-lasso baseline instead (:class:`GroupLasso`, :class:`GroupLassoRegularizer`).
 """
 
+from . import budget
+from .budget import threshold_for_macs
 from .callback import (GroupLassoRegularizer, PenaltyRegularizer, SPRRegularizer,
                        available_regularizers, create_regularizer, register_regularizer,
                        regularizer_options)
@@ -56,7 +59,7 @@ __all__ = [
     "SPRRegularizer", "create_regularizer", "regularizer_options", "available_regularizers",
     "register_regularizer",
     "FixedMasks", "ThresholdSearch", "apply_masks", "filter_masks", "removal_thresholds",
-    "search_threshold",
+    "search_threshold", "threshold_for_macs",
     "CoupledGroup", "coupled_groups", "effective_keep", "prune_channels", "width_changes",
     "L1Prune", "l1_keep",
     "PruneResult", "compare_models", "prune_recipe",

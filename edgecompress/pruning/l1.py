@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from ..convert.engine import (POLICY_OPTIONS, ConversionReport, GraphTransform, Policy,
                               _first_last_names, _matches, register_method)
 from ..analysis import summary
-from ..errors import ConversionError
+from ..errors import ConversionError, PruningError
+from .budget import bisect_for_macs, macs_removed
 from .surgery import CoupledGroup, Inputs, _Graph, _example_inputs, prune_channels, width_changes
 
 __all__ = ["L1Prune", "l1_keep", "filter_l1"]
@@ -194,14 +195,19 @@ class L1Prune(GraphTransform):
         """The pruned copy of ``model`` (default policy: first and last layers kept)."""
         return self._apply(model, Policy(), ConversionReport("l1-prune"))
 
-    def _apply(self, model: nn.Module, policy: Policy, report: ConversionReport) -> nn.Module:
+    def keep_masks(self, model: nn.Module, policy: Policy = Policy()
+                   ) -> tuple[dict[str, Tensor], dict[str, str]]:
+        """(keep masks for :func:`~.surgery.prune_channels`, layer -> why it is not pruned): the
+        decision alone, without the surgery (``edgecompress prune`` uses it)."""
         example = _example_inputs(model, self.input_shape)
         graph = _Graph(model, example)
         if self.macs_reduction is not None:
-            keep, reasons = self._matched(graph, example, policy)
-        else:
-            keep, reasons = _l1_keep(graph, self.ratio, self.residual, self.round_to, policy)
-        pruned = prune_channels(model, keep, example)
+            return self._matched(graph, example, policy)
+        return _l1_keep(graph, self.ratio, self.residual, self.round_to, policy)
+
+    def _apply(self, model: nn.Module, policy: Policy, report: ConversionReport) -> nn.Module:
+        keep, reasons = self.keep_masks(model, policy)
+        pruned = prune_channels(model, keep, _example_inputs(model, self.input_shape))
         changes = width_changes(model, pruned)
         report.converted += changes
         changed = {n for n, _, _ in changes}
@@ -212,27 +218,21 @@ class L1Prune(GraphTransform):
 
     def _matched(self, graph: _Graph, example: tuple[Tensor, ...], policy: Policy
                  ) -> tuple[dict[str, Tensor], dict[str, str]]:
-        """The keep masks of the smallest uniform ratio removing ``macs_reduction`` of the MACs."""
+        """The keep masks of the smallest uniform ratio removing ``macs_reduction`` of the MACs
+        (bisection over the ratios k / 2**STEPS)."""
         base = summary(graph.model, input=example[0]).total_macs
+        reasons: dict[float, dict[str, str]] = {}
 
-        def attempt(ratio: float) -> tuple[float, tuple[dict[str, Tensor], dict[str, str]]]:
-            chosen = _l1_keep(graph, ratio, self.residual, self.round_to, policy)
-            pruned = prune_channels(graph.model, chosen[0], example)
-            return 1 - summary(pruned, input=example[0]).total_macs / base, chosen
+        def attempt(ratio: float) -> tuple[float, dict[str, Tensor]]:
+            keep, reasons[ratio] = _l1_keep(graph, ratio, self.residual, self.round_to, policy)
+            return macs_removed(graph.model, keep, example, base), keep
 
-        lo, hi = 0.0, 1 - 2.0 ** -self.STEPS
-        reached, best = attempt(hi)
-        if reached < self.macs_reduction:
+        ratios = [k / 2 ** self.STEPS for k in range(2 ** self.STEPS)]
+        try:
+            ratio, keep = bisect_for_macs(ratios, self.macs_reduction, attempt,
+                                          "pruning every prunable layer to a single channel")
+        except PruningError as exc:
             raise ConversionError(
-                f"l1-prune: macs_reduction {self.macs_reduction:g} is out of reach: pruning "
-                f"every prunable layer to a single channel removes {reached:.1%} of the MACs "
-                f"(the layers kept are listed with their reasons in the conversion report; see "
-                f"residual, keep_first_last, include and exclude)")
-        for _ in range(self.STEPS):
-            mid = (lo + hi) / 2
-            reduction, chosen = attempt(mid)
-            if reduction >= self.macs_reduction:
-                hi, best = mid, chosen
-            else:
-                lo = mid
-        return best
+                f"l1-prune: {exc} (the layers kept are listed with their reasons in the "
+                f"conversion report; see residual, keep_first_last, include and exclude)") from None
+        return keep, reasons[ratio]

@@ -47,10 +47,12 @@ from torch import Tensor, nn
 
 from ..analysis import summary
 from ..convert import convert
-from ..errors import CheckpointError, RecipeError
+from ..errors import CheckpointError
 from ..train.callbacks import Callback
 from ..train.checkpoint import atomic_write
 from .callback import create_regularizer
+from .budget import threshold_for_macs
+from .l1 import L1Prune
 from .masks import apply_masks, filter_masks, search_threshold
 from .surgery import effective_keep, prune_channels
 
@@ -145,6 +147,79 @@ def format_comparison(comparison: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _decide(model: nn.Module, settings: dict[str, Any], inputs: tuple[int, ...],
+            train_top1: Callable[[nn.Module], float]
+            ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The kept-channel masks of the ``prune`` section's criterion, and what to report of it."""
+    if settings.get("criterion") == "l1":
+        l1 = L1Prune(ratio=settings.get("ratio"), macs_reduction=settings.get("macs_reduction"),
+                     residual=bool(settings.get("residual")),
+                     round_to=settings.get("round_to") or 1, input_shape=inputs)
+        masks, _ = l1.keep_masks(model)
+        return masks, {"criterion": "l1", "ratio": l1.ratio,
+                       "macs_reduction": l1.macs_reduction}
+    groups = settings.get("groups") or "conv+bn"
+    fraction = settings.get("survive_fraction") or 0.0
+    if settings.get("threshold") is not None:
+        threshold = float(settings["threshold"])
+        return filter_masks(model, threshold, groups, fraction), {"threshold": threshold}
+    if settings.get("macs_reduction") is not None:
+        target = float(settings["macs_reduction"])
+        threshold, masks = threshold_for_macs(model, target, inputs, groups=groups,
+                                              survive_fraction=fraction,
+                                              round_to=settings.get("round_to") or 1)
+        return masks, {"threshold": threshold, "macs_reduction": target}
+    tolerance = settings.get("tolerance")
+    tolerance = 1.0 if tolerance is None else float(tolerance)
+    found = search_threshold(model, train_top1, tolerance, groups, fraction)
+    return found.masks, {"threshold": found.threshold, "tolerance": tolerance,
+                         "train_top1_before": found.baseline, "train_top1_after": found.score}
+
+
+#: what a run started from another run's train and regularize phases may change: the name, the
+#: method applied after pruning, and the prune section's decision and fine-tuning keys
+_START_FROM_FREE = {"name", "method", "out_dir"}
+_START_FROM_PRUNE_KEPT = {"reference", "train", "regularize"}
+
+
+def _early_phases(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The part of a recipe (as JSON) the train and regularize phases depend on."""
+    out = {k: v for k, v in recipe.items() if k not in _START_FROM_FREE}
+    out["prune"] = {k: v for k, v in (out.get("prune") or {}).items()
+                    if k in _START_FROM_PRUNE_KEPT}
+    return out
+
+
+def _start_from(source: Path, out: Path, recipe: Any) -> dict[str, Any]:
+    """The finished train and regularize phases of the prune run in ``source``, copied into
+    ``out`` (checked: same model, data, seed, regularizer and phase settings)."""
+    path = source / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; prune.start_from must name the output "
+                              f"directory of an earlier `edgecompress prune` run")
+    saved = json.loads(path.read_text())
+    phases = saved.get("phases", {})
+    if "train" not in phases or "regularize" not in phases:
+        raise CheckpointError(f"{path}: that run has not finished its train and regularize "
+                              f"phases (finished: {', '.join(phases) or 'none'})")
+    mine = _early_phases(json.loads(json.dumps(recipe.to_dict(), default=str)))
+    theirs = _early_phases(saved["recipe"])
+    if mine != theirs:
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise CheckpointError(f"{path}: cannot start from that run, its recipe differs in "
+                              f"{', '.join(differ)} (only the name, method and the prune "
+                              f"decision and finetune settings may differ)")
+    for phase in ("train", "regularize"):
+        src = source / phase / MODEL_FILE
+        if src.is_file():
+            data = src.read_bytes()
+            (out / phase).mkdir(parents=True, exist_ok=True)
+            atomic_write(out / phase / MODEL_FILE, lambda tmp: tmp.write_bytes(data))
+        elif phase == "train" or "skipped" not in phases[phase]:
+            raise CheckpointError(f"{src}: missing, though {path} says its phase finished")
+    return {p: {**phases[p], "from": str(source)} for p in ("train", "regularize")}
+
+
 def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
                  data_root: str | None = None, progress: bool = True,
                  device: str | torch.device | None = None,
@@ -158,9 +233,6 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
     from ..experiment import load_trained  # experiment imports this package
     from ..train import Trainer, evaluate, resolve_device, seed_everything  # loads the trainer
 
-    if recipe.regularizer is None:
-        raise RecipeError(f"recipe {recipe.name!r}: pruning needs a 'regularizer' section (e.g. "
-                          f"{{name: spr, lam: 1.0, alpha: 0.1}})")
     settings = recipe.prune or {}
     callbacks = callbacks or {}
     out = Path(out_dir)
@@ -184,6 +256,9 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
         return trainer.fit()
 
     done = _read_state(out, recipe.to_dict()) if resume else {}
+    if settings.get("start_from") and "train" not in done:
+        done = _start_from(Path(settings["start_from"]), out, recipe)
+        _write_state(out, recipe.to_dict(), done)
     masks: dict[str, Tensor] | None = None
 
     # 1. train (or load) the unregularized model
@@ -204,7 +279,11 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
 
     # 2. train with the regularizer (M from the reference)
     if "regularize" in done:
-        model, _ = _load_model(out / "regularize" / MODEL_FILE, build, inputs)
+        if recipe.regularizer is not None:
+            model, _ = _load_model(out / "regularize" / MODEL_FILE, build, inputs)
+    elif recipe.regularizer is None:
+        done["regularize"] = {"skipped": "the recipe has no regularizer"}
+        _write_state(out, recipe.to_dict(), done)
     else:
         spec = {**recipe.regularizer, "reference": reference}
         done["regularize"] = fit("regularize", model, (create_regularizer(spec),))
@@ -216,31 +295,21 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
         model, masks = _load_model(out / "prune" / MODEL_FILE, build, inputs)
     else:
         model = model.cpu().eval()
-        groups = settings.get("groups") or "conv+bn"
-        fraction = settings.get("survive_fraction") or 0.0
-        if settings.get("threshold") is not None:
-            threshold = float(settings["threshold"])
-            masks = filter_masks(model, threshold, groups, fraction)
-            metrics: dict[str, Any] = {"threshold": threshold}
-        else:
-            tolerance = settings.get("tolerance")
-            tolerance = 1.0 if tolerance is None else float(tolerance)
 
-            def train_top1(m: nn.Module) -> float:
-                return evaluate(m, train_set, recipe.eval_batch_size, "cpu", task)["top1"]
+        def train_top1(m: nn.Module) -> float:
+            return evaluate(m, train_set, recipe.eval_batch_size, "cpu", task)["top1"]
 
-            found = search_threshold(model, train_top1, tolerance, groups, fraction)
-            masks = found.masks
-            metrics = {"threshold": found.threshold, "tolerance": tolerance,
-                       "train_top1_before": found.baseline, "train_top1_after": found.score}
+        masks, metrics = _decide(model, settings, inputs, train_top1)
         # what the surgery removes: a channel shared through a residual addition goes only
         # if every layer adding into it drops it
         removed = effective_keep(model, masks, inputs)
+        macs_before = summary(model, inputs).total_macs
         apply_masks(model, masks)
         model = prune_channels(model, masks, inputs)
         metrics.update(
             filters_removed=sum(int((~k).sum()) for k in removed.values()),
             filters_total=sum(int(k.numel()) for k in masks.values()),
+            macs_removed=1 - summary(model, inputs).total_macs / macs_before,
             **{f"test_{k}": v for k, v in
                evaluate(model, test_set, recipe.eval_batch_size, "cpu", task).items()})
         done["prune"] = metrics

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from edgecompress.cli import cli
-from edgecompress.errors import RecipeError
+from edgecompress.errors import CheckpointError, RecipeError
 from edgecompress.pruning.pipeline import prune_recipe
 from edgecompress.recipe import Recipe
 from edgecompress.train import Callback
@@ -139,8 +139,19 @@ def test_prune_then_binarize_shows_both_savings_and_a_smaller_file(tmp_path):
 
 
 @pytest.mark.parametrize("prune, message", [
-    ({"tolerence": 1.0}, r"'prune.tolerence'.*valid keys of prune: finetune, groups, "
-                         r"reference, regularize, survive_fraction, threshold, tolerance, train"),
+    ({"tolerence": 1.0}, r"'prune.tolerence'.*valid keys of prune: criterion, finetune, groups, "
+                         r"macs_reduction, ratio, reference, regularize, residual, round_to, "
+                         r"start_from, survive_fraction, threshold, tolerance, train"),
+    ({"criterion": "random"}, r"'prune.criterion' must be one of magnitude, l1"),
+    ({"criterion": "l1", "threshold": 0.1}, r"prune.threshold do not apply to prune.criterion "
+                                            r"'l1'"),
+    ({"ratio": 0.5}, r"prune.ratio do not apply to prune.criterion 'magnitude'"),
+    ({"macs_reduction": 0.5, "tolerance": 1.0}, "exclude each other"),
+    ({"macs_reduction": 1.0}, r"prune.macs_reduction must be a number in \(0, 1\)"),
+    ({"criterion": "l1", "ratio": 1.0}, r"'prune.ratio' must be a number >= 0 and < 1"),
+    ({"round_to": 8}, "'prune.round_to' needs 'prune.macs_reduction'"),
+    ({"macs_reduction": 0.5, "round_to": 0}, "'prune.round_to' must be a positive int"),
+    ({"criterion": "l1", "residual": "yes"}, "'prune.residual' must be bool"),
     ({"finetune": {"epoch": 2}}, r"'prune.finetune.epoch'.*valid keys of prune.finetune: "
                                  r"epochs, optimizer, schedule"),
     ({"regularize": {"optimizer": {"name": "sgd", "lrate": 1}}},
@@ -165,9 +176,51 @@ def test_phase_settings_default_to_the_recipes():
     assert finetune.batch_size == recipe.batch_size
 
 
-def test_pruning_without_a_regularizer_is_a_clear_error(tmp_path):
-    with pytest.raises(RecipeError, match="needs a 'regularizer' section"):
-        prune_recipe(Recipe.from_dict(tiny(regularizer=None)), tmp_path, progress=False)
+@pytest.mark.slow
+def test_l1_at_a_macs_budget_without_a_regularizer_skips_the_regularize_phase(tmp_path):
+    raw = tiny(regularizer=None, prune={"criterion": "l1", "macs_reduction": 0.4,
+                                        "residual": True})
+    result = prune_recipe(Recipe.from_dict(raw), tmp_path, progress=False, latency_rounds=1)
+    assert "skipped" in result.phases["regularize"]
+    assert not (tmp_path / "regularize").exists()  # nothing trained
+    pruned = result.phases["prune"]
+    assert pruned["criterion"] == "l1" and pruned["macs_reduction"] == 0.4
+    assert pruned["macs_removed"] >= 0.4
+    c = result.comparison
+    assert 1 - c["macs"]["after"] / c["macs"]["before"] == pytest.approx(pruned["macs_removed"])
+
+
+@pytest.mark.slow
+def test_start_from_reuses_another_runs_train_and_regularize_phases(tmp_path):
+    first = prune_recipe(Recipe.from_dict(tiny()), tmp_path / "a", progress=False,
+                         latency_rounds=1)
+    raw = tiny(name="tiny-prune-budget", prune={
+        "start_from": str(tmp_path / "a"), "macs_reduction": 0.3, "round_to": 2,
+        "regularize": {"epochs": 2}})
+    second = prune_recipe(Recipe.from_dict(raw), tmp_path / "b", progress=False,
+                          latency_rounds=1)
+    for phase in ("train", "regularize"):
+        assert not (tmp_path / "b" / phase / "checkpoint.pt").exists()  # not retrained
+        assert second.phases[phase]["from"] == str(tmp_path / "a")
+        assert second.phases[phase]["test_top1"] == first.phases[phase]["test_top1"]
+    assert second.phases["prune"]["macs_removed"] >= 0.3
+    a, b = first.before.state_dict(), second.before.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same reference
+    for name, module in second.after.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            assert module.out_channels % 2 == 0, name
+
+    # a run whose early phases would differ (another regularizer strength) cannot start there
+    raw["regularizer"] = {**raw["regularizer"], "lam": 3.0}
+    with pytest.raises(CheckpointError, match=r"prune_state.json: cannot start from that run, "
+                                              r"its recipe differs in regularizer"):
+        prune_recipe(Recipe.from_dict(raw), tmp_path / "c", progress=False)
+
+
+def test_start_from_a_directory_without_a_prune_run_is_a_clear_error(tmp_path):
+    raw = tiny(prune={"start_from": str(tmp_path / "nothing"), "macs_reduction": 0.3})
+    with pytest.raises(CheckpointError, match=r"nothing/prune_state.json: missing"):
+        prune_recipe(Recipe.from_dict(raw), tmp_path / "run", progress=False)
 
 
 def test_shipped_pruning_recipes_are_valid():
