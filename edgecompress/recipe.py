@@ -30,7 +30,7 @@ model's weights when training starts).
 
     prune:
       reference: null        # checkpoint of a trained unregularized run (skips the train phase)
-      start_from: null       # another prune run's directory: reuse its train + regularize phases
+      start_from: null       # another prune run's directory: reuse its train (and regularize) phase
       criterion: magnitude   # magnitude (after SPR / group lasso / nothing) or l1 (Li et al.)
       # magnitude: one of threshold / tolerance / macs_reduction (default: tolerance 1.0)
       threshold: null        # fixed magnitude threshold, or

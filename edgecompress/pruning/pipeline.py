@@ -50,7 +50,7 @@ from ..convert import convert
 from ..errors import CheckpointError
 from ..train.callbacks import Callback
 from ..train.checkpoint import atomic_write
-from .callback import create_regularizer
+from .callback import create_regularizer, regularizer_options
 from .budget import threshold_for_macs
 from .l1 import L1Prune
 from .masks import apply_masks, filter_masks, search_threshold
@@ -176,48 +176,52 @@ def _decide(model: nn.Module, settings: dict[str, Any], inputs: tuple[int, ...],
                          "train_top1_before": found.baseline, "train_top1_after": found.score}
 
 
-#: what a run started from another run's train and regularize phases may change: the name, the
-#: method applied after pruning, and the prune section's decision and fine-tuning keys
-_START_FROM_FREE = {"name", "method", "out_dir"}
-_START_FROM_PRUNE_KEPT = {"reference", "train", "regularize"}
-
-
-def _early_phases(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The part of a recipe (as JSON) the train and regularize phases depend on."""
-    out = {k: v for k, v in recipe.items() if k not in _START_FROM_FREE}
-    out["prune"] = {k: v for k, v in (out.get("prune") or {}).items()
-                    if k in _START_FROM_PRUNE_KEPT}
-    return out
+#: the recipe keys (as JSON) the train phase depends on; the regularize phase also depends on
+#: the ``regularizer`` and ``prune.regularize``
+_TRAIN_FREE = {"name", "method", "out_dir", "regularizer", "prune"}
 
 
 def _start_from(source: Path, out: Path, recipe: Any) -> dict[str, Any]:
-    """The finished train and regularize phases of the prune run in ``source``, copied into
-    ``out`` (checked: same model, data, seed, regularizer and phase settings)."""
+    """The finished phases of the prune run in ``source`` this run can reuse, copied into
+    ``out``: its train phase when the model, data, seed and training settings agree (else an
+    error), and its regularize phase too when the regularizer and its phase settings agree."""
     path = source / STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; prune.start_from must name the output "
                               f"directory of an earlier `edgecompress prune` run")
     saved = json.loads(path.read_text())
     phases = saved.get("phases", {})
-    if "train" not in phases or "regularize" not in phases:
-        raise CheckpointError(f"{path}: that run has not finished its train and regularize "
-                              f"phases (finished: {', '.join(phases) or 'none'})")
-    mine = _early_phases(json.loads(json.dumps(recipe.to_dict(), default=str)))
-    theirs = _early_phases(saved["recipe"])
-    if mine != theirs:
-        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    mine = json.loads(json.dumps(recipe.to_dict(), default=str))
+    theirs = saved["recipe"]
+
+    def part(r: dict[str, Any], phase: str) -> dict[str, Any]:
+        kept = {k: v for k, v in r.items() if k not in _TRAIN_FREE}
+        prune = r.get("prune") or {}
+        kept["prune"] = {k: prune.get(k) for k in ("reference", "train")}
+        if phase == "regularize":
+            kept.update(regularizer=r.get("regularizer"), regularize=prune.get("regularize"))
+        return kept
+
+    if "train" not in phases:
+        raise CheckpointError(f"{path}: that run has not finished its train phase")
+    a, b = part(mine, "train"), part(theirs, "train")
+    if a != b:
+        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise CheckpointError(f"{path}: cannot start from that run, its recipe differs in "
-                              f"{', '.join(differ)} (only the name, method and the prune "
-                              f"decision and finetune settings may differ)")
-    for phase in ("train", "regularize"):
+                              f"{', '.join(differ)} (a run started from another may change "
+                              f"its name, method, regularizer and prune settings only)")
+    reuse = ["train"]
+    if "regularize" in phases and part(mine, "regularize") == part(theirs, "regularize"):
+        reuse.append("regularize")
+    for phase in reuse:
         src = source / phase / MODEL_FILE
         if src.is_file():
             data = src.read_bytes()
             (out / phase).mkdir(parents=True, exist_ok=True)
             atomic_write(out / phase / MODEL_FILE, lambda tmp: tmp.write_bytes(data))
-        elif phase == "train" or "skipped" not in phases[phase]:
+        elif "skipped" not in phases[phase]:
             raise CheckpointError(f"{src}: missing, though {path} says its phase finished")
-    return {p: {**phases[p], "from": str(source)} for p in ("train", "regularize")}
+    return {p: {**phases[p], "from": str(source)} for p in reuse}
 
 
 def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
@@ -285,7 +289,9 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
         done["regularize"] = {"skipped": "the recipe has no regularizer"}
         _write_state(out, recipe.to_dict(), done)
     else:
-        spec = {**recipe.regularizer, "reference": reference}
+        spec = dict(recipe.regularizer)
+        if "reference" in regularizer_options(spec["name"]):  # M of SPR from the reference
+            spec["reference"] = reference
         done["regularize"] = fit("regularize", model, (create_regularizer(spec),))
         _save_model(out / "regularize" / MODEL_FILE, model, None)
         _write_state(out, recipe.to_dict(), done)

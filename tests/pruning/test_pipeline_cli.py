@@ -210,11 +210,18 @@ def test_start_from_reuses_another_runs_train_and_regularize_phases(tmp_path):
         if isinstance(module, torch.nn.Conv2d):
             assert module.out_channels % 2 == 0, name
 
-    # a run whose early phases would differ (another regularizer strength) cannot start there
-    raw["regularizer"] = {**raw["regularizer"], "lam": 3.0}
+    # another regularizer: the train phase is reused, the regularize phase is trained anew
+    lasso = tiny(regularizer={"name": "group-lasso", "lam": 0.5}, prune={
+        "start_from": str(tmp_path / "a"), "macs_reduction": 0.3, "regularize": {"epochs": 1}})
+    third = prune_recipe(Recipe.from_dict(lasso), tmp_path / "c", progress=False,
+                         latency_rounds=1)
+    assert third.phases["train"]["from"] == str(tmp_path / "a")
+    assert "from" not in third.phases["regularize"]
+    assert (tmp_path / "c" / "regularize" / "checkpoint.pt").is_file()
+    # a run whose train phase would differ (another seed) cannot start there
     with pytest.raises(CheckpointError, match=r"prune_state.json: cannot start from that run, "
-                                              r"its recipe differs in regularizer"):
-        prune_recipe(Recipe.from_dict(raw), tmp_path / "c", progress=False)
+                                              r"its recipe differs in seed"):
+        prune_recipe(Recipe.from_dict({**raw, "seed": 5}), tmp_path / "d", progress=False)
 
 
 def test_start_from_a_directory_without_a_prune_run_is_a_clear_error(tmp_path):
