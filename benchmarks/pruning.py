@@ -3,7 +3,8 @@ reductions (30, 50, 70 %) on ResNet-20 and ResNet-56, >= 2 seeds, plus prune-the
 writes docs/pruning.md and its plots.
 
     python benchmarks/pruning.py run resnet20 --data-root ../shared/data/cifar10_subset
-    python benchmarks/pruning.py run resnet56 --data-root ../shared/data/cifar10_subset
+    python benchmarks/pruning.py run resnet56 --data-root ../shared/data/cifar10_subset \
+        --seeds 0 --part s0     # and --seeds 1 --part s1 beside it
     python benchmarks/pruning.py latency     # re-measure latency from the saved frozen models
     python benchmarks/pruning.py report
 
@@ -16,8 +17,9 @@ MACs), L1 prunes the reference to the same budgets (uniform ratio found by bisec
 pruned network is fine-tuned with the same budget.
 
 ``run`` appends to benchmarks/results/pruning_<model>.json after every run and skips runs already
-there (seed-major), so a killed benchmark resumes; one thread per run, so the two models can run
-side by side on two cores. Each finished run's frozen model is timed at once against the frozen
+there (seed-major), so a killed benchmark resumes; one thread per run, so several can run side by
+side (as measured: ResNet-20 both seeds, ResNet-56 ``--seeds 0 --part s0`` and ``--seeds 1
+--part s1``, three processes on two cores, about 75 minutes). Each finished run's frozen model is timed at once against the frozen
 unpruned reference (batch 1, one thread, interleaved rounds) and kept in ``--work`` so
 ``latency`` can time them again on a quiet machine (its numbers then replace the run-time ones).
 """
@@ -56,7 +58,7 @@ LASSO = {"name": "group-lasso", "lam": round(2 * math.sqrt(0.3 * 0.7) * 2.0, 4)}
 
 SUITES: dict[str, dict[str, Any]] = {
     "resnet20": {"train": 15, "regularize": 5, "finetune": 5, "binarize": True},
-    "resnet56": {"train": 8, "regularize": 3, "finetune": 3, "binarize": False},
+    "resnet56": {"train": 6, "regularize": 2, "finetune": 2, "binarize": False},
 }
 REDUCED = ("4,000 of the 50,000 CIFAR-10 training images (the first 1,000 test images for "
            "testing); ResNet-20: {r20[train]} epochs of training, {r20[regularize]} of "
@@ -179,13 +181,15 @@ def one_run(suite: str, method: str, target: float, seed: int, work: Path,
 
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    name = f"pruning_{args.suite}" + (f"-limit{args.limit}" if args.limit else "")
+    name = f"pruning_{args.suite}" + (f"-limit{args.limit}" if args.limit else "") + (
+        f"-{args.part}" if args.part else "")
+    done = suite_results(args.suite)
     results = load_results(name)
     results.setdefault("machine", machine())
     for seed in args.seeds:
         for method, target in runs(args.suite):
             key = f"{method}|{pct(target)}|{seed}"
-            if key in results:
+            if key in results or key in done:
                 continue
             results[key] = one_run(args.suite, method, target, seed, Path(args.work),
                                    args.data_root, args.limit)
@@ -196,14 +200,26 @@ def cmd_run(args: argparse.Namespace) -> None:
                   f"{r['latency']['ratio']:.2f}x ({r['seconds']:.0f} s)", flush=True)
 
 
+def suite_results(suite: str) -> dict[str, Any]:
+    """All results of a model: pruning_<model>.json plus the pruning_<model>-<part>.json files
+    of runs started in parallel with ``--part`` (smoke tests with ``--limit`` excluded)."""
+    merged = load_results(f"pruning_{suite}")
+    for path in sorted(RESULTS.glob(f"pruning_{suite}-*.json")):
+        if "-limit" not in path.stem:
+            merged.update(load_results(path.stem))
+    return merged
+
+
 def cmd_latency(args: argparse.Namespace) -> None:
     """Re-time every run whose frozen files are still in --work (a quiet machine's numbers)."""
     torch.set_num_threads(1)
-    for suite in SUITES:
-        name = f"pruning_{suite}"
+    for path in sorted(RESULTS.glob("pruning_resnet*.json")):
+        name, suite = path.stem, path.stem.split("_")[1].split("-")[0]
+        if "-limit" in name:
+            continue
         results = load_results(name)
         for key, r in results.items():
-            if key == "machine":
+            if key in ("machine", "latency_machine"):
                 continue
             ref_file, pruned_file = frozen_files(
                 run_dir(Path(args.work), suite, r["seed"], r["method"], r["target"]))
@@ -312,7 +328,7 @@ def _plot(all_results: dict[str, dict[str, Any]]) -> str | None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    all_results = {s: load_results(f"pruning_{s}") for s in SUITES}
+    all_results = {s: suite_results(s) for s in SUITES}
     all_results = {s: r for s, r in all_results.items() if len(r) > 1}
     lines = [
         "# Structured pruning: SPR vs L1-norm vs group lasso at equal MACs", "",
@@ -380,6 +396,8 @@ def main() -> None:
     run.add_argument("suite", choices=list(SUITES))
     run.add_argument("--data-root", required=True)
     run.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    run.add_argument("--part", help="Write pruning_<model>-<PART>.json instead (runs of one "
+                     "model side by side, e.g. --seeds 1 --part s1); report merges them.")
     run.add_argument("--limit", type=int, help="Train on this many images only (a smoke test; "
                      "results go to pruning_<model>-limit<N>.json).")
     run.add_argument("--work", default=str(ROOT / "runs" / "pruning_benchmark"),
