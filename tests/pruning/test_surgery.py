@@ -48,6 +48,7 @@ MODELS = {
     "vgg-small": lambda: zoo("vgg-small", width=0.125, input_shape=(3, 16, 16)),
     "resnet20": lambda: zoo("resnet20", width=0.5),
     "resnet32": lambda: zoo("resnet32", width=0.25, input_shape=(3, 16, 16)),
+    "resnet56": lambda: zoo("resnet56", width=0.25, input_shape=(3, 16, 16)),
     "resnet18": lambda: zoo("resnet18", width=0.125, input_shape=(3, 32, 32)),
     "convnet": lambda: zoo("convnet"),
     "cat-add": lambda: (torch.manual_seed(0), CatAdd())[1],
@@ -149,26 +150,35 @@ def test_coupled_groups_follow_additions_and_concatenations():
                                                               ("conv_d", 4)]
 
 
-def test_pruning_across_residual_additions_keeps_shapes_consistent():
-    model = calibrated(MODELS["resnet20"]())
+@pytest.mark.parametrize("depth", [20, 32, 56])
+def test_pruning_across_residual_additions_keeps_shapes_consistent(depth):
+    model = calibrated(zoo(f"resnet{depth}", width=0.5))
+    blocks = (depth - 2) // 6
     chain = next(g for g in coupled_groups(model) if "stages.1.0.shortcut.0" in g.layers)
-    assert set(chain.layers) == {"stages.1.0.conv2", "stages.1.0.shortcut.0", "stages.1.1.conv2",
-                                 "stages.1.2.conv2"}
+    # the second stage's residual chain: every block's conv2 and the projection shortcut
+    assert set(chain.layers) == {"stages.1.0.shortcut.0",
+                                 *(f"stages.1.{b}.conv2" for b in range(blocks))}
     kept = torch.arange(chain.size) % 3 != 0
     keep = {n: kept[chain.channels[n]] for n in chain.layers}
     keep["stages.1.1.conv1"] = torch.arange(16) >= 5
-    pruned = prune_channels(masked(model, keep), keep)
+    reference = masked(model, keep)
+    pruned = prune_channels(reference, keep).eval()
     width = int(kept.sum())
     stage = pruned.stages[1]
+    assert len(stage) == blocks
     assert stage[0].shortcut[0].out_channels == stage[0].shortcut[1].num_features == width
     for block in stage:
         assert block.conv2.out_channels == block.bn2.num_features == width
-    assert stage[1].conv1.in_channels == stage[2].conv1.in_channels == width
+    for block in stage[1:]:
+        assert block.conv1.in_channels == width
     assert pruned.stages[2][0].conv1.in_channels == pruned.stages[2][0].shortcut[0].in_channels \
         == width
     assert stage[1].conv1.out_channels == stage[1].conv2.in_channels == 11
+    # in float64: through 56 layers float32 rounding (summation order differs) reaches ~1e-5
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     with torch.no_grad():
-        assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+        torch.testing.assert_close(pruned.double()(x), reference.double()(x), rtol=1e-9,
+                                   atol=1e-9)
     changed = {n for n, _, _ in width_changes(model, pruned)}
     assert {"stages.1.0.bn2", "stages.2.0.shortcut.0", "stages.1.1.conv2"} <= changed
 
