@@ -46,7 +46,7 @@ def check_macs_reduction(value: object, who: str = "macs_reduction") -> float:
 
 
 def macs_removed(model: nn.Module, keep: Masks, example: tuple[Tensor, ...],
-                   base: int | None = None) -> float:
+                 base: int | None = None) -> float:
     """The fraction of ``model``'s MACs that :func:`~.surgery.prune_channels` with ``keep``
     removes (``base``: the unpruned MACs, if already counted)."""
     base = base if base is not None else summary(model, input=example[0]).total_macs

@@ -34,7 +34,7 @@ from ..convert.engine import (POLICY_OPTIONS, ConversionReport, GraphTransform, 
                               _first_last_names, _matches, register_method)
 from ..analysis import summary
 from ..errors import ConversionError, PruningError
-from .budget import bisect_for_macs, macs_removed
+from .budget import bisect_for_macs, check_macs_reduction, macs_removed
 from .surgery import CoupledGroup, Inputs, _Graph, _example_inputs, prune_channels, width_changes
 
 __all__ = ["L1Prune", "l1_keep", "filter_l1"]
@@ -177,10 +177,11 @@ class L1Prune(GraphTransform):
                  input_shape: Sequence[int] | None = None) -> None:
         if ratio is not None and macs_reduction is not None:
             raise ConversionError("l1-prune: give ratio or macs_reduction, not both")
-        if macs_reduction is not None and (isinstance(macs_reduction, bool) or not isinstance(
-                macs_reduction, (int, float)) or not 0 < macs_reduction < 1):
-            raise ConversionError(f"l1-prune: macs_reduction must be a number in (0, 1) (the "
-                                  f"fraction of MACs removed), got {macs_reduction!r}")
+        if macs_reduction is not None:
+            try:
+                check_macs_reduction(macs_reduction)
+            except PruningError as exc:
+                raise ConversionError(f"l1-prune: {exc}") from None
         ratio = 0.5 if ratio is None and macs_reduction is None else ratio
         if ratio is not None:
             _check_ratio(ratio)
