@@ -13,6 +13,7 @@ from torch import nn
 from .convert import ConversionReport
 from .errors import CheckpointError, RecipeError
 from .pruning import create_regularizer
+from .pruning.pipeline import phase_model
 from .recipe import Recipe
 from .analysis import WeightFlipMonitor
 from .analysis.diagnostics import discrete_layers
@@ -99,7 +100,10 @@ def _regularizer(spec: dict[str, Any]) -> Callback:
 
 def load_trained(path: str | Path) -> tuple[nn.Module, Recipe]:
     """Rebuild the model stored in checkpoint ``path`` (architecture from its recipe, weights from
-    its state dict) in eval mode. Never unpickles arbitrary objects."""
+    its state dict) in eval mode. Never unpickles arbitrary objects.
+
+    Reads the trainer's checkpoints and every phase checkpoint of ``edgecompress prune``
+    (``OUT/<phase>/model.pt`` or ``checkpoint.pt``: the pruned, possibly converted model)."""
     checkpoint = load_checkpoint(path)
     extra = checkpoint.get("extra_state") or {}
     raw = extra.get("recipe")
@@ -109,6 +113,9 @@ def load_trained(path: str | Path) -> tuple[nn.Module, Recipe]:
         recipe = Recipe.from_dict(raw, f"{path} (stored recipe)")
     except RecipeError as exc:
         raise CheckpointError(f"{path}: stored recipe is invalid: {exc}") from None
-    model, _ = recipe.build_model(extra["num_classes"], tuple(extra["input_shape"]))
+    if extra.get("prune_phase") is not None:  # a phase of `edgecompress prune`
+        model = phase_model(recipe, extra)
+    else:
+        model, _ = recipe.build_model(extra["num_classes"], tuple(extra["input_shape"]))
     load_model_state(model, checkpoint["model"], path)
     return model.eval(), recipe

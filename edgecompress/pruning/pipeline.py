@@ -25,12 +25,16 @@ After each phase ``OUT/prune_state.json`` (the recipe and the finished phases' m
 rewritten atomically, so a run killed anywhere resumes (``resume=True``) at the phase it was in,
 from that phase's last checkpoint; finished phases are not redone.
 
-Between phases the model is kept as ``OUT/<phase>/model.pt``: its ``state_dict`` plus, after the
-surgery, the kept-channel masks (torch.save of tensors only, loaded with ``weights_only``). A
-pruned model is rebuilt by building the recipe's float model, replaying the surgery with the same
-masks (deterministic: the masks alone fix the architecture) and loading the state. This was
-chosen over the self-describing deploy file because that file holds frozen (eval-only, BatchNorm
-folded) models, while phases 3-4 need the training form to go on training.
+Between phases the model is kept as ``OUT/<phase>/model.pt``, a checkpoint
+(:func:`~edgecompress.train.checkpoint.save_checkpoint`) whose ``extra_state`` says how to rebuild
+it: the recipe, the data's ``num_classes`` and ``input_shape``, the ``prune_phase``, the
+kept-channel ``masks`` (after the surgery) and whether the recipe's method was applied
+(``converted``). :func:`phase_model` rebuilds it: the recipe's float model, the surgery replayed
+with the same masks (deterministic: the masks alone fix the architecture), the method applied.
+The trainer's ``OUT/<phase>/checkpoint.pt`` carries the same ``extra_state``, so
+:func:`edgecompress.experiment.load_trained` (and ``edgecompress eval``) reads either file of any
+phase. This was chosen over the self-describing deploy file because that file holds frozen
+(eval-only, BatchNorm folded) models, while phases 3-4 need the training form to go on training.
 """
 
 from __future__ import annotations
@@ -49,14 +53,14 @@ from ..analysis import summary
 from ..convert import convert
 from ..errors import CheckpointError
 from ..train.callbacks import Callback
-from ..train.checkpoint import atomic_write
+from ..train.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .callback import create_regularizer, regularizer_options
 from .budget import threshold_for_macs
 from .l1 import L1Prune
 from .masks import apply_masks, filter_masks, search_threshold
 from .surgery import effective_keep, prune_channels
 
-__all__ = ["PruneResult", "prune_recipe", "compare_models", "format_comparison"]
+__all__ = ["PruneResult", "prune_recipe", "phase_model", "compare_models", "format_comparison"]
 
 STATE_FILE = "prune_state.json"
 MODEL_FILE = "model.pt"
@@ -79,22 +83,30 @@ class PruneResult:
         return {"phases": self.phases, **self.comparison}
 
 
-def _save_model(path: Path, model: nn.Module, masks: dict[str, Tensor] | None) -> None:
-    state = {"model": model.state_dict(),
-             "masks": {k: v.cpu() for k, v in masks.items()} if masks is not None else None}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+def phase_model(recipe: Any, extra: dict[str, Any]) -> nn.Module:
+    """The untrained model of a pruning phase checkpoint whose ``extra_state`` is ``extra``
+    (see the module docstring), ready for its state dict: the recipe's float model, narrowed
+    by the stored masks, converted by the recipe's method if the phase trained it converted."""
+    inputs = tuple(extra["input_shape"])
+    model, _ = dataclasses.replace(recipe, method=None).build_model(extra["num_classes"], inputs)
+    if extra.get("masks") is not None:
+        model = prune_channels(model, extra["masks"], inputs)  # replays the surgery
+    if extra.get("converted"):
+        model = convert(model, recipe.method)
+    return model
 
 
-def _load_model(path: Path, build: Callable[[], nn.Module], inputs: tuple[int, ...]
-                ) -> tuple[nn.Module, dict[str, Tensor] | None]:
+def _save_model(path: Path, model: nn.Module, extra: dict[str, Any]) -> None:
+    save_checkpoint(path, {"model": model.state_dict(), "epoch": None, "extra_state": extra})
+
+
+def _load_model(path: Path) -> tuple[nn.Module, dict[str, Tensor] | None]:
+    from ..experiment import load_trained  # experiment imports this package
+
     if not path.is_file():
         raise CheckpointError(f"{path}: missing, though {STATE_FILE} says its phase finished")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build()
-    if state["masks"] is not None:
-        model = prune_channels(model, state["masks"], inputs)  # replays the surgery
-    model.load_state_dict(state["model"])
-    return model, state["masks"]
+    model, _ = load_trained(path)
+    return model, load_checkpoint(path)["extra_state"].get("masks")
 
 
 def _write_state(out: Path, recipe: dict[str, Any], phases: dict[str, Any]) -> None:
@@ -215,10 +227,10 @@ def _start_from(source: Path, out: Path, recipe: Any) -> dict[str, Any]:
         reuse.append("regularize")
     for phase in reuse:
         src = source / phase / MODEL_FILE
-        if src.is_file():
-            data = src.read_bytes()
-            (out / phase).mkdir(parents=True, exist_ok=True)
-            atomic_write(out / phase / MODEL_FILE, lambda tmp: tmp.write_bytes(data))
+        if src.is_file():  # kept under this run's recipe, so it rebuilds as this run's
+            state = load_checkpoint(src)
+            state["extra_state"] = {**state["extra_state"], "recipe": recipe.to_dict()}
+            save_checkpoint(out / phase / MODEL_FILE, state)
         elif "skipped" not in phases[phase]:
             raise CheckpointError(f"{src}: missing, though {path} says its phase finished")
     return {p: {**phases[p], "from": str(source)} for p in reuse}
@@ -251,12 +263,20 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
         seed_everything(recipe.seed)  # the initial weights depend on the seed only
         return float_recipe.build_model(train_set.num_classes, inputs)[0]
 
-    def fit(phase: str, model: nn.Module, extra: tuple[Callback, ...] = ()) -> dict[str, Any]:
+    def rebuild_state(phase: str, masks: dict[str, Tensor] | None = None,
+                      converted: bool = False) -> dict[str, Any]:
+        """What a phase's checkpoints need to rebuild their model (:func:`phase_model`)."""
+        return {"recipe": recipe.to_dict(), "num_classes": train_set.num_classes,
+                "input_shape": list(inputs), "prune_phase": phase, "converted": converted,
+                "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()}}
+
+    def fit(phase: str, model: nn.Module, extra: tuple[Callback, ...] = (),
+            **state: Any) -> dict[str, Any]:
         config = recipe.phase(phase).train_config(out_dir=str(out / phase), resume=resume,
                                                   progress=progress)
         trainer = Trainer(model, train_set, test_set, config,
                           callbacks=(*extra, *callbacks.get(phase, ())), device=device,
-                          task=task, extra_state={"prune_phase": phase})
+                          task=task, extra_state=rebuild_state(phase, **state))
         return trainer.fit()
 
     done = _read_state(out, recipe.to_dict()) if resume else {}
@@ -267,7 +287,7 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
 
     # 1. train (or load) the unregularized model
     if "train" in done:
-        model, _ = _load_model(out / "train" / MODEL_FILE, build, inputs)
+        model, _ = _load_model(out / "train" / MODEL_FILE)
     else:
         if settings.get("reference"):
             model, _ = load_trained(settings["reference"])
@@ -277,14 +297,14 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
         else:
             model = build()
             done["train"] = fit("train", model)
-        _save_model(out / "train" / MODEL_FILE, model, None)
+        _save_model(out / "train" / MODEL_FILE, model, rebuild_state("train"))
         _write_state(out, recipe.to_dict(), done)
     reference = copy.deepcopy(model).cpu().eval()
 
     # 2. train with the regularizer (M from the reference)
     if "regularize" in done:
         if recipe.regularizer is not None:
-            model, _ = _load_model(out / "regularize" / MODEL_FILE, build, inputs)
+            model, _ = _load_model(out / "regularize" / MODEL_FILE)
     elif recipe.regularizer is None:
         done["regularize"] = {"skipped": "the recipe has no regularizer"}
         _write_state(out, recipe.to_dict(), done)
@@ -293,12 +313,12 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
         if "reference" in regularizer_options(spec["name"]):  # M of SPR from the reference
             spec["reference"] = reference
         done["regularize"] = fit("regularize", model, (create_regularizer(spec),))
-        _save_model(out / "regularize" / MODEL_FILE, model, None)
+        _save_model(out / "regularize" / MODEL_FILE, model, rebuild_state("regularize"))
         _write_state(out, recipe.to_dict(), done)
 
     # 3. prune: masks, zero the removed filters, physical surgery
     if "prune" in done:
-        model, masks = _load_model(out / "prune" / MODEL_FILE, build, inputs)
+        model, masks = _load_model(out / "prune" / MODEL_FILE)
     else:
         model = model.cpu().eval()
 
@@ -319,22 +339,20 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
             **{f"test_{k}": v for k, v in
                evaluate(model, test_set, recipe.eval_batch_size, "cpu", task).items()})
         done["prune"] = metrics
-        _save_model(out / "prune" / MODEL_FILE, model, masks)
+        _save_model(out / "prune" / MODEL_FILE, model, rebuild_state("prune", masks))
         _write_state(out, recipe.to_dict(), done)
 
     # 4. fine-tune the smaller model (its removed channels are gone: no masks, no regularizer),
     #    converted first by the recipe's method if it has one
-    def final_form(m: nn.Module) -> nn.Module:
-        return convert(m, recipe.method) if recipe.method is not None else m
-
     if "finetune" in done:
-        model, _ = _load_model(out / "finetune" / MODEL_FILE,
-                               lambda: final_form(prune_channels(build(), masks, inputs)),
-                               inputs)
+        model, _ = _load_model(out / "finetune" / MODEL_FILE)
     else:
-        model = final_form(model)
-        done["finetune"] = fit("finetune", model)
-        _save_model(out / "finetune" / MODEL_FILE, model, None)
+        converted = recipe.method is not None
+        if converted:
+            model = convert(model, recipe.method)
+        done["finetune"] = fit("finetune", model, masks=masks, converted=converted)
+        _save_model(out / "finetune" / MODEL_FILE, model,
+                    rebuild_state("finetune", masks, converted))
         _write_state(out, recipe.to_dict(), done)
 
     model = model.cpu().eval()

@@ -191,7 +191,41 @@ def test_l1_at_a_macs_budget_without_a_regularizer_skips_the_regularize_phase(tm
 
 
 @pytest.mark.slow
+def test_every_phase_checkpoint_rebuilds_its_model_for_eval(tmp_path):
+    from edgecompress.experiment import load_trained
+    from edgecompress.layers import CompressedLayer
+
+    raw = tiny(model={"name": "convnet", "width": 0.25, "activation": "hardtanh"},
+               method={"name": "bnn", "mode": "w1a32"})
+    result = prune_recipe(Recipe.from_dict(raw), tmp_path, progress=False, latency_rounds=1)
+    widths = {}
+    for phase in ("train", "regularize", "prune", "finetune"):
+        for file in ("model.pt", "checkpoint.pt"):
+            path = tmp_path / phase / file
+            if not path.exists():  # the prune phase trains nothing: no trainer checkpoint
+                assert phase == "prune" and file == "checkpoint.pt"
+                continue
+            model, recipe = load_trained(path)
+            assert recipe.name == raw["name"]
+            widths[phase] = sum(p.numel() for p in model.parameters())
+            binary = any(isinstance(m, CompressedLayer) for m in model.modules())
+            assert binary == (phase == "finetune"), (phase, file)
+            out = CliRunner().invoke(cli, ["eval", str(path), "--json", str(tmp_path / "e.json")])
+            assert out.exit_code == 0, out.output
+            top1 = json.loads((tmp_path / "e.json").read_text())["top1"]
+            assert top1 == pytest.approx(result.phases[phase]["test_top1"]), (phase, file)
+    assert widths["train"] == widths["regularize"] > widths["prune"]
+    # the rebuilt fine-tuned model is the one the pipeline froze
+    model, _ = load_trained(tmp_path / "finetune" / "model.pt")
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model(x), result.after(x), atol=1e-4)
+
+
+@pytest.mark.slow
 def test_start_from_reuses_another_runs_train_and_regularize_phases(tmp_path):
+    from edgecompress.experiment import load_trained
+
     first = prune_recipe(Recipe.from_dict(tiny()), tmp_path / "a", progress=False,
                          latency_rounds=1)
     raw = tiny(name="tiny-prune-budget", prune={
@@ -201,6 +235,8 @@ def test_start_from_reuses_another_runs_train_and_regularize_phases(tmp_path):
                           latency_rounds=1)
     for phase in ("train", "regularize"):
         assert not (tmp_path / "b" / phase / "checkpoint.pt").exists()  # not retrained
+        # the copied phase checkpoint rebuilds as this run's
+        assert load_trained(tmp_path / "b" / phase / "model.pt")[1].name == raw["name"]
         assert second.phases[phase]["from"] == str(tmp_path / "a")
         assert second.phases[phase]["test_top1"] == first.phases[phase]["test_top1"]
     assert second.phases["prune"]["macs_removed"] >= 0.3
