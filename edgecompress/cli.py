@@ -157,11 +157,18 @@ def prune(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
     regularizer (e.g. SPR) -> prune filters and remove them physically -> fine-tune (with the
     recipe's method, if any, applied after pruning, then frozen). Prints parameters, MACs,
     bytes and measured CPU latency before and after."""
-    from .pruning.pipeline import format_comparison, prune_recipe
+    from .errors import CheckpointError
+    from .pruning.pipeline import STATE_FILE, format_comparison, prune_recipe
     from .recipe import Recipe
+    from .train.trainer import CHECKPOINT
 
     r = Recipe.from_yaml(recipe)
     out = out_dir or r.out_dir or str(Path("runs") / r.name)
+    started = (Path(out) / STATE_FILE, Path(out) / "train" / CHECKPOINT)  # after/in phase 1
+    if resume and not any(path.is_file() for path in started):
+        raise CheckpointError(f"cannot resume: {out} holds no prune run ({STATE_FILE} or "
+                              f"train/{CHECKPOINT}; a new or mistyped --out?); start without "
+                              f"--resume to prune from scratch")
     result = prune_recipe(r, out, resume=resume, data_root=data_root, progress=progress,
                           device=device)
     for phase, metrics in result.phases.items():

@@ -273,8 +273,8 @@ def _methods(value: Any) -> dict[str, Any] | list[dict[str, Any]] | None:
 def _check_method(method: Mapping[str, Any], where: str) -> None:
     """A known method name, and only the options that method lists."""
     if normalize_name(method["name"]) not in available_methods():
-        raise UnknownNameError(f"unknown name {method['name']!r}; available: "
-                               f"{', '.join(available_methods())}")
+        raise UnknownNameError(f"recipe key '{where}.name': unknown name {method['name']!r}; "
+                               f"available: {', '.join(available_methods())}")
     options = {k: v for k, v in method.items() if k != "name"}
     _check_options(method, method_options(method["name"], options), where)
 
@@ -338,12 +338,14 @@ class Recipe:
             recipe.train_config()  # validates optimizer/schedule names and numeric fields
             for phase in PRUNE_PHASES if prune else ():
                 recipe.phase(phase).train_config()
-            names = [(model["name"], models_lib.available()), (data["name"], data_lib.available())]
+            names = [("model", model["name"], models_lib.available()),
+                     ("data", data["name"], data_lib.available())]
             if task is not None:
-                names.append((task["name"], tasks_lib.available()))
-            for name, registry in names:
+                names.append(("task", task["name"], tasks_lib.available()))
+            for key, name, registry in names:
                 if normalize_name(name) not in registry:
-                    raise UnknownNameError(f"unknown name {name!r}; available: {', '.join(registry)}")
+                    raise UnknownNameError(f"recipe key '{key}.name': unknown name {name!r}; "
+                                           f"available: {', '.join(registry)}")
             _check_options(model, _model_options(model["name"]), "model")
             steps = [method] if isinstance(method, dict) else method or []
             for i, step in enumerate(steps):
@@ -370,7 +372,10 @@ class Recipe:
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise RecipeError(f"{path}: not valid YAML{where}: {problem}") from None
         return cls.from_dict(raw, str(path))
 
     def to_dict(self) -> dict[str, Any]:
