@@ -184,8 +184,8 @@ def prune(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
 @data_root_option
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test",
               show_default=True, help="valid: text corpora only.")
-@click.option("--batch-size", type=positive_int, help="Default: the recipe's eval_batch_size (for a "
-              "language model, the number of rows the token stream is cut into).")
+@click.option("--batch-size", type=positive_int, help="Default: the recipe's eval_batch_size "
+              "(for a language model, the number of rows the token stream is cut into).")
 @device_option
 @json_option
 def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int | None,

@@ -45,8 +45,8 @@ def missing_files_error(name: str, root: Path, expected: Sequence[str]) -> DataN
     state = "" if root.is_dir() else " (this directory does not exist)"
     return DataNotFoundError(
         f"dataset {name!r}: files not found in {root}{state}; expected there: "
-        f"{'; '.join(expected)}. Put the files there, or pass root=<directory> (--data-root on the command line), or "
-        f"set EDGECOMPRESS_DATA to a directory containing '{name}/'. "
+        f"{'; '.join(expected)}. Put the files there, or pass root=<directory> (--data-root on "
+        f"the command line), or set EDGECOMPRESS_DATA to a directory containing '{name}/'. "
         f"edgecompress never downloads data."
     )
 
