@@ -9,6 +9,7 @@ Ratios are measured in one run (candidate and baseline interleaved), on 1 and 2 
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -259,7 +260,12 @@ def other_machines() -> list[str]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--doc-only"]:  # rewrite docs/deploy.md from the last run's results
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--doc-only", action="store_true",
+                        help=f"rewrite {DOC.relative_to(ROOT)} from the last run's results "
+                             f"({RESULTS.relative_to(ROOT)}) without measuring")
+    if parser.parse_args().doc_only:
         write_doc(json.loads(RESULTS.read_text()))
     else:
         main()

@@ -13,6 +13,7 @@ the same recipes with a reduced budget.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import yaml
@@ -99,4 +100,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +44,52 @@ device_option = click.option(
     "torchrun, cuda means each process's own GPU, cuda:LOCAL_RANK.")
 progress_option = click.option("--progress/--no-progress", default=True, show_default=True,
                                help="Show progress bars.")
+data_root_option = click.option(
+    "--data-root", type=click.Path(exists=True, file_okay=False),
+    help="Directory holding the dataset files (overrides the recipe; a checkpoint remembers the "
+         "one it was trained with).")
+
+#: a count: epochs, rounds, a batch size
+positive_int = click.IntRange(min=1)
+
+
+class PositiveInts(click.ParamType):
+    """Comma-separated positive integers, ``"3,32,32"`` -> ``(3, 32, 32)``: an input shape, the
+    thread counts or batch sizes of a benchmark."""
+
+    name = "ints"
+
+    def __init__(self, example: str) -> None:
+        self.example = example
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            ints = tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            ints = ()
+        if not ints or min(ints) < 1:
+            self.fail(f"{value!r}: expected positive integers separated by commas, e.g. "
+                      f"{self.example}", param, ctx)
+        return ints
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgecompress")
-def cli() -> None:
+@click.option("--debug", is_flag=True,
+              help="Show the traceback of an error instead of a one-line message.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """Compress neural networks for edge devices and run them fast."""
+    ctx.ensure_object(dict)["debug"] = debug
 
 
 @cli.command()
-@click.option("--epochs", default=20, show_default=True, help="Epochs per model.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", type=positive_int, default=20, show_default=True,
+              help="Epochs per model.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Keep checkpoints, metrics.jsonl and curves.png of every run here.")
 @json_option
@@ -75,8 +111,8 @@ def demo(epochs: int, seed: int, out_dir: str | None, json_path: str | None, pro
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Output directory (default: the recipe's out_dir, else runs/<recipe name>).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
-@click.option("--data-root", help="Directory holding the dataset files (overrides the recipe).")
-@click.option("--epochs", type=int, help="Override the recipe's number of epochs.")
+@data_root_option
+@click.option("--epochs", type=positive_int, help="Override the recipe's number of epochs.")
 @device_option
 @json_option
 @progress_option
@@ -111,7 +147,7 @@ def train(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
               help="Output directory (default: the recipe's out_dir, else runs/<recipe name>).")
 @click.option("--resume", is_flag=True, help="Continue a killed run in OUT from the phase it "
               "was in (finished phases are not redone).")
-@click.option("--data-root", help="Directory holding the dataset files (overrides the recipe).")
+@data_root_option
 @device_option
 @json_option
 @progress_option
@@ -121,11 +157,18 @@ def prune(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
     regularizer (e.g. SPR) -> prune filters and remove them physically -> fine-tune (with the
     recipe's method, if any, applied after pruning, then frozen). Prints parameters, MACs,
     bytes and measured CPU latency before and after."""
-    from .pruning.pipeline import format_comparison, prune_recipe
+    from .errors import CheckpointError
+    from .pruning.pipeline import STATE_FILE, format_comparison, prune_recipe
     from .recipe import Recipe
+    from .train.trainer import CHECKPOINT
 
     r = Recipe.from_yaml(recipe)
     out = out_dir or r.out_dir or str(Path("runs") / r.name)
+    started = (Path(out) / STATE_FILE, Path(out) / "train" / CHECKPOINT)  # after/in phase 1
+    if resume and not any(path.is_file() for path in started):
+        raise CheckpointError(f"cannot resume: {out} holds no prune run ({STATE_FILE} or "
+                              f"train/{CHECKPOINT}; a new or mistyped --out?); start without "
+                              f"--resume to prune from scratch")
     result = prune_recipe(r, out, resume=resume, data_root=data_root, progress=progress,
                           device=device)
     for phase, metrics in result.phases.items():
@@ -138,11 +181,11 @@ def prune(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
 
 @cli.command(name="eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--data-root", help="Directory holding the dataset files (overrides the recipe).")
+@data_root_option
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test",
               show_default=True, help="valid: text corpora only.")
-@click.option("--batch-size", type=int, help="Default: the recipe's eval_batch_size (for a "
-              "language model, the number of rows the token stream is cut into).")
+@click.option("--batch-size", type=positive_int, help="Default: the recipe's eval_batch_size "
+              "(for a language model, the number of rows the token stream is cut into).")
 @device_option
 @json_option
 def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int | None,
@@ -164,20 +207,21 @@ def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int | 
 
 @cli.command()
 @click.argument("target")
-@click.option("--input-shape", help="Input shape without batch, e.g. 3,32,32 "
-              "(default: the model's own).")
-@click.option("--num-classes", type=int, default=10, show_default=True)
+@click.option("--input-shape", type=PositiveInts("3,32,32"), help="Input shape without batch, "
+              "e.g. 3,32,32 (default: the model's own).")
+@click.option("--num-classes", type=positive_int, default=10, show_default=True)
 @click.option("--activation", help="The zoo model's activation, e.g. hardtanh (binary inputs "
               "after a relu are all +1: use hardtanh with --mode w1a1).")
 @click.option("--method", help="Convert the model with this method first (e.g. bnn, s3).")
 @click.option("--mode", help="Binarization mode, e.g. w1a1.")
 @click.option("--bits", type=int, help="Bits per weight of a shift method, e.g. 3.")
+@data_root_option
 @json_option
-def summary(target: str, input_shape: str | None, num_classes: int, activation: str | None,
-            method: str | None, mode: str | None, bits: int | None,
-            json_path: str | None) -> None:
+def summary(target: str, input_shape: tuple[int, ...] | None, num_classes: int,
+            activation: str | None, method: str | None, mode: str | None, bits: int | None,
+            data_root: str | None, json_path: str | None) -> None:
     """Print parameters, bytes and MACs by precision for TARGET: a model name, a recipe (.yaml)
-    or a checkpoint (.pt)."""
+    or a checkpoint (.pt). A recipe's model is built for its dataset (--data-root)."""
     import torch
 
     from . import models
@@ -186,10 +230,10 @@ def summary(target: str, input_shape: str | None, num_classes: int, activation: 
     from .experiment import load_trained
     from .recipe import Recipe
 
-    shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else None
+    shape = input_shape
     if target.endswith((".yaml", ".yml")):
         r = Recipe.from_yaml(target)
-        data = r.load_data("test")
+        data = r.load_data("test", data_root)
         model, _ = r.build_model(data.num_classes, tuple(data.input_shape))
         shape = shape or tuple(data.input_shape)
     elif target.endswith(".pt"):
@@ -226,24 +270,24 @@ def _print_timings(title: str, timings) -> None:
 @click.option("--kind", type=click.Choice(["w1a1", "w1a32"]), default="w1a1", show_default=True,
               help="w1a1: XOR-popcount GEMM at ResNet-18 conv shapes; w1a32: sign-select GEMM "
                    "(float inputs) at fully connected shapes, batch 1, 8 and 64.")
-@click.option("--batch", default=1, show_default=True,
+@click.option("--batch", type=positive_int, default=1, show_default=True,
               help="w1a1: images per GEMM (M = batch x H x W).")
-@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
+@click.option("--threads", type=PositiveInts("1,2"), default="1,2", show_default=True,
+              help="Comma-separated thread counts.")
 @click.option("--path", type=click.Choice(["scalar", "avx2", "avx512"]),
               help="Force a dispatch path (default: the best this CPU supports).")
-@click.option("--rounds", default=5, show_default=True)
+@click.option("--rounds", type=positive_int, default=5, show_default=True)
 @json_option
-def bench_kernels(kind: str, batch: int, threads: str, path: str | None, rounds: int,
+def bench_kernels(kind: str, batch: int, threads: tuple[int, ...], path: str | None, rounds: int,
                   json_path: str | None) -> None:
     """Binary GEMMs vs torch float32 matmul on the same shapes, in the same run."""
     from .deploy.benchmark import bench_gemm, bench_w1a32
 
-    counts = tuple(int(t) for t in threads.split(","))
     if kind == "w1a32":
-        timings = bench_w1a32(threads=counts, path=path, rounds=rounds)
+        timings = bench_w1a32(threads=threads, path=path, rounds=rounds)
         _print_timings("W1A32 sign-select GEMM vs float32 matmul", timings)
     else:
-        timings = bench_gemm(batch=batch, threads=counts, path=path, rounds=rounds)
+        timings = bench_gemm(batch=batch, threads=threads, path=path, rounds=rounds)
         _print_timings(f"binary GEMM vs float32 matmul, batch {batch}", timings)
     _write_json(json_path, {"kind": kind, "batch": batch, "path": path,
                             "rows": [t.to_dict() for t in timings]})
@@ -251,12 +295,12 @@ def bench_kernels(kind: str, batch: int, threads: str, path: str | None, rounds:
 
 @bench.command(name="model")
 @click.argument("model_name", default="resnet18")
-@click.option("--batches", default="1,8", show_default=True)
-@click.option("--threads", default="1,2", show_default=True)
-@click.option("--rounds", default=3, show_default=True)
+@click.option("--batches", type=PositiveInts("1,8"), default="1,8", show_default=True)
+@click.option("--threads", type=PositiveInts("1,2"), default="1,2", show_default=True)
+@click.option("--rounds", type=positive_int, default=3, show_default=True)
 @json_option
-def bench_model_cmd(model_name: str, batches: str, threads: str, rounds: int,
-                    json_path: str | None) -> None:
+def bench_model_cmd(model_name: str, batches: tuple[int, ...], threads: tuple[int, ...],
+                    rounds: int, json_path: str | None) -> None:
     """A frozen W1A1 model (first conv and classifier float) vs the same float model."""
     import torch
 
@@ -269,9 +313,8 @@ def bench_model_cmd(model_name: str, batches: str, threads: str, rounds: int,
     float_model = models.create(model_name, num_classes=1000 if model_name == "resnet18" else 10,
                                 activation="hardtanh").eval()
     frozen = freeze(convert(float_model, "bnn", mode="w1a1"))
-    timings = bench_model(float_model, frozen, tuple(float_model.input_shape),
-                          tuple(int(b) for b in batches.split(",")),
-                          tuple(int(t) for t in threads.split(",")), rounds)
+    timings = bench_model(float_model, frozen, tuple(float_model.input_shape), batches,
+                          threads, rounds)
     _print_timings(f"frozen W1A1 {model_name} vs float {model_name}", timings)
     _write_json(json_path, {"model": model_name, "rows": [t.to_dict() for t in timings]})
 
@@ -287,19 +330,42 @@ def list_() -> None:
         click.echo(f"{title}: {', '.join(names)}")
 
 
+def _fail(message: str, code: int, debug: bool = False) -> None:
+    """Exit with ``code`` after printing ``message`` as one line on stderr (with ``debug``, the
+    traceback of the error being handled instead)."""
+    if debug:
+        traceback.print_exc()
+    else:
+        click.echo(" ".join(line.strip() for line in message.splitlines() if line.strip()),
+                   err=True)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI and turn our errors into one clear line and exit code 2."""
+    """Entry point: run the CLI; every error ends it with one line on stderr, never a traceback
+    (unless ``--debug``): a mistake in the command line (a usage error) or in what it names (a
+    recipe, a file, a value: :class:`EdgecompressError`) exits with 2, a bug with 1."""
+    settings = {"debug": False}  # set by the --debug option of the group
     try:
-        cli.main(args=argv, prog_name="edgecompress", standalone_mode=False)
-    except EdgecompressError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
+        code = cli.main(args=argv, prog_name="edgecompress", standalone_mode=False,
+                        obj=settings)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `edgecompress`: the help
         exc.show()
         sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("error: aborted", 130)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(f"error: {exc.format_message()}{hint}", exc.exit_code)
+    except click.ClickException as exc:
+        _fail(f"error: {exc.format_message()}", exc.exit_code)
+    except EdgecompressError as exc:
+        _fail(f"error: {exc}", 2, settings["debug"])
+    except Exception as exc:  # a bug: say so in one line, the traceback with --debug
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the "
+              f"traceback)", 1, settings["debug"])
+    if code:  # a ctx.exit(code) of a command
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from .analysis.diagnostics import discrete_layers
 from .layers import harden
 from .train import (Callback, Trainer, evaluate, load_checkpoint, load_model_state,
                     resolve_device, seed_everything)
+from .train.tasks import Task
+from .train.trainer import CHECKPOINT
 
 
 @dataclass
@@ -54,22 +56,30 @@ def run(
     training loss; its ``reference`` checkpoint is loaded with :func:`load_trained`.
 
     ``out_dir`` (or the recipe's ``out_dir``) receives ``checkpoint.pt``, ``metrics.jsonl`` and
-    ``curves.png``; ``resume=True`` continues from the checkpoint there.
+    ``curves.png``; ``resume=True`` continues from the checkpoint there (there must be one).
+    The checkpoint stores the recipe and ``data_root`` (absolute), which :func:`load_trained`
+    uses. Before training the model is run on two test samples, so that a model that does not
+    fit the data is named as such (:class:`RecipeError`).
 
     ``device``: ``"cpu"``, ``"cuda"`` (under torchrun: ``cuda:LOCAL_RANK``), ``"cuda:N"``, or None
     for CUDA if available, else CPU.
     """
     device = resolve_device(device)  # a bad device fails before any data is read
+    out = str(out_dir) if out_dir is not None else recipe.out_dir
+    if resume and (out is None or not (Path(out) / CHECKPOINT).is_file()):
+        where = f"{out} holds no {CHECKPOINT}" if out else "no output directory is set"
+        raise CheckpointError(f"cannot resume: {where} (a new or mistyped output directory?); "
+                              f"start without resume to train from scratch")
     train_set = recipe.load_data("train", data_root)
     test_set = recipe.load_data("test", data_root)
     shape = {"num_classes": train_set.num_classes, "input_shape": list(train_set.input_shape)}
     seed_everything(recipe.seed)  # the initial weights depend on the seed only
     model, report = recipe.build_model(**shape)
     task = recipe.build_task(train_set)
+    check_fits(model, test_set, task, recipe)
     teacher = None
     if recipe.distill:
         teacher, _ = load_trained(recipe.distill["teacher"])
-    out = str(out_dir) if out_dir is not None else recipe.out_dir
     config = recipe.train_config(out_dir=out, resume=resume, progress=progress)
     compressed = bool(discrete_layers(model))
     if recipe.regularizer:
@@ -77,7 +87,9 @@ def run(
     trainer = Trainer(
         model, train_set, test_set, config,
         callbacks=(*callbacks, WeightFlipMonitor()) if compressed else callbacks,
-        teacher=teacher, extra_state={"recipe": recipe.to_dict(), **shape}, device=device,
+        teacher=teacher, device=device,
+        extra_state={"recipe": recipe.to_dict(), **shape,
+                     "data_root": str(Path(data_root).resolve()) if data_root else None},
         task=task,
     )
     metrics = trainer.fit()
@@ -87,6 +99,31 @@ def run(
                         trainer.device, task)
         metrics.update({f"hard_test_{k}": v for k, v in hard.items()})
     return RunResult(metrics, trainer.history, trainer.model, report, recipe)
+
+
+def check_fits(model: nn.Module, dataset: Any, task: Task, recipe: Recipe) -> None:
+    """Run ``model`` (in eval mode, without gradients) on two samples of ``dataset``: a model
+    built for other inputs (e.g. the recipe's ``model.input_shape``) fails here, with the data's
+    shape and the model's named, instead of deep in the first training batch."""
+    batch = next(iter(task.loader(dataset, 2, train=False)), None)
+    if batch is None:
+        return
+    inputs, _ = task.split(batch)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            task.forward(model, inputs, task.initial_state())
+    except RuntimeError as exc:
+        given = recipe.model.get("input_shape")
+        model_says = (f"recipe key 'model.input_shape' is {given!r}" if given is not None
+                      else f"recipe key 'model' is {recipe.model}")
+        raise RecipeError(f"recipe {recipe.name!r}: the model does not fit the data: "
+                          f"{model_says}, but dataset {recipe.data['name']!r} has samples of "
+                          f"shape {tuple(dataset.input_shape)} ({str(exc).splitlines()[0]})"
+                          ) from None
+    finally:
+        model.train(was_training)
 
 
 def _regularizer(spec: dict[str, Any]) -> Callback:
@@ -100,7 +137,8 @@ def _regularizer(spec: dict[str, Any]) -> Callback:
 
 def load_trained(path: str | Path) -> tuple[nn.Module, Recipe]:
     """Rebuild the model stored in checkpoint ``path`` (architecture from its recipe, weights from
-    its state dict) in eval mode. Never unpickles arbitrary objects.
+    its state dict) in eval mode. Never unpickles arbitrary objects. The recipe's data root is
+    the one the run was trained with, if it was given.
 
     Reads the trainer's checkpoints and every phase checkpoint of ``edgecompress prune``
     (``OUT/<phase>/model.pt`` or ``checkpoint.pt``: the pruned, possibly converted model)."""
@@ -113,6 +151,8 @@ def load_trained(path: str | Path) -> tuple[nn.Module, Recipe]:
         recipe = Recipe.from_dict(raw, f"{path} (stored recipe)")
     except RecipeError as exc:
         raise CheckpointError(f"{path}: stored recipe is invalid: {exc}") from None
+    if extra.get("data_root"):
+        recipe.data["root"] = extra["data_root"]
     if extra.get("prune_phase") is not None:  # a phase of `edgecompress prune`
         model = phase_model(recipe, extra)
     else:

@@ -62,7 +62,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 from torch import nn
@@ -90,20 +90,67 @@ PRUNE_CRITERIA = {"magnitude": {"threshold", "tolerance", "macs_reduction", "rou
                   "l1": {"ratio", "macs_reduction", "residual", "round_to"}}
 PRUNE_PHASES = ("train", "regularize", "finetune")
 _PRUNE_PHASE_KEYS = {"epochs", "optimizer", "schedule"}
-_OPTIMIZER_KEYS = {"name", "lr", "momentum", "nesterov", "betas", "weight_decay", "no_decay",
-                   "decay_1d"}
-_SCHEDULE_KEYS = {"name", "milestones", "gamma", "warmup_epochs"}
-_DISTILL_KEYS = {"teacher", "alpha", "temperature"}
-_DATA_KEYS = {"name", "root", "augment", "limit"}
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What the value of a recipe key must be: ``test(value)`` holds; ``description`` says it in
+    the error message. ``optional``: null is accepted too."""
+
+    description: str
+    test: Callable[[Any], bool]
+    optional: bool = False
+
+    def or_null(self) -> "_Kind":
+        return dataclasses.replace(self, description=f"{self.description} or null", optional=True)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_STRING = _Kind("a string", lambda v: isinstance(v, str))
+_BOOL = _Kind("true or false", lambda v: isinstance(v, bool))
+_POSITIVE_INT = _Kind("a positive integer", lambda v: _is_int(v) and v >= 1)
+_COUNT = _Kind("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+_NON_NEGATIVE = _Kind("a number >= 0", lambda v: _is_number(v) and v >= 0)
+_POSITIVE = _Kind("a number > 0", lambda v: _is_number(v) and v > 0)
+_FRACTION = _Kind("a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1)
+_BELOW_ONE = _Kind("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1)
+_STRINGS = _Kind("a list of strings",
+                 lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
+_COUNTS = _Kind("a list of integers >= 0",
+                lambda v: isinstance(v, (list, tuple)) and all(_COUNT.test(x) for x in v))
+_BETAS = _Kind("a list of two numbers in [0, 1)",
+               lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+               and all(_BELOW_ONE.test(x) for x in v))
+
+#: the kinds of the top-level values (the sections are checked by their own tables)
+_TOP_VALUES = {"name": _STRING, "epochs": _POSITIVE_INT, "batch_size": _POSITIVE_INT,
+               "eval_batch_size": _POSITIVE_INT, "seed": _COUNT, "label_smoothing": _BELOW_ONE,
+               "grad_clip": _POSITIVE.or_null(), "out_dir": _STRING.or_null()}
+_OPTIMIZER_VALUES = {"name": _STRING, "lr": _NON_NEGATIVE, "momentum": _NON_NEGATIVE,
+                     "nesterov": _BOOL, "betas": _BETAS, "weight_decay": _NON_NEGATIVE,
+                     "no_decay": _STRINGS, "decay_1d": _BOOL}
+_SCHEDULE_VALUES = {"name": _STRING, "milestones": _COUNTS, "gamma": _POSITIVE,
+                    "warmup_epochs": _COUNT}
+_DISTILL_VALUES = {"teacher": _STRING, "alpha": _FRACTION, "temperature": _POSITIVE}
+_DATA_VALUES = {"name": _STRING, "root": _STRING.or_null(), "augment": _BOOL,
+                "limit": _POSITIVE_INT.or_null()}
 
 
 def _named(value: Any, where: str) -> dict[str, Any]:
-    """``"x"`` -> ``{"name": "x"}``; mappings must have a name."""
+    """``"x"`` -> ``{"name": "x"}``; mappings must have a name, a string."""
     if isinstance(value, str):
         return {"name": value}
     if isinstance(value, Mapping):
         if "name" not in value:
             raise RecipeError(f"recipe key {where!r} needs a 'name'")
+        _check_values(value, {"name": _STRING}, f"{where}.")
         return dict(value)
     raise RecipeError(f"recipe key {where!r} must be a name or a mapping, got {value!r}")
 
@@ -115,6 +162,22 @@ def _check_keys(section: Mapping[str, Any], valid: set[str], where: str) -> None
             f"unknown key(s) {', '.join(repr(where + k) for k in unknown)} in recipe; "
             f"valid keys{' of ' + where.rstrip('.') if where else ''}: {', '.join(sorted(valid))}"
         )
+
+
+def _check_values(section: Mapping[str, Any], kinds: Mapping[str, _Kind], where: str) -> None:
+    """Each value of ``section`` whose key ``kinds`` lists is of that kind (``where``: the
+    section's key prefix, e.g. ``"optimizer."``)."""
+    for key, value in section.items():
+        kind = kinds.get(key)
+        if kind is not None and not (value is None and kind.optional) and not kind.test(value):
+            raise RecipeError(f"recipe key {where + key!r} must be {kind.description}, got "
+                              f"{value!r} ({type(value).__name__})")
+
+
+def _check_section(section: Mapping[str, Any], kinds: Mapping[str, _Kind], where: str) -> None:
+    """Only the keys ``kinds`` lists, each with a value of its kind."""
+    _check_keys(section, set(kinds), where)
+    _check_values(section, kinds, where)
 
 
 def _check_options(section: Mapping[str, Any], valid: set[str] | None, kind: str) -> None:
@@ -181,11 +244,12 @@ def _prune(value: Any) -> dict[str, Any] | None:
         if not isinstance(section, Mapping):
             raise RecipeError(f"recipe key 'prune.{phase}' must be a mapping, got {section!r}")
         _check_keys(section, _PRUNE_PHASE_KEYS, f"prune.{phase}.")
+        _check_values(section, _TOP_VALUES, f"prune.{phase}.")
         section = dict(section)
-        for key, valid in (("optimizer", _OPTIMIZER_KEYS), ("schedule", _SCHEDULE_KEYS)):
+        for key, kinds in (("optimizer", _OPTIMIZER_VALUES), ("schedule", _SCHEDULE_VALUES)):
             if key in section:
                 section[key] = _named(section[key], f"prune.{phase}.{key}")
-                _check_keys(section[key], valid, f"prune.{phase}.{key}.")
+                _check_section(section[key], kinds, f"prune.{phase}.{key}.")
         out[phase] = section
     return out
 
@@ -209,8 +273,8 @@ def _methods(value: Any) -> dict[str, Any] | list[dict[str, Any]] | None:
 def _check_method(method: Mapping[str, Any], where: str) -> None:
     """A known method name, and only the options that method lists."""
     if normalize_name(method["name"]) not in available_methods():
-        raise UnknownNameError(f"unknown name {method['name']!r}; available: "
-                               f"{', '.join(available_methods())}")
+        raise UnknownNameError(f"recipe key '{where}.name': unknown name {method['name']!r}; "
+                               f"available: {', '.join(available_methods())}")
     options = {k: v for k, v in method.items() if k != "name"}
     _check_options(method, method_options(method["name"], options), where)
 
@@ -243,22 +307,23 @@ class Recipe:
             raise RecipeError(f"{source}: a recipe must be a mapping, got {type(raw).__name__}")
         try:
             _check_keys(raw, _TOP_KEYS, "")
+            _check_values(raw, _TOP_VALUES, "")
             for key in ("model", "data"):
                 if key not in raw:
                     raise RecipeError(f"recipe needs a {key!r} key")
             model = _named(raw["model"], "model")
             data = _named(raw["data"], "data")
-            _check_keys(data, _DATA_KEYS, "data.")
+            _check_section(data, _DATA_VALUES, "data.")
             method = _methods(raw.get("method"))
             optimizer = _named(raw.get("optimizer", "sgd"), "optimizer")
-            _check_keys(optimizer, _OPTIMIZER_KEYS, "optimizer.")
+            _check_section(optimizer, _OPTIMIZER_VALUES, "optimizer.")
             schedule = _named(raw.get("schedule", "cosine"), "schedule")
-            _check_keys(schedule, _SCHEDULE_KEYS, "schedule.")
+            _check_section(schedule, _SCHEDULE_VALUES, "schedule.")
             distill = raw.get("distill")
             if distill is not None:
                 if not isinstance(distill, Mapping) or "teacher" not in distill:
                     raise RecipeError("recipe key 'distill' must be a mapping with a 'teacher'")
-                _check_keys(distill, _DISTILL_KEYS, "distill.")
+                _check_section(distill, _DISTILL_VALUES, "distill.")
             task = raw.get("task")
             task = None if task is None else _named(task, "task")
             regularizer = raw.get("regularizer")
@@ -273,12 +338,14 @@ class Recipe:
             recipe.train_config()  # validates optimizer/schedule names and numeric fields
             for phase in PRUNE_PHASES if prune else ():
                 recipe.phase(phase).train_config()
-            names = [(model["name"], models_lib.available()), (data["name"], data_lib.available())]
+            names = [("model", model["name"], models_lib.available()),
+                     ("data", data["name"], data_lib.available())]
             if task is not None:
-                names.append((task["name"], tasks_lib.available()))
-            for name, registry in names:
+                names.append(("task", task["name"], tasks_lib.available()))
+            for key, name, registry in names:
                 if normalize_name(name) not in registry:
-                    raise UnknownNameError(f"unknown name {name!r}; available: {', '.join(registry)}")
+                    raise UnknownNameError(f"recipe key '{key}.name': unknown name {name!r}; "
+                                           f"available: {', '.join(registry)}")
             _check_options(model, _model_options(model["name"]), "model")
             steps = [method] if isinstance(method, dict) else method or []
             for i, step in enumerate(steps):
@@ -305,7 +372,10 @@ class Recipe:
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise RecipeError(f"{path}: not valid YAML{where}: {problem}") from None
         return cls.from_dict(raw, str(path))
 
     def to_dict(self) -> dict[str, Any]:

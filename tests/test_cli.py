@@ -232,3 +232,52 @@ def test_bench_kernels_batch_and_threads_options(tmp_path):
                 for label, (m, k, n) in RESNET18_SHAPES.items() for t in (1, 2)]
     assert [(r["name"], r["threads"]) for r in data["rows"]] == expected
     _check_timing_rows(data["rows"])
+
+
+def test_checkpoint_remembers_the_data_root(tmp_path, shared_data, monkeypatch, capsys):
+    """eval (and summary) of a checkpoint read the data from the --data-root of its training; an
+    explicit --data-root wins."""
+    mnist = shared_data("mnist")
+    monkeypatch.setenv("EDGECOMPRESS_DATA", str(tmp_path / "elsewhere"))  # no default data
+    recipe = tiny_recipe(tmp_path, data={"name": "mnist", "limit": 200}, method=None, epochs=1)
+    run_dir, trained, evaluated = tmp_path / "run", tmp_path / "t.json", tmp_path / "e.json"
+    code, _, err = run_main(["train", str(recipe), "--out", str(run_dir), "--data-root",
+                             str(mnist), "--no-progress", "--json", str(trained)], capsys)
+    assert code == 0, err
+    from edgecompress.train import load_checkpoint
+    extra = load_checkpoint(run_dir / "checkpoint.pt")["extra_state"]
+    assert extra["data_root"] == str(mnist.resolve())
+    code, _, err = run_main(["eval", str(run_dir / "checkpoint.pt"), "--json", str(evaluated)],
+                            capsys)
+    assert code == 0, err
+    assert json.loads(evaluated.read_text())["top1"] == pytest.approx(
+        json.loads(trained.read_text())["metrics"]["test_top1"])
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_main(["eval", str(run_dir / "checkpoint.pt"), "--data-root",
+                             str(tmp_path / "empty")], capsys)
+    assert code == 2 and "files not found in " + str(tmp_path / "empty") in err
+
+
+def test_summary_of_a_recipe_takes_data_root(tmp_path, shared_data, monkeypatch, capsys):
+    mnist = shared_data("mnist")
+    monkeypatch.setenv("EDGECOMPRESS_DATA", str(tmp_path / "elsewhere"))
+    recipe = tiny_recipe(tmp_path, data={"name": "mnist"}, method=None)
+    code, _, err = run_main(["summary", str(recipe)], capsys)
+    assert code == 2 and "--data-root" in err
+    code, out, err = run_main(["summary", str(recipe), "--data-root", str(mnist)], capsys)
+    assert code == 0, err
+    assert f"{784 * 32 + 32 + 32 * 10 + 10:,}" in out  # mlp 784-32-10 parameters
+
+
+def test_train_resume_continues_an_existing_run(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path, method=None, epochs=1)
+    run_dir = tmp_path / "run"
+    assert run_main(["train", str(recipe), "--out", str(run_dir), "--no-progress"], capsys)[0] == 0
+    code, out, err = run_main(["train", str(recipe), "--out", str(run_dir), "--resume",
+                               "--epochs", "2", "--no-progress"], capsys)
+    # the epochs changed, so the checkpoint cannot be continued: said, not trained from scratch
+    assert code == 2 and "configuration changed" in err
+    code, out, err = run_main(["train", str(recipe), "--out", str(run_dir), "--resume",
+                               "--no-progress"], capsys)
+    assert code == 0, err
+    assert '"epoch": 1' in out

@@ -40,14 +40,13 @@ def reject_options(dataset: str, options: Mapping[str, Any]) -> None:
 
 
 def missing_files_error(name: str, root: Path, expected: Sequence[str]) -> DataNotFoundError:
-    """The error raised when dataset files are absent: what is expected in which directory, and
-    how to point edgecompress elsewhere. Downloads are never attempted."""
+    """The error raised when dataset files are absent (one line): what is expected in which
+    directory, and how to point edgecompress elsewhere. Downloads are never attempted."""
     state = "" if root.is_dir() else " (this directory does not exist)"
-    files = "\n  ".join(expected)
     return DataNotFoundError(
-        f"dataset {name!r}: files not found in {root}{state}. Expected there:\n  {files}\n"
-        f"Put the files there, or pass root=<directory> (--data-root on the command line), or "
-        f"set EDGECOMPRESS_DATA to a directory containing '{name}/'. "
+        f"dataset {name!r}: files not found in {root}{state}; expected there: "
+        f"{'; '.join(expected)}. Put the files there, or pass root=<directory> (--data-root on "
+        f"the command line), or set EDGECOMPRESS_DATA to a directory containing '{name}/'. "
         f"edgecompress never downloads data."
     )
 

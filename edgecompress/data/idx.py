@@ -89,7 +89,7 @@ def load_idx_dataset(name: str, root: Path, split: str, **options: Any) -> Image
     image_stem, label_stem = FILES[check_split(split, name)]
     image_file, label_file = _find(root, image_stem), _find(root, label_stem)
     if image_file is None or label_file is None:
-        raise missing_files_error(name, root, [f"{s}  (or {s}.gz)" for s in FILES[split]])
+        raise missing_files_error(name, root, [f"{s} (or {s}.gz)" for s in FILES[split]])
     images, labels = read_idx_images(image_file), read_idx_labels(label_file)
     if len(images) != len(labels):
         raise DataError(f"{image_file} has {len(images)} images but {label_file} has "

@@ -172,7 +172,7 @@ def load_text(name: str, root: Path, split: str, **options: Any) -> TokenStream:
         needed = ["train"] if split == "train" else ["train", split]
         raise missing_files_error(name, root, [
             f"{s}.txt or ptb.{s}.txt (or either .gz): one sentence per line, words separated "
-            f"by spaces" + ("  (the vocabulary is built from it)" if s == "train" != split else "")
+            f"by spaces" + (" (the vocabulary is built from it)" if s == "train" != split else "")
             for s in needed])
     vocab = build_vocabulary(read_words(train_file))
     index = {w: i for i, w in enumerate(vocab)}

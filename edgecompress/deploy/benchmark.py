@@ -49,6 +49,9 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
 def compare(name: str, candidate: Callable[[], object], baseline: Callable[[], object],
             threads: int, rounds: int = 5, repeats: int = 5) -> Timing:
     """Median time of ``candidate`` and ``baseline`` with ``threads`` threads, interleaved."""
+    for what, value in (("threads", threads), ("rounds", rounds), ("repeats", repeats)):
+        if value < 1:
+            raise ValueError(f"benchmark {what} must be >= 1, got {value!r}")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

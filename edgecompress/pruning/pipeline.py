@@ -246,7 +246,7 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
 
     ``callbacks``: extra trainer callbacks per phase name (e.g. to observe or interrupt one).
     """
-    from ..experiment import load_trained  # experiment imports this package
+    from ..experiment import check_fits, load_trained  # experiment imports this package
     from ..train import Trainer, evaluate, resolve_device, seed_everything  # loads the trainer
 
     settings = recipe.prune or {}
@@ -263,12 +263,16 @@ def prune_recipe(recipe: Any, out_dir: str | Path, *, resume: bool = False,
         seed_everything(recipe.seed)  # the initial weights depend on the seed only
         return float_recipe.build_model(train_set.num_classes, inputs)[0]
 
+    check_fits(build(), test_set, task, recipe)
+
     def rebuild_state(phase: str, masks: dict[str, Tensor] | None = None,
                       converted: bool = False) -> dict[str, Any]:
-        """What a phase's checkpoints need to rebuild their model (:func:`phase_model`)."""
+        """What a phase's checkpoints need to rebuild their model (:func:`phase_model`) and to
+        evaluate it on the same data."""
         return {"recipe": recipe.to_dict(), "num_classes": train_set.num_classes,
                 "input_shape": list(inputs), "prune_phase": phase, "converted": converted,
-                "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()}}
+                "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()},
+                "data_root": str(Path(data_root).resolve()) if data_root else None}
 
     def fit(phase: str, model: nn.Module, extra: tuple[Callback, ...] = (),
             **state: Any) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def test_prune_then_binarize_shows_both_savings_and_a_smaller_file(tmp_path):
     ({"threshold": 0.1, "tolerance": 1.0}, "exclude each other"),
     ({"tolerance": -1}, r"'prune.tolerance' must be a number >= 0"),
     ({"groups": "conv+lstm"}, "conv\\+lstm"),
-    ({"train": {"epochs": 0}}, "epochs must be >= 1"),
+    ({"train": {"epochs": 0}}, "'prune.train.epochs' must be a positive integer, got 0"),
     ({"finetune": {"optimizer": "rmsprop"}}, "unknown optimizer 'rmsprop'"),
 ])
 def test_bad_prune_sections_are_recipe_errors(prune, message):
