@@ -2,8 +2,12 @@
 
 - ``demo``: float vs BNN/BNN++ (W1A32, W1A1) on the bundled MNIST subset, one table;
 - ``train RECIPE`` / ``eval CHECKPOINT``: a recipe's experiment, resumable, DDP under torchrun;
+- ``freeze CHECKPOINT -o FILE`` / ``predict FILE INPUT...``: the deployable file with its
+  metadata, and the top-k classes of images, .npy arrays or WAV clips by it;
+- ``inspect FILE``: which kind of file it is and what it holds;
 - ``prune RECIPE``: train -> regularize -> prune -> fine-tune, resumable per phase;
-- ``summary MODEL``: parameters, bytes and MACs by precision of a zoo model, optionally converted;
+- ``summary MODEL``: parameters, bytes and MACs by precision of a zoo model (optionally
+  converted), a recipe, a checkpoint or a frozen file;
 - ``bench kernels`` / ``bench model``: the C kernels and a frozen model against float torch;
 - ``list``: the registered models, datasets, methods and quantizers.
 
@@ -21,7 +25,7 @@ from typing import Any
 
 import click
 
-from .errors import EdgecompressError
+from .errors import EdgecompressError, ModelFileError
 
 
 def _write_json(path: str | None, payload: dict[str, Any]) -> None:
@@ -190,13 +194,17 @@ def prune(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
 @json_option
 def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int | None,
           device: str | None, json_path: str | None) -> None:
-    """Evaluate a trained CHECKPOINT on its recipe's dataset, with its task's metrics (top-1
-    accuracy, or perplexity for a language model)."""
+    """Evaluate a trained CHECKPOINT, or a frozen model file (from `edgecompress freeze`; it runs
+    on the CPU), on its recipe's dataset, with its task's metrics (top-1 accuracy, or perplexity
+    for a language model)."""
     from .experiment import load_trained
+    from .files import FileKind, detect_kind
+    from .frozen import load_frozen
     from .train import evaluate, resolve_device
 
-    where = resolve_device(device)
-    model, recipe = load_trained(checkpoint)
+    frozen = detect_kind(checkpoint) is FileKind.FROZEN  # packed kernels run on the CPU
+    where = resolve_device("cpu" if frozen else device)
+    model, recipe = (load_frozen if frozen else load_trained)(checkpoint)
     dataset = recipe.load_data(split, data_root)
     task = recipe.build_task(dataset)
     metrics = evaluate(model.to(where), dataset, batch_size=batch_size or recipe.eval_batch_size,
@@ -220,14 +228,15 @@ def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int | 
 def summary(target: str, input_shape: tuple[int, ...] | None, num_classes: int,
             activation: str | None, method: str | None, mode: str | None, bits: int | None,
             data_root: str | None, json_path: str | None) -> None:
-    """Print parameters, bytes and MACs by precision for TARGET: a model name, a recipe (.yaml)
-    or a checkpoint (.pt). A recipe's model is built for its dataset (--data-root)."""
+    """Print parameters, bytes and MACs by precision for TARGET: a model name, a recipe (.yaml),
+    a training checkpoint or a frozen model file. A recipe's model is built for its dataset
+    (--data-root)."""
     import torch
 
     from . import models
     from .analysis import summary as summarize
     from .convert import convert
-    from .experiment import load_trained
+    from .frozen import load_model
     from .recipe import Recipe
 
     shape = input_shape
@@ -236,8 +245,8 @@ def summary(target: str, input_shape: tuple[int, ...] | None, num_classes: int,
         data = r.load_data("test", data_root)
         model, _ = r.build_model(data.num_classes, tuple(data.input_shape))
         shape = shape or tuple(data.input_shape)
-    elif target.endswith(".pt"):
-        model, _ = load_trained(target)
+    elif Path(target).is_file():  # a training checkpoint or a frozen model file
+        model = load_model(target)
     else:
         kwargs: dict[str, Any] = {"num_classes": num_classes}
         if shape:
@@ -301,22 +310,101 @@ def bench_kernels(kind: str, batch: int, threads: tuple[int, ...], path: str | N
 @json_option
 def bench_model_cmd(model_name: str, batches: tuple[int, ...], threads: tuple[int, ...],
                     rounds: int, json_path: str | None) -> None:
-    """A frozen W1A1 model (first conv and classifier float) vs the same float model."""
+    """MODEL_NAME a zoo model: its frozen W1A1 form (first conv and classifier float) vs the
+    same float model. MODEL_NAME a frozen model file: it vs the float model of its recipe (the
+    same architecture without the recipe's methods, randomly initialised: speed is compared,
+    not accuracy)."""
     import torch
 
     from . import models
     from .convert import convert
-    from .deploy import freeze
+    from .deploy import freeze, load
     from .deploy.benchmark import bench_model
 
     torch.manual_seed(0)
-    float_model = models.create(model_name, num_classes=1000 if model_name == "resnet18" else 10,
-                                activation="hardtanh").eval()
-    frozen = freeze(convert(float_model, "bnn", mode="w1a1"))
+    if Path(model_name).exists():
+        from .files import FileKind, mismatch
+        from .frozen import float_counterpart
+
+        other = mismatch(model_name, FileKind.FROZEN)
+        if other:
+            raise ModelFileError(other)
+        frozen, float_model = load(model_name), float_counterpart(model_name)
+        title = f"{model_name} vs its float model"
+    else:
+        float_model = models.create(model_name, activation="hardtanh",
+                                    num_classes=1000 if model_name == "resnet18" else 10).eval()
+        frozen = freeze(convert(float_model, "bnn", mode="w1a1"))
+        title = f"frozen W1A1 {model_name} vs float {model_name}"
     timings = bench_model(float_model, frozen, tuple(float_model.input_shape), batches,
                           threads, rounds)
-    _print_timings(f"frozen W1A1 {model_name} vs float {model_name}", timings)
+    _print_timings(title, timings)
     _write_json(json_path, {"model": model_name, "rows": [t.to_dict() for t in timings]})
+
+
+@cli.command(name="freeze")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The frozen model file to write (e.g. model.safetensors).")
+@data_root_option
+@json_option
+def freeze_cmd(checkpoint: str, output: str, data_root: str | None,
+               json_path: str | None) -> None:
+    """Freeze the model of a training CHECKPOINT (its recipe travels in it) into a deployable
+    file: packed layers, BatchNorms folded, plus metadata (dataset, input preprocessing as in
+    training, class names) that `edgecompress predict` and `eval` read."""
+    from .deploy import save
+    from .frozen import freeze_checkpoint
+
+    result = freeze_checkpoint(checkpoint, data_root)
+    if not result.packed:
+        click.echo(f"note: {type(result.model).__name__} has no compressed layers, so there is "
+                   f"nothing to pack: the file holds the float model (BatchNorms folded)")
+    save(result.model, output, metadata=result.metadata)
+    size = Path(output).stat().st_size
+    click.echo(f"wrote {output} ({size:,} bytes, {len(result.packed)} packed layer(s)): "
+               f"{result.metadata.dataset}, input {result.metadata.input_shape}")
+    _write_json(json_path, {"checkpoint": checkpoint, "output": output, "bytes": size,
+                            "packed_layers": result.packed,
+                            "metadata": result.metadata.to_dict()})
+
+
+@cli.command(name="predict")
+@click.argument("model_file", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--top-k", "top_k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many classes to show per input (fewer if the model has fewer).")
+@json_option
+def predict_cmd(model_file: str, inputs: tuple[str, ...], top_k: int,
+                json_path: str | None) -> None:
+    """Classify INPUTS (images: PNG or JPEG; .npy arrays; WAV clips) with the frozen MODEL_FILE
+    (from `edgecompress freeze`), preprocessed as in training, and print the most probable
+    classes with their probabilities."""
+    from .deploy import load, load_metadata
+    from .deploy.predict import predict_files
+
+    metadata = load_metadata(model_file, required_for="predict")
+    results = predict_files(load(model_file), metadata, inputs, top_k)
+    several = {r["input"] for r in results if r["item"] > 0}
+    for r in results:
+        name = f"{r['input']}[{r['item']}]" if r["input"] in several else r["input"]
+        click.echo(f"{name}: " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%"
+                                           for t in r["top"]))
+    _write_json(json_path, {"model": model_file, "top_k": top_k, "predictions": results})
+
+
+@cli.command(name="inspect")
+@click.argument("path", type=click.Path(exists=False))
+@json_option
+def inspect_cmd(path: str, json_path: str | None) -> None:
+    """Say which kind of file PATH is and what it holds: training checkpoint (recipe, model,
+    methods, epoch, metrics), frozen model (class, layers, bytes, metadata), ONNX (opsets,
+    inputs, outputs), pruning-phase file, recipe, or an input (image, .npy, WAV)."""
+    from .inspection import format_report, inspect_file
+
+    report = inspect_file(path)
+    click.echo(format_report(report))
+    _write_json(json_path, report)
 
 
 @cli.command(name="list")

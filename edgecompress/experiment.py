@@ -12,6 +12,7 @@ from torch import nn
 
 from .convert import ConversionReport
 from .errors import CheckpointError, RecipeError
+from .files import FileKind, mismatch
 from .pruning import create_regularizer
 from .pruning.pipeline import phase_model
 from .recipe import Recipe
@@ -146,7 +147,8 @@ def load_trained(path: str | Path) -> tuple[nn.Module, Recipe]:
     extra = checkpoint.get("extra_state") or {}
     raw = extra.get("recipe")
     if raw is None or "num_classes" not in extra or "input_shape" not in extra:
-        raise CheckpointError(f"{path}: checkpoint has no recipe, so its model cannot be rebuilt")
+        raise CheckpointError(mismatch(path, FileKind.CHECKPOINT) or
+                              f"{path}: checkpoint has no recipe, so its model cannot be rebuilt")
     try:
         recipe = Recipe.from_dict(raw, f"{path} (stored recipe)")
     except RecipeError as exc:

@@ -27,7 +27,9 @@ __all__ = ["trace", "is_leaf", "call_counts", "replace_submodule", "as_graph_mod
 class _LeafTracer(fx.Tracer):
     """torch.fx's tracer with extra leaf module types (not traced into)."""
 
-    def __init__(self, leaves: tuple[type[nn.Module], ...]) -> None:
+    def __init__(self, leaves: tuple[type[nn.Module], ...] = ()) -> None:
+        # (the default: unpickling a GraphModule re-traces its code with a subclass of its
+        # graph's tracer class, constructed without arguments)
         super().__init__()
         self.leaves = leaves
 
@@ -94,8 +96,11 @@ def as_graph_module(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
     tree (the same submodules, containers such as nn.Sequential kept, so the same state_dict
     keys and ``gm.stages[0]`` still works; submodules the graph no longer calls are dropped from
     it, so ``model`` is modified) and plain attributes (``edgecompress_spec``,
-    ``input_shape``...)."""
+    ``input_shape``...). It pickles with ``torch.save`` like any GraphModule."""
     graph.lint()
+    for node in graph.nodes:
+        if isinstance(node.type, str):  # a postponed annotation ("Tensor", under `from
+            node.type = None  # __future__ import annotations`): torch.save could not pickle it
     gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
     for name, child in model.named_children():  # fx rebuilt the containers as plain Modules
         setattr(gm, name, child)

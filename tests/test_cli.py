@@ -15,7 +15,8 @@ from edgecompress.cli import cli, main
 
 from .torchrun import train_alone_and_under_torchrun
 
-COMMANDS = ["demo", "train", "eval", "summary", "list", "bench", "bench kernels", "bench model", "prune"]
+COMMANDS = ["demo", "train", "eval", "summary", "list", "bench", "bench kernels", "bench model", "prune",
+            "freeze", "predict", "inspect"]
 
 
 def tiny_recipe(tmp_path: Path, **changes) -> Path:

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import DataError, DataNotFoundError, UnknownNameError
+from .preprocess import ImagePreprocessing, Preprocessing
 
 SPLITS = ("train", "test")
 
@@ -93,13 +94,18 @@ class ImageDataset(Dataset):
     ``crop_pad`` and/or ``hflip`` supports augmentation: with ``augment = True`` each item gets a
     random crop from the image zero-padded by ``crop_pad`` pixels and a random horizontal flip,
     drawn from torch's global RNG so that a seeded trainer reproduces them.
+
+    ``preprocessing`` describes how one raw sample becomes an item (what ``edgecompress
+    predict`` repeats on input files): by default the images' own normalisation; a dataset of
+    images computed from other data (FSDD's log-mel images of audio) passes its own.
     """
 
     task = "classification"
 
     def __init__(self, images: Tensor, targets: Tensor, classes: Sequence[str],
                  mean: Sequence[float], std: Sequence[float], *, source: str = "",
-                 crop_pad: int = 0, hflip: bool = False) -> None:
+                 crop_pad: int = 0, hflip: bool = False,
+                 preprocessing: Preprocessing | None = None) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise DataError(f"{source}: images must be uint8 (N, C, H, W), got "
                             f"{images.dtype} {tuple(images.shape)}")
@@ -119,6 +125,8 @@ class ImageDataset(Dataset):
         self.input_shape: tuple[int, int, int] = tuple(int(s) for s in images.shape[1:])
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.normalization = ImagePreprocessing(*self.input_shape, tuple(mean), tuple(std))
+        self.preprocessing = preprocessing or self.normalization
         self.source = source
         self.crop_pad = crop_pad
         self.hflip = hflip
@@ -136,7 +144,7 @@ class ImageDataset(Dataset):
         x = self.images[index].to(torch.float32).div_(255)
         if self.augment:
             x = self._augment(x)
-        return (x - self.mean) / self.std, int(self.targets[index])
+        return self.normalization.normalize(x), int(self.targets[index])
 
     def _augment(self, x: Tensor) -> Tensor:
         if self.crop_pad > 0:

@@ -9,14 +9,16 @@ Each clip is centre-cropped or zero-padded to ``seconds`` (default 1 s), turned 
 log-mel spectrogram (25.6 ms windows, 10 ms hop: 101 frames) with :func:`~.audio.log_mel`, and
 stored as an 8-bit image: decibels relative to the clip's loudest bin, clipped to [-80, 0] dB,
 in 256 steps (0.31 dB). Items are those images normalised like any other image dataset, shape
-(1, n_mels, frames).
+(1, n_mels, frames). The dataset's ``preprocessing`` (:class:`LogMelPreprocessing`) repeats all
+of this on one clip.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +26,8 @@ import torch
 from ..errors import DataError
 from .audio import fit_length, log_mel, read_wav
 from .base import ImageDataset, check_split, missing_files_error
+from .preprocess import (ImagePreprocessing, Preprocessing, check_positive_int,
+                         register_preprocessing)
 
 NAME = "fsdd"
 CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -76,6 +80,46 @@ def features(clips: list[np.ndarray], sample_rate: int, seconds: float = 1.0,
     return torch.round(scaled * 255).to(torch.uint8).unsqueeze(1)
 
 
+@register_preprocessing("log-mel")
+@dataclass(frozen=True)
+class LogMelPreprocessing(Preprocessing):
+    """int16 mono samples at ``sample_rate`` -> the clip centre-cropped or zero-padded to
+    ``seconds`` -> :func:`features` (``n_mels`` bins) -> normalised with ``mean`` / ``std``
+    like an image: exactly a FSDD item."""
+
+    sample_rate: int
+    seconds: float
+    n_mels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sample: ClassVar[str] = "audio"
+
+    def __post_init__(self) -> None:
+        check_positive_int("sample_rate", self.sample_rate)
+        check_positive_int("n_mels", self.n_mels)
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)) \
+                or self.seconds <= 0:
+            raise ValueError(f"seconds must be a positive number, got {self.seconds!r}")
+        frames = 1 + int(round(self.seconds * self.sample_rate)) // (self.sample_rate // 100)
+        object.__setattr__(self, "_image", ImagePreprocessing(1, self.n_mels, frames,
+                                                              tuple(self.mean), tuple(self.std)))
+        object.__setattr__(self, "mean", self._image.mean)
+        object.__setattr__(self, "std", self._image.std)
+
+    def apply(self, raw: Any, source: str) -> torch.Tensor:
+        """``raw``: (int16 samples (n,), sample rate)."""
+        samples, rate = raw
+        samples = np.asarray(samples)
+        if samples.dtype != np.int16 or samples.ndim != 1:
+            raise DataError(f"{source}: got {samples.dtype} samples of shape {samples.shape}, "
+                            f"the model expects int16 mono samples (n,)")
+        if rate != self.sample_rate:
+            raise DataError(f"{source}: sample rate {rate} Hz, the model expects "
+                            f"{self.sample_rate} Hz (resample the clip first)")
+        image = features([samples], rate, self.seconds, self.n_mels)[0]
+        return self._image.apply(image, source)  # type: ignore[attr-defined]
+
+
 def load_fsdd(root: Path, split: str, seconds: float = 1.0, n_mels: int = 40,
               **options: Any) -> ImageDataset:
     """The ``split`` of FSDD from ``root`` (WAV recordings or an .npz pack), as log-mel images."""
@@ -109,4 +153,5 @@ def load_fsdd(root: Path, split: str, seconds: float = 1.0, n_mels: int = 40,
                         f"{'0-4' if split == 'test' else '5 and up'})")
     images = features(chosen, rate, seconds, n_mels)
     return ImageDataset(images, torch.from_numpy(labels[keep]), CLASSES, MEAN, STD,
-                        source=source)
+                        source=source, preprocessing=LogMelPreprocessing(rate, seconds, n_mels,
+                                                                         MEAN, STD))

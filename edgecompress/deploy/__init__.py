@@ -7,20 +7,26 @@ no model zoo, no pickle), and export float and training-form models to ONNX.
 >>> edgecompress.deploy.save(frozen, "model.safetensors")   # doctest: +SKIP
 >>> same = edgecompress.deploy.load("model.safetensors")    # doctest: +SKIP
 
+A file may also carry :class:`ModelMetadata` (``save(frozen, path, metadata=...)``, read back
+with :func:`load_metadata`): the dataset, input preprocessing and class names that
+``edgecompress predict`` needs; ``edgecompress freeze CHECKPOINT`` writes it.
+
 Modules: ``packed`` (the packed-layer protocol and the registry from training-layer class to
 packed class: the extension point), ``binary`` and ``shift`` (the built-in packed layers),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
-allowlist), ``fileformat`` (save / load), ``onnx`` and ``benchmark``.
+allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
+``predict`` (top-k classes of inputs), ``onnx`` and ``benchmark``.
 """
 
 from .binary import PackedBinaryConv2d, PackedBinaryLinear
-from .fileformat import load, save
+from .fileformat import load, load_metadata, save
 from .freeze import freeze
+from .metadata import ModelMetadata
 from .onnx import export_onnx
 from .packed import PackedLayer, register_packed
 from .shift import PackedShiftConv2d, PackedShiftLinear
 from .structure import register_function
 
-__all__ = ["freeze", "save", "load", "export_onnx", "PackedLayer", "register_packed",
+__all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx", "PackedLayer", "register_packed",
            "register_function", "PackedBinaryLinear", "PackedBinaryConv2d", "PackedShiftLinear",
            "PackedShiftConv2d"]

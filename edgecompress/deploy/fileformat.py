@@ -16,6 +16,12 @@ The safetensors header's ``"edgecompress"`` entry is JSON (values in the tagged 
   format, restored on load so the loaded model computes what the saved one did, bit for bit;
 - ``attributes``: ``input_shape``, ``num_classes`` and, when it can be written,
   ``edgecompress_spec`` (how the model was made; informational, never needed to load).
+- ``metadata`` (optional, its own ``version``): what the model's users need besides the model
+  (dataset, input preprocessing, class names, training recipe), see
+  :mod:`~edgecompress.deploy.metadata`; read alone with :func:`load_metadata`.
+
+A file of another kind (a training checkpoint, an ONNX model...) given to :func:`load` is named
+as such (:func:`edgecompress.files.mismatch`).
 
 Tensors are stored under their ``state_dict`` keys, each in its layer's on-disk form
 (:meth:`~edgecompress.deploy.PackedLayer.encode_tensor`): binary weights as an unpadded
@@ -36,12 +42,14 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..errors import ModelFileError
+from ..files import FROZEN_FORMAT as FORMAT
+from ..files import FileKind, mismatch
 from ..graph import is_leaf, trace
+from .metadata import ModelMetadata
 from .packed import PackedLayer, packed_class_for
 from .structure import (build_module, check_dotted_name, decode_graph, decode_value,
                         describe_module, encode_graph, encode_value)
 
-FORMAT = "edgecompress-frozen"
 VERSION = 2
 
 #: plain model attributes a file keeps (when they can be written)
@@ -133,16 +141,20 @@ def _check_savable(model: nn.Module, path: Path) -> None:
     if in_training:
         raise ModelFileError(f"cannot save {type(model).__name__} to {path}: {in_training[:3]} "
                              f"in training mode; call edgecompress.deploy.freeze(model) first "
-                             f"(it returns an eval-mode inference copy)")
+                             f"(it returns an eval-mode inference copy, also of a float model)")
 
 
-def save(model: nn.Module, path: str | Path) -> None:
+def save(model: nn.Module, path: str | Path, metadata: ModelMetadata | None = None) -> None:
     """Write a frozen model (see :func:`freeze`) to ``path``: its graph, layers and tensors
-    (see the module docstring). Any model that torch.fx can trace is written, whatever its
-    class or widths (a frozen float model too); one that it cannot trace, that still has
-    training-form layers or is in training mode is an error saying why."""
+    (see the module docstring), and ``metadata`` if given (its ``input_shape`` must be the
+    model's, and its ``classes`` name one output each). Any model that
+    torch.fx can trace is written, whatever its class or widths (a frozen float model too); one
+    that it cannot trace, that still has training-form layers or is in training mode is an
+    error saying why."""
     path = Path(path)
     _check_savable(model, path)
+    if metadata is not None:
+        _check_metadata(model, metadata, path)
     try:
         graph = trace(model, leaves=(PackedLayer,), strict=True)
     except Exception as exc:
@@ -171,21 +183,42 @@ def save(model: nn.Module, path: str | Path) -> None:
     meta = {"format": FORMAT, "version": VERSION, "class": type(model).__name__,
             "attributes": attributes, "modules": modules, "graph": nodes,
             "channels_last": layout}
+    if metadata is not None:
+        meta["metadata"] = metadata.to_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path),
               metadata={"edgecompress": json.dumps(meta, allow_nan=False)})
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def _check_metadata(model: nn.Module, metadata: ModelMetadata, path: Path) -> None:
+    if not isinstance(metadata, ModelMetadata):
+        raise ModelFileError(f"cannot save to {path}: metadata must be a "
+                             f"edgecompress.deploy.ModelMetadata, got {type(metadata).__name__}")
+    shape = getattr(model, "input_shape", None)
+    if shape is not None and tuple(shape) != metadata.input_shape:
+        raise ModelFileError(f"cannot save to {path}: metadata input_shape "
+                             f"{metadata.input_shape} differs from the model's {tuple(shape)}")
+    if metadata.classes is not None:
+        x = torch.zeros(1, *metadata.input_shape, dtype=getattr(torch, metadata.input_dtype))
+        with torch.no_grad():
+            outputs = model(x).shape[-1]
+        if outputs != len(metadata.classes):
+            raise ModelFileError(f"cannot save to {path}: metadata names "
+                                 f"{len(metadata.classes)} classes, the model has {outputs} "
+                                 f"outputs")
+
+
+def _read(path: Path, tensors: bool = True) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(header JSON, tensors) of a frozen file; ``tensors=False`` reads the header only."""
     if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
+        raise ModelFileError(mismatch(path, FileKind.FROZEN) or f"model file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("edgecompress")
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            stored = {key: f.get_tensor(key) for key in f.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not a readable safetensors file (truncated or corrupt?): "
-                             f"{exc}") from None
+        raise ModelFileError(mismatch(path, FileKind.FROZEN) or f"{path}: not a readable "
+                             f"safetensors file (truncated or corrupt?): {exc}") from None
     if raw is None:
         raise ModelFileError(f"{path}: no edgecompress metadata; not a frozen edgecompress model")
     try:
@@ -203,7 +236,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         raise ModelFileError(f"{path}: format version {version} is older than this edgecompress "
                              f"reads ({VERSION}): freeze and save the model again with this "
                              f"version")
-    return meta, tensors
+    return meta, stored
 
 
 def _build(meta: dict[str, Any], tensors: dict[str, Tensor]) -> nn.Module:
@@ -321,6 +354,26 @@ def _tensor(model: nn.Module, name: object) -> Tensor | None:
         return None
     value = module._parameters.get(attr, module._buffers.get(attr))
     return value if isinstance(value, Tensor) else None
+
+
+def load_metadata(path: str | Path, required_for: str | None = None) -> ModelMetadata | None:
+    """The metadata section of frozen file ``path`` (read from its header, not its tensors),
+    validated; None if the file has none, unless ``required_for`` names what needs it (e.g.
+    "predict"): then a ModelFileError saying how to get a file with metadata."""
+    path = Path(path)
+    meta, _ = _read(path, tensors=False)
+    raw = meta.get("metadata")
+    if raw is None:
+        if required_for is None:
+            return None
+        raise ModelFileError(f"{path}: this frozen model file has no metadata (dataset, input "
+                             f"preprocessing, class names), which {required_for} needs; freeze "
+                             f"its checkpoint with `edgecompress freeze CHECKPOINT -o FILE`, or "
+                             f"pass metadata= to edgecompress.deploy.save")
+    try:
+        return ModelMetadata.from_dict(raw)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
 
 
 def load(path: str | Path) -> nn.Module:

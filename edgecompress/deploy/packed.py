@@ -60,7 +60,7 @@ class PackedLayer(CompressedLayer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_load_state_dict_post_hook(lambda module, keys: module.prepare())
+        self.register_load_state_dict_post_hook(_prepare_after_load)
 
     @classmethod
     def from_trained(cls, layer: nn.Module) -> "PackedLayer":
@@ -113,6 +113,12 @@ class PackedLayer(CompressedLayer):
         """Whether ``forward(x, residual)`` adds ``residual`` to the output and applies
         ``fused_clamp`` in one pass (freeze then rewrites ``act(layer(x) + r)`` into it)."""
         return False
+
+
+def _prepare_after_load(module: PackedLayer, incompatible_keys: object) -> None:
+    """The load_state_dict hook of every packed layer (a module-level function, not a lambda,
+    so that a model holding packed layers pickles with ``torch.save``)."""
+    module.prepare()
 
 
 class _PackedShape:

@@ -6,6 +6,7 @@ back with ``torch.load(weights_only=True)``, so loading one never runs code from
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import tempfile
@@ -16,8 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-
-FORMAT = "edgecompress-checkpoint"
+from ..files import CHECKPOINT_FORMAT as FORMAT
+from ..files import FileKind, mismatch
 VERSION = 1
 
 
@@ -45,23 +46,27 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and validate a checkpoint written by :func:`save_checkpoint`."""
+    """Read and validate a checkpoint written by :func:`save_checkpoint`; a file of another
+    kind (a frozen model, a recipe, a text file...) is named as such."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(mismatch(path, FileKind.CHECKPOINT) or
+                              f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
+        with open(path, "rb") as f:  # a file object: torch.load picks a reader by the suffix
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # another kind of file, or pickled objects
+        raise CheckpointError(mismatch(path, (FileKind.CHECKPOINT, FileKind.TORCH)) or (
             f"{path}: refused to load: the file holds objects that only unsafe unpickling could "
-            f"rebuild ({str(exc).splitlines()[0]})") from None
-    except Exception as exc:  # any parse failure of a damaged file (random bytes reach the
-        # legacy unpickler, which can fail with IndexError, KeyError, ...)
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                              ) from None
+            f"rebuild ({str(exc).splitlines()[0]})")) from None
+    except Exception as exc:  # another kind of file, or any parse failure of a damaged one
+        # (random bytes reach the legacy unpickler, which can fail with IndexError, KeyError...)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(mismatch(path, FileKind.CHECKPOINT) or f"{path}: not a readable "
+                              f"checkpoint (truncated or corrupt?): {reason}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an edgecompress checkpoint (format tag "
+        raise CheckpointError(mismatch(path, FileKind.CHECKPOINT) or
+                              f"{path}: not an edgecompress checkpoint (format tag "
                               f"{state.get('format') if isinstance(state, dict) else None!r}, "
                               f"expected {FORMAT!r})")
     version = state.get("version")
@@ -72,6 +77,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
     return state
+
+
+def final_metrics(state: Mapping[str, Any]) -> dict[str, float]:
+    """The last epoch's finite ``train_*`` / ``test_*`` numbers of a checkpoint's history."""
+    history = state.get("history") or [{}]
+    return {k: v for k, v in history[-1].items()
+            if k.startswith(("train_", "test_")) and isinstance(v, (int, float))
+            and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor],
