@@ -4,5 +4,6 @@ contraction orders) and its analytic cost model, :func:`tt_params` and :func:`tt
 
 from .layout import LAYOUTS, auto_factorization, tt_flops, tt_params
 from .linear import TTLinear
+from .lstm import TTLSTM
 
-__all__ = ["TTLinear", "tt_params", "tt_flops", "auto_factorization", "LAYOUTS"]
+__all__ = ["TTLinear", "TTLSTM", "tt_params", "tt_flops", "auto_factorization", "LAYOUTS"]
