@@ -18,6 +18,8 @@ MACs are counted for one sample (the forward pass's count divided by its batch s
   gates x hidden x (layer input + recurrent size) (+ the projection when ``proj_size``); the
   elementwise gate arithmetic is not counted;
 - MultiheadAttention: the q, k, v and output projections plus QK^T and AV;
+- tensor-train layers (TTLinear, TTLSTM; through the protocol below): the multiply-adds of the
+  core contractions they run, in the order they choose for the batch, never the dense count;
 - matrix products written in a module's ``forward`` (``q @ k.transpose(-2, -1)``,
   ``torch.matmul`` / ``mm`` / ``bmm`` / ``mv`` / ``dot`` / ``addmm`` / ``baddbmm``, ``F.linear``,
   two-or-more-operand ``torch.einsum`` and ``F.scaled_dot_product_attention``): output elements x

@@ -3,6 +3,7 @@
 from .base import CompressedLayer
 from .binary import BinaryConv2d, BinaryLinear, harden
 from .shift import ActivationQuantizer, ShiftConv2d, ShiftLinear
+from .tensor_train import TTLSTM, TTLinear, tt_flops, tt_params
 
 __all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d", "harden", "ShiftLinear",
-           "ShiftConv2d", "ActivationQuantizer"]
+           "ShiftConv2d", "ActivationQuantizer", "TTLinear", "TTLSTM", "tt_params", "tt_flops"]
