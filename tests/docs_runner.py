@@ -20,7 +20,7 @@ A directive in an HTML comment (invisible once rendered) on the line before a fe
 Small settings: while the examples run, every :class:`~edgecompress.train.Trainer` trains one
 epoch on at most ``TRAIN_LIMIT`` samples, and ``$EDGECOMPRESS_DATA`` points at the real datasets
 by the names the loaders use. Files the examples write go to the working directory, a temporary
-one, where ``recipes/`` is the repository's.
+one, where ``recipes/`` and ``examples/`` are the repository's.
 """
 
 from __future__ import annotations

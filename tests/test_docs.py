@@ -27,7 +27,8 @@ def shared_root() -> Path | None:
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    (tmp_path / "recipes").symlink_to(ROOT / "recipes")
+    for shipped in ("recipes", "examples"):
+        (tmp_path / shipped).symlink_to(ROOT / shipped)
     monkeypatch.setenv("EDGECOMPRESS_DATA", str(data_dir(tmp_path, shared_root())))
     small_training(monkeypatch)
     return tmp_path

@@ -27,6 +27,6 @@ from .packed import PackedLayer, register_packed
 from .shift import PackedShiftConv2d, PackedShiftLinear
 from .structure import register_function
 
-__all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx", "PackedLayer", "register_packed",
-           "register_function", "PackedBinaryLinear", "PackedBinaryConv2d", "PackedShiftLinear",
+__all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
+           "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear", "PackedBinaryConv2d", "PackedShiftLinear",
            "PackedShiftConv2d"]
