@@ -59,7 +59,8 @@ def freeze_checkpoint(path: str | Path, data_root: str | None = None) -> FrozenC
         classes=[str(c) for c in classes] if classes is not None else None,
         preprocessing=getattr(dataset, "preprocessing", None),
         recipe=recipe.to_dict(),
-        training={"checkpoint": str(path), "epoch": int(state["epoch"]), "metrics": final_metrics(state)},
+        training={"checkpoint": str(path), "metrics": final_metrics(state),
+                  "epoch": None if state["epoch"] is None else int(state["epoch"])},
     )
     frozen = freeze(model)
     packed = [name for name, m in frozen.named_modules() if isinstance(m, PackedLayer)]

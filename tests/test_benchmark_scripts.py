@@ -13,15 +13,25 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["deploy.py", "make_recipes.py", "binarization.py", "shift.py", "pruning.py"]
 
 
+#: not compared file by file: the virtual environment, and the run directories, which other
+#: processes (e.g. a benchmark running beside the tests) may be writing; for runs/ only the
+#: entries two levels deep are compared (a benchmark's work starts by creating one)
+SKIPPED = (".git", "__pycache__", ".venv", "runs")
+
+
 def snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
-    """(mtime, size) of every file under ``folders`` (without .git and bytecode caches)."""
+    """(mtime, size) of every file under ``folders`` except under SKIPPED, and the names of
+    the entries of ``runs/`` two levels deep."""
     found = {}
     for folder in folders:
         for path in folder.rglob("*"):
-            if ".git" in path.parts or "__pycache__" in path.parts or not path.is_file():
+            if any(part in SKIPPED for part in path.relative_to(folder).parts):
                 continue
-            stat = path.stat()
-            found[str(path)] = (stat.st_mtime_ns, stat.st_size)
+            if path.is_file():
+                stat = path.stat()
+                found[str(path)] = (stat.st_mtime_ns, stat.st_size)
+        for path in (folder / "runs").glob("*/*"):
+            found[str(path)] = (0, 0)
     return found
 
 

@@ -220,6 +220,14 @@ def test_every_phase_checkpoint_rebuilds_its_model_for_eval(tmp_path):
     x = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(model(x), result.after(x), atol=1e-4)
+    # and a phase checkpoint freezes into a deployable file like any other
+    out = CliRunner().invoke(cli, ["freeze", str(tmp_path / "finetune" / "model.pt"), "-o",
+                                   str(tmp_path / "pruned.safetensors")])
+    assert out.exit_code == 0, out.output
+    from edgecompress import deploy
+    with torch.no_grad():
+        assert torch.allclose(deploy.load(tmp_path / "pruned.safetensors")(x), result.after(x),
+                              atol=1e-4)
 
 
 @pytest.mark.slow
