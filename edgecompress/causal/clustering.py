@@ -15,10 +15,13 @@ labels and k estimated together. The choices below are ours and switchable:
   residual, random thresholds and random labels; the best by likelihood is kept), keep a split
   when the local BIC of the two children beats the parent's, refine all clusters together,
   and accept the new k only when the global BIC improves; stop at ``max_k``;
-- BIC of the hard-assignment likelihood, ``-2 log L + p log n`` with ``p = k (dof + 1) + k - 1``
-  (``dof`` parameters per regression, one noise variance each, the mixing weights);
-- no cluster smaller than ``min_size`` (default ``max(20, 5% of n)``): a split leaving a smaller
-  child is refused, and a cluster that shrinks below it during refinement is dissolved.
+- BIC ``-2 log L + p log n`` of the mixture likelihood ``L = prod_i sum_j pi_j N(r_ij; 0,
+  sigma_j^2)`` at the fitted regressions (the hard-assignment likelihood over-splits), with
+  ``p = k (dof + 1) + k - 1`` (``dof`` parameters per regression, one noise variance each, the
+  mixing weights). The noise is modelled as Gaussian: a group with strongly non-Gaussian noise
+  (Laplace, uniform) may be split in two;
+- no cluster smaller than ``min_size`` (default ``max(20, 5% of n, 5 dof)``): a split leaving a
+  smaller child is refused, and a cluster that shrinks below it during refinement is dissolved.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import logsumexp
 
 from ..errors import CausalInputError
 from .inputs import MIN_SAMPLES, as_rng
@@ -52,10 +56,11 @@ class Clustering:
         return tuple(int(s) for s in np.bincount(self.labels, minlength=self.k))
 
 
-def default_min_size(n: int) -> int:
-    """``max(MIN_SAMPLES, ceil(0.05 n))``: each cluster is tested on its own, so it needs
-    enough samples for a test."""
-    return max(MIN_SAMPLES, math.ceil(0.05 * n))
+def default_min_size(n: int, dof: int = SPLINE_DOF) -> int:
+    """``max(MIN_SAMPLES, ceil(0.05 n), 5 dof)``: each cluster is tested on its own, so it needs
+    enough samples for a test; and a regression with ``dof`` parameters fitted to a few samples
+    picked for fitting it well makes a spurious near-noiseless cluster."""
+    return max(MIN_SAMPLES, math.ceil(0.05 * n), 5 * dof)
 
 
 @dataclass
@@ -95,8 +100,8 @@ def _log_lik(resid: np.ndarray, var: np.ndarray, weights: np.ndarray) -> np.ndar
 
 def _k_regressions(cause: np.ndarray, effect: np.ndarray, labels: np.ndarray,
                    s: _Settings) -> tuple[np.ndarray, float]:
-    """Alternate fits and reassignments from ``labels``; returns the labels and the
-    hard-assignment log-likelihood. Clusters below ``min_size`` are dissolved."""
+    """Alternate fits and reassignments from ``labels``; returns the labels and the mixture
+    log-likelihood. Clusters below ``min_size`` are dissolved."""
     labels = _compact(labels)
     for _ in range(s.max_iter):
         resid, var = _fit(cause, effect, labels, s)
@@ -117,8 +122,7 @@ def _k_regressions(cause: np.ndarray, effect: np.ndarray, labels: np.ndarray,
         labels = new
     resid, var = _fit(cause, effect, labels, s)
     weights = np.bincount(labels) / len(labels)
-    log_lik = _log_lik(resid, var, weights)[np.arange(len(labels)), labels].sum()
-    return labels, float(log_lik)
+    return labels, float(logsumexp(_log_lik(resid, var, weights), axis=1).sum())
 
 
 def _bic(log_lik: float, k: int, n: int, dof: int) -> float:
@@ -169,7 +173,7 @@ def cluster_mechanisms(cause: Any, effect: Any, *, max_k: int = 5, min_size: int
     giving another ``regressor``). Seeded: random initial splits come from ``seed``."""
     cause, effect = np.asarray(cause, dtype=float), np.asarray(effect, dtype=float)
     n = len(cause)
-    min_size = default_min_size(n) if min_size is None else int(min_size)
+    min_size = default_min_size(n, dof) if min_size is None else int(min_size)
     if assign not in ASSIGN:
         raise CausalInputError(f"unknown assign {assign!r}; available: {', '.join(ASSIGN)}")
     if max_k < 1 or min_size < 2 or restarts < 1 or dof < 1:
