@@ -48,3 +48,8 @@ class PruningError(EdgecompressError, ValueError):
 class MeaninglessInputWarning(UserWarning):
     """A compressed layer whose input quantizer throws its input away (e.g. sign() of inputs that
     are never negative, after a ReLU: every input sign is +1)."""
+
+
+class CausalInputError(EdgecompressError, ValueError):
+    """Data a causal-direction test cannot use: NaN or infinite values, a constant column,
+    mismatched lengths, too few samples, a column that is not one-dimensional or not numeric."""

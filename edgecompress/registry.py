@@ -6,7 +6,8 @@ Every public kind of thing in edgecompress is selectable by name (recipes, CLI) 
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import importlib
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 from .errors import UnknownNameError
 
@@ -22,11 +23,18 @@ class Registry(Generic[T]):
     """Maps case-insensitive names to objects (usually classes or factory functions).
 
     ``_`` and ``-`` are interchangeable in names, so ``resnet_20`` and ``resnet-20`` are one name.
+    ``providers``: modules that register entries when imported and that cannot be imported where
+    the registry is defined (they import it); they are imported at the first lookup.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, providers: Sequence[str] = ()) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._providers = list(providers)
+
+    def _load_providers(self) -> None:
+        while self._providers:
+            importlib.import_module(self._providers.pop(0))
 
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
         """Register ``obj`` under ``name``; without ``obj`` return a decorator."""
@@ -44,6 +52,7 @@ class Registry(Generic[T]):
         """Return the object registered as ``name``; unknown names list the valid ones."""
         if not isinstance(name, str):
             raise TypeError(f"{self.kind} name must be a string, got {type(name).__name__}")
+        self._load_providers()
         try:
             return self._items[normalize_name(name)]
         except KeyError:
@@ -52,9 +61,11 @@ class Registry(Generic[T]):
 
     def available(self) -> list[str]:
         """Sorted registered names."""
+        self._load_providers()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load_providers()
         return isinstance(name, str) and normalize_name(name) in self._items
 
     def __iter__(self) -> Iterator[str]:

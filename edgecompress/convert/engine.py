@@ -219,7 +219,8 @@ def _report_changes(before: dict[str, tuple[str, bool]], after: dict[str, tuple[
             reported.append(name)
 
 
-_METHODS: Registry[type[Method]] = Registry("method")
+#: edgecompress.pruning registers "l1-prune" (it imports this module, so it is loaded lazily)
+_METHODS: Registry[type[Method]] = Registry("method", providers=("edgecompress.pruning",))
 
 
 def register_method(name: str):  # -> Callable[[type[M]], type[M]]

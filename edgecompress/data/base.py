@@ -1,27 +1,22 @@
 """What every loader returns (the :class:`TaskDataset` protocol; images come as the in-memory
-:class:`ImageDataset`), and where dataset files are looked for."""
+:class:`ImageDataset`), and the shared checks of loaders. Where dataset files are looked for
+(:func:`default_root`, :func:`missing_files_error`) lives in the torch-free
+:mod:`edgecompress.datapaths` and is re-exported here."""
 
 from __future__ import annotations
 
 import numbers
-import os
-from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import DataError, DataNotFoundError, UnknownNameError
+from ..datapaths import default_root, missing_files_error  # noqa: F401  (re-exported)
+from ..errors import DataError, UnknownNameError
 from .preprocess import ImagePreprocessing, Preprocessing
 
 SPLITS = ("train", "test")
-
-
-def default_root(name: str) -> Path:
-    """``$EDGECOMPRESS_DATA/<name>`` if that variable is set, else ``~/.edgecompress/data/<name>``."""
-    base = os.environ.get("EDGECOMPRESS_DATA")
-    return (Path(base).expanduser() if base else Path.home() / ".edgecompress" / "data") / name
 
 
 def check_split(split: str, dataset: str = "", splits: Sequence[str] = SPLITS) -> str:
@@ -38,18 +33,6 @@ def reject_options(dataset: str, options: Mapping[str, Any]) -> None:
     if options:
         raise TypeError(f"dataset {dataset!r} got unexpected option(s) {sorted(options)}; "
                         f"data.load() accepts root, split, augment and limit")
-
-
-def missing_files_error(name: str, root: Path, expected: Sequence[str]) -> DataNotFoundError:
-    """The error raised when dataset files are absent (one line): what is expected in which
-    directory, and how to point edgecompress elsewhere. Downloads are never attempted."""
-    state = "" if root.is_dir() else " (this directory does not exist)"
-    return DataNotFoundError(
-        f"dataset {name!r}: files not found in {root}{state}; expected there: "
-        f"{'; '.join(expected)}. Put the files there, or pass root=<directory> (--data-root on "
-        f"the command line), or set EDGECOMPRESS_DATA to a directory containing '{name}/'. "
-        f"edgecompress never downloads data."
-    )
 
 
 @runtime_checkable

@@ -188,3 +188,18 @@ def test_converted_latents_keep_the_float_models_dtype():
     assert out[1].weight.dtype == torch.float64
     torch.testing.assert_close(out[1].weight, net[1].weight)
     assert out(torch.randn(3, 4, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_methods_registered_by_other_packages_are_found_from_a_fresh_import():
+    """l1-prune is registered by edgecompress.pruning, which imports convert: a program that
+    imports only edgecompress.convert still finds it (the registry loads its providers)."""
+    import subprocess
+    import sys
+
+    code = ("from edgecompress.convert import available_methods, convert\n"
+            "from edgecompress import models\n"
+            "assert 'l1-prune' in available_methods()\n"
+            "convert(models.create('convnet', width=0.25), 'l1-prune', ratio=0.5)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
