@@ -91,17 +91,14 @@ def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride:
                   theta: float | Tensor = 1.0) -> Tensor:
     """GEMM form of the Euclid convolution (arguments as ``F.conv2d``; padding pads zeros):
     conv(x, w) - theta/2 (conv(sum over the group's channels of x^2, ones) + ||w_j||^2) + b."""
-    unbatched = x.dim() == 3
-    if unbatched:
-        x = x.unsqueeze(0)
     y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    x2 = x.square().unflatten(1, (groups, -1)).sum(2)  # (N, groups, H, W)
-    ones = weight.new_ones(groups, 1, *weight.shape[2:])
+    # channel dims counted from the end: batched (N, C, H, W) and unbatched (C, H, W) alike
+    x2 = x.square().unflatten(-3, (groups, -1)).sum(-3)  # (N, groups, H, W)
+    ones = weight.new_ones(groups, 1, weight.shape[2], weight.shape[3])
     patch = F.conv2d(x2, ones, None, stride, padding, dilation, groups)  # (N, groups, Ho, Wo)
     w2 = weight.square().sum((1, 2, 3)).view(groups, -1, 1, 1)  # (groups, out / groups, 1, 1)
-    y = y.unflatten(1, (groups, -1)) - (0.5 * theta) * (patch.unsqueeze(2) + w2)
-    y = y.flatten(1, 2)
-    return y.squeeze(0) if unbatched else y
+    y = y.unflatten(-3, (groups, -1)) - (0.5 * theta) * (patch.unsqueeze(-3) + w2)
+    return y.flatten(-4, -3)
 
 
 def euclid_linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None,

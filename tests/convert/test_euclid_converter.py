@@ -102,3 +102,19 @@ def test_summary_counts_euclid_layers_like_the_layers_they_replace():
     euclid = ec.summary(ec.convert(model, "euclid", keep_first_last=False), (1, 28, 28))
     assert euclid.macs_by_precision == plain.macs_by_precision
     assert euclid.params_by_bits == plain.params_by_bits
+
+
+def test_freeze_save_load_keep_the_distance_layers_exact(tmp_path):
+    """Freezing must not fold the following BatchNorm into a Euclid layer's weights (that is
+    only right for products) and the saved file must compute the same outputs."""
+    from edgecompress import deploy
+    model = ec.convert(_tiny_convnet(), "euclid").eval()
+    with torch.no_grad():  # BatchNorm statistics that a wrong fold would change
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1), module.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 1, 28, 28)
+    frozen = deploy.freeze(model)
+    torch.testing.assert_close(frozen(x), model(x))
+    deploy.save(frozen, tmp_path / "euclid.ecm")
+    torch.testing.assert_close(deploy.load(tmp_path / "euclid.ecm")(x), model(x))
