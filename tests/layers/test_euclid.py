@@ -35,7 +35,7 @@ def _assert_same_values_and_grads(fast, naive, *tensors: torch.Tensor) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-# --- GEMM form == naive form -----------------------------------------------------------------------
+# --- GEMM form == naive form ---------------------------------------------------------------------
 
 @settings(max_examples=60, deadline=None)
 @given(lead=st.lists(st.integers(1, 3), min_size=0, max_size=2), n_in=st.integers(1, 7),
@@ -118,7 +118,7 @@ def test_unbatched_inputs_work_like_a_batch_of_one():
     torch.testing.assert_close(conv.reference_forward(x), conv(x))
 
 
-# --- the operation and its gradients ----------------------------------------------------------------
+# --- the operation and its gradients --------------------------------------------------------------
 
 def test_theta_one_is_minus_half_the_squared_distance_with_the_papers_gradients():
     x = torch.tensor([[1.0, 2.0, -1.0]], dtype=F64)
