@@ -2,8 +2,10 @@
 
 from .base import CompressedLayer
 from .binary import BinaryConv2d, BinaryLinear, harden
+from .euclid import EuclidConv2d, EuclidLinear
 from .shift import ActivationQuantizer, ShiftConv2d, ShiftLinear
 from .tensor_train import TTLSTM, TTLinear, tt_flops, tt_params
 
-__all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d", "harden", "ShiftLinear",
-           "ShiftConv2d", "ActivationQuantizer", "TTLinear", "TTLSTM", "tt_params", "tt_flops"]
+__all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d", "harden", "EuclidLinear",
+           "EuclidConv2d", "ShiftLinear", "ShiftConv2d", "ActivationQuantizer", "TTLinear",
+           "TTLSTM", "tt_params", "tt_flops"]

@@ -1,0 +1,281 @@
+"""Squared-Euclidean-distance (EuclidNet) Linear and Conv2d layers, with the homotopy from
+multiplication.
+
+EuclidNets (Prazeres, Li, Oberman, Partovi Nia, ICPRAM 2022; Li et al., "EuclidNets: An
+Alternative Operation for Efficient Inference of Deep Learning Models", SN Computer Science 2023,
+arXiv 2212.11803) replace the product x * w by the negative squared difference. For an output
+unit j over its inputs i (a row of a linear layer, a patch of a convolution):
+
+    y_j = -1/2 sum_i (x_i - w_ij)^2 + b_j = x.w_j - 1/2 ||x||^2 - 1/2 ||w_j||^2 + b_j
+
+The right side is what the layers compute ("GEMM form"): one ``F.linear`` / ``F.conv2d``, the
+per-patch ||x||^2 (a convolution of x^2 with a ones kernel of the weight's spatial shape, same
+stride, padding, dilation and groups) and the per-channel constant ||w_j||^2, so training runs
+at matrix-multiplication speed. Autograd on it gives the exact gradients
+dy_j/dw_ij = x_i - w_ij and dy_j/dx_i = -(x_i - w_ij) (summed over the patches using x_i).
+:func:`euclid_linear_reference` / :func:`euclid_conv2d_reference` are the naive forms that
+materialize every difference: slow, obviously correct, for tests and for users' own checks.
+
+Homotopy (this project's reading of the papers' "operation homotopy"; the paper text was not
+available): with theta in [0, 1],
+
+    y_theta = x.w - theta/2 (||x||^2 + ||w||^2) + b
+            = (1 - theta) x.w + theta (-1/2 ||x - w||^2) + b
+
+so theta = 0 is the ordinary layer and theta = 1 the Euclid layer. ``theta`` is a buffer (saved
+in ``state_dict``) driven by a :class:`~edgecompress.quantizers.schedule.Schedule` that the
+trainer's :class:`~edgecompress.train.ScheduleStepper` steps, like the binarization methods'
+parameters: ``theta={"kind": "linear", "start": 0, "end": 1}`` moves a converted float model
+to a EuclidNet over the run; a constant ``theta=1.0`` (the default) trains a EuclidNet as such.
+Backward of the homotopy: dy/dw = (1 - theta) x + theta (x - w) = x - theta w,
+dy/dx = w - theta x.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from ..errors import ConversionError
+from ..quantizers.schedule import Schedule
+from .base import CompressedLayer
+
+ThetaSpec = Union[float, Schedule, Mapping[str, Any]]
+_ROUNDING = 1e-9  # how far outside [0, 1] a scheduled value may land by float rounding
+
+
+def check_theta(value: Any) -> float:
+    """``value`` as a float in [0, 1]; anything else raises ConversionError naming it."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0.0 <= value <= 1.0):
+        raise ConversionError(f"theta must be a number in [0, 1] (0: multiplication, 1: "
+                              f"squared distance), got {value!r}")
+    return float(value)
+
+
+def theta_schedule(theta: ThetaSpec) -> Schedule:
+    """The schedule of ``theta``: a constant in [0, 1], a Schedule, or its mapping (as in a
+    recipe), checked to stay in [0, 1] (an exponential schedule needs rate <= 1)."""
+    if not isinstance(theta, (Schedule, Mapping)):
+        return Schedule("constant", check_theta(theta))
+    try:
+        schedule = Schedule.from_value(theta)
+    except (TypeError, ValueError) as exc:
+        raise ConversionError(f"bad theta schedule {theta!r}: {exc}") from None
+    for end in (schedule.start, schedule.end):
+        if end is not None and not (isinstance(end, (int, float)) and 0.0 <= end <= 1.0):
+            raise ConversionError(f"a theta schedule must stay in [0, 1], got {schedule!r}")
+    if schedule.kind == "exponential" and schedule.rate > 1:  # type: ignore[operator]
+        raise ConversionError(f"an exponential theta schedule needs rate <= 1 to stay in "
+                              f"[0, 1], got {schedule!r}")
+    return schedule
+
+
+# --- functional forms ----------------------------------------------------------------------------
+
+def euclid_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                  theta: float | Tensor = 1.0) -> Tensor:
+    """GEMM form of y = x.w - theta/2 (||x||^2 + ||w_j||^2) + b (-1/2 ||x - w_j||^2 + b at
+    theta = 1); ``x`` is (..., in_features), ``weight`` (out_features, in_features)."""
+    y = F.linear(x, weight, bias)
+    squares = x.square().sum(-1, keepdim=True) + weight.square().sum(1)
+    return y - (0.5 * theta) * squares
+
+
+def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
+                  padding: Any = 0, dilation: Any = 1, groups: int = 1,
+                  theta: float | Tensor = 1.0) -> Tensor:
+    """GEMM form of the Euclid convolution (arguments as ``F.conv2d``; padding pads zeros):
+    conv(x, w) - theta/2 (conv(sum over the group's channels of x^2, ones) + ||w_j||^2) + b."""
+    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    # channel dims counted from the end: batched (N, C, H, W) and unbatched (C, H, W) alike
+    x2 = x.square().unflatten(-3, (groups, -1)).sum(-3)  # (N, groups, H, W)
+    ones = weight.new_ones(groups, 1, weight.shape[2], weight.shape[3])
+    patch = F.conv2d(x2, ones, None, stride, padding, dilation, groups)  # (N, groups, Ho, Wo)
+    w2 = weight.square().sum((1, 2, 3)).view(groups, -1, 1, 1)  # (groups, out / groups, 1, 1)
+    y = y.unflatten(-3, (groups, -1)) - (0.5 * theta) * (patch.unsqueeze(-3) + w2)
+    return y.flatten(-4, -3)
+
+
+def euclid_linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                            theta: float | Tensor = 1.0) -> Tensor:
+    """Naive :func:`euclid_linear`: sum_i [(1 - theta) x_i w_ij - theta/2 (x_i - w_ij)^2] + b_j
+    with every (x_i, w_ij) term materialized."""
+    xi, w = x.unsqueeze(-2), weight  # (..., 1, in), (out, in)
+    y = ((1 - theta) * xi * w - (0.5 * theta) * (xi - w).square()).sum(-1)
+    return y if bias is None else y + bias
+
+
+def euclid_conv2d_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                            stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+                            groups: int = 1, theta: float | Tensor = 1.0) -> Tensor:
+    """Naive :func:`euclid_conv2d`: pad x with zeros, unfold its patches and materialize every
+    (x_i, w_ij) term of sum_i [(1 - theta) x_i w_ij - theta/2 (x_i - w_ij)^2] + b_j."""
+    unbatched = x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    kernel, stride, dilation = tuple(weight.shape[2:]), _pair(stride), _pair(dilation)
+    x = F.pad(x, _explicit_padding(padding, kernel, dilation))
+    out_hw = [(size - d * (k - 1) - 1) // s + 1
+              for size, k, s, d in zip(x.shape[2:], kernel, stride, dilation)]
+    patches = F.unfold(x, kernel, dilation=dilation, stride=stride)  # (N, C * kh * kw, L)
+    patches = patches.unflatten(1, (groups, -1)).unsqueeze(2)  # (N, g, 1, K, L)
+    w = weight.reshape(groups, weight.shape[0] // groups, -1, 1)  # (g, out / g, K, 1)
+    terms = (1 - theta) * patches * w - (0.5 * theta) * (patches - w).square()
+    y = terms.sum(3).flatten(1, 2).unflatten(2, out_hw)  # (N, out, Ho, Wo)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y.squeeze(0) if unbatched else y
+
+
+def _explicit_padding(padding: Any, kernel: tuple[int, ...],
+                      dilation: tuple[int, ...]) -> list[int]:
+    """``F.pad`` widths (left, right, top, bottom) of a conv's padding: ints, pairs, "valid" or
+    "same" (torch's split: the extra pixel of an odd total on the right / bottom)."""
+    if padding == "valid":
+        return [0, 0, 0, 0]
+    if padding == "same":
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        (top, bottom), (left, right) = [(t // 2, t - t // 2) for t in totals]
+        return [left, right, top, bottom]
+    ph, pw = _pair(padding)
+    return [pw, pw, ph, ph]
+
+
+# --- layers --------------------------------------------------------------------------------------
+
+class _EuclidLayer(CompressedLayer):
+    """theta as a scheduled buffer, read by the trainer's ScheduleStepper through ``schedules``
+    and :meth:`set_param` (the protocol of the binarization quantizers)."""
+
+    theta: Tensor
+    weight: Tensor
+
+    def _setup_theta(self, theta: ThetaSpec) -> None:
+        schedule = theta_schedule(theta)
+        self.register_buffer("theta", torch.tensor(float(schedule.start),
+                                                   dtype=self.weight.dtype,
+                                                   device=self.weight.device))
+        self.schedules: dict[str, Schedule] = (
+            {} if schedule.kind == "constant" else {"theta": schedule})
+
+    def set_param(self, name: str, value: float) -> None:
+        """Set ``theta`` (the only scheduled parameter) to ``value`` in [0, 1]."""
+        if name != "theta":
+            raise ConversionError(f"{type(self).__name__} has no scheduled parameter {name!r}; "
+                                  f"it has ['theta']")
+        if -_ROUNDING <= value <= 1 + _ROUNDING:  # a schedule's end point up to rounding
+            value = min(max(value, 0.0), 1.0)
+        self.theta.fill_(check_theta(value))
+
+    def _extra_theta(self) -> str:
+        schedule = f", theta_schedule={self.schedules['theta']!r}" if self.schedules else ""
+        return f"theta={self.theta.item():g}{schedule}"
+
+
+class EuclidLinear(_EuclidLayer):
+    """Linear layer computing y_j = x.w_j - theta/2 (||x||^2 + ||w_j||^2) + b_j: the EuclidNet
+    -1/2 ||x - w_j||^2 + b_j at theta = 1 (the default), nn.Linear at theta = 0 (see the
+    module docstring for the homotopy and the gradients). Same parameters and initialisation as
+    nn.Linear; ``theta`` is a number in [0, 1] or a schedule."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 theta: ThetaSpec = 1.0, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.reset_parameters()
+        self._setup_theta(theta)
+
+    def reset_parameters(self) -> None:
+        nn.Linear.reset_parameters(self)  # type: ignore[arg-type]  # nn.Linear's init
+
+    def forward(self, x: Tensor) -> Tensor:
+        return euclid_linear(x, self.weight, self.bias, self.theta)
+
+    def reference_forward(self, x: Tensor) -> Tensor:
+        """The same output by the naive form (slow; for checks)."""
+        return euclid_linear_reference(x, self.weight, self.bias, self.theta)
+
+    def edgecompress_macs(self, inputs: tuple, output: Tensor) -> dict[str, int]:
+        rows = output.shape[1:-1].numel()
+        return {"w32a32": rows * self.in_features * self.out_features}
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, *, theta: ThetaSpec = 1.0) -> "EuclidLinear":
+        """A Euclid layer with ``linear``'s weights (homotopy from a trained model)."""
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    theta=theta, device=linear.weight.device, dtype=linear.weight.dtype)
+        _copy_parameters(linear, layer)
+        return layer
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, {self._extra_theta()}")
+
+
+class EuclidConv2d(_EuclidLayer, nn.modules.conv._ConvNd):
+    """2-D convolution computing, per output channel j and patch x,
+    y_j = x.w_j - theta/2 (||x||^2 + ||w_j||^2) + b_j: the EuclidNet -1/2 ||x - w_j||^2 + b_j at
+    theta = 1 (the default), nn.Conv2d at theta = 0. Arguments as nn.Conv2d (stride, padding,
+    dilation, groups, bias, padding_mode: the padded values enter ||x||^2 like any input).
+    Not an nn.Conv2d subclass on purpose: code that treats every nn.Conv2d as a product (folding
+    a BatchNorm into its weights, converting it again) must not take it for one."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", *, theta: ThetaSpec = 1.0, device: Any = None,
+                 dtype: Any = None) -> None:
+        for what, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if groups < 1 or channels % groups:
+                raise ConversionError(f"EuclidConv2d: groups={groups} must be >= 1 and divide "
+                                      f"{what}={channels}")
+        nn.modules.conv._ConvNd.__init__(
+            self, in_channels, out_channels, _pair(kernel_size), _pair(stride),
+            padding if isinstance(padding, str) else _pair(padding), _pair(dilation),
+            False, _pair(0), groups, bias, padding_mode, device=device, dtype=dtype)
+        self._setup_theta(theta)
+
+    def _padded(self, x: Tensor) -> tuple[Tensor, Any]:
+        """x padded by a non-zero padding mode (then the convolutions pad nothing more)."""
+        if self.padding_mode == "zeros":
+            return x, self.padding
+        return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, padding = self._padded(x)
+        return euclid_conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation,
+                             self.groups, self.theta)
+
+    def reference_forward(self, x: Tensor) -> Tensor:
+        """The same output by the naive form (slow; for checks)."""
+        x, padding = self._padded(x)
+        return euclid_conv2d_reference(x, self.weight, self.bias, self.stride, padding,
+                                       self.dilation, self.groups, self.theta)
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, *, theta: ThetaSpec = 1.0) -> "EuclidConv2d":
+        """A Euclid layer with ``conv``'s weights and geometry (homotopy from a trained model)."""
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                    conv.padding, conv.dilation, conv.groups, conv.bias is not None,
+                    conv.padding_mode, theta=theta, device=conv.weight.device,
+                    dtype=conv.weight.dtype)
+        _copy_parameters(conv, layer)
+        return layer
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._extra_theta()}"
+
+
+def _copy_parameters(src: nn.Module, dst: nn.Module) -> None:
+    with torch.no_grad():
+        dst.weight.copy_(src.weight)
+        if src.bias is not None:
+            dst.bias.copy_(src.bias)
+

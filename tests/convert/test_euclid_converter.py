@@ -1,0 +1,120 @@
+"""convert(model, "euclid"): policy, copied weights, the trainer stepping theta, state dicts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import edgecompress as ec
+from edgecompress.errors import ConversionError
+from edgecompress.layers import EuclidConv2d, EuclidLinear
+from edgecompress.train import ScheduleStepper, TrainConfig, Trainer
+
+HOMOTOPY = {"kind": "linear", "start": 0.0, "end": 1.0}
+
+
+def _tiny_convnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return ec.models.create("convnet", width=0.25)
+
+
+def test_convert_replaces_inner_layers_keeps_first_and_last_and_copies_weights():
+    model = _tiny_convnet()
+    euclid, report = ec.convert(model, "euclid", return_report=True)
+    assert [(n, s, t) for n, s, t in report.converted] == [
+        ("features.4", "Conv2d", "EuclidConv2d"), ("features.8", "Conv2d", "EuclidConv2d")]
+    assert {n: r for n, _, r in report.kept} == {"features.0": "first layer",
+                                                 "classifier": "last layer"}
+    assert torch.equal(euclid.features[4].weight, model.features[4].weight)
+    assert euclid.features[4].theta.item() == 1.0
+    everything = ec.convert(model, "euclid", keep_first_last=False, theta=HOMOTOPY)
+    assert isinstance(everything.classifier, EuclidLinear)
+    assert isinstance(everything.features[0], EuclidConv2d)
+    assert everything.edgecompress_spec["method"] == {  # a recipe can rebuild it
+        "name": "euclid", "keep_first_last": False, "include": None, "exclude": None,
+        "theta": HOMOTOPY}
+
+
+def test_theta_zero_conversion_computes_what_the_float_model_computes():
+    model = _tiny_convnet().double().eval()
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    converted = ec.convert(model, "euclid", theta=0.0, keep_first_last=False)
+    assert torch.equal(converted(x), model(x))
+    assert not torch.allclose(ec.convert(model, "euclid", keep_first_last=False)(x), model(x))
+
+
+def test_bad_theta_is_a_conversion_error_before_converting():
+    with pytest.raises(ConversionError, match=r"theta must be a number in \[0, 1\].*got 2"):
+        ec.convert(_tiny_convnet(), "euclid", theta=2)
+    with pytest.raises(ConversionError, match=r"no option\(s\) \['bits'\]"):
+        ec.convert(_tiny_convnet(), "euclid", bits=3)
+
+
+def test_converted_layers_are_not_converted_again_by_another_method():
+    euclid = ec.convert(_tiny_convnet(), "euclid")
+    again, report = ec.convert(euclid, "bnn", return_report=True)
+    assert isinstance(again.features[4], EuclidConv2d)
+    assert "features.4" not in {n for n, _, _ in report.converted}
+
+
+def test_state_dict_round_trip_restores_weights_and_theta():
+    source = ec.convert(_tiny_convnet(0), "euclid", theta=HOMOTOPY)
+    for module in source.modules():
+        if isinstance(module, EuclidConv2d):
+            module.set_param("theta", 0.75)
+    target = ec.convert(_tiny_convnet(1), "euclid", theta=HOMOTOPY)
+    target.load_state_dict(source.state_dict())
+    assert target.features[4].theta.item() == 0.75
+    source.eval(), target.eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(target(x), source(x))
+
+
+def test_the_trainer_steps_theta_from_product_to_distance_and_the_loss_goes_down():
+    train = ec.data.load("mnist-bundled", split="train", limit=200)
+    model = ec.convert(_tiny_convnet(), "euclid", theta=HOMOTOPY)
+    trainer = Trainer(model, train, None, TrainConfig(epochs=3, batch_size=50, optimizer="adam",
+                                                      lr=1e-2, progress=False))
+    assert any(isinstance(cb, ScheduleStepper) for cb in trainer.callbacks)
+    trainer.fit()
+    assert [h["theta"] for h in trainer.history] == [0.0, 0.5, 1.0]
+    assert all(m.theta.item() == 1.0 for m in model.modules()
+               if isinstance(m, (EuclidConv2d, EuclidLinear)))
+    losses = [h["train_loss"] for h in trainer.history]
+    assert losses[-1] < losses[0]
+
+
+def test_a_euclidnet_from_scratch_trains_a_few_steps():
+    torch.manual_seed(5)
+    train = ec.data.load("mnist-bundled", split="train", limit=200)
+    model = ec.convert(_tiny_convnet(), "euclid", theta=1.0)
+    trainer = Trainer(model, train, None, TrainConfig(epochs=3, batch_size=50, optimizer="adam",
+                                                      lr=1e-2, progress=False))
+    trainer.fit()
+    losses = [h["train_loss"] for h in trainer.history]
+    assert losses[-1] < losses[0]
+
+
+def test_summary_counts_euclid_layers_like_the_layers_they_replace():
+    model = _tiny_convnet()
+    plain = ec.summary(model, (1, 28, 28))
+    euclid = ec.summary(ec.convert(model, "euclid", keep_first_last=False), (1, 28, 28))
+    assert euclid.macs_by_precision == plain.macs_by_precision
+    assert euclid.params_by_bits == plain.params_by_bits
+
+
+def test_freeze_save_load_keep_the_distance_layers_exact(tmp_path):
+    """Freezing must not fold the following BatchNorm into a Euclid layer's weights (that is
+    only right for products) and the saved file must compute the same outputs."""
+    from edgecompress import deploy
+    model = ec.convert(_tiny_convnet(), "euclid").eval()
+    with torch.no_grad():  # BatchNorm statistics that a wrong fold would change
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1), module.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 1, 28, 28)
+    frozen = deploy.freeze(model)
+    torch.testing.assert_close(frozen(x), model(x))
+    deploy.save(frozen, tmp_path / "euclid.ecm")
+    torch.testing.assert_close(deploy.load(tmp_path / "euclid.ecm")(x), model(x))
