@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["deploy.py", "make_recipes.py", "binarization.py", "shift.py", "pruning.py"]
+SCRIPTS = ["deploy.py", "make_recipes.py", "binarization.py", "shift.py", "pruning.py",
+           "causal.py"]
 
 
 #: not compared file by file: the virtual environment, and the run directories, which other
