@@ -9,6 +9,8 @@
 - ``summary MODEL``: parameters, bytes and MACs by precision of a zoo model (optionally
   converted), a recipe, a checkpoint or a frozen file;
 - ``bench kernels`` / ``bench model``: the C kernels and a frozen model against float torch;
+- ``causal FILE`` / ``causal --pairs``: the causal direction between two columns of a table,
+  or the weighted accuracy of the test on the Tuebingen cause-effect pairs;
 - ``list``: the registered models, datasets, methods and quantizers.
 
 Every command has ``--help``; most take ``--json PATH`` for machine-readable results.
@@ -405,6 +407,81 @@ def inspect_cmd(path: str, json_path: str | None) -> None:
     report = inspect_file(path)
     click.echo(format_report(report))
     _write_json(json_path, report)
+
+
+@cli.command(name="causal")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--pairs", "pairs_dir", is_flag=False, flag_value="", default=None,
+              type=click.Path(file_okay=False), metavar="[DIR]",
+              help="Instead of FILE: run the Tuebingen cause-effect pairs in DIR (default: "
+                   "--data-root, else $EDGECOMPRESS_DATA/tuebingen_pairs) and print the "
+                   "weighted accuracy.")
+@click.option("--x", "x_column", help="FILE's cause candidate: a header name or 0-based index "
+              "(default: the first column).")
+@click.option("--y", "y_column", help="FILE's effect candidate (default: the second column).")
+@click.option("--method", type=click.Choice(["anm", "hetero"]), default="anm",
+              show_default=True, help="anm: additive noise model; hetero: the same adjusted "
+              "by mechanism clusters (heterogeneous populations).")
+@click.option("--level", type=float, default=0.05, show_default=True,
+              help="Significance level of the independence tests.")
+@click.option("--rule", type=click.Choice(["level", "forced"]),
+              help="level: decide only when one direction is kept and the other rejected; "
+              "forced: the direction with the higher p-value (default: level for FILE, forced "
+              "for --pairs).")
+@click.option("--regressor", default="gp", show_default=True,
+              help="gp, kernel-ridge, gradient-boosting or spline.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--max-n", type=positive_int, help="--pairs: at most N points of each pair "
+              "(a seeded subsample).")
+@click.option("--limit", type=positive_int, help="--pairs: only the first K pairs.")
+@data_root_option
+@json_option
+@progress_option
+def causal_cmd(file: str | None, pairs_dir: str | None, x_column: str | None,
+               y_column: str | None, method: str, level: float, rule: str | None,
+               regressor: str, seed: int, max_n: int | None, limit: int | None,
+               data_root: str | None, json_path: str | None, progress: bool) -> None:
+    """Which way the causation goes between two columns of FILE (a CSV, with or without a
+    header, or a whitespace-separated table): x->y, y->x or undecided, with both directions'
+    HSIC statistics and p-values. With --pairs, the test on every Tuebingen pair instead."""
+    from .causal import decide_pair, direction, load_pairs, read_columns, weighted_accuracy
+    from .errors import CausalInputError
+
+    if (file is None) == (pairs_dir is None):
+        raise click.UsageError("give either FILE or --pairs [DIR]")
+    options = {"method": method, "level": level, "seed": seed, "regressor": regressor}
+    if file is not None:
+        if max_n is not None or limit is not None:
+            raise click.UsageError("--max-n and --limit apply to --pairs only")
+        x, y, names = read_columns(file, x_column, y_column)
+        try:
+            result = direction(x, y, rule=rule or "level", **options)
+        except CausalInputError as exc:  # e.g. too few rows, a constant column: name the file
+            raise CausalInputError(f"{file} (x = {names[0]}, y = {names[1]}): {exc}") from None
+        click.echo(f"{file}: x = {names[0]}, y = {names[1]}")
+        click.echo(str(result))
+        _write_json(json_path, {"file": file, "x": names[0], "y": names[1],
+                                **result.to_dict()})
+        return
+    from tqdm.auto import tqdm
+
+    if x_column is not None or y_column is not None:
+        raise click.UsageError("--x and --y apply to FILE only")
+    pairs = load_pairs(pairs_dir or data_root)[:limit]
+    decisions = []
+    for pair in tqdm(pairs, desc=f"causal {method}", leave=False, disable=not progress,
+                     dynamic_ncols=True):
+        d = decide_pair(pair, max_n=max_n, rule=rule or "forced", **options)
+        decisions.append(d)
+        tqdm.write(f"{pair.name}  n={d.n_used:<5} weight {pair.weight:.3f}  truth "
+                   f"{pair.direction:<4} decision {d.result.direction:<9} "
+                   f"{'right' if d.correct else 'wrong'}  {d.result.seconds:.2f} s")
+    accuracy = weighted_accuracy(decisions)
+    click.echo(f"weighted accuracy ({method}, rule {rule or 'forced'}, {len(decisions)} pairs"
+               f"{f', at most {max_n} points each' if max_n else ''}): {accuracy:.3f}")
+    _write_json(json_path, {**options, "rule": rule or "forced", "max_n": max_n,
+                            "weighted_accuracy": accuracy,
+                            "pairs": [d.to_dict() for d in decisions]})
 
 
 @cli.command(name="list")

@@ -10,7 +10,9 @@
 - :mod:`.anm`: the additive-noise-model test of one direction;
 - :mod:`.clustering`: mechanism clustering with unknown k;
 - :mod:`.hetero`: the cluster-adjusted test (heterogeneous populations);
-- :mod:`.simulate`: heterogeneous additive-noise data; :mod:`.pairs`: the Tuebingen pairs.
+- :mod:`.simulate`: heterogeneous additive-noise data; :mod:`.pairs`: the Tuebingen pairs;
+- :mod:`.evaluation`: a test scored on the pairs (weighted accuracy);
+- :mod:`.table`: two columns of a CSV or whitespace table file.
 
 numpy, scipy and scikit-learn only: importing this package does not import torch.
 """
@@ -24,9 +26,12 @@ from .methods import available, direction, register_method
 from .regressors import make_regressor
 from .result import UNDECIDED, X_TO_Y, Y_TO_X, DirectionResult, DirectionTest, decide
 from .pairs import CausePair, load_pairs
+from .evaluation import PairDecision, decide_pair, subsample, weighted_accuracy
+from .table import read_columns
 from .simulate import SimulatedPair, simulate
 
 __all__ = ["direction", "available", "register_method", "DirectionResult", "DirectionTest",
            "decide", "X_TO_Y", "Y_TO_X", "UNDECIDED", "MIN_SAMPLES", "hsic", "HSICTest",
            "median_bandwidth", "anm_test", "hetero_test", "cluster_mechanisms", "Clustering",
-           "make_regressor", "simulate", "SimulatedPair", "load_pairs", "CausePair"]
+           "make_regressor", "simulate", "SimulatedPair", "load_pairs", "CausePair",
+           "decide_pair", "PairDecision", "subsample", "weighted_accuracy", "read_columns"]

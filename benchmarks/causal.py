@@ -1,0 +1,318 @@
+"""Causal-direction benchmark: ANM vs the heterogeneous (cluster-adjusted) test on simulated
+heterogeneous data and on the Tuebingen cause-effect pairs; writes docs/causal.md.
+
+    python benchmarks/causal.py simulate        # k 1,2,3 x n 200,1000,2000, 20 seeds
+    python benchmarks/causal.py simulate --seeds 5 --sizes 200,1000
+    python benchmarks/causal.py pairs --data-root ../shared/data/tuebingen_pairs --max-n 500
+    python benchmarks/causal.py report
+
+``simulate``: for every k, n and seed, one pair from :func:`edgecompress.causal.simulate` (k
+groups with distinct mechanisms and noises, a random true direction; the same data for every
+method), decided by each method with the "forced" rule; recorded: right or wrong, the p-values
+and, for the test of the true direction, the estimated k and the adjusted Rand index of its
+clusters against the true groups. ``pairs``: every bivariate pair (at most ``--max-n`` points, a
+seeded subsample), decided by each method and by the baselines of maintained packages that are
+importable (causal-learn's ANM and DirectLiNGAM, cdt's IGCI and RECI; not installed: reported
+and skipped); recorded: decision, weight, seconds.
+
+Both append to benchmarks/results/causal_sim.json / causal_pairs.json after every unit (one
+method on one pair) and skip units already there, so a killed run resumes. One BLAS thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from common import ROOT, load_results, machine, mean_std, save_results
+from sklearn.metrics import adjusted_rand_score
+
+from edgecompress.causal import decide_pair, direction, load_pairs, simulate, subsample
+
+DOC = ROOT / "docs" / "causal.md"
+SIM, PAIRS = "causal_sim", "causal_pairs"
+METHODS = ("anm", "hetero")
+#: the verdict's margin: the mean paired difference must clear this many standard errors
+MARGIN_SE = 2.0
+
+
+def ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+# --- simulations ------------------------------------------------------------------------------
+
+def sim_unit(method: str, k: int, n: int, seed: int) -> dict[str, Any]:
+    """One method on the simulated pair of (k, n, seed)."""
+    pair = simulate(n, k, direction="random", seed=np.random.default_rng([k, n, seed]))
+    result = direction(pair.x, pair.y, method, rule="forced", seed=seed)
+    truth = result.x_to_y if pair.direction == "x->y" else result.y_to_x
+    return {"method": method, "k": k, "n": n, "seed": seed, "truth": pair.direction,
+            "decision": result.direction, "correct": result.direction == pair.direction,
+            "p_x_to_y": result.x_to_y.p_value, "p_y_to_x": result.y_to_x.p_value,
+            "k_estimated": truth.k, "ari": float(adjusted_rand_score(pair.labels, truth.labels)),
+            "seconds": result.seconds}
+
+
+def run_simulations(args: argparse.Namespace) -> None:
+    results = load_results(SIM)
+    units = [(m, k, n, s) for n in ints(args.sizes) for k in ints(args.ks)
+             for s in range(args.seeds) for m in args.methods.split(",")]
+    for number, (m, k, n, s) in enumerate(units, 1):
+        key = f"{m}/k{k}/n{n}/s{s}"
+        if key in results:
+            continue
+        results[key] = sim_unit(m, k, n, s)
+        save_results(SIM, results)
+        r = results[key]
+        print(f"[{number}/{len(units)}] {key}: {r['decision']} "
+              f"({'right' if r['correct'] else 'wrong'}, k={r['k_estimated']}, "
+              f"ARI {r['ari']:.2f}) {r['seconds']:.1f} s", flush=True)
+
+
+# --- the cause-effect pairs -------------------------------------------------------------------
+
+def _causallearn_anm(x: np.ndarray, y: np.ndarray) -> str:
+    from causallearn.search.FCMBased.ANM.ANM import ANM
+
+    p_forward, p_backward = ANM().cause_or_effect(x[:, None], y[:, None])
+    return "x->y" if p_forward > p_backward else "y->x"
+
+
+def _lingam(x: np.ndarray, y: np.ndarray) -> str:
+    from causallearn.search.FCMBased import lingam
+
+    model = lingam.DirectLiNGAM()
+    model.fit(np.c_[x, y])
+    b = np.abs(model.adjacency_matrix_)  # b[i, j] != 0: j -> i
+    return "x->y" if b[1, 0] >= b[0, 1] else "y->x"
+
+
+def _cdt(name: str) -> Callable[[np.ndarray, np.ndarray], str]:
+    def decide(x: np.ndarray, y: np.ndarray) -> str:
+        from cdt.causality import pairwise
+
+        score = getattr(pairwise, name)().predict_proba((x, y))  # > 0: x -> y
+        return "x->y" if score > 0 else "y->x"
+
+    return decide
+
+
+#: name -> (the package that must be importable, decision function)
+BASELINES: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray], str]]] = {
+    "causal-learn ANM": ("causallearn", _causallearn_anm),
+    "causal-learn DirectLiNGAM": ("causallearn", _lingam),
+    "cdt IGCI": ("cdt", _cdt("IGCI")),
+    "cdt RECI": ("cdt", _cdt("RECI")),
+}
+
+
+def run_pairs(args: argparse.Namespace) -> None:
+    results = load_results(PAIRS)
+    pairs = load_pairs(args.data_root)[:args.limit]
+    missing = sorted({pkg for pkg, _ in BASELINES.values() if not importlib.util.find_spec(pkg)})
+    results.setdefault("_missing", {})[str(args.max_n)] = missing
+    if missing:
+        print(f"baselines skipped, not installed: {', '.join(missing)}")
+    methods = args.methods.split(",") + [b for b, (pkg, _) in BASELINES.items()
+                                         if pkg not in missing]
+    for number, pair in enumerate(pairs, 1):
+        for method in methods:
+            key = f"{method}/max{args.max_n}/{pair.name}"
+            if key in results:
+                continue
+            if method in BASELINES:
+                x, y = subsample(pair, args.max_n, args.seed)
+                began = time.perf_counter()
+                decision = BASELINES[method][1](x, y)
+                seconds = time.perf_counter() - began
+            else:
+                d = decide_pair(pair, method, max_n=args.max_n, seed=args.seed)
+                decision, seconds = d.result.direction, d.result.seconds
+            results[key] = {"method": method, "max_n": args.max_n, "pair": pair.name,
+                            "weight": pair.weight, "truth": pair.direction,
+                            "decision": decision, "correct": decision == pair.direction,
+                            "seconds": seconds}
+            save_results(PAIRS, results)
+            print(f"[{number}/{len(pairs)}] {key}: {decision} "
+                  f"({'right' if decision == pair.direction else 'wrong'}) {seconds:.2f} s",
+                  flush=True)
+
+
+# --- the report -------------------------------------------------------------------------------
+
+def rate(flags: list[bool]) -> str:
+    """A proportion with its binomial standard error."""
+    if not flags:
+        return "-"
+    p = sum(flags) / len(flags)
+    return f"{p:.2f} ± {math.sqrt(p * (1 - p) / len(flags)):.2f}"
+
+
+def paired_difference(rows: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool]
+                      ) -> tuple[float, float, int]:
+    """Mean and standard error of hetero-right minus anm-right over the simulated pairs that
+    ``keep`` selects and both methods decided (the same data for both)."""
+    right = {(r["method"], r["k"], r["n"], r["seed"]): r["correct"] for r in rows if keep(r)}
+    diffs = [float(right[("hetero", *key[1:])]) - float(ok)
+             for key, ok in right.items() if key[0] == "anm" and ("hetero", *key[1:]) in right]
+    if len(diffs) < 2:
+        return float("nan"), float("nan"), len(diffs)
+    return statistics.mean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs)), len(diffs)
+
+
+def verdict(mean: float, se: float, n: int, no_worse: bool = False) -> str:
+    """Whether the interval mean ± MARGIN_SE * se lies above 0 (better) or below (worse);
+    ``no_worse``: only whether it reaches 0 (the homogeneous check)."""
+    if n < 2:
+        return "not measured"
+    low, high = mean - MARGIN_SE * se, mean + MARGIN_SE * se
+    span = f"difference {mean:+.3f}, interval [{low:+.3f}, {high:+.3f}]"
+    if no_worse:
+        return f"**no worse** ({span} reaches 0)" if high >= 0 else f"**worse** ({span}, below 0)"
+    if low > 0:
+        return f"**supported** ({span}, above 0)"
+    if high < 0:
+        return f"**contradicted** ({span}, below 0)"
+    return f"**not shown** ({span}, contains 0)"
+
+
+def simulation_section(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["No simulation results yet (`python benchmarks/causal.py simulate`)."]
+    ks, ns = sorted({r["k"] for r in rows}), sorted({r["n"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+
+    def cell(method: str, k: int, n: int) -> list[dict[str, Any]]:
+        return [r for r in rows if (r["method"], r["k"], r["n"]) == (method, k, n)]
+
+    head = "| k | method | " + " | ".join(f"n = {n}" for n in ns) + " |"
+    rule = "|---|---|" + "---:|" * len(ns)
+    lines = [f"Seeds 0-{max(seeds)} ({len(seeds)} per cell); sizes n in {ns}; k in {ks}.", "",
+             "Direction accuracy (rule \"forced\"; ± the binomial standard error over seeds):",
+             "", head, rule]
+    for k in ks:
+        for method in METHODS:
+            lines.append(f"| {k} | {method} | " + " | ".join(
+                rate([r["correct"] for r in cell(method, k, n)]) for n in ns) + " |")
+    lines += ["", "Clustering of the heterogeneous test (its test of the true direction): the "
+              "fraction of pairs where the estimated k equals the true k, and the adjusted Rand "
+              "index against the true groups (mean ± std over seeds):", "",
+              "| k | measure | " + " | ".join(f"n = {n}" for n in ns) + " |", rule]
+    for k in ks:
+        lines.append(f"| {k} | k right | " + " | ".join(
+            rate([r["k_estimated"] == k for r in cell("hetero", k, n)]) for n in ns) + " |")
+        lines.append(f"| {k} | ARI | " + " | ".join(
+            mean_std([r["ari"] for r in cell("hetero", k, n)]) for n in ns) + " |")
+    lines += ["", "Seconds per decision (both directions; mean ± std):", "",
+              "| method | " + " | ".join(f"n = {n}" for n in ns) + " |",
+              "|---|" + "---:|" * len(ns)]
+    for method in METHODS:
+        lines.append(f"| {method} | " + " | ".join(
+            mean_std([r["seconds"] for r in rows if (r["method"], r["n"]) == (method, n)])
+            for n in ns) + " |")
+    return lines
+
+
+def pairs_section(rows: list[dict[str, Any]], missing: dict[str, list[str]]) -> list[str]:
+    if not rows:
+        return ["No pair results yet (`python benchmarks/causal.py pairs`)."]
+    lines = ["| method | at most n | pairs | weighted accuracy | unweighted | seconds per pair "
+             "(median / mean) |", "|---|---:|---:|---:|---:|---:|"]
+    for method, max_n in sorted({(r["method"], r["max_n"]) for r in rows},
+                                key=lambda t: (str(t[1]), t[0])):
+        mine = [r for r in rows if (r["method"], r["max_n"]) == (method, max_n)]
+        weight = sum(r["weight"] for r in mine)
+        accuracy = sum(r["weight"] for r in mine if r["correct"]) / weight
+        seconds = [r["seconds"] for r in mine]
+        lines.append(f"| {method} | {max_n} | {len(mine)} | {accuracy:.3f} | "
+                     f"{statistics.mean(r['correct'] for r in mine):.3f} | "
+                     f"{statistics.median(seconds):.2f} / {statistics.mean(seconds):.2f} |")
+    absent = sorted({pkg for pkgs in missing.values() for pkg in pkgs})
+    if absent:
+        lines += ["", f"Baselines not run: {', '.join(absent)} not installed (causal-learn's "
+                  "ANM and DirectLiNGAM, cdt's IGCI and RECI run when importable). For "
+                  "reference, measured earlier on this machine with n <= 500 per pair (issue "
+                  "14): causal-learn ANM 0.57, RECI 0.67, IGCI 0.67."]
+    return lines
+
+
+def write_report(args: argparse.Namespace) -> None:
+    sim = [r for r in load_results(SIM).values()]
+    pair_results = load_results(PAIRS)
+    missing = pair_results.pop("_missing", {})
+    pairs = list(pair_results.values())
+    hetero_cells = paired_difference(sim, lambda r: r["k"] >= 2)
+    homogeneous = paired_difference(sim, lambda r: r["k"] == 1)
+    sizes = sorted({r["n"] for r in sim})
+    max_ns = sorted({r["max_n"] for r in pairs}, key=str)
+    text = [
+        "# Causal direction: ANM vs the heterogeneous test", "",
+        "Generated by `python benchmarks/causal.py report` from benchmarks/results/causal_sim.json "
+        "and causal_pairs.json; regenerate with", "",
+        "    python benchmarks/causal.py simulate --seeds 20 --sizes 200,1000,2000",
+        "    python benchmarks/causal.py pairs --data-root ../shared/data/tuebingen_pairs "
+        "--max-n 500",
+        "    python benchmarks/causal.py report", "",
+        f"Machine: {machine()}; one BLAS thread per decision.", "",
+        "Methods: `anm` is the additive-noise-model test (Gaussian-process regression, HSIC "
+        "with gamma p-values); `hetero` the same test adjusted by mechanism clusters with "
+        "unknown k (spline k-regressions, BIC choice of k, cluster-size-weighted HSIC); both "
+        "with default options and the \"forced\" rule (every pair gets an answer). See "
+        "`edgecompress.causal` for our reading of the paper.", "",
+        "## Reduced compared with the paper", "",
+        f"Simulations: {len({r['seed'] for r in sim})} seeds per cell (the issue asks for 20) "
+        f"and n in {sizes} (asked: 200, 1000, 2000); our own simulator "
+        "(`edgecompress.causal.simulate`: k groups, distinct mechanisms among cubic, tanh, "
+        "sin, quadratic and exp, random noise types and scales, offsets 1.5 apart), not the "
+        "paper's, whose settings are not known beyond its abstract. Pairs: at most "
+        f"{', '.join(map(str, max_ns))} points per pair (a seeded subsample), the 95 bivariate "
+        "pairs of v1.0.", "",
+        "## Verdict", "",
+        "Claim: \"the adjusted test beats ANM on heterogeneous data\". Rule: over the simulated "
+        "pairs with k >= 2, the mean of (hetero right) - (anm right) on the same data, with "
+        f"an interval of ± {MARGIN_SE:g} standard errors of that paired mean; supported if the "
+        "interval lies above 0, contradicted if below, otherwise not shown.", "",
+        f"- k >= 2 ({hetero_cells[2]} pairs): {verdict(*hetero_cells)}.",
+        f"- k = 1, the homogeneous check ({homogeneous[2]} pairs; \"no worse\" if the "
+        f"interval reaches 0): {verdict(*homogeneous, no_worse=True)}.", "",
+        "## Simulations", "", *simulation_section(sim), "",
+        "## Tuebingen cause-effect pairs", "",
+        "Weighted accuracy as in Mooij et al. (2016): each pair counts with its weight (the "
+        "pairs of one source share a total weight of 1).", "", *pairs_section(pairs, missing),
+        ""]
+    DOC.write_text("\n".join(text))
+    print(f"wrote {DOC.relative_to(ROOT)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="causal.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("simulate", help="direction accuracy and clustering on simulations")
+    sim.add_argument("--seeds", type=int, default=20, help="seeds per (k, n) cell")
+    sim.add_argument("--ks", default="1,2,3")
+    sim.add_argument("--sizes", default="200,1000,2000")
+    sim.add_argument("--methods", default=",".join(METHODS))
+    pairs = sub.add_parser("pairs", help="weighted accuracy on the Tuebingen pairs")
+    pairs.add_argument("--data-root", help="the tuebingen_pairs folder (default: "
+                       "$EDGECOMPRESS_DATA/tuebingen_pairs)")
+    pairs.add_argument("--max-n", type=int, default=500, help="at most this many points a pair")
+    pairs.add_argument("--limit", type=int, help="only the first LIMIT pairs")
+    pairs.add_argument("--methods", default=",".join(METHODS))
+    pairs.add_argument("--seed", type=int, default=0)
+    sub.add_parser("report", help=f"write {DOC.relative_to(ROOT)}")
+    args = parser.parse_args()
+    print(f"{Path(sys.argv[0]).name} {shlex.join(sys.argv[1:])}: {machine()}", flush=True)
+    {"simulate": run_simulations, "pairs": run_pairs, "report": write_report}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
