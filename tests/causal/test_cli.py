@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 
 from edgecompress.causal import read_columns, simulate
-from edgecompress.cli import main
 from edgecompress.errors import CausalInputError
 
-
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
+from ..test_cli_errors import run_main
 
 
 @pytest.fixture(scope="module")
