@@ -106,8 +106,6 @@ class ImageDataset(Dataset):
         self.classes = list(classes)
         self.num_classes = len(self.classes)
         self.input_shape: tuple[int, int, int] = tuple(int(s) for s in images.shape[1:])
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.normalization = ImagePreprocessing(*self.input_shape, tuple(mean), tuple(std))
         self.preprocessing = preprocessing or self.normalization
         self.source = source

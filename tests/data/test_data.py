@@ -221,7 +221,9 @@ def test_augment_is_a_padded_crop_optionally_flipped(tmp_path):
     candidates = crops + [crop.flip(-1) for crop in crops]
     torch.manual_seed(3)
     for _ in range(10):
-        x = ds[0][0] * ds.std + ds.mean
+        norm = ds.normalization
+        x = (ds[0][0] * torch.tensor(norm.std).view(-1, 1, 1)
+             + torch.tensor(norm.mean).view(-1, 1, 1))
         assert any(torch.allclose(x, c, atol=1e-5) for c in candidates)
 
 
