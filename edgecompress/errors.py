@@ -35,6 +35,11 @@ class ConversionError(EdgecompressError, ValueError):
     """A model conversion that cannot be done (unsupported layer, bad option)."""
 
 
+class ModelConfigError(EdgecompressError, ValueError):
+    """A model option whose value the model cannot be built with (an image size the patch does
+    not divide, a head count that does not divide the width, an unknown size or pooling)."""
+
+
 class ModelFileError(EdgecompressError, ValueError):
     """A frozen-model file that is truncated, corrupt, from a newer format or inconsistent."""
 

@@ -4,8 +4,11 @@ from .base import CompressedLayer
 from .binary import BinaryConv2d, BinaryLinear, harden
 from .euclid import EuclidConv2d, EuclidLinear
 from .shift import ActivationQuantizer, ShiftConv2d, ShiftLinear
+from .transformer import (AttentionCore, BinaryLinearBlock, CenteredBinaryLinear,
+                          LearnableThresholdSign, RPReLU, ZeroOrAlpha)
 from .tensor_train import TTLSTM, TTLinear, tt_flops, tt_params
 
 __all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d", "harden", "EuclidLinear",
            "EuclidConv2d", "ShiftLinear", "ShiftConv2d", "ActivationQuantizer", "TTLinear",
-           "TTLSTM", "tt_params", "tt_flops"]
+           "TTLSTM", "tt_params", "tt_flops", "LearnableThresholdSign", "CenteredBinaryLinear",
+           "RPReLU", "BinaryLinearBlock", "ZeroOrAlpha", "AttentionCore"]

@@ -23,6 +23,7 @@ from .lstm_lm import LSTMLanguageModel
 from .mlp import MLP
 from .resnet import ResNet, cifar_resnet, resnet18
 from .vgg import VGGSmall
+from .vit import VisionTransformer, binary_deit, binaryvit, deit
 
 _REGISTRY: Registry[Callable[..., nn.Module]] = Registry("model")
 register = _REGISTRY.register
@@ -34,6 +35,9 @@ register("resnet18", resnet18)
 register("convnet", ConvNet)
 register("kws-resnet", KWSResNet)
 register("lstm-lm", LSTMLanguageModel)
+register("deit", deit)
+register("binary-deit", binary_deit)
+register("binaryvit", binaryvit)
 
 
 class ModelOptionError(EdgecompressError, TypeError):
@@ -43,9 +47,10 @@ class ModelOptionError(EdgecompressError, TypeError):
 def options(name: str) -> list[str]:
     """The options model ``name`` takes (keywords of its factory), in signature order."""
     factory = _REGISTRY.get(name)
+    bound = len(factory.args) if isinstance(factory, functools.partial) else 0
     target = factory.func if isinstance(factory, functools.partial) else factory
-    params = inspect.signature(target).parameters
-    return [p for p in params if p not in ("self", "depth")]
+    params = list(inspect.signature(target).parameters)[bound:]  # partial's arguments are set
+    return [p for p in params if p != "self"]
 
 
 def create(name: str, num_classes: int = 10, **kw: Any) -> nn.Module:
@@ -73,4 +78,4 @@ def available() -> list[str]:
 
 
 __all__ = ["create", "available", "options", "register", "ModelOptionError", "MLP", "VGGSmall",
-           "ResNet", "ConvNet", "KWSResNet", "LSTMLanguageModel"]
+           "ResNet", "ConvNet", "KWSResNet", "LSTMLanguageModel", "VisionTransformer"]

@@ -18,6 +18,9 @@ SMALL = {  # name -> (options, input shape) kept tiny so the suite stays fast
     "resnet18": ({"width": 0.125, "stem": "cifar"}, (3, 32, 32)),
     "convnet": ({"width": 0.25}, (1, 28, 28)),
     "kws-resnet": ({"channels": 8, "blocks": 2}, (1, 40, 101)),
+    "deit": ({"size": "mini", "depth": 2}, (1, 28, 28)),
+    "binary-deit": ({"size": "mini", "depth": 2}, (3, 32, 32)),
+    "binaryvit": ({}, (3, 32, 32)),
 }
 
 
@@ -122,7 +125,7 @@ def test_torch_compile_matches_eager():
 
 def test_bad_names_and_options():
     with pytest.raises(UnknownNameError,
-                       match="available: convnet, kws-resnet, lstm-lm, mlp, resnet18"):
+                       match="available: binary-deit, binaryvit, convnet, deit, kws-resnet, lstm-lm, mlp"):
         models.create("alexnet")
     with pytest.raises(TypeError, match=r"model 'resnet20' got unknown option\(s\) \['depth_x'\]"):
         models.create("resnet20", depth_x=3)
