@@ -9,7 +9,10 @@ Precision. A layer's ``weight`` is stored at ``layer.weight_bits`` bits (see
 32-bit. Buffers (BatchNorm running statistics) are not parameters and are not counted. MACs are
 labelled ``"w{weight_bits}a{input_bits}"``: ``w32a32`` float, ``w1a32`` binary weights with float
 activations (add/subtract), ``w1a1`` binary weights and activations (XNOR-popcount). Matmuls
-between two activations (attention) are ``w32a32``.
+between two activations (attention) are ``w32a32``, unless the module running them reports its
+own precisions: the binary attention of :class:`edgecompress.layers.AttentionCore` counts
+q k^T of +-1 tokens as ``w1a1`` and its {0, a} probabilities times +-1 values as ``u1a1``
+(an unsigned 1-bit operand times a signed one: add-only work).
 
 MACs are counted for one sample (the forward pass's count divided by its batch size):
 - ConvNd: output elements x in_channels / groups x kernel volume;

@@ -29,6 +29,9 @@ class TrainConfig:
     ``multistep`` multiplies by ``gamma`` at each epoch in ``milestones``; ``warmup_epochs``
     prepends a linear warm-up. ``kd_alpha > 0`` with a teacher gives knowledge distillation:
     ``(1 - a) * CE + a * T^2 * KL(softmax(teacher / T) || softmax(student / T))``.
+    ``kd_alpha = 1`` with ``kd_temperature = 1`` is distillation only, BinaryViT's loss: the
+    soft-target cross-entropy against the teacher minus the teacher's entropy, a constant, so the
+    same gradients.
     """
 
     epochs: int = 1

@@ -130,3 +130,26 @@ def test_classification_metrics_are_unchanged_by_tasks_for_a_batchnorm_model(tmp
                       callbacks=[Record()]).fit()
     expected = (losses[0] * 16 + losses[1] * 16 + losses[2] * 8) / 40
     assert metrics["train_loss"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_distillation_only_is_the_soft_target_cross_entropy_up_to_a_constant():
+    """kd_alpha 1, temperature 1 (BinaryViT's loss): the labels play no part, and the loss is
+    the soft-target cross-entropy minus the teacher's entropy (the same gradient)."""
+    from edgecompress.train import TrainConfig
+
+    torch.manual_seed(0)
+    student = torch.randn(6, 4, requires_grad=True)
+    teacher_logits = torch.randn(6, 4)
+    teacher = nn.Identity()
+    cfg = TrainConfig(kd_alpha=1.0, kd_temperature=1.0)
+    task = tasks.create("classification")
+    loss = task.loss(student, torch.zeros(6, dtype=torch.long), teacher_logits, cfg, teacher)
+    other_labels = task.loss(student, torch.full((6,), 3), teacher_logits, cfg, teacher)
+    p = teacher_logits.softmax(-1)
+    soft_ce = -(p * student.log_softmax(-1)).sum(-1).mean()
+    entropy = -(p * p.log()).sum(-1).mean()
+    torch.testing.assert_close(loss, soft_ce - entropy)
+    torch.testing.assert_close(other_labels, loss)
+    (grad,) = torch.autograd.grad(loss, student)
+    (expected,) = torch.autograd.grad(soft_ce, student)
+    torch.testing.assert_close(grad, expected)
