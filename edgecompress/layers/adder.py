@@ -176,7 +176,7 @@ def adder_conv2d_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None
 class _AdderLayer(CompressedLayer):
     """The adaptive learning-rate scale ``eta`` and the operation kind of the adder layers."""
 
-    op_kind = "abs-diff"
+    op_kind = "abs-diff"  # type: ignore[assignment]
     weight: Tensor
 
     def _scaled_weight(self) -> Tensor:

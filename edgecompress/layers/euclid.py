@@ -155,6 +155,11 @@ class _EuclidLayer(CompressedLayer):
             value = min(max(value, 0.0), 1.0)
         self.theta.fill_(check_theta(value))
 
+    @property
+    def op_kind(self) -> str:
+        """``"squared-diff"`` at theta = 1; below, the blend still needs the products x.w."""
+        return "squared-diff" if self.theta.item() == 1.0 else "mac"
+
     def _extra_theta(self) -> str:
         schedule = f", theta_schedule={self.schedules['theta']!r}" if self.schedules else ""
         return f"theta={self.theta.item():g}{schedule}"
