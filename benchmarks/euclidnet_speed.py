@@ -2,14 +2,14 @@
 (3x3, padding 1: 16 channels at 32x32, 32 at 16x16, 64 at 8x8), issue 13's cost claim
 (targets: EuclidConv2d's training step <= 1.2x the convolution's, inference <= 1.1x).
 
-    python benchmarks/euclidnet_speed.py           # batches 32 and 128, 7 rounds
-    python benchmarks/euclidnet_speed.py --quick   # batch 32, 3 rounds
+    python benchmarks/euclidnet_speed.py           # batches 4, 32 and 128, 7 rounds
+    python benchmarks/euclidnet_speed.py --quick   # batches 4 and 32, 3 rounds
 
 For each shape and batch, one training step (forward + backward to the input and the weights)
 and one inference pass (forward under no_grad) of: nn.Conv2d; EuclidConv2d (GEMM form);
 the naive Euclid form (unfold and difference; only where its difference tensor stays under
 --naive-limit elements); AdderConv2d (fast path, adaptive scaling on) and its naive form (same
-limit). Every round times each layer once, in turn (interleaved, so load changes hit all
+limit, which by default admits batch 4 only). Every round times each layer once, in turn (interleaved, so load changes hit all
 alike); the table shows the median and its ratio to nn.Conv2d's median from the same run.
 Wall-clock on a shared machine: the ratios are the result, the milliseconds are context.
 Writes benchmarks/results/euclidnet_speed.json (euclidnet_speed_quick.json with --quick).
@@ -86,13 +86,13 @@ def measure(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(prog="euclidnet_speed.py",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="batch 32 only, 3 rounds")
-    parser.add_argument("--batches", default="32,128", help="comma-separated batch sizes")
+    parser.add_argument("--quick", action="store_true", help="batches 4 and 32, 3 rounds")
+    parser.add_argument("--batches", default="4,32,128", help="comma-separated batch sizes")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--naive-limit", type=int, default=2 ** 25,
                         help="largest difference tensor (elements) the naive forms may build")
     args = parser.parse_args()
-    batches = [32] if args.quick else [int(b) for b in args.batches.split(",")]
+    batches = [4, 32] if args.quick else [int(b) for b in args.batches.split(",")]
     rounds = 3 if args.quick else args.rounds
 
     rows = []
