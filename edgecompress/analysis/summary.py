@@ -1,4 +1,5 @@
-"""Model summary: parameters by precision, bytes when stored at that precision, MACs by precision.
+"""Model summary: parameters by precision, bytes when stored at that precision, operations by
+precision and by kind.
 
 Counting and presenting are separate: :func:`summary` produces plain records
 (:class:`LayerProfile`, :class:`Summary`), ``str(summary)`` renders the table and
@@ -13,6 +14,15 @@ between two activations (attention) are ``w32a32``, unless the module running th
 own precisions: the binary attention of :class:`edgecompress.layers.AttentionCore` counts
 q k^T of +-1 tokens as ``w1a1`` and its {0, a} probabilities times +-1 values as ``u1a1``
 (an unsigned 1-bit operand times a signed one: add-only work).
+
+Operation kind. "MACs" counts one operation per (input, weight) pair whatever that operation is;
+each counted operation also has a kind (:data:`edgecompress.layers.base.OP_KINDS`), the
+layer's ``op_kind`` (plain layers and products written in ``forward``: ``"mac"``):
+``"mac"`` multiply-accumulate, ``"add"`` add/subtract only (binary weights, float inputs),
+``"xnor-popcount"`` (binary weights and inputs), ``"shift-add"`` (power-of-two weights),
+``"squared-diff"`` (EuclidNet layers at theta = 1: subtract and square, no general multiplier;
+below 1 the blend is ``"mac"``), ``"abs-diff"`` (AdderNet's L1 distance). A layer's row shows
+its kind; ``ops_by_kind`` gives the counts.
 
 MACs are counted for one sample (the forward pass's count divided by its batch size):
 - ConvNd: output elements x in_channels / groups x kernel volume;
@@ -61,7 +71,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import EdgecompressError
-from ..layers.base import CompressedLayer
+from ..layers.base import OP_KINDS, CompressedLayer
 
 FLOAT_BITS = 32
 _RNN_GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
@@ -73,13 +83,15 @@ def _precision_key(weight_bits: int, input_bits: int) -> str:
 
 @dataclass
 class LayerProfile:
-    """One leaf layer: parameter counts by bit width and MACs per sample by precision key."""
+    """One leaf layer: parameter counts by bit width, MACs per sample by precision key and the
+same operations by kind."""
 
     name: str
     kind: str
     output_shape: tuple[int, ...] | None
     params_by_bits: dict[int, int] = field(default_factory=dict)
     macs_by_precision: dict[str, int] = field(default_factory=dict)
+    ops_by_kind: dict[str, int] = field(default_factory=dict)
 
     @property
     def params(self) -> int:
@@ -95,7 +107,8 @@ class LayerProfile:
                 "params": self.params, "params_by_bits": {str(b): n for b, n in
                                                           sorted(self.params_by_bits.items())},
                 "bytes": self.bytes, "macs_by_precision": dict(sorted(
-                    self.macs_by_precision.items()))}
+                    self.macs_by_precision.items())),
+                "ops_by_kind": _by_kind(self.ops_by_kind)}
 
 
 @dataclass
@@ -144,6 +157,15 @@ class Summary:
     def total_macs(self) -> int:
         return sum(self.macs_by_precision.values())
 
+    @property
+    def ops_by_kind(self) -> dict[str, int]:
+        """The operations of :attr:`total_macs` by kind (in the order of ``OP_KINDS``)."""
+        out: dict[str, int] = defaultdict(int)
+        for layer in self.layers:
+            for kind, n in layer.ops_by_kind.items():
+                out[kind] += n
+        return _by_kind(out)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "input_shape": list(self.input_shape),
@@ -153,26 +175,28 @@ class Summary:
             "bytes": self.bytes, "float32_bytes": self.float32_bytes,
             "compression_ratio": self.compression_ratio,
             "macs_by_precision": self.macs_by_precision, "total_macs": self.total_macs,
+            "ops_by_kind": self.ops_by_kind,
         }
 
     def __str__(self) -> str:
         bits = sorted({b for layer in self.layers for b in layer.params_by_bits})
         keys = sorted({k for layer in self.layers for k in layer.macs_by_precision})
-        header = (["Layer", "Type", "Output shape"] + [f"{b}-bit params" for b in bits]
-                  + ["Memory (KiB)"] + [f"MACs {k}" for k in keys])
-        rows = [[layer.name, layer.kind,
+        header = (["Layer", "Type", "Operation", "Output shape"]
+                  + [f"{b}-bit params" for b in bits] + ["Memory (KiB)"]
+                  + [f"MACs {k}" for k in keys])
+        rows = [[layer.name, layer.kind, "+".join(_by_kind(layer.ops_by_kind)) or "-",
                  str(tuple(layer.output_shape)) if layer.output_shape else "-"]
                 + [f"{layer.params_by_bits.get(b, 0):,}" for b in bits]
                 + [f"{layer.bytes / 1024:.2f}"]
                 + [f"{layer.macs_by_precision.get(k, 0):,}" for k in keys]
                 for layer in self.layers]
-        totals = (["Total", "", ""] + [f"{self.params_by_bits.get(b, 0):,}" for b in bits]
+        totals = (["Total", "", "", ""] + [f"{self.params_by_bits.get(b, 0):,}" for b in bits]
                   + [f"{self.bytes / 1024:.2f}"]
                   + [f"{self.macs_by_precision.get(k, 0):,}" for k in keys])
         widths = [max(len(r[i]) for r in [header, *rows, totals]) for i in range(len(header))]
 
         def line(cells: Sequence[str]) -> str:
-            return "  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+            return "  ".join(c.ljust(w) if i < 4 else c.rjust(w)
                              for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
         rule = "-" * len(line(header))
@@ -185,8 +209,24 @@ class Summary:
             f"Compression ratio: {self.compression_ratio:.2f}x vs float32",
             f"MACs per sample:   {self.total_macs:,} ("
             + (", ".join(f"{k}: {n:,}" for k, n in self.macs_by_precision.items()) or "none") + ")",
+            "Operations:        "
+            + (", ".join(f"{k}: {n:,}" for k, n in self.ops_by_kind.items()) or "none"),
         ]
         return "\n".join(out)
+
+
+def _by_kind(counts: dict[str, int]) -> dict[str, int]:
+    """Non-zero counts in the order of ``OP_KINDS``."""
+    return {kind: counts[kind] for kind in OP_KINDS if counts.get(kind)}
+
+
+def _op_kind(module: nn.Module) -> str:
+    """The module's ``op_kind`` (``"mac"`` when it has none), checked against ``OP_KINDS``."""
+    kind = getattr(module, "op_kind", "mac")
+    if kind not in OP_KINDS:
+        raise EdgecompressError(f"summary: {type(module).__name__}.op_kind is {kind!r}; "
+                                f"accepted kinds: {', '.join(OP_KINDS)}")
+    return kind
 
 
 def _size(n: float) -> str:
@@ -448,6 +488,7 @@ def summary(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch
     rows = _rows(model)
     profiles: dict[int, LayerProfile] = {}
     macs: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    kinds: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     leaf_ids = {id(module) for _, module, leaf in rows if leaf}
     counted = {id(m) for m in model.modules() if _counts_itself(m)}
     handles = []
@@ -461,6 +502,7 @@ def summary(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch
             if id(mod) in leaf_ids:
                 for k, v in _macs(mod, args, kwargs, output, batch_size).items():
                     macs[id(mod)][k] += v
+                    kinds[id(mod)][_op_kind(mod)] += v
             out = _first_tensor(output)
             profiles[id(mod)].output_shape = tuple(out.shape) if out is not None else None
 
@@ -506,9 +548,11 @@ def summary(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch
         model.train(was_training)
     for key, n in op_macs.items():
         macs[key][float_key] += n // batch_size
+        kinds[key]["mac"] += n // batch_size
     for (name, module, leaf) in rows:
         profile = profiles[id(module)]
         profile.macs_by_precision = {k: v for k, v in macs[id(module)].items() if v}
+        profile.ops_by_kind = _by_kind(kinds[id(module)])
         if not leaf:
             profile.name = name + (" (own ops)" if not profile.params else " (own parameters)"
                                    if not profile.macs_by_precision

@@ -6,9 +6,9 @@
   include/exclude/first-last policy and the :class:`ConversionReport`;
 - :mod:`.nonnegative`: the check for binary layers whose inputs are never negative;
 - one module per method family, each registering its methods when imported: :mod:`.binary`
-  (BinaryConnect family, ProxConnect++, BNN++), :mod:`.euclid` (EuclidNet), :mod:`.shift`
-  (DeepShift, S3, DenseShift), :mod:`.tensor_train` (tt: MPS / MPO tensor trains for Linear
-  and LSTM).
+  (BinaryConnect family, ProxConnect++, BNN++), :mod:`.euclid` (EuclidNet), :mod:`.adder`
+  (AdderNet, the EuclidNet baseline), :mod:`.shift` (DeepShift, S3, DenseShift),
+  :mod:`.tensor_train` (tt: MPS / MPO tensor trains for Linear and LSTM).
   A new family is one new module here, imported below.
 
 The package is callable: ``edgecompress.convert(model, "bnn", mode="w1a1")`` calls
@@ -20,7 +20,8 @@ import inspect as _inspect
 import sys as _sys
 import types as _types
 
-from . import binary, euclid, shift, tensor_train  # noqa: F401  (register their methods)
+from . import adder, binary, euclid, shift, tensor_train  # noqa: F401  (register their methods)
+from .adder import AdderConverter
 from .binary import BinaryConverter
 from .engine import (POLICY_OPTIONS, ConversionReport, Converter, GraphTransform, Method,
                      available_methods, convert, method_options, register_method)
@@ -29,8 +30,8 @@ from .shift import ShiftConverter
 from .tensor_train import TTConverter
 
 __all__ = ["convert", "register_method", "available_methods", "method_options", "Converter",
-           "GraphTransform", "Method", "ConversionReport", "BinaryConverter", "EuclidConverter",
-           "ShiftConverter", "TTConverter", "POLICY_OPTIONS"]
+           "GraphTransform", "Method", "ConversionReport", "AdderConverter", "BinaryConverter",
+           "EuclidConverter", "ShiftConverter", "TTConverter", "POLICY_OPTIONS"]
 
 
 class _CallablePackage(_types.ModuleType):

@@ -56,6 +56,7 @@ class _PackedShift(PackedLayer):
     """
 
     onnx_exportable = True  # float kernels on the decoded weights
+    op_kind = "shift-add"  # what the model needs; this layer runs it as float products
 
     def _init_shift(self, out_features: int, k: int, method: str, bits: int, has_bias: bool,
                     has_scale: bool, activation_bits: int | None) -> None:

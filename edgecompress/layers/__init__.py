@@ -1,5 +1,6 @@
 """Compressed layers (nn.Modules) that can be used on their own, without the trainer or CLI."""
 
+from .adder import AdderConv2d, AdderLinear
 from .base import CompressedLayer
 from .binary import BinaryConv2d, BinaryLinear, harden
 from .euclid import EuclidConv2d, EuclidLinear
@@ -9,6 +10,7 @@ from .transformer import (AttentionCore, BinaryLinearBlock, CenteredBinaryLinear
 from .tensor_train import TTLSTM, TTLinear, tt_flops, tt_params
 
 __all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d", "harden", "EuclidLinear",
-           "EuclidConv2d", "ShiftLinear", "ShiftConv2d", "ActivationQuantizer", "TTLinear",
-           "TTLSTM", "tt_params", "tt_flops", "LearnableThresholdSign", "CenteredBinaryLinear",
-           "RPReLU", "BinaryLinearBlock", "ZeroOrAlpha", "AttentionCore"]
+           "EuclidConv2d", "AdderLinear", "AdderConv2d", "ShiftLinear", "ShiftConv2d",
+           "ActivationQuantizer", "TTLinear", "TTLSTM", "tt_params", "tt_flops",
+           "LearnableThresholdSign", "CenteredBinaryLinear", "RPReLU", "BinaryLinearBlock",
+           "ZeroOrAlpha", "AttentionCore"]

@@ -8,6 +8,16 @@ from __future__ import annotations
 
 from torch import nn
 
+#: Operation kinds of the model summary: name -> what one counted operation is.
+OP_KINDS = {
+    "mac": "multiply-accumulate (a general multiplication and an addition)",
+    "add": "add or subtract only (binary weights with full-precision inputs)",
+    "xnor-popcount": "XNOR and population count (binary weights and inputs)",
+    "shift-add": "bit shift and add (power-of-two weights)",
+    "squared-diff": "subtract, square, accumulate (EuclidNet; a squarer, no multiplier)",
+    "abs-diff": "subtract, absolute value, accumulate (AdderNet's L1 distance)",
+}
+
 
 class CompressedLayer(nn.Module):
     """Mixin for layers whose deployed weights (or consumed activations) are low precision.
@@ -21,10 +31,21 @@ class CompressedLayer(nn.Module):
     input_bits:
         Bits of the activations the layer multiplies its weights with (1 when inputs are
         binarized, 32 otherwise).
+    op_kind:
+        The operation the deployed layer runs per (input, weight) pair, one of
+        :data:`OP_KINDS`. By default derived from the bits: binary weights are ``"add"``
+        (add/subtract by the sign) or, with binary inputs too, ``"xnor-popcount"``; anything
+        else is ``"mac"``. Layers of other operations (shift, distance) set it.
     """
 
     weight_bits: int = 32
     input_bits: int = 32
+
+    @property
+    def op_kind(self) -> str:
+        if self.weight_bits == 1:
+            return "xnor-popcount" if self.input_bits == 1 else "add"
+        return "mac"
 
     def discrete_weight(self):
         """The deployed weight codes without scaling (e.g. sign(theta) for a binary layer), used

@@ -38,11 +38,11 @@ from typing import Any, Mapping, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.utils import _pair
 
 from ..errors import ConversionError
 from ..quantizers.schedule import Schedule
 from .base import CompressedLayer
+from .distance import DistanceConv2d, conv_patches, copy_parameters
 
 ThetaSpec = Union[float, Schedule, Mapping[str, Any]]
 _ROUNDING = 1e-9  # how far outside [0, 1] a scheduled value may land by float rounding
@@ -118,32 +118,15 @@ def euclid_conv2d_reference(x: Tensor, weight: Tensor, bias: Tensor | None = Non
     unbatched = x.dim() == 3
     if unbatched:
         x = x.unsqueeze(0)
-    kernel, stride, dilation = tuple(weight.shape[2:]), _pair(stride), _pair(dilation)
-    x = F.pad(x, _explicit_padding(padding, kernel, dilation))
-    out_hw = [(size - d * (k - 1) - 1) // s + 1
-              for size, k, s, d in zip(x.shape[2:], kernel, stride, dilation)]
-    patches = F.unfold(x, kernel, dilation=dilation, stride=stride)  # (N, C * kh * kw, L)
-    patches = patches.unflatten(1, (groups, -1)).unsqueeze(2)  # (N, g, 1, K, L)
+    patches, out_hw = conv_patches(x, tuple(weight.shape[2:]), stride, padding, dilation,
+                                   groups)
+    patches = patches.unsqueeze(2)  # (N, g, 1, K, L)
     w = weight.reshape(groups, weight.shape[0] // groups, -1, 1)  # (g, out / g, K, 1)
     terms = (1 - theta) * patches * w - (0.5 * theta) * (patches - w).square()
     y = terms.sum(3).flatten(1, 2).unflatten(2, out_hw)  # (N, out, Ho, Wo)
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
     return y.squeeze(0) if unbatched else y
-
-
-def _explicit_padding(padding: Any, kernel: tuple[int, ...],
-                      dilation: tuple[int, ...]) -> list[int]:
-    """``F.pad`` widths (left, right, top, bottom) of a conv's padding: ints, pairs, "valid" or
-    "same" (torch's split: the extra pixel of an odd total on the right / bottom)."""
-    if padding == "valid":
-        return [0, 0, 0, 0]
-    if padding == "same":
-        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        (top, bottom), (left, right) = [(t // 2, t - t // 2) for t in totals]
-        return [left, right, top, bottom]
-    ph, pw = _pair(padding)
-    return [pw, pw, ph, ph]
 
 
 # --- layers --------------------------------------------------------------------------------------
@@ -171,6 +154,11 @@ class _EuclidLayer(CompressedLayer):
         if -_ROUNDING <= value <= 1 + _ROUNDING:  # a schedule's end point up to rounding
             value = min(max(value, 0.0), 1.0)
         self.theta.fill_(check_theta(value))
+
+    @property
+    def op_kind(self) -> str:
+        """``"squared-diff"`` at theta = 1; below, the blend still needs the products x.w."""
+        return "squared-diff" if self.theta.item() == 1.0 else "mac"
 
     def _extra_theta(self) -> str:
         schedule = f", theta_schedule={self.schedules['theta']!r}" if self.schedules else ""
@@ -212,7 +200,7 @@ class EuclidLinear(_EuclidLayer):
         """A Euclid layer with ``linear``'s weights (homotopy from a trained model)."""
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
                     theta=theta, device=linear.weight.device, dtype=linear.weight.dtype)
-        _copy_parameters(linear, layer)
+        copy_parameters(linear, layer)
         return layer
 
     def extra_repr(self) -> str:
@@ -220,33 +208,20 @@ class EuclidLinear(_EuclidLayer):
                 f"bias={self.bias is not None}, {self._extra_theta()}")
 
 
-class EuclidConv2d(_EuclidLayer, nn.modules.conv._ConvNd):
+class EuclidConv2d(_EuclidLayer, DistanceConv2d):
     """2-D convolution computing, per output channel j and patch x,
     y_j = x.w_j - theta/2 (||x||^2 + ||w_j||^2) + b_j: the EuclidNet -1/2 ||x - w_j||^2 + b_j at
-    theta = 1 (the default), nn.Conv2d at theta = 0. Arguments as nn.Conv2d (stride, padding,
-    dilation, groups, bias, padding_mode: the padded values enter ||x||^2 like any input).
-    Not an nn.Conv2d subclass on purpose: code that treats every nn.Conv2d as a product (folding
-    a BatchNorm into its weights, converting it again) must not take it for one."""
+    theta = 1 (the default), nn.Conv2d at theta = 0. Arguments as nn.Conv2d (see
+    :class:`~edgecompress.layers.distance.DistanceConv2d`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "zeros", *, theta: ThetaSpec = 1.0, device: Any = None,
                  dtype: Any = None) -> None:
-        for what, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if groups < 1 or channels % groups:
-                raise ConversionError(f"EuclidConv2d: groups={groups} must be >= 1 and divide "
-                                      f"{what}={channels}")
-        nn.modules.conv._ConvNd.__init__(
-            self, in_channels, out_channels, _pair(kernel_size), _pair(stride),
-            padding if isinstance(padding, str) else _pair(padding), _pair(dilation),
-            False, _pair(0), groups, bias, padding_mode, device=device, dtype=dtype)
+        DistanceConv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
+                                dilation, groups, bias, padding_mode, device=device,
+                                dtype=dtype)
         self._setup_theta(theta)
-
-    def _padded(self, x: Tensor) -> tuple[Tensor, Any]:
-        """x padded by a non-zero padding mode (then the convolutions pad nothing more)."""
-        if self.padding_mode == "zeros":
-            return x, self.padding
-        return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
 
     def forward(self, x: Tensor) -> Tensor:
         x, padding = self._padded(x)
@@ -262,20 +237,8 @@ class EuclidConv2d(_EuclidLayer, nn.modules.conv._ConvNd):
     @classmethod
     def from_float(cls, conv: nn.Conv2d, *, theta: ThetaSpec = 1.0) -> "EuclidConv2d":
         """A Euclid layer with ``conv``'s weights and geometry (homotopy from a trained model)."""
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                    conv.padding, conv.dilation, conv.groups, conv.bias is not None,
-                    conv.padding_mode, theta=theta, device=conv.weight.device,
-                    dtype=conv.weight.dtype)
-        _copy_parameters(conv, layer)
-        return layer
+        return cls._like(conv, theta=theta)  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._extra_theta()}"
-
-
-def _copy_parameters(src: nn.Module, dst: nn.Module) -> None:
-    with torch.no_grad():
-        dst.weight.copy_(src.weight)
-        if src.bias is not None:
-            dst.bias.copy_(src.bias)
 

@@ -43,6 +43,7 @@ class ActivationQuantizer(nn.Module):
 
 
 class _ShiftWeights(CompressedLayer):
+    op_kind = "shift-add"  # type: ignore[assignment]
     weight_param: ShiftParametrization
 
     def _setup_shift(self, method: str, bits: int, init: str, float_weight: Tensor | None,

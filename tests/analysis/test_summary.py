@@ -135,6 +135,53 @@ def test_to_dict_is_json_and_consistent_with_the_table():
     assert f"{s.total_params:,}" in str(s) and f"{s.total_macs:,}" in str(s)
 
 
+def _four_layers() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 6), nn.Linear(6, 5), nn.Linear(5, 4), nn.Linear(4, 3))
+
+
+@pytest.mark.parametrize("method, options, kind, precision", [
+    ("bnn", {"mode": "w1a32"}, "add", "w1a32"),
+    ("bnn", {"mode": "w1a1"}, "xnor-popcount", "w1a1"),
+    ("deepshift-q", {"bits": 4}, "shift-add", "w4a32"),
+    ("euclid", {}, "squared-diff", "w32a32"),
+    ("euclid", {"theta": 0.5}, "mac", "w32a32"),  # the homotopy's blend still multiplies
+    ("adder", {}, "abs-diff", "w32a32"),
+])
+def test_each_layer_family_counts_its_operation_kind(method, options, kind, precision):
+    import edgecompress as ec
+
+    model = ec.convert(_four_layers(), method, keep_first_last=False, **options)
+    s = summary(model, (8,))
+    macs = 8 * 6 + 6 * 5 + 5 * 4 + 4 * 3
+    assert [layer.ops_by_kind for layer in s.layers] == [
+        {kind: 8 * 6}, {kind: 6 * 5}, {kind: 5 * 4}, {kind: 4 * 3}]
+    assert s.ops_by_kind == {kind: macs} and s.macs_by_precision == {precision: macs}
+    assert "mac" not in s.ops_by_kind or kind == "mac"  # no general multiplications left
+    d = json.loads(json.dumps(s.to_dict()))
+    assert d["ops_by_kind"] == {kind: macs} and d["layers"][0]["ops_by_kind"] == {kind: 48}
+    assert f"Operations:        {kind}: {macs:,}" in str(s)
+
+
+def test_kept_layers_and_products_in_forward_are_macs_beside_the_distance_kinds():
+    import edgecompress as ec
+
+    model = ec.convert(_four_layers(), "adder")  # the first and last layers are kept
+    s = summary(model, (8,))
+    assert s.ops_by_kind == {"mac": 8 * 6 + 4 * 3, "abs-diff": 6 * 5 + 5 * 4}
+    assert [line.split()[2] for line in str(s).splitlines()[4:8]] == [
+        "mac", "abs-diff", "abs-diff", "mac"]
+
+
+def test_an_unknown_operation_kind_is_an_error_naming_the_layer_and_the_kinds():
+    class Odd(nn.Linear):
+        op_kind = "fma"
+
+    with pytest.raises(EdgecompressError, match=r"Odd.op_kind is 'fma'; accepted kinds: mac, "
+                       r"add, xnor-popcount, shift-add, squared-diff, abs-diff"):
+        summary(Odd(3, 2), (3,))
+
+
 def test_table_snapshot():
     text = str(summary(nn.Sequential(FakeBinaryLinear(64, 32), nn.BatchNorm1d(32),
                                      nn.Linear(32, 10)), (64,)))

@@ -15,24 +15,10 @@ from edgecompress.layers.euclid import (euclid_conv2d, euclid_conv2d_reference, 
                                         euclid_linear_reference)
 from edgecompress.quantizers.schedule import Schedule
 
+from .distance_checks import assert_same_values_and_grads, conv_cases
+
 F64 = torch.float64
 THETAS = st.sampled_from([0.0, 0.37, 1.0])
-
-
-def _grads(fn, *tensors: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """fn's output and the gradients of a fixed random projection of it w.r.t. ``tensors``."""
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    y = fn(*leaves)
-    g = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(0))
-    return y.detach(), list(torch.autograd.grad((y * g).sum(), leaves))
-
-
-def _assert_same_values_and_grads(fast, naive, *tensors: torch.Tensor) -> None:
-    y_fast, g_fast = _grads(fast, *tensors)
-    y_naive, g_naive = _grads(naive, *tensors)
-    torch.testing.assert_close(y_fast, y_naive, rtol=1e-10, atol=1e-10)
-    for a, b in zip(g_fast, g_naive):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 # --- GEMM form == naive form ---------------------------------------------------------------------
@@ -47,32 +33,17 @@ def test_linear_gemm_form_equals_the_naive_form_values_and_gradients(lead, n_in,
     w = torch.randn(n_out, n_in, dtype=F64, generator=gen)
     b = torch.randn(n_out, dtype=F64, generator=gen)
     if bias:
-        _assert_same_values_and_grads(lambda x, w, b: euclid_linear(x, w, b, theta),
+        assert_same_values_and_grads(lambda x, w, b: euclid_linear(x, w, b, theta),
                                       lambda x, w, b: euclid_linear_reference(x, w, b, theta),
                                       x, w, b)
     else:
-        _assert_same_values_and_grads(lambda x, w: euclid_linear(x, w, None, theta),
+        assert_same_values_and_grads(lambda x, w: euclid_linear(x, w, None, theta),
                                       lambda x, w: euclid_linear_reference(x, w, None, theta),
                                       x, w)
 
 
-@st.composite
-def conv_cases(draw):
-    groups = draw(st.integers(1, 3))
-    cin, cout = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
-    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 2)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    size = [d * (k - 1) + 1 - 2 * p for k, d, p in zip(kernel, dilation, padding)]
-    hw = [max(1, s) + draw(st.integers(0, 4)) for s in size]
-    return dict(n=draw(st.integers(1, 2)), cin=cin, cout=cout, hw=hw, kernel=kernel,
-                options=dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
-                bias=draw(st.booleans()), theta=draw(THETAS), seed=draw(st.integers(0, 2**16)))
-
-
 @settings(max_examples=80, deadline=None)
-@given(case=conv_cases())
+@given(case=conv_cases(theta=THETAS))
 def test_conv_gemm_form_equals_the_naive_form_values_and_gradients(case):
     gen = torch.Generator().manual_seed(case["seed"])
     opts, theta, groups = case["options"], case["theta"], case["options"]["groups"]
@@ -88,7 +59,7 @@ def test_conv_gemm_form_equals_the_naive_form_values_and_gradients(case):
     def naive(x, w, b=None):
         return euclid_conv2d_reference(x, w, b, theta=theta, **opts)
 
-    _assert_same_values_and_grads(fast, naive, *tensors)
+    assert_same_values_and_grads(fast, naive, *tensors)
 
 
 @pytest.mark.parametrize("padding, padding_mode", [

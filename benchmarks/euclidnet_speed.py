@@ -1,0 +1,124 @@
+"""Speed of the EuclidNet and AdderNet layers against nn.Conv2d at ResNet-20's conv shapes
+(3x3, padding 1: 16 channels at 32x32, 32 at 16x16, 64 at 8x8), issue 13's cost claim
+(targets: EuclidConv2d's training step <= 1.2x the convolution's, inference <= 1.1x).
+
+    python benchmarks/euclidnet_speed.py           # batches 4, 32 and 128, 7 rounds
+    python benchmarks/euclidnet_speed.py --quick   # batches 4 and 32, 3 rounds
+
+For each shape and batch, one training step (forward + backward to the input and the weights)
+and one inference pass (forward under no_grad) of: nn.Conv2d; EuclidConv2d (GEMM form);
+the naive Euclid form (unfold and difference; only where its difference tensor stays under
+--naive-limit elements); AdderConv2d (fast path, adaptive scaling on) and its naive form (same
+limit, which by default admits batch 4 only). Every round times each layer once, in turn (interleaved, so load changes hit all
+alike); the table shows the median and its ratio to nn.Conv2d's median from the same run.
+Wall-clock on a shared machine: the ratios are the result, the milliseconds are context.
+Writes benchmarks/results/euclidnet_speed.json (euclidnet_speed_quick.json with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+from common import machine, save_results
+from torch import Tensor, nn
+
+from edgecompress.layers import AdderConv2d, EuclidConv2d
+
+SHAPES = [(16, 32), (32, 16), (64, 8)]  # (channels, height = width) of ResNet-20's stages
+
+
+class _Naive(nn.Module):
+    """A layer's naive reference form as the module to time."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer.reference_forward(x)
+
+
+def layers(channels: int, naive: bool) -> dict[str, nn.Module]:
+    """The layers compared at one shape, with the same weights."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+    out: dict[str, nn.Module] = {"conv": conv, "euclid": EuclidConv2d.from_float(conv)}
+    if naive:
+        out["euclid-naive"] = _Naive(EuclidConv2d.from_float(conv))
+    out["adder"] = AdderConv2d.from_float(conv)
+    if naive:
+        out["adder-naive"] = _Naive(AdderConv2d.from_float(conv))
+    return out
+
+
+def train_step(layer: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]:
+    def step() -> None:
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        layer(x).backward(grad)
+    return step
+
+
+def inference(layer: nn.Module, x: Tensor) -> Callable[[], None]:
+    def forward() -> None:
+        with torch.no_grad():
+            layer(x)
+    return forward
+
+
+def measure(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    """Median seconds per step, interleaved rounds after one warm-up each."""
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="euclidnet_speed.py",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="batches 4 and 32, 3 rounds")
+    parser.add_argument("--batches", default="4,32,128", help="comma-separated batch sizes")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--naive-limit", type=int, default=2 ** 25,
+                        help="largest difference tensor (elements) the naive forms may build")
+    args = parser.parse_args()
+    batches = [4, 32] if args.quick else [int(b) for b in args.batches.split(",")]
+    rounds = 3 if args.quick else args.rounds
+
+    rows = []
+    print(f"machine: {machine()}")
+    header = (f"{'batch':>5} {'ch':>3} {'hw':>3} {'mode':<9} {'layer':<12} {'ms':>9} "
+              f"{'x conv':>8}")
+    print(header + "\n" + "-" * len(header))
+    for batch in batches:
+        for channels, hw in SHAPES:
+            differences = batch * channels * channels * 9 * hw * hw
+            modules = layers(channels, naive=differences <= args.naive_limit)
+            x = torch.randn(batch, channels, hw, hw, requires_grad=True)
+            grad = torch.randn(batch, channels, hw, hw)
+            for mode, make in (("train", lambda m: train_step(m, x, grad)),
+                               ("inference", lambda m: inference(m, x))):
+                medians = measure({name: make(m) for name, m in modules.items()}, rounds)
+                for name, seconds in medians.items():
+                    ratio = seconds / medians["conv"]
+                    rows.append(dict(batch=batch, channels=channels, hw=hw, mode=mode,
+                                     layer=name, ms=1000 * seconds, ratio_vs_conv=ratio))
+                    print(f"{batch:>5} {channels:>3} {hw:>3} {mode:<9} {name:<12} "
+                          f"{1000 * seconds:>9.2f} {ratio:>7.2f}x")
+    save_results("euclidnet_speed_quick" if args.quick else "euclidnet_speed",
+                 {"machine": machine(), "rounds": rounds, "naive_limit": args.naive_limit,
+                  "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
