@@ -17,7 +17,8 @@ q k^T of +-1 tokens as ``w1a1`` and its {0, a} probabilities times +-1 values as
 
 Operation kind. "MACs" counts one operation per (input, weight) pair whatever that operation is;
 each counted operation also has a kind (:data:`edgecompress.layers.base.OP_KINDS`), the
-layer's ``op_kind`` (plain layers and products written in ``forward``: ``"mac"``):
+layer's ``op_kind`` (plain layers and products written in ``forward``: ``"mac"``; a mapping
+from precision key to kind for a layer whose products differ, e.g. binary attention):
 ``"mac"`` multiply-accumulate, ``"add"`` add/subtract only (binary weights, float inputs),
 ``"xnor-popcount"`` (binary weights and inputs), ``"shift-add"`` (power-of-two weights),
 ``"squared-diff"`` (EuclidNet layers at theta = 1: subtract and square, no general multiplier;
@@ -220,9 +221,13 @@ def _by_kind(counts: dict[str, int]) -> dict[str, int]:
     return {kind: counts[kind] for kind in OP_KINDS if counts.get(kind)}
 
 
-def _op_kind(module: nn.Module) -> str:
-    """The module's ``op_kind`` (``"mac"`` when it has none), checked against ``OP_KINDS``."""
+def _op_kind(module: nn.Module, precision: str) -> str:
+    """The kind of the module's operations counted at ``precision``: its ``op_kind`` (``"mac"``
+    when it has none), or, for a module whose products differ in kind (attention), its
+    ``op_kind`` mapping from precision key to kind; checked against ``OP_KINDS``."""
     kind = getattr(module, "op_kind", "mac")
+    if isinstance(kind, dict):
+        kind = kind.get(precision, "mac")
     if kind not in OP_KINDS:
         raise EdgecompressError(f"summary: {type(module).__name__}.op_kind is {kind!r}; "
                                 f"accepted kinds: {', '.join(OP_KINDS)}")
@@ -502,7 +507,7 @@ def summary(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch
             if id(mod) in leaf_ids:
                 for k, v in _macs(mod, args, kwargs, output, batch_size).items():
                     macs[id(mod)][k] += v
-                    kinds[id(mod)][_op_kind(mod)] += v
+                    kinds[id(mod)][_op_kind(mod, k)] += v
             out = _first_tensor(output)
             profiles[id(mod)].output_shape = tuple(out.shape) if out is not None else None
 

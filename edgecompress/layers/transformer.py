@@ -240,6 +240,9 @@ class AttentionCore(nn.Module):
         out = self.probs_quantizer(probs) @ v
         return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
 
+    #: the summary's operation kind of each product (see :meth:`edgecompress_macs`)
+    op_kind = {"w1a1": "xnor-popcount", "u1a1": "add", "w1a32": "add", "w32a32": "mac"}
+
     def edgecompress_macs(self, inputs: tuple, output: Tensor) -> dict[str, int]:
         """Per sample: q k^T and P v, each N x S x C multiply-accumulates. Keys: ``w1a1``
         (+-1 x +-1, XNOR-popcount), ``u1a1`` ({0, a} x +-1, add-only), ``w1a32`` (float

@@ -225,3 +225,17 @@ def test_unknown_switch_and_wrong_input_size_are_rejected():
     model = models.create("deit", input_shape=(1, 28, 28), **TINY)
     with pytest.raises(ModelConfigError, match=r"built for inputs \(1, 28, 28\), got \(3, 32, 32\)"):
         model(torch.zeros(1, 3, 32, 32))
+
+
+def test_summary_gives_attention_products_their_operation_kinds():
+    shape = (3, 32, 32)
+    tokens, dim = 8 * 8 + 1, 64
+    binary = summary(models.create("binary-deit", input_shape=shape, **TINY), shape)
+    cores = [layer for layer in binary.layers if layer.kind == "AttentionCore"]
+    assert cores and all(layer.ops_by_kind == {"add": tokens * tokens * dim,
+                                               "xnor-popcount": tokens * tokens * dim}
+                         for layer in cores)
+    floating = summary(models.create("deit", input_shape=shape, **TINY), shape)
+    cores = [layer for layer in floating.layers if layer.kind == "AttentionCore"]
+    assert cores and all(layer.ops_by_kind == {"mac": 2 * tokens * tokens * dim}
+                         for layer in cores)
