@@ -8,7 +8,7 @@
 - one module per method family, each registering its methods when imported: :mod:`.binary`
   (BinaryConnect family, ProxConnect++, BNN++), :mod:`.euclid` (EuclidNet), :mod:`.shift`
   (DeepShift, S3, DenseShift), :mod:`.tensor_train` (tt: MPS / MPO tensor trains for Linear
-  and LSTM).
+  and LSTM), :mod:`.uniform` (uniform n-bit weights and activations, Euclid layers included).
   A new family is one new module here, imported below.
 
 The package is callable: ``edgecompress.convert(model, "bnn", mode="w1a1")`` calls
@@ -20,17 +20,18 @@ import inspect as _inspect
 import sys as _sys
 import types as _types
 
-from . import binary, euclid, shift, tensor_train  # noqa: F401  (register their methods)
+from . import binary, euclid, shift, tensor_train, uniform  # noqa: F401  (register their methods)
 from .binary import BinaryConverter
 from .engine import (POLICY_OPTIONS, ConversionReport, Converter, GraphTransform, Method,
                      available_methods, convert, method_options, register_method)
 from .euclid import EuclidConverter
 from .shift import ShiftConverter
 from .tensor_train import TTConverter
+from .uniform import UniformConverter
 
 __all__ = ["convert", "register_method", "available_methods", "method_options", "Converter",
            "GraphTransform", "Method", "ConversionReport", "BinaryConverter", "EuclidConverter",
-           "ShiftConverter", "TTConverter", "POLICY_OPTIONS"]
+           "ShiftConverter", "TTConverter", "UniformConverter", "POLICY_OPTIONS"]
 
 
 class _CallablePackage(_types.ModuleType):

@@ -5,7 +5,9 @@ from .binary import BinaryConv2d, BinaryLinear, harden
 from .euclid import EuclidConv2d, EuclidLinear
 from .shift import ActivationQuantizer, ShiftConv2d, ShiftLinear
 from .tensor_train import TTLSTM, TTLinear, tt_flops, tt_params
+from .uniform import UniformConv2d, UniformEuclidConv2d, UniformEuclidLinear, UniformLinear
 
 __all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d", "harden", "EuclidLinear",
            "EuclidConv2d", "ShiftLinear", "ShiftConv2d", "ActivationQuantizer", "TTLinear",
-           "TTLSTM", "tt_params", "tt_flops"]
+           "TTLSTM", "tt_params", "tt_flops", "UniformLinear", "UniformConv2d",
+           "UniformEuclidLinear", "UniformEuclidConv2d"]
