@@ -16,11 +16,15 @@ Weights (:class:`UniformWeightQuantizer`; Jacob et al., "Quantization and Traini
 Networks for Efficient Integer-Arithmetic-Only Inference", CVPR 2018): one step per output
 channel c from the channel's largest magnitude m_c,
 
-    s_c = m_c / (2^(b-1) - 1/2)          (1 for a channel of zeros)
+    s_c = m_c / 2^(b-1)          (1 for a channel of zeros)
 
-the symmetric rule of PyTorch's observers, which uses the whole signed range: the weights of
-magnitude m_c land on -2^(b-1) and (clamped from 2^(b-1)) on 2^(b-1) - 1, so every weight is
-within s_c / 2 of its quantized value. Backward: the straight-through estimator,
+so that every code of the full signed range is used: -m_c lands exactly on -2^(b-1) (a division
+by a power of two is exact, no rounding tie decides it) and the weights above
+(2^(b-1) - 1/2) s_c are clamped to 2^(b-1) - 1. Every weight is within s_c / 2 of its quantized
+value except in that top half step (within s_c there). (The rule m_c / (2^(b-1) - 1/2) of
+PyTorch's symmetric observers bounds every error by s_c / 2 but reaches -2^(b-1) only through
+a rounding tie at -m_c, which float rounding of m_c / s_c often misses: it would not reliably
+use 2^b codes.) Backward: the straight-through estimator,
 dL/dw = dL/dQ(w) (s_c is treated as a constant; no weight is beyond the range it sets).
 
 Activations (:class:`UniformActivationQuantizer`), one step for the whole tensor:
@@ -37,7 +41,8 @@ Activations (:class:`UniformActivationQuantizer`), one step for the whole tensor
   the first training batch). ``observer="minmax"``: lo / hi are the smallest / largest value over
   all batches; ``observer="percentile"``: the mean over batches of each batch's
   (100 - p)-th / p-th percentile (p = ``percentile``, default 99.99), which ignores rare
-  outliers. Then s = hi / (2^b - 1) unsigned, s = max(|lo|, |hi|) / (2^(b-1) - 1/2) signed.
+  outliers. Then s = hi / (2^b - 1) unsigned, s = max(|lo|, |hi|) / 2^(b-1) signed (the
+  weights' rule).
   Backward: straight-through inside the range, 0 outside (s is a constant).
 """
 
@@ -73,9 +78,9 @@ def code_range(bits: int, signed: bool) -> tuple[int, int]:
 
 
 def symmetric_step(magnitude: Tensor, bits: int) -> Tensor:
-    """The step that maps [-m, m] onto the full signed range: m / (2^(b-1) - 1/2); 1 where
-    m = 0 (every value there is 0, any step codes it exactly)."""
-    step = magnitude / (2 ** (bits - 1) - 0.5)
+    """The step that maps [-m, m] onto the full signed range: m / 2^(b-1) (-m is code
+    -2^(b-1) exactly); 1 where m = 0 (every value there is 0, any step codes it exactly)."""
+    step = magnitude / 2 ** (bits - 1)
     return torch.where(magnitude > 0, step, torch.ones_like(step))
 
 
@@ -99,7 +104,7 @@ def _straight_through(value: Tensor, x: Tensor) -> Tensor:
 class UniformWeightQuantizer(nn.Module):
     """Symmetric per-output-channel b-bit weights (see the module docstring):
     forward Q(w) = clamp(round(w / s_c), -2^(b-1), 2^(b-1) - 1) s_c,
-    s_c = max|w_c| / (2^(b-1) - 1/2); backward dL/dw = dL/dQ(w) (straight-through)."""
+    s_c = max|w_c| / 2^(b-1); backward dL/dw = dL/dQ(w) (straight-through)."""
 
     signed = True
 
