@@ -31,7 +31,6 @@ from ..layers.uniform import (UniformConv2d, UniformEuclidConv2d, UniformEuclidL
 from ..quantizers.uniform import check_bits, code_range, fake_quantize
 from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
                      register_packed, to_bitstream)
-from .shift import _channels_last, _weight_in_layout_of
 
 
 class _PackedUniform(PackedLayer):
@@ -102,14 +101,17 @@ class _PackedUniform(PackedLayer):
         return self.activation_bits if self.activation_bits is not None else 32
 
     def prepare(self) -> None:
-        """Decode the codes into the float weights code * step (keeping a channels-last
-        layout the weights were given)."""
+        """Decode the codes into the float weights code * step."""
         shape = self._weight_shape()
         step = self.scale.view(-1, *[1] * (len(shape) - 1))
-        weight = self.codes.to(step.dtype).view(shape) * step
-        if self.weight is not None and _channels_last(self.weight):
-            weight = weight.contiguous(memory_format=torch.channels_last)
-        self.weight = weight
+        self.weight = self.codes.to(step.dtype).view(shape) * step
+
+    def _conv_weight(self) -> Tensor:
+        """The decoded weights contiguous, as the training form holds them: torch's convolution
+        of a channels-last input rounds differently with channels-last weights, and the frozen
+        layer must give the training form's values exactly (freeze's ``to(channels_last)``
+        makes this a copy per call)."""
+        return self.weight.contiguous()
 
     def discrete_weight(self) -> Tensor:
         return self.codes.view(self._weight_shape())
@@ -199,7 +201,7 @@ class PackedUniformConv2d(PackedConv2dShape, _PackedUniform):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
-        return F.conv2d(x, _weight_in_layout_of(self.weight, x), self.bias, self.stride,
+        return F.conv2d(x, self._conv_weight(), self.bias, self.stride,
                         self.padding, self.dilation, self.groups)
 
     def edgecompress_macs(self, inputs, output) -> dict[str, int]:
@@ -249,7 +251,7 @@ class PackedUniformEuclidConv2d(PackedConv2dShape, _PackedUniformEuclid):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
-        y = euclid_conv2d(x, _weight_in_layout_of(self.weight, x), self.bias, self.stride,
+        y = euclid_conv2d(x, self._conv_weight(), self.bias, self.stride,
                           self.padding, self.dilation, self.groups, self.theta)
         return self._affine(y)
 
