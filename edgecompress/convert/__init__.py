@@ -8,7 +8,8 @@
 - one module per method family, each registering its methods when imported: :mod:`.binary`
   (BinaryConnect family, ProxConnect++, BNN++), :mod:`.euclid` (EuclidNet), :mod:`.adder`
   (AdderNet, the EuclidNet baseline), :mod:`.shift` (DeepShift, S3, DenseShift),
-  :mod:`.tensor_train` (tt: MPS / MPO tensor trains for Linear and LSTM).
+  :mod:`.tensor_train` (tt: MPS / MPO tensor trains for Linear and LSTM), :mod:`.uniform`
+  (uniform n-bit weights and activations, Euclid layers included).
   A new family is one new module here, imported below.
 
 The package is callable: ``edgecompress.convert(model, "bnn", mode="w1a1")`` calls
@@ -20,7 +21,7 @@ import inspect as _inspect
 import sys as _sys
 import types as _types
 
-from . import adder, binary, euclid, shift, tensor_train  # noqa: F401  (register their methods)
+from . import adder, binary, euclid, shift, tensor_train, uniform  # noqa: F401  (register methods)
 from .adder import AdderConverter
 from .binary import BinaryConverter
 from .engine import (POLICY_OPTIONS, ConversionReport, Converter, GraphTransform, Method,
@@ -28,10 +29,12 @@ from .engine import (POLICY_OPTIONS, ConversionReport, Converter, GraphTransform
 from .euclid import EuclidConverter
 from .shift import ShiftConverter
 from .tensor_train import TTConverter
+from .uniform import UniformConverter
 
 __all__ = ["convert", "register_method", "available_methods", "method_options", "Converter",
            "GraphTransform", "Method", "ConversionReport", "AdderConverter", "BinaryConverter",
-           "EuclidConverter", "ShiftConverter", "TTConverter", "POLICY_OPTIONS"]
+           "EuclidConverter", "ShiftConverter", "TTConverter", "UniformConverter",
+           "POLICY_OPTIONS"]
 
 
 class _CallablePackage(_types.ModuleType):

@@ -1,5 +1,6 @@
 """Deployment: freeze a trained compressed model into packed layers (binary weights 1 bit each,
-run by the C kernels; shift weights as their value codes), save / load it as one
+run by the C kernels; shift weights as their value codes; uniform n-bit weights as their b-bit
+integer codes), save / load it as one
 self-describing file (safetensors tensors plus the model's torch.fx graph and layers as JSON;
 no model zoo, no pickle), and export float and training-form models to ONNX.
 
@@ -12,7 +13,8 @@ with :func:`load_metadata`): the dataset, input preprocessing and class names th
 ``edgecompress predict`` needs; ``edgecompress freeze CHECKPOINT`` writes it.
 
 Modules: ``packed`` (the packed-layer protocol and the registry from training-layer class to
-packed class: the extension point), ``binary`` and ``shift`` (the built-in packed layers),
+packed class: the extension point), ``binary``, ``shift`` and ``uniform`` (the built-in packed
+layers),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
 allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
 ``predict`` (top-k classes of inputs), ``onnx`` and ``benchmark``.
@@ -26,7 +28,10 @@ from .onnx import export_onnx
 from .packed import PackedLayer, register_packed
 from .shift import PackedShiftConv2d, PackedShiftLinear
 from .structure import register_function
+from .uniform import (PackedUniformConv2d, PackedUniformEuclidConv2d, PackedUniformEuclidLinear,
+                      PackedUniformLinear)
 
 __all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
            "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear", "PackedBinaryConv2d", "PackedShiftLinear",
-           "PackedShiftConv2d"]
+           "PackedShiftConv2d", "PackedUniformLinear", "PackedUniformConv2d",
+           "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d"]

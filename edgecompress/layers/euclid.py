@@ -160,6 +160,15 @@ class _EuclidLayer(CompressedLayer):
         """``"squared-diff"`` at theta = 1; below, the blend still needs the products x.w."""
         return "squared-diff" if self.theta.item() == 1.0 else "mac"
 
+    def quantized_weight(self) -> Tensor:
+        """The weight the forward pass uses: the float weight here; the quantized subclasses
+        (:mod:`edgecompress.layers.uniform`) quantize it."""
+        return self.weight
+
+    def quantized_input(self, x: Tensor) -> Tensor:
+        """The input the forward pass uses (quantized by the quantized subclasses)."""
+        return x
+
     def _extra_theta(self) -> str:
         schedule = f", theta_schedule={self.schedules['theta']!r}" if self.schedules else ""
         return f"theta={self.theta.item():g}{schedule}"
@@ -185,15 +194,18 @@ class EuclidLinear(_EuclidLayer):
         nn.Linear.reset_parameters(self)  # type: ignore[arg-type]  # nn.Linear's init
 
     def forward(self, x: Tensor) -> Tensor:
-        return euclid_linear(x, self.weight, self.bias, self.theta)
+        return euclid_linear(self.quantized_input(x), self.quantized_weight(), self.bias,
+                             self.theta)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The same output by the naive form (slow; for checks)."""
-        return euclid_linear_reference(x, self.weight, self.bias, self.theta)
+        return euclid_linear_reference(self.quantized_input(x), self.quantized_weight(),
+                                       self.bias, self.theta)
 
     def edgecompress_macs(self, inputs: tuple, output: Tensor) -> dict[str, int]:
         rows = output.shape[1:-1].numel()
-        return {"w32a32": rows * self.in_features * self.out_features}
+        return {f"w{self.weight_bits}a{self.input_bits}":
+                rows * self.in_features * self.out_features}
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, theta: ThetaSpec = 1.0) -> "EuclidLinear":
@@ -224,15 +236,15 @@ class EuclidConv2d(_EuclidLayer, DistanceConv2d):
         self._setup_theta(theta)
 
     def forward(self, x: Tensor) -> Tensor:
-        x, padding = self._padded(x)
-        return euclid_conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation,
-                             self.groups, self.theta)
+        x, padding = self._padded(self.quantized_input(x))
+        return euclid_conv2d(x, self.quantized_weight(), self.bias, self.stride, padding,
+                             self.dilation, self.groups, self.theta)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The same output by the naive form (slow; for checks)."""
-        x, padding = self._padded(x)
-        return euclid_conv2d_reference(x, self.weight, self.bias, self.stride, padding,
-                                       self.dilation, self.groups, self.theta)
+        x, padding = self._padded(self.quantized_input(x))
+        return euclid_conv2d_reference(x, self.quantized_weight(), self.bias, self.stride,
+                                       padding, self.dilation, self.groups, self.theta)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, *, theta: ThetaSpec = 1.0) -> "EuclidConv2d":

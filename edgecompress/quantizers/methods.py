@@ -29,7 +29,7 @@ from typing import Any, Callable
 from .base import Elementwise, QuantizerPair
 from .elementary import Clip, Identity, Sign, SignSwish
 from .proximal import BinaryRelaxProx, ProxConnectProx, ProxQuantProx
-from .registry import get
+from .registry import elementwise
 from .schedule import Schedule
 
 # method -> (prox factory, backward factory, {scheduled parameter: default schedule})
@@ -62,7 +62,7 @@ def _default_schedule(owner: Elementwise, param: str) -> Schedule | None:
 
 
 def _quantizer(spec: "str | Elementwise") -> Elementwise:
-    return get(spec) if isinstance(spec, str) else spec
+    return elementwise(spec) if isinstance(spec, str) else spec
 
 
 def method_pair(name: str, *, prox: "str | Elementwise | None" = None,

@@ -174,7 +174,8 @@ def test_pair_repr_and_registry():
     assert "SignSwish(beta=5" in repr(method_pair("bnn++"))
     assert "mu_schedule=Schedule(kind='linear', start=0.0, end=1.0" in repr(method_pair("pc"))
     assert set(quantizers.available()) == {"sign", "identity", "clip", "signswish", "approxsign",
-                                           "binaryrelax", "proxquant", "proxconnect"}
+                                           "binaryrelax", "proxquant", "proxconnect",
+                                           "uniform-weight", "uniform-activation"}
     with pytest.raises(ValueError, match="has no parameter"):
         method_pair("bnn", beta=3)
     with pytest.raises(ValueError, match="beta > 0"):

@@ -1,0 +1,259 @@
+"""Packed uniform n-bit layers: the inference form of :mod:`edgecompress.layers.uniform`
+(``PackedUniformLinear`` / ``PackedUniformConv2d`` and the quantized EuclidNet's
+``PackedUniformEuclidLinear`` / ``PackedUniformEuclidConv2d``).
+
+The layer holds every weight as its signed b-bit integer code (int8 in memory; in the file a
+stream of b bits per weight, the code offset by 2^(b-1) to be non-negative, so an 8-bit layer
+writes one byte per weight and a 4-bit one half a byte), one float step per output channel and,
+for quantized inputs, the input step. The codes are decoded once (on freezing or loading) into
+the float weights code * step, and the forward pass runs torch's float kernels on them and on
+the fake-quantized input (no integer kernel: the gain is size). Both are computed with the very
+expressions of the training form, so a frozen layer gives exactly (torch.equal) the training
+form's eval-mode output for the same input.
+
+A BatchNorm that follows is folded by ``freeze``: into the per-channel weight step and the bias
+of a product layer (the codes stay; float rounding reorders, so close, not equal), and as an
+output affine ``y * out_scale + out_shift`` after a Euclid layer (whose output is not linear in
+its weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..layers.euclid import euclid_conv2d, euclid_linear
+from ..layers.uniform import (UniformConv2d, UniformEuclidConv2d, UniformEuclidLinear,
+                              UniformLinear)
+from ..quantizers.uniform import check_bits, code_range, fake_quantize
+from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
+                     register_packed, to_bitstream)
+
+
+class _PackedUniform(PackedLayer):
+    """Shared state: ``codes`` (int8, out x k), ``scale`` (the weight step per output channel),
+    ``bias``, ``input_step`` (when the inputs are quantized) and the decoded ``weight``."""
+
+    onnx_exportable = True  # float kernels on the decoded weights
+
+    def _init_uniform(self, out_features: int, k: int, bits: int, has_bias: bool,
+                      activation_bits: int | None, activation_signed: bool) -> None:
+        self.out_features, self.k = out_features, k
+        self.weight_bits = check_bits(bits)
+        self.activation_bits = (None if activation_bits is None
+                                else check_bits(activation_bits, "activation_bits"))
+        self.activation_signed = activation_signed
+        self.register_buffer("codes", torch.zeros(out_features, k, dtype=torch.int8))
+        self.register_buffer("scale", torch.ones(out_features))
+        self.register_buffer("bias", torch.zeros(out_features) if has_bias else None)
+        self.register_buffer("input_step",
+                             torch.ones(()) if activation_bits is not None else None)
+        self.register_buffer("weight", None, persistent=False)
+
+    @staticmethod
+    def _options(layer: UniformLinear) -> dict[str, Any]:
+        quantizer = layer.input_quantizer
+        if quantizer is not None and not bool(quantizer.initialized):
+            raise ValueError(f"{type(layer).__name__}: its input quantizer's step was never set "
+                             f"(train the model, or run edgecompress.quantizers.calibrate on "
+                             f"it) before freezing")
+        if getattr(layer, "padding_mode", "zeros") != "zeros":
+            raise ValueError(f"{type(layer).__name__}: padding_mode={layer.padding_mode!r} "
+                             f"cannot be frozen; only 'zeros'")
+        return dict(bits=layer.weight_bits, bias=layer.bias is not None,
+                    activation_bits=quantizer.bits if quantizer is not None else None,
+                    activation_signed=quantizer.signed if quantizer is not None else False)
+
+    def _config(self) -> dict[str, Any]:
+        return dict(bits=self.weight_bits, bias=self.bias is not None,
+                    activation_bits=self.activation_bits,
+                    activation_signed=self.activation_signed)
+
+    def _fill_from(self, layer: UniformLinear) -> None:
+        with torch.no_grad():
+            codes, step = layer.weight_quantizer.codes(layer.weight)
+            self.codes.copy_(codes.reshape(self.out_features, -1))
+            self.scale.copy_(step)
+            if layer.bias is not None:
+                self.bias.copy_(layer.bias.detach())
+            if self.input_step is not None:
+                self.input_step.copy_(layer.input_quantizer.step.detach())
+        self.prepare()
+
+    def encode_tensor(self, name: str, value: Tensor) -> Tensor:
+        """``codes`` is written as a stream of ``bits`` bits per weight (offset binary)."""
+        if name != "codes":
+            return value
+        return to_bitstream((value.to(torch.int16) + 2 ** (self.weight_bits - 1)),
+                            self.weight_bits)
+
+    def decode_tensor(self, name: str, stored: Tensor) -> Tensor:
+        if name != "codes":
+            return stored
+        offset = from_bitstream(stored, (self.out_features, self.k), self.weight_bits)
+        return (offset.to(torch.int16) - 2 ** (self.weight_bits - 1)).to(torch.int8)
+
+    @property
+    def input_bits(self) -> int:  # type: ignore[override]
+        return self.activation_bits if self.activation_bits is not None else 32
+
+    def prepare(self) -> None:
+        """Decode the codes into the float weights code * step."""
+        shape = self._weight_shape()
+        step = self.scale.view(-1, *[1] * (len(shape) - 1))
+        self.weight = self.codes.to(step.dtype).view(shape) * step
+
+    def _conv_weight(self) -> Tensor:
+        """The decoded weights contiguous, as the training form holds them: torch's convolution
+        of a channels-last input rounds differently with channels-last weights, and the frozen
+        layer must give the training form's values exactly (freeze's ``to(channels_last)``
+        makes this a copy per call)."""
+        return self.weight.contiguous()
+
+    def discrete_weight(self) -> Tensor:
+        return self.codes.view(self._weight_shape())
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _input(self, x: Tensor) -> Tensor:
+        if self.input_step is None:
+            return x
+        return fake_quantize(x, self.input_step,
+                             *code_range(self.activation_bits, self.activation_signed))
+
+    def extra_repr(self) -> str:
+        return f"{self.config()}"
+
+    def edgecompress_params(self) -> dict[int, int]:
+        floats = sum(t.numel() for name, t in self.named_buffers()
+                     if name not in ("codes", "weight"))
+        return {self.weight_bits: self.out_features * self.k, 32: floats}
+
+
+class _PackedUniformEuclid(_PackedUniform):
+    """A Euclid layer's extras: ``theta`` and the output affine of a folded BatchNorm."""
+
+    def _init_euclid(self, has_affine: bool) -> None:
+        self.register_buffer("theta", torch.ones(()))
+        self.register_buffer("out_scale", torch.ones(self.out_features) if has_affine else None)
+        self.register_buffer("out_shift", torch.zeros(self.out_features) if has_affine else None)
+
+    def _fill_from(self, layer: UniformEuclidLinear) -> None:
+        super()._fill_from(layer)
+        with torch.no_grad():
+            self.theta.copy_(layer.theta)
+
+    def _config(self) -> dict[str, Any]:
+        return {**super()._config(), "has_affine": self.out_scale is not None}
+
+    def fold_affine(self, s: Tensor, t: Tensor) -> None:
+        """y -> s y + t after the distance (a Euclid output is not linear in its weights)."""
+        with torch.no_grad():
+            if self.out_scale is None:
+                self.out_scale, self.out_shift = s.clone(), t.clone()
+            else:
+                self.out_scale, self.out_shift = self.out_scale * s, self.out_shift * s + t
+
+    def _affine(self, y: Tensor) -> Tensor:
+        if self.out_scale is None:
+            return y
+        shape = (-1,) + (1,) * (len(self._weight_shape()) - 2)  # channels first
+        return y * self.out_scale.view(shape) + self.out_shift.view(shape)
+
+
+@register_packed(UniformLinear)
+class PackedUniformLinear(PackedLinearShape, _PackedUniform):
+    def __init__(self, in_features: int, out_features: int, *, bits: int, bias: bool = True,
+                 activation_bits: int | None = None, activation_signed: bool = False) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self._init_uniform(out_features, in_features, bits, bias, activation_bits,
+                           activation_signed)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self._input(x), self.weight, self.bias)
+
+    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
+        rows = output.shape[1:-1].numel()
+        return {f"w{self.weight_bits}a{self.input_bits}": rows * self.k * self.out_features}
+
+
+@register_packed(UniformConv2d)
+class PackedUniformConv2d(PackedConv2dShape, _PackedUniform):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                 groups: int, *, bits: int, bias: bool = True,
+                 activation_bits: int | None = None, activation_signed: bool = False) -> None:
+        super().__init__()
+        k = self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                            groups)
+        self._init_uniform(out_channels, k, bits, bias, activation_bits, activation_signed)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._input(x)
+        return F.conv2d(x, self._conv_weight(), self.bias, self.stride,
+                        self.padding, self.dilation, self.groups)
+
+    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
+        return {f"w{self.weight_bits}a{self.input_bits}": output[0].numel() * self.k}
+
+
+@register_packed(UniformEuclidLinear)
+class PackedUniformEuclidLinear(PackedLinearShape, _PackedUniformEuclid):
+    def __init__(self, in_features: int, out_features: int, *, bits: int, bias: bool = True,
+                 activation_bits: int | None = None, activation_signed: bool = False,
+                 has_affine: bool = False) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self._init_uniform(out_features, in_features, bits, bias, activation_bits,
+                           activation_signed)
+        self._init_euclid(has_affine)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._affine(euclid_linear(self._input(x), self.weight, self.bias, self.theta))
+
+    def _affine(self, y: Tensor) -> Tensor:  # features last
+        return y if self.out_scale is None else y * self.out_scale + self.out_shift
+
+    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
+        rows = output.shape[1:-1].numel()
+        return {f"w{self.weight_bits}a{self.input_bits}": rows * self.k * self.out_features}
+
+
+@register_packed(UniformEuclidConv2d)
+class PackedUniformEuclidConv2d(PackedConv2dShape, _PackedUniformEuclid):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                 groups: int, *, bits: int, bias: bool = True,
+                 activation_bits: int | None = None, activation_signed: bool = False,
+                 has_affine: bool = False) -> None:
+        super().__init__()
+        k = self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                            groups)
+        self._init_uniform(out_channels, k, bits, bias, activation_bits, activation_signed)
+        self._init_euclid(has_affine)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._input(x)
+        y = euclid_conv2d(x, self._conv_weight(), self.bias, self.stride,
+                          self.padding, self.dilation, self.groups, self.theta)
+        return self._affine(y)
+
+    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
+        return {f"w{self.weight_bits}a{self.input_bits}": output[0].numel() * self.k}

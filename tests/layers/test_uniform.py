@@ -1,0 +1,153 @@
+"""Uniform n-bit layers: convert (Linear, Conv2d, Euclid), freeze exactly, save / load with b
+bits per weight, the summary's precision, a recipe naming the method."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import edgecompress as ec
+from edgecompress import deploy
+from edgecompress.errors import ConversionError, RecipeError
+from edgecompress.layers import (BinaryLinear, UniformConv2d, UniformEuclidConv2d,
+                                 UniformEuclidLinear, UniformLinear)
+from edgecompress.recipe import Recipe
+
+CHANNELS_LAST = torch.channels_last
+
+
+def _convnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return ec.models.create("convnet", width=0.25, input_shape=(3, 12, 12))
+
+
+def _trained_once(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """One training-mode forward (sets LSQ steps and BatchNorm statistics), then eval."""
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, *shape))
+    return model.eval()
+
+
+SPECS = {
+    "conv w8a8": {"name": "uniform"},
+    "conv w4a4 calibrated signed": {"name": "uniform", "bits": 4, "activation_bits": 4,
+                                    "activation_range": "calibrated",
+                                    "activation_signed": True},
+    "euclid w4a8": ["euclid", {"name": "uniform", "bits": 4}],
+    "euclid w2 float inputs": ["euclid", {"name": "uniform", "bits": 2,
+                                          "activation_bits": None}],
+}
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_convert_freeze_save_load_is_exact(spec, tmp_path):
+    """Without BatchNorm folding the frozen model computes exactly (torch.equal) what the
+    eval-mode training form computes: codes * step are the same floats as the training form's
+    Q(w), the input is quantized by the same expression, and the same torch kernels run on them
+    (inputs channels-last, as the frozen model holds its activations). Folding reorders float
+    rounding: close. The loaded model is exactly the saved one."""
+    model = _trained_once(ec.convert(_convnet(), SPECS[spec]), (3, 12, 12))
+    layers = [model.features[4], model.features[8]]
+    euclid = isinstance(SPECS[spec], list)
+    assert all(isinstance(m, UniformEuclidConv2d if euclid else UniformConv2d) for m in layers)
+    x = torch.randn(4, 3, 12, 12).contiguous(memory_format=CHANNELS_LAST)
+    exact = deploy.freeze(model, fold_batchnorm=False)
+    frozen = deploy.freeze(model)
+    path = tmp_path / "m.safetensors"
+    deploy.save(frozen, path)
+    loaded = deploy.load(path)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(exact(x), expected)
+        torch.testing.assert_close(frozen(x), expected, rtol=1e-4, atol=1e-5)
+        assert torch.equal(loaded(x), frozen(x))
+    packed = loaded.features[8]
+    assert type(packed).__name__ == ("PackedUniformEuclidConv2d" if euclid
+                                     else "PackedUniformConv2d")
+    assert torch.equal(packed.discrete_weight(), model.features[8].discrete_weight())
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_linear_and_euclid_linear_layers_freeze_exactly_and_store_bits_per_weight(bits, tmp_path):
+    torch.manual_seed(bits)
+    mlp = ec.models.create("mlp", hidden=(64, 64))
+    for spec, kind in (({"name": "uniform", "bits": bits}, UniformLinear),
+                       (["euclid", {"name": "uniform", "bits": bits}], UniformEuclidLinear)):
+        model = _trained_once(ec.convert(mlp, spec), (1, 28, 28))
+        inner = [m for m in model.modules() if isinstance(m, kind)]
+        assert len(inner) == 1 and inner[0].weight_bits == bits
+        frozen = deploy.freeze(model, fold_batchnorm=False)
+        path = tmp_path / f"{kind.__name__}.safetensors"
+        deploy.save(frozen, path)
+        loaded = deploy.load(path)
+        x = torch.rand(3, 1, 28, 28)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))
+        codes = loaded.get_submodule(next(n for n, m in model.named_modules() if m is inner[0]))
+        assert codes.codes.dtype == torch.int8
+        assert -2 ** (bits - 1) <= int(codes.codes.min()) and int(codes.codes.max()) < 2 ** (bits - 1)
+        # the file holds the 64 x 64 codes at `bits` bits each
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            stored = {k: f.get_tensor(k) for k in f.keys() if k.endswith(".codes")}
+        (stream,) = stored.values()
+        assert stream.dtype == torch.uint8 and stream.numel() == 64 * 64 * bits // 8
+
+
+def test_summary_counts_weights_and_macs_at_their_precision():
+    model = _trained_once(ec.convert(_convnet(), ["euclid", {"name": "uniform", "bits": 4}]),
+                          (3, 12, 12))
+    for m in (model, deploy.freeze(model)):
+        s = ec.summary(m, (3, 12, 12))
+        assert s.params_by_bits[4] == 16 * 8 * 9 + 32 * 16 * 9
+        assert set(s.macs_by_precision) == {"w32a32", "w4a8"}
+        assert s.macs_by_precision["w4a8"] == 16 * 6 * 6 * 8 * 9 + 32 * 3 * 3 * 16 * 9
+
+
+def test_what_is_converted_and_bad_options():
+    model = _convnet()
+    _, report = ec.convert(model, "uniform", return_report=True)
+    assert [t for _, _, t in report.converted] == ["UniformConv2d", "UniformConv2d"]
+    binary = ec.convert(model, "bnn", keep_first_last=False)
+    again, report = ec.convert(binary, "uniform", return_report=True)
+    assert not report.converted  # binary layers are nn.Linear / nn.Conv2d too: not taken
+    mlp = ec.convert(ec.models.create("mlp", hidden=(16, 16)), "bnn")
+    assert any(isinstance(m, BinaryLinear) for m in ec.convert(mlp, "uniform").modules())
+    for options, message in [({"bits": 9}, r"bits must be an int in 2\.\.8, got 9"),
+                             ({"bits": 1}, r"bits must be an int in 2\.\.8, got 1"),
+                             ({"activation_bits": 16}, r"activation_bits must be an int in "
+                                                       r"2\.\.8, got 16"),
+                             ({"activation_range": "ema"}, r"activation_range must be one of"),
+                             ({"bit": 4}, r"no option\(s\) \['bit'\]")]:
+        with pytest.raises(ConversionError, match=message):
+            ec.convert(model, "uniform", **options)
+
+
+def test_freezing_an_uncalibrated_layer_is_an_error():
+    model = ec.convert(_convnet(), "uniform", activation_range="calibrated").eval()
+    with pytest.raises(ValueError, match="input quantizer's step was never set"):
+        deploy.freeze(model)
+    ec.quantizers.calibrate(model, [torch.randn(4, 3, 12, 12)])
+    assert isinstance(deploy.freeze(model).features[4], deploy.PackedUniformConv2d)
+
+
+def test_a_recipe_names_the_method_trains_and_freezes(tmp_path):
+    from edgecompress.experiment import load_trained, run
+
+    steps = ["euclid", {"name": "uniform", "bits": 4, "activation_bits": 8}]
+    recipe = Recipe.from_dict({
+        "model": {"name": "mlp", "hidden": [32, 32]},
+        "data": {"name": "mnist-bundled", "limit": 100},
+        "method": steps, "optimizer": {"name": "adam", "lr": 0.01}, "epochs": 1,
+        "batch_size": 50})
+    with pytest.raises(RecipeError, match=r"'method\[0\].bit'.*'uniform': name, activation_bits"):
+        Recipe.from_dict({**recipe.to_dict(), "method": [{"name": "uniform", "bit": 4}]})
+    run(recipe, out_dir=tmp_path, progress=False)
+    model, _ = load_trained(tmp_path / "checkpoint.pt")
+    layer = model.layers[4]
+    assert isinstance(layer, UniformEuclidLinear) and layer.input_quantizer.initialized
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(deploy.freeze(model.eval())(x), model(x))
