@@ -12,7 +12,8 @@ with :func:`load_metadata`): the dataset, input preprocessing and class names th
 ``edgecompress predict`` needs; ``edgecompress freeze CHECKPOINT`` writes it.
 
 Modules: ``packed`` (the packed-layer protocol and the registry from training-layer class to
-packed class: the extension point), ``binary`` and ``shift`` (the built-in packed layers),
+packed class: the extension point), ``binary``, ``shift`` and ``tensor_train`` (the built-in
+packed layers; ``freeze(model, core_bits=8)`` stores tensor-train cores in 8 bits),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
 allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
 ``predict`` (top-k classes of inputs), ``onnx`` and ``benchmark``.
@@ -26,7 +27,8 @@ from .onnx import export_onnx
 from .packed import PackedLayer, register_packed
 from .shift import PackedShiftConv2d, PackedShiftLinear
 from .structure import register_function
+from .tensor_train import PackedTTLinear, PackedTTLSTM
 
 __all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
            "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear", "PackedBinaryConv2d", "PackedShiftLinear",
-           "PackedShiftConv2d"]
+           "PackedShiftConv2d", "PackedTTLinear", "PackedTTLSTM"]
