@@ -15,6 +15,7 @@ from .errors import CheckpointError, RecipeError
 from .files import FileKind, mismatch
 from .pruning import create_regularizer
 from .pruning.pipeline import phase_model
+from . import data as data_lib
 from .recipe import Recipe
 from .analysis import WeightFlipMonitor
 from .analysis.diagnostics import discrete_layers
@@ -47,7 +48,9 @@ def run(
     callbacks: tuple[Callback, ...] = (),
     device: str | torch.device | None = None,
 ) -> RunResult:
-    """Train ``recipe``: load data, build and convert the model, train, evaluate on the test split.
+    """Train ``recipe``: load data, build and convert the model, train, evaluate on the test split
+    (after every epoch, or, for a dataset with a ``valid`` split such as a text corpus, on that
+    split after every epoch and on the test split after the last one).
 
     A compressed model is trained with a :class:`WeightFlipMonitor` (flip rates and latent weight
     histograms go to the metrics log), and is also evaluated in its deployed form (every forward
@@ -73,6 +76,10 @@ def run(
                               f"start without resume to train from scratch")
     train_set = recipe.load_data("train", data_root)
     test_set = recipe.load_data("test", data_root)
+    # a dataset with a validation split (a text corpus) is watched on it, the test split is
+    # evaluated once at the end
+    valid_set = (recipe.load_data("valid", data_root)
+                 if "valid" in data_lib.splits(recipe.data["name"]) else None)
     shape = {"num_classes": train_set.num_classes, "input_shape": list(train_set.input_shape)}
     seed_everything(recipe.seed)  # the initial weights depend on the seed only
     model, report = recipe.build_model(**shape)
@@ -91,7 +98,7 @@ def run(
         teacher=teacher, device=device,
         extra_state={"recipe": recipe.to_dict(), **shape,
                      "data_root": str(Path(data_root).resolve()) if data_root else None},
-        task=task,
+        task=task, valid_set=valid_set,
     )
     metrics = trainer.fit()
     if compressed:

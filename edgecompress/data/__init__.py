@@ -73,10 +73,15 @@ def load(name: str, root: str | Path | None = None, split: str = "train", *,
     return dataset.limit(limit)
 
 
+def splits(name: str) -> tuple[str, ...]:
+    """The splits dataset ``name`` has ("train", "test"; text corpora also "valid")."""
+    return tuple(getattr(_REGISTRY.get(name), "splits", SPLITS))
+
+
 def available() -> list[str]:
     """Sorted names of the registered datasets."""
     return _REGISTRY.available()
 
 
-__all__ = ["load", "available", "register", "default_root", "ImageDataset", "TaskDataset",
+__all__ = ["load", "splits", "available", "register", "default_root", "ImageDataset", "TaskDataset",
            "TokenStream", "TokenWindows"]

@@ -12,7 +12,8 @@ from torch import nn
 from ..graph import (as_graph_module, call_counts, consumers, module_of, replace_submodule,
                      trace)
 from ..layers import harden
-from .packed import PackedLayer, packed_class_for
+from ..errors import ConversionError
+from .packed import PackedLayer, packed_class_for, registered_packed_classes
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -172,13 +173,27 @@ def _views_to_reshapes(graph: fx.Graph) -> bool:
     return changed
 
 
-def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> nn.Module:
+def _check_options(options: dict[str, object]) -> None:
+    """Every freeze option is one that some registered packed class takes."""
+    known = sorted({o for cls in registered_packed_classes() for o in cls.freeze_options})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConversionError(f"freeze got unknown option(s) {unknown}; the packed layers take: "
+                              f"{', '.join(known) or 'none'}")
+
+
+def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
+           **options: object) -> nn.Module:
     """A copy of ``model`` for inference.
 
     - Every layer of a class that a packed class declares (:func:`register_packed`) becomes
       that packed layer: binary layers 1 bit per weight (W1A1 layers run the XOR-popcount
       kernels, W1A32 linear layers the sign-select kernel), shift layers their ``bits``-bit
-      codes (float kernels on the decoded powers of two).
+      codes (float kernels on the decoded powers of two), tensor-train layers their cores.
+    - ``options`` go to the packed classes that declare them (``freeze_options``), each class
+      getting its own only: ``core_bits=8`` stores tensor-train cores as 8-bit integers with
+      one scale per core slice (default None: float32, outputs bit-exact). An option no
+      registered packed class takes is an error.
     - ``fold_batchnorm``: a BatchNorm that directly follows a packed layer is folded into its
       per-channel scale and offset, and one that follows a float Conv2d or Linear into its
       weight and bias (the usual inference fusion; it reorders float rounding).
@@ -193,11 +208,16 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True) -> 
     written in ``forward`` runs as ``reshape``), and keeps the model's plain attributes (``input_shape``,
     ``edgecompress_spec``). Models that torch.fx cannot trace get the packed layers only (and
     :func:`~edgecompress.deploy.save` cannot write them)."""
+    _check_options(options)
     frozen = harden(copy.deepcopy(model)).eval()
+    replaced: list[str] = []
     for name, module in list(frozen.named_modules()):
         packed = packed_class_for(module)
-        if packed is not None and name:
-            replace_submodule(frozen, name, packed.from_trained(module))
+        if packed is None or not name or any(name.startswith(r + ".") for r in replaced):
+            continue  # (a packed layer packs its own children, e.g. a TT-LSTM's gate maps)
+        mine = {k: v for k, v in options.items() if k in packed.freeze_options}
+        replace_submodule(frozen, name, packed.from_trained(module, **mine))
+        replaced.append(name)
     graph = trace(frozen, leaves=(PackedLayer,))
     if graph is not None:
         if fold_batchnorm:

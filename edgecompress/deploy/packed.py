@@ -25,6 +25,8 @@ What the protocol asks (:class:`PackedLayer` has a default for every part but th
   layers a ``bits``-bit stream, with :func:`to_bitstream` / :func:`from_bitstream`);
 - ``prepare()``: derive what the forward pass needs from the state (``PackedLayer.__init__``
   runs it after every ``load_state_dict``);
+- ``freeze_options``: the names of keyword options of ``freeze`` that ``from_trained``
+  accepts (default none), e.g. ``core_bits`` of the tensor-train layers;
 - capabilities that ``freeze``'s W1A1 fusions ask for (``signs_layout``, ``fuses_residual``)
   and the ONNX guard reads (``onnx_exportable``).
 """
@@ -41,7 +43,8 @@ from ..layers.base import CompressedLayer
 from ..registry import Registry
 
 __all__ = ["PackedLayer", "PackedLinearShape", "PackedConv2dShape", "register_packed",
-           "packed_class_for", "packed_class", "to_bitstream", "from_bitstream"]
+           "packed_class_for", "packed_class", "registered_packed_classes",
+           "to_bitstream", "from_bitstream"]
 
 
 class PackedLayer(CompressedLayer):
@@ -49,6 +52,9 @@ class PackedLayer(CompressedLayer):
 
     #: the training-layer classes this class packs (set by :func:`register_packed`)
     trained_types: ClassVar[tuple[type[nn.Module], ...]] = ()
+    #: the keyword options of :func:`~edgecompress.deploy.freeze` that ``from_trained`` takes
+    #: (e.g. the tensor-train layers' ``core_bits``); freeze passes each class only its own
+    freeze_options: ClassVar[tuple[str, ...]] = ()
     #: whether torch.onnx can export the layer (packed kernels have no ONNX operators)
     onnx_exportable: ClassVar[bool] = False
     #: set by freeze on a layer whose ``signs_layout`` is not None when only the signs of its
@@ -63,8 +69,9 @@ class PackedLayer(CompressedLayer):
         self.register_load_state_dict_post_hook(_prepare_after_load)
 
     @classmethod
-    def from_trained(cls, layer: nn.Module) -> "PackedLayer":
-        """The packed form of a (hardened, eval-mode) training layer of ``trained_types``."""
+    def from_trained(cls, layer: nn.Module, **options: Any) -> "PackedLayer":
+        """The packed form of a (hardened, eval-mode) training layer of ``trained_types``;
+        ``options``: the freeze options named in :attr:`freeze_options`."""
         raise NotImplementedError(f"{cls.__name__} does not implement from_trained")
 
     def config(self) -> dict[str, Any]:
@@ -213,6 +220,11 @@ def packed_class(name: str) -> type[PackedLayer]:
     """The packed class registered under ``name`` (a file's layer type); unknown names raise
     :class:`~edgecompress.errors.UnknownNameError` listing the known ones."""
     return _BY_NAME.get(name)
+
+
+def registered_packed_classes() -> list[type[PackedLayer]]:
+    """Every registered packed class (in registration order)."""
+    return list(dict.fromkeys(_BY_TRAINED.values()))
 
 
 def to_bitstream(codes: Tensor, bits: int) -> Tensor:

@@ -318,9 +318,15 @@ def _constructor_arguments(module: nn.Module) -> dict[str, Any]:
     """The named constructor parameters of ``module``'s class, read from its attributes (a
     tensor attribute, e.g. ``bias``, is the flag that made it; None for a flag is False)."""
     arguments = {}
-    signature = inspect.signature(type(module).__init__)
+    init = type(module).__init__
+    if isinstance(module, nn.RNNBase) and type(module) is not nn.RNNBase:
+        # nn.LSTM / GRU / RNN take RNNBase's arguments through *args, **kwargs, all but the
+        # ``mode`` they fix themselves
+        init = nn.RNNBase.__init__
+    signature = inspect.signature(init)
     for p in list(signature.parameters.values())[1:]:
         if (p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name.startswith("_")
+                or p.name in ("device", "dtype", "mode") and init is nn.RNNBase.__init__
                 or p.name in ("device", "dtype") or not hasattr(module, p.name)):
             continue
         value = getattr(module, p.name)

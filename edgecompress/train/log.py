@@ -23,7 +23,7 @@ def plot_curves(path: str | Path, history: list[dict[str, Any]],
                 metrics: Sequence[tuple[str, str]] = (("loss", "loss"), ("top1", "top-1 (%)"))
                 ) -> None:
     """Each of ``metrics`` ((name, axis label) pairs; default loss and top-1 accuracy) per
-    epoch, train and test, side by side."""
+    epoch, train, validation (when evaluated) and test, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +32,7 @@ def plot_curves(path: str | Path, history: list[dict[str, Any]],
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
     for ax, (metric, label) in zip(axes[0], metrics):
-        for split, style in (("train", "-o"), ("test", "-s")):
+        for split, style in (("train", "-o"), ("valid", "-^"), ("test", "-s")):
             key = f"{split}_{metric}"
             points = [(e, row[key]) for e, row in zip(epochs, history) if key in row]
             if points:

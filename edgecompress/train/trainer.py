@@ -85,7 +85,10 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256,
 
 
 class Trainer:
-    """Train ``model`` on ``train_set`` and evaluate on ``test_set`` after every epoch.
+    """Train ``model`` on ``train_set`` and evaluate on ``test_set`` after every epoch, or, with
+    a ``valid_set``, on it after every epoch (``valid_<m>``) and on ``test_set`` only once,
+    after the last epoch (``test_<m>`` in the final record): the test split then plays no part
+    in watching or selecting the run.
 
     Launched by ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel (gloo on CPU;
     nccl on CUDA, each process on ``cuda:LOCAL_RANK``); only rank 0 writes files and shows
@@ -121,6 +124,7 @@ class Trainer:
         extra_state: dict[str, Any] | None = None,
         device: torch.device | str | None = None,
         task: Task | str | Mapping[str, Any] | None = None,
+        valid_set: Dataset | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.task = create_task(task)
@@ -136,7 +140,7 @@ class Trainer:
                              f"(kd_alpha > 0)")
         self.model = model.to(self.device)
         self.module: nn.Module = self.model
-        self.train_set, self.test_set = train_set, test_set
+        self.train_set, self.test_set, self.valid_set = train_set, test_set, valid_set
         self.callbacks = list(callbacks)
         if scheduled_modules(self.model) and not any(
                 isinstance(cb, ScheduleStepper) for cb in self.callbacks):
@@ -198,9 +202,13 @@ class Trainer:
                 cb.on_epoch_start(self, epoch)
             began = time.perf_counter()
             metrics = {"epoch": epoch + 1, **self._train_epoch(loader, epoch)}
-            if self.test_set is not None:
-                test = self.evaluate(self.test_set)
-                metrics.update({f"test_{k}": v for k, v in test.items()})
+            if self.valid_set is not None:
+                scores = self.evaluate(self.valid_set)
+                metrics.update({f"valid_{k}": v for k, v in scores.items()})
+            if self.test_set is not None and (self.valid_set is None
+                                              or epoch == cfg.epochs - 1):
+                scores = self.evaluate(self.test_set)
+                metrics.update({f"test_{k}": v for k, v in scores.items()})
             for cb in self.callbacks:
                 cb.on_epoch_end(self, epoch, metrics)
             metrics["seconds"] = time.perf_counter() - began

@@ -74,6 +74,23 @@ def test_a_toy_lstm_learns_and_reports_perplexity(tmp_path, corpus):
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_with_a_validation_split_test_is_evaluated_after_the_last_epoch_only(tmp_path, corpus):
+    train, test = corpus
+    valid = data.load("text", root=tmp_path / "corpus", split="valid")
+    model = tiny_lm(train.num_classes)
+    evaluated = []
+    trainer = Trainer(model, train, test, lm_config(tmp_path, epochs=2),
+                      task=tasks.LanguageModelling(bptt=6), valid_set=valid)
+    evaluate = trainer.evaluate
+    trainer.evaluate = lambda dataset: evaluated.append(dataset) or evaluate(dataset)
+    metrics = trainer.fit()
+    assert evaluated == [valid, valid, test]
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert "valid_ppl" in rows[0] and "test_ppl" not in rows[0]
+    assert rows[-1]["test_ppl"] == metrics["test_ppl"] != metrics["valid_ppl"]
+    assert metrics["test_ppl"] == pytest.approx(evaluate(test)["ppl"])
+
+
 def test_state_is_carried_across_windows_detached_and_reset_each_epoch(corpus):
     train, _ = corpus
     calls = []
@@ -197,6 +214,8 @@ def test_cli_train_and_eval_of_a_language_model(tmp_path):
     trained = json.loads(train_json.read_text())["metrics"]
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2] and "test_ppl" in rows[-1]
+    # watched on the validation split every epoch, the test split evaluated after the last only
+    assert all("valid_ppl" in r for r in rows) and "test_ppl" not in rows[0]
     assert trained["test_ppl"] == rows[-1]["test_ppl"]
     result = CliRunner().invoke(cli, ["eval", str(run_dir / "checkpoint.pt"), "--json",
                                       str(eval_json)])

@@ -143,68 +143,87 @@ class TTLSTM(nn.Module):
         return new
 
     def forward(self, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
-        if input.dim() not in (2, 3):
-            raise ValueError(f"TTLSTM expects an input of 3 dimensions (or 2, unbatched), got "
-                             f"shape {tuple(input.shape)}")
-        batched = input.dim() == 3
-        x = input if not batched or not self.batch_first else input.transpose(0, 1)
-        if not batched:
-            x = x.unsqueeze(1)
-        steps, rows = x.shape[0], x.shape[1]
-        shape = (self.num_layers, rows, self.hidden_size)
-        if hx is None:
-            h0 = c0 = x.new_zeros(shape)
-        else:
-            h0, c0 = (s if batched else s.unsqueeze(1) for s in hx)
-            for name, s in (("h_0", h0), ("c_0", c0)):
-                if tuple(s.shape) != shape:
-                    raise ValueError(f"TTLSTM initial state {name} must have shape "
-                                     f"{shape if batched else (shape[0], shape[2])}, got "
-                                     f"{tuple(s.shape) if batched else tuple(s.shape[::2])}")
-        last_h, last_c = [], []
-        for layer in range(self.num_layers):
-            projected = self.ih[layer](x)  # (T, B, 4H): all time steps at once
-            h, c = h0[layer], c0[layer]
-            outputs = []
-            for t in range(steps):
-                i, f, g, o = (projected[t] + self.hh[layer](h)).chunk(4, dim=-1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                outputs.append(h)
-            x = torch.stack(outputs)
-            if layer < self.num_layers - 1 and self.dropout:
-                x = F.dropout(x, self.dropout, self.training)
-            last_h.append(h)
-            last_c.append(c)
-        h_n, c_n = torch.stack(last_h), torch.stack(last_c)
-        if not batched:
-            return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
-        return (x.transpose(0, 1) if self.batch_first else x), (h_n, c_n)
+        return run_lstm(self, input, hx)
 
     def macs(self, steps: int, rows: int) -> int:
-        """Multiply-adds of the gate matrices for a sequence of ``steps`` x ``rows``: per layer
-        W_ih on steps x rows rows at once, W_hh on ``rows`` rows at every step (the TT ones in
-        the order forward runs; element-wise gate arithmetic not counted, as for nn.LSTM)."""
-
-        def run(module: nn.Module, n: int) -> int:
-            if isinstance(module, TTLinear):
-                return module.macs(n)
-            return n * module.in_features * module.out_features
-
-        return sum(run(ih, steps * rows) + steps * run(hh, rows)
-                   for ih, hh in zip(self.ih, self.hh))
+        """Multiply-adds of the gate matrices for a sequence of ``steps`` x ``rows`` (see
+        :func:`gate_macs`)."""
+        return gate_macs(self, steps, rows)
 
     def edgecompress_params(self) -> dict[int, int]:
         return {32: sum(p.numel() for p in self.parameters())}
 
     def edgecompress_macs(self, inputs: tuple, output: Any) -> dict[str, int]:
-        x = inputs[0]
-        if x.dim() == 2:
-            return {"w32a32": self.macs(x.shape[0], 1)}
-        steps, rows = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
-        return {"w32a32": self.macs(steps, rows) // max(rows, 1)}
+        return {"w32a32": sequence_macs(self, inputs[0])}
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
                 f"which={self.which!r}")
+
+
+def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
+    """nn.LSTM's forward (see the module docstring) for any module with nn.LSTM's attributes
+    (``hidden_size``, ``num_layers``, ``batch_first``, ``dropout``) whose gate maps ``ih[l]`` and
+    ``hh[l]`` are callables (TTLinear, nn.Linear or their packed forms): the training and the
+    frozen TT-LSTM run this one recurrence."""
+    if input.dim() not in (2, 3):
+        raise ValueError(f"{type(lstm).__name__} expects an input of 3 dimensions (or 2, "
+                         f"unbatched), got shape {tuple(input.shape)}")
+    batched = input.dim() == 3
+    x = input if not batched or not lstm.batch_first else input.transpose(0, 1)
+    if not batched:
+        x = x.unsqueeze(1)
+    steps, rows = x.shape[0], x.shape[1]
+    shape = (lstm.num_layers, rows, lstm.hidden_size)
+    if hx is None:
+        h0 = c0 = x.new_zeros(shape)
+    else:
+        h0, c0 = (s if batched else s.unsqueeze(1) for s in hx)
+        for name, s in (("h_0", h0), ("c_0", c0)):
+            if tuple(s.shape) != shape:
+                raise ValueError(f"{type(lstm).__name__} initial state {name} must have shape "
+                                 f"{shape if batched else (shape[0], shape[2])}, got "
+                                 f"{tuple(s.shape) if batched else tuple(s.shape[::2])}")
+    last_h, last_c = [], []
+    for layer in range(lstm.num_layers):
+        projected = lstm.ih[layer](x)  # (T, B, 4H): all time steps in one call
+        h, c = h0[layer], c0[layer]
+        outputs = []
+        for t in range(steps):
+            i, f, g, o = (projected[t] + lstm.hh[layer](h)).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outputs.append(h)
+        x = torch.stack(outputs)
+        if layer < lstm.num_layers - 1 and lstm.dropout:
+            x = F.dropout(x, lstm.dropout, lstm.training)
+        last_h.append(h)
+        last_c.append(c)
+    h_n, c_n = torch.stack(last_h), torch.stack(last_c)
+    if not batched:
+        return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
+    return (x.transpose(0, 1) if lstm.batch_first else x), (h_n, c_n)
+
+
+def gate_macs(lstm: nn.Module, steps: int, rows: int) -> int:
+    """Multiply-adds of an LSTM's gate maps for a sequence of ``steps`` x ``rows``: per layer
+    ``ih`` on steps x rows rows at once, ``hh`` on ``rows`` rows at every step (a map with a
+    ``macs(rows)`` method, a TT one, in the order it runs; a dense one in x out per row;
+    element-wise gate arithmetic not counted, as for nn.LSTM)."""
+
+    def run(module: nn.Module, n: int) -> int:
+        if hasattr(module, "macs"):
+            return module.macs(n)
+        return n * module.in_features * module.out_features
+
+    return sum(run(ih, steps * rows) + steps * run(hh, rows) for ih, hh in zip(lstm.ih, lstm.hh))
+
+
+def sequence_macs(lstm: nn.Module, x: Tensor) -> int:
+    """:func:`gate_macs` per sequence of the input ``x`` (batched or not, ``batch_first`` or
+    not): the summary's count per sample."""
+    if x.dim() == 2:
+        return gate_macs(lstm, x.shape[0], 1)
+    steps, rows = (x.shape[1], x.shape[0]) if lstm.batch_first else x.shape[:2]
+    return gate_macs(lstm, steps, rows) // max(rows, 1)

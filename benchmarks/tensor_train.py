@@ -1,0 +1,306 @@
+"""Tensor-train LSTM benchmark: dense vs MPO vs MPS LSTM language models on PTB at several
+ranks, >= 2 seeds (Murua et al. 2020, arXiv 2006.05442: "MPS beats MPO in storage and time");
+writes docs/tensor_train.md and its Pareto plots.
+
+    python benchmarks/tensor_train.py run --data-root ../shared/data/ptb
+    python benchmarks/tensor_train.py run --data-root ../shared/data/ptb --quick   # smoke test
+    python benchmarks/tensor_train.py report
+
+Every run is recipes/ptb_lstm_lm_small.yaml (2 x 200 LSTM, SGD lr 1, clip 5, BPTT 20, batch 20)
+through the library's trainer, reduced to fit about two hours on 2 cores: :data:`EPOCHS` epochs
+on the first :data:`TRAIN_TOKENS` training tokens (the paper's runs: full corpus, many epochs),
+the learning rate halved every epoch after the first two. The TT models are the recipe with
+method ``tt`` (both gate matrices of both LSTM layers as tensor trains of the given rank, trained
+from scratch); the dense model is the recipe itself. The validation perplexity is watched every
+epoch, the test perplexity read once at the end (the trainer's rule for corpora with a validation
+split). Each finished run is frozen (``deploy.freeze``) and timed at once against a frozen dense
+model of the same shape, one thread, interleaved rounds: one token at a time (batch 1, the state
+carried) and 35 tokens x batch 32; the ratios are TT time / dense time from that one run.
+
+``run`` writes benchmarks/results/tensor_train.json after every run and skips runs already there
+(``--quick``: tensor_train_quick.json, a tiny smoke run: 20,000 tokens, 1 epoch, 1 seed, 2 ranks).
+
+Verdict rule ("MPS dominates MPO"): for every MPO configuration there is an MPS one with a test
+perplexity (mean over seeds) at most the MPO's + 1 %, fewer recurrent-layer parameters and a lower
+time per token at batch 1; "MPO dominates MPS" the same the other way round; otherwise "neither
+dominates".
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import RESULTS, ROOT, load_results, machine, mean_std, save_results
+
+from edgecompress.deploy import freeze
+from edgecompress.experiment import run
+from edgecompress.recipe import Recipe
+
+DOC = ROOT / "docs" / "tensor_train.md"
+IMG = ROOT / "docs" / "img"
+RECIPE = ROOT / "recipes" / "ptb_lstm_lm_small.yaml"
+MODES = ("mps", "mpo")
+RANKS = (4, 8, 16)
+SEEDS = (0, 1)
+EPOCHS = 4
+TRAIN_TOKENS = 300_000
+QUICK = {"ranks": (4, 8), "seeds": (0,), "epochs": 1, "tokens": 20_000}
+#: tolerance of the verdict rule: "equal perplexity" up to this relative difference
+PPL_TOLERANCE = 0.01
+
+
+def configs(ranks: tuple[int, ...]) -> list[tuple[str, int | None]]:
+    return [("dense", None)] + [(mode, r) for mode in MODES for r in ranks]
+
+
+def key_of(mode: str, rank: int | None, seed: int) -> str:
+    return f"{mode}-r{rank}-s{seed}" if rank else f"{mode}-s{seed}"
+
+
+def recipe_for(mode: str, rank: int | None, seed: int, epochs: int, tokens: int) -> Recipe:
+    recipe = Recipe.from_yaml(RECIPE)
+    base = recipe.to_dict()
+    base.update(name=f"ptb-{key_of(mode, rank, seed)}", seed=seed, epochs=epochs,
+                data={**base["data"], "limit": tokens},
+                schedule={"name": "multistep", "milestones": list(range(2, epochs)),
+                          "gamma": 0.5},
+                method=None if rank is None else {"name": "tt", "ranks": rank, "mode": mode})
+    return Recipe.from_dict(base)
+
+
+def recurrent_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.lstm.parameters())
+
+
+def _time(model: torch.nn.Module, tokens: torch.Tensor, stepwise: bool) -> float:
+    """Seconds per token of ``model`` on ``tokens`` (batch, steps): one step at a time with
+    the state carried (``stepwise``), or the whole window in one call."""
+    with torch.no_grad():
+        began = time.perf_counter()
+        if stepwise:
+            state = None
+            for t in range(tokens.shape[1]):
+                _, state = model(tokens[:, t:t + 1], state)
+        else:
+            model(tokens)
+        return (time.perf_counter() - began) / tokens.numel()
+
+
+def time_per_token(model: torch.nn.Module, dense: torch.nn.Module, vocab: int,
+                   rounds: int = 5) -> dict[str, float]:
+    """Per-token seconds of ``model`` and ``dense`` (medians of interleaved rounds, one
+    thread): batch 1 token by token (b1) and batch 32 x 35 tokens (b32)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        cases = {"b1": (torch.randint(vocab, (1, 50), generator=gen), True),
+                 "b32": (torch.randint(vocab, (32, 35), generator=gen), False)}
+        out: dict[str, float] = {}
+        for case, (tokens, stepwise) in cases.items():
+            mine, ref = [], []
+            _time(model, tokens, stepwise), _time(dense, tokens, stepwise)  # warm-up
+            for _ in range(rounds):
+                mine.append(_time(model, tokens, stepwise))
+                ref.append(_time(dense, tokens, stepwise))
+            out[f"{case}_seconds"] = statistics.median(mine)
+            out[f"{case}_dense_seconds"] = statistics.median(ref)
+            out[f"{case}_ratio"] = statistics.median(mine) / statistics.median(ref)
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def one_run(mode: str, rank: int | None, seed: int, epochs: int, tokens: int,
+            data_root: str) -> dict[str, Any]:
+    recipe = recipe_for(mode, rank, seed, epochs, tokens)
+    began = time.perf_counter()
+    result = run(recipe, data_root=data_root, progress=False)
+    seconds = time.perf_counter() - began
+    model = result.model.cpu().eval()
+    dense_recipe = recipe_for("dense", None, seed, epochs, tokens)
+    vocab = model.decoder.out_features
+    dense, _ = dense_recipe.build_model(num_classes=vocab, input_shape=(1,))
+    timing = time_per_token(freeze(model), freeze(dense.eval()), vocab)
+    m = result.metrics
+    return {"mode": mode, "rank": rank, "seed": seed, "epochs": epochs, "train_tokens": tokens,
+            "recurrent_params": recurrent_params(model),
+            "dense_recurrent_params": recurrent_params(dense),
+            "total_params": sum(p.numel() for p in model.parameters()),
+            "valid_ppl": m["valid_ppl"], "test_ppl": m["test_ppl"], "train_ppl": m["train_ppl"],
+            "valid_ppl_per_epoch": [h["valid_ppl"] for h in result.history],
+            "train_seconds": seconds, **timing}
+
+
+def results_name(quick: bool) -> str:
+    return "tensor_train_quick" if quick else "tensor_train"
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    sizes = QUICK if args.quick else {"ranks": tuple(args.ranks), "seeds": tuple(args.seeds),
+                                      "epochs": args.epochs, "tokens": args.tokens}
+    name = results_name(args.quick)
+    results = load_results(name)
+    results.setdefault("machine", machine())
+    runs = results.setdefault("runs", {})
+    for seed in sizes["seeds"]:
+        for mode, rank in configs(sizes["ranks"]):
+            key = key_of(mode, rank, seed)
+            if key in runs:
+                continue
+            print(f"{key}: training ({sizes['epochs']} epochs, {sizes['tokens']:,} tokens)",
+                  flush=True)
+            runs[key] = one_run(mode, rank, seed, sizes["epochs"], sizes["tokens"],
+                                args.data_root)
+            r = runs[key]
+            print(f"{key}: valid ppl {r['valid_ppl']:.1f}, test ppl {r['test_ppl']:.1f}, "
+                  f"{r['recurrent_params']:,} recurrent params, time/token x{r['b1_ratio']:.2f} "
+                  f"(b1) x{r['b32_ratio']:.2f} (b32) of dense, {r['train_seconds']:.0f} s",
+                  flush=True)
+            save_results(name, results)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def summarize(runs: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (mode, rank): means over seeds."""
+    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for r in runs.values():
+        groups.setdefault((r["mode"], r["rank"]), []).append(r)
+    rows = []
+    for (mode, rank), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "dense",
+                                                                    kv[0][0], kv[0][1] or 0)):
+        rows.append({"mode": mode, "rank": rank, "seeds": len(rs),
+                     "recurrent_params": rs[0]["recurrent_params"],
+                     "total_params": rs[0]["total_params"],
+                     "ratio": rs[0]["dense_recurrent_params"] / rs[0]["recurrent_params"],
+                     "valid": [r["valid_ppl"] for r in rs], "test": [r["test_ppl"] for r in rs],
+                     "b1": statistics.mean(r["b1_ratio"] for r in rs),
+                     "b32": statistics.mean(r["b32_ratio"] for r in rs),
+                     "b1_us": statistics.mean(r["b1_seconds"] for r in rs) * 1e6})
+    return rows
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    def dominated_by(a: str, b: str) -> bool:
+        """Every ``a`` configuration has a ``b`` one at most as perplexing (+ tolerance), with
+        fewer recurrent parameters and less time per token at batch 1."""
+        mine = [r for r in rows if r["mode"] == a]
+        other = [r for r in rows if r["mode"] == b]
+        return bool(mine) and all(any(
+            statistics.mean(o["test"]) <= statistics.mean(x["test"]) * (1 + PPL_TOLERANCE)
+            and o["recurrent_params"] < x["recurrent_params"] and o["b1"] < x["b1"]
+            for o in other) for x in mine)
+
+    if dominated_by("mpo", "mps"):
+        return "MPS dominates MPO"
+    if dominated_by("mps", "mpo"):
+        return "MPO dominates MPS"
+    return "neither dominates"
+
+
+def plot(rows: list[dict[str, Any]], suffix: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    IMG.mkdir(parents=True, exist_ok=True)
+    names = []
+    for x_key, label, fname in (("recurrent_params", "recurrent-layer parameters",
+                                 f"tensor_train_params{suffix}.png"),
+                                ("b1", "time per token, batch 1 (x dense)",
+                                 f"tensor_train_time{suffix}.png")):
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for mode, style in (("dense", "k*"), ("mps", "o-"), ("mpo", "s-")):
+            points = sorted((r[x_key], statistics.mean(r["test"])) for r in rows
+                            if r["mode"] == mode)
+            if points:
+                ax.plot(*zip(*points), style, label=mode)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test perplexity")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(IMG / fname, dpi=100)
+        plt.close(fig)
+        names.append(fname)
+    return names
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    results = load_results(results_name(args.quick))
+    runs = results.get("runs", {})
+    if not runs:
+        raise SystemExit(f"no results in {RESULTS / results_name(args.quick)}.json; run first")
+    rows = summarize(runs)
+    first = next(iter(runs.values()))
+    images = plot(rows, "_quick" if args.quick else "")
+    table = ["| model | rank | recurrent params | total params | compression (recurrent) "
+             "| valid ppl | test ppl | time/token b1 (x dense) | b32 (x dense) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        table.append(f"| {r['mode']} | {r['rank'] or '-'} | {r['recurrent_params']:,} | "
+                     f"{r['total_params']:,} | {r['ratio']:.1f}x | {mean_std(r['valid'])} | "
+                     f"{mean_std(r['test'])} | {r['b1']:.2f} | {r['b32']:.2f} |")
+    dense = next((r for r in rows if r["mode"] == "dense"), None)
+    target = [r for r in rows if r["mode"] == "mps" and r["ratio"] >= 20 and dense
+              and statistics.mean(r["test"]) <= 1.1 * statistics.mean(dense["test"])]
+    lines = [
+        "# Tensor-train LSTMs: MPS vs MPO", "",
+        "Generated by `python benchmarks/tensor_train.py report` from "
+        f"`benchmarks/results/{results_name(args.quick)}.json`; machine: "
+        f"{results.get('machine', '?')}.", "",
+        f"Word-level PTB language model (2 x 200 LSTM, recipes/ptb_lstm_lm_small.yaml), "
+        f"{first['epochs']} epoch(s) on the first {first['train_tokens']:,} training tokens, "
+        f"seeds {', '.join(map(str, sorted({r['seed'] for r in runs.values()})))}. Reduced "
+        "compared with the paper: a small LM, few epochs, a token limit on the training split "
+        "(validation and test splits whole). Perplexities are mean ± std over seeds; time "
+        "ratios are TT / dense per token, frozen models, one thread, measured in the same run.",
+        "", *table, "",
+        "![perplexity vs parameters](img/" + images[0] + ")",
+        "![perplexity vs time](img/" + images[1] + ")", "",
+        "## Verdict", "",
+        "Rule: MPS dominates MPO if for every MPO configuration some MPS configuration has a "
+        f"test perplexity at most {PPL_TOLERANCE:.0%} above it, fewer recurrent-layer "
+        "parameters and less time per token at batch 1 (and the same the other way round).", "",
+        f"**{verdict(rows)}.**", "",
+        "Target (an MPS-LSTM with >= 20x fewer recurrent parameters within 10 % of the dense "
+        "perplexity): " + (", ".join(f"met by rank {r['rank']} ({r['ratio']:.0f}x)"
+                                     for r in target) or "not met") + ".",
+    ]
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text("\n".join(lines) + "\n")
+    print(f"wrote {DOC}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="Train and time the runs not yet in the results file.")
+    run_p.add_argument("--data-root", required=True, help="The PTB folder (ptb.train.txt...).")
+    run_p.add_argument("--ranks", type=int, nargs="+", default=list(RANKS))
+    run_p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    run_p.add_argument("--epochs", type=int, default=EPOCHS)
+    run_p.add_argument("--tokens", type=int, default=TRAIN_TOKENS,
+                       help="Training tokens used (the first ones of the train split).")
+    run_p.add_argument("--threads", type=int, default=2)
+    run_p.add_argument("--quick", action="store_true",
+                       help="A smoke run (about two minutes) into tensor_train_quick.json.")
+    run_p.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="Write docs/tensor_train.md and its plots.")
+    rep.add_argument("--quick", action="store_true", help="From the smoke run's results.")
+    rep.set_defaults(func=cmd_report)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

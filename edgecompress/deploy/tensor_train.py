@@ -1,0 +1,230 @@
+"""Packed tensor-train layers: ``PackedTTLinear`` and ``PackedTTLSTM``, the inference forms of
+:class:`~edgecompress.layers.TTLinear` and :class:`~edgecompress.layers.TTLSTM`.
+
+The file holds the TT cores, never the dense weight: float32 by default, or with
+``freeze(model, core_bits=8)`` as 8-bit symmetric integers with one float32 scale per core
+slice (``G_k[:, i, :]``, ``i`` the core's mode index; MPO: the (m, n) index pair):
+``q = round(G / scale)`` in -127..127 with ``scale = max |slice| / 127``. Loading (and
+freezing) dequantizes the cores once; the forward pass runs the same contractions as the
+training layer on them, so float cores give the training layer's outputs bit for bit, and 8-bit
+cores its outputs up to the rounding of the cores (:func:`core_error` measures it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConversionError
+from ..layers import TTLSTM, TTLinear
+from ..layers.tensor_train.layout import tt_layout
+from ..layers.tensor_train.lstm import gate_macs, run_lstm, sequence_macs
+from .packed import PackedLayer, register_packed
+
+#: core widths ``core_bits`` accepts (None: float32)
+CORE_BITS = (None, 8)
+
+
+def _check_bits(core_bits: Any) -> int | None:
+    if core_bits not in CORE_BITS or isinstance(core_bits, bool):
+        raise ConversionError(f"core_bits={core_bits!r} is not supported for tensor-train "
+                              f"cores; accepted: None (float32) or 8")
+    return core_bits
+
+
+def quantize_core(core: Tensor, bits: int = 8) -> tuple[Tensor, Tensor]:
+    """(int8 codes, float32 scales) of ``core`` (r, modes..., r'): one symmetric scale per
+    slice over the mode index, ``max |slice| / (2^(bits-1) - 1)`` (1 for an all-zero slice)."""
+    levels = 2 ** (bits - 1) - 1
+    g = core.detach().to(torch.float32)
+    slices = g.reshape(g.shape[0], -1, g.shape[-1])
+    scale = slices.abs().amax(dim=(0, 2)) / levels
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    codes = torch.round(slices / scale[None, :, None]).clamp(-levels, levels)
+    return codes.to(torch.int8).reshape(core.shape), scale
+
+
+def dequantize_core(codes: Tensor, scale: Tensor) -> Tensor:
+    """The float32 core that :func:`quantize_core` encoded."""
+    slices = codes.to(torch.float32).reshape(codes.shape[0], -1, codes.shape[-1])
+    return (slices * scale[None, :, None]).reshape(codes.shape)
+
+
+@register_packed(TTLinear)
+class PackedTTLinear(PackedLayer):
+    """Frozen TTLinear: the cores as buffers ``core0``, ``core1``, ... (float32, or int8 codes
+    with ``scale0``, ``scale1``, ... when ``core_bits=8``) and ``bias``; y = W x + b by the
+    layout's contractions in the cheapest order for the number of rows, as the training layer.
+    """
+
+    freeze_options = ("core_bits",)
+
+    def __init__(self, in_features: int, out_features: int, *, mode: str,
+                 factorization: Sequence[Sequence[int]], ranks: Sequence[int],
+                 bias: bool = True, core_bits: int | None = None) -> None:
+        super().__init__()
+        self.layout = tt_layout(in_features, out_features,
+                                tuple(tuple(side) for side in factorization), list(ranks), mode)
+        self.in_features, self.out_features = in_features, out_features
+        self.core_bits = _check_bits(core_bits)
+        dtype = torch.int8 if core_bits else torch.float32
+        for k, shape in enumerate(self.layout.core_shapes):
+            self.register_buffer(f"core{k}", torch.zeros(shape, dtype=dtype))
+            if core_bits:
+                self.register_buffer(f"scale{k}", torch.ones(
+                    shape[1] if len(shape) == 3 else shape[1] * shape[2]))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self.cores: list[Tensor] = []
+        self.prepare()
+
+    @classmethod
+    def from_trained(cls, layer: TTLinear, core_bits: int | None = None) -> "PackedTTLinear":
+        new = cls(layer.in_features, layer.out_features, mode=layer.mode,
+                  factorization=layer.factorization, ranks=layer.ranks,
+                  bias=layer.bias is not None, core_bits=core_bits)
+        with torch.no_grad():
+            for k, core in enumerate(layer.cores):
+                if core_bits:
+                    codes, scale = quantize_core(core, core_bits)
+                    getattr(new, f"core{k}").copy_(codes)
+                    getattr(new, f"scale{k}").copy_(scale)
+                else:
+                    getattr(new, f"core{k}").copy_(core.detach())
+            if layer.bias is not None:
+                new.bias.copy_(layer.bias.detach())
+        new.prepare()
+        return new
+
+    def config(self) -> dict[str, Any]:
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    mode=self.layout.mode,
+                    factorization=[list(side) for side in self.layout.factorization],
+                    ranks=list(self.layout.ranks), bias=self.bias is not None,
+                    core_bits=self.core_bits)
+
+    def prepare(self) -> None:
+        """The float32 cores the forward pass contracts (dequantized once for 8-bit ones)."""
+        n = len(self.layout.core_shapes)
+        stored = [getattr(self, f"core{k}") for k in range(n)]
+        self.cores = stored if not self.core_bits else [
+            dequantize_core(c, getattr(self, f"scale{k}")) for k, c in enumerate(stored)]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "PackedTTLinear":
+        super()._apply(fn, recurse)  # .to(device) and friends: derive the cores again
+        self.prepare()
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, self.in_features)
+        y = self.layout.contract(rows, self.cores, self.layout.best_order(rows.shape[0]))
+        y = y.reshape(*lead, self.out_features)
+        return y + self.bias if self.bias is not None else y
+
+    def macs(self, rows: int) -> int:
+        """Multiply-adds of W x for ``rows`` rows (bias excluded), as TTLinear.macs."""
+        return self.layout.flops(self.layout.best_order(rows), rows) // 2
+
+    def edgecompress_params(self) -> dict[int, int]:
+        cores = self.layout.params
+        floats = sum(t.numel() for name, t in self.named_buffers()
+                     if name == "bias" or name.startswith("scale"))
+        if not self.core_bits:
+            return {32: cores + floats}
+        return {self.core_bits: cores, 32: floats} if floats else {self.core_bits: cores}
+
+    def edgecompress_macs(self, inputs: tuple, output: Tensor) -> dict[str, int]:
+        samples = output.shape[0] if output.dim() > 1 else 1
+        return {f"w{self.core_bits or 32}a32": self.macs(output.shape[:-1].numel()) // samples}
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"mode={self.layout.mode!r}, factorization={self.layout.factorization}, "
+                f"ranks={self.layout.ranks}, core_bits={self.core_bits}")
+
+
+@register_packed(TTLSTM)
+class PackedTTLSTM(PackedLayer):
+    """Frozen TTLSTM: its gate maps ``ih.<layer>`` / ``hh.<layer>`` as :class:`PackedTTLinear`
+    (or nn.Linear, the side ``which`` left dense), run by the training form's recurrence
+    (:func:`~edgecompress.layers.tensor_train.lstm.run_lstm`); nn.LSTM's interface. Inter-layer
+    dropout is off (inference)."""
+
+    freeze_options = ("core_bits",)
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, bias: bool,
+                 batch_first: bool, gates: Sequence[dict[str, Any] | None]) -> None:
+        """``gates``: per map (``ih.0``, ``hh.0``, ``ih.1``, ...) a PackedTTLinear config, or
+        None for a dense map (its shape follows from the sizes)."""
+        super().__init__()
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, 0.0
+        self.gates = list(gates)
+        if len(self.gates) != 2 * num_layers:
+            raise ConversionError(f"PackedTTLSTM: {len(self.gates)} gate maps for {num_layers} "
+                                  f"layer(s), expected {2 * num_layers}")
+        self.ih, self.hh = nn.ModuleList(), nn.ModuleList()
+        for k, config in enumerate(self.gates):
+            layer, side = divmod(k, 2)
+            size = hidden_size if layer or side else input_size
+            maps = self.hh if side else self.ih
+            maps.append(PackedTTLinear(**config) if config is not None
+                        else nn.Linear(size, 4 * hidden_size, bias))
+
+    @classmethod
+    def from_trained(cls, layer: TTLSTM, core_bits: int | None = None) -> "PackedTTLSTM":
+        maps = [m for pair in zip(layer.ih, layer.hh) for m in pair]
+        packed = [PackedTTLinear.from_trained(m, core_bits) if isinstance(m, TTLinear) else m
+                  for m in maps]
+        new = cls(layer.input_size, layer.hidden_size, layer.num_layers, layer.bias,
+                  layer.batch_first,
+                  [m.config() if isinstance(m, PackedTTLinear) else None for m in packed])
+        for k, m in enumerate(packed):
+            maps = new.hh if k % 2 else new.ih
+            maps[k // 2] = m if isinstance(m, PackedTTLinear) else _frozen_linear(m)
+        return new.eval()
+
+    def config(self) -> dict[str, Any]:
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                    gates=self.gates)
+
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
+                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        return run_lstm(self, input, hx)
+
+    def edgecompress_params(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for m in (*self.ih, *self.hh):
+            counts = (m.edgecompress_params() if isinstance(m, PackedTTLinear)
+                      else {32: sum(t.numel() for t in m.parameters())})
+            for bits, n in counts.items():
+                out[bits] = out.get(bits, 0) + n
+        return out
+
+    def edgecompress_macs(self, inputs: tuple, output: Any) -> dict[str, int]:
+        bits = next((m.core_bits for m in self.ih if isinstance(m, PackedTTLinear)), None)
+        return {f"w{bits or 32}a32": sequence_macs(self, inputs[0])}
+
+    def macs(self, steps: int, rows: int) -> int:
+        return gate_macs(self, steps, rows)
+
+
+def _frozen_linear(linear: nn.Linear) -> nn.Linear:
+    """A copy of a dense gate map with frozen parameters."""
+    new = nn.Linear(linear.in_features, linear.out_features, linear.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(linear.weight)
+        if linear.bias is not None:
+            new.bias.copy_(linear.bias)
+    return new.requires_grad_(False)
+
+
+def core_error(trained: TTLinear, packed: PackedTTLinear) -> float:
+    """max |W_packed - W_trained| / max |W_trained| of the dense weights the cores represent:
+    the relative weight error of 8-bit cores (0 for float ones)."""
+    with torch.no_grad():
+        w = trained.to_dense()
+        return float((packed.layout.dense(packed.cores) - w).abs().max() / w.abs().max())
