@@ -12,7 +12,7 @@ with :func:`load_metadata`): the dataset, input preprocessing and class names th
 ``edgecompress predict`` needs; ``edgecompress freeze CHECKPOINT`` writes it.
 
 Modules: ``packed`` (the packed-layer protocol and the registry from training-layer class to
-packed class: the extension point), ``binary`` and ``shift`` (the built-in packed layers),
+packed class: the extension point), ``binary``, ``shift`` and ``transformer`` (the built-in packed layers; ``transformer``: BinaryViT's binary linears and binary attention),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
 allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
 ``predict`` (top-k classes of inputs), ``onnx`` and ``benchmark``.
@@ -25,8 +25,9 @@ from .metadata import ModelMetadata
 from .onnx import export_onnx
 from .packed import PackedLayer, register_packed
 from .shift import PackedShiftConv2d, PackedShiftLinear
+from .transformer import PackedAttentionCore, PackedCenteredBinaryLinear
 from .structure import register_function
 
 __all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
            "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear", "PackedBinaryConv2d", "PackedShiftLinear",
-           "PackedShiftConv2d"]
+           "PackedShiftConv2d", "PackedCenteredBinaryLinear", "PackedAttentionCore"]

@@ -226,7 +226,7 @@ class AttentionCore(nn.Module):
         super().__init__()
         if dim % heads:
             raise ModelConfigError(f"heads {heads} does not divide the width dim {dim}")
-        self.heads, self.binary = heads, binary
+        self.dim, self.heads, self.binary = dim, heads, binary
         self.quantize_probs = binary and quantize_probs
         self.scale = (dim // heads) ** -0.5
         if binary:
