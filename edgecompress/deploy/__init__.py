@@ -13,8 +13,9 @@ with :func:`load_metadata`): the dataset, input preprocessing and class names th
 ``edgecompress predict`` needs; ``edgecompress freeze CHECKPOINT`` writes it.
 
 Modules: ``packed`` (the packed-layer protocol and the registry from training-layer class to
-packed class: the extension point), ``binary``, ``shift``, ``uniform`` and ``tensor_train``
-(the built-in packed layers; ``freeze(model, core_bits=8)`` stores tensor-train cores in 8 bits),
+packed class: the extension point), ``binary``, ``shift``, ``uniform``, ``tensor_train`` and
+``transformer`` (the built-in packed layers; ``freeze(model, core_bits=8)`` stores tensor-train
+cores in 8 bits; ``transformer``: BinaryViT's binary linears and binary attention),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
 allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
 ``predict`` (top-k classes of inputs), ``onnx`` and ``benchmark``.
@@ -27,6 +28,7 @@ from .metadata import ModelMetadata
 from .onnx import export_onnx
 from .packed import PackedLayer, register_packed
 from .shift import PackedShiftConv2d, PackedShiftLinear
+from .transformer import PackedAttentionCore, PackedCenteredBinaryLinear
 from .structure import register_function
 from .tensor_train import PackedTTLinear, PackedTTLSTM
 from .uniform import (PackedUniformConv2d, PackedUniformEuclidConv2d, PackedUniformEuclidLinear,
@@ -36,4 +38,5 @@ __all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_o
            "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear",
            "PackedBinaryConv2d", "PackedShiftLinear", "PackedShiftConv2d", "PackedTTLinear",
            "PackedTTLSTM", "PackedUniformLinear", "PackedUniformConv2d",
-           "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d"]
+           "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d", "PackedCenteredBinaryLinear",
+           "PackedAttentionCore"]

@@ -9,7 +9,10 @@ Binary kernels (C, built by the package's own build and loaded with ctypes):
   :func:`binary_gemm_affine` and :func:`binary_gemm_signs` fuse a per-column affine step (and a
   residual and clamp, or the packing of the signs) into its store;
 - :func:`im2col_signs` / :func:`im2col_words`: the packed operands of a binary convolution;
-- :func:`w1a32_gemm`: +-1 weights times float activations by sign selection.
+- :func:`w1a32_gemm`: +-1 weights times float activations by sign selection;
+- binary attention: :func:`binary_gemm_groups` (q k^T of every sample and head on the W1A1
+  GEMM) and :func:`mask_matmul` (``P v`` for P in {0, a} as bit masks and v in {-1, +1}: AND
+  and popcount).
 
 The kernels dispatch at run time to AVX-512, AVX2 or portable scalar code (force one with
 ``path=``) and use OpenMP threads. If the library was not built, every function runs its
@@ -29,11 +32,12 @@ This package only re-exports.
 
 from ._loader import PATHS, available, supported_paths
 from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, binary_gemm, binary_gemm_affine,
-                       binary_gemm_signs, conv_output_size, im2col_signs, im2col_words,
+                       binary_gemm_groups, binary_gemm_signs, mask_matmul, conv_output_size, im2col_signs, im2col_words,
                        pack_conv_weights, pack_panels, pack_pixels, pack_signs, sign_panels,
                        signswish, signswish_usable, w1a32_gemm)
 from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
-                        binary_gemm_signs_reference, im2col_signs_reference,
+                        binary_gemm_groups_reference, binary_gemm_signs_reference,
+                        im2col_signs_reference, mask_matmul_reference,
                         pack_signs_reference, unpack_bits_reference, unpack_signs_reference,
                         w1a32_gemm_reference, words)
 
@@ -41,6 +45,7 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "pack_signs", "pack_panels", "binary_gemm",
            "binary_gemm_affine", "binary_gemm_affine_reference", "binary_gemm_signs",
            "binary_gemm_signs_reference", "pack_pixels", "im2col_words", "sign_panels",
-           "w1a32_gemm", "w1a32_gemm_reference",
+           "w1a32_gemm", "w1a32_gemm_reference", "binary_gemm_groups",
+           "binary_gemm_groups_reference", "mask_matmul", "mask_matmul_reference",
            "pack_conv_weights", "im2col_signs", "im2col_signs_reference", "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from ._loader import check_status, library, load, load_error, path_code
-from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
+from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_groups_reference,
+                        binary_gemm_reference, mask_matmul_reference,
                         binary_gemm_signs_reference, im2col_signs_reference,
                         im2col_words_reference, pack_panels_reference, pack_pixels_reference,
                         pack_signs_reference, sign_panels_rows_reference, unpack_bits_reference,
@@ -170,6 +171,64 @@ def _gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None, panels: Tensor | No
                                 int(clamp is not None), *(clamp or (0.0, 0.0)), path_code(path),
                                 threads or torch.get_num_threads())
     check_status(status, f"binary_gemm ({output} output)", path)
+    return out
+
+
+# --- binary attention: batches of q k^T and the {0, a} x +-1 product ----------------------------
+
+def binary_gemm_groups(a: Tensor, b: Tensor, k: int, scale: Tensor, *, path: str | None = None,
+                       threads: int | None = None) -> Tensor:
+    """A batch of W1A1 GEMMs: float32 (G, M, N), group g being
+    ``binary_gemm_affine(a[g], b[g], k, scale=scale)`` (e.g. q k^T * 1/sqrt(d) of every sample and
+    head of binary attention). a: (G, M, W), b: (G, N, W) packed rows (bits beyond k zero);
+    scale: N values. Threads take whole groups."""
+    if a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[2]:
+        raise ValueError(f"binary_gemm_groups needs a (G, M, W) and b (G, N, W), got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    groups, m, kw = a.shape
+    n = b.shape[1]
+    if a.dtype != torch.int64 or b.dtype != torch.int64 or kw * 64 < k:
+        raise ValueError(f"a and b must be int64 packed rows of {words(k)} words for k = {k}, "
+                         f"got {a.dtype} and {b.dtype} with {kw} words")
+    _check_vectors(n, scale=scale)
+    lib = library()
+    if lib is None:
+        return binary_gemm_groups_reference(a, b, k, scale)
+    a, b, scale = a.contiguous(), b.contiguous(), _float32(scale)
+    out = torch.empty(groups, m, n, dtype=torch.float32)
+    status = lib.ec_binary_gemm_groups(a.data_ptr(), b.data_ptr(), groups, m, n, kw, k,
+                                       out.data_ptr(), scale.data_ptr(), path_code(path),
+                                       threads or torch.get_num_threads())
+    check_status(status, "binary_gemm_groups", path)
+    return out
+
+
+def mask_matmul(masks: Tensor, vneg: Tensor, heads: int, alpha: float, *,
+                path: str | None = None, threads: int | None = None) -> Tensor:
+    """Binary attention's ``P v`` for P in {0, alpha} and v in {-1, +1}, heads merged:
+    float32 (B, M, heads * d) with ``out[b, i, h d + c] = (popcount(mask_i) - 2 popcount(mask_i
+    & vneg_c)).float() * alpha`` for group g = b heads + h.
+
+    masks: (G, M, SW) int64, bit j of row i set where P[i, j] = alpha (pack_signs of -codes);
+    vneg: (G, SW, d) int64, word w of every channel c side by side, bit j set where v[j, c] = -1
+    (bits past the S keys are 0 in masks, so any value there is ignored); G = B * heads."""
+    if (masks.dim() != 3 or vneg.dim() != 3 or masks.shape[0] != vneg.shape[0]
+            or masks.shape[2] != vneg.shape[1] or masks.dtype != torch.int64
+            or vneg.dtype != torch.int64 or heads < 1 or masks.shape[0] % heads):
+        raise ValueError(f"mask_matmul needs int64 masks (G, M, SW) and vneg (G, SW, d) with G "
+                         f"a multiple of heads = {heads}, got masks {masks.dtype} "
+                         f"{tuple(masks.shape)} and vneg {vneg.dtype} {tuple(vneg.shape)}")
+    groups, m, sw = masks.shape
+    d = vneg.shape[2]
+    lib = library()
+    if lib is None:
+        return mask_matmul_reference(masks, vneg, heads, d, alpha)
+    masks, vneg = masks.contiguous(), vneg.contiguous()
+    out = torch.empty(groups // heads, m, heads * d, dtype=torch.float32)
+    status = lib.ec_mask_matmul(masks.data_ptr(), vneg.data_ptr(), groups // heads, heads, m, d,
+                                sw, float(alpha), out.data_ptr(), path_code(path),
+                                threads or torch.get_num_threads())
+    check_status(status, "mask_matmul", path)
     return out
 
 

@@ -130,36 +130,18 @@ static int64_t gemm_block_bytes = 256 * 1024;
 
 EC_EXPORT void ec_set_gemm_block_bytes(int64_t bytes) { gemm_block_bytes = bytes > 0 ? bytes : 1; }
 
-/*
- * A: M x kw packed rows; mask: M x kw packed validity bits, or NULL (then k, the number of
- * values per row, is valid(m)); bp: the N columns of B as panels from ec_pack_panels.
- * Outputs (see the epilogue struct in gemm_w1a1.h), the unused ones NULL:
- *   c:         M x N int32 dot products;  or
- *   cf and/or cs:  the affine epilogue (gemm_w1a1_store.c)
- *       v[i, j] = (float)C[i, j] * scale[j] + bias[j]  (scale / bias may be NULL: 1 / 0),
- *       then + res[i, j] (M x N float, may be NULL) and, if clamp, a clamp to [lo, hi];
- *     cf:  M x N float32 values v;
- *     cs:  the signs of v packed like ec_pack_signs (M rows of ceil(N / 64) words, bit 1 where
- *          v < 0) - what the next binary layer needs, without writing or re-reading the floats.
- */
-EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint64_t *bp,
-                             int64_t m, int64_t n, int64_t kw, int64_t k, int32_t *c,
-                             float *cf, uint64_t *cs, const float *scale, const float *bias,
-                             const float *res, int clamp, float lo, float hi,
-                             int path, int threads) {
-    path = ec_resolve_path(path);
-    if (path < 0) return EC_UNSUPPORTED_PATH;
-    const tile_kernel kernel = EC_PICK(path, tile_scalar, tile_avx2, tile_avx512);
-    const store_kernel store = ec_w1a1_store_for(path);
+/* One GEMM on `threads` threads, with a resolved tile and store kernel (see ec_binary_gemm). */
+static int gemm_run(const uint64_t *a, const uint64_t *mask, const uint64_t *bp, int64_t m,
+                    int64_t n, int64_t kw, int64_t k, const epilogue *out, tile_kernel kernel,
+                    store_kernel store, int threads) {
     /* an all-zero row stands in for the rows past the end of the last row block */
     uint64_t *pad = calloc((size_t)(kw > 0 ? kw : 1), sizeof(uint64_t));
     if (pad == NULL) return EC_OUT_OF_MEMORY;
-    const epilogue out = {c, cf, cs, scale, bias, res, clamp, lo, hi, n, (n + 63) / 64};
     const int64_t panels = (n + PANEL - 1) / PANEL;
     const int64_t row_blocks = (m + R - 1) / R;
     const int64_t panel_bytes = (kw > 0 ? kw : 1) * PANEL * 8;
     const int64_t block = gemm_block_bytes / panel_bytes > 0 ? gemm_block_bytes / panel_bytes : 1;
-#pragma omp parallel num_threads(ec_threads(threads)) if (m * n * kw > 32768)
+#pragma omp parallel num_threads(threads) if (threads > 1 && m * n * kw > 32768)
     for (int64_t p0 = 0; p0 < panels; p0 += block) {
         const int64_t p1 = p0 + block < panels ? p0 + block : panels;
 #pragma omp for schedule(static)
@@ -181,10 +163,72 @@ EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint
             for (int64_t p = p0; p < p1; p++) {
                 kernel(ar, mask ? mr : NULL, bp + p * kw * PANEL, kw, acc);
                 const int cols = (p + 1) * PANEL <= n ? PANEL : (int)(n - p * PANEL);
-                store(&out, acc, valid, rb * R, p * PANEL, (int)(m - rb * R), cols);
+                store(out, acc, valid, rb * R, p * PANEL, (int)(m - rb * R), cols);
             }
         }
     }
     free(pad);
     return EC_OK;
+}
+
+/*
+ * A: M x kw packed rows; mask: M x kw packed validity bits, or NULL (then k, the number of
+ * values per row, is valid(m)); bp: the N columns of B as panels from ec_pack_panels.
+ * Outputs (see the epilogue struct in gemm_w1a1.h), the unused ones NULL:
+ *   c:         M x N int32 dot products;  or
+ *   cf and/or cs:  the affine epilogue (gemm_w1a1_store.c)
+ *       v[i, j] = (float)C[i, j] * scale[j] + bias[j]  (scale / bias may be NULL: 1 / 0),
+ *       then + res[i, j] (M x N float, may be NULL) and, if clamp, a clamp to [lo, hi];
+ *     cf:  M x N float32 values v;
+ *     cs:  the signs of v packed like ec_pack_signs (M rows of ceil(N / 64) words, bit 1 where
+ *          v < 0) - what the next binary layer needs, without writing or re-reading the floats.
+ */
+EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint64_t *bp,
+                             int64_t m, int64_t n, int64_t kw, int64_t k, int32_t *c,
+                             float *cf, uint64_t *cs, const float *scale, const float *bias,
+                             const float *res, int clamp, float lo, float hi,
+                             int path, int threads) {
+    path = ec_resolve_path(path);
+    if (path < 0) return EC_UNSUPPORTED_PATH;
+    const epilogue out = {c, cf, cs, scale, bias, res, clamp, lo, hi, n, (n + 63) / 64};
+    return gemm_run(a, mask, bp, m, n, kw, k, &out, EC_PICK(path, tile_scalar, tile_avx2,
+                    tile_avx512), ec_w1a1_store_for(path), ec_threads(threads));
+}
+
+/*
+ * A batch of independent GEMMs of the same shape, e.g. q k^T of every (sample, head) of binary
+ * attention: for g < groups, cf[g] (M x N float32) = (float)(A[g] . B[g]) * scale[j], with A[g]
+ * (M x kw) and B[g] (N x kw) row-packed (B[g] is put into panels here, per group). Threads take
+ * whole groups.
+ */
+EC_EXPORT int ec_binary_gemm_groups(const uint64_t *a, const uint64_t *b, int64_t groups,
+                                    int64_t m, int64_t n, int64_t kw, int64_t k, float *cf,
+                                    const float *scale, int path, int threads) {
+    path = ec_resolve_path(path);
+    if (path < 0) return EC_UNSUPPORTED_PATH;
+    const tile_kernel kernel = EC_PICK(path, tile_scalar, tile_avx2, tile_avx512);
+    const store_kernel store = ec_w1a1_store_for(path);
+    const int64_t panel_words = (n + PANEL - 1) / PANEL * kw * PANEL;
+    int status = EC_OK;
+#pragma omp parallel num_threads(ec_threads(threads)) if (groups > 1 && groups * m * n * kw > 32768)
+    {
+        uint64_t *bp = malloc((size_t)(panel_words > 0 ? panel_words : 1) * sizeof(uint64_t));
+        if (bp == NULL) {
+#pragma omp atomic write
+            status = EC_OUT_OF_MEMORY;
+        }
+#pragma omp for schedule(static)
+        for (int64_t g = 0; g < groups; g++) {
+            if (bp == NULL) continue;
+            ec_pack_panels(b + g * n * kw, n, kw, bp);
+            const epilogue out = {NULL, cf + g * m * n, NULL, scale, NULL, NULL, 0, 0.0f, 0.0f,
+                                  n, (n + 63) / 64};
+            if (gemm_run(a + g * m * kw, NULL, bp, m, n, kw, k, &out, kernel, store, 1) != EC_OK) {
+#pragma omp atomic write
+                status = EC_OUT_OF_MEMORY;
+            }
+        }
+        free(bp);
+    }
+    return status;
 }

@@ -5,9 +5,11 @@
  *   cpu.c               which instruction-set path this CPU runs
  *   pack.c              float rows -> packed sign bits
  *   im2col.c            packed pixels and im2col rows of a binary convolution
- *   gemm_w1a1.c         XNOR/XOR-popcount GEMM on packed +-1 rows (W1A1), weight panels
+ *   gemm_w1a1.c         XNOR/XOR-popcount GEMM on packed +-1 rows (W1A1), weight panels; a
+ *                       batch of same-shape GEMMs (binary attention's q k^T per head)
  *   gemm_w1a1_store.c   its fused store epilogues (int32, affine/residual/clamp, packed signs)
  *   gemm_w1a32.c        sign-select GEMM: +-1 weights times float activations (W1A32)
+ *   attention.c         {0, a} x +-1 product of binary attention (AND-popcount on bit masks)
  *   signswish.c         BNN+'s SignSwish in one pass, for training
  *
  * Conventions of every exported function (EC_EXPORT; everything else is hidden):

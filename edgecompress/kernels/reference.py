@@ -158,3 +158,24 @@ def im2col_words_reference(pixels: Tensor, channels: int, kernel: tuple[int, int
     signs = unpack_signs_reference(pixels.reshape(-1, cw), channels).to(torch.float32)
     x = signs.view(n, h, w, channels).permute(0, 3, 1, 2)
     return im2col_signs_reference(x, kernel, stride, padding, dilation, masked)
+
+
+def binary_gemm_groups_reference(a: Tensor, b: Tensor, k: int, scale: Tensor) -> Tensor:
+    """Reference :func:`binary_gemm_groups`: one :func:`binary_gemm_affine_reference` per
+    group."""
+    return torch.stack([binary_gemm_affine_reference(ag, bg, k, None, scale)
+                        for ag, bg in zip(a, b)]) if len(a) else \
+        torch.zeros(0, a.shape[1], b.shape[1])
+
+
+def mask_matmul_reference(masks: Tensor, vneg: Tensor, heads: int, d: int,
+                          alpha: float) -> Tensor:
+    """Reference :func:`mask_matmul`, from the definition: the 0/1 codes and +-1 values
+    unpacked, their product summed exactly (float64), then ``.float() * alpha``."""
+    groups, m, sw = masks.shape
+    codes = unpack_bits_reference(masks.reshape(-1, sw), sw * 64).view(groups, m, -1)
+    columns = vneg.transpose(1, 2).reshape(-1, sw)  # (groups * d, sw): channel c's key bits
+    values = unpack_signs_reference(columns, sw * 64).view(groups, d, -1)
+    counts = (codes @ values.transpose(1, 2)).round().to(torch.float32)  # (groups, m, d)
+    out = counts * torch.tensor(alpha, dtype=torch.float32)
+    return out.view(-1, heads, m, d).transpose(1, 2).reshape(-1, m, heads * d)

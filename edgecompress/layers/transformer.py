@@ -7,7 +7,8 @@ arXiv 2306.16678), each usable on its own.
 - :class:`CenteredBinaryLinear`: weights ``alpha * F(W - rowmean(W))`` with a per-row scale.
 - :class:`RPReLU`: ``PReLU(x - g) + z`` per channel (ReActNet).
 - :class:`BinaryLinearBlock`: learnable shift -> binary linear -> BatchNorm -> + real-valued
-  shortcut -> RPReLU, what BinaryViT puts around every binary linear.
+  shortcut -> RPReLU, what BinaryViT puts around every binary linear (the BatchNorm normalises
+  the channels of every token, instead of a LayerNorm).
 - :class:`ZeroOrAlpha`: the attention probabilities quantized to {0, a} with a learnable a.
 - :class:`AttentionCore`: softmax(q k^T / sqrt(d)) v over heads, binary (q, k, v in {-1, +1},
   probabilities in {0, a}) or float; it reports its matrix products by precision to
@@ -84,7 +85,7 @@ class CenteredBinaryLinear(CompressedLayer, nn.Linear):
         return self.weight - self.weight.mean(dim=1, keepdim=True)
 
     def quantized_weight(self) -> Tensor:
-        """alpha * F(W - rowmean(W)), the weight used in the forward pass."""
+        """alpha * F(W - rowmean(W)), the effective weight of the forward pass."""
         centered = self.centered_weight()
         alpha = centered.abs().mean(dim=1, keepdim=True).detach()
         return self.weight_quantizer(centered) * alpha
@@ -95,9 +96,15 @@ class CenteredBinaryLinear(CompressedLayer, nn.Linear):
             return self.weight_quantizer.hard(self.centered_weight())
 
     def forward(self, x: Tensor) -> Tensor:
+        """``A(x) F(C)^T * alpha``: the same as ``F.linear(A(x), quantized_weight())`` in exact
+        arithmetic and for the gradients, but with +-1 inputs and weights the product is an
+        exact integer in float32 whatever the summation order, and the scale one rounding
+        after it: what the packed layer's XOR-popcount GEMM computes, bit for bit."""
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        return F.linear(x, self.quantized_weight())
+        centered = self.centered_weight()
+        alpha = centered.abs().mean(dim=1).detach()
+        return F.linear(x, self.weight_quantizer(centered)) * alpha
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, weight_quantizer={self.weight_quantizer!r}, "
@@ -124,14 +131,6 @@ class RPReLU(nn.Module):
         return torch.where(u >= 0, u, self.slope * u) + self.shift_out
 
 
-class TokenBatchNorm(nn.BatchNorm1d):
-    """BatchNorm over the last (channel) dim of tokens ``(..., channels)``: BinaryViT normalises
-    binary linear outputs with BatchNorm instead of LayerNorm."""
-
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
-
-
 class BinaryLinearBlock(nn.Module):
     """What BinaryViT puts around each binary linear (ReActNet-style):
 
@@ -155,18 +154,22 @@ class BinaryLinearBlock(nn.Module):
         self.linear = CenteredBinaryLinear(
             in_features, out_features, weight_quantizer=method_pair(weight_method),
             input_quantizer=LearnableThresholdSign(in_features))
-        self.norm = TokenBatchNorm(out_features)
+        # a torch.nn BatchNorm1d on the (tokens, channels) rows: frozen models keep it as it is
+        # (a leaf layer of the traced graph, not folded: the frozen outputs stay bit-exact)
+        self.norm = nn.BatchNorm1d(out_features)
         self.act = RPReLU(out_features)
 
     def shortcut(self, x: Tensor) -> Tensor:
         if self.out_features >= self.in_features:
-            return x.repeat(*([1] * (x.dim() - 1)), self.out_features // self.in_features)
+            return torch.cat([x] * (self.out_features // self.in_features), dim=-1)
         k = self.in_features // self.out_features
-        return x.reshape(*x.shape[:-1], k, self.out_features).mean(dim=-2)
+        return x.unflatten(-1, (k, self.out_features)).mean(dim=-2)
 
     def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
         residual = self.shortcut(x) if shortcut is None else shortcut
-        return self.act(self.norm(self.linear(x)) + residual)
+        y = self.linear(x)
+        y = self.norm(y.reshape(-1, self.out_features)).reshape(y.shape)
+        return self.act(y + residual)
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -197,8 +200,12 @@ class ZeroOrAlpha(nn.Module):
             raise ModelConfigError(f"ZeroOrAlpha: alpha must be > 0, got {alpha!r}")
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
 
+    def codes(self, p: Tensor) -> Tensor:
+        """round(clamp(p / a, 0, 1)), in {0, 1} (the forward is ``codes(p) * a``)."""
+        return _RoundSTE.apply(torch.clamp(p / self.alpha, 0.0, 1.0))
+
     def forward(self, p: Tensor) -> Tensor:
-        return _RoundSTE.apply(torch.clamp(p / self.alpha, 0.0, 1.0)) * self.alpha
+        return self.codes(p) * self.alpha
 
 
 class AttentionCore(nn.Module):
@@ -219,7 +226,7 @@ class AttentionCore(nn.Module):
         super().__init__()
         if dim % heads:
             raise ModelConfigError(f"heads {heads} does not divide the width dim {dim}")
-        self.heads, self.binary = heads, binary
+        self.dim, self.heads, self.binary = dim, heads, binary
         self.quantize_probs = binary and quantize_probs
         self.scale = (dim // heads) ** -0.5
         if binary:
@@ -229,15 +236,17 @@ class AttentionCore(nn.Module):
         self.probs_quantizer = ZeroOrAlpha() if self.quantize_probs else nn.Identity()
 
     def _split(self, x: Tensor) -> Tensor:
-        b, n, c = x.shape
-        return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
+        return x.reshape(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.binary:
             q, k, v = self.q_sign(q), self.k_sign(k), self.v_sign(v)
         q, k, v = self._split(q), self._split(k), self._split(v)
         probs = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
-        out = self.probs_quantizer(probs) @ v
+        if self.quantize_probs:  # (codes @ v) * a: an exact integer product, then one rounding
+            out = (self.probs_quantizer.codes(probs) @ v) * self.probs_quantizer.alpha
+        else:
+            out = probs @ v
         return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
 
     #: the summary's operation kind of each product (see :meth:`edgecompress_macs`)

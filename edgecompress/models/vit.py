@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -113,10 +114,10 @@ class PoolingBranches(nn.Module):
         self.scales = nn.Parameter(torch.zeros(len(self.KERNELS)))
 
     def forward(self, x: Tensor) -> Tensor:
-        b, _, c = x.shape
-        image = x[:, self.skip:].transpose(1, 2).reshape(b, c, *self.grid)
-        out = sum(s * F.avg_pool2d(image, k, 1, (k[0] // 2, k[1] // 2), count_include_pad=False)
-                  for s, k in zip(self.scales, self.KERNELS))
+        image = x[:, self.skip:].transpose(1, 2).reshape(x.shape[0], x.shape[2], *self.grid)
+        out = sum(self.scales[i] * F.avg_pool2d(image, k, 1, (k[0] // 2, k[1] // 2),
+                                                count_include_pad=False)
+                  for i, k in enumerate(self.KERNELS))
         out = out.flatten(2).transpose(1, 2)
         return F.pad(out, (0, 0, self.skip, 0))
 
@@ -136,8 +137,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         kv = x
         if self.kv_reduction > 1:
-            b, _, c = x.shape
-            image = x.transpose(1, 2).reshape(b, c, *self.grid)
+            image = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *self.grid)
             kv = F.avg_pool2d(image, self.kv_reduction).flatten(2).transpose(1, 2)
         return self.proj(self.core(self.q(x), self.k(kv), self.v(kv)))
 
@@ -271,12 +271,14 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(stages[-1].dim, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        if tuple(x.shape[1:]) != self.input_shape:
+        """Logits of images x (batch, *input_shape). (The input check runs in eager mode; a
+        traced, e.g. frozen and saved, model's graph does not hold it.)"""
+        if not isinstance(x, torch.fx.Proxy) and tuple(x.shape[1:]) != self.input_shape:
             raise ModelConfigError(f"{type(self).__name__} was built for inputs "
                                    f"{self.input_shape}, got {tuple(x.shape[1:])}")
         tokens = self.stem(x).flatten(2).transpose(1, 2)
         if self.cls_token is not None:
-            tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)
+            tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
         tokens = self.norm(self.blocks(tokens + self.pos_embed))
         return self.head(tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1))
 

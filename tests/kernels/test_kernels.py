@@ -209,7 +209,9 @@ def _every_kernel_function(seed: int) -> list[torch.Tensor]:
             K.binary_gemm_signs(a, b, k, mask, scale, bias),
             K.w1a32_gemm(x, K.sign_panels(b, k), n, scale, bias),
             K.pack_pixels(image), *K.im2col_signs(image, *geometry),
-            *K.im2col_words(K.pack_pixels(image), 70, *geometry)]
+            *K.im2col_words(K.pack_pixels(image), 70, *geometry),
+            K.binary_gemm_groups(a.view(1, m, -1), b.view(1, n, -1), k, scale),
+            K.mask_matmul(mask.view(1, m, -1), b.t().contiguous()[None], 1, 0.5)]
 
 
 def test_every_kernel_function_falls_back_to_its_reference_with_the_same_result(monkeypatch):
@@ -234,6 +236,9 @@ def test_a_path_the_cpu_cannot_run_is_the_same_runtime_error_for_every_kernel(mo
     calls = {"pack_signs": lambda: K.pack_signs(x),
              "binary_gemm": lambda: K.binary_gemm_affine(a, b, 70),
              "w1a32_gemm": lambda: K.w1a32_gemm(x, K.sign_panels(b, 70), 4),
+             "binary_gemm_groups": lambda: K.binary_gemm_groups(a[None], b[None], 70,
+                                                                torch.ones(4)),
+             "mask_matmul": lambda: K.mask_matmul(a[None], b.t()[None].contiguous(), 1, 1.0),
              "signswish": lambda: K.signswish(x, 5.0)}
     for name, call in calls.items():
         with pytest.raises(RuntimeError, match=rf"^{name}.*not supported on this CPU; supported"):

@@ -1,0 +1,153 @@
+"""Packed BinaryViT layers: the inference forms of :class:`~edgecompress.layers.CenteredBinaryLinear`
+and :class:`~edgecompress.layers.AttentionCore` (``edgecompress.layers.transformer``).
+
+- :class:`PackedCenteredBinaryLinear`: the signs of the mean-centred weights, 1 bit each, with the
+  per-row alpha as the GEMM's per-column scale; with a learnable-threshold input quantizer it
+  packs ``sign(x + b)`` (the threshold added in torch, as the training form adds it) and runs the
+  W1A1 XOR-popcount GEMM, whose integer count times alpha is exactly the training form's
+  ``A(x) F(C)^T * alpha``.
+- :class:`PackedAttentionCore`: binary attention with q, k, v packed per head; ``q k^T`` on the
+  W1A1 GEMM (all samples and heads in one call, times 1/sqrt(d) in its store), the softmax in
+  float (torch), the {0, a} probabilities as bit masks and ``P v`` by AND-popcount
+  (:func:`~edgecompress.kernels.mask_matmul`), written with the heads merged.
+
+What stays float in a frozen BinaryViT: the patch-embedding stem, the position embeddings, the
+LayerNorms and the BatchNorms after the binary linears (kept as they are, not folded, so the
+outputs stay bit-exact), the real-valued shortcuts, RPReLU, the affine and pooling branches, the
+key/value average pooling, the softmax, and the classifier head. A float attention
+(``binary=False``) or float probabilities (``quantize_probs=False``) run the training form's
+torch operations.
+
+Every output equals the training form's in eval mode bit for bit (``torch.equal``): the binary
+products are integer counts, exact in float32 whatever the summation order, and the training form
+applies its scales after them in the same rounding steps (see the layers' forward). A
+CenteredBinaryLinear without an input quantizer (W1A32) is the exception: its float sums run in
+another order than torch's, so it agrees to float rounding only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import kernels
+from ..layers.transformer import AttentionCore, CenteredBinaryLinear, LearnableThresholdSign
+from .binary import PackedBinaryLinear
+from .packed import PackedLayer, register_packed
+
+
+@register_packed(CenteredBinaryLinear)
+class PackedCenteredBinaryLinear(PackedBinaryLinear):
+    """The packed :class:`CenteredBinaryLinear`: a :class:`PackedBinaryLinear` whose weights are
+    sign(W - rowmean W), whose scale is alpha, and which adds the learnable threshold b of its
+    input quantizer (``threshold=True``) before taking the sign."""
+
+    def __init__(self, in_features: int, out_features: int, *, binary_inputs: bool,
+                 threshold: bool = False, has_scale: bool = True, bias: bool = False,
+                 emit_signs: bool = False,
+                 fused_clamp: tuple[float, float] | None = None) -> None:
+        super().__init__(in_features, out_features, binary_inputs=binary_inputs,
+                         has_scale=has_scale, bias=bias, emit_signs=emit_signs,
+                         fused_clamp=fused_clamp)
+        self.register_buffer("threshold", torch.zeros(in_features) if threshold else None)
+
+    @staticmethod
+    def _options(layer: CenteredBinaryLinear) -> dict[str, Any]:  # type: ignore[override]
+        return dict(binary_inputs=layer.input_quantizer is not None,
+                    threshold=isinstance(layer.input_quantizer, LearnableThresholdSign))
+
+    def _config(self) -> dict[str, Any]:
+        return {**super()._config(), "threshold": self.threshold is not None}
+
+    def _fill_from(self, layer: CenteredBinaryLinear) -> None:  # type: ignore[override]
+        """Signs of the centred weights; alpha computed as the training form computes it."""
+        with torch.no_grad():
+            centered = layer.centered_weight()
+            self.bits.copy_(kernels.pack_signs(layer.discrete_weight()))
+            self.scale.copy_(centered.abs().mean(dim=1))
+            if self.threshold is not None:
+                self.threshold.copy_(layer.input_quantizer.bias)
+        self.prepare()
+
+    @property
+    def signs_layout(self) -> str | None:
+        """None with a threshold: the layer needs its float input, not a previous layer's signs."""
+        return None if self.threshold is not None else super().signs_layout
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if self.threshold is not None:
+            x = x + self.threshold
+        return super().forward(x, residual)
+
+
+@register_packed(AttentionCore)
+class PackedAttentionCore(PackedLayer):
+    """The packed :class:`AttentionCore` (see the module docstring); q (B, N, C), k and v
+    (B, S, C) -> (B, N, C). Buffers: the q / k / v thresholds (binary) and a (``quantize_probs``).
+    It reports the training form's products (:meth:`AttentionCore.edgecompress_macs`)."""
+
+    def __init__(self, dim: int, heads: int, binary: bool, quantize_probs: bool) -> None:
+        super().__init__()
+        self.dim, self.heads, self.binary = dim, heads, binary
+        self.quantize_probs = binary and quantize_probs
+        self.head_dim = dim // heads
+        self.scale = self.head_dim ** -0.5
+        for name in ("q_threshold", "k_threshold", "v_threshold"):
+            self.register_buffer(name, torch.zeros(dim) if binary else None)
+        self.register_buffer("alpha", torch.tensor(0.0) if self.quantize_probs else None)
+
+    @classmethod
+    def from_trained(cls, layer: AttentionCore) -> "PackedAttentionCore":
+        new = cls(layer.dim, layer.heads, layer.binary, layer.quantize_probs)
+        with torch.no_grad():
+            if layer.binary:
+                for name in ("q", "k", "v"):
+                    getattr(new, f"{name}_threshold").copy_(getattr(layer, f"{name}_sign").bias)
+            if new.quantize_probs:
+                new.alpha.copy_(layer.probs_quantizer.alpha)
+        return new
+
+    def config(self) -> dict[str, Any]:
+        return dict(dim=self.dim, heads=self.heads, binary=self.binary,
+                    quantize_probs=self.quantize_probs)
+
+    edgecompress_macs = AttentionCore.edgecompress_macs
+
+    def _split(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
+
+    def _packed_heads(self, x: Tensor, threshold: Tensor) -> Tensor:
+        """sign(x + b) of (B, T, C) packed per head: (B * heads, T, ceil(d / 64)) words."""
+        b, t, _ = x.shape
+        rows = kernels.pack_signs((x + threshold).reshape(-1, self.head_dim))
+        return rows.view(b, t, self.heads, -1).transpose(1, 2).reshape(b * self.heads, t, -1)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if not self.binary:  # the training form's float attention
+            q, k, v = self._split(q), self._split(k), self._split(v)
+            out = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1) @ v
+            return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+        b, n, s = q.shape[0], q.shape[1], k.shape[1]
+        scale = torch.full((s,), self.scale)
+        scores = kernels.binary_gemm_groups(self._packed_heads(q, self.q_threshold),
+                                            self._packed_heads(k, self.k_threshold),
+                                            self.head_dim, scale)
+        probs = torch.softmax(scores.view(b, self.heads, n, s), dim=-1)
+        values = v + self.v_threshold
+        if not self.quantize_probs:  # float probabilities times +-1 values, in torch
+            signs = torch.where(values >= 0, 1.0, -1.0)
+            out = probs @ self._split(signs)
+            return out.transpose(1, 2).reshape(b, n, -1)
+        codes = torch.round(torch.clamp(probs / self.alpha, 0.0, 1.0))
+        masks = kernels.pack_signs(-codes.view(-1, s)).view(b * self.heads, n, -1)
+        # the values' signs packed along the keys, word-major per (sample, head)
+        columns = values.view(b, s, self.heads, self.head_dim).permute(0, 2, 3, 1)
+        vneg = kernels.pack_signs(columns.reshape(-1, s)).view(b * self.heads, self.head_dim, -1)
+        return kernels.mask_matmul(masks, vneg.transpose(1, 2).contiguous(), self.heads,
+                                   float(self.alpha))
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, heads={self.heads}, binary={self.binary}, "
+                f"quantize_probs={self.quantize_probs}")
