@@ -15,6 +15,7 @@ import torch
 
 from edgecompress.experiment import run
 from edgecompress.recipe import Recipe
+from edgecompress.train import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -50,11 +51,14 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def train_and_record(recipe: Recipe, data_root: str, **fields: Any) -> dict[str, Any]:
-    """Train ``recipe`` and return ``fields`` plus its accuracies, time and per-epoch
-    diagnostics (empty lists for a float model)."""
+def train_and_record(recipe: Recipe, data_root: str, out_dir: Path | None = None,
+                     callbacks: tuple[Callback, ...] = (), **fields: Any) -> dict[str, Any]:
+    """Train ``recipe`` (checkpoint into ``out_dir`` if given, e.g. a teacher for later runs)
+    and return ``fields`` plus its accuracies, time and per-epoch diagnostics (empty lists for
+    a float model)."""
     began = time.perf_counter()
-    result = run(recipe, data_root=data_root, progress=False)
+    result = run(recipe, out_dir=out_dir, data_root=data_root, progress=False,
+                 callbacks=callbacks)
     m, history = result.metrics, result.history
     return {
         **fields, "seed": recipe.seed,
