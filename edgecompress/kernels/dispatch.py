@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ._loader import check_status, library, load, load_error, path_code
 from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
-                        binary_gemm_signs_reference, im2col_signs_reference,
+                        binary_gemm_signs_reference, conv2d_direct_reference, im2col_signs_reference,
                         im2col_words_reference, pack_panels_reference, pack_pixels_reference,
                         pack_signs_reference, sign_panels_rows_reference, unpack_bits_reference,
                         w1a32_gemm_reference, words)
@@ -45,8 +45,11 @@ def _check_vectors(n: int, **vectors: Tensor | None) -> None:
 
 
 def _float32(t: Tensor | None) -> Tensor | None:
-    """A contiguous float32 copy (or view) for the C kernels, or None."""
-    return None if t is None else t.detach().to(torch.float32).contiguous()
+    """A contiguous float32 copy (or view) for the C kernels, or None (the tensor itself when it
+    already is one: this runs on every call of a layer)."""
+    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
+        return t
+    return t.detach().to(torch.float32).contiguous()
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -339,4 +342,66 @@ def signswish(x: Tensor, beta: float, op: str = "value", *, grad: Tensor | None 
                               float(mu), SIGNSWISH_OPS.index(op), code,
                               threads or torch.get_num_threads())
     check_status(status, "signswish", path)
+    return out
+
+
+# --- float direct convolution ---------------------------------------------------------------------
+
+def conv2d_direct_supports(weight_shape: tuple[int, ...], stride: tuple[int, int],
+                           padding: tuple[int, int], dilation: tuple[int, int] = (1, 1),
+                           groups: int = 1) -> bool:
+    """Whether :func:`conv2d_direct` takes a convolution of this geometry: groups 1, no
+    dilation, a 1x1 or 3x3 kernel, stride 1 or 2 and padding 0 or 1 (the shapes of ResNet-like
+    networks; the C kernel is general, the limits keep what is tested)."""
+    return (len(weight_shape) == 4 and groups == 1 and tuple(dilation) == (1, 1)
+            and tuple(weight_shape[2:]) in ((1, 1), (3, 3))
+            and all(s in (1, 2) for s in stride) and all(p in (0, 1) for p in padding))
+
+
+def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                  stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0), *,
+                  residual: Tensor | None = None, clamp: tuple[float, float] | None = None,
+                  path: str | None = None, threads: int | None = None) -> Tensor:
+    """Float32 convolution ``clamp(conv2d(x, weight) + bias + residual)`` by the direct C kernel
+    (``conv_f32.c``: vectorized along output pixels, so its cost scales with the channel
+    counts, with bias, residual addition and clamp, e.g. a ReLU as (0, inf), in its store).
+
+    x: (n, c, h, w); weight: (oc, c, kh, kw); bias: (oc,) or None; residual: the output's shape
+    (n, oc, oh, ow) or None. Geometry: what :func:`conv2d_direct_supports` accepts. Returns a
+    contiguous (NCHW) float32 tensor; inputs in another layout are copied to NCHW first.
+    Agrees with ``torch.nn.functional.conv2d`` to float rounding and with
+    :func:`~.reference.conv2d_direct_reference` bit for bit (every path)."""
+    if x.dim() != 4 or weight.dim() != 4 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"conv2d_direct needs x (n, c, h, w) and weight (oc, c, kh, kw), got x "
+                         f"{tuple(x.shape)} and weight {tuple(weight.shape)}")
+    stride, padding = tuple(stride), tuple(padding)
+    if not conv2d_direct_supports(tuple(weight.shape), stride, padding):
+        raise ValueError(f"conv2d_direct takes 1x1 / 3x3 kernels, stride 1 / 2 and padding 0 / 1, "
+                         f"got kernel {tuple(weight.shape[2:])}, stride {stride}, padding "
+                         f"{padding}")
+    n, c, h, w = x.shape
+    oc = weight.shape[0]
+    oh = conv_output_size(h, weight.shape[2], stride[0], padding[0], 1)
+    ow = conv_output_size(w, weight.shape[3], stride[1], padding[1], 1)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv2d_direct: input {tuple(x.shape)} is smaller than the kernel "
+                         f"{tuple(weight.shape[2:])} with padding {padding}")
+    _check_vectors(oc, bias=bias)
+    if residual is not None and tuple(residual.shape) != (n, oc, oh, ow):
+        raise ValueError(f"residual must have shape {(n, oc, oh, ow)}, got "
+                         f"{tuple(residual.shape)}")
+    if clamp is not None and not clamp[0] <= clamp[1]:
+        raise ValueError(f"clamp needs lo <= hi, got {clamp}")
+    lib = library()
+    if lib is None:
+        return conv2d_direct_reference(x, weight, bias, stride, padding, residual, clamp)
+    x, weight = _float32(x), _float32(weight)
+    bias, residual = _float32(bias), _float32(residual)
+    out = torch.empty(n, oc, oh, ow, dtype=torch.float32)
+    status = lib.ec_conv2d_f32(x.data_ptr(), n, c, h, w, weight.data_ptr(), oc,
+                               weight.shape[2], weight.shape[3], *stride, *padding, _ptr(bias),
+                               _ptr(residual), int(clamp is not None), *(clamp or (0.0, 0.0)),
+                               out.data_ptr(), path_code(path),
+                               threads or torch.get_num_threads())
+    check_status(status, "conv2d_direct", path)
     return out

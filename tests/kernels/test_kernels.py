@@ -209,7 +209,9 @@ def _every_kernel_function(seed: int) -> list[torch.Tensor]:
             K.binary_gemm_signs(a, b, k, mask, scale, bias),
             K.w1a32_gemm(x, K.sign_panels(b, k), n, scale, bias),
             K.pack_pixels(image), *K.im2col_signs(image, *geometry),
-            *K.im2col_words(K.pack_pixels(image), 70, *geometry)]
+            *K.im2col_words(K.pack_pixels(image), 70, *geometry),
+            K.conv2d_direct(image, torch.randn(3, 70, 3, 3, generator=g), bias[:3], (2, 1),
+                            (1, 1), clamp=(0.0, 1.0))]
 
 
 def test_every_kernel_function_falls_back_to_its_reference_with_the_same_result(monkeypatch):
@@ -234,7 +236,8 @@ def test_a_path_the_cpu_cannot_run_is_the_same_runtime_error_for_every_kernel(mo
     calls = {"pack_signs": lambda: K.pack_signs(x),
              "binary_gemm": lambda: K.binary_gemm_affine(a, b, 70),
              "w1a32_gemm": lambda: K.w1a32_gemm(x, K.sign_panels(b, 70), 4),
-             "signswish": lambda: K.signswish(x, 5.0)}
+             "signswish": lambda: K.signswish(x, 5.0),
+             "conv2d_direct": lambda: K.conv2d_direct(x.view(1, 1, 3, 70), torch.ones(1, 1, 1, 1))}
     for name, call in calls.items():
         with pytest.raises(RuntimeError, match=rf"^{name}.*not supported on this CPU; supported"):
             call()
