@@ -13,6 +13,8 @@ with :func:`load_metadata`): the dataset, input preprocessing and class names th
 
 Modules: ``packed`` (the packed-layer protocol and the registry from training-layer class to
 packed class: the extension point), ``binary`` and ``shift`` (the built-in packed layers),
+``float_conv`` (the float convolution freeze gives plain ``nn.Conv2d`` layers the direct kernel
+takes),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
 allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
 ``predict`` (top-k classes of inputs), ``onnx`` and ``benchmark``.
@@ -20,6 +22,7 @@ allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional meta
 
 from .binary import PackedBinaryConv2d, PackedBinaryLinear
 from .fileformat import load, load_metadata, save
+from .float_conv import PackedFloatConv2d
 from .freeze import freeze
 from .metadata import ModelMetadata
 from .onnx import export_onnx
@@ -28,5 +31,5 @@ from .shift import PackedShiftConv2d, PackedShiftLinear
 from .structure import register_function
 
 __all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
-           "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear", "PackedBinaryConv2d", "PackedShiftLinear",
+           "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear", "PackedBinaryConv2d", "PackedFloatConv2d", "PackedShiftLinear",
            "PackedShiftConv2d"]

@@ -358,6 +358,13 @@ def conv2d_direct_supports(weight_shape: tuple[int, ...], stride: tuple[int, int
             and all(s in (1, 2) for s in stride) and all(p in (0, 1) for p in padding))
 
 
+def conv2d_direct_usable(x: Tensor) -> bool:
+    """True when :func:`conv2d_direct` runs its C kernel on ``x``: a float32 CPU tensor and the
+    library loaded (else a warning, once; a layer then runs torch's convolution, not the slow
+    reference)."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and library() is not None
+
+
 def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                   stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0), *,
                   residual: Tensor | None = None, clamp: tuple[float, float] | None = None,
