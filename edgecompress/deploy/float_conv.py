@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import kernels
@@ -95,19 +94,19 @@ class PackedFloatConv2d(PackedLayer):
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``fused_clamp(conv(x) + bias + residual)`` (residual and clamp when set)."""
-        exporting = torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
-        if not exporting and x.shape[0] <= KERNEL_MAX_BATCH and kernels.conv2d_direct_usable(x):
-            if torch.compiler.is_compiling():
-                lo, hi = self.fused_clamp if self.fused_clamp is not None else (None, None)
-                return conv2d_direct_op(x, self._kernel_weight, self.bias, list(self.stride),
-                                        list(self.padding), residual, lo, hi)
-            return kernels.conv2d_direct(x, self._kernel_weight, self.bias, self.stride,
-                                         self.padding, residual=residual,
-                                         clamp=self.fused_clamp)
-        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
-        if residual is not None:
-            y = y + residual
-        return y if self.fused_clamp is None else y.clamp_(*self.fused_clamp)
+        if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() \
+                or x.shape[0] > KERNEL_MAX_BATCH:
+            return kernels.conv2d_torch(x, self.weight, self.bias, self.stride, self.padding,
+                                        residual, self.fused_clamp)
+        if torch.compiler.is_compiling():  # opaque to Dynamo; torch's convolution without C
+            lo, hi = self.fused_clamp if self.fused_clamp is not None else (None, None)
+            return conv2d_direct_op(x, self._kernel_weight, self.bias, list(self.stride),
+                                    list(self.padding), residual, lo, hi)
+        if not kernels.conv2d_direct_usable(x):
+            return kernels.conv2d_torch(x, self.weight, self.bias, self.stride, self.padding,
+                                        residual, self.fused_clamp)
+        return kernels.conv2d_direct(x, self._kernel_weight, self.bias, self.stride,
+                                     self.padding, residual=residual, clamp=self.fused_clamp)
 
     def edgecompress_macs(self, inputs, output) -> dict[str, int]:
         """Multiply-adds per sample, under the key of float layers (32-bit weights and

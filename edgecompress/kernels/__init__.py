@@ -34,7 +34,7 @@ This package only re-exports.
 from ._loader import PATHS, available, supported_paths
 from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, binary_gemm, binary_gemm_affine,
                        binary_gemm_signs, conv2d_direct, conv2d_direct_supports,
-                       conv2d_direct_usable, conv_output_size, im2col_signs, im2col_words,
+                       conv2d_direct_usable, conv2d_torch, conv_output_size, im2col_signs, im2col_words,
                        pack_conv_weights, pack_panels, pack_pixels, pack_signs, sign_panels,
                        signswish, signswish_usable, w1a32_gemm)
 from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
@@ -47,7 +47,7 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "pack_signs", "pack_panels", "binary_gemm",
            "binary_gemm_affine", "binary_gemm_affine_reference", "binary_gemm_signs",
            "binary_gemm_signs_reference", "pack_pixels", "im2col_words", "sign_panels",
-           "w1a32_gemm", "w1a32_gemm_reference", "conv2d_direct", "conv2d_direct_supports", "conv2d_direct_usable",
+           "w1a32_gemm", "w1a32_gemm_reference", "conv2d_direct", "conv2d_direct_supports", "conv2d_direct_usable", "conv2d_torch",
            "conv2d_direct_reference",
            "pack_conv_weights", "im2col_signs", "im2col_signs_reference", "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

@@ -365,6 +365,17 @@ def conv2d_direct_usable(x: Tensor) -> bool:
     return x.dtype == torch.float32 and x.device.type == "cpu" and library() is not None
 
 
+def conv2d_torch(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
+                 padding: tuple[int, int], residual: Tensor | None = None,
+                 clamp: tuple[float, float] | None = None) -> Tensor:
+    """What :func:`conv2d_direct` computes, by torch's convolution (equal to float rounding):
+    where torch is faster (large batch) or the library is missing."""
+    y = torch.nn.functional.conv2d(x, weight, bias, stride, padding)
+    if residual is not None:
+        y = y + residual
+    return y if clamp is None else y.clamp_(*clamp)
+
+
 def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                   stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0), *,
                   residual: Tensor | None = None, clamp: tuple[float, float] | None = None,

@@ -16,6 +16,7 @@ from torch import Tensor
 from .dispatch import binary_gemm_affine as _binary_gemm_affine
 from .dispatch import binary_gemm_signs as _binary_gemm_signs
 from .dispatch import conv2d_direct as _conv2d_direct
+from .dispatch import conv2d_direct_usable, conv2d_torch
 from .dispatch import conv_output_size
 from .dispatch import im2col_words as _im2col_words
 from .dispatch import pack_pixels as _pack_pixels
@@ -119,8 +120,11 @@ def conv2d_direct_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: 
                      clamp_lo: Optional[float] = None,
                      clamp_hi: Optional[float] = None) -> Tensor:
     """float32 (n, oc, oh, ow): ``clamp(conv2d(x, weight) + bias + residual)`` by the direct
-    float kernel (see :func:`edgecompress.kernels.conv2d_direct`)."""
+    float kernel (see :func:`edgecompress.kernels.conv2d_direct`), or torch's convolution when
+    the library is missing."""
     clamp = None if clamp_lo is None or clamp_hi is None else (clamp_lo, clamp_hi)
+    if not conv2d_direct_usable(x):
+        return conv2d_torch(x, weight, bias, tuple(stride), tuple(padding), residual, clamp)
     return _conv2d_direct(x, weight, bias, tuple(stride), tuple(padding), residual=residual,
                           clamp=clamp)
 

@@ -76,3 +76,17 @@ def test_without_the_library_the_frozen_model_runs_torch_and_says_so_once(monkey
             slow = frozen(x)
     torch.testing.assert_close(slow, fast, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(slow, model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_frozen_float_convs_compile_as_one_graph_and_export_as_torch_convs():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 9, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(9, 5, 3, stride=2, padding=1)).eval()
+    frozen = deploy.freeze(model)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(torch.compile(frozen, fullgraph=True)(x), frozen(x))
+        exported = torch.export.export(frozen, (x,))
+        assert "aten.conv2d" in str(exported.graph)
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-5, atol=1e-5)
