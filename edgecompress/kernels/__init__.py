@@ -13,7 +13,8 @@ Binary kernels (C, built by the package's own build and loaded with ctypes):
 
 Float kernel: :func:`conv2d_direct`, a float32 direct convolution (1x1 / 3x3, stride 1 / 2)
 vectorized along output pixels, so its cost follows the channel counts (pruned networks get
-faster), with bias, residual and clamp fused into its store.
+faster), with bias, residual and clamp fused into its store (:func:`conv2d_torch` computes the
+same by torch's convolution, for where torch is faster or the library is missing).
 
 The kernels dispatch at run time to AVX-512, AVX2 or portable scalar code (force one with
 ``path=``) and use OpenMP threads. If the library was not built, every function runs its

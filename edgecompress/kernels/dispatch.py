@@ -353,9 +353,11 @@ def conv2d_direct_supports(weight_shape: tuple[int, ...], stride: tuple[int, int
     """Whether :func:`conv2d_direct` takes a convolution of this geometry: groups 1, no
     dilation, a 1x1 or 3x3 kernel, stride 1 or 2 and padding 0 or 1 (the shapes of ResNet-like
     networks; the C kernel is general, the limits keep what is tested)."""
+    # plain comparisons, no generators: this runs on every call of a layer
     return (len(weight_shape) == 4 and groups == 1 and tuple(dilation) == (1, 1)
-            and tuple(weight_shape[2:]) in ((1, 1), (3, 3))
-            and all(s in (1, 2) for s in stride) and all(p in (0, 1) for p in padding))
+            and weight_shape[2] == weight_shape[3] and weight_shape[2] in (1, 3)
+            and stride[0] in (1, 2) and stride[1] in (1, 2)
+            and padding[0] in (0, 1) and padding[1] in (0, 1))
 
 
 def conv2d_direct_usable(x: Tensor) -> bool:
@@ -393,18 +395,18 @@ def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
         raise ValueError(f"conv2d_direct needs x (n, c, h, w) and weight (oc, c, kh, kw), got x "
                          f"{tuple(x.shape)} and weight {tuple(weight.shape)}")
     stride, padding = tuple(stride), tuple(padding)
-    if not conv2d_direct_supports(tuple(weight.shape), stride, padding):
+    if not conv2d_direct_supports(weight.shape, stride, padding):
         raise ValueError(f"conv2d_direct takes 1x1 / 3x3 kernels, stride 1 / 2 and padding 0 / 1, "
                          f"got kernel {tuple(weight.shape[2:])}, stride {stride}, padding "
                          f"{padding}")
     n, c, h, w = x.shape
-    oc = weight.shape[0]
-    oh = conv_output_size(h, weight.shape[2], stride[0], padding[0], 1)
-    ow = conv_output_size(w, weight.shape[3], stride[1], padding[1], 1)
+    oc, _, kh, kw = weight.shape
+    oh, ow = (h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1
     if oh < 1 or ow < 1:
         raise ValueError(f"conv2d_direct: input {tuple(x.shape)} is smaller than the kernel "
                          f"{tuple(weight.shape[2:])} with padding {padding}")
-    _check_vectors(oc, bias=bias)
+    if bias is not None and tuple(bias.shape) != (oc,):
+        _check_vectors(oc, bias=bias)  # raises
     if residual is not None and tuple(residual.shape) != (n, oc, oh, ow):
         raise ValueError(f"residual must have shape {(n, oc, oh, ow)}, got "
                          f"{tuple(residual.shape)}")
@@ -416,8 +418,8 @@ def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     x, weight = _float32(x), _float32(weight)
     bias, residual = _float32(bias), _float32(residual)
     out = torch.empty(n, oc, oh, ow, dtype=torch.float32)
-    status = lib.ec_conv2d_f32(x.data_ptr(), n, c, h, w, weight.data_ptr(), oc,
-                               weight.shape[2], weight.shape[3], *stride, *padding, _ptr(bias),
+    status = lib.ec_conv2d_f32(x.data_ptr(), n, c, h, w, weight.data_ptr(), oc, kh, kw,
+                               *stride, *padding, _ptr(bias),
                                _ptr(residual), int(clamp is not None), *(clamp or (0.0, 0.0)),
                                out.data_ptr(), path_code(path),
                                threads or torch.get_num_threads())
