@@ -109,6 +109,10 @@ class PackedFloatConv2d(PackedLayer):
         return kernels.conv2d_direct(x, self._kernel_weight, self.bias, self.stride,
                                      self.padding, residual=residual, clamp=self.fused_clamp)
 
+    def edgecompress_params(self) -> dict[int, int]:
+        """Float parameters (weight and bias are buffers here, so summary asks)."""
+        return {32: self.weight.numel() + self.bias.numel()}
+
     def edgecompress_macs(self, inputs, output) -> dict[str, int]:
         """Multiply-adds per sample, under the key of float layers (32-bit weights and
         inputs), as for the ``nn.Conv2d`` it replaces."""

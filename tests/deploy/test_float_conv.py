@@ -36,6 +36,11 @@ def test_freeze_runs_resnet_convs_in_the_direct_kernel_with_fused_epilogues(tmp_
         x = torch.randn(batch, 3, 32, 32)
         with torch.no_grad():
             torch.testing.assert_close(frozen(x), model(x), rtol=1e-4, atol=1e-4)
+    same = ec.summary(model, (3, 32, 32))
+    assert ec.summary(frozen, (3, 32, 32)).total_macs == same.total_macs
+    # each BatchNorm's weight and bias become its convolution's bias
+    assert ec.summary(frozen, (3, 32, 32)).params_by_bits[32] == same.params_by_bits[32] - sum(
+        m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     loaded = round_trip(frozen, tmp_path, torch.randn(1, 3, 32, 32))
     assert isinstance(loaded.get_submodule("stages.1.0.conv2"), deploy.PackedFloatConv2d)
 
