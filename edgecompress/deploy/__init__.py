@@ -16,6 +16,8 @@ Modules: ``packed`` (the packed-layer protocol and the registry from training-la
 packed class: the extension point), ``binary``, ``shift``, ``uniform``, ``tensor_train`` and
 ``transformer`` (the built-in packed layers; ``freeze(model, core_bits=8)`` stores tensor-train
 cores in 8 bits; ``transformer``: BinaryViT's binary linears and binary attention),
+``float_conv`` (the float convolution freeze gives plain ``nn.Conv2d`` layers the direct kernel
+takes),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
 allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
 ``predict`` (top-k classes of inputs), ``onnx`` and ``benchmark``.
@@ -23,6 +25,7 @@ allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional meta
 
 from .binary import PackedBinaryConv2d, PackedBinaryLinear
 from .fileformat import load, load_metadata, save
+from .float_conv import PackedFloatConv2d
 from .freeze import freeze
 from .metadata import ModelMetadata
 from .onnx import export_onnx
@@ -36,7 +39,7 @@ from .uniform import (PackedUniformConv2d, PackedUniformEuclidConv2d, PackedUnif
 
 __all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
            "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear",
-           "PackedBinaryConv2d", "PackedShiftLinear", "PackedShiftConv2d", "PackedTTLinear",
-           "PackedTTLSTM", "PackedUniformLinear", "PackedUniformConv2d",
+           "PackedBinaryConv2d", "PackedFloatConv2d", "PackedShiftLinear", "PackedShiftConv2d",
+           "PackedTTLinear", "PackedTTLSTM", "PackedUniformLinear", "PackedUniformConv2d",
            "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d", "PackedCenteredBinaryLinear",
            "PackedAttentionCore"]

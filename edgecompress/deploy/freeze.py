@@ -13,6 +13,7 @@ from ..graph import (as_graph_module, call_counts, consumers, module_of, replace
                      trace)
 from ..layers import harden
 from ..errors import ConversionError
+from .float_conv import PackedFloatConv2d
 from .packed import PackedLayer, packed_class_for, registered_packed_classes
 
 
@@ -118,8 +119,8 @@ def _inplace_activations(graph: fx.Graph, model: nn.Module) -> None:
 def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
     """Rewrite ``act(layer(x) + r)`` (through Identity modules, e.g. folded BatchNorms) into
     ``layer(x, r)`` with the addition and a following hardtanh / ReLU computed in the GEMM's
-    store loop, for packed layers that can (``fuses_residual``: the W1A1 ones) and output
-    floats. Returns True if the graph changed."""
+    store loop, for packed layers that can (``fuses_residual``: the W1A1 ones and the direct
+    float convolution) and output floats. Returns True if the graph changed."""
     modules = dict(model.named_modules())
     calls = call_counts(graph)
     changed = False
@@ -157,6 +158,46 @@ def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
         for node in ([last] if last is not add else []) + [add, *chain, layer_node]:
             graph.erase_node(node)  # each after its users
         changed = True
+    return changed
+
+
+def _direct_float_convs(graph: fx.Graph, model: nn.Module) -> None:
+    """Plain float ``nn.Conv2d`` layers of a geometry the direct float kernel takes become
+    :class:`PackedFloatConv2d` (same weights and bias, same submodule name)."""
+    modules = dict(model.named_modules())
+    for node in graph.nodes:
+        module = module_of(node, modules)
+        if module is not None and PackedFloatConv2d.takes(module):
+            replace_submodule(model, str(node.target), PackedFloatConv2d.from_trained(module))
+
+
+def _fuse_activations(graph: fx.Graph, model: nn.Module) -> bool:
+    """``act(layer(x))`` (through Identity modules, e.g. folded BatchNorms) for a
+    :class:`PackedFloatConv2d` whose output only the ReLU / hardtanh reads: the clamp is
+    computed in the kernel's store loop and the activation leaves the graph. Returns True if
+    the graph changed."""
+    modules = dict(model.named_modules())
+    calls = call_counts(graph)
+    changed = False
+    for node in list(graph.nodes):
+        layer = modules.get(node.target) if node.op == "call_module" else None
+        if (not isinstance(layer, PackedFloatConv2d) or layer.fused_clamp is not None
+                or calls[str(node.target)] != 1):
+            continue
+        last = node
+        while len(last.users) == 1:
+            (user,) = last.users
+            module = modules.get(user.target) if user.op == "call_module" else None
+            if not isinstance(module, (nn.Identity, *_ACTIVATIONS)) or calls[str(user.target)] != 1:
+                break
+            last = user
+            if isinstance(module, _ACTIVATIONS):
+                layer.fused_clamp = ((float(module.min_val), float(module.max_val))
+                                     if isinstance(module, nn.Hardtanh) else (0.0, float("inf")))
+                last.replace_all_uses_with(last.args[0])
+                graph.erase_node(last)
+                changed = True
+                break
     return changed
 
 
@@ -202,6 +243,11 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
       packed, straight from the GEMM; ``act(layer(x) + r)`` (a residual block's end) is computed
       in the W1A1 layer's GEMM store loop; then the model runs as a ``torch.fx.GraphModule``
       with the same submodule names. Activations whose input nothing else reads run in place.
+    - A plain float ``nn.Conv2d`` (BatchNorm folded in) that the direct float kernel takes
+      (1x1 / 3x3, stride 1 / 2, padding 0 / 1, groups 1) becomes a
+      :class:`~edgecompress.deploy.float_conv.PackedFloatConv2d`, whose cost at small batch
+      follows its channel counts; with ``fuse`` a following ReLU / hardtanh, and a residual
+      addition before it, run in its store loop as for the W1A1 layers.
 
     Every other layer is kept as it is. The copy is in eval mode, holds its 4-D float weights
     in channels-last memory format (so its activations are channels-last too, and a ``view``
@@ -224,10 +270,12 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
             for layer_name, bn_name in _layer_bn_pairs(graph, frozen):
                 _fold(frozen.get_submodule(layer_name), frozen.get_submodule(bn_name))
                 replace_submodule(frozen, bn_name, nn.Identity())
+        _direct_float_convs(graph, frozen)
         rewritten = _views_to_reshapes(graph)
         if fuse:
             _emit_signs(graph, frozen)
             rewritten = _fuse_residuals(graph, frozen) or rewritten
+            rewritten = _fuse_activations(graph, frozen) or rewritten
         _inplace_activations(graph, frozen)
         if rewritten:
             frozen = as_graph_module(frozen, graph)

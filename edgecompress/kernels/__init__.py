@@ -14,6 +14,11 @@ Binary kernels (C, built by the package's own build and loaded with ctypes):
   GEMM) and :func:`mask_matmul` (``P v`` for P in {0, a} as bit masks and v in {-1, +1}: AND
   and popcount).
 
+Float kernel: :func:`conv2d_direct`, a float32 direct convolution (1x1 / 3x3, stride 1 / 2)
+vectorized along output pixels, so its cost follows the channel counts (pruned networks get
+faster), with bias, residual and clamp fused into its store (:func:`conv2d_torch` computes the
+same by torch's convolution, for where torch is faster or the library is missing).
+
 The kernels dispatch at run time to AVX-512, AVX2 or portable scalar code (force one with
 ``path=``) and use OpenMP threads. If the library was not built, every function runs its
 reference implementation and a warning says so once. Packed words are stored in int64 tensors
@@ -32,12 +37,14 @@ This package only re-exports.
 
 from ._loader import PATHS, available, supported_paths
 from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, binary_gemm, binary_gemm_affine,
-                       binary_gemm_groups, binary_gemm_signs, mask_matmul, conv_output_size, im2col_signs, im2col_words,
+                       binary_gemm_groups, binary_gemm_signs, conv2d_direct,
+                       conv2d_direct_supports, conv2d_direct_usable, conv2d_torch,
+                       conv_output_size, im2col_signs, im2col_words, mask_matmul,
                        pack_conv_weights, pack_panels, pack_pixels, pack_signs, sign_panels,
                        signswish, signswish_usable, w1a32_gemm)
 from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
                         binary_gemm_groups_reference, binary_gemm_signs_reference,
-                        im2col_signs_reference, mask_matmul_reference,
+                        conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
                         pack_signs_reference, unpack_bits_reference, unpack_signs_reference,
                         w1a32_gemm_reference, words)
 
@@ -47,5 +54,7 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "binary_gemm_signs_reference", "pack_pixels", "im2col_words", "sign_panels",
            "w1a32_gemm", "w1a32_gemm_reference", "binary_gemm_groups",
            "binary_gemm_groups_reference", "mask_matmul", "mask_matmul_reference",
+           "conv2d_direct", "conv2d_direct_supports", "conv2d_direct_usable", "conv2d_torch",
+           "conv2d_direct_reference",
            "pack_conv_weights", "im2col_signs", "im2col_signs_reference", "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

@@ -16,8 +16,8 @@ from torch import Tensor
 
 from ._loader import check_status, library, load, load_error, path_code
 from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_groups_reference,
-                        binary_gemm_reference, mask_matmul_reference,
-                        binary_gemm_signs_reference, im2col_signs_reference,
+                        binary_gemm_reference, binary_gemm_signs_reference,
+                        conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
                         im2col_words_reference, pack_panels_reference, pack_pixels_reference,
                         pack_signs_reference, sign_panels_rows_reference, unpack_bits_reference,
                         w1a32_gemm_reference, words)
@@ -46,8 +46,11 @@ def _check_vectors(n: int, **vectors: Tensor | None) -> None:
 
 
 def _float32(t: Tensor | None) -> Tensor | None:
-    """A contiguous float32 copy (or view) for the C kernels, or None."""
-    return None if t is None else t.detach().to(torch.float32).contiguous()
+    """A contiguous float32 copy (or view) for the C kernels, or None (the tensor itself when it
+    already is one: this runs on every call of a layer)."""
+    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
+        return t
+    return t.detach().to(torch.float32).contiguous()
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -398,4 +401,86 @@ def signswish(x: Tensor, beta: float, op: str = "value", *, grad: Tensor | None 
                               float(mu), SIGNSWISH_OPS.index(op), code,
                               threads or torch.get_num_threads())
     check_status(status, "signswish", path)
+    return out
+
+
+# --- float direct convolution ---------------------------------------------------------------------
+
+def conv2d_direct_supports(weight_shape: tuple[int, ...], stride: tuple[int, int],
+                           padding: tuple[int, int], dilation: tuple[int, int] = (1, 1),
+                           groups: int = 1) -> bool:
+    """Whether :func:`conv2d_direct` takes a convolution of this geometry: groups 1, no
+    dilation, a 1x1 or 3x3 kernel, stride 1 or 2 and padding 0 or 1 (the shapes of ResNet-like
+    networks; the C kernel is general, the limits keep what is tested)."""
+    # plain comparisons, no generators: this runs on every call of a layer
+    return (len(weight_shape) == 4 and groups == 1 and tuple(dilation) == (1, 1)
+            and weight_shape[2] == weight_shape[3] and weight_shape[2] in (1, 3)
+            and stride[0] in (1, 2) and stride[1] in (1, 2)
+            and padding[0] in (0, 1) and padding[1] in (0, 1))
+
+
+def conv2d_direct_usable(x: Tensor) -> bool:
+    """True when :func:`conv2d_direct` runs its C kernel on ``x``: a float32 CPU tensor and the
+    library loaded (else a warning, once; a layer then runs torch's convolution, not the slow
+    reference)."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and library() is not None
+
+
+def conv2d_torch(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
+                 padding: tuple[int, int], residual: Tensor | None = None,
+                 clamp: tuple[float, float] | None = None) -> Tensor:
+    """What :func:`conv2d_direct` computes, by torch's convolution (equal to float rounding):
+    where torch is faster (large batch) or the library is missing."""
+    y = torch.nn.functional.conv2d(x, weight, bias, stride, padding)
+    if residual is not None:
+        y = y + residual
+    return y if clamp is None else y.clamp_(*clamp)
+
+
+def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                  stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0), *,
+                  residual: Tensor | None = None, clamp: tuple[float, float] | None = None,
+                  path: str | None = None, threads: int | None = None) -> Tensor:
+    """Float32 convolution ``clamp(conv2d(x, weight) + bias + residual)`` by the direct C kernel
+    (``conv_f32.c``: vectorized along output pixels, so its cost scales with the channel
+    counts, with bias, residual addition and clamp, e.g. a ReLU as (0, inf), in its store).
+
+    x: (n, c, h, w); weight: (oc, c, kh, kw); bias: (oc,) or None; residual: the output's shape
+    (n, oc, oh, ow) or None. Geometry: what :func:`conv2d_direct_supports` accepts. Returns a
+    contiguous (NCHW) float32 tensor; inputs in another layout are copied to NCHW first.
+    Agrees with ``torch.nn.functional.conv2d`` to float rounding and with
+    :func:`~.reference.conv2d_direct_reference` bit for bit (every path)."""
+    if x.dim() != 4 or weight.dim() != 4 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"conv2d_direct needs x (n, c, h, w) and weight (oc, c, kh, kw), got x "
+                         f"{tuple(x.shape)} and weight {tuple(weight.shape)}")
+    stride, padding = tuple(stride), tuple(padding)
+    if not conv2d_direct_supports(weight.shape, stride, padding):
+        raise ValueError(f"conv2d_direct takes 1x1 / 3x3 kernels, stride 1 / 2 and padding 0 / 1, "
+                         f"got kernel {tuple(weight.shape[2:])}, stride {stride}, padding "
+                         f"{padding}")
+    n, c, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    oh, ow = (h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv2d_direct: input {tuple(x.shape)} is smaller than the kernel "
+                         f"{tuple(weight.shape[2:])} with padding {padding}")
+    if bias is not None and tuple(bias.shape) != (oc,):
+        _check_vectors(oc, bias=bias)  # raises
+    if residual is not None and tuple(residual.shape) != (n, oc, oh, ow):
+        raise ValueError(f"residual must have shape {(n, oc, oh, ow)}, got "
+                         f"{tuple(residual.shape)}")
+    if clamp is not None and not clamp[0] <= clamp[1]:
+        raise ValueError(f"clamp needs lo <= hi, got {clamp}")
+    lib = library()
+    if lib is None:
+        return conv2d_direct_reference(x, weight, bias, stride, padding, residual, clamp)
+    x, weight = _float32(x), _float32(weight)
+    bias, residual = _float32(bias), _float32(residual)
+    out = torch.empty(n, oc, oh, ow, dtype=torch.float32)
+    status = lib.ec_conv2d_f32(x.data_ptr(), n, c, h, w, weight.data_ptr(), oc, kh, kw,
+                               *stride, *padding, _ptr(bias),
+                               _ptr(residual), int(clamp is not None), *(clamp or (0.0, 0.0)),
+                               out.data_ptr(), path_code(path),
+                               threads or torch.get_num_threads())
+    check_status(status, "conv2d_direct", path)
     return out

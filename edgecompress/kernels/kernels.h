@@ -11,6 +11,7 @@
  *   gemm_w1a32.c        sign-select GEMM: +-1 weights times float activations (W1A32)
  *   attention.c         {0, a} x +-1 product of binary attention (AND-popcount on bit masks)
  *   signswish.c         BNN+'s SignSwish in one pass, for training
+ *   conv_f32.c          float32 direct convolution (3x3 / 1x1 ...) with a fused epilogue
  *
  * Conventions of every exported function (EC_EXPORT; everything else is hidden):
  *   - path: EC_PATH_SCALAR, EC_PATH_AVX2 or EC_PATH_AVX512, or < 0 for the best this CPU runs;

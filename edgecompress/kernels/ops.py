@@ -1,6 +1,6 @@
-"""The binary kernels as PyTorch custom operators (``torch.ops.edgecompress.binary_gemm_affine``
-for W1A1, ``torch.ops.edgecompress.w1a32_gemm`` for W1A32, and the packing of W1A1 inputs:
-``pack_signs``, ``pack_pixels``, ``im2col_words``), so frozen models are ordinary nn.Modules
+"""The kernels as PyTorch custom operators (``torch.ops.edgecompress.binary_gemm_affine``
+for W1A1, ``torch.ops.edgecompress.w1a32_gemm`` for W1A32, the packing of W1A1 inputs:
+``pack_signs``, ``pack_pixels``, ``im2col_words``, and the float ``conv2d_direct``), so frozen models are ordinary nn.Modules
 that torch.compile (fullgraph) and torch.export see as opaque ops.
 
 Each op calls the kernel function of the same name in :mod:`.dispatch` (which runs the C kernel
@@ -15,6 +15,8 @@ from torch import Tensor
 
 from .dispatch import binary_gemm_affine as _binary_gemm_affine
 from .dispatch import binary_gemm_signs as _binary_gemm_signs
+from .dispatch import conv2d_direct as _conv2d_direct
+from .dispatch import conv2d_direct_usable, conv2d_torch
 from .dispatch import conv_output_size
 from .dispatch import im2col_words as _im2col_words
 from .dispatch import pack_pixels as _pack_pixels
@@ -110,3 +112,28 @@ def _(pixels: Tensor, channels: int, kernel: list[int], stride: list[int], paddi
     rows = pixels.new_empty((n * oh * ow, kernel[0] * kernel[1] * cw))
     return rows, pixels.new_empty((n * oh * ow, kernel[0] * kernel[1] * cw) if masked
                                   else (0, kernel[0] * kernel[1] * cw))
+
+
+@torch.library.custom_op("edgecompress::conv2d_direct", mutates_args=())
+def conv2d_direct_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int],
+                     padding: list[int], residual: Optional[Tensor] = None,
+                     clamp_lo: Optional[float] = None,
+                     clamp_hi: Optional[float] = None) -> Tensor:
+    """float32 (n, oc, oh, ow): ``clamp(conv2d(x, weight) + bias + residual)`` by the direct
+    float kernel (see :func:`edgecompress.kernels.conv2d_direct`), or torch's convolution when
+    the library is missing."""
+    clamp = None if clamp_lo is None or clamp_hi is None else (clamp_lo, clamp_hi)
+    if not conv2d_direct_usable(x):
+        return conv2d_torch(x, weight, bias, tuple(stride), tuple(padding), residual, clamp)
+    return _conv2d_direct(x, weight, bias, tuple(stride), tuple(padding), residual=residual,
+                          clamp=clamp)
+
+
+@conv2d_direct_op.register_fake
+def _(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
+      residual: Optional[Tensor] = None, clamp_lo: Optional[float] = None,
+      clamp_hi: Optional[float] = None) -> Tensor:
+    n, _, h, w = x.shape
+    oh = conv_output_size(h, weight.shape[2], stride[0], padding[0], 1)
+    ow = conv_output_size(w, weight.shape[3], stride[1], padding[1], 1)
+    return x.new_empty((n, weight.shape[0], oh, ow), dtype=torch.float32)

@@ -179,3 +179,31 @@ def mask_matmul_reference(masks: Tensor, vneg: Tensor, heads: int, d: int,
     counts = (codes @ values.transpose(1, 2)).round().to(torch.float32)  # (groups, m, d)
     out = counts * torch.tensor(alpha, dtype=torch.float32)
     return out.view(-1, heads, m, d).transpose(1, 2).reshape(-1, m, heads * d)
+
+
+def conv2d_direct_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                            stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
+                            residual: Tensor | None = None,
+                            clamp: tuple[float, float] | None = None) -> Tensor:
+    """Reference :func:`conv2d_direct`, in its order of float operations: for every output,
+    ``acc = 0``, then ``acc = acc + x * w`` (product rounded to float32, then added) over the
+    taps with input channel, kernel row, kernel column ascending (zero padding adds +0); then
+    ``+ bias``, ``+ residual``, clamped to ``clamp``."""
+    x, weight = x.detach().to(torch.float32), weight.detach().to(torch.float32)
+    n, c, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    xp = torch.nn.functional.pad(x, (pw, pw, ph, ph))
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    acc = torch.zeros(n, oc, oh, ow)
+    for ic in range(c):
+        for ky in range(kh):
+            for kx in range(kw):
+                window = xp[:, ic: ic + 1, ky: ky + sh * (oh - 1) + 1: sh,
+                            kx: kx + sw * (ow - 1) + 1: sw]
+                acc = acc + window * weight[:, ic, ky, kx].view(1, oc, 1, 1)
+    if bias is not None:
+        acc = acc + bias.detach().to(torch.float32).view(1, oc, 1, 1)
+    if residual is not None:
+        acc = acc + residual.to(torch.float32)
+    return acc if clamp is None else acc.clamp(*clamp)

@@ -214,7 +214,11 @@ def test_sign_fusion_gives_identical_outputs(net):
     assert len(emitting) == (9 if net == "resnet20" else 1), emitting
     assert not any(getattr(m, "emit_signs", False) for m in plain.modules())
     if net == "resnet20":  # each block's end, act(conv2(.) + shortcut), runs in its GEMM
-        assert sum(getattr(m, "fused_clamp", None) is not None for m in fused.modules()) == 9
+        assert sum(getattr(m, "fused_clamp", None) is not None for m in fused.modules()
+                   if isinstance(m, deploy.PackedBinaryConv2d)) == 9
+        # and the float stem's hardtanh in the direct float kernel's store
+        assert isinstance(fused.stem[0], deploy.PackedFloatConv2d)
+        assert fused.stem[0].fused_clamp == (-1.0, 1.0)
         assert isinstance(fused, torch.fx.GraphModule) and type(fused).__name__ == "ResNet"
     assert fused.edgecompress_spec == model.edgecompress_spec
     assert tuple(fused.input_shape) == tuple(model.input_shape)

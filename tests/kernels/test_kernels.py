@@ -211,7 +211,9 @@ def _every_kernel_function(seed: int) -> list[torch.Tensor]:
             K.pack_pixels(image), *K.im2col_signs(image, *geometry),
             *K.im2col_words(K.pack_pixels(image), 70, *geometry),
             K.binary_gemm_groups(a.view(1, m, -1), b.view(1, n, -1), k, scale),
-            K.mask_matmul(mask.view(1, m, -1), b.t().contiguous()[None], 1, 0.5)]
+            K.mask_matmul(mask.view(1, m, -1), b.t().contiguous()[None], 1, 0.5),
+            K.conv2d_direct(image, torch.randn(3, 70, 3, 3, generator=g), bias[:3], (2, 1),
+                            (1, 1), clamp=(0.0, 1.0))]
 
 
 def test_every_kernel_function_falls_back_to_its_reference_with_the_same_result(monkeypatch):
@@ -239,7 +241,8 @@ def test_a_path_the_cpu_cannot_run_is_the_same_runtime_error_for_every_kernel(mo
              "binary_gemm_groups": lambda: K.binary_gemm_groups(a[None], b[None], 70,
                                                                 torch.ones(4)),
              "mask_matmul": lambda: K.mask_matmul(a[None], b.t()[None].contiguous(), 1, 1.0),
-             "signswish": lambda: K.signswish(x, 5.0)}
+             "signswish": lambda: K.signswish(x, 5.0),
+             "conv2d_direct": lambda: K.conv2d_direct(x.view(1, 1, 3, 70), torch.ones(1, 1, 1, 1))}
     for name, call in calls.items():
         with pytest.raises(RuntimeError, match=rf"^{name}.*not supported on this CPU; supported"):
             call()

@@ -1,0 +1,86 @@
+"""Float direct convolution: every path bit-exact against its reference, close to torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edgecompress import kernels as K
+
+PATHS = K.supported_paths()
+
+CASES = [  # n, c, oc, h, w, kernel, stride, padding
+    (1, 3, 16, 32, 32, 3, 1, 1),
+    (1, 16, 9, 32, 32, 3, 2, 1),
+    (2, 9, 11, 7, 7, 3, 1, 1),
+    (3, 11, 7, 7, 7, 3, 2, 1),
+    (1, 36, 18, 8, 8, 3, 1, 1),
+    (2, 5, 13, 8, 8, 3, 1, 0),
+    (1, 17, 5, 9, 13, 1, 2, 0),
+    (3, 18, 36, 8, 8, 1, 1, 0),
+    (1, 2, 3, 1, 1, 3, 1, 1),
+    (2, 4, 6, 5, 6, 3, 2, 0),
+]
+
+
+def _operands(n, c, oc, h, w, kernel, stride, padding, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g)
+    weight = torch.randn(oc, c, kernel, kernel, generator=g)
+    oh, ow = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    return x, weight, torch.randn(oc, generator=g), torch.randn(n, oc, oh, ow, generator=g)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("fused", ["plain", "bias", "bias_relu", "residual_relu", "clamp"])
+def test_conv2d_direct_paths_bit_exact(path, case, fused):
+    n, c, oc, h, w, kernel, stride, padding = case
+    x, weight, bias, residual = _operands(*case, seed=sum(case))
+    kwargs = {"plain": {}, "bias": {}, "bias_relu": {"clamp": (0.0, float("inf"))},
+              "residual_relu": {"residual": residual, "clamp": (0.0, float("inf"))},
+              "clamp": {"residual": residual, "clamp": (-0.5, 0.25)}}[fused]
+    b = None if fused == "plain" else bias
+    geometry = ((stride, stride), (padding, padding))
+    got = K.conv2d_direct(x, weight, b, *geometry, path=path, **kwargs)
+    expected = K.conv2d_direct_reference(x, weight, b, *geometry, **kwargs)
+    assert got.is_contiguous() and torch.equal(got, expected)
+    torch_result = F.conv2d(x, weight, b, stride, padding)
+    if "residual" in kwargs:
+        torch_result = torch_result + residual
+    if "clamp" in kwargs:
+        torch_result = torch_result.clamp(*kwargs["clamp"])
+    torch.testing.assert_close(got, torch_result, rtol=1e-5, atol=1e-4)
+
+
+def test_conv2d_direct_reads_any_layout_and_threads_agree():
+    x, weight, bias, _ = _operands(2, 16, 9, 8, 8, 3, 1, 1, seed=1)
+    expected = K.conv2d_direct_reference(x, weight, bias, (1, 1), (1, 1))
+    last = x.to(memory_format=torch.channels_last)
+    for threads in (1, 2):
+        assert torch.equal(K.conv2d_direct(last, weight, bias, (1, 1), (1, 1), threads=threads),
+                           expected)
+
+
+def test_conv2d_direct_supports_the_resnet_shapes_only():
+    assert K.conv2d_direct_supports((16, 16, 3, 3), (1, 1), (1, 1))
+    assert K.conv2d_direct_supports((32, 16, 1, 1), (2, 2), (0, 0))
+    assert not K.conv2d_direct_supports((16, 16, 5, 5), (1, 1), (2, 2))
+    assert not K.conv2d_direct_supports((16, 16, 3, 3), (1, 1), (1, 1), groups=2)
+    assert not K.conv2d_direct_supports((16, 16, 3, 3), (1, 1), (1, 1), dilation=(2, 2))
+    assert not K.conv2d_direct_supports((16, 16, 3, 3), (3, 3), (1, 1))
+
+
+def test_conv2d_direct_rejects_bad_arguments_clearly():
+    x, weight = torch.randn(1, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"weight \(oc, c, kh, kw\)"):
+        K.conv2d_direct(x, torch.randn(6, 5, 3, 3))
+    with pytest.raises(ValueError, match="1x1 / 3x3 kernels"):
+        K.conv2d_direct(x, torch.randn(6, 4, 5, 5))
+    with pytest.raises(ValueError, match="bias must be a vector of 6"):
+        K.conv2d_direct(x, weight, torch.randn(5))
+    with pytest.raises(ValueError, match=r"residual must have shape \(1, 6, 6, 6\)"):
+        K.conv2d_direct(x, weight, residual=torch.randn(1, 6, 8, 8))
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        K.conv2d_direct(torch.randn(1, 4, 2, 2), weight)
