@@ -3,9 +3,9 @@ and :class:`~edgecompress.layers.AttentionCore` (``edgecompress.layers.transform
 
 - :class:`PackedCenteredBinaryLinear`: the signs of the mean-centred weights, 1 bit each, with the
   per-row alpha as the GEMM's per-column scale; with a learnable-threshold input quantizer it
-  packs ``sign(x + b)`` (the threshold added in torch, as the training form adds it) and runs the
-  W1A1 XOR-popcount GEMM, whose integer count times alpha is exactly the training form's
-  ``A(x) F(C)^T * alpha``.
+  packs ``sign(x + b)`` (the threshold added in the packing pass, the same float sum as the
+  training form's) and runs the W1A1 XOR-popcount GEMM, whose integer count times alpha is
+  exactly the training form's ``A(x) F(C)^T * alpha``.
 - :class:`PackedAttentionCore`: binary attention with q, k, v packed per head; ``q k^T`` on the
   W1A1 GEMM (all samples and heads in one call, times 1/sqrt(d) in its store), the softmax in
   float (torch), the {0, a} probabilities as bit masks and ``P v`` by AND-popcount
@@ -76,10 +76,9 @@ class PackedCenteredBinaryLinear(PackedBinaryLinear):
         """None with a threshold: the layer needs its float input, not a previous layer's signs."""
         return None if self.threshold is not None else super().signs_layout
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        if self.threshold is not None:
-            x = x + self.threshold
-        return super().forward(x, residual)
+    def _input_offset(self) -> Tensor | None:
+        """The threshold, added in the packing pass (the same float sum as the training form's)."""
+        return self.threshold
 
 
 @register_packed(AttentionCore)

@@ -59,18 +59,21 @@ def _ptr(t: Tensor | None) -> int | None:
 
 # --- packing ------------------------------------------------------------------------------------
 
-def pack_signs(x: Tensor, *, path: str | None = None) -> Tensor:
+def pack_signs(x: Tensor, offset: Tensor | None = None, *, path: str | None = None) -> Tensor:
     """Pack the signs of a float32 (rows, k) tensor into (rows, ceil(k / 64)) int64 words
-    (bit 1 where x < 0). ``path`` forces "scalar", "avx2" or "avx512"."""
+    (bit 1 where x < 0); with ``offset`` (k values, e.g. a learnable threshold) the signs of
+    ``x + offset``, added in the packing pass (the same float sum as torch's, then compared).
+    ``path`` forces "scalar", "avx2" or "avx512"."""
     if x.dim() != 2:
         raise ValueError(f"pack_signs expects a 2-D tensor (rows, k), got shape {tuple(x.shape)}")
+    _check_vectors(x.shape[1], offset=offset)
     lib = library()
     if lib is None:
-        return pack_signs_reference(x)
-    x = x.detach().to(torch.float32).contiguous()
+        return pack_signs_reference(x, offset)
+    x, offset = _float32(x.detach()), _float32(offset)
     out = torch.empty(x.shape[0], words(x.shape[1]), dtype=torch.int64)
-    status = lib.ec_pack_signs(x.data_ptr(), x.shape[0], x.shape[1], out.data_ptr(),
-                               path_code(path))
+    status = lib.ec_pack_signs(x.data_ptr(), _ptr(offset), x.shape[0], x.shape[1],
+                               out.data_ptr(), path_code(path))
     check_status(status, "pack_signs", path)
     return out
 

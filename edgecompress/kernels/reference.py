@@ -24,8 +24,11 @@ def words(k: int) -> int:
     return (k + 63) // 64
 
 
-def pack_signs_reference(x: Tensor) -> Tensor:
-    """Reference :func:`pack_signs`: bit j of word w is ``x[:, 64 w + j] < 0``."""
+def pack_signs_reference(x: Tensor, offset: Tensor | None = None) -> Tensor:
+    """Reference :func:`pack_signs`: bit j of word w is ``x[:, 64 w + j] < 0``, or with a
+    per-column offset ``(x + offset)[:, 64 w + j] < 0``."""
+    if offset is not None:
+        x = x + offset
     rows, k = x.shape
     bits = torch.zeros(rows, words(k) * 64, dtype=torch.int64)
     bits[:, :k] = (x < 0).to(torch.int64)
