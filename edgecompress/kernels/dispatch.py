@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ._loader import check_status, library, load, load_error, path_code
-from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_groups_reference,
+from .reference import (PANEL, binary_gemm_affine_reference, block_epilogue_reference, binary_gemm_groups_reference,
                         binary_gemm_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
                         im2col_words_reference, pack_panels_reference, pack_pixels_reference,
@@ -236,6 +236,41 @@ def mask_matmul(masks: Tensor, vneg: Tensor, heads: int, alpha: float, *,
                                 threads or torch.get_num_threads())
     check_status(status, "mask_matmul", path)
     return out
+
+
+# --- the float epilogue of a binary linear block (BinaryViT) ------------------------------------
+
+def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: Tensor,
+                   slope: Tensor, z: Tensor, *, path: str | None = None,
+                   threads: int | None = None) -> Tensor:
+    """``RPReLU(BN(y) + residual)`` of float32 rows y (M, C), in place when y is a contiguous
+    float32 tensor (returned either way): ``v = fma(y, a, b) + residual[:, c % R]`` then
+    ``u = v - g``, ``where(u >= 0, u, slope * u) + z``, one pass over memory (``block_epilogue.c``).
+
+    a, b: the BatchNorm's per-channel factor and offset as torch's CPU BatchNorm computes them
+    (it applies them with one fused multiply-add); residual: (M, R) with R dividing C (the input
+    repeated C / R times: BinaryViT's widening shortcut), or None; g, slope, z: RPReLU's
+    parameters (C values each). Bit-exact against :func:`~.reference.block_epilogue_reference`
+    on every path."""
+    if y.dim() != 2 or (residual is not None and (
+            residual.dim() != 2 or residual.shape[0] != y.shape[0] or residual.shape[1] < 1
+            or y.shape[1] % residual.shape[1])):
+        raise ValueError(f"block_epilogue needs y (M, C) and a residual (M, R) with R dividing C,"
+                         f" got y {tuple(y.shape)} and residual "
+                         f"{None if residual is None else tuple(residual.shape)}")
+    m, c = y.shape
+    _check_vectors(c, a=a, b=b, g=g, slope=slope, z=z)
+    lib = library()
+    if lib is None:
+        return block_epilogue_reference(y, residual, a, b, g, slope, z)
+    y, residual = _float32(y), _float32(residual)
+    a, b, g, slope, z = (_float32(t) for t in (a, b, g, slope, z))
+    status = lib.ec_block_epilogue(y.data_ptr(), _ptr(residual), m, c,
+                                   c if residual is None else residual.shape[1], a.data_ptr(),
+                                   b.data_ptr(), g.data_ptr(), slope.data_ptr(), z.data_ptr(),
+                                   path_code(path), threads or torch.get_num_threads())
+    check_status(status, "block_epilogue", path)
+    return y
 
 
 # --- W1A32: binary weights, float activations ----------------------------------------------------

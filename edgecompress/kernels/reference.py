@@ -210,3 +210,15 @@ def conv2d_direct_reference(x: Tensor, weight: Tensor, bias: Tensor | None = Non
     if residual is not None:
         acc = acc + residual.to(torch.float32)
     return acc if clamp is None else acc.clamp(*clamp)
+
+
+def block_epilogue_reference(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor,
+                             g: Tensor, slope: Tensor, z: Tensor) -> Tensor:
+    """Reference :func:`block_epilogue`, in torch's operations: ``fma(y, a, b)`` (computed in
+    float64, where the product is exact, then rounded), ``+ residual`` repeated along the
+    columns, then RPReLU ``where(u >= 0, u, slope u) + z`` with ``u = v - g``."""
+    v = torch.addcmul(b.double(), y.double(), a.double()).float()
+    if residual is not None:
+        v = v + residual.repeat(1, y.shape[1] // residual.shape[1])
+    u = v - g
+    return torch.where(u >= 0, u, slope * u) + z
