@@ -243,8 +243,8 @@ def mask_matmul(masks: Tensor, vneg: Tensor, heads: int, alpha: float, *,
 def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: Tensor,
                    slope: Tensor, z: Tensor, *, path: str | None = None,
                    threads: int | None = None) -> Tensor:
-    """``RPReLU(BN(y) + residual)`` of float32 rows y (M, C), in place when y is a contiguous
-    float32 tensor (returned either way): ``v = fma(y, a, b) + residual[:, c % R]`` then
+    """``RPReLU(BN(y) + residual)`` of float32 rows y (M, C), returned; the C kernel writes it
+    in place when y is a contiguous float32 tensor (the reference returns a new one): ``v = fma(y, a, b) + residual[:, c % R]`` then
     ``u = v - g``, ``where(u >= 0, u, slope * u) + z``, one pass over memory (``block_epilogue.c``).
 
     a, b: the BatchNorm's per-channel factor and offset as torch's CPU BatchNorm computes them

@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from edgecompress import deploy
-from edgecompress.deploy import PackedAttentionCore, PackedCenteredBinaryLinear
+from edgecompress.deploy import (PackedAttentionCore, PackedBinaryLinearBlock,
+                                 PackedCenteredBinaryLinear)
 from edgecompress.kernels import _loader
 from edgecompress.layers import AttentionCore, CenteredBinaryLinear, LearnableThresholdSign
+from edgecompress.layers.transformer import RPReLU
 from edgecompress.models.vit import binary_deit, binaryvit
 
 
@@ -83,8 +85,9 @@ def test_frozen_binary_vit_equals_training_form_and_round_trips(name, tmp_path):
     model = _perturb(MODELS[name]())
     frozen = deploy.freeze(model)
     kinds = {type(m) for m in frozen.modules()}
-    assert {PackedCenteredBinaryLinear, PackedAttentionCore} <= kinds
-    assert not kinds & {CenteredBinaryLinear, AttentionCore, LearnableThresholdSign}
+    assert {PackedCenteredBinaryLinear, PackedAttentionCore, PackedBinaryLinearBlock} <= kinds
+    assert not kinds & {CenteredBinaryLinear, AttentionCore, LearnableThresholdSign,
+                        nn.BatchNorm1d, RPReLU}
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
