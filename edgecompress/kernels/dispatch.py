@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from ._loader import check_status, library, load, load_error, path_code
-from .reference import (PANEL, binary_gemm_affine_reference, block_epilogue_reference, binary_gemm_groups_reference,
+from .reference import (PANEL, binary_gemm_affine_reference, block_epilogue_reference,
+                        pool_branches_reference, binary_gemm_groups_reference,
                         binary_gemm_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
                         im2col_words_reference, pack_panels_reference, pack_pixels_reference,
@@ -271,6 +272,33 @@ def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: 
                                    path_code(path), threads or torch.get_num_threads())
     check_status(status, "block_epilogue", path)
     return y
+
+
+def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *, path: str | None = None,
+                  threads: int | None = None) -> Tensor:
+    """BinaryViT's pooling branches of tokens x (B, H W, C) on an H x W grid: float32
+    (B, H W, C), ``sum_i scales[i] * avgpool_i`` for the stride-1 average pools 3x1, 1x3, 5x1,
+    1x5 (zero padding not counted), in one pass over channel-last memory (``pool_branches.c``)
+    instead of four pools of a transposed image; bit-exact against
+    :func:`~.reference.pool_branches_reference` (torch's avg_pool2d) on every path. x may be a
+    slice of a larger token tensor (rows contiguous, any batch stride)."""
+    h, w = grid
+    if x.dim() != 3 or x.shape[1] != h * w or scales.shape != (4,):
+        raise ValueError(f"pool_branches needs tokens (B, {h * w}, C) for the grid {h}x{w} and "
+                         f"4 scales, got x {tuple(x.shape)} and scales {tuple(scales.shape)}")
+    lib = library()
+    if lib is None:
+        return pool_branches_reference(x, grid, scales)
+    c = x.shape[2]
+    if x.dtype != torch.float32 or x.stride(2) != 1 or x.stride(1) != c:
+        x = x.to(torch.float32).contiguous()
+    scales = scales.detach().to(torch.float32).contiguous()
+    out = torch.empty(x.shape, dtype=torch.float32)
+    status = lib.ec_pool_branches(x.data_ptr(), x.stride(0), x.shape[0], h, w, c,
+                                  scales.data_ptr(), out.data_ptr(), h * w * c, path_code(path),
+                                  threads or torch.get_num_threads())
+    check_status(status, "pool_branches", path)
+    return out
 
 
 # --- W1A32: binary weights, float activations ----------------------------------------------------
