@@ -15,6 +15,8 @@ and :class:`~edgecompress.layers.AttentionCore` (``edgecompress.layers.transform
   float (torch), the {0, a} probabilities as bit masks and ``P v`` by AND-popcount
   (:func:`~edgecompress.kernels.mask_matmul`), written with the heads merged.
 
+- :class:`PackedPoolingBranches`: the four pooling branches in one pass over the tokens.
+
 What stays float in a frozen BinaryViT: the patch-embedding stem, the position embeddings, the
 LayerNorms and the BatchNorms after the binary linears (not folded, so the outputs stay
 bit-exact), the real-valued shortcuts, RPReLU, the affine and pooling branches, the
@@ -40,7 +42,7 @@ from .. import kernels
 import torch.nn.functional as F
 
 from ..layers.transformer import (AttentionCore, BinaryLinearBlock, CenteredBinaryLinear,
-                                  LearnableThresholdSign)
+                                  LearnableThresholdSign, PoolingBranches)
 from .binary import PackedBinaryLinear
 from .packed import PackedLayer, register_packed
 
@@ -153,6 +155,32 @@ class PackedBinaryLinearBlock(PackedLayer):
 
     def edgecompress_macs(self, inputs: tuple, output: Tensor) -> dict[str, int]:
         return self.linear.edgecompress_macs(inputs, output)
+
+
+@register_packed(PoolingBranches)
+class PackedPoolingBranches(PackedLayer):
+    """The packed :class:`PoolingBranches`: the four scaled pools in one pass over the
+    channel-last tokens (:func:`~edgecompress.kernels.pool_branches`), bit for bit the training
+    form's avg_pool2d expression; a CLS token (first) gets 0."""
+
+    def __init__(self, grid: tuple[int, int], cls_token: bool) -> None:
+        super().__init__()
+        self.grid, self.skip = tuple(grid), int(cls_token)
+        self.register_buffer("scales", torch.zeros(len(PoolingBranches.KERNELS)))
+
+    @classmethod
+    def from_trained(cls, layer: PoolingBranches) -> "PackedPoolingBranches":
+        new = cls(layer.grid, bool(layer.skip))
+        with torch.no_grad():
+            new.scales.copy_(layer.scales)
+        return new
+
+    def config(self) -> dict[str, Any]:
+        return dict(grid=list(self.grid), cls_token=bool(self.skip))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = kernels.pool_branches(x[:, self.skip:], self.grid, self.scales)
+        return F.pad(out, (0, 0, self.skip, 0)) if self.skip else out
 
 
 @register_packed(AttentionCore)
