@@ -31,7 +31,8 @@ from .metadata import ModelMetadata
 from .onnx import export_onnx
 from .packed import PackedLayer, register_packed
 from .shift import PackedShiftConv2d, PackedShiftLinear
-from .transformer import PackedAttentionCore, PackedCenteredBinaryLinear
+from .transformer import (PackedAttentionCore, PackedBinaryLinearBlock, PackedCenteredBinaryLinear,
+                          PackedPoolingBranches)
 from .structure import register_function
 from .tensor_train import PackedTTLinear, PackedTTLSTM
 from .uniform import (PackedUniformConv2d, PackedUniformEuclidConv2d, PackedUniformEuclidLinear,
@@ -42,4 +43,4 @@ __all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_o
            "PackedBinaryConv2d", "PackedFloatConv2d", "PackedShiftLinear", "PackedShiftConv2d",
            "PackedTTLinear", "PackedTTLSTM", "PackedUniformLinear", "PackedUniformConv2d",
            "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d", "PackedCenteredBinaryLinear",
-           "PackedAttentionCore"]
+           "PackedAttentionCore", "PackedBinaryLinearBlock", "PackedPoolingBranches"]

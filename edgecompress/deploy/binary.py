@@ -38,8 +38,10 @@ from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bit
 # Eager calls go straight to the kernels; under torch.compile / export through the registered
 # custom ops (which Dynamo treats as opaque, so a frozen model compiles as one graph).
 
-def _pack_signs(x: Tensor) -> Tensor:
-    return pack_signs_op(x) if torch.compiler.is_compiling() else kernels.pack_signs(x)
+def _pack_signs(x: Tensor, offset: Tensor | None = None) -> Tensor:
+    if torch.compiler.is_compiling():
+        return pack_signs_op(x, offset)
+    return kernels.pack_signs(x, offset)
 
 
 def _pack_pixels(x: Tensor) -> Tensor:
@@ -218,6 +220,10 @@ class PackedBinaryLinear(PackedLinearShape, _PackedBinary):
     def signs_layout(self) -> str | None:
         return "rows" if self.binary_inputs else None
 
+    def _input_offset(self) -> Tensor | None:
+        """Added to a W1A1 layer's float input before its signs are taken (None: plain sign)."""
+        return None
+
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """x: float (..., in_features), or for a W1A1 layer its packed signs
         (..., ceil(in_features / 64)) int64 from a previous layer's ``emit_signs``; residual
@@ -235,7 +241,7 @@ class PackedBinaryLinear(PackedLinearShape, _PackedBinary):
         if x.dtype == torch.int64:
             packed = x.reshape(-1, kernels.words(self.in_features))
         else:
-            packed = _pack_signs(x.reshape(-1, self.in_features))
+            packed = _pack_signs(x.reshape(-1, self.in_features), self._input_offset())
         if residual is not None and tuple(residual.shape) != (*lead, self.out_features):
             y = self._binary_gemm(packed, None, fused=False).reshape(*lead, self.out_features)
             return self._unfused_epilogue(y, residual)

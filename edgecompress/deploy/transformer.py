@@ -3,17 +3,23 @@ and :class:`~edgecompress.layers.AttentionCore` (``edgecompress.layers.transform
 
 - :class:`PackedCenteredBinaryLinear`: the signs of the mean-centred weights, 1 bit each, with the
   per-row alpha as the GEMM's per-column scale; with a learnable-threshold input quantizer it
-  packs ``sign(x + b)`` (the threshold added in torch, as the training form adds it) and runs the
-  W1A1 XOR-popcount GEMM, whose integer count times alpha is exactly the training form's
-  ``A(x) F(C)^T * alpha``.
+  packs ``sign(x + b)`` (the threshold added in the packing pass, the same float sum as the
+  training form's) and runs the W1A1 XOR-popcount GEMM, whose integer count times alpha is
+  exactly the training form's ``A(x) F(C)^T * alpha``.
+- :class:`PackedBinaryLinearBlock`: the whole :class:`~edgecompress.layers.BinaryLinearBlock`,
+  its linear packed as above and the BatchNorm, shortcut addition and RPReLU after it in one
+  pass over the GEMM's output (:func:`~edgecompress.kernels.block_epilogue`, the training
+  form's float operations in their order: the BatchNorm not folded).
 - :class:`PackedAttentionCore`: binary attention with q, k, v packed per head; ``q k^T`` on the
   W1A1 GEMM (all samples and heads in one call, times 1/sqrt(d) in its store), the softmax in
   float (torch), the {0, a} probabilities as bit masks and ``P v`` by AND-popcount
   (:func:`~edgecompress.kernels.mask_matmul`), written with the heads merged.
 
+- :class:`PackedPoolingBranches`: the four pooling branches in one pass over the tokens.
+
 What stays float in a frozen BinaryViT: the patch-embedding stem, the position embeddings, the
-LayerNorms and the BatchNorms after the binary linears (kept as they are, not folded, so the
-outputs stay bit-exact), the real-valued shortcuts, RPReLU, the affine and pooling branches, the
+LayerNorms and the BatchNorms after the binary linears (not folded, so the outputs stay
+bit-exact), the real-valued shortcuts, RPReLU, the affine and pooling branches, the
 key/value average pooling, the softmax, and the classifier head. A float attention
 (``binary=False``) or float probabilities (``quantize_probs=False``) run the training form's
 torch operations.
@@ -33,7 +39,10 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..layers.transformer import AttentionCore, CenteredBinaryLinear, LearnableThresholdSign
+import torch.nn.functional as F
+
+from ..layers.transformer import (AttentionCore, BinaryLinearBlock, CenteredBinaryLinear,
+                                  LearnableThresholdSign, PoolingBranches)
 from .binary import PackedBinaryLinear
 from .packed import PackedLayer, register_packed
 
@@ -76,10 +85,102 @@ class PackedCenteredBinaryLinear(PackedBinaryLinear):
         """None with a threshold: the layer needs its float input, not a previous layer's signs."""
         return None if self.threshold is not None else super().signs_layout
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        if self.threshold is not None:
-            x = x + self.threshold
-        return super().forward(x, residual)
+    def _input_offset(self) -> Tensor | None:
+        """The threshold, added in the packing pass (the same float sum as the training form's)."""
+        return self.threshold
+
+
+@register_packed(BinaryLinearBlock)
+class PackedBinaryLinearBlock(PackedLayer):
+    """The packed :class:`BinaryLinearBlock`: ``RPReLU(BN(linear(x)) + shortcut(x))`` with the
+    linear a :class:`PackedCenteredBinaryLinear` (child ``linear``) and BatchNorm, shortcut
+    addition and RPReLU in one in-place pass over its output
+    (:func:`~edgecompress.kernels.block_epilogue`). The BatchNorm is kept as torch's CPU kernel
+    applies it, ``fma(y, a, b)`` with its own factor a and offset b (read from torch's
+    BatchNorm at freeze time), not folded into the GEMM's scale: that would round differently
+    from the training form. The widening shortcut (input repeated) is read in place; the
+    narrowing one (mean of the repeats) is computed in torch as the training form does."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.linear = PackedCenteredBinaryLinear(in_features, out_features, binary_inputs=True,
+                                                 threshold=True)
+        for name in ("bn_factor", "bn_offset", "shift_in", "slope", "shift_out"):
+            self.register_buffer(name, torch.zeros(out_features))
+
+    @classmethod
+    def from_trained(cls, layer: BinaryLinearBlock) -> "PackedBinaryLinearBlock":
+        new = cls(layer.in_features, layer.out_features)
+        new.linear = PackedCenteredBinaryLinear.from_trained(layer.linear)
+        bn, n = layer.norm, layer.out_features
+        with torch.no_grad():  # torch's own factor and offset: BN(1) with mean 0 and bias 0, BN(0)
+            new.bn_factor.copy_(F.batch_norm(torch.ones(1, n), torch.zeros(n), bn.running_var,
+                                             bn.weight, torch.zeros(n), False, 0.0, bn.eps)[0])
+            new.bn_offset.copy_(bn.eval()(torch.zeros(1, n))[0])
+            for name in ("shift_in", "slope", "shift_out"):
+                getattr(new, name).copy_(getattr(layer.act, name))
+        return new
+
+    def config(self) -> dict[str, Any]:
+        return dict(in_features=self.in_features, out_features=self.out_features)
+
+    def encode_tensor(self, name: str, value: Tensor) -> Tensor:
+        if name.startswith("linear."):
+            return self.linear.encode_tensor(name[len("linear."):], value)
+        return value
+
+    def decode_tensor(self, name: str, stored: Tensor) -> Tensor:
+        if name.startswith("linear."):
+            return self.linear.decode_tensor(name[len("linear."):], stored)
+        return stored
+
+    def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
+        y = self.linear(x)
+        if shortcut is None:
+            if self.out_features >= self.in_features:
+                shortcut = x  # repeated along the channels by the kernel
+            else:
+                k = self.in_features // self.out_features
+                shortcut = x.unflatten(-1, (k, self.out_features)).mean(dim=-2)
+        residual = shortcut.reshape(-1, shortcut.shape[-1])
+        out = kernels.block_epilogue(y.reshape(-1, self.out_features), residual, self.bn_factor,
+                                     self.bn_offset, self.shift_in, self.slope, self.shift_out)
+        return out.view(y.shape)
+
+    def edgecompress_params(self) -> dict[int, int]:
+        params = dict(self.linear.edgecompress_params())
+        params[32] = params.get(32, 0) + 5 * self.out_features
+        return params
+
+    def edgecompress_macs(self, inputs: tuple, output: Tensor) -> dict[str, int]:
+        return self.linear.edgecompress_macs(inputs, output)
+
+
+@register_packed(PoolingBranches)
+class PackedPoolingBranches(PackedLayer):
+    """The packed :class:`PoolingBranches`: the four scaled pools in one pass over the
+    channel-last tokens (:func:`~edgecompress.kernels.pool_branches`), bit for bit the training
+    form's avg_pool2d expression; a CLS token (first) gets 0."""
+
+    def __init__(self, grid: tuple[int, int], cls_token: bool) -> None:
+        super().__init__()
+        self.grid, self.skip = tuple(grid), int(cls_token)
+        self.register_buffer("scales", torch.zeros(len(PoolingBranches.KERNELS)))
+
+    @classmethod
+    def from_trained(cls, layer: PoolingBranches) -> "PackedPoolingBranches":
+        new = cls(layer.grid, bool(layer.skip))
+        with torch.no_grad():
+            new.scales.copy_(layer.scales)
+        return new
+
+    def config(self) -> dict[str, Any]:
+        return dict(grid=list(self.grid), cls_token=bool(self.skip))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = kernels.pool_branches(x[:, self.skip:], self.grid, self.scales)
+        return F.pad(out, (0, 0, self.skip, 0)) if self.skip else out
 
 
 @register_packed(AttentionCore)

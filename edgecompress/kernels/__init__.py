@@ -37,12 +37,13 @@ This package only re-exports.
 
 from ._loader import PATHS, available, supported_paths
 from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, binary_gemm, binary_gemm_affine,
-                       binary_gemm_groups, binary_gemm_signs, conv2d_direct,
+                       binary_gemm_groups, block_epilogue, pool_branches, binary_gemm_signs, conv2d_direct,
                        conv2d_direct_supports, conv2d_direct_usable, conv2d_torch,
                        conv_output_size, im2col_signs, im2col_words, mask_matmul,
                        pack_conv_weights, pack_panels, pack_pixels, pack_signs, sign_panels,
                        signswish, signswish_usable, w1a32_gemm)
 from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
+                        block_epilogue_reference, pool_branches_reference,
                         binary_gemm_groups_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
                         pack_signs_reference, unpack_bits_reference, unpack_signs_reference,
@@ -54,6 +55,8 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "binary_gemm_signs_reference", "pack_pixels", "im2col_words", "sign_panels",
            "w1a32_gemm", "w1a32_gemm_reference", "binary_gemm_groups",
            "binary_gemm_groups_reference", "mask_matmul", "mask_matmul_reference",
+           "block_epilogue", "block_epilogue_reference", "pool_branches",
+           "pool_branches_reference",
            "conv2d_direct", "conv2d_direct_supports", "conv2d_direct_usable", "conv2d_torch",
            "conv2d_direct_reference",
            "pack_conv_weights", "im2col_signs", "im2col_signs_reference", "conv_output_size",

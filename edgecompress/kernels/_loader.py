@@ -24,7 +24,7 @@ _p, _i64, _i32, _f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_f
 # exported C function -> (argument types, result type)
 _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_best_path": ([], _i32),
-    "ec_pack_signs": ([_p, _i64, _i64, _p, _i32], _i32),
+    "ec_pack_signs": ([_p, _p, _i64, _i64, _p, _i32], _i32),
     "ec_pack_channels": ([_p, _i64, _i64, _i64, _i64, _p], None),
     "ec_im2col_words": ([_p] + [_i64] * 12 + [_p, _p], None),
     "ec_pack_panels": ([_p, _i64, _i64, _p], None),
@@ -35,6 +35,8 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_mask_matmul": ([_p, _p, _i64, _i64, _i64, _i64, _i64, _f32, _p, _i32, _i32], _i32),
     "ec_w1a32_gemm": ([_p, _p, _i64, _i64, _i64, _p, _p, _p, _i32, _i32], _i32),
     "ec_signswish": ([_p, _p, _p, _i64, _f32, _f32, _i32, _i32, _i32], _i32),
+    "ec_block_epilogue": ([_p, _p, _i64, _i64, _i64, _p, _p, _p, _p, _p, _i32, _i32], _i32),
+    "ec_pool_branches": ([_p, _i64, _i64, _i64, _i64, _i64, _p, _p, _i64, _i32, _i32], _i32),
     "ec_conv2d_f32": ([_p] + [_i64] * 4 + [_p] + [_i64] * 7 + [_p, _p, _i32, _f32, _f32, _p,
                                                              _i32, _i32], _i32),
 }

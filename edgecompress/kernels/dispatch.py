@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from ._loader import check_status, library, load, load_error, path_code
-from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_groups_reference,
+from .reference import (PANEL, binary_gemm_affine_reference, block_epilogue_reference,
+                        pool_branches_reference, binary_gemm_groups_reference,
                         binary_gemm_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
                         im2col_words_reference, pack_panels_reference, pack_pixels_reference,
@@ -59,18 +60,21 @@ def _ptr(t: Tensor | None) -> int | None:
 
 # --- packing ------------------------------------------------------------------------------------
 
-def pack_signs(x: Tensor, *, path: str | None = None) -> Tensor:
+def pack_signs(x: Tensor, offset: Tensor | None = None, *, path: str | None = None) -> Tensor:
     """Pack the signs of a float32 (rows, k) tensor into (rows, ceil(k / 64)) int64 words
-    (bit 1 where x < 0). ``path`` forces "scalar", "avx2" or "avx512"."""
+    (bit 1 where x < 0); with ``offset`` (k values, e.g. a learnable threshold) the signs of
+    ``x + offset``, added in the packing pass (the same float sum as torch's, then compared).
+    ``path`` forces "scalar", "avx2" or "avx512"."""
     if x.dim() != 2:
         raise ValueError(f"pack_signs expects a 2-D tensor (rows, k), got shape {tuple(x.shape)}")
+    _check_vectors(x.shape[1], offset=offset)
     lib = library()
     if lib is None:
-        return pack_signs_reference(x)
-    x = x.detach().to(torch.float32).contiguous()
+        return pack_signs_reference(x, offset)
+    x, offset = _float32(x.detach()), _float32(offset)
     out = torch.empty(x.shape[0], words(x.shape[1]), dtype=torch.int64)
-    status = lib.ec_pack_signs(x.data_ptr(), x.shape[0], x.shape[1], out.data_ptr(),
-                               path_code(path))
+    status = lib.ec_pack_signs(x.data_ptr(), _ptr(offset), x.shape[0], x.shape[1],
+                               out.data_ptr(), path_code(path))
     check_status(status, "pack_signs", path)
     return out
 
@@ -232,6 +236,68 @@ def mask_matmul(masks: Tensor, vneg: Tensor, heads: int, alpha: float, *,
                                 sw, float(alpha), out.data_ptr(), path_code(path),
                                 threads or torch.get_num_threads())
     check_status(status, "mask_matmul", path)
+    return out
+
+
+# --- the float epilogue of a binary linear block (BinaryViT) ------------------------------------
+
+def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: Tensor,
+                   slope: Tensor, z: Tensor, *, path: str | None = None,
+                   threads: int | None = None) -> Tensor:
+    """``RPReLU(BN(y) + residual)`` of float32 rows y (M, C), returned; the C kernel writes it
+    in place when y is a contiguous float32 tensor (the reference returns a new one): ``v = fma(y, a, b) + residual[:, c % R]`` then
+    ``u = v - g``, ``where(u >= 0, u, slope * u) + z``, one pass over memory (``block_epilogue.c``).
+
+    a, b: the BatchNorm's per-channel factor and offset as torch's CPU BatchNorm computes them
+    (it applies them with one fused multiply-add); residual: (M, R) with R dividing C (the input
+    repeated C / R times: BinaryViT's widening shortcut), or None; g, slope, z: RPReLU's
+    parameters (C values each). Bit-exact against :func:`~.reference.block_epilogue_reference`
+    on every path."""
+    if y.dim() != 2 or (residual is not None and (
+            residual.dim() != 2 or residual.shape[0] != y.shape[0] or residual.shape[1] < 1
+            or y.shape[1] % residual.shape[1])):
+        raise ValueError(f"block_epilogue needs y (M, C) and a residual (M, R) with R dividing C,"
+                         f" got y {tuple(y.shape)} and residual "
+                         f"{None if residual is None else tuple(residual.shape)}")
+    m, c = y.shape
+    _check_vectors(c, a=a, b=b, g=g, slope=slope, z=z)
+    lib = library()
+    if lib is None:
+        return block_epilogue_reference(y, residual, a, b, g, slope, z)
+    y, residual = _float32(y), _float32(residual)
+    a, b, g, slope, z = (_float32(t) for t in (a, b, g, slope, z))
+    status = lib.ec_block_epilogue(y.data_ptr(), _ptr(residual), m, c,
+                                   c if residual is None else residual.shape[1], a.data_ptr(),
+                                   b.data_ptr(), g.data_ptr(), slope.data_ptr(), z.data_ptr(),
+                                   path_code(path), threads or torch.get_num_threads())
+    check_status(status, "block_epilogue", path)
+    return y
+
+
+def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *, path: str | None = None,
+                  threads: int | None = None) -> Tensor:
+    """BinaryViT's pooling branches of tokens x (B, H W, C) on an H x W grid: float32
+    (B, H W, C), ``sum_i scales[i] * avgpool_i`` for the stride-1 average pools 3x1, 1x3, 5x1,
+    1x5 (zero padding not counted), in one pass over channel-last memory (``pool_branches.c``)
+    instead of four pools of a transposed image; bit-exact against
+    :func:`~.reference.pool_branches_reference` (torch's avg_pool2d) on every path. x may be a
+    slice of a larger token tensor (rows contiguous, any batch stride)."""
+    h, w = grid
+    if x.dim() != 3 or x.shape[1] != h * w or scales.shape != (4,):
+        raise ValueError(f"pool_branches needs tokens (B, {h * w}, C) for the grid {h}x{w} and "
+                         f"4 scales, got x {tuple(x.shape)} and scales {tuple(scales.shape)}")
+    lib = library()
+    if lib is None:
+        return pool_branches_reference(x, grid, scales)
+    c = x.shape[2]
+    if x.dtype != torch.float32 or x.stride(2) != 1 or x.stride(1) != c:
+        x = x.to(torch.float32).contiguous()
+    scales = scales.detach().to(torch.float32).contiguous()
+    out = torch.empty(x.shape, dtype=torch.float32)
+    status = lib.ec_pool_branches(x.data_ptr(), x.stride(0), x.shape[0], h, w, c,
+                                  scales.data_ptr(), out.data_ptr(), h * w * c, path_code(path),
+                                  threads or torch.get_num_threads())
+    check_status(status, "pool_branches", path)
     return out
 
 

@@ -12,6 +12,8 @@
  *   attention.c         {0, a} x +-1 product of binary attention (AND-popcount on bit masks)
  *   signswish.c         BNN+'s SignSwish in one pass, for training
  *   conv_f32.c          float32 direct convolution (3x3 / 1x1 ...) with a fused epilogue
+ *   block_epilogue.c    BatchNorm + shortcut + RPReLU after a binary linear (BinaryViT's block)
+ *   pool_branches.c     BinaryViT's four scaled average-pooling branches on channel-last tokens
  *
  * Conventions of every exported function (EC_EXPORT; everything else is hidden):
  *   - path: EC_PATH_SCALAR, EC_PATH_AVX2 or EC_PATH_AVX512, or < 0 for the best this CPU runs;

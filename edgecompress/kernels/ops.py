@@ -65,14 +65,14 @@ def _(x: Tensor, panels: Tensor, n: int, scale: Optional[Tensor],
 
 
 @torch.library.custom_op("edgecompress::pack_signs", mutates_args=())
-def pack_signs_op(x: Tensor) -> Tensor:
-    """int64 (rows, ceil(k / 64)): the signs of float rows x (rows, k), packed (see
-    :func:`edgecompress.kernels.pack_signs`)."""
-    return _pack_signs(x)
+def pack_signs_op(x: Tensor, offset: Optional[Tensor] = None) -> Tensor:
+    """int64 (rows, ceil(k / 64)): the signs of float rows x (rows, k), plus ``offset`` per
+    column if given, packed (see :func:`edgecompress.kernels.pack_signs`)."""
+    return _pack_signs(x, offset)
 
 
 @pack_signs_op.register_fake
-def _(x: Tensor) -> Tensor:
+def _(x: Tensor, offset: Optional[Tensor] = None) -> Tensor:
     return x.new_empty((x.shape[0], (x.shape[1] + 63) // 64), dtype=torch.int64)
 
 

@@ -2,41 +2,50 @@
  * Sign packing, the encoding every binary kernel reads:
  * bit 1 = -1 (x < 0), bit 0 = +1; 64 values per uint64 word, value j of a row in bit (j % 64)
  * of word (j / 64); rows are padded to a whole number of words with 0 bits.
+ * With a per-column offset b (a learnable threshold) the bit is sign(x + b): the float sum is
+ * rounded first, then compared, as torch computes (x + b) < 0.
  */
 #include "kernels.h"
 
-/* One row of k floats -> ceil(k / 64) words. The vector versions compare 8 or 16 values with
- * "x < 0" at once (ordered compare: -0.0 and NaN give 0, like the scalar loop). */
-static void pack_row_scalar(const float *src, int64_t k, uint64_t *dst) {
+/* One row of k floats (plus off[j] when off is not NULL) -> ceil(k / 64) words. The vector
+ * versions compare 8 or 16 values with "x < 0" at once (ordered compare: -0.0 and NaN give 0,
+ * like the scalar loop). */
+static void pack_row_scalar(const float *src, const float *off, int64_t k, uint64_t *dst) {
     const int64_t kw = (k + 63) / 64;
     for (int64_t w = 0; w < kw; w++) {
         uint64_t word = 0;
         const int64_t base = w * 64;
         const int64_t n = (k - base) < 64 ? (k - base) : 64;
-        for (int64_t j = 0; j < n; j++) word |= (uint64_t)(src[base + j] < 0.0f) << j;
+        if (off)
+            for (int64_t j = 0; j < n; j++)
+                word |= (uint64_t)(src[base + j] + off[base + j] < 0.0f) << j;
+        else
+            for (int64_t j = 0; j < n; j++) word |= (uint64_t)(src[base + j] < 0.0f) << j;
         dst[w] = word;
     }
 }
 
 #ifdef EC_X86
 __attribute__((target("avx2")))
-static void pack_row_avx2(const float *src, int64_t k, uint64_t *dst) {
+static void pack_row_avx2(const float *src, const float *off, int64_t k, uint64_t *dst) {
     const int64_t full = k / 64;
     const __m256 zero = _mm256_setzero_ps();
     for (int64_t w = 0; w < full; w++) {
         uint64_t word = 0;
         for (int q = 0; q < 8; q++) {
-            const __m256 v = _mm256_loadu_ps(src + w * 64 + 8 * q);
+            __m256 v = _mm256_loadu_ps(src + w * 64 + 8 * q);
+            if (off) v = _mm256_add_ps(v, _mm256_loadu_ps(off + w * 64 + 8 * q));
             word |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ))
                     << (8 * q);
         }
         dst[w] = word;
     }
-    if (full * 64 < k) pack_row_scalar(src + full * 64, k - full * 64, dst + full);
+    if (full * 64 < k)
+        pack_row_scalar(src + full * 64, off ? off + full * 64 : NULL, k - full * 64, dst + full);
 }
 
 __attribute__((target("avx512f")))
-static void pack_row_avx512(const float *src, int64_t k, uint64_t *dst) {
+static void pack_row_avx512(const float *src, const float *off, int64_t k, uint64_t *dst) {
     const int64_t kw = (k + 63) / 64;
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t w = 0; w < kw; w++) {
@@ -46,7 +55,8 @@ static void pack_row_avx512(const float *src, int64_t k, uint64_t *dst) {
             const int64_t left = k - at;
             if (left <= 0) break;
             const __mmask16 keep = (__mmask16)(left >= 16 ? 0xffff : ((1u << left) - 1));
-            const __m512 v = _mm512_maskz_loadu_ps(keep, src + at);
+            __m512 v = _mm512_maskz_loadu_ps(keep, src + at);
+            if (off) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, off + at));
             word |= (uint64_t)_mm512_mask_cmp_ps_mask(keep, v, zero, _CMP_LT_OQ) << (16 * q);
         }
         dst[w] = word;
@@ -54,14 +64,15 @@ static void pack_row_avx512(const float *src, int64_t k, uint64_t *dst) {
 }
 #endif
 
-/* x: rows x k floats -> out: rows x ceil(k / 64) words. */
-EC_EXPORT int ec_pack_signs(const float *x, int64_t rows, int64_t k, uint64_t *out, int path) {
+/* x: rows x k floats (off: k offsets or NULL) -> out: rows x ceil(k / 64) words. */
+EC_EXPORT int ec_pack_signs(const float *x, const float *off, int64_t rows, int64_t k,
+                            uint64_t *out, int path) {
     path = ec_resolve_path(path);
     if (path < 0) return EC_UNSUPPORTED_PATH;
-    void (*const pack_row)(const float *, int64_t, uint64_t *) =
+    void (*const pack_row)(const float *, const float *, int64_t, uint64_t *) =
         EC_PICK(path, pack_row_scalar, pack_row_avx2, pack_row_avx512);
     const int64_t kw = (k + 63) / 64;
 #pragma omp parallel for schedule(static) if (rows * k > 65536)
-    for (int64_t r = 0; r < rows; r++) pack_row(x + r * k, k, out + r * kw);
+    for (int64_t r = 0; r < rows; r++) pack_row(x + r * k, off, k, out + r * kw);
     return EC_OK;
 }

@@ -24,8 +24,11 @@ def words(k: int) -> int:
     return (k + 63) // 64
 
 
-def pack_signs_reference(x: Tensor) -> Tensor:
-    """Reference :func:`pack_signs`: bit j of word w is ``x[:, 64 w + j] < 0``."""
+def pack_signs_reference(x: Tensor, offset: Tensor | None = None) -> Tensor:
+    """Reference :func:`pack_signs`: bit j of word w is ``x[:, 64 w + j] < 0``, or with a
+    per-column offset ``(x + offset)[:, 64 w + j] < 0``."""
+    if offset is not None:
+        x = x + offset
     rows, k = x.shape
     bits = torch.zeros(rows, words(k) * 64, dtype=torch.int64)
     bits[:, :k] = (x < 0).to(torch.int64)
@@ -207,3 +210,29 @@ def conv2d_direct_reference(x: Tensor, weight: Tensor, bias: Tensor | None = Non
     if residual is not None:
         acc = acc + residual.to(torch.float32)
     return acc if clamp is None else acc.clamp(*clamp)
+
+
+def block_epilogue_reference(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor,
+                             g: Tensor, slope: Tensor, z: Tensor) -> Tensor:
+    """Reference :func:`block_epilogue`, in torch's operations: ``fma(y, a, b)`` (computed in
+    float64, where the product is exact, then rounded), ``+ residual`` repeated along the
+    columns, then RPReLU ``where(u >= 0, u, slope u) + z`` with ``u = v - g``."""
+    v = torch.addcmul(b.double(), y.double(), a.double()).float()
+    if residual is not None:
+        v = v + residual.repeat(1, y.shape[1] // residual.shape[1])
+    u = v - g
+    return torch.where(u >= 0, u, slope * u) + z
+
+
+POOL_BRANCH_KERNELS = ((3, 1), (1, 3), (5, 1), (1, 5))
+
+
+def pool_branches_reference(x: Tensor, grid: tuple[int, int], scales: Tensor) -> Tensor:
+    """Reference :func:`pool_branches`: BinaryViT's training-form expression,
+    ``sum(s_i * avg_pool2d(image, k_i, 1, k_i // 2, count_include_pad=False))`` over the
+    token grid of x (B, H W, C), back in token layout."""
+    image = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *grid)
+    out = sum(scales[i] * torch.nn.functional.avg_pool2d(
+        image, k, 1, (k[0] // 2, k[1] // 2), count_include_pad=False)
+        for i, k in enumerate(POOL_BRANCH_KERNELS))
+    return out.flatten(2).transpose(1, 2)

@@ -10,6 +10,7 @@ arXiv 2306.16678), each usable on its own.
   shortcut -> RPReLU, what BinaryViT puts around every binary linear (the BatchNorm normalises
   the channels of every token, instead of a LayerNorm).
 - :class:`ZeroOrAlpha`: the attention probabilities quantized to {0, a} with a learnable a.
+- :class:`PoolingBranches`: BinaryViT's scaled average-pooling branches over the token grid.
 - :class:`AttentionCore`: softmax(q k^T / sqrt(d)) v over heads, binary (q, k, v in {-1, +1},
   probabilities in {0, a}) or float; it reports its matrix products by precision to
   :func:`edgecompress.summary`.
@@ -264,3 +265,24 @@ class AttentionCore(nn.Module):
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, binary={self.binary}, quantize_probs={self.quantize_probs}"
+
+
+class PoolingBranches(nn.Module):
+    """sum_i s_i * avgpool_i(x) over the token grid, kernels 3x1, 1x3, 5x1, 1x5, stride 1,
+    zero padding not counted in the mean, s_i learnable from 0 (BinaryViT's change 2). The CLS
+    token (if any, first) gets 0."""
+
+    KERNELS = ((3, 1), (1, 3), (5, 1), (1, 5))
+
+    def __init__(self, grid: tuple[int, int], cls_token: bool) -> None:
+        super().__init__()
+        self.grid, self.skip = grid, int(cls_token)
+        self.scales = nn.Parameter(torch.zeros(len(self.KERNELS)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        image = x[:, self.skip:].transpose(1, 2).reshape(x.shape[0], x.shape[2], *self.grid)
+        out = sum(self.scales[i] * F.avg_pool2d(image, k, 1, (k[0] // 2, k[1] // 2),
+                                                count_include_pad=False)
+                  for i, k in enumerate(self.KERNELS))
+        out = out.flatten(2).transpose(1, 2)
+        return F.pad(out, (0, 0, self.skip, 0))

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ModelConfigError
-from ..layers.transformer import AttentionCore, BinaryLinearBlock
+from ..layers.transformer import AttentionCore, BinaryLinearBlock, PoolingBranches
 
 
 @dataclass(frozen=True)
@@ -99,27 +99,6 @@ class Affine(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.weight + self.bias
-
-
-class PoolingBranches(nn.Module):
-    """sum_i s_i * avgpool_i(x) over the token grid, kernels 3x1, 1x3, 5x1, 1x5, stride 1,
-    zero padding not counted in the mean, s_i learnable from 0 (BinaryViT's change 2). The CLS
-    token (if any, first) gets 0."""
-
-    KERNELS = ((3, 1), (1, 3), (5, 1), (1, 5))
-
-    def __init__(self, grid: tuple[int, int], cls_token: bool) -> None:
-        super().__init__()
-        self.grid, self.skip = grid, int(cls_token)
-        self.scales = nn.Parameter(torch.zeros(len(self.KERNELS)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        image = x[:, self.skip:].transpose(1, 2).reshape(x.shape[0], x.shape[2], *self.grid)
-        out = sum(self.scales[i] * F.avg_pool2d(image, k, 1, (k[0] // 2, k[1] // 2),
-                                                count_include_pad=False)
-                  for i, k in enumerate(self.KERNELS))
-        out = out.flatten(2).transpose(1, 2)
-        return F.pad(out, (0, 0, self.skip, 0))
 
 
 class Attention(nn.Module):

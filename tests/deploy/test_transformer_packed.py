@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from edgecompress import deploy
-from edgecompress.deploy import PackedAttentionCore, PackedCenteredBinaryLinear
+from edgecompress.deploy import (PackedAttentionCore, PackedBinaryLinearBlock,
+                                 PackedCenteredBinaryLinear, PackedPoolingBranches)
 from edgecompress.kernels import _loader
 from edgecompress.layers import AttentionCore, CenteredBinaryLinear, LearnableThresholdSign
+from edgecompress.layers.transformer import PoolingBranches, RPReLU
 from edgecompress.models.vit import binary_deit, binaryvit
 
 
@@ -75,6 +77,8 @@ MODELS = {
     "binaryvit": lambda: binaryvit(input_shape=(3, 32, 32)),
     "binaryvit-flat": lambda: binaryvit(input_shape=(3, 32, 32), pyramid=False, depth=2),
     "binary-deit": lambda: binary_deit(input_shape=(3, 32, 32), depth=2),
+    "binary-deit-cls-branches": lambda: binary_deit(input_shape=(3, 32, 32), depth=2,
+                                                    pooling_branches=True),
 }
 
 
@@ -83,8 +87,10 @@ def test_frozen_binary_vit_equals_training_form_and_round_trips(name, tmp_path):
     model = _perturb(MODELS[name]())
     frozen = deploy.freeze(model)
     kinds = {type(m) for m in frozen.modules()}
-    assert {PackedCenteredBinaryLinear, PackedAttentionCore} <= kinds
-    assert not kinds & {CenteredBinaryLinear, AttentionCore, LearnableThresholdSign}
+    assert {PackedCenteredBinaryLinear, PackedAttentionCore, PackedBinaryLinearBlock} <= kinds
+    assert not kinds & {CenteredBinaryLinear, AttentionCore, LearnableThresholdSign,
+                        nn.BatchNorm1d, RPReLU, PoolingBranches}
+    assert (PackedPoolingBranches in kinds) == (name != "binary-deit")
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)

@@ -55,6 +55,21 @@ def test_pack_signs_matches_reference(path, m, n, k):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("m, n, k", SHAPES)
+def test_pack_signs_with_offset_is_the_sign_of_the_float_sum(path, m, n, k):
+    g = torch.Generator().manual_seed(k)
+    x, offset = torch.randn(m, k, generator=g), torch.randn(k, generator=g)
+    x[0] = -offset  # sums exactly 0: bit 0
+    if m > 1:  # sums that round to 0 or to the smallest negative number
+        x[1] = -offset * (1 + 2.0 ** -24)
+    expected = K.pack_signs_reference(x + offset)
+    assert torch.equal(K.pack_signs_reference(x, offset), expected)
+    assert torch.equal(K.pack_signs(x, offset, path=path), expected)
+    with pytest.raises(ValueError, match="offset"):
+        K.pack_signs(x, torch.zeros(k + 1))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("m, n, k", SHAPES)
 @pytest.mark.parametrize("masked", [False, True])
 def test_gemm_paths_bit_exact(path, m, n, k, masked):
     g = torch.Generator().manual_seed(m * 1000 + n * 10 + k)
