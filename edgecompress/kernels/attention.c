@@ -28,16 +28,6 @@ static void count_scalar(const uint64_t *mask, const uint64_t *vneg, int64_t sw,
 }
 
 #ifdef EC_X86
-__attribute__((target("avx2")))
-static inline __m256i popcnt_bytes256(__m256i v) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
-    __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
-    return _mm256_add_epi8(lo, hi);
-}
-
 /* AVX2: 4 channels per vector, byte counts summed into 64-bit lanes with VPSADBW. */
 __attribute__((target("avx2")))
 static void count_avx2(const uint64_t *mask, const uint64_t *vneg, int64_t sw, int64_t d,

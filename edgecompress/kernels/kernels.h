@@ -64,6 +64,21 @@ int ec_resolve_path(int path);
 #define EC_PICK(path, scalar, avx2, avx512) (scalar)
 #endif
 
+#ifdef EC_X86
+/* AVX2 has no vector popcount: the bit count of every byte of v, by a nibble lookup table
+ * (shared by the XOR-popcount GEMM and the binary attention kernel). */
+__attribute__((target("avx2")))
+static inline __m256i popcnt_bytes256(__m256i v) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+    __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    return _mm256_add_epi8(lo, hi);
+}
+
+#endif
+
 /* OpenMP threads for a requested count (<= 0: the OpenMP default). */
 static inline int ec_threads(int threads) {
 #ifdef _OPENMP
