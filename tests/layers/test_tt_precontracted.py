@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from edgecompress.layers import TTLinear
 from edgecompress.layers.tensor_train.precontracted import (
@@ -99,3 +100,16 @@ def test_mpo_falls_back_to_the_cores_when_every_merge_outgrows_w():
     tt = TTLinear(12, 30, ((3, 4), (5, 6)), ranks=10**6, mode="mpo")  # cores: 585 > 360
     assert tt.layout.params > 12 * 30
     assert best_grouping(tt.layout) == ((0, 1), (1, 2))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[4]}-{c[0]}x{c[1]}-{c[3]}")
+def test_macs_equal_the_counted_products(case):
+    """Every product the precontracted form runs, counted by torch's FlopCounterMode (2 FLOPs
+    per multiply-add of mm / bmm), equals its analytic count."""
+    tt = random_tt(case)
+    fast = precontract(tt.layout, list(tt.cores))
+    for rows in (1, 5):
+        x = torch.randn(rows, tt.in_features, dtype=torch.float64)
+        with FlopCounterMode(display=False) as counted:
+            fast(x, None)
+        assert counted.get_total_flops() == 2 * fast.macs(rows)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ...registry import Registry
-from .layout import TTLayout, _merge_left, _merge_right
+from .layout import TTLayout, _merge_left, _merge_right, left_matmul
 
 #: the fixed cost of one run-time matrix product, in multiply-adds: about 4 us on one CPU thread
 #: at batch 1, where a dense 200 x 800 product (160,000 multiply-adds) takes about 20 us
@@ -165,10 +165,7 @@ class MPOPrecontracted(Precontracted):
         s = x.reshape(-1, self.last.shape[0]) @ self.last  # (rows N_<G, r M_G)
         suffix = self.shapes[-1][1]
         for mat, (_, m, n, b) in zip(reversed(self.mats), reversed(self.shapes[:-1])):
-            t = s.view(-1, n * b, suffix)
-            # bmm on the stride-0 expanded matrix: torch.matmul's broadcasting copies it
-            s = (mat @ t[0] if t.shape[0] == 1
-                 else torch.bmm(mat.expand(t.shape[0], -1, -1), t))
+            s = left_matmul(mat, s.view(-1, n * b, suffix))
             suffix *= m
         y = s.view(rows, self.out_features)
         return y + bias if bias is not None else y
