@@ -127,7 +127,7 @@ class PackedTTLinear(PackedLayer):
         if x.dim() == 2:
             return self.fast(x, self.bias)
         y = self.fast(x.reshape(-1, self.in_features), self.bias)
-        return y.view(*x.shape[:-1], self.out_features)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def macs(self, rows: int) -> int:
         """Multiply-adds of W x for ``rows`` rows in the precontracted form (bias excluded)."""

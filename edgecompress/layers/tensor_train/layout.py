@@ -354,11 +354,18 @@ def tt_layout(in_features: int, out_features: int, factorization: Any, ranks: An
 # --- contractions shared by the layouts --------------------------------------------------------
 
 def left_matmul(mat: Tensor, t: Tensor) -> Tensor:
-    """``mat`` (P, Q) times each matrix of ``t`` (B, Q, R): (B, P, R). One mm for B = 1, else
-    bmm on ``mat`` expanded with stride 0 (torch.matmul's broadcasting copies it B times)."""
-    if t.shape[0] == 1:
+    """``mat`` (P, Q) times each matrix of ``t`` (B, Q, R): (B, P, R), by the fastest of three
+    ways on one CPU thread (measured): one mm when B = 1 or R = 1 (no copies); for narrow
+    matrices (R < 16) einsum, which folds the B matrices into one product (torch's bmm runs
+    many small narrow products slowly); else bmm on ``mat`` expanded with stride 0."""
+    rows, _, width = t.shape
+    if rows == 1:
         return (mat @ t[0]).unsqueeze(0)
-    return torch.bmm(mat.expand(t.shape[0], -1, -1), t)
+    if width == 1:
+        return (t.view(rows, -1) @ mat.T).unsqueeze(-1)
+    if width < 16:
+        return torch.einsum("pq,bqr->bpr", mat, t)
+    return torch.bmm(mat.expand(rows, -1, -1), t)
 
 
 def _sweep_in(x: Tensor, cores: Sequence[Tensor]) -> Tensor:

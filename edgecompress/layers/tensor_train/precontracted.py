@@ -11,7 +11,7 @@ a fixed few microseconds:
 - MPO: the cores carry input and output modes together, so no two-sided split exists; the
   chain is cut into G groups of neighbouring cores, each merged into one core
   (r, M_g, N_g, r'), and x meets the groups from the last to the first, one matrix product per
-  group on reshaped views (no copies): sum_g N_1..N_g r_{g-1} r_g M_g..M_G multiply-adds per
+  group (:func:`~.layout.left_matmul`): sum_g N_1..N_g r_{g-1} r_g M_g..M_G multiply-adds per
   row. The cuts are those of least :func:`plan_cost` among the groupings storing fewer
   numbers than W (always allowed: one group per core, the training cores themselves).
 
@@ -165,9 +165,9 @@ class MPOPrecontracted(Precontracted):
         s = x.reshape(-1, self.last.shape[0]) @ self.last  # (rows N_<G, r M_G)
         suffix = self.shapes[-1][1]
         for mat, (_, m, n, b) in zip(reversed(self.mats), reversed(self.shapes[:-1])):
-            s = left_matmul(mat, s.view(-1, n * b, suffix))
+            s = left_matmul(mat, s.reshape(-1, n * b, suffix))
             suffix *= m
-        y = s.view(rows, self.out_features)
+        y = s.reshape(rows, self.out_features)
         return y + bias if bias is not None else y
 
     def macs(self, rows: int) -> int:
