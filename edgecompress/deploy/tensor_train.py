@@ -5,9 +5,12 @@ The file holds the TT cores, never the dense weight: float32 by default, or with
 ``freeze(model, core_bits=8)`` as 8-bit symmetric integers with one float32 scale per core
 slice (``G_k[:, i, :]``, ``i`` the core's mode index; MPO: the (m, n) index pair):
 ``q = round(G / scale)`` in -127..127 with ``scale = max |slice| / 127``. Loading (and
-freezing) dequantizes the cores once; the forward pass runs the same contractions as the
-training layer on them, so float cores give the training layer's outputs bit for bit, and 8-bit
-cores its outputs up to the rounding of the cores (:func:`core_error` measures it).
+freezing) dequantizes the cores and multiplies them once into their run-time form
+(:mod:`~edgecompress.layers.tensor_train.precontracted`: MPS y = (x L) R + b, MPO a few merged
+groups of cores), held in memory only. It computes the same sums as the training layer in
+another order, so float cores give the training layer's outputs up to float rounding (a few
+units in the last place), and 8-bit cores up to the rounding of the cores (:func:`core_error`
+measures it).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..errors import ConversionError
 from ..layers import TTLSTM, TTLinear
 from ..layers.tensor_train.layout import tt_layout
 from ..layers.tensor_train.lstm import gate_macs, run_lstm, sequence_macs
+from ..layers.tensor_train.precontracted import Precontracted, precontract
 from .packed import PackedLayer, register_packed
 
 #: core widths ``core_bits`` accepts (None: float32)
@@ -56,7 +60,7 @@ def dequantize_core(codes: Tensor, scale: Tensor) -> Tensor:
 class PackedTTLinear(PackedLayer):
     """Frozen TTLinear: the cores as buffers ``core0``, ``core1``, ... (float32, or int8 codes
     with ``scale0``, ``scale1``, ... when ``core_bits=8``) and ``bias``; y = W x + b by the
-    layout's contractions in the cheapest order for the number of rows, as the training layer.
+    precontracted form of the cores (:attr:`fast`, derived on freezing and loading).
     """
 
     freeze_options = ("core_bits",)
@@ -76,7 +80,7 @@ class PackedTTLinear(PackedLayer):
                 self.register_buffer(f"scale{k}", torch.ones(
                     shape[1] if len(shape) == 3 else shape[1] * shape[2]))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
-        self.cores: list[Tensor] = []
+        self.fast: Precontracted
         self.prepare()
 
     @classmethod
@@ -104,12 +108,15 @@ class PackedTTLinear(PackedLayer):
                     ranks=list(self.layout.ranks), bias=self.bias is not None,
                     core_bits=self.core_bits)
 
-    def prepare(self) -> None:
-        """The float32 cores the forward pass contracts (dequantized once for 8-bit ones)."""
-        n = len(self.layout.core_shapes)
-        stored = [getattr(self, f"core{k}") for k in range(n)]
-        self.cores = stored if not self.core_bits else [
+    def float_cores(self) -> list[Tensor]:
+        """The cores as float32 (dequantized for 8-bit ones)."""
+        stored = [getattr(self, f"core{k}") for k in range(len(self.layout.core_shapes))]
+        return stored if not self.core_bits else [
             dequantize_core(c, getattr(self, f"scale{k}")) for k, c in enumerate(stored)]
+
+    def prepare(self) -> None:
+        """The run-time form the forward pass uses, from the stored cores."""
+        self.fast = precontract(self.layout, self.float_cores())
 
     def _apply(self, fn: Any, recurse: bool = True) -> "PackedTTLinear":
         super()._apply(fn, recurse)  # .to(device) and friends: derive the cores again
@@ -117,15 +124,14 @@ class PackedTTLinear(PackedLayer):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
-        lead = x.shape[:-1]
-        rows = x.reshape(-1, self.in_features)
-        y = self.layout.contract(rows, self.cores, self.layout.best_order(rows.shape[0]))
-        y = y.reshape(*lead, self.out_features)
-        return y + self.bias if self.bias is not None else y
+        if x.dim() == 2:
+            return self.fast(x, self.bias)
+        y = self.fast(x.reshape(-1, self.in_features), self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def macs(self, rows: int) -> int:
-        """Multiply-adds of W x for ``rows`` rows (bias excluded), as TTLinear.macs."""
-        return self.layout.flops(self.layout.best_order(rows), rows) // 2
+        """Multiply-adds of W x for ``rows`` rows in the precontracted form (bias excluded)."""
+        return self.fast.macs(rows)
 
     def edgecompress_params(self) -> dict[int, int]:
         cores = self.layout.params
@@ -227,4 +233,5 @@ def core_error(trained: TTLinear, packed: PackedTTLinear) -> float:
     the relative weight error of 8-bit cores (0 for float ones)."""
     with torch.no_grad():
         w = trained.to_dense()
-        return float((packed.layout.dense(packed.cores) - w).abs().max() / w.abs().max())
+        return float((packed.layout.dense(packed.float_cores()) - w).abs().max()
+                     / w.abs().max())
