@@ -64,6 +64,8 @@ def _attention_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds instead of 10")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="thread counts to time (default: 1 and 2)")
     parser.add_argument("--image", type=int, default=224, help="image side (224: the paper's "
                         "configuration; below 224 the mini one)")
     args = parser.parse_args()
@@ -88,7 +90,7 @@ def main() -> None:
           f" ({results['file_bytes']['ratio']:.1f}x smaller)")
     previous = torch.get_num_threads()
     with torch.no_grad():
-        for threads in (1, 2):
+        for threads in args.threads:
             torch.set_num_threads(threads)
             for batch in (1, 8):
                 x = torch.randn(batch, *shape)
