@@ -19,7 +19,8 @@ pruned network is fine-tuned with the same budget.
 ``run`` appends to benchmarks/results/pruning_<model>.json after every run and skips runs already
 there (seed-major), so a killed benchmark resumes; one thread per run, so several can run side by
 side (as measured: ResNet-20 both seeds, ResNet-56 ``--seeds 0 --part s0`` and ``--seeds 1
---part s1``, three processes on two cores, about 75 minutes). Each finished run's frozen model is timed at once against the frozen
+--part s1``, one process per seed, ResNet-56 about two hours per seed on a core shared with
+other work). Each finished run's frozen model is timed at once against the frozen
 unpruned reference (batch 1, one thread, interleaved rounds) and kept in ``--work`` so
 ``latency`` can time them again on a quiet machine (its numbers then replace the run-time ones).
 """
@@ -252,7 +253,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     for path in sorted(RESULTS.glob("pruning_resnet*.json")):
         name, suite = path.stem, path.stem.split("_")[1].split("-")[0]
-        if "-limit" in name:
+        if "-limit" in name or suite not in args.models:
             continue
         results = load_results(name)
         timed = 0
@@ -285,13 +286,15 @@ OBSERVATIONS = (
     "accuracy drops 10-20 points, while L1's uniform ratio keeps every layer at a share of its "
     "width (the stage-3 stream stays whole). At 30 % and 50 % the regularized methods remove "
     "more parameters than L1 for the same MACs (the deep stages hold most parameters but a "
-    "third of the MACs) at about the same accuracy. Latency: at batch 1 a ResNet-20 on 32x32 "
-    "inputs is dominated by per-operation overhead (torch runs these small convolutions on its "
-    "im2col path), so removing half the MACs saves 7-13 % of the time; at batch 64, where the "
-    "convolutions dominate, it saves a third, as much as Torch-Pruning's own L1-pruned "
-    "ResNet-20 does here (3.9x fewer MACs: 1.54x faster at batch 1, 2.75x at batch 64). The "
-    "ResNet-56 rows come from an earlier run whose frozen models were not kept: their latency "
-    "is the batch-1 measurement of that run.")
+    "third of the MACs) at about the same accuracy. Latency: torch's own batch-1 convolution "
+    "on these small maps is its im2col path, whose time barely follows the channel counts "
+    "(with it, removing half the MACs saved only 7-13 % of a frozen ResNet-20's batch-1 time); "
+    "the library's direct float kernel, which frozen models run at batch 1 and 2, follows them, "
+    "so the pruned networks get faster in proportion. At batch 64, where oneDNN runs, removing "
+    "half the MACs saves about a third of the time, as Torch-Pruning's own L1-pruned ResNet-20 "
+    "does here (3.9x fewer MACs: 2.75x faster at batch 64). ResNet-56 is trained for 15 "
+    "epochs only and is far from converged (about 40 % top-1), so its accuracy columns compare "
+    "methods on an undertrained network.")
 
 #: a cell whose seeds disagree by more than this many points (standard deviation) decides nothing
 INCONCLUSIVE_SPREAD = 3.0
@@ -405,7 +408,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         "pruning_<model>.json, written by `python benchmarks/pruning.py run <model> "
         "--data-root ../shared/data/cifar10_subset` (each model's two seeds side by side with "
         "`--seeds N --part sN`, one thread each; resumable: ResNet-20 about 90 minutes on 2 "
-        "cores shared with other work, ResNet-56 about 75 minutes per seed). Every row goes through `edgecompress prune` "
+        "cores shared with other work, ResNet-56 about two hours per seed). Every row goes through `edgecompress prune` "
         "(recipes built in the script): the same unpruned reference per seed for every method, "
         "the same fine-tuning budget" + (f", channel counts rounded to multiples of {ROUND_TO}"
                                          if ROUND_TO > 1 else "") + ". SPR and group lasso are pruned by the smallest global magnitude threshold "
@@ -415,7 +418,10 @@ def cmd_report(args: argparse.Namespace) -> None:
             r20=SUITES["resnet20"], r56=SUITES["resnet56"], lasso=LASSO["lam"]) + ".", "",
         "Latency: the frozen (BatchNorm folded) pruned model against the frozen unpruned "
         "reference of the same seed, at batch 1 and 64, one thread, interleaved rounds, "
-        "medians; the ratio is unpruned / pruned time (mean and range over seeds).", ""]
+        "medians; the ratio is unpruned / pruned time (mean and range over seeds). Both run as "
+        "`edgecompress.deploy` runs them: at batch 1 the convolutions on the library's direct "
+        "float kernel (`PackedFloatConv2d`, whose time follows the channel counts), at batch "
+        "64 on torch's (oneDNN).", ""]
     for suite, results in all_results.items():
         lines += [f"## {suite} on the CIFAR-10 subset", "",
                   f"Machine (training and run-time latency): {results.get('machine')}."]
@@ -490,6 +496,9 @@ def main() -> None:
     lat = sub.add_parser("latency")
     lat.add_argument("--work", default=str(ROOT / "runs" / "pruning_benchmark"))
     lat.add_argument("--rounds", type=int, default=9)
+    lat.add_argument("--models", nargs="+", choices=sorted(SUITES), default=sorted(SUITES),
+                     help="Re-time these models only (not one whose run is still writing its "
+                          "results file).")
     lat.set_defaults(func=cmd_latency)
     sub.add_parser("report").set_defaults(func=cmd_report)
     args = parser.parse_args()
