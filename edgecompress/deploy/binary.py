@@ -253,10 +253,6 @@ class PackedBinaryLinear(PackedLinearShape, _PackedBinary):
         return y.to(x.dtype if x.is_floating_point() else torch.float32).reshape(
             *lead, self.out_features)
 
-    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        rows = output.shape[1:-1].numel()
-        return {f"w1a{self.input_bits}": rows * self.in_features * self.out_features}
-
 
 @register_packed(BinaryConv2d)
 class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):

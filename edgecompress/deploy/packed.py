@@ -154,6 +154,13 @@ class PackedLinearShape(_PackedShape):
 
     SHAPE = ("in_features", "out_features")
 
+    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
+        """Per sample: every output row costs in_features x out_features operations, counted
+        under the layer's ``w<weight_bits>a<input_bits>`` key."""
+        rows = output.shape[1:-1].numel()
+        return {f"w{self.weight_bits}a{self.input_bits}": rows * self.in_features
+                * self.out_features}
+
 
 class PackedConv2dShape(_PackedShape):
     """Mixin of packed 2-D convolutions: ``(in_channels, out_channels, kernel_size, stride,
@@ -178,6 +185,11 @@ class PackedConv2dShape(_PackedShape):
     @property
     def out_channels(self) -> int:
         return self.out_features
+
+    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
+        """Per sample: every output value costs ``k`` (one filter's values) operations, counted
+        under the layer's ``w<weight_bits>a<input_bits>`` key (an NCHW-shaped output)."""
+        return {f"w{self.weight_bits}a{self.input_bits}": output[0].numel() * self.k}
 
 
 P = TypeVar("P", bound=type[PackedLayer])

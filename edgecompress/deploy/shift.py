@@ -165,11 +165,6 @@ class PackedShiftLinear(PackedLinearShape, _PackedShift):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(self._input(x), self.weight, self.bias)
 
-    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        rows = output.shape[1:-1].numel()
-        return {f"w{self.weight_bits}a{self.input_bits}": rows * self.in_features
-                * self.out_features}
-
 
 @register_packed(ShiftConv2d)
 class PackedShiftConv2d(PackedConv2dShape, _PackedShift):
@@ -189,6 +184,3 @@ class PackedShiftConv2d(PackedConv2dShape, _PackedShift):
         x = self._input(x)
         return F.conv2d(x, _weight_in_layout_of(self.weight, x), self.bias, self.stride,
                         self.padding, self.dilation, self.groups)
-
-    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        return {f"w{self.weight_bits}a{self.input_bits}": output[0].numel() * self.k}

@@ -180,10 +180,6 @@ class PackedUniformLinear(PackedLinearShape, _PackedUniform):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(self._input(x), self.weight, self.bias)
 
-    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        rows = output.shape[1:-1].numel()
-        return {f"w{self.weight_bits}a{self.input_bits}": rows * self.k * self.out_features}
-
 
 @register_packed(UniformConv2d)
 class PackedUniformConv2d(PackedConv2dShape, _PackedUniform):
@@ -203,9 +199,6 @@ class PackedUniformConv2d(PackedConv2dShape, _PackedUniform):
         x = self._input(x)
         return F.conv2d(x, self._conv_weight(), self.bias, self.stride,
                         self.padding, self.dilation, self.groups)
-
-    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        return {f"w{self.weight_bits}a{self.input_bits}": output[0].numel() * self.k}
 
 
 @register_packed(UniformEuclidLinear)
@@ -227,10 +220,6 @@ class PackedUniformEuclidLinear(PackedLinearShape, _PackedUniformEuclid):
 
     def _affine(self, y: Tensor) -> Tensor:  # features last
         return y if self.out_scale is None else y * self.out_scale + self.out_shift
-
-    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        rows = output.shape[1:-1].numel()
-        return {f"w{self.weight_bits}a{self.input_bits}": rows * self.k * self.out_features}
 
 
 @register_packed(UniformEuclidConv2d)
@@ -254,6 +243,3 @@ class PackedUniformEuclidConv2d(PackedConv2dShape, _PackedUniformEuclid):
         y = euclid_conv2d(x, self._conv_weight(), self.bias, self.stride,
                           self.padding, self.dilation, self.groups, self.theta)
         return self._affine(y)
-
-    def edgecompress_macs(self, inputs, output) -> dict[str, int]:
-        return {f"w{self.weight_bits}a{self.input_bits}": output[0].numel() * self.k}
