@@ -18,7 +18,8 @@ from edgecompress.layers import adder
 from edgecompress.layers.adder import (adder_conv2d, adder_conv2d_reference, adder_linear,
                                        adder_linear_reference)
 
-from .distance_checks import assert_same_values_and_grads, conv_cases
+from .distance_checks import (PADDING_OPTIONS, assert_same_values_and_grads,
+                              check_padding_option, conv_cases)
 
 F64 = torch.float64
 
@@ -59,23 +60,9 @@ def test_conv_fast_path_equals_the_naive_form_values_and_gradients(case, chunk):
         adder._CHUNK_ELEMENTS = previous
 
 
-@pytest.mark.parametrize("padding, padding_mode", [
-    ("same", "zeros"), ("valid", "zeros"), (1, "reflect"), ((2, 1), "replicate"),
-    (1, "circular")])
+@pytest.mark.parametrize("padding, padding_mode", PADDING_OPTIONS)
 def test_conv_layer_padding_options_match_the_naive_form(padding, padding_mode):
-    torch.manual_seed(1)
-    layer = AdderConv2d(4, 6, (3, 2), padding=padding, dilation=(1, 2), groups=2,
-                        padding_mode=padding_mode).double()
-    x = torch.randn(2, 4, 6, 7, dtype=F64, requires_grad=True)
-    y, y_ref = layer(x), layer.reference_forward(x)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
-    assert y.shape == nn.Conv2d(4, 6, (3, 2), padding=padding, dilation=(1, 2), groups=2,
-                                padding_mode=padding_mode)(x.float()).shape
-    g = torch.randn_like(y)
-    grads = torch.autograd.grad((y * g).sum(), [x, layer.weight, layer.bias])
-    grads_ref = torch.autograd.grad((y_ref * g).sum(), [x, layer.weight, layer.bias])
-    for a, b in zip(grads, grads_ref):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    check_padding_option(AdderConv2d, padding, padding_mode)
 
 
 def test_float32_fast_path_agrees_with_the_naive_form_and_unbatched_inputs_work():

@@ -15,7 +15,8 @@ from edgecompress.layers.euclid import (euclid_conv2d, euclid_conv2d_reference, 
                                         euclid_linear_reference)
 from edgecompress.quantizers.schedule import Schedule
 
-from .distance_checks import assert_same_values_and_grads, conv_cases
+from .distance_checks import (PADDING_OPTIONS, assert_same_values_and_grads,
+                              check_padding_option, conv_cases)
 
 F64 = torch.float64
 THETAS = st.sampled_from([0.0, 0.37, 1.0])
@@ -62,23 +63,9 @@ def test_conv_gemm_form_equals_the_naive_form_values_and_gradients(case):
     assert_same_values_and_grads(fast, naive, *tensors)
 
 
-@pytest.mark.parametrize("padding, padding_mode", [
-    ("same", "zeros"), ("valid", "zeros"), (1, "reflect"), ((2, 1), "replicate"),
-    (1, "circular")])
+@pytest.mark.parametrize("padding, padding_mode", PADDING_OPTIONS)
 def test_conv_layer_padding_options_match_the_naive_form(padding, padding_mode):
-    torch.manual_seed(1)
-    layer = EuclidConv2d(4, 6, (3, 2), padding=padding, dilation=(1, 2), groups=2,
-                         padding_mode=padding_mode).double()
-    x = torch.randn(2, 4, 6, 7, dtype=F64, requires_grad=True)
-    y, y_ref = layer(x), layer.reference_forward(x)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
-    assert y.shape == nn.Conv2d(4, 6, (3, 2), padding=padding, dilation=(1, 2), groups=2,
-                                padding_mode=padding_mode)(x.float()).shape
-    g = torch.randn_like(y)
-    grads = torch.autograd.grad((y * g).sum(), [x, layer.weight, layer.bias])
-    grads_ref = torch.autograd.grad((y_ref * g).sum(), [x, layer.weight, layer.bias])
-    for a, b in zip(grads, grads_ref):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    check_padding_option(EuclidConv2d, padding, padding_mode)
 
 
 def test_unbatched_inputs_work_like_a_batch_of_one():
