@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS, ROOT, load_results, machine, mean_std, save_results, train_and_record
+from common import (ROOT, load_results, machine, mean_std, merged_results, results_name,
+                    save_results, train_and_record)
 
 from edgecompress.analysis.summary import summary
 from edgecompress.recipe import Recipe
@@ -142,28 +143,13 @@ def one_run(row: Row, seed: int, epochs: int, limit: int | None, work: Path, dat
                             callbacks, row=row.key, epochs=epochs, limit=limit)
 
 
-def results_name(limit: int | None, part: str | None = None) -> str:
-    return "binaryvit" + (f"-limit{limit}" if limit else "") + (f"-{part}" if part else "")
-
-
-def merged_results(limit: int | None) -> dict[str, Any]:
-    """binaryvit[-limit<N>].json plus its ``--part`` files."""
-    base = results_name(limit)
-    merged: dict[str, Any] = {}
-    for path in sorted(RESULTS.glob(f"{base}*.json")):
-        rest = path.stem[len(base):]
-        if rest == "" or (rest.startswith("-") and "limit" not in rest):
-            merged.update(load_results(path.stem))
-    return merged
-
-
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    name = results_name(args.limit, args.part)
-    done = merged_results(args.limit)
+    name = results_name("binaryvit", args.limit, args.part)
+    done = merged_results("binaryvit", args.limit)
     other = {r["epochs"] for k, r in done.items() if k != "machine"} - {args.epochs}
     if other:
-        raise SystemExit(f"benchmarks/results/{results_name(args.limit)}*.json hold runs of "
+        raise SystemExit(f"benchmarks/results/{results_name('binaryvit', args.limit)}*.json hold runs of "
                          f"{sorted(other)} epochs, not {args.epochs}: pass that --epochs or move "
                          f"those files away")
     results = load_results(name)
@@ -318,7 +304,7 @@ def _macs(n: int) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    results = merged_results(args.limit)
+    results = merged_results("binaryvit", args.limit)
     runs = [r for k, r in results.items() if k != "machine"]
     epochs = sorted({r["epochs"] for r in runs})
     scores = {row.key: [r["top1"] for r in runs if r["row"] == row.key] for row in ROWS}

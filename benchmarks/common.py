@@ -35,6 +35,28 @@ def save_results(name: str, results: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def results_name(base: str, limit: int | None = None, part: str | None = None) -> str:
+    """``base[-limit<N>][-<part>]``: a smoke run's results (``--limit``) and the file of one of
+    several processes run side by side (``--part``, e.g. one seed each) are files of their own."""
+    return base + (f"-limit{limit}" if limit else "") + (f"-{part}" if part else "")
+
+
+def merged_results(base: str, limit: int | None = None) -> dict[str, Any]:
+    """``base[-limit<N>].json`` merged with its ``--part`` files (top-level keys; a ``runs``
+    mapping is merged too), smoke-run files of another limit excluded."""
+    stem = results_name(base, limit)
+    merged: dict[str, Any] = {}
+    for path in sorted(RESULTS.glob(f"{stem}*.json")):
+        rest = path.stem[len(stem):]
+        if rest == "" or (rest.startswith("-") and "limit" not in rest):
+            part = load_results(path.stem)
+            runs = {**merged.get("runs", {}), **part.get("runs", {})}
+            merged.update(part)
+            if runs:
+                merged["runs"] = runs
+    return merged
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS, ROOT, load_results, machine, mean_std, save_results
+from common import (RESULTS, ROOT, load_results, machine, mean_std, merged_results, results_name,
+                    save_results)
 
 from edgecompress.deploy import freeze, load, save
 from edgecompress.deploy.benchmark import compare
@@ -218,9 +219,8 @@ def one_run(suite: str, method: str, target: float, seed: int, work: Path,
 
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    name = f"pruning_{args.suite}" + (f"-limit{args.limit}" if args.limit else "") + (
-        f"-{args.part}" if args.part else "")
-    done = suite_results(args.suite)
+    name = results_name(f"pruning_{args.suite}", args.limit, args.part)
+    done = merged_results(f"pruning_{args.suite}")
     results = load_results(name)
     results.setdefault("machine", machine())
     for seed in args.seeds:
@@ -236,16 +236,6 @@ def cmd_run(args: argparse.Namespace) -> None:
                   f"{r['reference_top1']:.2f}), MACs -{r['macs_removed']:.1%}, latency "
                   + ", ".join(f"batch {b} {latency_of(r, b)['ratio']:.2f}x" for b in BATCHES)
                   + f" ({r['seconds']:.0f} s)", flush=True)
-
-
-def suite_results(suite: str) -> dict[str, Any]:
-    """All results of a model: pruning_<model>.json plus the pruning_<model>-<part>.json files
-    of runs started in parallel with ``--part`` (smoke tests with ``--limit`` excluded)."""
-    merged = load_results(f"pruning_{suite}")
-    for path in sorted(RESULTS.glob(f"pruning_{suite}-*.json")):
-        if "-limit" not in path.stem:
-            merged.update(load_results(path.stem))
-    return merged
 
 
 def cmd_latency(args: argparse.Namespace) -> None:
@@ -400,7 +390,7 @@ def _plot(all_results: dict[str, dict[str, Any]]) -> str | None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    all_results = {s: suite_results(s) for s in SUITES}
+    all_results = {s: merged_results(f"pruning_{s}") for s in SUITES}
     all_results = {s: r for s, r in all_results.items() if len(r) > 1}
     lines = [
         "# Structured pruning: SPR vs L1-norm vs group lasso at equal MACs", "",
