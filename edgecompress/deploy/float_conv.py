@@ -80,6 +80,7 @@ class PackedFloatConv2d(PackedLayer):
         # the kernel's weights, contiguous (not a buffer: freeze's final channels-last
         # conversion leaves it alone, while torch's path uses the converted buffer)
         self._kernel_weight = self.weight.detach().contiguous()
+        self._plans: dict[torch.Size, kernels.DirectConvPlan] = {}
 
     def fold_affine(self, s: Tensor, t: Tensor) -> None:
         """``y -> s y + t`` per output channel: weight * s, bias * s + t (as freeze folds a
@@ -95,8 +96,8 @@ class PackedFloatConv2d(PackedLayer):
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``fused_clamp(conv(x) + bias + residual)`` (residual and clamp when set)."""
-        if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() \
-                or x.shape[0] > KERNEL_MAX_BATCH:
+        if x.shape[0] > KERNEL_MAX_BATCH or torch.compiler.is_exporting() \
+                or torch.jit.is_tracing():  # an export (the ONNX exporters too) sees torch's conv
             return kernels.conv2d_torch(x, self.weight, self.bias, self.stride, self.padding,
                                         residual, self.fused_clamp)
         if torch.compiler.is_compiling():  # opaque to Dynamo; torch's convolution without C
@@ -106,8 +107,18 @@ class PackedFloatConv2d(PackedLayer):
         if not kernels.conv2d_direct_usable(x):
             return kernels.conv2d_torch(x, self.weight, self.bias, self.stride, self.padding,
                                         residual, self.fused_clamp)
-        return kernels.conv2d_direct(x, self._kernel_weight, self.bias, self.stride,
-                                     self.padding, residual=residual, clamp=self.fused_clamp)
+        return self._plan(x)(x, residual)
+
+    def _plan(self, x: Tensor) -> kernels.DirectConvPlan:
+        """The kernel's plan for this input shape (made at the first call; a layer sees one or
+        two shapes), made anew when the thread count or the weight / bias tensors changed."""
+        plan = self._plans.get(x.shape)
+        if plan is None or plan.sources[0] is not self._kernel_weight \
+                or plan.sources[1] is not self.bias or plan.threads != torch.get_num_threads():
+            plan = self._plans[x.shape] = kernels.DirectConvPlan(
+                tuple(x.shape), self._kernel_weight, self.bias, self.stride, self.padding,
+                clamp=self.fused_clamp)
+        return plan
 
     def edgecompress_params(self) -> dict[int, int]:
         """Float parameters (weight and bias are buffers here, so summary asks)."""

@@ -39,7 +39,25 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_pool_branches": ([_p, _i64, _i64, _i64, _i64, _i64, _p, _p, _i64, _i32, _i32], _i32),
     "ec_conv2d_f32": ([_p] + [_i64] * 4 + [_p] + [_i64] * 7 + [_p, _p, _i32, _f32, _f32, _p,
                                                              _i32, _i32], _i32),
+    "ec_conv2d_f32_planned": ([_p, _p, _p, _p], _i32),
 }
+
+
+
+class ConvF32Plan(ctypes.Structure):
+    """``ec_conv_f32_plan`` of conv_f32.c: the fixed arguments of one direct float convolution
+    (one layer, one input shape), passed to ``ec_conv2d_f32_planned`` as one pointer."""
+
+    _fields_ = [(name, _i64) for name in ("n", "c", "h", "w", "oc", "kh", "kw", "sh", "sw",
+                                          "ph", "pw")] + [
+        ("weight", _p), ("bias", _p), ("lo", _f32), ("hi", _f32), ("clamp", ctypes.c_int32),
+        ("path", ctypes.c_int32), ("threads", ctypes.c_int32)]
+
+
+def by_reference(struct: ctypes.Structure) -> ctypes.c_void_p:
+    """A pointer argument to ``struct`` (kept alive by the caller)."""
+    return ctypes.c_void_p(ctypes.addressof(struct))
+
 
 _lib: ctypes.CDLL | None = None
 _load_error: str | None = None

@@ -275,3 +275,21 @@ EC_EXPORT int ec_conv2d_f32(const float *x, int64_t n, int64_t c, int64_t h, int
     free(off);
     return EC_OK;
 }
+
+/* The arguments of ec_conv2d_f32 that stay fixed for one layer and one input shape, so that a
+ * frozen layer passes them as one pointer (a ctypes call converts each argument anew; at batch 1
+ * on small maps that conversion cost as much as the convolution). Mirrored by
+ * edgecompress.kernels.dispatch.DirectConvPlan: keep the field order. */
+typedef struct {
+    int64_t n, c, h, w, oc, kh, kw, sh, sw, ph, pw;
+    const float *weight, *bias;
+    float lo, hi;
+    int32_t clamp, path, threads;
+} ec_conv_f32_plan;
+
+EC_EXPORT int ec_conv2d_f32_planned(const ec_conv_f32_plan *p, const float *x,
+                                    const float *residual, float *y) {
+    return ec_conv2d_f32(x, p->n, p->c, p->h, p->w, p->weight, p->oc, p->kh, p->kw, p->sh, p->sw,
+                         p->ph, p->pw, p->bias, residual, p->clamp, p->lo, p->hi, y, p->path,
+                         p->threads);
+}

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._loader import check_status, library, load, load_error, path_code
+from ._loader import (ConvF32Plan, by_reference, check_status, library, load, load_error,
+                      path_code)
 from .reference import (PANEL, binary_gemm_affine_reference, block_epilogue_reference,
                         pool_branches_reference, binary_gemm_groups_reference,
                         binary_gemm_reference, binary_gemm_signs_reference,
@@ -515,38 +516,72 @@ def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     (n, oc, oh, ow) or None. Geometry: what :func:`conv2d_direct_supports` accepts. Returns a
     contiguous (NCHW) float32 tensor; inputs in another layout are copied to NCHW first.
     Agrees with ``torch.nn.functional.conv2d`` to float rounding and with
-    :func:`~.reference.conv2d_direct_reference` bit for bit (every path)."""
-    if x.dim() != 4 or weight.dim() != 4 or weight.shape[1] != x.shape[1]:
-        raise ValueError(f"conv2d_direct needs x (n, c, h, w) and weight (oc, c, kh, kw), got x "
-                         f"{tuple(x.shape)} and weight {tuple(weight.shape)}")
-    stride, padding = tuple(stride), tuple(padding)
-    if not conv2d_direct_supports(weight.shape, stride, padding):
-        raise ValueError(f"conv2d_direct takes 1x1 / 3x3 kernels, stride 1 / 2 and padding 0 / 1, "
-                         f"got kernel {tuple(weight.shape[2:])}, stride {stride}, padding "
-                         f"{padding}")
-    n, c, h, w = x.shape
-    oc, _, kh, kw = weight.shape
-    oh, ow = (h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1
-    if oh < 1 or ow < 1:
-        raise ValueError(f"conv2d_direct: input {tuple(x.shape)} is smaller than the kernel "
-                         f"{tuple(weight.shape[2:])} with padding {padding}")
-    if bias is not None and tuple(bias.shape) != (oc,):
-        _check_vectors(oc, bias=bias)  # raises
-    if residual is not None and tuple(residual.shape) != (n, oc, oh, ow):
-        raise ValueError(f"residual must have shape {(n, oc, oh, ow)}, got "
-                         f"{tuple(residual.shape)}")
-    if clamp is not None and not clamp[0] <= clamp[1]:
-        raise ValueError(f"clamp needs lo <= hi, got {clamp}")
-    lib = library()
-    if lib is None:
-        return conv2d_direct_reference(x, weight, bias, stride, padding, residual, clamp)
-    x, weight = _float32(x), _float32(weight)
-    bias, residual = _float32(bias), _float32(residual)
-    out = torch.empty(n, oc, oh, ow, dtype=torch.float32)
-    status = lib.ec_conv2d_f32(x.data_ptr(), n, c, h, w, weight.data_ptr(), oc, kh, kw,
-                               *stride, *padding, _ptr(bias),
-                               _ptr(residual), int(clamp is not None), *(clamp or (0.0, 0.0)),
-                               out.data_ptr(), path_code(path),
-                               threads or torch.get_num_threads())
-    check_status(status, "conv2d_direct", path)
-    return out
+    :func:`~.reference.conv2d_direct_reference` bit for bit (every path). A layer that runs
+    many calls of one shape keeps a :class:`DirectConvPlan` instead (the checks done once)."""
+    if x.dim() != 4:
+        raise ValueError(f"conv2d_direct needs x (n, c, h, w), got x {tuple(x.shape)}")
+    return DirectConvPlan(tuple(x.shape), weight, bias, stride, padding, clamp=clamp, path=path,
+                          threads=threads)(x, residual)
+
+
+class DirectConvPlan:
+    """:func:`conv2d_direct` of fixed weights for one input shape: the arguments are checked and
+    converted once, and each call passes them to the C kernel as one pointer (at batch 1 on
+    small maps, checking and converting twenty ctypes arguments cost as much as the
+    convolution). Holds references to ``weight`` and ``bias``: a caller whose tensors change
+    (e.g. a state_dict loaded into new tensors) makes a new plan."""
+
+    def __init__(self, x_shape: tuple[int, ...], weight: Tensor, bias: Tensor | None = None,
+                 stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0), *,
+                 clamp: tuple[float, float] | None = None, path: str | None = None,
+                 threads: int | None = None) -> None:
+        if len(x_shape) != 4 or weight.dim() != 4 or weight.shape[1] != x_shape[1]:
+            raise ValueError(f"conv2d_direct needs x (n, c, h, w) and weight (oc, c, kh, kw), got "
+                             f"x {tuple(x_shape)} and weight {tuple(weight.shape)}")
+        stride, padding = tuple(stride), tuple(padding)
+        if not conv2d_direct_supports(weight.shape, stride, padding):
+            raise ValueError(f"conv2d_direct takes 1x1 / 3x3 kernels, stride 1 / 2 and padding 0 "
+                             f"/ 1, got kernel {tuple(weight.shape[2:])}, stride {stride}, "
+                             f"padding {padding}")
+        n, c, h, w = x_shape
+        oc, _, kh, kw = weight.shape
+        oh = (h + 2 * padding[0] - kh) // stride[0] + 1
+        ow = (w + 2 * padding[1] - kw) // stride[1] + 1
+        if oh < 1 or ow < 1:
+            raise ValueError(f"conv2d_direct: input {tuple(x_shape)} is smaller than the kernel "
+                             f"{tuple(weight.shape[2:])} with padding {padding}")
+        if bias is not None and tuple(bias.shape) != (oc,):
+            _check_vectors(oc, bias=bias)  # raises
+        if clamp is not None and not clamp[0] <= clamp[1]:
+            raise ValueError(f"clamp needs lo <= hi, got {clamp}")
+        self.x_shape, self.out_shape = torch.Size(x_shape), (n, oc, oh, ow)
+        self.sources = (weight, bias)  # the caller's tensors (the ones used may be copies)
+        self.threads = threads or torch.get_num_threads()
+        self.weight, self.bias = _float32(weight.detach()), _float32(
+            None if bias is None else bias.detach())
+        self.stride, self.padding, self.clamp, self.path = stride, padding, clamp, path
+        lib = library()
+        self._run = None if lib is None else lib.ec_conv2d_f32_planned
+        lo, hi = clamp if clamp is not None else (0.0, 0.0)
+        self._args = ConvF32Plan(n, c, h, w, oc, kh, kw, *stride, *padding,
+                                 self.weight.data_ptr(), _ptr(self.bias), lo, hi,
+                                 int(clamp is not None), path_code(path), self.threads)
+        self._args_ptr = by_reference(self._args)
+
+    def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if x.shape != self.x_shape:
+            raise ValueError(f"this conv2d_direct plan takes inputs {tuple(self.x_shape)}, got "
+                             f"{tuple(x.shape)}")
+        if residual is not None and residual.shape != self.out_shape:
+            raise ValueError(f"residual must have shape {self.out_shape}, got "
+                             f"{tuple(residual.shape)}")
+        if self._run is None:
+            return conv2d_direct_reference(x, self.weight, self.bias, self.stride, self.padding,
+                                           residual, self.clamp)
+        x, residual = _float32(x), _float32(residual)
+        out = torch.empty(self.out_shape, dtype=torch.float32)
+        status = self._run(self._args_ptr, x.data_ptr(),
+                           None if residual is None else residual.data_ptr(), out.data_ptr())
+        if status:
+            check_status(status, "conv2d_direct", self.path)
+        return out

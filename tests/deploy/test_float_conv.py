@@ -48,14 +48,43 @@ def test_freeze_runs_resnet_convs_in_the_direct_kernel_with_fused_epilogues(tmp_
 def test_the_kernel_runs_at_small_batch_and_torch_above(monkeypatch):
     _, frozen = _frozen_resnet(seed=1)
     calls = []
-    real = ec.kernels.conv2d_direct
-    monkeypatch.setattr(float_conv.kernels, "conv2d_direct",
+    real = ec.kernels.DirectConvPlan.__call__
+    monkeypatch.setattr(ec.kernels.DirectConvPlan, "__call__",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     with torch.no_grad():
         frozen(torch.randn(float_conv.KERNEL_MAX_BATCH, 3, 32, 32))
         assert len(calls) == 21
         frozen(torch.randn(float_conv.KERNEL_MAX_BATCH + 1, 3, 32, 32))
     assert len(calls) == 21
+
+
+def test_a_layer_keeps_one_kernel_plan_per_shape_and_renews_it_when_its_tensors_change():
+    torch.manual_seed(3)
+    conv = nn.Conv2d(5, 7, 3, padding=1)
+    layer = deploy.PackedFloatConv2d.from_trained(conv)
+    x1, x2 = torch.randn(1, 5, 6, 6), torch.randn(2, 5, 4, 4)
+    with torch.no_grad():
+        for x in (x1, x2, x1):
+            assert torch.equal(layer(x), ec.kernels.conv2d_direct(x, conv.weight, conv.bias,
+                                                                  (1, 1), (1, 1)))
+        assert len(layer._plans) == 2
+        plan = layer._plans[x1.shape]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1 if threads > 1 else 2)
+        try:
+            layer(x1)
+            assert layer._plans[x1.shape] is not plan  # a plan fixes its thread count
+        finally:
+            torch.set_num_threads(threads)
+        # new tensors (a state_dict assigned, a folded BatchNorm): the outputs follow them
+        new = nn.Conv2d(5, 7, 3, padding=1)
+        layer.load_state_dict({"weight": new.weight.detach().clone(),
+                               "bias": new.bias.detach().clone()}, assign=True)
+        layer.prepare()
+        torch.testing.assert_close(layer(x1), new(x1), rtol=1e-5, atol=1e-5)
+        layer.bias = torch.zeros(7)  # a replaced bias tensor alone
+        torch.testing.assert_close(layer(x1), new(x1) - new.bias.view(1, -1, 1, 1),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_unsupported_convolutions_stay_torch_modules():

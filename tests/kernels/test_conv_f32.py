@@ -63,6 +63,18 @@ def test_conv2d_direct_reads_any_layout_and_threads_agree():
                            expected)
 
 
+def test_a_plan_is_the_kernel_for_one_shape_and_rejects_others():
+    x, weight, bias, residual = _operands(2, 9, 11, 7, 7, 3, 2, 1, seed=4)
+    plan = K.DirectConvPlan(tuple(x.shape), weight, bias, (2, 2), (1, 1), clamp=(0.0, 1.0))
+    for _ in range(2):  # reusable
+        assert torch.equal(plan(x, residual), K.conv2d_direct_reference(
+            x, weight, bias, (2, 2), (1, 1), residual, (0.0, 1.0)))
+    with pytest.raises(ValueError, match=r"plan takes inputs \(2, 9, 7, 7\), got \(1, 9, 7, 7\)"):
+        plan(x[:1])
+    with pytest.raises(ValueError, match="residual must have shape"):
+        plan(x, residual[:, :3])
+
+
 def test_conv2d_direct_supports_the_resnet_shapes_only():
     assert K.conv2d_direct_supports((16, 16, 3, 3), (1, 1), (1, 1))
     assert K.conv2d_direct_supports((32, 16, 1, 1), (2, 2), (0, 0))
