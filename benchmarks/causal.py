@@ -11,9 +11,10 @@ groups with distinct mechanisms and noises, a random true direction; the same da
 method), decided by each method with the "forced" rule; recorded: right or wrong, the p-values
 and, for the test of the true direction, the estimated k and the adjusted Rand index of its
 clusters against the true groups. ``pairs``: every bivariate pair (at most ``--max-n`` points, a
-seeded subsample), decided by each method and by the baselines of maintained packages that are
-importable (causal-learn's ANM and DirectLiNGAM, cdt's IGCI and RECI; not installed: reported
-and skipped); recorded: decision, weight, seconds.
+seeded subsample), decided by each method and by the baselines of maintained packages
+(causal_baselines.py: causal-learn's ANM and DirectLiNGAM, cdt's IGCI and RECI; ``--baselines``
+chooses; a missing package stops the run before it starts, naming the pip extra ``baselines``);
+recorded: decision, weight, seconds.
 
 Both append to benchmarks/results/causal_sim.json / causal_pairs.json after every unit (one
 method on one pair) and skip units already there, so a killed run resumes. One BLAS thread.
@@ -22,7 +23,6 @@ method on one pair) and skip units already there, so a killed run resumes. One B
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import shlex
 import statistics
@@ -31,11 +31,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import causal_baselines as baselines
 import numpy as np
 from common import ROOT, load_results, machine, mean_std, save_results
 from sklearn.metrics import adjusted_rand_score
+from threadpoolctl import threadpool_limits
 
 from edgecompress.causal import decide_pair, direction, load_pairs, simulate, subsample
+from edgecompress.causal.inputs import standardize
 
 DOC = ROOT / "docs" / "causal.md"
 SIM, PAIRS = "causal_sim", "causal_pairs"
@@ -80,59 +83,20 @@ def run_simulations(args: argparse.Namespace) -> None:
 
 # --- the cause-effect pairs -------------------------------------------------------------------
 
-def _causallearn_anm(x: np.ndarray, y: np.ndarray) -> str:
-    from causallearn.search.FCMBased.ANM.ANM import ANM
-
-    p_forward, p_backward = ANM().cause_or_effect(x[:, None], y[:, None])
-    return "x->y" if p_forward > p_backward else "y->x"
-
-
-def _lingam(x: np.ndarray, y: np.ndarray) -> str:
-    from causallearn.search.FCMBased import lingam
-
-    model = lingam.DirectLiNGAM()
-    model.fit(np.c_[x, y])
-    b = np.abs(model.adjacency_matrix_)  # b[i, j] != 0: j -> i
-    return "x->y" if b[1, 0] >= b[0, 1] else "y->x"
-
-
-def _cdt(name: str) -> Callable[[np.ndarray, np.ndarray], str]:
-    def decide(x: np.ndarray, y: np.ndarray) -> str:
-        from cdt.causality import pairwise
-
-        score = getattr(pairwise, name)().predict_proba((x, y))  # > 0: x -> y
-        return "x->y" if score > 0 else "y->x"
-
-    return decide
-
-
-#: name -> (the package that must be importable, decision function)
-BASELINES: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray], str]]] = {
-    "causal-learn ANM": ("causallearn", _causallearn_anm),
-    "causal-learn DirectLiNGAM": ("causallearn", _lingam),
-    "cdt IGCI": ("cdt", _cdt("IGCI")),
-    "cdt RECI": ("cdt", _cdt("RECI")),
-}
-
-
 def run_pairs(args: argparse.Namespace) -> None:
+    methods = args.methods.split(",") + baselines.select(args.baselines)
     results = load_results(PAIRS)
     pairs = load_pairs(args.data_root)[:args.limit]
-    missing = sorted({pkg for pkg, _ in BASELINES.values() if not importlib.util.find_spec(pkg)})
-    results.setdefault("_missing", {})[str(args.max_n)] = missing
-    if missing:
-        print(f"baselines skipped, not installed: {', '.join(missing)}")
-    methods = args.methods.split(",") + [b for b, (pkg, _) in BASELINES.items()
-                                         if pkg not in missing]
     for number, pair in enumerate(pairs, 1):
         for method in methods:
             key = f"{method}/max{args.max_n}/{pair.name}"
             if key in results:
                 continue
-            if method in BASELINES:
+            if method in baselines.BASELINES:
                 x, y = subsample(pair, args.max_n, args.seed)
                 began = time.perf_counter()
-                decision = BASELINES[method][1](x, y)
+                with threadpool_limits(limits=1, user_api="blas"):
+                    decision = baselines.decide(method, standardize(x), standardize(y))
                 seconds = time.perf_counter() - began
             else:
                 d = decide_pair(pair, method, max_n=args.max_n, seed=args.seed)
@@ -222,7 +186,7 @@ def simulation_section(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def pairs_section(rows: list[dict[str, Any]], missing: dict[str, list[str]]) -> list[str]:
+def pairs_section(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["No pair results yet (`python benchmarks/causal.py pairs`)."]
     lines = ["| method | at most n | pairs | weighted accuracy | unweighted | seconds per pair "
@@ -236,20 +200,16 @@ def pairs_section(rows: list[dict[str, Any]], missing: dict[str, list[str]]) -> 
         lines.append(f"| {method} | {max_n} | {len(mine)} | {accuracy:.3f} | "
                      f"{statistics.mean(r['correct'] for r in mine):.3f} | "
                      f"{statistics.median(seconds):.2f} / {statistics.mean(seconds):.2f} |")
-    absent = sorted({pkg for pkgs in missing.values() for pkg in pkgs})
+    absent = [b for b in baselines.BASELINES if b not in {r["method"] for r in rows}]
     if absent:
-        lines += ["", f"Baselines not run: {', '.join(absent)} not installed (causal-learn's "
-                  "ANM and DirectLiNGAM, cdt's IGCI and RECI run when importable). For "
-                  "reference, measured earlier on this machine with n <= 500 per pair (issue "
-                  "14): causal-learn ANM 0.57, RECI 0.67, IGCI 0.67."]
+        lines += ["", f"Baselines not run: {', '.join(absent)} (`--baselines`; their packages "
+                  f"are the pip extra: {baselines.EXTRA})."]
     return lines
 
 
 def write_report(args: argparse.Namespace) -> None:
     sim = [r for r in load_results(SIM).values()]
-    pair_results = load_results(PAIRS)
-    missing = pair_results.pop("_missing", {})
-    pairs = list(pair_results.values())
+    pairs = list(load_results(PAIRS).values())
     hetero_cells = paired_difference(sim, lambda r: r["k"] >= 2)
     homogeneous = paired_difference(sim, lambda r: r["k"] == 1)
     sizes = sorted({r["n"] for r in sim})
@@ -287,7 +247,7 @@ def write_report(args: argparse.Namespace) -> None:
         "## Simulations", "", *simulation_section(sim), "",
         "## Tuebingen cause-effect pairs", "",
         "Weighted accuracy as in Mooij et al. (2016): each pair counts with its weight (the "
-        "pairs of one source share a total weight of 1).", "", *pairs_section(pairs, missing),
+        "pairs of one source share a total weight of 1).", "", *pairs_section(pairs),
         ""]
     DOC.write_text("\n".join(text))
     print(f"wrote {DOC.relative_to(ROOT)}")
@@ -307,11 +267,17 @@ def main() -> None:
     pairs.add_argument("--max-n", type=int, default=500, help="at most this many points a pair")
     pairs.add_argument("--limit", type=int, help="only the first LIMIT pairs")
     pairs.add_argument("--methods", default=",".join(METHODS))
+    pairs.add_argument("--baselines", default="all", help="all, none or a comma list of "
+                       f"{', '.join(baselines.BASELINES)} (packages: the pip extra baselines)")
     pairs.add_argument("--seed", type=int, default=0)
     sub.add_parser("report", help=f"write {DOC.relative_to(ROOT)}")
     args = parser.parse_args()
     print(f"{Path(sys.argv[0]).name} {shlex.join(sys.argv[1:])}: {machine()}", flush=True)
-    {"simulate": run_simulations, "pairs": run_pairs, "report": write_report}[args.command](args)
+    try:
+        {"simulate": run_simulations, "pairs": run_pairs,
+         "report": write_report}[args.command](args)
+    except baselines.BaselineError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":
