@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from edgecompress.causal import decide_pair, direction, load_pairs, simulate, subsample
 from edgecompress.causal.inputs import standardize
+from edgecompress.errors import CausalInputError, EdgecompressError
 
 DOC = ROOT / "docs" / "causal.md"
 SIM, PAIRS = "causal_sim", "causal_pairs"
@@ -51,12 +52,33 @@ def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
+def method_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """A ``--methods`` entry: a method name, optionally with options, ``name:key=value:...``
+    (``hetero:combine=fisher``); numbers become int or float."""
+    name, *pairs = text.split(":")
+    options: dict[str, Any] = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CausalInputError(f"--methods: option {item!r} of {text!r} is not key=value")
+        for kind in (int, float):
+            try:
+                options[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = value
+    return name, options
+
+
 # --- simulations ------------------------------------------------------------------------------
 
 def sim_unit(method: str, k: int, n: int, seed: int) -> dict[str, Any]:
     """One method on the simulated pair of (k, n, seed)."""
     pair = simulate(n, k, direction="random", seed=np.random.default_rng([k, n, seed]))
-    result = direction(pair.x, pair.y, method, rule="forced", seed=seed)
+    name, options = method_spec(method)
+    result = direction(pair.x, pair.y, name, rule="forced", seed=seed, **options)
     truth = result.x_to_y if pair.direction == "x->y" else result.y_to_x
     return {"method": method, "k": k, "n": n, "seed": seed, "truth": pair.direction,
             "decision": result.direction, "correct": result.direction == pair.direction,
@@ -99,7 +121,8 @@ def run_pairs(args: argparse.Namespace) -> None:
                     decision = baselines.decide(method, standardize(x), standardize(y))
                 seconds = time.perf_counter() - began
             else:
-                d = decide_pair(pair, method, max_n=args.max_n, seed=args.seed)
+                name, options = method_spec(method)
+                d = decide_pair(pair, name, max_n=args.max_n, seed=args.seed, **options)
                 decision, seconds = d.result.direction, d.result.seconds
             results[key] = {"method": method, "max_n": args.max_n, "pair": pair.name,
                             "weight": pair.weight, "truth": pair.direction,
@@ -158,13 +181,14 @@ def simulation_section(rows: list[dict[str, Any]]) -> list[str]:
     def cell(method: str, k: int, n: int) -> list[dict[str, Any]]:
         return [r for r in rows if (r["method"], r["k"], r["n"]) == (method, k, n)]
 
+    methods = [*METHODS, *sorted({r["method"] for r in rows} - set(METHODS))]
     head = "| k | method | " + " | ".join(f"n = {n}" for n in ns) + " |"
     rule = "|---|---|" + "---:|" * len(ns)
     lines = [f"Seeds 0-{max(seeds)} ({len(seeds)} per cell); sizes n in {ns}; k in {ks}.", "",
              "Direction accuracy (rule \"forced\"; ± the binomial standard error over seeds):",
              "", head, rule]
     for k in ks:
-        for method in METHODS:
+        for method in methods:
             lines.append(f"| {k} | {method} | " + " | ".join(
                 rate([r["correct"] for r in cell(method, k, n)]) for n in ns) + " |")
     lines += ["", "Clustering of the heterogeneous test (its test of the true direction): the "
@@ -179,7 +203,7 @@ def simulation_section(rows: list[dict[str, Any]]) -> list[str]:
     lines += ["", "Seconds per decision (both directions; mean ± std):", "",
               "| method | " + " | ".join(f"n = {n}" for n in ns) + " |",
               "|---|" + "---:|" * len(ns)]
-    for method in METHODS:
+    for method in methods:
         lines.append(f"| {method} | " + " | ".join(
             mean_std([r["seconds"] for r in rows if (r["method"], r["n"]) == (method, n)])
             for n in ns) + " |")
@@ -260,13 +284,14 @@ def main() -> None:
     sim.add_argument("--seeds", type=int, default=20, help="seeds per (k, n) cell")
     sim.add_argument("--ks", default="1,2,3")
     sim.add_argument("--sizes", default="200,1000,2000")
-    sim.add_argument("--methods", default=",".join(METHODS))
+    sim.add_argument("--methods", default=",".join(METHODS), help="as for pairs")
     pairs = sub.add_parser("pairs", help="weighted accuracy on the Tuebingen pairs")
     pairs.add_argument("--data-root", help="the tuebingen_pairs folder (default: "
                        "$EDGECOMPRESS_DATA/tuebingen_pairs)")
     pairs.add_argument("--max-n", type=int, default=500, help="at most this many points a pair")
     pairs.add_argument("--limit", type=int, help="only the first LIMIT pairs")
-    pairs.add_argument("--methods", default=",".join(METHODS))
+    pairs.add_argument("--methods", default=",".join(METHODS), help="comma list of method "
+                       "names, each optionally with options: hetero:combine=fisher")
     pairs.add_argument("--baselines", default="all", help="all, none or a comma list of "
                        f"{', '.join(baselines.BASELINES)} (packages: the pip extra baselines)")
     pairs.add_argument("--seed", type=int, default=0)
@@ -276,7 +301,7 @@ def main() -> None:
     try:
         {"simulate": run_simulations, "pairs": run_pairs,
          "report": write_report}[args.command](args)
-    except baselines.BaselineError as exc:
+    except EdgecompressError as exc:  # a missing baseline package, a bad --methods entry
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
 
