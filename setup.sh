@@ -16,7 +16,7 @@ if ! python -c "import torch" 2>/dev/null; then
     # shellcheck disable=SC2086
     pip install ${TORCH_SPEC:-torch==2.13.0}
 fi
-pip install -e ".[test]"
+pip install -e ".[test,baselines]"
 python - <<'PY'
 import torch
 if torch.version.cuda is not None and not torch.cuda.is_available():

@@ -3,7 +3,8 @@ heterogeneous data and on the Tuebingen cause-effect pairs; writes docs/causal.m
 
     python benchmarks/causal.py simulate        # k 1,2,3 x n 200,1000,2000, 20 seeds
     python benchmarks/causal.py simulate --seeds 5 --sizes 200,1000
-    python benchmarks/causal.py pairs --data-root ../shared/data/tuebingen_pairs --max-n 500
+    python benchmarks/causal.py pairs --data-root ../shared/data/tuebingen_pairs --max-n 500 \
+        --methods anm,hetero,hetero:combine=fisher
     python benchmarks/causal.py report
 
 ``simulate``: for every k, n and seed, one pair from :func:`edgecompress.causal.simulate` (k
@@ -271,7 +272,9 @@ def write_report(args: argparse.Namespace) -> None:
         "and causal_pairs.json; regenerate with", "",
         "    python benchmarks/causal.py simulate --seeds 20 --sizes 200,1000,2000",
         "    python benchmarks/causal.py pairs --data-root ../shared/data/tuebingen_pairs "
-        "--max-n 500",
+        "--max-n 500 --methods anm,hetero,hetero:combine=fisher",
+        "    python benchmarks/causal.py simulate --seeds 10 --sizes 200,1000 "
+        "--methods hetero:combine=fisher",
         "    python benchmarks/causal.py report", "",
         f"Machine: {machine()}; one BLAS thread per decision.", "",
         "Methods: `anm` is the additive-noise-model test (Gaussian-process regression, HSIC "
