@@ -31,6 +31,11 @@ class RecipeError(EdgecompressError, ValueError):
     """A recipe (YAML experiment description) with unknown keys or invalid values."""
 
 
+class ScheduleError(EdgecompressError, ValueError):
+    """A schedule of a trained parameter (mu, beta, lambda, theta) that cannot be built or run:
+    an unknown kind or key, a missing end value, a ramp longer than the run."""
+
+
 class ConversionError(EdgecompressError, ValueError):
     """A model conversion that cannot be done (unsupported layer, bad option)."""
 

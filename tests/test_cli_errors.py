@@ -36,6 +36,8 @@ RECIPES = {
     "bad_batch": {"batch_size": 0},
     "bad_shape": {"model": {"name": "mlp", "hidden": [16], "input_shape": [1, 20, 20]}},
     "real_mnist": {"data": {"name": "mnist", "limit": 40}},
+    "long_ramp": {"method": {"name": "euclid", "keep_first_last": False,
+                             "theta": {"kind": "linear", "start": 0, "end": 1, "ramp": 3}}},
 }
 
 # (argv with {placeholders} for the files made by `files`, words the error line must contain)
@@ -82,6 +84,9 @@ CASES = {
                                         ["new_run", "resume"]),
     "prune resume without a run": ("prune {tiny} --resume --out {tmp}/new_prune",
                                    ["new_prune", "resume"]),
+    "schedule ramp longer than the run": ("train {long_ramp} --out {tmp}/ramp_run",
+                                          ["'theta'", "ramp=3 epochs", "(1 epochs)",
+                                           "ramp <= 1"]),
     "demo negative seed": ("demo --seed -1", ["'--seed'", "-1"]),
     "demo zero epochs": ("demo --epochs 0", ["'--epochs'"]),
     "missing argument": ("train", ["'RECIPE'", "edgecompress train --help"]),
