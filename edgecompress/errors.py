@@ -55,6 +55,11 @@ class PruningError(EdgecompressError, ValueError):
     layer."""
 
 
+class RobustnessError(EdgecompressError, ValueError):
+    """A robustness evaluation that cannot be run: a corruption severity outside its family's
+    range, a model that is not an image classifier, a dataset without raw pixels."""
+
+
 class MeaninglessInputWarning(UserWarning):
     """A compressed layer whose input quantizer throws its input away (e.g. sign() of inputs that
     are never negative, after a ReLU: every input sign is +1)."""
