@@ -15,8 +15,8 @@ the identity):
   negative).
 
 Rotation and translation resample bilinearly and fill what comes from outside the image with 0
-(black, MNIST's background); integer translations and quarter turns of square images move pixels
-exactly. Gaussian noise is seeded per test sample (the run's seed and the sample's index), so it
+(black, MNIST's background); integer translations and quarter turns of square images move whole
+pixels (up to float rounding of the sampling grid, about 1e-7). Gaussian noise is seeded per test sample (the run's seed and the sample's index), so it
 does not depend on the batch size, and every sigma scales the same draw z.
 """
 
