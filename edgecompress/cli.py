@@ -6,6 +6,8 @@
   metadata, and the top-k classes of images, .npy arrays or WAV clips by it;
 - ``inspect FILE``: which kind of file it is and what it holds;
 - ``prune RECIPE``: train -> regularize -> prune -> fine-tune, resumable per phase;
+- ``robustness CHECKPOINT``: top-1 under input corruptions (noise, brightness, contrast,
+  rotation, translation) at several severities, a table, a plot and JSON;
 - ``summary MODEL``: parameters, bytes and MACs by precision of a zoo model (optionally
   converted), a recipe, a checkpoint or a frozen file;
 - ``bench kernels`` / ``bench model``: the C kernels and a frozen model against float torch;
@@ -185,6 +187,20 @@ def prune(recipe: str, out_dir: str | None, resume: bool, data_root: str | None,
     _write_json(json_path, {"recipe": r.to_dict(), "out": out, **result.to_dict()})
 
 
+def _load_evaluated(checkpoint: str, device: str | None):
+    """(model on its device, recipe, device) of a training CHECKPOINT or a frozen model file, as
+    `eval` and `robustness` evaluate them (a frozen file's packed kernels run on the CPU)."""
+    from .experiment import load_trained
+    from .files import FileKind, detect_kind
+    from .frozen import load_frozen
+    from .train import resolve_device
+
+    frozen = detect_kind(checkpoint) is FileKind.FROZEN
+    where = resolve_device("cpu" if frozen else device)
+    model, recipe = (load_frozen if frozen else load_trained)(checkpoint)
+    return model.to(where), recipe, where
+
+
 @cli.command(name="eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @data_root_option
@@ -199,20 +215,87 @@ def eval_(checkpoint: str, data_root: str | None, split: str, batch_size: int | 
     """Evaluate a trained CHECKPOINT, or a frozen model file (from `edgecompress freeze`; it runs
     on the CPU), on its recipe's dataset, with its task's metrics (top-1 accuracy, or perplexity
     for a language model)."""
-    from .experiment import load_trained
-    from .files import FileKind, detect_kind
-    from .frozen import load_frozen
-    from .train import evaluate, resolve_device
+    from .train import evaluate
 
-    frozen = detect_kind(checkpoint) is FileKind.FROZEN  # packed kernels run on the CPU
-    where = resolve_device("cpu" if frozen else device)
-    model, recipe = (load_frozen if frozen else load_trained)(checkpoint)
+    model, recipe, where = _load_evaluated(checkpoint, device)
     dataset = recipe.load_data(split, data_root)
     task = recipe.build_task(dataset)
-    metrics = evaluate(model.to(where), dataset, batch_size=batch_size or recipe.eval_batch_size,
+    metrics = evaluate(model, dataset, batch_size=batch_size or recipe.eval_batch_size,
                        device=where, task=task)
     click.echo(f"{recipe.name}: {split} {task.describe(metrics)}")
     _write_json(json_path, {"checkpoint": checkpoint, "split": split, **metrics})
+
+
+class CorruptionSpec(click.ParamType):
+    """``NAME`` or ``NAME=S1,S2,...``: a corruption family and its severities (default: the
+    family's own), e.g. ``noise=0.1,0.2``."""
+
+    name = "corruption"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str, tuple[float, ...]]:
+        from .analysis.robustness import check_corruptions, family
+
+        if isinstance(value, tuple):
+            return value
+        name, _, listed = str(value).partition("=")
+        try:
+            severities = tuple(float(v) for v in listed.split(",")) if listed else None
+        except ValueError:
+            self.fail(f"{value!r}: expected NAME or NAME=S1,S2,... with numbers, e.g. "
+                      f"noise=0.1,0.2", param, ctx)
+        try:
+            fam = family(name)
+            checked = check_corruptions({fam.name: severities or fam.defaults})
+        except EdgecompressError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+        return fam.name, checked[fam.name]
+
+
+@cli.command(name="robustness")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--corruption", "corruptions", type=CorruptionSpec(), multiple=True,
+              metavar="NAME[=S1,S2,...]",
+              help="A corruption family and its severities, repeatable: noise (sigma), "
+                   "brightness (delta), contrast (reduction), rotation (degrees), translation "
+                   "(pixels); pixels in [0, 1] before normalisation. Default: every family at "
+                   "its default severities.")
+@click.option("--limit", type=positive_int, help="Only the first N test samples.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the Gaussian noise (drawn per sample: independent of the batch "
+                   "size).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write the accuracy-vs-severity curves to this PNG file.")
+@data_root_option
+@click.option("--batch-size", type=positive_int, help="Default: the recipe's eval_batch_size.")
+@device_option
+@json_option
+@progress_option
+def robustness_cmd(checkpoint: str, corruptions: tuple[tuple[str, tuple[float, ...]], ...],
+                   limit: int | None, seed: int, plot_path: str | None, data_root: str | None,
+                   batch_size: int | None, device: str | None, json_path: str | None,
+                   progress: bool) -> None:
+    """Top-1 accuracy of an image classifier (a training CHECKPOINT or a frozen model file, as
+    for `eval`) on its recipe's test set, clean and under Gaussian noise, brightness and
+    contrast changes, rotations and translations at several severities: a table, optionally a
+    plot (--plot) and JSON (--json)."""
+    from .analysis.robustness import evaluate_robustness, plot_robustness
+
+    model, recipe, where = _load_evaluated(checkpoint, device)
+    dataset = recipe.load_data("test", data_root)
+    if limit is not None:
+        dataset = dataset.limit(limit)
+    result = evaluate_robustness(model, dataset, dict(corruptions) or None,
+                                 batch_size=batch_size or recipe.eval_batch_size, device=where,
+                                 task=recipe.build_task(dataset), seed=seed, progress=progress)
+    click.echo(f"{recipe.name}: top-1 under corruptions, {result.samples} test samples, "
+               f"seed {seed}")
+    click.echo(result.table())
+    if plot_path is not None:
+        plot_robustness(plot_path, {recipe.name: result}, title=f"{recipe.name} ({checkpoint})")
+        click.echo(f"wrote {plot_path}")
+    _write_json(json_path, {"checkpoint": checkpoint, "recipe": recipe.name,
+                            **result.to_dict()})
 
 
 @cli.command()

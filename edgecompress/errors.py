@@ -31,6 +31,11 @@ class RecipeError(EdgecompressError, ValueError):
     """A recipe (YAML experiment description) with unknown keys or invalid values."""
 
 
+class ScheduleError(EdgecompressError, ValueError):
+    """A schedule of a trained parameter (mu, beta, lambda, theta) that cannot be built or run:
+    an unknown kind or key, a missing end value, a ramp longer than the run."""
+
+
 class ConversionError(EdgecompressError, ValueError):
     """A model conversion that cannot be done (unsupported layer, bad option)."""
 
@@ -48,6 +53,11 @@ class PruningError(EdgecompressError, ValueError):
     """A pruning request that cannot be done: a bad regularizer parameter (lambda, alpha, M), an
     unknown group kind, a mask for an unknown layer, a threshold removing every filter of a
     layer."""
+
+
+class RobustnessError(EdgecompressError, ValueError):
+    """A robustness evaluation that cannot be run: a corruption severity outside its family's
+    range, a model that is not an image classifier, a dataset without raw pixels."""
 
 
 class MeaninglessInputWarning(UserWarning):

@@ -16,7 +16,7 @@ from edgecompress.cli import cli, main
 from .torchrun import train_alone_and_under_torchrun
 
 COMMANDS = ["demo", "train", "eval", "summary", "list", "bench", "bench kernels", "bench model", "prune",
-            "freeze", "predict", "inspect"]
+            "freeze", "predict", "inspect", "robustness"]
 
 
 def tiny_recipe(tmp_path: Path, **changes) -> Path:
@@ -282,3 +282,39 @@ def test_train_resume_continues_an_existing_run(tmp_path, capsys):
                                "--no-progress"], capsys)
     assert code == 0, err
     assert '"epoch": 1' in out
+
+
+def test_robustness_writes_a_table_a_plot_and_consistent_json(tmp_path):
+    recipe = tiny_recipe(tmp_path, data={"name": "mnist-bundled", "limit": 120}, epochs=1,
+                         method=None)
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(recipe), "--out", str(run_dir),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    checkpoint = str(run_dir / "checkpoint.pt")
+    eval_json, robust_json, plot = tmp_path / "e.json", tmp_path / "r.json", tmp_path / "r.png"
+    assert CliRunner().invoke(cli, ["eval", checkpoint, "--json", str(eval_json)]).exit_code == 0
+    result = CliRunner().invoke(cli, [
+        "robustness", checkpoint, "--corruption", "noise=0.1,0.4", "--corruption", "rotation",
+        "--limit", "60", "--seed", "2", "--json", str(robust_json), "--plot", str(plot),
+        "--no-progress"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(robust_json.read_text())
+    assert data["samples"] == 60 and data["seed"] == 2 and data["checkpoint"] == checkpoint
+    assert [(r["family"], r["severity"]) for r in data["rows"]] == [
+        ("noise", 0.1), ("noise", 0.4), ("rotation", 5), ("rotation", 10), ("rotation", 15),
+        ("rotation", 20), ("rotation", 30)]
+    for row in [data["clean"], *data["rows"]]:  # whole samples of 60
+        assert row["top1"] * 60 / 100 == pytest.approx(round(row["top1"] * 60 / 100))
+    lines = result.output.splitlines()
+    assert f"{data['clean']['top1']:.2f}" in next(line for line in lines if line.startswith("clean"))
+    for row in data["rows"]:
+        assert any(line.split()[:2] == [row["family"], f"{row['severity']:g}"]
+                   and f"{row['top1']:.2f}" in line for line in lines), row
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    # without --limit: the whole test split of the recipe, the same clean accuracy as `eval`
+    result = CliRunner().invoke(cli, ["robustness", checkpoint, "--corruption", "contrast=0.5",
+                                      "--json", str(robust_json), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    whole = json.loads(robust_json.read_text())
+    assert whole["clean"]["top1"] == pytest.approx(json.loads(eval_json.read_text())["top1"])

@@ -151,9 +151,26 @@ def test_unknown_model_and_method_options_list_the_valid_ones(raw, message):
     {"name": "bnn++", "prox": "binaryrelax", "lam": 10},
     {"name": "pc", "backward": "signswish", "beta": 2, "mu": 1},
     {"name": "deepshift-q", "bits": 3, "init": "paper", "activation_bits": 8},
+    {"name": "euclid", "theta": {"kind": "linear", "start": 0, "end": 1, "ramp": 3}},
+    {"name": "bnn++", "mu": {"kind": "linear", "start": 0, "end": 1, "ramp_fraction": 0.5}},
 ])
 def test_valid_method_options_are_accepted(method):
     assert Recipe.from_dict({**MINIMAL, "method": method}).method == method
+
+
+def test_a_recipe_ramps_theta_and_rebuilds_the_same_schedule():
+    from edgecompress.quantizers import Schedule
+
+    theta = {"kind": "linear", "start": 0.0, "end": 1.0, "ramp_fraction": 0.5}
+    recipe = Recipe.from_dict({"model": {"name": "convnet", "width": 0.25},
+                               "data": "mnist-bundled", "method": {"name": "euclid",
+                                                                   "theta": theta}})
+    model, _ = recipe.build_model(10, (1, 28, 28))
+    assert model.features[4].schedules["theta"] == Schedule("linear", 0.0, 1.0,
+                                                            ramp_fraction=0.5)
+    again = Recipe.from_dict(recipe.to_dict())
+    assert again.build_model(10, (1, 28, 28))[0].features[4].schedules == \
+        model.features[4].schedules
 
 
 def test_model_option_with_a_bad_value_is_a_recipe_error_when_built():

@@ -121,8 +121,12 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
+    def pixels(self, index: int) -> Tensor:
+        """Image ``index`` scaled to [0, 1], (C, H, W), before augmentation and normalisation."""
+        return self.images[index].to(torch.float32).div_(255)
+
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        x = self.images[index].to(torch.float32).div_(255)
+        x = self.pixels(index)
         if self.augment:
             x = self._augment(x)
         return self.normalization.normalize(x), int(self.targets[index])

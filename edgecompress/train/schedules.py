@@ -19,11 +19,22 @@ class ScheduleStepper(Callback):
     """Sets every scheduled quantizer parameter at the start of each epoch (``per="epoch"``) or
     before each step (``per="step"``), logs the values, and saves them in checkpoints.
 
-    The trainer adds one automatically when the model has scheduled quantizers.
+    The trainer adds one automatically when the model has scheduled quantizers. A schedule
+    whose ramp is longer than the run is an error at the start of training, naming it.
     """
 
     def __init__(self) -> None:
         self.values: dict[str, float] = {}
+
+    @staticmethod
+    def _total(trainer: TrainerState, per: str) -> int:
+        return trainer.config.epochs if per == "epoch" else trainer.total_steps
+
+    def on_fit_start(self, trainer: TrainerState) -> None:
+        for name, module in scheduled_modules(trainer.model):
+            for param, schedule in module.schedules.items():
+                schedule.check_run(self._total(trainer, schedule.per),
+                                   f"schedule of {param!r} in layer {name!r}")
 
     def _apply(self, trainer: TrainerState, per: str, i: int, total: int) -> None:
         for name, module in scheduled_modules(trainer.model):

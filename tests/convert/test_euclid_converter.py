@@ -85,6 +85,26 @@ def test_the_trainer_steps_theta_from_product_to_distance_and_the_loss_goes_down
     assert losses[-1] < losses[0]
 
 
+def test_a_theta_ramp_reaches_one_early_and_holds():
+    train = ec.data.load("mnist-bundled", split="train", limit=100)
+    model = ec.convert(_tiny_convnet(), "euclid", theta={**HOMOTOPY, "ramp": 3})
+    trainer = Trainer(model, train, None, TrainConfig(epochs=4, batch_size=50, progress=False))
+    trainer.fit()
+    assert [h["theta"] for h in trainer.history] == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_a_theta_ramp_longer_than_the_run_stops_before_training():
+    from edgecompress.errors import ScheduleError
+
+    train = ec.data.load("mnist-bundled", split="train", limit=100)
+    model = ec.convert(_tiny_convnet(), "euclid", theta={**HOMOTOPY, "ramp": 5})
+    trainer = Trainer(model, train, None, TrainConfig(epochs=3, batch_size=50, progress=False))
+    with pytest.raises(ScheduleError, match=r"schedule of 'theta' in layer 'features.4': "
+                                            r"ramp=5 epochs is longer than the run \(3 epochs\)"):
+        trainer.fit()
+    assert trainer.history == []
+
+
 def test_a_euclidnet_from_scratch_trains_a_few_steps():
     torch.manual_seed(5)
     train = ec.data.load("mnist-bundled", split="train", limit=200)

@@ -222,6 +222,60 @@ def test_a_one_epoch_run_is_at_the_end_of_its_schedule():
     assert method_pair("pc").prox.mu.item() == 0.0  # before the trainer steps it: the start
 
 
+def test_a_ramp_reaches_the_end_value_early_and_holds_it():
+    """t = min(1, i / L) with L = ramp - 1, or ramp_fraction (total - 1)."""
+    total = 9
+    linear = Schedule("linear", 0.0, 1.0, ramp=3)
+    assert [linear.value(i, total) for i in range(total)] == [0, 0.5] + [1.0] * 7
+    half = Schedule("linear", 0.0, 1.0, ramp_fraction=0.5)  # L = 4
+    assert [half.value(i, total) for i in range(total)] == [0, 0.25, 0.5, 0.75] + [1.0] * 5
+    geo = Schedule("geometric", 1.0, 100.0, ramp=3)
+    assert [round(geo.value(i, total), 9) for i in range(4)] == [1.0, 10.0, 100.0, 100.0]
+    exp = Schedule("exponential", 2.0, rate=0.5, ramp_fraction=0.25)  # L = 2
+    assert [exp.value(i, total) for i in range(4)] == [2.0, 1.0, 0.5, 0.5]
+    assert Schedule("linear", 0.0, 1.0, ramp=1).value(0, total) == 1.0  # at the end at once
+    plain = Schedule("linear", 0.0, 1.0)
+    for same in (Schedule("linear", 0.0, 1.0, ramp=total),
+                 Schedule("linear", 0.0, 1.0, ramp_fraction=1.0)):
+        assert [same.value(i, total) for i in range(total)] == \
+            [plain.value(i, total) for i in range(total)]
+
+
+def test_a_ramp_is_kept_in_the_schedule_mapping():
+    spec = {"kind": "linear", "start": 0.0, "end": 1.0, "per": "step", "ramp": 4}
+    assert Schedule.from_value(spec).to_dict() == spec
+    assert Schedule.from_value(spec) == Schedule("linear", 0.0, 1.0, per="step", ramp=4)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"ramp": 0}, r"ramp must be a positive integer \(the epochs.*got 0"),
+    ({"ramp": 2.5}, r"ramp must be a positive integer.*got 2.5"),
+    ({"ramp": True}, r"ramp must be a positive integer.*got True"),
+    ({"ramp_fraction": 0}, r"ramp_fraction must be a number in \(0, 1\].*got 0"),
+    ({"ramp_fraction": 1.5}, r"ramp_fraction must be a number in \(0, 1\].*got 1.5"),
+    ({"ramp": 2, "ramp_fraction": 0.5}, r"ramp \(epochs\) or ramp_fraction .*not both"),
+    ({"kind": "constant", "ramp": 2}, r"a constant schedule has no ramp"),
+])
+def test_bad_ramps_are_schedule_errors_naming_the_field(fields, message):
+    from edgecompress.errors import EdgecompressError, ScheduleError
+
+    spec = {"kind": "linear", "start": 0.0, "end": 1.0, **fields}
+    with pytest.raises(ScheduleError, match=message) as info:
+        Schedule.from_value(spec)
+    assert isinstance(info.value, (EdgecompressError, ValueError))
+
+
+def test_a_ramp_longer_than_the_run_is_an_error_not_a_clamp():
+    from edgecompress.errors import ScheduleError
+
+    schedule = Schedule("linear", 0.0, 1.0, ramp=5)
+    schedule.check_run(5, "mu")  # as long as the run: fine
+    with pytest.raises(ScheduleError, match=r"mu: ramp=5 epochs is longer than the run "
+                                            r"\(4 epochs\); give ramp <= 4"):
+        schedule.check_run(4, "mu")
+    Schedule("linear", 0.0, 1.0, ramp_fraction=0.5).check_run(1)  # a fraction always fits
+
+
 # --- the spec's "our reading" choices are options -----------------------------------------------
 
 def test_method_prox_and_backward_can_be_replaced_by_name():
