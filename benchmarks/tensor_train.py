@@ -6,6 +6,7 @@ writes docs/tensor_train.md and its Pareto plots.
     # or one process per seed, one thread each, side by side on 2 cores:
     python benchmarks/tensor_train.py run --data-root ../shared/data/ptb --seeds 0 --part s0 --threads 1
     python benchmarks/tensor_train.py run --data-root ../shared/data/ptb --quick   # smoke test
+    python benchmarks/tensor_train.py retime     # time again from the saved frozen files
     python benchmarks/tensor_train.py report
 
 Every run is recipes/ptb_lstm_lm_small.yaml (2 x 200 LSTM, SGD lr 1, clip 5, BPTT 20, batch 20)
@@ -40,11 +41,12 @@ import torch
 from common import (RESULTS, ROOT, load_results, machine, mean_std, merged_results, results_name,
                     save_results)
 
-from edgecompress.deploy import freeze
+from edgecompress.deploy import freeze, load, save
 from edgecompress.experiment import run
 from edgecompress.recipe import Recipe
 
 DOC = ROOT / "docs" / "tensor_train.md"
+WORK = ROOT / "runs" / "tensor_train_benchmark"
 IMG = ROOT / "docs" / "img"
 RECIPE = ROOT / "recipes" / "ptb_lstm_lm_small.yaml"
 MODES = ("mps", "mpo")
@@ -119,22 +121,34 @@ def time_per_token(model: torch.nn.Module, dense: torch.nn.Module, vocab: int,
         torch.set_num_threads(threads)
 
 
+def dense_twin(seed: int, epochs: int, tokens: int, vocab: int) -> torch.nn.Module:
+    """The dense LM of the recipe (untrained: time per token does not depend on the weights),
+    whose frozen form each run is timed against."""
+    dense, _ = recipe_for("dense", None, seed, epochs, tokens).build_model(num_classes=vocab,
+                                                                           input_shape=(1,))
+    return dense.eval()
+
+
 def one_run(mode: str, rank: int | None, seed: int, epochs: int, tokens: int,
-            data_root: str) -> dict[str, Any]:
+            data_root: str, work: Path) -> dict[str, Any]:
     recipe = recipe_for(mode, rank, seed, epochs, tokens)
     began = time.perf_counter()
     result = run(recipe, data_root=data_root, progress=False)
     seconds = time.perf_counter() - began
     model = result.model.cpu().eval()
-    dense_recipe = recipe_for("dense", None, seed, epochs, tokens)
     vocab = model.decoder.out_features
-    dense, _ = dense_recipe.build_model(num_classes=vocab, input_shape=(1,))
-    timing = time_per_token(freeze(model), freeze(dense.eval()), vocab)
+    dense = dense_twin(seed, epochs, tokens, vocab)
+    frozen = freeze(model)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{key_of(mode, rank, seed)}.safetensors"
+    save(frozen, path)  # kept for ``retime``
+    timing = time_per_token(frozen, freeze(dense), vocab)
     m = result.metrics
     return {"mode": mode, "rank": rank, "seed": seed, "epochs": epochs, "train_tokens": tokens,
             "recurrent_params": recurrent_params(model),
             "dense_recurrent_params": recurrent_params(dense),
             "total_params": sum(p.numel() for p in model.parameters()),
+            "file_bytes": path.stat().st_size,
             "valid_ppl": m["valid_ppl"], "test_ppl": m["test_ppl"], "train_ppl": m["train_ppl"],
             "valid_ppl_per_epoch": [h["valid_ppl"] for h in result.history],
             "train_seconds": seconds, **timing}
@@ -161,13 +175,39 @@ def cmd_run(args: argparse.Namespace) -> None:
             print(f"{key}: training ({sizes['epochs']} epochs, {sizes['tokens']:,} tokens)",
                   flush=True)
             runs[key] = one_run(mode, rank, seed, sizes["epochs"], sizes["tokens"],
-                                args.data_root)
+                                args.data_root, Path(args.work))
             r = runs[key]
             print(f"{key}: valid ppl {r['valid_ppl']:.1f}, test ppl {r['test_ppl']:.1f}, "
                   f"{r['recurrent_params']:,} recurrent params, time/token x{r['b1_ratio']:.2f} "
                   f"(b1) x{r['b32_ratio']:.2f} (b32) of dense, {r['train_seconds']:.0f} s",
                   flush=True)
             save_results(name, results)
+
+
+def cmd_retime(args: argparse.Namespace) -> None:
+    """Time every run again from its saved frozen file (in --work) against a fresh frozen dense
+    LM: a quieter machine's numbers, or those of a newer frozen form (files are read back by
+    the current version)."""
+    torch.set_num_threads(1)
+    for path in sorted(RESULTS.glob(f"{base_name(args.quick)}*.json")):
+        rest = path.stem[len(base_name(args.quick)):]
+        if rest and not rest.startswith("-"):
+            continue
+        results = load_results(path.stem)
+        for key, r in results.get("runs", {}).items():
+            file = Path(args.work) / f"{key}.safetensors"
+            if not file.is_file():
+                print(f"{key}: no frozen file {file}, kept")
+                continue
+            model = freeze(load(file))
+            vocab = model.decoder.out_features
+            dense = freeze(dense_twin(r["seed"], r["epochs"], r["train_tokens"], vocab))
+            r.update(time_per_token(model, dense, vocab, rounds=args.rounds))
+            r["file_bytes"] = file.stat().st_size
+            print(f"{key}: time/token x{r['b1_ratio']:.2f} (b1) x{r['b32_ratio']:.2f} (b32) of "
+                  "dense", flush=True)
+        results["timing_machine"] = machine()
+        save_results(path.stem, results)
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -300,7 +340,14 @@ def main() -> None:
                        "side, e.g. --seeds 1 --part s1 --threads 1); report merges them.")
     run_p.add_argument("--quick", action="store_true",
                        help="A smoke run (about two minutes) into tensor_train_quick.json.")
+    run_p.add_argument("--work", default=str(WORK),
+                       help="Where each run's frozen model is saved (for retime).")
     run_p.set_defaults(func=cmd_run)
+    re_p = sub.add_parser("retime", help="Re-time the runs from their saved frozen files.")
+    re_p.add_argument("--work", default=str(WORK))
+    re_p.add_argument("--rounds", type=int, default=9)
+    re_p.add_argument("--quick", action="store_true", help="The smoke run's results.")
+    re_p.set_defaults(func=cmd_retime)
     rep = sub.add_parser("report", help="Write docs/tensor_train.md and its plots.")
     rep.add_argument("--quick", action="store_true", help="From the smoke run's results.")
     rep.set_defaults(func=cmd_report)
