@@ -503,13 +503,19 @@ def conv2d_torch(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[i
     return y if clamp is None else y.clamp_(*clamp)
 
 
+CONV_OPS = ("mul", "l1")  # index = the op code of ec_conv2d_f32
+
+
 def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                   stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0), *,
                   residual: Tensor | None = None, clamp: tuple[float, float] | None = None,
-                  path: str | None = None, threads: int | None = None) -> Tensor:
+                  op: str = "mul", path: str | None = None,
+                  threads: int | None = None) -> Tensor:
     """Float32 convolution ``clamp(conv2d(x, weight) + bias + residual)`` by the direct C kernel
     (``conv_f32.c``: vectorized along output pixels, so its cost scales with the channel
     counts, with bias, residual addition and clamp, e.g. a ReLU as (0, inf), in its store).
+    ``op="l1"`` puts AdderNet's L1 form in place of the convolution: per output,
+    ``-sum over the patch of |x - w|`` (zero padding included, as a padded distance counts it).
 
     x: (n, c, h, w); weight: (oc, c, kh, kw); bias: (oc,) or None; residual: the output's shape
     (n, oc, oh, ow) or None. Geometry: what :func:`conv2d_direct_supports` accepts. Returns a
@@ -519,6 +525,8 @@ def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     if x.dim() != 4 or weight.dim() != 4 or weight.shape[1] != x.shape[1]:
         raise ValueError(f"conv2d_direct needs x (n, c, h, w) and weight (oc, c, kh, kw), got x "
                          f"{tuple(x.shape)} and weight {tuple(weight.shape)}")
+    if op not in CONV_OPS:
+        raise ValueError(f"conv2d_direct: op must be one of {CONV_OPS}, got {op!r}")
     stride, padding = tuple(stride), tuple(padding)
     if not conv2d_direct_supports(weight.shape, stride, padding):
         raise ValueError(f"conv2d_direct takes 1x1 / 3x3 kernels, stride 1 / 2 and padding 0 / 1, "
@@ -539,14 +547,30 @@ def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
         raise ValueError(f"clamp needs lo <= hi, got {clamp}")
     lib = library()
     if lib is None:
-        return conv2d_direct_reference(x, weight, bias, stride, padding, residual, clamp)
+        return conv2d_direct_reference(x, weight, bias, stride, padding, residual, clamp, op)
     x, weight = _float32(x), _float32(weight)
     bias, residual = _float32(bias), _float32(residual)
     out = torch.empty(n, oc, oh, ow, dtype=torch.float32)
     status = lib.ec_conv2d_f32(x.data_ptr(), n, c, h, w, weight.data_ptr(), oc, kh, kw,
-                               *stride, *padding, _ptr(bias),
+                               *stride, *padding, CONV_OPS.index(op), _ptr(bias),
                                _ptr(residual), int(clamp is not None), *(clamp or (0.0, 0.0)),
                                out.data_ptr(), path_code(path),
                                threads or torch.get_num_threads())
     check_status(status, "conv2d_direct", path)
     return out
+
+
+def l1_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, path: str | None = None,
+              threads: int | None = None) -> Tensor:
+    """AdderNet's linear form ``y[r, o] = -sum_k |x[r, k] - weight[o, k]| + bias[o]`` for float32
+    rows x (rows, k) and weight (out, k): :func:`conv2d_direct` with ``op="l1"`` as a 1x1
+    convolution of one image whose pixels are the rows (vectorized along the rows; the
+    transposes are two copies of x and y). Bit-exact with the same reference."""
+    if x.dim() != 2 or weight.dim() != 2 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"l1_linear needs x (rows, k) and weight (out, k), got x "
+                         f"{tuple(x.shape)} and weight {tuple(weight.shape)}")
+    rows, k = x.shape
+    image = x.t().reshape(1, k, 1, rows)
+    y = conv2d_direct(image, weight.reshape(*weight.shape, 1, 1), bias, op="l1", path=path,
+                      threads=threads)
+    return y.reshape(weight.shape[0], rows).t()
