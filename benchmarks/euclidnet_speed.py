@@ -9,8 +9,10 @@ For each shape and batch, one training step (forward + backward to the input and
 and one inference pass (forward under no_grad) of: nn.Conv2d; EuclidConv2d (GEMM form);
 the naive Euclid form (unfold and difference; only where its difference tensor stays under
 --naive-limit elements); AdderConv2d (fast path, adaptive scaling on) and its naive form (same
-limit, which by default admits batch 4 only). Every round times each layer once, in turn (interleaved, so load changes hit all
-alike); the table shows the median and its ratio to nn.Conv2d's median from the same run.
+limit, which by default admits batch 4 only); inference also times the frozen layers
+(``deploy.freeze``'s forms: euclid-frozen, the GEMM form with ||w||^2 computed once;
+adder-frozen, the direct C kernel's L1 form). Every round times each layer once, in turn
+(interleaved, so load changes hit all alike); the table shows the median and its ratio to nn.Conv2d's median from the same run.
 Wall-clock on a shared machine: the ratios are the result, the milliseconds are context.
 Writes benchmarks/results/euclidnet_speed.json (euclidnet_speed_quick.json with --quick).
 """
@@ -26,6 +28,7 @@ import torch
 from common import machine, save_results
 from torch import Tensor, nn
 
+from edgecompress.deploy import PackedAdderConv2d, PackedEuclidConv2d
 from edgecompress.layers import AdderConv2d, EuclidConv2d
 
 SHAPES = [(16, 32), (32, 16), (64, 8)]  # (channels, height = width) of ResNet-20's stages
@@ -53,6 +56,12 @@ def layers(channels: int, naive: bool) -> dict[str, nn.Module]:
     if naive:
         out["adder-naive"] = _Naive(AdderConv2d.from_float(conv))
     return out
+
+
+def frozen(modules: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """The inference forms freeze gives the distance layers (inference rows only)."""
+    return {"euclid-frozen": PackedEuclidConv2d.from_trained(modules["euclid"].eval()),
+            "adder-frozen": PackedAdderConv2d.from_trained(modules["adder"].eval())}
 
 
 def train_step(layer: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]:
@@ -97,7 +106,7 @@ def main() -> None:
 
     rows = []
     print(f"machine: {machine()}")
-    header = (f"{'batch':>5} {'ch':>3} {'hw':>3} {'mode':<9} {'layer':<12} {'ms':>9} "
+    header = (f"{'batch':>5} {'ch':>3} {'hw':>3} {'mode':<9} {'layer':<13} {'ms':>9} "
               f"{'x conv':>8}")
     print(header + "\n" + "-" * len(header))
     for batch in batches:
@@ -108,12 +117,13 @@ def main() -> None:
             grad = torch.randn(batch, channels, hw, hw)
             for mode, make in (("train", lambda m: train_step(m, x, grad)),
                                ("inference", lambda m: inference(m, x))):
-                medians = measure({name: make(m) for name, m in modules.items()}, rounds)
+                timed = modules if mode == "train" else {**modules, **frozen(modules)}
+                medians = measure({name: make(m) for name, m in timed.items()}, rounds)
                 for name, seconds in medians.items():
                     ratio = seconds / medians["conv"]
                     rows.append(dict(batch=batch, channels=channels, hw=hw, mode=mode,
                                      layer=name, ms=1000 * seconds, ratio_vs_conv=ratio))
-                    print(f"{batch:>5} {channels:>3} {hw:>3} {mode:<9} {name:<12} "
+                    print(f"{batch:>5} {channels:>3} {hw:>3} {mode:<9} {name:<13} "
                           f"{1000 * seconds:>9.2f} {ratio:>7.2f}x")
     save_results("euclidnet_speed_quick" if args.quick else "euclidnet_speed",
                  {"machine": machine(), "rounds": rounds, "naive_limit": args.naive_limit,

@@ -17,13 +17,15 @@ packed class: the extension point), ``binary``, ``shift``, ``uniform``, ``tensor
 ``transformer`` (the built-in packed layers; ``freeze(model, core_bits=8)`` stores tensor-train
 cores in 8 bits; ``transformer``: BinaryViT's binary linears and binary attention),
 ``float_conv`` (the float convolution freeze gives plain ``nn.Conv2d`` layers the direct kernel
-takes),
+takes), ``distance`` (EuclidNet's and AdderNet's distance layers; the adder ones run the direct
+kernel's L1 form),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
 allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
 ``predict`` (top-k classes of inputs), ``onnx`` and ``benchmark``.
 """
 
 from .binary import PackedBinaryConv2d, PackedBinaryLinear
+from .distance import PackedAdderConv2d, PackedAdderLinear, PackedEuclidConv2d, PackedEuclidLinear
 from .fileformat import load, load_metadata, save
 from .float_conv import PackedFloatConv2d
 from .freeze import freeze
@@ -43,4 +45,5 @@ __all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_o
            "PackedBinaryConv2d", "PackedFloatConv2d", "PackedShiftLinear", "PackedShiftConv2d",
            "PackedTTLinear", "PackedTTLSTM", "PackedUniformLinear", "PackedUniformConv2d",
            "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d", "PackedCenteredBinaryLinear",
-           "PackedAttentionCore", "PackedBinaryLinearBlock", "PackedPoolingBranches"]
+           "PackedAttentionCore", "PackedBinaryLinearBlock", "PackedPoolingBranches",
+           "PackedEuclidLinear", "PackedEuclidConv2d", "PackedAdderLinear", "PackedAdderConv2d"]

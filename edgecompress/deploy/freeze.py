@@ -24,12 +24,15 @@ _ACTIVATIONS = (nn.Hardtanh, nn.ReLU)
 
 def _layer_bn_pairs(graph: fx.Graph, model: nn.Module) -> list[tuple[str, str]]:
     """(layer, BatchNorm) pairs where the BatchNorm (with running statistics) is the only
-    consumer of a packed, Conv2d or Linear layer's output (each called once)."""
+    consumer of a packed (``folds_affine``), Conv2d or Linear layer's output (each called
+    once)."""
     modules = dict(model.named_modules())
     calls = call_counts(graph)
     pairs = []
     for node in graph.nodes:
-        if not isinstance(module_of(node, modules), _FOLDABLE) or calls[str(node.target)] != 1:
+        layer = module_of(node, modules)
+        if (not isinstance(layer, _FOLDABLE) or calls[str(node.target)] != 1
+                or not getattr(layer, "folds_affine", True)):
             continue
         users = consumers(node, modules)
         bn = module_of(users[0], modules) if len(users) == 1 else None
@@ -237,7 +240,8 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
       registered packed class takes is an error.
     - ``fold_batchnorm``: a BatchNorm that directly follows a packed layer is folded into its
       per-channel scale and offset, and one that follows a float Conv2d or Linear into its
-      weight and bias (the usual inference fusion; it reorders float rounding).
+      weight and bias (the usual inference fusion; it reorders float rounding). Never into a
+      distance layer (EuclidNet, AdderNet: its output is not linear in its weights).
     - ``fuse`` (the same values, fewer passes over memory): a W1A1 layer whose output only
       feeds other W1A1 layers (through folded BatchNorms and a hardtanh) hands them its signs
       packed, straight from the GEMM; ``act(layer(x) + r)`` (a residual block's end) is computed

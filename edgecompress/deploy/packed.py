@@ -19,7 +19,7 @@ What the protocol asks (:class:`PackedLayer` has a default for every part but th
   the same shapes (default ``cls(**config)``), whose ``state_dict`` the file then fills;
 - ``fold_affine(s, t)``: fold ``y -> s * y + t`` per output channel (a BatchNorm) into the
   layer (default: the ``scale`` and ``bias`` buffers of a layer whose output is
-  ``scale * (...) + bias``);
+  ``scale * (...) + bias``); a class with ``folds_affine = False`` keeps its BatchNorm;
 - ``encode_tensor(name, t)`` / ``decode_tensor(name, stored)``: the compact on-disk form of a
   ``state_dict`` entry (default: as it is; the binary layers write a 1-bit stream, the shift
   layers a ``bits``-bit stream, with :func:`to_bitstream` / :func:`from_bitstream`);
@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers.base import CompressedLayer
+from ..layers.distance import explicit_padding
 from ..registry import Registry
 
 __all__ = ["PackedLayer", "PackedLinearShape", "PackedConv2dShape", "register_packed",
@@ -57,6 +58,9 @@ class PackedLayer(CompressedLayer):
     freeze_options: ClassVar[tuple[str, ...]] = ()
     #: whether torch.onnx can export the layer (packed kernels have no ONNX operators)
     onnx_exportable: ClassVar[bool] = False
+    #: whether freeze may fold a following BatchNorm into the layer (:meth:`fold_affine`);
+    #: False for the distance layers, which keep theirs as a module
+    folds_affine: ClassVar[bool] = True
     #: set by freeze on a layer whose ``signs_layout`` is not None when only the signs of its
     #: output are used (by the next layers of the same layout): forward then returns them packed
     emit_signs: bool = False
@@ -139,10 +143,15 @@ class _PackedShape:
 
     @classmethod
     def from_trained(cls, layer: nn.Module) -> "PackedLayer":
-        new = cls(**{k: getattr(layer, k) for k in cls.SHAPE},  # type: ignore[call-arg]
+        new = cls(**cls._shape_of(layer),  # type: ignore[call-arg]
                   **cls._options(layer))  # type: ignore[attr-defined]
         new._fill_from(layer)  # type: ignore[attr-defined]
         return new  # type: ignore[return-value]
+
+    @classmethod
+    def _shape_of(cls, layer: nn.Module) -> dict[str, Any]:
+        """The :attr:`SHAPE` keywords of the trained layer."""
+        return {k: getattr(layer, k) for k in cls.SHAPE}
 
     def config(self) -> dict[str, Any]:
         return {**{k: getattr(self, k) for k in self.SHAPE},
@@ -169,6 +178,21 @@ class PackedConv2dShape(_PackedShape):
     SHAPE = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
              "groups")
     out_features: int
+
+    @classmethod
+    def _shape_of(cls, layer: nn.Module) -> dict[str, Any]:
+        """The geometry with a "valid" / "same" padding as its (height, width) pair; a "same"
+        that pads one side more (an even kernel extent) raises ValueError."""
+        shape = super()._shape_of(layer)
+        if isinstance(shape["padding"], str):
+            left, right, top, bottom = explicit_padding(shape["padding"], shape["kernel_size"],
+                                                        shape["dilation"])
+            if (left, top) != (right, bottom):
+                raise ValueError(f"{type(layer).__name__}: padding={shape['padding']!r} pads "
+                                 f"({left}, {right}, {top}, {bottom}) (left, right, top, bottom), "
+                                 f"which cannot be frozen; only the same padding on both sides")
+            shape["padding"] = (top, left)
+        return shape
 
     def _set_shape(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                    stride: tuple[int, int], padding: tuple[int, int],

@@ -11,10 +11,10 @@ the fake-quantized input (no integer kernel: the gain is size). Both are compute
 expressions of the training form, so a frozen layer gives exactly (torch.equal) the training
 form's eval-mode output for the same input.
 
-A BatchNorm that follows is folded by ``freeze``: into the per-channel weight step and the bias
-of a product layer (the codes stay; float rounding reorders, so close, not equal), and as an
-output affine ``y * out_scale + out_shift`` after a Euclid layer (whose output is not linear in
-its weights).
+A BatchNorm that follows a product layer is folded by ``freeze`` into the per-channel weight
+step and the bias (the codes stay; float rounding reorders, so close, not equal); one that
+follows a Euclid layer is kept (its output is not linear in its weights), and the Euclid layer
+computes ||w_j||^2 of its decoded weights once.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ..layers.euclid import euclid_conv2d, euclid_linear
 from ..layers.uniform import (UniformConv2d, UniformEuclidConv2d, UniformEuclidLinear,
                               UniformLinear)
 from ..quantizers.uniform import check_bits, code_range, fake_quantize
+from .distance import PackedEuclid
 from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
                      register_packed, to_bitstream)
 
@@ -134,35 +135,17 @@ class _PackedUniform(PackedLayer):
         return {self.weight_bits: self.out_features * self.k, 32: floats}
 
 
-class _PackedUniformEuclid(_PackedUniform):
-    """A Euclid layer's extras: ``theta`` and the output affine of a folded BatchNorm."""
-
-    def _init_euclid(self, has_affine: bool) -> None:
-        self.register_buffer("theta", torch.ones(()))
-        self.register_buffer("out_scale", torch.ones(self.out_features) if has_affine else None)
-        self.register_buffer("out_shift", torch.zeros(self.out_features) if has_affine else None)
+class _PackedUniformEuclid(PackedEuclid, _PackedUniform):
+    """A Euclid layer's extras: ``theta`` and ||w_j||^2 of the decoded weights (see
+    :class:`~edgecompress.deploy.distance.PackedEuclid`)."""
 
     def _fill_from(self, layer: UniformEuclidLinear) -> None:
+        self._fill_theta(layer)
         super()._fill_from(layer)
-        with torch.no_grad():
-            self.theta.copy_(layer.theta)
 
-    def _config(self) -> dict[str, Any]:
-        return {**super()._config(), "has_affine": self.out_scale is not None}
-
-    def fold_affine(self, s: Tensor, t: Tensor) -> None:
-        """y -> s y + t after the distance (a Euclid output is not linear in its weights)."""
-        with torch.no_grad():
-            if self.out_scale is None:
-                self.out_scale, self.out_shift = s.clone(), t.clone()
-            else:
-                self.out_scale, self.out_shift = self.out_scale * s, self.out_shift * s + t
-
-    def _affine(self, y: Tensor) -> Tensor:
-        if self.out_scale is None:
-            return y
-        shape = (-1,) + (1,) * (len(self._weight_shape()) - 2)  # channels first
-        return y * self.out_scale.view(shape) + self.out_shift.view(shape)
+    def forward_weight(self) -> Tensor:
+        """The decoded weights, contiguous."""
+        return self._conv_weight()
 
 
 @register_packed(UniformLinear)
@@ -204,22 +187,18 @@ class PackedUniformConv2d(PackedConv2dShape, _PackedUniform):
 @register_packed(UniformEuclidLinear)
 class PackedUniformEuclidLinear(PackedLinearShape, _PackedUniformEuclid):
     def __init__(self, in_features: int, out_features: int, *, bits: int, bias: bool = True,
-                 activation_bits: int | None = None, activation_signed: bool = False,
-                 has_affine: bool = False) -> None:
+                 activation_bits: int | None = None, activation_signed: bool = False) -> None:
         super().__init__()
         self.in_features = in_features
         self._init_uniform(out_features, in_features, bits, bias, activation_bits,
                            activation_signed)
-        self._init_euclid(has_affine)
+        self._init_theta()
 
     def _weight_shape(self) -> tuple[int, ...]:
         return (self.out_features, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._affine(euclid_linear(self._input(x), self.weight, self.bias, self.theta))
-
-    def _affine(self, y: Tensor) -> Tensor:  # features last
-        return y if self.out_scale is None else y * self.out_scale + self.out_shift
+        return euclid_linear(self._input(x), self.weight, self.bias, self.theta, self._weight_sq)
 
 
 @register_packed(UniformEuclidConv2d)
@@ -227,19 +206,17 @@ class PackedUniformEuclidConv2d(PackedConv2dShape, _PackedUniformEuclid):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
                  groups: int, *, bits: int, bias: bool = True,
-                 activation_bits: int | None = None, activation_signed: bool = False,
-                 has_affine: bool = False) -> None:
+                 activation_bits: int | None = None, activation_signed: bool = False) -> None:
         super().__init__()
         k = self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
                             groups)
         self._init_uniform(out_channels, k, bits, bias, activation_bits, activation_signed)
-        self._init_euclid(has_affine)
+        self._init_theta()
 
     def _weight_shape(self) -> tuple[int, ...]:
         return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
-        y = euclid_conv2d(x, self._conv_weight(), self.bias, self.stride,
-                          self.padding, self.dilation, self.groups, self.theta)
-        return self._affine(y)
+        return euclid_conv2d(x, self._conv_weight(), self.bias, self.stride, self.padding,
+                             self.dilation, self.groups, self.theta, self._weight_sq)

@@ -17,7 +17,9 @@ Binary kernels (C, built by the package's own build and loaded with ctypes):
 Float kernel: :func:`conv2d_direct`, a float32 direct convolution (1x1 / 3x3, stride 1 / 2)
 vectorized along output pixels, so its cost follows the channel counts (pruned networks get
 faster), with bias, residual and clamp fused into its store (:func:`conv2d_torch` computes the
-same by torch's convolution, for where torch is faster or the library is missing).
+same by torch's convolution, for where torch is faster or the library is missing). With
+``op="l1"`` it computes AdderNet's -sum |x - w| instead of the products, and
+:func:`l1_linear` the same for a linear layer's rows.
 
 The kernels dispatch at run time to AVX-512, AVX2 or portable scalar code (force one with
 ``path=``) and use OpenMP threads. If the library was not built, every function runs its
@@ -38,9 +40,14 @@ This package only re-exports.
 from ._loader import PATHS, available, supported_paths
 from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, binary_gemm, binary_gemm_affine,
                        binary_gemm_groups, block_epilogue, pool_branches, binary_gemm_signs, conv2d_direct,
+<<<<<<< HEAD
                        DirectConvPlan,
                        conv2d_direct_supports, conv2d_direct_usable, conv2d_torch,
                        conv_output_size, im2col_signs, im2col_words, mask_matmul,
+=======
+                       conv2d_direct_supports, conv2d_direct_usable, conv2d_torch, CONV_OPS,
+                       l1_linear, conv_output_size, im2col_signs, im2col_words, mask_matmul,
+>>>>>>> wt-packdist
                        pack_conv_weights, pack_panels, pack_pixels, pack_signs, sign_panels,
                        signswish, signswish_usable, w1a32_gemm)
 from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
@@ -58,7 +65,12 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "binary_gemm_groups_reference", "mask_matmul", "mask_matmul_reference",
            "block_epilogue", "block_epilogue_reference", "pool_branches",
            "pool_branches_reference",
+<<<<<<< HEAD
            "conv2d_direct", "DirectConvPlan", "conv2d_direct_supports", "conv2d_direct_usable", "conv2d_torch",
            "conv2d_direct_reference",
+=======
+           "conv2d_direct", "conv2d_direct_supports", "conv2d_direct_usable", "conv2d_torch",
+           "conv2d_direct_reference", "CONV_OPS", "l1_linear",
+>>>>>>> wt-packdist
            "pack_conv_weights", "im2col_signs", "im2col_signs_reference", "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

@@ -37,9 +37,12 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_signswish": ([_p, _p, _p, _i64, _f32, _f32, _i32, _i32, _i32], _i32),
     "ec_block_epilogue": ([_p, _p, _i64, _i64, _i64, _p, _p, _p, _p, _p, _i32, _i32], _i32),
     "ec_pool_branches": ([_p, _i64, _i64, _i64, _i64, _i64, _p, _p, _i64, _i32, _i32], _i32),
-    "ec_conv2d_f32": ([_p] + [_i64] * 4 + [_p] + [_i64] * 7 + [_p, _p, _i32, _f32, _f32, _p,
-                                                             _i32, _i32], _i32),
+<<<<<<< HEAD
     "ec_conv2d_f32_planned": ([_p, _p, _p, _p], _i32),
+=======
+    "ec_conv2d_f32": ([_p] + [_i64] * 4 + [_p] + [_i64] * 7 + [_i32, _p, _p, _i32, _f32, _f32,
+                                                             _p, _i32, _i32], _i32),
+>>>>>>> wt-packdist
 }
 
 
@@ -51,7 +54,7 @@ class ConvF32Plan(ctypes.Structure):
     _fields_ = [(name, _i64) for name in ("n", "c", "h", "w", "oc", "kh", "kw", "sh", "sw",
                                           "ph", "pw")] + [
         ("weight", _p), ("bias", _p), ("lo", _f32), ("hi", _f32), ("clamp", ctypes.c_int32),
-        ("path", ctypes.c_int32), ("threads", ctypes.c_int32)]
+        ("op", ctypes.c_int32), ("path", ctypes.c_int32), ("threads", ctypes.c_int32)]
 
 
 def by_reference(struct: ctypes.Structure) -> ctypes.c_void_p:

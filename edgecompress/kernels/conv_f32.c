@@ -1,6 +1,7 @@
 /*
  * Float32 direct 2-D convolution (NCHW, groups 1, no dilation) with a fused epilogue:
- * y = clamp(conv(x, w) + bias + residual, lo, hi), each part optional.
+ * y = clamp(conv(x, w) + bias + residual, lo, hi), each part optional; or, with op EC_CONV_L1,
+ * AdderNet's L1 "convolution" conv(x, w) = -sum over the taps of |x - w| in its place.
  *
  * Vectorized along output pixels, so its cost follows the real channel counts (9 or 36
  * channels cost 9/16 of 16 or 64; nothing is padded to a vector of channels). Per image, the
@@ -16,12 +17,19 @@
  * reference.conv2d_direct_reference): for every output value, acc = 0, then for c ascending,
  * ky ascending, kx ascending acc = acc + x * w (the product rounded to float32, then added: no
  * FMA; setup.py compiles in ISO C mode, where GCC does not contract a * b + c). Padding taps
- * add +0 products, which leaves acc unchanged (acc is never -0). Then y = acc + bias, y = y +
- * residual, y = min(max(y, lo), hi).
+ * add +0 products, which leaves acc unchanged (acc is never -0). EC_CONV_L1: acc = acc +
+ * |x - w| in the same order (padding taps read the buffer's zeros and add |w|, as a zero-padded
+ * distance must), then acc = -acc. Then y = acc + bias, y = y + residual,
+ * y = min(max(y, lo), hi).
  */
 #include "kernels.h"
 
+#include <math.h>
+
 #define CONV_MAXR 6    /* most output channels per tile */
+
+/* the operation of a tap: op argument of ec_conv2d_f32 (index in dispatch.CONV_OPS) */
+enum { EC_CONV_MUL = 0, EC_CONV_L1 = 1 };
 #define CONV_SLACK 64  /* floats of zeros after an image's buffer: the last tile reads past P */
 
 typedef struct {
@@ -34,6 +42,7 @@ typedef struct {
     float *out;           /* output at the tile's first channel and pixel */
     int64_t plane;        /* output pixels per channel (row stride of out and res) */
     int rows, npix;       /* output channels and valid pixels of this tile */
+    int op;               /* EC_CONV_MUL or EC_CONV_L1 */
     int clamp;
     float lo, hi;
 } conv_tile;
@@ -41,7 +50,7 @@ typedef struct {
 typedef void (*conv_kernel)(const conv_tile *t);
 
 static inline float conv_store_value(const conv_tile *t, int r, int i, float acc) {
-    float v = acc;
+    float v = t->op == EC_CONV_L1 ? -acc : acc;
     if (t->bias) v = v + t->bias[r];
     if (t->res) v = v + t->res[r * t->plane + i];
     if (t->clamp) {
@@ -56,17 +65,20 @@ static void conv_tile_scalar(const conv_tile *t) {
         for (int i = 0; i < t->npix; i++) {
             float acc = 0.0f;
             for (int64_t j = 0; j < t->k; j++) {
-                const float prod = t->src[t->off[j] + i] * t->w[r * t->k + j];
-                acc = acc + prod;
+                const float x = t->src[t->off[j] + i], w = t->w[r * t->k + j];
+                const float term = t->op == EC_CONV_L1 ? fabsf(x - w) : x * w;
+                acc = acc + term;
             }
             t->out[r * t->plane + i] = conv_store_value(t, r, i, acc);
         }
 }
 
 #ifdef EC_X86
-/* AVX2: ROWS channels x NV vectors of 8 pixels (NV <= 2) */
+/* AVX2: ROWS channels x NV vectors of 8 pixels (NV <= 2), tap operation OP */
 __attribute__((target("avx2"), always_inline))
-static inline void conv_tile_avx2_fixed(const conv_tile *t, const int ROWS, const int NV) {
+static inline void conv_tile_avx2_fixed(const conv_tile *t, const int ROWS, const int NV,
+                                        const int OP) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 acc[4][2];
 #pragma GCC unroll 4
     for (int r = 0; r < ROWS; r++)
@@ -82,7 +94,9 @@ static inline void conv_tile_avx2_fixed(const conv_tile *t, const int ROWS, cons
             const __m256 wv = _mm256_broadcast_ss(t->w + r * t->k + j);
 #pragma GCC unroll 2
             for (int v = 0; v < NV; v++)
-                acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_mul_ps(xv[v], wv));
+                acc[r][v] = _mm256_add_ps(acc[r][v], OP == EC_CONV_L1
+                    ? _mm256_andnot_ps(sign, _mm256_sub_ps(xv[v], wv))
+                    : _mm256_mul_ps(xv[v], wv));
         }
     }
     const __m256 lo = _mm256_set1_ps(t->lo), hi = _mm256_set1_ps(t->hi);
@@ -92,7 +106,7 @@ static inline void conv_tile_avx2_fixed(const conv_tile *t, const int ROWS, cons
 #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
             const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(t->npix - 8 * v), lane);
-            __m256 y = acc[r][v];
+            __m256 y = OP == EC_CONV_L1 ? _mm256_xor_ps(acc[r][v], sign) : acc[r][v];
             if (t->bias) y = _mm256_add_ps(y, _mm256_broadcast_ss(t->bias + r));
             if (t->res)
                 y = _mm256_add_ps(y, _mm256_maskload_ps(t->res + r * t->plane + 8 * v, mask));
@@ -101,24 +115,34 @@ static inline void conv_tile_avx2_fixed(const conv_tile *t, const int ROWS, cons
         }
 }
 
-#define CONV_AVX2_CASE(R)                                      \
+#define CONV_AVX2_CASE(R, OP)                                  \
     case R:                                                    \
-        if (nv == 1) conv_tile_avx2_fixed(t, R, 1);            \
-        else conv_tile_avx2_fixed(t, R, 2);                    \
+        if (nv == 1) conv_tile_avx2_fixed(t, R, 1, OP);        \
+        else conv_tile_avx2_fixed(t, R, 2, OP);                \
         break;
+
+#define CONV_AVX2_ROWS(OP)                                                             \
+    switch (t->rows) {                                                                 \
+        CONV_AVX2_CASE(1, OP) CONV_AVX2_CASE(2, OP) CONV_AVX2_CASE(3, OP)              \
+        CONV_AVX2_CASE(4, OP)                                                          \
+        default: conv_tile_scalar(t);                                                  \
+    }
 
 __attribute__((target("avx2")))
 static void conv_tile_avx2(const conv_tile *t) {
     const int nv = (t->npix + 7) / 8;
-    switch (t->rows) {
-        CONV_AVX2_CASE(1) CONV_AVX2_CASE(2) CONV_AVX2_CASE(3) CONV_AVX2_CASE(4)
-        default: conv_tile_scalar(t);
+    if (t->op == EC_CONV_L1) {
+        CONV_AVX2_ROWS(EC_CONV_L1)
+    } else {
+        CONV_AVX2_ROWS(EC_CONV_MUL)
     }
 }
 
-/* AVX-512: ROWS channels x NV vectors of 16 pixels (NV <= 4) */
+/* AVX-512: ROWS channels x NV vectors of 16 pixels (NV <= 4), tap operation OP */
 __attribute__((target("avx512f"), always_inline))
-static inline void conv_tile_avx512_fixed(const conv_tile *t, const int ROWS, const int NV) {
+static inline void conv_tile_avx512_fixed(const conv_tile *t, const int ROWS, const int NV,
+                                          const int OP) {
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
     __m512 acc[CONV_MAXR][4];
 #pragma GCC unroll 6
     for (int r = 0; r < ROWS; r++)
@@ -134,7 +158,10 @@ static inline void conv_tile_avx512_fixed(const conv_tile *t, const int ROWS, co
             const __m512 wv = _mm512_set1_ps(t->w[r * t->k + j]);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++)
-                acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_mul_ps(xv[v], wv));
+                acc[r][v] = _mm512_add_ps(acc[r][v], OP == EC_CONV_L1
+                    ? _mm512_castsi512_ps(_mm512_andnot_si512(
+                          sign, _mm512_castps_si512(_mm512_sub_ps(xv[v], wv))))
+                    : _mm512_mul_ps(xv[v], wv));
         }
     }
     const __m512 lo = _mm512_set1_ps(t->lo), hi = _mm512_set1_ps(t->hi);
@@ -144,7 +171,9 @@ static inline void conv_tile_avx512_fixed(const conv_tile *t, const int ROWS, co
         for (int v = 0; v < NV; v++) {
             const int left = t->npix - 16 * v;
             const __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-            __m512 y = acc[r][v];
+            __m512 y = OP == EC_CONV_L1
+                ? _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(acc[r][v]), sign))
+                : acc[r][v];
             if (t->bias) y = _mm512_add_ps(y, _mm512_set1_ps(t->bias[r]));
             if (t->res)
                 y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, t->res + r * t->plane + 16 * v));
@@ -153,23 +182,30 @@ static inline void conv_tile_avx512_fixed(const conv_tile *t, const int ROWS, co
         }
 }
 
-#define CONV_AVX512_CASE(R)                                    \
+#define CONV_AVX512_CASE(R, OP)                                \
     case R:                                                    \
         switch (nv) {                                          \
-            case 1: conv_tile_avx512_fixed(t, R, 1); break;    \
-            case 2: conv_tile_avx512_fixed(t, R, 2); break;    \
-            case 3: conv_tile_avx512_fixed(t, R, 3); break;    \
-            default: conv_tile_avx512_fixed(t, R, 4);          \
+            case 1: conv_tile_avx512_fixed(t, R, 1, OP); break;\
+            case 2: conv_tile_avx512_fixed(t, R, 2, OP); break;\
+            case 3: conv_tile_avx512_fixed(t, R, 3, OP); break;\
+            default: conv_tile_avx512_fixed(t, R, 4, OP);      \
         }                                                      \
         break;
+
+#define CONV_AVX512_ROWS(OP)                                                           \
+    switch (t->rows) {                                                                 \
+        CONV_AVX512_CASE(1, OP) CONV_AVX512_CASE(2, OP) CONV_AVX512_CASE(3, OP)        \
+        CONV_AVX512_CASE(4, OP) CONV_AVX512_CASE(5, OP) CONV_AVX512_CASE(6, OP)        \
+        default: conv_tile_scalar(t);                                                  \
+    }
 
 __attribute__((target("avx512f")))
 static void conv_tile_avx512(const conv_tile *t) {
     const int nv = (t->npix + 15) / 16;
-    switch (t->rows) {
-        CONV_AVX512_CASE(1) CONV_AVX512_CASE(2) CONV_AVX512_CASE(3)
-        CONV_AVX512_CASE(4) CONV_AVX512_CASE(5) CONV_AVX512_CASE(6)
-        default: conv_tile_scalar(t);
+    if (t->op == EC_CONV_L1) {
+        CONV_AVX512_ROWS(EC_CONV_L1)
+    } else {
+        CONV_AVX512_ROWS(EC_CONV_MUL)
     }
 }
 #endif
@@ -208,15 +244,17 @@ static void conv_shift_rows(const float *x, int64_t c, int64_t h, int64_t w, int
 }
 
 /* x (n, c, h, w), weight (oc, c, kh, kw), bias (oc) or NULL, residual (n, oc, oh, ow) or NULL,
- * y (n, oc, oh, ow); all contiguous float32. clamp != 0: clamp the result to [lo, hi]. */
+ * y (n, oc, oh, ow); all contiguous float32. op: EC_CONV_MUL or EC_CONV_L1. clamp != 0: clamp
+ * the result to [lo, hi]. */
 EC_EXPORT int ec_conv2d_f32(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const float *weight, int64_t oc, int64_t kh, int64_t kw, int64_t sh,
-                            int64_t sw, int64_t ph, int64_t pw, const float *bias,
+                            int64_t sw, int64_t ph, int64_t pw, int op, const float *bias,
                             const float *residual, int clamp, float lo, float hi, float *y,
                             int path, int threads) {
     path = ec_resolve_path(path);
     if (path < 0) return EC_UNSUPPORTED_PATH;
-    if (n < 0 || c < 1 || oc < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0)
+    if (n < 0 || c < 1 || oc < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0
+        || (op != EC_CONV_MUL && op != EC_CONV_L1))
         return EC_BAD_ARGUMENT;
     const int64_t oh = (h + 2 * ph - kh) / sh + 1, ow = (w + 2 * pw - kw) / sw + 1;
     if (oh < 1 || ow < 1) return EC_BAD_ARGUMENT;
@@ -265,6 +303,7 @@ EC_EXPORT int ec_conv2d_f32(const float *x, int64_t n, int64_t c, int64_t h, int
             t.plane = plane;
             t.rows = (int)(oc - o0 < tile_rows ? oc - o0 : tile_rows);
             t.npix = (int)(plane - p0 < tile_pix ? plane - p0 : tile_pix);
+            t.op = op;
             t.clamp = clamp;
             t.lo = lo;
             t.hi = hi;
@@ -284,12 +323,12 @@ typedef struct {
     int64_t n, c, h, w, oc, kh, kw, sh, sw, ph, pw;
     const float *weight, *bias;
     float lo, hi;
-    int32_t clamp, path, threads;
+    int32_t clamp, op, path, threads;
 } ec_conv_f32_plan;
 
 EC_EXPORT int ec_conv2d_f32_planned(const ec_conv_f32_plan *p, const float *x,
                                     const float *residual, float *y) {
     return ec_conv2d_f32(x, p->n, p->c, p->h, p->w, p->weight, p->oc, p->kh, p->kw, p->sh, p->sw,
-                         p->ph, p->pw, p->bias, residual, p->clamp, p->lo, p->hi, y, p->path,
-                         p->threads);
+                         p->ph, p->pw, p->op, p->bias, residual, p->clamp, p->lo, p->hi, y,
+                         p->path, p->threads);
 }

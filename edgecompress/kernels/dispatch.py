@@ -504,13 +504,19 @@ def conv2d_torch(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[i
     return y if clamp is None else y.clamp_(*clamp)
 
 
+CONV_OPS = ("mul", "l1")  # index = the op code of ec_conv2d_f32
+
+
 def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                   stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0), *,
                   residual: Tensor | None = None, clamp: tuple[float, float] | None = None,
-                  path: str | None = None, threads: int | None = None) -> Tensor:
+                  op: str = "mul", path: str | None = None,
+                  threads: int | None = None) -> Tensor:
     """Float32 convolution ``clamp(conv2d(x, weight) + bias + residual)`` by the direct C kernel
     (``conv_f32.c``: vectorized along output pixels, so its cost scales with the channel
     counts, with bias, residual addition and clamp, e.g. a ReLU as (0, inf), in its store).
+    ``op="l1"`` puts AdderNet's L1 form in place of the convolution: per output,
+    ``-sum over the patch of |x - w|`` (zero padding included, as a padded distance counts it).
 
     x: (n, c, h, w); weight: (oc, c, kh, kw); bias: (oc,) or None; residual: the output's shape
     (n, oc, oh, ow) or None. Geometry: what :func:`conv2d_direct_supports` accepts. Returns a
@@ -520,8 +526,8 @@ def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     many calls of one shape keeps a :class:`DirectConvPlan` instead (the checks done once)."""
     if x.dim() != 4:
         raise ValueError(f"conv2d_direct needs x (n, c, h, w), got x {tuple(x.shape)}")
-    return DirectConvPlan(tuple(x.shape), weight, bias, stride, padding, clamp=clamp, path=path,
-                          threads=threads)(x, residual)
+    return DirectConvPlan(tuple(x.shape), weight, bias, stride, padding, clamp=clamp, op=op,
+                          path=path, threads=threads)(x, residual)
 
 
 class DirectConvPlan:
@@ -533,8 +539,10 @@ class DirectConvPlan:
 
     def __init__(self, x_shape: tuple[int, ...], weight: Tensor, bias: Tensor | None = None,
                  stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0), *,
-                 clamp: tuple[float, float] | None = None, path: str | None = None,
-                 threads: int | None = None) -> None:
+                 clamp: tuple[float, float] | None = None, op: str = "mul",
+                 path: str | None = None, threads: int | None = None) -> None:
+        if op not in CONV_OPS:
+            raise ValueError(f"conv2d_direct: op must be one of {CONV_OPS}, got {op!r}")
         if len(x_shape) != 4 or weight.dim() != 4 or weight.shape[1] != x_shape[1]:
             raise ValueError(f"conv2d_direct needs x (n, c, h, w) and weight (oc, c, kh, kw), got "
                              f"x {tuple(x_shape)} and weight {tuple(weight.shape)}")
@@ -560,12 +568,14 @@ class DirectConvPlan:
         self.weight, self.bias = _float32(weight.detach()), _float32(
             None if bias is None else bias.detach())
         self.stride, self.padding, self.clamp, self.path = stride, padding, clamp, path
+        self.op = op
         lib = library()
         self._run = None if lib is None else lib.ec_conv2d_f32_planned
         lo, hi = clamp if clamp is not None else (0.0, 0.0)
         self._args = ConvF32Plan(n, c, h, w, oc, kh, kw, *stride, *padding,
                                  self.weight.data_ptr(), _ptr(self.bias), lo, hi,
-                                 int(clamp is not None), path_code(path), self.threads)
+                                 int(clamp is not None), CONV_OPS.index(op), path_code(path),
+                                 self.threads)
         self._args_ptr = by_reference(self._args)
 
     def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
@@ -577,7 +587,7 @@ class DirectConvPlan:
                              f"{tuple(residual.shape)}")
         if self._run is None:
             return conv2d_direct_reference(x, self.weight, self.bias, self.stride, self.padding,
-                                           residual, self.clamp)
+                                           residual, self.clamp, self.op)
         x, residual = _float32(x), _float32(residual)
         out = torch.empty(self.out_shape, dtype=torch.float32)
         status = self._run(self._args_ptr, x.data_ptr(),
@@ -585,3 +595,19 @@ class DirectConvPlan:
         if status:
             check_status(status, "conv2d_direct", self.path)
         return out
+
+
+def l1_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, path: str | None = None,
+              threads: int | None = None) -> Tensor:
+    """AdderNet's linear form ``y[r, o] = -sum_k |x[r, k] - weight[o, k]| + bias[o]`` for float32
+    rows x (rows, k) and weight (out, k): :func:`conv2d_direct` with ``op="l1"`` as a 1x1
+    convolution of one image whose pixels are the rows (vectorized along the rows; the
+    transposes are two copies of x and y). Bit-exact with the same reference."""
+    if x.dim() != 2 or weight.dim() != 2 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"l1_linear needs x (rows, k) and weight (out, k), got x "
+                         f"{tuple(x.shape)} and weight {tuple(weight.shape)}")
+    rows, k = x.shape
+    image = x.t().reshape(1, k, 1, rows)
+    y = conv2d_direct(image, weight.reshape(*weight.shape, 1, 1), bias, op="l1", path=path,
+                      threads=threads)
+    return y.reshape(weight.shape[0], rows).t()

@@ -11,7 +11,8 @@
  *   gemm_w1a32.c        sign-select GEMM: +-1 weights times float activations (W1A32)
  *   attention.c         {0, a} x +-1 product of binary attention (AND-popcount on bit masks)
  *   signswish.c         BNN+'s SignSwish in one pass, for training
- *   conv_f32.c          float32 direct convolution (3x3 / 1x1 ...) with a fused epilogue
+ *   conv_f32.c          float32 direct convolution (3x3 / 1x1 ...) with a fused epilogue;
+ *                       also AdderNet's L1 form (-sum |x - w| per output)
  *   block_epilogue.c    BatchNorm + shortcut + RPReLU after a binary linear (BinaryViT's block)
  *   pool_branches.c     BinaryViT's four scaled average-pooling branches on channel-last tokens
  *

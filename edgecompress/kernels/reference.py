@@ -187,11 +187,12 @@ def mask_matmul_reference(masks: Tensor, vneg: Tensor, heads: int, d: int,
 def conv2d_direct_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                             stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
                             residual: Tensor | None = None,
-                            clamp: tuple[float, float] | None = None) -> Tensor:
+                            clamp: tuple[float, float] | None = None, op: str = "mul") -> Tensor:
     """Reference :func:`conv2d_direct`, in its order of float operations: for every output,
     ``acc = 0``, then ``acc = acc + x * w`` (product rounded to float32, then added) over the
     taps with input channel, kernel row, kernel column ascending (zero padding adds +0); then
-    ``+ bias``, ``+ residual``, clamped to ``clamp``."""
+    ``+ bias``, ``+ residual``, clamped to ``clamp``. ``op="l1"``: ``acc = acc + |x - w|`` in
+    the same order (padding taps add |w|), then ``acc = -acc`` before the bias."""
     x, weight = x.detach().to(torch.float32), weight.detach().to(torch.float32)
     n, c, h, w = x.shape
     oc, _, kh, kw = weight.shape
@@ -204,7 +205,10 @@ def conv2d_direct_reference(x: Tensor, weight: Tensor, bias: Tensor | None = Non
             for kx in range(kw):
                 window = xp[:, ic: ic + 1, ky: ky + sh * (oh - 1) + 1: sh,
                             kx: kx + sw * (ow - 1) + 1: sw]
-                acc = acc + window * weight[:, ic, ky, kx].view(1, oc, 1, 1)
+                tap = weight[:, ic, ky, kx].view(1, oc, 1, 1)
+                acc = acc + ((window - tap).abs() if op == "l1" else window * tap)
+    if op == "l1":
+        acc = -acc
     if bias is not None:
         acc = acc + bias.detach().to(torch.float32).view(1, oc, 1, 1)
     if residual is not None:

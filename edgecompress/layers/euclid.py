@@ -77,26 +77,38 @@ def theta_schedule(theta: ThetaSpec) -> Schedule:
 
 # --- functional forms ----------------------------------------------------------------------------
 
+def weight_squares(weight: Tensor) -> Tensor:
+    """The per-output-channel ||w_j||^2 of a linear (out, in) or conv (out, in / groups, kh, kw)
+    weight, as the GEMM forms compute it (frozen layers compute it once)."""
+    return weight.square().flatten(1).sum(1)
+
+
 def euclid_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
-                  theta: float | Tensor = 1.0) -> Tensor:
+                  theta: float | Tensor = 1.0, weight_sq: Tensor | None = None) -> Tensor:
     """GEMM form of y = x.w - theta/2 (||x||^2 + ||w_j||^2) + b (-1/2 ||x - w_j||^2 + b at
-    theta = 1); ``x`` is (..., in_features), ``weight`` (out_features, in_features)."""
+    theta = 1); ``x`` is (..., in_features), ``weight`` (out_features, in_features);
+    ``weight_sq``: :func:`weight_squares` of ``weight`` if already computed."""
     y = F.linear(x, weight, bias)
-    squares = x.square().sum(-1, keepdim=True) + weight.square().sum(1)
+    if weight_sq is None:
+        weight_sq = weight_squares(weight)
+    squares = x.square().sum(-1, keepdim=True) + weight_sq
     return y - (0.5 * theta) * squares
 
 
 def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
                   padding: Any = 0, dilation: Any = 1, groups: int = 1,
-                  theta: float | Tensor = 1.0) -> Tensor:
+                  theta: float | Tensor = 1.0, weight_sq: Tensor | None = None) -> Tensor:
     """GEMM form of the Euclid convolution (arguments as ``F.conv2d``; padding pads zeros):
-    conv(x, w) - theta/2 (conv(sum over the group's channels of x^2, ones) + ||w_j||^2) + b."""
+    conv(x, w) - theta/2 (conv(sum over the group's channels of x^2, ones) + ||w_j||^2) + b;
+    ``weight_sq``: :func:`weight_squares` of ``weight`` if already computed."""
     y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     # channel dims counted from the end: batched (N, C, H, W) and unbatched (C, H, W) alike
     x2 = x.square().unflatten(-3, (groups, -1)).sum(-3)  # (N, groups, H, W)
     ones = weight.new_ones(groups, 1, weight.shape[2], weight.shape[3])
     patch = F.conv2d(x2, ones, None, stride, padding, dilation, groups)  # (N, groups, Ho, Wo)
-    w2 = weight.square().sum((1, 2, 3)).view(groups, -1, 1, 1)  # (groups, out / groups, 1, 1)
+    if weight_sq is None:
+        weight_sq = weight_squares(weight)
+    w2 = weight_sq.view(groups, -1, 1, 1)  # (groups, out / groups, 1, 1)
     y = y.unflatten(-3, (groups, -1)) - (0.5 * theta) * (patch.unsqueeze(-3) + w2)
     return y.flatten(-4, -3)
 

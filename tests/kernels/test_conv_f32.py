@@ -96,3 +96,57 @@ def test_conv2d_direct_rejects_bad_arguments_clearly():
         K.conv2d_direct(x, weight, residual=torch.randn(1, 6, 8, 8))
     with pytest.raises(ValueError, match="smaller than the kernel"):
         K.conv2d_direct(torch.randn(1, 4, 2, 2), weight)
+
+
+# --- AdderNet's L1 form: -sum |x - w| -------------------------------------------------------------
+
+L1_CASES = CASES + [  # ragged channels (not multiples of 8 / 16), batch 1-3
+    (3, 7, 19, 6, 5, 3, 2, 1),
+    (2, 13, 17, 9, 9, 1, 1, 0),
+    (1, 1, 1, 4, 4, 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("case", L1_CASES)
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_l1_conv_paths_bit_exact(path, case, with_bias):
+    """op="l1" on every path equals the reference summing |x - w| in the same order, and the
+    training layer's distance (zero padding counted) to float rounding."""
+    from edgecompress.layers.adder import adder_conv2d
+    n, c, oc, h, w, kernel, stride, padding = case
+    x, weight, bias, _ = _operands(*case, seed=sum(case) + 1)
+    b = bias if with_bias else None
+    geometry = ((stride, stride), (padding, padding))
+    got = K.conv2d_direct(x, weight, b, *geometry, op="l1", path=path)
+    assert got.is_contiguous()
+    assert torch.equal(got, K.conv2d_direct_reference(x, weight, b, *geometry, op="l1"))
+    torch.testing.assert_close(got, adder_conv2d(x, weight, b, stride, padding),
+                               rtol=1e-5, atol=1e-4)
+
+
+def _l1_rows_reference(x, weight, bias):
+    """-sum_k |x[r, k] - w[o, k]| + b[o], k ascending, one float32 addition at a time."""
+    acc = torch.zeros(x.shape[0], weight.shape[0])
+    for k in range(x.shape[1]):
+        acc = acc + (x[:, k: k + 1] - weight[:, k]).abs()
+    acc = -acc
+    return acc if bias is None else acc + bias
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("rows, k, out", [(1, 64, 10), (3, 37, 13), (17, 5, 1), (2, 1, 3)])
+def test_l1_linear_paths_bit_exact(path, rows, k, out):
+    g = torch.Generator().manual_seed(rows * k + out)
+    x, weight, bias = torch.randn(rows, k, generator=g), torch.randn(out, k, generator=g), \
+        torch.randn(out, generator=g)
+    for b in (None, bias):
+        got = K.l1_linear(x, weight, b, path=path)
+        assert torch.equal(got, _l1_rows_reference(x, weight, b))
+
+
+def test_l1_forms_reject_bad_arguments_clearly():
+    with pytest.raises(ValueError, match=r"op must be one of \('mul', 'l1'\), got 'l2'"):
+        K.conv2d_direct(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 3, 3), op="l2")
+    with pytest.raises(ValueError, match=r"l1_linear needs x \(rows, k\) and weight \(out, k\)"):
+        K.l1_linear(torch.randn(2, 5), torch.randn(3, 4))

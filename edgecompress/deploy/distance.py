@@ -1,0 +1,190 @@
+"""Packed distance layers: the inference form of EuclidNet's squared-distance layers
+(``PackedEuclidLinear`` / ``PackedEuclidConv2d``) and of AdderNet's L1 layers
+(``PackedAdderLinear`` / ``PackedAdderConv2d``); the quantized EuclidNet's packed layers
+(:mod:`edgecompress.deploy.uniform`) share the Euclid part, :class:`PackedEuclid`.
+
+Euclid: the GEMM form of the training layer, x.w - theta/2 (||x||^2 + ||w_j||^2) + b, with the
+per-channel ||w_j||^2 computed once (on freezing or loading) instead of on every call; the same
+expressions otherwise, so the frozen layer gives exactly the training form's eval-mode output.
+
+Adder: -sum_i |x_i - w_ij| + b_j by the direct C kernel
+(:func:`~edgecompress.kernels.conv2d_direct` with ``op="l1"``; a linear layer runs it as a 1x1
+convolution whose pixels are its rows) where it takes the geometry (1x1 / 3x3, stride 1 / 2,
+padding 0 / 1, groups 1), else, and when the C kernels are not built or under torch.compile /
+export, the training layer's PyTorch path. The two sum in different orders: close, not equal.
+
+Weights and bias are float32 buffers. A following BatchNorm is never folded into a distance
+layer (``folds_affine = False``): its output is not linear in its weights, and folding a scale
+into the weights would change the distances; the BatchNorm stays a module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import kernels
+from ..layers.adder import AdderConv2d, AdderLinear, adder_conv2d, adder_linear
+from ..layers.euclid import (EuclidConv2d, EuclidLinear, euclid_conv2d, euclid_linear,
+                             weight_squares)
+from .packed import PackedConv2dShape, PackedLayer, PackedLinearShape, register_packed
+
+
+class _PackedDistance(PackedLayer):
+    """Float weight and bias buffers copied from the training layer; no BatchNorm folding."""
+
+    folds_affine = False
+
+    def _init_weights(self, weight_shape: tuple[int, ...], has_bias: bool) -> None:
+        self.out_features = weight_shape[0]
+        self.k = int(torch.Size(weight_shape[1:]).numel())
+        self.register_buffer("weight", torch.zeros(weight_shape))
+        self.register_buffer("bias", torch.zeros(weight_shape[0]) if has_bias else None)
+
+    @staticmethod
+    def _options(layer: nn.Module) -> dict[str, Any]:
+        if getattr(layer, "padding_mode", "zeros") != "zeros":
+            raise ValueError(f"{type(layer).__name__}: padding_mode={layer.padding_mode!r} "
+                             f"cannot be frozen; only 'zeros'")
+        return dict(bias=layer.bias is not None)
+
+    def _config(self) -> dict[str, Any]:
+        return dict(bias=self.bias is not None)
+
+    def _fill_from(self, layer: nn.Module) -> None:
+        with torch.no_grad():
+            self.weight.copy_(layer.weight)
+            if layer.bias is not None:
+                self.bias.copy_(layer.bias)
+        self.prepare()
+
+    def prepare(self) -> None:
+        # the weights contiguous, as the training form holds them (not a buffer: freeze's
+        # channels-last conversion leaves it alone; torch's convolution rounds differently
+        # with channels-last weights)
+        self._weight = self.weight.detach().contiguous()
+
+    def forward_weight(self) -> Tensor:
+        """The weights the forward pass uses (contiguous)."""
+        return self._weight
+
+    def edgecompress_params(self) -> dict[int, int]:
+        """Float parameters (weight and bias are buffers here, so summary asks)."""
+        return {32: sum(t.numel() for t in (self.weight, self.bias) if t is not None)}
+
+    def extra_repr(self) -> str:
+        return f"{self.config()}"
+
+
+class PackedEuclid(PackedLayer):
+    """The Euclid part of a packed layer: ``theta`` (a buffer) and the per-channel ||w_j||^2 of
+    the weights the forward pass uses (the subclass's ``forward_weight()``), computed by
+    :meth:`prepare`; counted as squared differences at theta = 1 (below, the blend still needs
+    the products)."""
+
+    folds_affine = False
+
+    def _init_theta(self) -> None:
+        self.register_buffer("theta", torch.ones(()))
+
+    def _fill_theta(self, layer: nn.Module) -> None:
+        with torch.no_grad():
+            self.theta.copy_(layer.theta)
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._weight_sq = weight_squares(self.forward_weight())  # type: ignore[attr-defined]
+
+    @property
+    def op_kind(self) -> str:  # type: ignore[override]
+        return "squared-diff" if self.theta.item() == 1.0 else "mac"
+
+
+class _PackedFloatEuclid(PackedEuclid, _PackedDistance):
+    def _fill_from(self, layer: nn.Module) -> None:
+        self._fill_theta(layer)
+        super()._fill_from(layer)
+
+
+@register_packed(EuclidLinear)
+class PackedEuclidLinear(PackedLinearShape, _PackedFloatEuclid):
+    """EuclidLinear for inference: ||w_j||^2 precomputed."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self._init_weights((out_features, in_features), bias)
+        self._init_theta()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return euclid_linear(x, self._weight, self.bias, self.theta, self._weight_sq)
+
+
+@register_packed(EuclidConv2d)
+class PackedEuclidConv2d(PackedConv2dShape, _PackedFloatEuclid):
+    """EuclidConv2d (zero padding) for inference: ||w_j||^2 precomputed."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                 groups: int, *, bias: bool = True) -> None:
+        super().__init__()
+        self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                        groups)
+        self._init_weights((out_channels, in_channels // groups, *self.kernel_size), bias)
+        self._init_theta()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return euclid_conv2d(x, self._weight, self.bias, self.stride, self.padding,
+                             self.dilation, self.groups, self.theta, self._weight_sq)
+
+
+class _PackedAdder(_PackedDistance):
+    op_kind = "abs-diff"  # type: ignore[assignment]
+
+    @staticmethod
+    def _kernel_runs(x: Tensor) -> bool:
+        """Whether the C kernel computes this call (else the training layer's PyTorch path)."""
+        return not (torch.compiler.is_compiling() or torch.compiler.is_exporting()
+                    or torch.onnx.is_in_onnx_export()) and kernels.conv2d_direct_usable(x)
+
+
+@register_packed(AdderLinear)
+class PackedAdderLinear(PackedLinearShape, _PackedAdder):
+    """AdderLinear for inference: -sum_i |x_i - w_ji| + b_j by the direct C kernel."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self._init_weights((out_features, in_features), bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self._kernel_runs(x):
+            return adder_linear(x, self._weight, self.bias)
+        rows = x.reshape(-1, self.in_features)
+        y = kernels.l1_linear(rows, self._weight, self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+@register_packed(AdderConv2d)
+class PackedAdderConv2d(PackedConv2dShape, _PackedAdder):
+    """AdderConv2d (zero padding) for inference: -sum |x - w_j| + b_j over each patch by the
+    direct C kernel where it takes the geometry."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                 groups: int, *, bias: bool = True) -> None:
+        super().__init__()
+        self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                        groups)
+        self._init_weights((out_channels, in_channels // groups, *self.kernel_size), bias)
+        self._direct = kernels.conv2d_direct_supports(self.weight.shape, self.stride,
+                                                      self.padding, self.dilation, self.groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._direct and x.dim() == 4 and self._kernel_runs(x):
+            return kernels.conv2d_direct(x, self._weight, self.bias, self.stride, self.padding,
+                                         op="l1")
+        return adder_conv2d(x, self._weight, self.bias, self.stride, self.padding,
+                            self.dilation, self.groups)
