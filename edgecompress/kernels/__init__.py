@@ -40,14 +40,9 @@ This package only re-exports.
 from ._loader import PATHS, available, supported_paths
 from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, binary_gemm, binary_gemm_affine,
                        binary_gemm_groups, block_epilogue, pool_branches, binary_gemm_signs, conv2d_direct,
-<<<<<<< HEAD
-                       DirectConvPlan,
-                       conv2d_direct_supports, conv2d_direct_usable, conv2d_torch,
-                       conv_output_size, im2col_signs, im2col_words, mask_matmul,
-=======
-                       conv2d_direct_supports, conv2d_direct_usable, conv2d_torch, CONV_OPS,
-                       l1_linear, conv_output_size, im2col_signs, im2col_words, mask_matmul,
->>>>>>> wt-packdist
+                       DirectConvPlan, conv2d_direct_supports, conv2d_direct_usable,
+                       conv2d_torch, CONV_OPS, l1_linear, conv_output_size, im2col_signs,
+                       im2col_words, mask_matmul,
                        pack_conv_weights, pack_panels, pack_pixels, pack_signs, sign_panels,
                        signswish, signswish_usable, w1a32_gemm)
 from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
@@ -65,12 +60,7 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "binary_gemm_groups_reference", "mask_matmul", "mask_matmul_reference",
            "block_epilogue", "block_epilogue_reference", "pool_branches",
            "pool_branches_reference",
-<<<<<<< HEAD
-           "conv2d_direct", "DirectConvPlan", "conv2d_direct_supports", "conv2d_direct_usable", "conv2d_torch",
-           "conv2d_direct_reference",
-=======
-           "conv2d_direct", "conv2d_direct_supports", "conv2d_direct_usable", "conv2d_torch",
-           "conv2d_direct_reference", "CONV_OPS", "l1_linear",
->>>>>>> wt-packdist
+           "conv2d_direct", "DirectConvPlan", "conv2d_direct_supports", "conv2d_direct_usable",
+           "conv2d_torch", "conv2d_direct_reference", "CONV_OPS", "l1_linear",
            "pack_conv_weights", "im2col_signs", "im2col_signs_reference", "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]
