@@ -13,6 +13,11 @@ schedule, the number of epochs and the seed::
     batch_size: 100
     seed: 0
 
+``data`` takes ``root``, ``augment``, ``limit`` (the first N samples), ``classes`` (only these
+class indices, relabelled 0.. in the list's order: ``classes: [5, 6, 7, 8, 9]``) and, for
+``fsdd``, ``speakers`` or ``exclude_speakers`` (lists of speaker names): the splits of a
+transfer setting (see :func:`edgecompress.data.load`).
+
 ``model``, ``data`` and ``method`` may be a bare name instead of a mapping; ``method: null`` (or
 ``float``) trains the float model. ``method`` may also be a list of methods applied in order::
 
@@ -140,7 +145,8 @@ _SCHEDULE_VALUES = {"name": _STRING, "milestones": _COUNTS, "gamma": _POSITIVE,
                     "warmup_epochs": _COUNT}
 _DISTILL_VALUES = {"teacher": _STRING, "alpha": _FRACTION, "temperature": _POSITIVE}
 _DATA_VALUES = {"name": _STRING, "root": _STRING.or_null(), "augment": _BOOL,
-                "limit": _POSITIVE_INT.or_null()}
+                "limit": _POSITIVE_INT.or_null(), "classes": _COUNTS.or_null(),
+                "speakers": _STRINGS.or_null(), "exclude_speakers": _STRINGS.or_null()}
 
 
 def _named(value: Any, where: str) -> dict[str, Any]:
