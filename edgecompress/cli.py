@@ -328,7 +328,8 @@ def summary(target: str, input_shape: tuple[int, ...] | None, num_classes: int,
     if target.endswith((".yaml", ".yml")):
         r = Recipe.from_yaml(target)
         data = r.load_data("test", data_root)
-        model, _ = r.build_model(data.num_classes, tuple(data.input_shape))
+        model, _ = r.build_model(data.num_classes, tuple(data.input_shape),
+                                 load_pretrained=False)
         shape = shape or tuple(data.input_shape)
     elif Path(target).is_file():  # a training checkpoint or a frozen model file
         model = load_model(target)

@@ -165,6 +165,7 @@ def load_trained(path: str | Path) -> tuple[nn.Module, Recipe]:
     if extra.get("prune_phase") is not None:  # a phase of `edgecompress prune`
         model = phase_model(recipe, extra)
     else:
-        model, _ = recipe.build_model(extra["num_classes"], tuple(extra["input_shape"]))
+        model, _ = recipe.build_model(extra["num_classes"], tuple(extra["input_shape"]),
+                                      load_pretrained=False)
     load_model_state(model, checkpoint["model"], path)
     return model.eval(), recipe

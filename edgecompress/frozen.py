@@ -94,7 +94,7 @@ def float_counterpart(path: str | Path) -> nn.Module:
     if num_classes is None:
         raise ModelFileError(f"{path}: its metadata names no classes, so the float model's "
                              f"output size is unknown")
-    model, _ = recipe.build_model(num_classes, metadata.input_shape)
+    model, _ = recipe.build_model(num_classes, metadata.input_shape, load_pretrained=False)
     return model.eval()
 
 

@@ -13,6 +13,11 @@ schedule, the number of epochs and the seed::
     batch_size: 100
     seed: 0
 
+``data`` takes ``root``, ``augment``, ``limit`` (the first N samples), ``classes`` (only these
+class indices, relabelled 0.. in the list's order: ``classes: [5, 6, 7, 8, 9]``) and, for
+``fsdd``, ``speakers`` or ``exclude_speakers`` (lists of speaker names): the splits of a
+transfer setting (see :func:`edgecompress.data.load`).
+
 ``model``, ``data`` and ``method`` may be a bare name instead of a mapping; ``method: null`` (or
 ``float``) trains the float model. ``method`` may also be a list of methods applied in order::
 
@@ -44,6 +49,13 @@ model's weights when training starts).
       regularize: {epochs: 4}                       # (defaults: the recipe's)
       finetune:   {epochs: 2, optimizer: {name: sgd, lr: 0.01}}
 
+``pretrained: PATH`` (or ``{checkpoint: PATH, head: NAME, reset_head: true}``) starts from
+the weights of a trained float run of the same model (a checkpoint of ``edgecompress train``)
+for transfer learning: every weight but the classification head's (the module ``head`` names,
+else the last ``nn.Linear``) is loaded, the head is new for this data's classes, then
+``method`` converts the model (:mod:`edgecompress.transfer`). The file is read when the model
+is built; a missing file, another architecture or a mismatched weight is a clear error.
+
 The training task (``classification``, ``language-modelling``) comes from the dataset;
 ``task: {name: language-modelling, bptt: 35}`` states it, or its options, explicitly.
 Unknown keys are rejected with the list of valid ones, so a typo never silently falls back to a
@@ -69,7 +81,7 @@ from torch import nn
 
 from . import data as data_lib
 from . import models as models_lib
-from . import pruning
+from . import pruning, transfer
 from .convert import ConversionReport, available_methods, convert, method_options
 from .errors import EdgecompressError, PruningError, RecipeError, UnknownNameError
 from .registry import normalize_name
@@ -79,7 +91,7 @@ from .train import tasks as tasks_lib
 _TOP_KEYS = {
     "name", "model", "data", "method", "optimizer", "schedule", "epochs", "batch_size",
     "eval_batch_size", "seed", "label_smoothing", "grad_clip", "distill", "out_dir", "task",
-    "regularizer", "prune",
+    "regularizer", "prune", "pretrained",
 }
 _PRUNE_KEYS = {"reference", "start_from", "criterion", "threshold", "tolerance",
                "macs_reduction", "ratio", "residual", "round_to", "survive_fraction", "groups",
@@ -139,8 +151,10 @@ _OPTIMIZER_VALUES = {"name": _STRING, "lr": _NON_NEGATIVE, "momentum": _NON_NEGA
 _SCHEDULE_VALUES = {"name": _STRING, "milestones": _COUNTS, "gamma": _POSITIVE,
                     "warmup_epochs": _COUNT}
 _DISTILL_VALUES = {"teacher": _STRING, "alpha": _FRACTION, "temperature": _POSITIVE}
+_PRETRAINED_VALUES = {"checkpoint": _STRING, "head": _STRING.or_null(), "reset_head": _BOOL}
 _DATA_VALUES = {"name": _STRING, "root": _STRING.or_null(), "augment": _BOOL,
-                "limit": _POSITIVE_INT.or_null()}
+                "limit": _POSITIVE_INT.or_null(), "classes": _COUNTS.or_null(),
+                "speakers": _STRINGS.or_null(), "exclude_speakers": _STRINGS.or_null()}
 
 
 def _named(value: Any, where: str) -> dict[str, Any]:
@@ -254,6 +268,20 @@ def _prune(value: Any) -> dict[str, Any] | None:
     return out
 
 
+def _pretrained(value: Any) -> dict[str, Any] | None:
+    """The ``pretrained`` section: a checkpoint path, or a mapping with a ``checkpoint``, an
+    optional ``head`` (module name) and ``reset_head``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"checkpoint": value}
+    if not isinstance(value, Mapping) or "checkpoint" not in value:
+        raise RecipeError(f"recipe key 'pretrained' must be a checkpoint path or a mapping with "
+                          f"a 'checkpoint', got {value!r}")
+    _check_section(value, _PRETRAINED_VALUES, "pretrained.")
+    return dict(value)
+
+
 def _model_options(name: str) -> set[str]:
     return set(models_lib.options(name))
 
@@ -300,6 +328,7 @@ class Recipe:
     task: dict[str, Any] | None = None
     regularizer: dict[str, Any] | None = None
     prune: dict[str, Any] | None = None
+    pretrained: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "<recipe>") -> "Recipe":
@@ -329,10 +358,12 @@ class Recipe:
             regularizer = raw.get("regularizer")
             regularizer = None if regularizer is None else _named(regularizer, "regularizer")
             prune = _prune(raw.get("prune"))
+            pretrained = _pretrained(raw.get("pretrained"))
             values = {k: raw[k] for k in _TOP_KEYS & set(raw)}
             values.update(model=model, data=data, method=method, optimizer=optimizer,
                           schedule=schedule, distill=dict(distill) if distill else None,
-                          task=task, regularizer=regularizer, prune=prune)
+                          task=task, regularizer=regularizer, prune=prune,
+                          pretrained=pretrained)
             values.setdefault("name", Path(source).stem if source != "<recipe>" else "run")
             recipe = cls(**values)
             recipe.train_config()  # validates optimizer/schedule names and numeric fields
@@ -429,10 +460,12 @@ class Recipe:
             raise RecipeError(f"recipe {self.name!r}, task {spec}: {exc}") from None
 
     def build_model(
-        self, num_classes: int, input_shape: tuple[int, ...]
+        self, num_classes: int, input_shape: tuple[int, ...], *, load_pretrained: bool = True
     ) -> tuple[nn.Module, ConversionReport | None]:
-        """Create the recipe's model for this data and convert it with the recipe's method (or
-        methods, in order)."""
+        """Create the recipe's model for this data, load its ``pretrained`` checkpoint's weights
+        (all but the head's; see :mod:`edgecompress.transfer`) and convert it with the recipe's
+        method (or methods, in order). ``load_pretrained=False`` skips the loading, for callers
+        that load the trained weights of this recipe's own run next."""
         options = {k: v for k, v in self.model.items() if k != "name"}
         options.setdefault("num_classes", num_classes)
         options.setdefault("input_shape", tuple(input_shape))
@@ -443,6 +476,11 @@ class Recipe:
         except (TypeError, ValueError) as exc:  # an option value the model cannot use
             raise RecipeError(f"recipe {self.name!r}, model {self.model}: "
                               f"{type(exc).__name__}: {exc}") from None
+        if self.pretrained and load_pretrained:
+            transfer.load_pretrained(
+                model, self.pretrained["checkpoint"], {**self.model, **options},
+                head=self.pretrained.get("head"),
+                reset_head=self.pretrained.get("reset_head", True))
         if self.method is None:
             return model, None
         return convert(model, self.method, return_report=True)  # type: ignore[return-value]

@@ -8,8 +8,8 @@ corpora, see :mod:`.text`) serve ``language-modelling`` and also have a ``valid`
 
 A new dataset is a loader ``fn(root: Path, split: str, **options) -> TaskDataset`` (any object
 following the :class:`TaskDataset` protocol, e.g. an :class:`ImageDataset`) registered with
-``@edgecompress.data.register("name")``; options given to :func:`load` other than ``augment``
-and ``limit`` are passed on to it. A loader with other splits than "train" and "test" lists them
+``@edgecompress.data.register("name")``; options given to :func:`load` other than ``augment``,
+``limit`` and ``classes`` are passed on to it. A loader with other splits than "train" and "test" lists them
 in its ``splits`` attribute.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..registry import Registry, normalize_name
 from .base import SPLITS, ImageDataset, TaskDataset, check_split, default_root
@@ -44,13 +44,16 @@ for _name in ("ptb", "text"):
 
 
 def load(name: str, root: str | Path | None = None, split: str = "train", *,
-         augment: bool = False, limit: int | None = None, **kw: Any) -> TaskDataset:
+         augment: bool = False, limit: int | None = None,
+         classes: Sequence[int] | None = None, **kw: Any) -> TaskDataset:
     """Load ``split`` ("train" or "test"; text corpora also "valid") of dataset ``name``.
 
     Files are read from ``root``, or from :func:`default_root` when it is None (``mnist-bundled``
     ignores it). ``augment=True`` turns on the dataset's training augmentation (CIFAR-10: random
     32x32 crop of the 4-pixel zero-padded image + horizontal flip); ``limit`` keeps only the
-    first ``limit`` samples (tokens, for a text corpus).
+    first ``limit`` samples (tokens, for a text corpus). ``classes`` (a list of class indices,
+    e.g. ``[5, 6, 7, 8, 9]``) keeps only those classes' samples, relabelled 0.. in the list's
+    order (before ``limit``): a classification dataset split into tasks by class.
     """
     loader = _REGISTRY.get(name)
     key = normalize_name(name)
@@ -70,6 +73,12 @@ def load(name: str, root: str | Path | None = None, split: str = "train", *,
         raise ValueError(f"dataset {key!r} defines no augmentation, so augment=True is not "
                          f"supported for it (cifar10 has one: random crop + horizontal flip)")
     dataset.augment = bool(augment)
+    if classes is not None:
+        select = getattr(dataset, "select_classes", None)
+        if select is None:
+            raise ValueError(f"dataset {key!r} has no classes to select (classes=...); it "
+                             f"serves the {dataset.task!r} task")
+        select(classes)
     return dataset.limit(limit)
 
 

@@ -32,7 +32,7 @@ def reject_options(dataset: str, options: Mapping[str, Any]) -> None:
     """Built-in loaders take no extra options: name the ones given instead of ignoring them."""
     if options:
         raise TypeError(f"dataset {dataset!r} got unexpected option(s) {sorted(options)}; "
-                        f"data.load() accepts root, split, augment and limit")
+                        f"data.load() accepts root, split, augment, limit and classes")
 
 
 @runtime_checkable
@@ -147,6 +147,28 @@ class ImageDataset(Dataset):
         n = check_limit(n)
         if n is not None:
             self.images, self.targets = self.images[:n], self.targets[:n]
+        return self
+
+    def select_classes(self, classes: Sequence[int] | None) -> "ImageDataset":
+        """Keep only the samples of ``classes`` (in place; returns self), relabelled by their
+        position in that list: ``[5, 6, 7, 8, 9]`` makes class 5 label 0, class 9 label 4 (a
+        new task from the other half of the classes). ``None`` keeps all."""
+        if classes is None:
+            return self
+        valid = range(len(self.classes))
+        if (isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence)
+                or not classes or any(isinstance(c, bool) or not isinstance(c, numbers.Integral)
+                                      or c not in valid for c in classes)):
+            raise ValueError(f"{self.source}: classes must be a non-empty list of class indices "
+                             f"in 0..{len(self.classes) - 1}, got {classes!r}")
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"{self.source}: classes lists a class twice: {list(classes)}")
+        relabel = torch.full((len(self.classes),), -1, dtype=torch.int64)
+        relabel[torch.tensor(list(classes))] = torch.arange(len(classes))
+        keep = relabel[self.targets] >= 0
+        self.images, self.targets = self.images[keep], relabel[self.targets[keep]]
+        self.classes = [self.classes[c] for c in classes]
+        self.num_classes = len(self.classes)
         return self
 
     def __repr__(self) -> str:

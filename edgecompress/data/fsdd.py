@@ -3,7 +3,10 @@
 Reads either the WAV recordings (``{digit}_{speaker}_{take}.wav`` in ``root`` or
 ``root/recordings``) or one ``.npz`` pack of them (arrays ``audio`` int16 concatenated,
 ``offsets``, ``label``, ``take``, ``sample_rate``). The official split: takes 0-4 are the test set
-(300 clips), takes 5-49 the training set (2,700).
+(300 clips), takes 5-49 the training set (2,700). ``speakers`` keeps only the clips of those
+speakers, ``exclude_speakers`` drops those speakers' clips (a task split by speaker, e.g. for
+transfer learning); names as in the file names (george, jackson, lucas, nicolas, theo,
+yweweler in the release used here).
 
 Each clip is centre-cropped or zero-padded to ``seconds`` (default 1 s), turned into a 40-bin
 log-mel spectrogram (25.6 ms windows, 10 ms hop: 101 frames) with :func:`~.audio.log_mel`, and
@@ -18,7 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -37,12 +40,15 @@ MEAN, STD = (0.24,), (0.30,)  # of the 8-bit training features / 255 (rounded)
 _WAV = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
 
-def _from_npz(path: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, int]:
+def _from_npz(path: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, int]:
     try:
         with np.load(path, allow_pickle=False) as pack:
             audio, offsets = pack["audio"], pack["offsets"]
             labels, takes = pack["label"].astype(np.int64), pack["take"].astype(np.int64)
             rate = int(pack["sample_rate"])
+            names = pack["speaker_names"] if "speaker_names" in pack.files else None
+            speakers = (names[pack["speaker"]].astype(str) if names is not None
+                        else np.full(len(labels), "", dtype=object))
     except (KeyError, ValueError, OSError) as exc:
         raise DataError(f"{path}: not an FSDD pack (arrays audio, offsets, label, take, "
                         f"sample_rate): {exc}") from None
@@ -50,21 +56,48 @@ def _from_npz(path: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, int
         raise DataError(f"{path}: offsets do not match the audio ({len(offsets)} offsets, "
                         f"{len(labels)} labels, {len(audio)} samples)")
     clips = [audio[offsets[i]:offsets[i + 1]] for i in range(len(labels))]
-    return clips, labels, takes, rate
+    return clips, labels, takes, speakers, rate
 
 
-def _from_wavs(files: list[Path]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, int]:
-    clips, labels, takes, rates = [], [], [], set()
+def _from_wavs(files: list[Path]
+               ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, int]:
+    clips, labels, takes, speakers, rates = [], [], [], [], set()
     for f in files:
-        digit, _, take = _WAV.match(f.name).groups()  # type: ignore[union-attr]
+        digit, speaker, take = _WAV.match(f.name).groups()  # type: ignore[union-attr]
         samples, rate = read_wav(f)
         clips.append(samples)
         labels.append(int(digit))
         takes.append(int(take))
+        speakers.append(speaker)
         rates.add(rate)
     if len(rates) != 1:
         raise DataError(f"FSDD recordings have mixed sample rates {sorted(rates)}")
-    return clips, np.array(labels), np.array(takes), rates.pop()
+    return clips, np.array(labels), np.array(takes), np.array(speakers), rates.pop()
+
+
+def _speaker_mask(speakers: np.ndarray, keep: Sequence[str] | None,
+                  drop: Sequence[str] | None, source: str) -> np.ndarray:
+    """Which clips the ``speakers`` / ``exclude_speakers`` options keep; a name no clip has is
+    an error listing the speakers there are."""
+    if keep is not None and drop is not None:
+        raise ValueError(f"dataset {NAME!r}: give speakers or exclude_speakers, not both")
+    chosen = keep if keep is not None else drop
+    if chosen is None:
+        return np.ones(len(speakers), dtype=bool)
+    option = "speakers" if keep is not None else "exclude_speakers"
+    if isinstance(chosen, str) or not chosen or not all(isinstance(s, str) for s in chosen):
+        raise ValueError(f"dataset {NAME!r}: {option} must be a non-empty list of speaker "
+                         f"names, got {chosen!r}")
+    known = sorted(set(speakers.tolist()) - {""})
+    if not known:
+        raise DataError(f"{source}: the pack has no speaker names (arrays speaker and "
+                        f"speaker_names), so {option} cannot be applied")
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise ValueError(f"dataset {NAME!r}: unknown speaker(s) {', '.join(unknown)} in "
+                         f"{option}; speakers in {source}: {', '.join(known)}")
+    listed = np.isin(speakers, list(chosen))
+    return listed if keep is not None else ~listed
 
 
 def features(clips: list[np.ndarray], sample_rate: int, seconds: float = 1.0,
@@ -121,20 +154,22 @@ class LogMelPreprocessing(Preprocessing):
 
 
 def load_fsdd(root: Path, split: str, seconds: float = 1.0, n_mels: int = 40,
-              **options: Any) -> ImageDataset:
-    """The ``split`` of FSDD from ``root`` (WAV recordings or an .npz pack), as log-mel images."""
+              speakers: Sequence[str] | None = None,
+              exclude_speakers: Sequence[str] | None = None, **options: Any) -> ImageDataset:
+    """The ``split`` of FSDD from ``root`` (WAV recordings or an .npz pack), as log-mel images,
+    of the chosen speakers (all by default)."""
     if options:
         raise TypeError(f"dataset {NAME!r} got unexpected option(s) {sorted(options)}; it takes "
-                        f"seconds and n_mels")
+                        f"seconds, n_mels, speakers and exclude_speakers")
     check_split(split, NAME)
     folder = root / "recordings" if (root / "recordings").is_dir() else root
     wavs = sorted(p for p in folder.glob("*.wav") if _WAV.match(p.name)) if folder.is_dir() else []
     packs = sorted(root.glob("*.npz")) if root.is_dir() else []
     if wavs:
-        clips, labels, takes, rate = _from_wavs(wavs)
+        clips, labels, takes, voices, rate = _from_wavs(wavs)
         source = str(folder)
     elif len(packs) == 1:
-        clips, labels, takes, rate = _from_npz(packs[0])
+        clips, labels, takes, voices, rate = _from_npz(packs[0])
         source = str(packs[0])
     else:
         if len(packs) > 1:
@@ -147,10 +182,11 @@ def load_fsdd(root: Path, split: str, seconds: float = 1.0, n_mels: int = 40,
             "take and sample_rate",
         ])
     keep = (takes < TEST_TAKES) if split == "test" else (takes >= TEST_TAKES)
+    keep &= _speaker_mask(voices, speakers, exclude_speakers, source)
     chosen = [c for c, k in zip(clips, keep) if k]
     if not chosen:
         raise DataError(f"{source}: no clips in the {split} split (takes "
-                        f"{'0-4' if split == 'test' else '5 and up'})")
+                        f"{'0-4' if split == 'test' else '5 and up'}) of the chosen speakers")
     images = features(chosen, rate, seconds, n_mels)
     return ImageDataset(images, torch.from_numpy(labels[keep]), CLASSES, MEAN, STD,
                         source=source, preprocessing=LogMelPreprocessing(rate, seconds, n_mels,

@@ -88,7 +88,8 @@ def phase_model(recipe: Any, extra: dict[str, Any]) -> nn.Module:
     (see the module docstring), ready for its state dict: the recipe's float model, narrowed
     by the stored masks, converted by the recipe's method if the phase trained it converted."""
     inputs = tuple(extra["input_shape"])
-    model, _ = dataclasses.replace(recipe, method=None).build_model(extra["num_classes"], inputs)
+    model, _ = dataclasses.replace(recipe, method=None).build_model(
+        extra["num_classes"], inputs, load_pretrained=False)
     if extra.get("masks") is not None:
         model = prune_channels(model, extra["masks"], inputs)  # replays the surgery
     if extra.get("converted"):

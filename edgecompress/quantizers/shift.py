@@ -65,7 +65,19 @@ s3 every latent ~ N(0, sqrt(2 / (k k C_out))), C_out for a linear layer; densesh
 as the authors' conversion, S = sign(w) (0 for a weight exactly 0) and P = round(log2 |w|)
 clamped into range, with no normalisation, so a weight below 2^p_lo in magnitude keeps the
 smallest power and only an exact 0 gives 0; s3 / denseshift: sign latent = the weights, the
-others from the magnitude code of |w| / max|w|, +-0.5 per binarizer).
+others from the magnitude code of |w| / max|w|, +-0.5 per binarizer); "low-variance-from-float"
+(s3 and denseshift, whose latents code a weight by their signs alone) is "from-float" with
+each latent scaled to root-mean-square 1e-3: the float weights' power-of-two values, with
+latents as small as the low-variance init's, so that fine-tuning flips them as easily.
+
+Transfer learning (a pretrained float model converted, :mod:`edgecompress.transfer`): the spec
+gives DenseShift's low-variance init as "all latents ~ N(0, 1e-3)" and claims it helps
+transfer, but does not say whether the converted layers then keep anything of the pretrained
+weights. Both readings are here: "low-variance" draws the latents afresh (the converted layers
+start random; the float layers, BatchNorms included, keep the pretrained weights), and
+"low-variance-from-float" keeps the pretrained weights' values in small latents. "from-float"
+(pretrained values in +-0.5 latents) is the usual start of quantization from a pretrained
+model.
 
 Rounding to a power of two (:func:`round_log2`): the nearest integer to log2 |w|, decided exactly
 (|w| against the boundary 2^(k + 1/2), on the float's integer mantissa). A float is never exactly
@@ -98,7 +110,9 @@ from torch import Tensor, nn
 from ..errors import ConversionError
 
 BITS = (2, 3, 4, 5, 6)
-INITS = ("paper", "low-variance", "from-float")
+INITS = ("paper", "low-variance", "from-float", "low-variance-from-float")
+#: DenseShift's low-variance initialisation: every latent ~ N(0, LOW_VARIANCE_STD)
+LOW_VARIANCE_STD = 1e-3
 LN2 = math.log(2.0)
 
 
@@ -184,6 +198,9 @@ class ShiftParametrization(nn.Module):
     """
 
     method: str = ""
+    #: True if the latents code the weight by their signs alone (each binarizer's input), so
+    #: rescaling them keeps every value: the condition of init "low-variance-from-float"
+    sign_coded: bool = False
     latent_names: tuple[str, ...] = ()
     options: dict[str, bool] = {}
     """The method's own options and their defaults (each a bool)."""
@@ -196,8 +213,13 @@ class ShiftParametrization(nn.Module):
             setattr(self, name, value)
         if init not in INITS:
             raise ConversionError(f"{self.method}: init must be one of {INITS}, got {init!r}")
-        if init == "from-float" and float_weight is None:
-            raise ConversionError(f"{self.method}: init='from-float' needs the float weights")
+        if init.endswith("from-float") and float_weight is None:
+            raise ConversionError(f"{self.method}: init={init!r} needs the float weights")
+        if init == "low-variance-from-float" and not self.sign_coded:
+            coded = ", ".join(m for m, c in PARAMETRIZATIONS.items() if c.sign_coded)
+            raise ConversionError(f"{self.method}: init='low-variance-from-float' needs latents "
+                                  f"that code the weight by their signs alone ({coded}); "
+                                  f"{self.method}'s latents carry the magnitude itself")
         if float_weight is not None and tuple(float_weight.shape) != tuple(shape):
             raise ConversionError(f"{self.method}: float weights of shape "
                                   f"{tuple(float_weight.shape)} do not match the latent shape "
@@ -208,13 +230,24 @@ class ShiftParametrization(nn.Module):
         with torch.no_grad():
             if init == "low-variance":
                 for name in self.latent_names:
-                    getattr(self, name).normal_(0.0, 1e-3)
-            elif init == "from-float":
+                    getattr(self, name).normal_(0.0, LOW_VARIANCE_STD)
+            elif init.endswith("from-float"):
                 w = float_weight.detach()  # type: ignore[union-attr]
                 # in the float weights' own precision (float64 stays float64), at least float32
                 self._init_from_float(w.to(torch.promote_types(w.dtype, torch.float32)))
+                if init == "low-variance-from-float":
+                    self._shrink_latents()
             else:
                 self._init_paper(float_weight)
+
+    def _shrink_latents(self) -> None:
+        """Scale each latent to root-mean-square LOW_VARIANCE_STD (signs, hence the weight
+        values, unchanged): the from-float values with the low-variance init's small latents."""
+        for name in self.latent_names:
+            latent = getattr(self, name)
+            rms = latent.square().mean().sqrt()
+            if rms > 0:
+                latent.mul_(LOW_VARIANCE_STD / rms)
 
     @classmethod
     def check_options(cls, options: dict[str, object]) -> dict[str, bool]:
@@ -419,6 +452,7 @@ class S3(ShiftParametrization):
     """
 
     method = "s3"
+    sign_coded = True
     alpha = 1e-5
 
     def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
@@ -467,6 +501,7 @@ class DenseShift(ShiftParametrization):
     """
 
     method = "denseshift"
+    sign_coded = True
 
     def __init__(self, shape: Sequence[int], bits: int, init: str = "paper",
                  float_weight: Tensor | None = None, **options: bool) -> None:

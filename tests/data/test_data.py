@@ -246,6 +246,36 @@ def test_limit_keeps_the_first_samples():
             data.load("mnist-bundled", limit=bad)
 
 
+def test_classes_keeps_those_classes_relabelled_in_list_order_before_limit():
+    full = data.load("mnist-bundled", split="test")
+    ds = data.load("mnist-bundled", split="test", classes=[7, 3])
+    chosen = (full.targets == 7) | (full.targets == 3)
+    assert len(ds) == int(chosen.sum()) and ds.num_classes == 2
+    assert ds.classes == [full.classes[7], full.classes[3]]
+    assert torch.equal(ds.targets, (full.targets[chosen] == 3).long())  # 7 -> 0, 3 -> 1
+    assert torch.equal(ds.images, full.images[chosen])
+    few = data.load("mnist-bundled", split="test", classes=[7, 3], limit=5)
+    assert torch.equal(few.targets, ds.targets[:5])
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([], "non-empty list of class indices in 0..9"), ([3, 10], r"in 0..9, got \[3, 10\]"),
+    ([1.0], "class indices"), ([True], "class indices"), ("5", "class indices"),
+    ([2, 2], "lists a class twice")])
+def test_bad_classes_are_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        data.load("mnist-bundled", split="test", classes=bad)
+
+
+def test_real_cifar10_subset_class_split(shared_data):
+    root = shared_data("cifar10_subset")
+    full = data.load("cifar10", root=root, split="train")
+    second = data.load("cifar10", root=root, split="train", classes=[5, 6, 7, 8, 9])
+    assert len(second) == int((full.targets >= 5).sum())  # 393+414+385+407+413
+    assert second.classes == ["dog", "frog", "horse", "ship", "truck"]
+    assert torch.equal(second.targets, full.targets[full.targets >= 5] - 5)
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 def test_missing_directory_lists_expected_files(tmp_path):

@@ -70,11 +70,12 @@ def test_fit_length_centres_crops_and_pads():
     assert fit_length(x[:3], 7).tolist() == [0, 0, 0, 1, 2, 0, 0]
 
 
-def _recordings(folder, digits=(0, 1, 2), takes=range(7)):
+def _recordings(folder, digits=(0, 1, 2), takes=range(7), speaker="alice"):
     folder.mkdir(parents=True, exist_ok=True)
     for d in digits:
         for take in takes:
-            write_wav(folder / f"{d}_alice_{take}.wav", tone(300.0 + 400 * d, 0.3 + 0.05 * take))
+            write_wav(folder / f"{d}_{speaker}_{take}.wav",
+                      tone(300.0 + 400 * d, 0.3 + 0.05 * take))
 
 
 def test_fsdd_from_wav_recordings_uses_the_official_split(tmp_path):
@@ -100,6 +101,44 @@ def test_fsdd_npz_pack_gives_the_same_features_as_the_wavs(tmp_path):
     a = ec.data.load("fsdd", root=tmp_path / "wavs", split="test")
     b = ec.data.load("fsdd", root=tmp_path / "pack", split="test")
     assert torch.equal(a.images, b.images) and torch.equal(a.targets, b.targets)
+
+
+def test_fsdd_speakers_and_exclude_speakers_split_by_speaker(tmp_path):
+    _recordings(tmp_path, digits=(0, 1), takes=range(5, 7), speaker="alice")
+    _recordings(tmp_path, digits=(2,), takes=range(5, 8), speaker="bob")
+    alice = ec.data.load("fsdd", root=tmp_path, speakers=["alice"])
+    not_alice = ec.data.load("fsdd", root=tmp_path, exclude_speakers=["alice"])
+    assert sorted(alice.targets.tolist()) == [0, 0, 1, 1]
+    assert not_alice.targets.tolist() == [2, 2, 2]
+    assert len(ec.data.load("fsdd", root=tmp_path, speakers=["alice", "bob"])) == 7
+    with pytest.raises(ValueError, match="unknown speaker.* carol in speakers; speakers in .*: "
+                                         "alice, bob"):
+        ec.data.load("fsdd", root=tmp_path, speakers=["carol"])
+    with pytest.raises(ValueError, match="speakers or exclude_speakers, not both"):
+        ec.data.load("fsdd", root=tmp_path, speakers=["alice"], exclude_speakers=["bob"])
+    with pytest.raises(ValueError, match="exclude_speakers must be a non-empty list"):
+        ec.data.load("fsdd", root=tmp_path, exclude_speakers="bob")
+    with pytest.raises(DataError, match="no clips in the test split .* of the chosen speakers"):
+        ec.data.load("fsdd", root=tmp_path, split="test", speakers=["bob"])
+
+
+def test_fsdd_pack_speakers_come_from_speaker_names(tmp_path):
+    clips = [tone(300.0 + 100 * i) for i in range(4)]
+    np.savez(tmp_path / "fsdd.npz", audio=np.concatenate(clips),
+             offsets=np.cumsum([0] + [len(c) for c in clips]), label=np.array([0, 1, 2, 3]),
+             take=np.full(4, 9), speaker=np.array([1, 0, 1, 0]),
+             speaker_names=np.array(["ann", "ben"]), sample_rate=np.array(RATE))
+    assert ec.data.load("fsdd", root=tmp_path, speakers=["ben"]).targets.tolist() == [0, 2]
+    assert ec.data.load("fsdd", root=tmp_path, exclude_speakers=["ben"]).targets.tolist() \
+        == [1, 3]
+
+
+def test_real_fsdd_speaker_split(shared_data):
+    root = shared_data("fsdd")
+    first = ["george", "jackson", "lucas"]
+    pre = ec.data.load("fsdd", root=root, split="test", speakers=first)
+    new = ec.data.load("fsdd", root=root, split="test", exclude_speakers=first)
+    assert len(pre) == len(new) == 150 and new.num_classes == 10  # 5 takes x 10 digits x 3
 
 
 def test_fsdd_missing_or_bad_files_are_explained(tmp_path):

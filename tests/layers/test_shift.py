@@ -339,6 +339,28 @@ def test_from_float_init_reproduces_the_float_signs_and_magnitudes():
         assert hard.abs().flatten()[biggest] == hard.abs().max(), method
 
 
+@pytest.mark.parametrize("method", ["s3", "denseshift"])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_low_variance_from_float_keeps_the_values_in_small_latents(method, bits):
+    torch.manual_seed(8)
+    w = torch.randn(16, 8, 3, 3)
+    plain = PARAMETRIZATIONS[method](w.shape, bits, init="from-float", float_weight=w)
+    small = PARAMETRIZATIONS[method](w.shape, bits, init="low-variance-from-float",
+                                     float_weight=w)
+    assert torch.equal(small.hard(), plain.hard())
+    for name in small.latent_names:
+        rms = getattr(small, name).square().mean().sqrt().item()
+        assert rms == pytest.approx(1e-3, rel=1e-5), name
+
+
+@pytest.mark.parametrize("method", ["deepshift-q", "deepshift-ps"])
+def test_low_variance_from_float_is_refused_where_latents_carry_magnitudes(method):
+    w = torch.randn(4, 3)
+    with pytest.raises(ConversionError, match=f"{method}: init='low-variance-from-float' needs "
+                                              "latents .*signs alone \\(s3, denseshift\\)"):
+        PARAMETRIZATIONS[method](w.shape, 3, init="low-variance-from-float", float_weight=w)
+
+
 def test_state_dict_round_trip_and_latents_are_the_only_weights():
     torch.manual_seed(7)
     model = ec.convert(ec.models.create("resnet20", width=0.25, shortcut="B"), "denseshift")
