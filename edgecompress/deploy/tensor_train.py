@@ -5,9 +5,10 @@ The file holds the TT cores, never the dense weight: float32 by default, or with
 ``freeze(model, core_bits=8)`` as 8-bit symmetric integers with one float32 scale per core
 slice (``G_k[:, i, :]``, ``i`` the core's mode index; MPO: the (m, n) index pair):
 ``q = round(G / scale)`` in -127..127 with ``scale = max |slice| / 127``. Loading (and
-freezing) dequantizes the cores and multiplies them once into their run-time form
-(:mod:`~edgecompress.layers.tensor_train.precontracted`: MPS y = (x L) R + b, MPO a few merged
-groups of cores), held in memory only. It computes the same sums as the training layer in
+freezing) dequantizes the cores and multiplies them once into their run-time form, held in
+memory only (:mod:`~edgecompress.layers.tensor_train.precontracted`: per batch size the plan of
+least counted cost among MPS y = (x L) R + b, MPO sweeps over merged groups of cores, and the
+dense W itself). It computes the same sums as the training layer in
 another order, so float cores give the training layer's outputs up to float rounding (a few
 units in the last place), and 8-bit cores up to the rounding of the cores (:func:`core_error`
 measures it).
