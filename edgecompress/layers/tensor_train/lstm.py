@@ -186,16 +186,18 @@ def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None) -> tuple[T
                                  f"{shape if batched else (shape[0], shape[2])}, got "
                                  f"{tuple(s.shape) if batched else tuple(s.shape[::2])}")
     last_h, last_c = [], []
+    size = lstm.hidden_size
     for layer in range(lstm.num_layers):
         projected = lstm.ih[layer](x)  # (T, B, 4H): all time steps in one call
-        h, c = h0[layer], c0[layer]
+        hh, h, c = lstm.hh[layer], h0[layer], c0[layer]
         outputs = []
-        for t in range(steps):
-            i, f, g, o = (projected[t] + lstm.hh[layer](h)).chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+        for t in range(steps):  # few operations per step: at batch 1 each costs more than its math
+            gates = hh(h).add_(projected[t])
+            i, f, _, o = torch.sigmoid(gates).chunk(4, dim=-1)  # g's sigmoid unused
+            c = torch.addcmul(f * c, i, torch.tanh(gates[:, 2 * size:3 * size]))
+            h = o * torch.tanh(c)
             outputs.append(h)
-        x = torch.stack(outputs)
+        x = torch.stack(outputs) if steps > 1 else h.unsqueeze(0)
         if layer < lstm.num_layers - 1 and lstm.dropout:
             x = F.dropout(x, lstm.dropout, lstm.training)
         last_h.append(h)
