@@ -184,18 +184,36 @@ def test_bad_freeze_options_are_named():
         deploy.freeze(model, bits=8)
 
 
-def test_packed_lstm_keeps_the_training_form_interface():
+@pytest.mark.parametrize("mode, ranks, which, fused", [
+    ("mps", 2, "both", False), ("mps", 10**6, "both", True), ("mpo", 10**6, "hidden", True),
+    ("mpo", 10**6, "both", True)])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_packed_lstm_keeps_the_training_form_interface(mode, ranks, which, fused, batch_first):
+    """Step by step, or in torch's fused LSTM kernel when every gate map runs W (full rank:
+    the cores hold more numbers than W), the frozen LSTM computes what the training one does:
+    batched or not, with or without a state; fused, it is nn.LSTM with those dense weights."""
     torch.manual_seed(3)
-    lstm = TTLSTM(6, 8, num_layers=2, ranks=2, mode="mps").eval()
+    lstm = TTLSTM(6, 8, num_layers=2, batch_first=batch_first, ranks=ranks, mode=mode,
+                  which=which).eval()
     packed = PackedTTLSTM.from_trained(lstm)
+    assert (packed.fused_weights() is not None) == fused
     x = torch.randn(4, 3, 6)
-    state = (torch.randn(2, 3, 8), torch.randn(2, 3, 8))
+    rows = 4 if batch_first else 3
+    state = (torch.randn(2, rows, 8), torch.randn(2, rows, 8))
+    dense = nn.LSTM(6, 8, 2, batch_first=batch_first).eval()
     with torch.no_grad():
-        for args in ((x,), (x, state), (x[:, 0],)):
+        if fused:
+            for name, w in zip(dense._flat_weights_names, packed.fused_weights()):
+                getattr(dense, name).copy_(w)
+        for args in ((x,), (x, state), (x[:, 0],), (x[:, 0], tuple(s[:, 0] for s in state))):
             out, (h, c) = lstm(*args)
             out2, (h2, c2) = packed(*args)
             for a, b in ((out2, out), (h2, h), (c2, c)):
                 assert_same_up_to_rounding(a, b)
+            if fused:
+                out3, (h3, c3) = dense(*args)
+                for a, b in ((out2, out3), (h2, h3), (c2, c3)):
+                    assert torch.equal(a, b)
 
 
 def test_dense_lstm_language_model_saves_and_loads(tmp_path):

@@ -13,7 +13,7 @@ nn.LSTM (training only, not after the last layer).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -162,11 +162,14 @@ class TTLSTM(nn.Module):
                 f"which={self.which!r}")
 
 
-def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
+def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None,
+             fused: Sequence[Tensor] | None = None) -> tuple[Tensor, State]:
     """nn.LSTM's forward (see the module docstring) for any module with nn.LSTM's attributes
-    (``hidden_size``, ``num_layers``, ``batch_first``, ``dropout``) whose gate maps ``ih[l]`` and
-    ``hh[l]`` are callables (TTLinear, nn.Linear or their packed forms): the training and the
-    frozen TT-LSTM run this one recurrence."""
+    (``hidden_size``, ``num_layers``, ``batch_first``, ``dropout``, ``bias``) whose gate maps
+    ``ih[l]`` and ``hh[l]`` are callables (TTLinear, nn.Linear or their packed forms): the
+    training and the frozen TT-LSTM run this one recurrence. ``fused``: nn.LSTM's flat weights
+    (w_ih, w_hh[, b_ih, b_hh] per layer, dense) to run the recurrence in torch's fused LSTM
+    kernel instead, as nn.LSTM does (the gate maps are then not called)."""
     if input.dim() not in (2, 3):
         raise ValueError(f"{type(lstm).__name__} expects an input of 3 dimensions (or 2, "
                          f"unbatched), got shape {tuple(input.shape)}")
@@ -185,6 +188,10 @@ def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None) -> tuple[T
                 raise ValueError(f"{type(lstm).__name__} initial state {name} must have shape "
                                  f"{shape if batched else (shape[0], shape[2])}, got "
                                  f"{tuple(s.shape) if batched else tuple(s.shape[::2])}")
+    if fused is not None:
+        x, h_n, c_n = torch.lstm(x, (h0, c0), list(fused), lstm.bias, lstm.num_layers,
+                                 float(lstm.dropout), lstm.training, False, False)
+        return _outputs(lstm, x, h_n, c_n, batched)
     last_h, last_c = [], []
     size = lstm.hidden_size
     for layer in range(lstm.num_layers):
@@ -202,7 +209,12 @@ def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None) -> tuple[T
             x = F.dropout(x, lstm.dropout, lstm.training)
         last_h.append(h)
         last_c.append(c)
-    h_n, c_n = torch.stack(last_h), torch.stack(last_c)
+    return _outputs(lstm, x, torch.stack(last_h), torch.stack(last_c), batched)
+
+
+def _outputs(lstm: nn.Module, x: Tensor, h_n: Tensor, c_n: Tensor, batched: bool
+             ) -> tuple[Tensor, State]:
+    """nn.LSTM's (output, (h_n, c_n)) from the time-major output ``x`` (T, B, H)."""
     if not batched:
         return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
     return (x.transpose(0, 1) if lstm.batch_first else x), (h_n, c_n)

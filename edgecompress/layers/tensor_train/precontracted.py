@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ...registry import Registry
@@ -192,14 +193,14 @@ KERNELS: Registry[Callable[[TTLayout, Sequence[Tensor], Plan], Kernel]] = Regist
 
 @KERNELS.register("dense")
 class DenseKernel(Kernel):
-    """y = x W^T + b, W formed from the cores."""
+    """y = x W^T + b (nn.Linear's product), W (M, N) formed from the cores."""
 
     def __init__(self, layout: TTLayout, cores: Sequence[Tensor], plan: Plan) -> None:
-        self.weight_t = layout.dense(cores).T.contiguous()  # (N, M)
-        self.factors = [self.weight_t]
+        self.weight = layout.dense(cores).contiguous()
+        self.factors = [self.weight]
 
     def __call__(self, x: Tensor, bias: Tensor | None) -> Tensor:
-        return torch.addmm(bias, x, self.weight_t) if bias is not None else x @ self.weight_t
+        return F.linear(x, self.weight, bias)
 
 
 @KERNELS.register("two-sided")
@@ -299,6 +300,12 @@ class Precontracted:
     def macs(self, rows: int) -> int:
         """Multiply-adds of W x for ``rows`` rows (bias excluded)."""
         return rows * self.plan(rows).macs
+
+    @property
+    def dense_weight(self) -> Tensor | None:
+        """W (M, N) when every batch size runs it (the only plan), else None."""
+        kernel = self.kernels[0]
+        return kernel.weight if len(self.kernels) == 1 and isinstance(kernel, DenseKernel) else None
 
     @property
     def factors(self) -> list[Tensor]:
