@@ -132,6 +132,7 @@ def lstm_case(mode: str, rank: int, batch: int, rounds: int, calls: int) -> dict
     y = tt(x)[0]
     recurrence = out["dense_recurrence"]["ratio"]
     return {"mode": mode, "rank": rank, "batch": batch, "tokens_per_call": tokens,
+            "frozen_fused": frozen.fused_weights(tokens // batch, batch) is not None,
             "max_error_vs_training": float((frozen(x)[0] - y).abs().max()),
             "training_ratio": out["training"]["ratio"], "frozen_ratio": out["frozen"]["ratio"],
             "dense_recurrence_ratio": recurrence,

@@ -157,8 +157,8 @@ class PackedTTLSTM(PackedLayer):
     """Frozen TTLSTM: its gate maps ``ih.<layer>`` / ``hh.<layer>`` as :class:`PackedTTLinear`
     (or nn.Linear, the side ``which`` left dense), run by the training form's recurrence
     (:func:`~edgecompress.layers.tensor_train.lstm.run_lstm`), or by torch's fused LSTM kernel
-    when every map runs its dense matrix (:meth:`fused_weights`); nn.LSTM's interface.
-    Inter-layer dropout is off (inference)."""
+    when every map runs its dense matrix at the input's size (:meth:`fused_weights`);
+    nn.LSTM's interface. Inter-layer dropout is off (inference)."""
 
     freeze_options = ("core_bits",)
 
@@ -201,17 +201,18 @@ class PackedTTLSTM(PackedLayer):
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        return run_lstm(self, input, hx, self.fused_weights())
+        return run_lstm(self, input, hx, self.fused_weights)
 
-    def fused_weights(self) -> list[Tensor] | None:
-        """nn.LSTM's flat weights (w_ih, w_hh[, b_ih, b_hh] per layer) when every gate map
-        runs its dense matrix at every batch size (high ranks: W costs less than any grouping
-        of the cores), so that the recurrence runs in torch's fused LSTM kernel as a frozen
-        dense LSTM's does; else None (the step-by-step recurrence)."""
+    def fused_weights(self, steps: int, rows: int) -> list[Tensor] | None:
+        """nn.LSTM's flat weights (w_ih, w_hh[, b_ih, b_hh] per layer) when, for ``steps`` x
+        ``rows`` inputs, every gate map runs its dense matrix (``ih`` on steps x rows rows,
+        ``hh`` on ``rows``: high ranks, or small layers at small batches), so that the
+        recurrence runs in torch's fused LSTM kernel as a frozen dense LSTM's does; else None
+        (the step-by-step recurrence)."""
         weights: list[Tensor] = []
         for ih, hh in zip(self.ih, self.hh):
-            pair = [m.weight if isinstance(m, nn.Linear) else m.fast.dense_weight
-                    for m in (ih, hh)]
+            pair = [m.weight if isinstance(m, nn.Linear) else m.fast.dense_weight(n)
+                    for m, n in ((ih, steps * rows), (hh, rows))]
             if pair[0] is None or pair[1] is None:
                 return None
             weights += pair + ([ih.bias, hh.bias] if self.bias else [])

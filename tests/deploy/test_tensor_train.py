@@ -184,26 +184,29 @@ def test_bad_freeze_options_are_named():
         deploy.freeze(model, bits=8)
 
 
-@pytest.mark.parametrize("mode, ranks, which, fused", [
-    ("mps", 2, "both", False), ("mps", 10**6, "both", True), ("mpo", 10**6, "hidden", True),
-    ("mpo", 10**6, "both", True)])
+@pytest.mark.parametrize("mode, ranks, which, hidden, fused", [
+    ("mps", 2, "both", 64, False), ("mps", 2, "both", 8, None), ("mps", 10**6, "both", 8, True),
+    ("mpo", 10**6, "hidden", 8, True), ("mpo", 10**6, "both", 8, True)])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_packed_lstm_keeps_the_training_form_interface(mode, ranks, which, fused, batch_first):
-    """Step by step, or in torch's fused LSTM kernel when every gate map runs W (full rank:
-    the cores hold more numbers than W), the frozen LSTM computes what the training one does:
-    batched or not, with or without a state; fused, it is nn.LSTM with those dense weights."""
+def test_packed_lstm_keeps_the_training_form_interface(mode, ranks, which, hidden, fused,
+                                                        batch_first):
+    """Step by step, or in torch's fused LSTM kernel when every gate map runs W at the input's
+    size (full rank: the cores hold more numbers than W; ``fused`` None: a small layer, W at
+    small batches only), the frozen LSTM computes what the training one does: batched or not,
+    with or without a state; fused, it is nn.LSTM with those dense weights."""
     torch.manual_seed(3)
-    lstm = TTLSTM(6, 8, num_layers=2, batch_first=batch_first, ranks=ranks, mode=mode,
+    lstm = TTLSTM(6, hidden, num_layers=2, batch_first=batch_first, ranks=ranks, mode=mode,
                   which=which).eval()
     packed = PackedTTLSTM.from_trained(lstm)
-    assert (packed.fused_weights() is not None) == fused
+    runs = {n: packed.fused_weights(4, n) is not None for n in (1, 3, 4, 10**4)}
+    assert set(runs.values()) == ({True, False} if fused is None else {fused})
     x = torch.randn(4, 3, 6)
     rows = 4 if batch_first else 3
-    state = (torch.randn(2, rows, 8), torch.randn(2, rows, 8))
-    dense = nn.LSTM(6, 8, 2, batch_first=batch_first).eval()
+    state = (torch.randn(2, rows, hidden), torch.randn(2, rows, hidden))
+    dense = nn.LSTM(6, hidden, 2, batch_first=batch_first).eval()
     with torch.no_grad():
         if fused:
-            for name, w in zip(dense._flat_weights_names, packed.fused_weights()):
+            for name, w in zip(dense._flat_weights_names, packed.fused_weights(4, 3)):
                 getattr(dense, name).copy_(w)
         for args in ((x,), (x, state), (x[:, 0],), (x[:, 0], tuple(s[:, 0] for s in state))):
             out, (h, c) = lstm(*args)

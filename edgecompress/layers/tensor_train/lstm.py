@@ -13,7 +13,7 @@ nn.LSTM (training only, not after the last layer).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -163,13 +163,14 @@ class TTLSTM(nn.Module):
 
 
 def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None,
-             fused: Sequence[Tensor] | None = None) -> tuple[Tensor, State]:
+             fused: Callable[[int, int], Sequence[Tensor] | None] | None = None
+             ) -> tuple[Tensor, State]:
     """nn.LSTM's forward (see the module docstring) for any module with nn.LSTM's attributes
     (``hidden_size``, ``num_layers``, ``batch_first``, ``dropout``, ``bias``) whose gate maps
     ``ih[l]`` and ``hh[l]`` are callables (TTLinear, nn.Linear or their packed forms): the
-    training and the frozen TT-LSTM run this one recurrence. ``fused``: nn.LSTM's flat weights
-    (w_ih, w_hh[, b_ih, b_hh] per layer, dense) to run the recurrence in torch's fused LSTM
-    kernel instead, as nn.LSTM does (the gate maps are then not called)."""
+    training and the frozen TT-LSTM run this one recurrence. ``fused(steps, rows)``: None, or
+    nn.LSTM's flat weights (w_ih, w_hh[, b_ih, b_hh] per layer, dense) to run the recurrence in
+    torch's fused LSTM kernel instead, as nn.LSTM does (the gate maps are then not called)."""
     if input.dim() not in (2, 3):
         raise ValueError(f"{type(lstm).__name__} expects an input of 3 dimensions (or 2, "
                          f"unbatched), got shape {tuple(input.shape)}")
@@ -188,8 +189,9 @@ def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None,
                 raise ValueError(f"{type(lstm).__name__} initial state {name} must have shape "
                                  f"{shape if batched else (shape[0], shape[2])}, got "
                                  f"{tuple(s.shape) if batched else tuple(s.shape[::2])}")
-    if fused is not None:
-        x, h_n, c_n = torch.lstm(x, (h0, c0), list(fused), lstm.bias, lstm.num_layers,
+    weights = fused(steps, rows) if fused is not None else None
+    if weights is not None:
+        x, h_n, c_n = torch.lstm(x, (h0, c0), list(weights), lstm.bias, lstm.num_layers,
                                  float(lstm.dropout), lstm.training, False, False)
         return _outputs(lstm, x, h_n, c_n, batched)
     last_h, last_c = [], []

@@ -289,23 +289,25 @@ class Precontracted:
         """The plan run for ``rows`` rows."""
         return choose(self.plans, rows)
 
-    def __call__(self, x: Tensor, bias: Tensor | None) -> Tensor:
-        """W x + bias for ``x`` (rows, N) -> (rows, M)."""
-        rows = x.shape[0]
+    def kernel(self, rows: int) -> Kernel:
+        """The kernel run for ``rows`` rows."""
         kernel = self._by_rows.get(rows)
         if kernel is None:
             kernel = self._by_rows[rows] = self.kernels[self.plans.index(self.plan(rows))]
-        return kernel(x, bias)
+        return kernel
+
+    def __call__(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        """W x + bias for ``x`` (rows, N) -> (rows, M)."""
+        return self.kernel(x.shape[0])(x, bias)
+
+    def dense_weight(self, rows: int) -> Tensor | None:
+        """W (M, N) when ``rows`` rows run it, else None."""
+        kernel = self.kernel(rows)
+        return kernel.weight if isinstance(kernel, DenseKernel) else None
 
     def macs(self, rows: int) -> int:
         """Multiply-adds of W x for ``rows`` rows (bias excluded)."""
         return rows * self.plan(rows).macs
-
-    @property
-    def dense_weight(self) -> Tensor | None:
-        """W (M, N) when every batch size runs it (the only plan), else None."""
-        kernel = self.kernels[0]
-        return kernel.weight if len(self.kernels) == 1 and isinstance(kernel, DenseKernel) else None
 
     @property
     def factors(self) -> list[Tensor]:
