@@ -30,6 +30,11 @@ from .packed import PackedLayer, register_packed
 
 #: core widths ``core_bits`` accepts (None: float32)
 CORE_BITS = (None, 8)
+#: the fewest time steps of a call that the fused LSTM kernel runs: it has a fixed cost per call
+#: of about one or two steps of the step-by-step recurrence (measured on one CPU thread: one
+#: token at a time, the recurrence with dense maps takes 0.5-0.95x the time of nn.LSTM; from 4
+#: steps on, nn.LSTM is faster)
+FUSED_MIN_STEPS = 4
 
 
 def _check_bits(core_bits: Any) -> int | None:
@@ -157,7 +162,8 @@ class PackedTTLSTM(PackedLayer):
     """Frozen TTLSTM: its gate maps ``ih.<layer>`` / ``hh.<layer>`` as :class:`PackedTTLinear`
     (or nn.Linear, the side ``which`` left dense), run by the training form's recurrence
     (:func:`~edgecompress.layers.tensor_train.lstm.run_lstm`), or by torch's fused LSTM kernel
-    when every map runs its dense matrix at the input's size (:meth:`fused_weights`);
+    on sequences where every map runs its dense matrix at the input's size
+    (:meth:`fused_weights`);
     nn.LSTM's interface. Inter-layer dropout is off (inference)."""
 
     freeze_options = ("core_bits",)
@@ -206,9 +212,11 @@ class PackedTTLSTM(PackedLayer):
     def fused_weights(self, steps: int, rows: int) -> list[Tensor] | None:
         """nn.LSTM's flat weights (w_ih, w_hh[, b_ih, b_hh] per layer) when, for ``steps`` x
         ``rows`` inputs, every gate map runs its dense matrix (``ih`` on steps x rows rows,
-        ``hh`` on ``rows``: high ranks, or small layers at small batches), so that the
-        recurrence runs in torch's fused LSTM kernel as a frozen dense LSTM's does; else None
-        (the step-by-step recurrence)."""
+        ``hh`` on ``rows``: high ranks, or small layers at small batches) and ``steps`` is at
+        least :data:`FUSED_MIN_STEPS`, so that the recurrence runs in torch's fused LSTM
+        kernel as a frozen dense LSTM's does; else None (the step-by-step recurrence)."""
+        if steps < FUSED_MIN_STEPS:
+            return None
         weights: list[Tensor] = []
         for ih, hh in zip(self.ih, self.hh):
             pair = [m.weight if isinstance(m, nn.Linear) else m.fast.dense_weight(n)

@@ -14,7 +14,8 @@ from torch import nn
 import edgecompress as ec
 from edgecompress import deploy
 from edgecompress.deploy import PackedTTLinear, PackedTTLSTM
-from edgecompress.deploy.tensor_train import core_error, dequantize_core, quantize_core
+from edgecompress.deploy.tensor_train import (FUSED_MIN_STEPS, core_error, dequantize_core,
+                                              quantize_core)
 from edgecompress.errors import ConversionError
 from edgecompress.layers import TTLSTM, TTLinear
 
@@ -200,9 +201,9 @@ def test_packed_lstm_keeps_the_training_form_interface(mode, ranks, which, hidde
     packed = PackedTTLSTM.from_trained(lstm)
     runs = {n: packed.fused_weights(4, n) is not None for n in (1, 3, 4, 10**4)}
     assert set(runs.values()) == ({True, False} if fused is None else {fused})
-    x = torch.randn(4, 3, 6)
-    rows = 4 if batch_first else 3
-    state = (torch.randn(2, rows, hidden), torch.randn(2, rows, hidden))
+    assert packed.fused_weights(FUSED_MIN_STEPS - 1, 1) is None  # one token at a time
+    x = torch.randn(4, FUSED_MIN_STEPS, 6)  # 4 rows, FUSED_MIN_STEPS steps either way
+    state = (torch.randn(2, 4, hidden), torch.randn(2, 4, hidden))
     dense = nn.LSTM(6, hidden, 2, batch_first=batch_first).eval()
     with torch.no_grad():
         if fused:
