@@ -25,7 +25,7 @@ from ..errors import ConversionError
 from ..layers import TTLSTM, TTLinear
 from ..layers.tensor_train.layout import tt_layout
 from ..layers.tensor_train.lstm import gate_macs, run_lstm, sequence_macs
-from ..layers.tensor_train.precontracted import Precontracted, precontract
+from ..layers.tensor_train.precontracted import Precontracted, dense_plan, precontract
 from .packed import PackedLayer, register_packed
 
 #: core widths ``core_bits`` accepts (None: float32)
@@ -35,7 +35,10 @@ CORE_BITS = (None, 8)
 #: token at a time, the recurrence with dense maps takes 0.5-0.95x the time of nn.LSTM; from 4
 #: steps on, nn.LSTM is faster)
 FUSED_MIN_STEPS = 4
-
+#: how many times faster torch's fused LSTM kernel runs the dense gate products of a sequence
+#: than the step-by-step recurrence (measured on one CPU thread, 2 x 200 LSTM, batch 32 x 35
+#: steps: the recurrence with the same dense maps takes 1.6-1.8x nn.LSTM's time)
+FUSED_SPEEDUP = 2
 
 def _check_bits(core_bits: Any) -> int | None:
     if core_bits not in CORE_BITS or isinstance(core_bits, bool):
@@ -162,8 +165,7 @@ class PackedTTLSTM(PackedLayer):
     """Frozen TTLSTM: its gate maps ``ih.<layer>`` / ``hh.<layer>`` as :class:`PackedTTLinear`
     (or nn.Linear, the side ``which`` left dense), run by the training form's recurrence
     (:func:`~edgecompress.layers.tensor_train.lstm.run_lstm`), or by torch's fused LSTM kernel
-    on sequences where every map runs its dense matrix at the input's size
-    (:meth:`fused_weights`);
+    on the dense matrices for sequences where that costs less (:meth:`fused_weights`);
     nn.LSTM's interface. Inter-layer dropout is off (inference)."""
 
     freeze_options = ("core_bits",)
@@ -210,20 +212,30 @@ class PackedTTLSTM(PackedLayer):
         return run_lstm(self, input, hx, self.fused_weights)
 
     def fused_weights(self, steps: int, rows: int) -> list[Tensor] | None:
-        """nn.LSTM's flat weights (w_ih, w_hh[, b_ih, b_hh] per layer) when, for ``steps`` x
-        ``rows`` inputs, every gate map runs its dense matrix (``ih`` on steps x rows rows,
-        ``hh`` on ``rows``: high ranks, or small layers at small batches) and ``steps`` is at
-        least :data:`FUSED_MIN_STEPS`, so that the recurrence runs in torch's fused LSTM
-        kernel as a frozen dense LSTM's does; else None (the step-by-step recurrence)."""
+        """nn.LSTM's flat weights (w_ih, w_hh[, b_ih, b_hh] per layer, dense) to run a call of
+        ``steps`` x ``rows`` in torch's fused LSTM kernel, as a frozen dense LSTM does, or None
+        to run the step-by-step recurrence with the maps' own plans. Fused when the call has at
+        least :data:`FUSED_MIN_STEPS` steps and the dense products, counted at
+        1 / :data:`FUSED_SPEEDUP` of their cost, cost less than the plans the recurrence runs
+        (``ih`` once on steps x rows rows, ``hh`` on ``rows`` rows per step; costs of
+        :meth:`~edgecompress.layers.tensor_train.precontracted.Plan.cost`): always when every
+        map runs W anyway (high ranks), and when the maps' factored plans save little."""
         if steps < FUSED_MIN_STEPS:
+            return None
+        recurrence = dense = 0
+        for m, n, times in ((m, n, t) for ih, hh in zip(self.ih, self.hh)
+                            for m, n, t in ((ih, steps * rows, 1), (hh, rows, steps))):
+            w = dense_plan(m.in_features, m.out_features)
+            recurrence += times * (m.fast.plan(n).cost(n) if isinstance(m, PackedTTLinear)
+                                   else w.cost(n))
+            dense += times * w.cost(n)
+        if dense >= FUSED_SPEEDUP * recurrence:
             return None
         weights: list[Tensor] = []
         for ih, hh in zip(self.ih, self.hh):
-            pair = [m.weight if isinstance(m, nn.Linear) else m.fast.dense_weight(n)
-                    for m, n in ((ih, steps * rows), (hh, rows))]
-            if pair[0] is None or pair[1] is None:
-                return None
-            weights += pair + ([ih.bias, hh.bias] if self.bias else [])
+            weights += [m.weight if isinstance(m, nn.Linear) else m.fast.dense_weight()
+                        for m in (ih, hh)]
+            weights += [ih.bias, hh.bias] if self.bias else []
         return weights
 
     def edgecompress_params(self) -> dict[int, int]:

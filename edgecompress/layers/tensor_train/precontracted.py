@@ -83,8 +83,9 @@ class Plan:
 PLANS: Registry[Callable[[TTLayout], list[Plan]]] = Registry("tensor-train mode")
 
 
-def dense_plan(layout: TTLayout) -> Plan:
-    size = layout.in_features * layout.out_features
+def dense_plan(in_features: int, out_features: int) -> Plan:
+    """The plan of a dense in x out matrix (of a TT weight, or of nn.Linear)."""
+    size = in_features * out_features
     return Plan("dense", (), size, 1, size)
 
 
@@ -92,7 +93,7 @@ def dense_plan(layout: TTLayout) -> Plan:
 def mps_plans(layout: TTLayout) -> list[Plan]:
     """The two-sided form and W."""
     r, n, m = layout.bonds[len(layout.in_factors)], layout.in_features, layout.out_features
-    return [Plan("two-sided", (), n * r + r * m, 2, n * r + r * m), dense_plan(layout)]
+    return [Plan("two-sided", (), n * r + r * m, 2, n * r + r * m), dense_plan(n, m)]
 
 
 @PLANS.register("mpo")
@@ -104,7 +105,7 @@ def mpo_plans(layout: TTLayout) -> list[Plan]:
             numel = sum(math.prod(s) for s in shapes)
             out += [Plan(kind, ranges, sweep_macs(shapes, kind), len(ranges), numel)
                     for kind in SWEEPS]
-    return out + [dense_plan(layout)]
+    return out + [dense_plan(layout.in_features, layout.out_features)]
 
 
 def candidates(layout: TTLayout) -> list[Plan]:
@@ -281,9 +282,12 @@ class Precontracted:
     def __init__(self, layout: TTLayout, cores: Sequence[Tensor],
                  plans: Sequence[Plan] | None = None) -> None:
         self.plans = envelope(candidates(layout)) if plans is None else list(plans)
+        self.layout, self.cores = layout, list(cores)
+        self.dense = dense_plan(layout.in_features, layout.out_features)
         with torch.no_grad():
             self.kernels = [KERNELS.get(p.kind)(layout, cores, p) for p in self.plans]
         self._by_rows: dict[int, Kernel] = {}
+        self._weight: Tensor | None = None
 
     def plan(self, rows: int) -> Plan:
         """The plan run for ``rows`` rows."""
@@ -300,10 +304,14 @@ class Precontracted:
         """W x + bias for ``x`` (rows, N) -> (rows, M)."""
         return self.kernel(x.shape[0])(x, bias)
 
-    def dense_weight(self, rows: int) -> Tensor | None:
-        """W (M, N) when ``rows`` rows run it, else None."""
-        kernel = self.kernel(rows)
-        return kernel.weight if isinstance(kernel, DenseKernel) else None
+    def dense_weight(self) -> Tensor:
+        """W (M, N): the dense plan's, or formed on the first call (for a fused LSTM kernel)."""
+        if self._weight is None:
+            dense = [k for k in self.kernels if isinstance(k, DenseKernel)]
+            with torch.no_grad():
+                self._weight = (dense[0] if dense else DenseKernel(
+                    self.layout, self.cores, self.dense)).weight
+        return self._weight
 
     def macs(self, rows: int) -> int:
         """Multiply-adds of W x for ``rows`` rows (bias excluded)."""
