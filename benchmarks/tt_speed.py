@@ -15,7 +15,10 @@ streaming case), and batch 32 x 35 tokens in one call, against two dense baselin
 (what a frozen dense model runs) and the same dense weights as nn.Linear gate maps in the TT-LSTM's
 own recurrence (``run_lstm``; at batch 1 on CPU it is faster than nn.LSTM, so it is the fairer
 baseline for the gate matrices alone). Only ratios are reported as results (absolute times are
-kept for reference: the machine may be loaded).
+kept for reference: the machine may be loaded). Each linear row names the plan the frozen layer
+runs at its batch (``frozen_plan``: dense, two-sided, or an MPO sweep over ``frozen_groups``;
+layers.tensor_train.precontracted), each LSTM row whether the frozen LSTM ran torch's fused LSTM
+kernel on the dense matrices (``frozen_fused``; deploy.tensor_train.PackedTTLSTM.fused_weights).
 """
 
 from __future__ import annotations
