@@ -15,7 +15,10 @@ streaming case), and batch 32 x 35 tokens in one call, against two dense baselin
 (what a frozen dense model runs) and the same dense weights as nn.Linear gate maps in the TT-LSTM's
 own recurrence (``run_lstm``; at batch 1 on CPU it is faster than nn.LSTM, so it is the fairer
 baseline for the gate matrices alone). Only ratios are reported as results (absolute times are
-kept for reference: the machine may be loaded).
+kept for reference: the machine may be loaded). Each linear row names the plan the frozen layer
+runs at its batch (``frozen_plan``: dense, two-sided, or an MPO sweep over ``frozen_groups``;
+layers.tensor_train.precontracted), each LSTM row whether the frozen LSTM ran torch's fused LSTM
+kernel on the dense matrices (``frozen_fused``; deploy.tensor_train.PackedTTLSTM.fused_weights).
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ def linear_case(mode: str, rank: int, batch: int, rounds: int, calls: int) -> di
             "frozen_runtime_numbers": frozen.fast.numel,
             "dense_macs": batch * IN * OUT, "training_macs": tt.macs(batch),
             "frozen_macs": frozen.macs(batch),
-            "frozen_groups": [list(r) for r in getattr(frozen.fast, "ranges", ())],
+            "frozen_plan": frozen.fast.plan(batch).kind,
+            "frozen_groups": [list(r) for r in frozen.fast.plan(batch).ranges],
             "max_error_vs_training": float((frozen(x) - y).abs().max()),
             "max_abs_output": float(y.abs().max()),
             "training_ratio": out["training"]["ratio"], "frozen_ratio": out["frozen"]["ratio"],
@@ -131,6 +135,7 @@ def lstm_case(mode: str, rank: int, batch: int, rounds: int, calls: int) -> dict
     y = tt(x)[0]
     recurrence = out["dense_recurrence"]["ratio"]
     return {"mode": mode, "rank": rank, "batch": batch, "tokens_per_call": tokens,
+            "frozen_fused": frozen.fused_weights(tokens // batch, batch) is not None,
             "max_error_vs_training": float((frozen(x)[0] - y).abs().max()),
             "training_ratio": out["training"]["ratio"], "frozen_ratio": out["frozen"]["ratio"],
             "dense_recurrence_ratio": recurrence,

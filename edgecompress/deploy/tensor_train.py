@@ -5,9 +5,10 @@ The file holds the TT cores, never the dense weight: float32 by default, or with
 ``freeze(model, core_bits=8)`` as 8-bit symmetric integers with one float32 scale per core
 slice (``G_k[:, i, :]``, ``i`` the core's mode index; MPO: the (m, n) index pair):
 ``q = round(G / scale)`` in -127..127 with ``scale = max |slice| / 127``. Loading (and
-freezing) dequantizes the cores and multiplies them once into their run-time form
-(:mod:`~edgecompress.layers.tensor_train.precontracted`: MPS y = (x L) R + b, MPO a few merged
-groups of cores), held in memory only. It computes the same sums as the training layer in
+freezing) dequantizes the cores and multiplies them once into their run-time form, held in
+memory only (:mod:`~edgecompress.layers.tensor_train.precontracted`: per batch size the plan of
+least counted cost among MPS y = (x L) R + b, MPO sweeps over merged groups of cores, and the
+dense W itself). It computes the same sums as the training layer in
 another order, so float cores give the training layer's outputs up to float rounding (a few
 units in the last place), and 8-bit cores up to the rounding of the cores (:func:`core_error`
 measures it).
@@ -24,12 +25,20 @@ from ..errors import ConversionError
 from ..layers import TTLSTM, TTLinear
 from ..layers.tensor_train.layout import tt_layout
 from ..layers.tensor_train.lstm import gate_macs, run_lstm, sequence_macs
-from ..layers.tensor_train.precontracted import Precontracted, precontract
+from ..layers.tensor_train.precontracted import Precontracted, dense_plan, precontract
 from .packed import PackedLayer, register_packed
 
 #: core widths ``core_bits`` accepts (None: float32)
 CORE_BITS = (None, 8)
-
+#: the fewest time steps of a call that the fused LSTM kernel runs: it has a fixed cost per call
+#: of about one or two steps of the step-by-step recurrence (measured on one CPU thread: one
+#: token at a time, the recurrence with dense maps takes 0.5-0.95x the time of nn.LSTM; from 4
+#: steps on, nn.LSTM is faster)
+FUSED_MIN_STEPS = 4
+#: how many times faster torch's fused LSTM kernel runs the dense gate products of a sequence
+#: than the step-by-step recurrence (measured on one CPU thread, 2 x 200 LSTM, batch 32 x 35
+#: steps: the recurrence with the same dense maps takes 1.6-1.8x nn.LSTM's time)
+FUSED_SPEEDUP = 2
 
 def _check_bits(core_bits: Any) -> int | None:
     if core_bits not in CORE_BITS or isinstance(core_bits, bool):
@@ -155,8 +164,9 @@ class PackedTTLinear(PackedLayer):
 class PackedTTLSTM(PackedLayer):
     """Frozen TTLSTM: its gate maps ``ih.<layer>`` / ``hh.<layer>`` as :class:`PackedTTLinear`
     (or nn.Linear, the side ``which`` left dense), run by the training form's recurrence
-    (:func:`~edgecompress.layers.tensor_train.lstm.run_lstm`); nn.LSTM's interface. Inter-layer
-    dropout is off (inference)."""
+    (:func:`~edgecompress.layers.tensor_train.lstm.run_lstm`), or by torch's fused LSTM kernel
+    on the dense matrices for sequences where that costs less (:meth:`fused_weights`);
+    nn.LSTM's interface. Inter-layer dropout is off (inference)."""
 
     freeze_options = ("core_bits",)
 
@@ -199,7 +209,34 @@ class PackedTTLSTM(PackedLayer):
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        return run_lstm(self, input, hx)
+        return run_lstm(self, input, hx, self.fused_weights)
+
+    def fused_weights(self, steps: int, rows: int) -> list[Tensor] | None:
+        """nn.LSTM's flat weights (w_ih, w_hh[, b_ih, b_hh] per layer, dense) to run a call of
+        ``steps`` x ``rows`` in torch's fused LSTM kernel, as a frozen dense LSTM does, or None
+        to run the step-by-step recurrence with the maps' own plans. Fused when the call has at
+        least :data:`FUSED_MIN_STEPS` steps and the dense products, counted at
+        1 / :data:`FUSED_SPEEDUP` of their cost, cost less than the plans the recurrence runs
+        (``ih`` once on steps x rows rows, ``hh`` on ``rows`` rows per step; costs of
+        :meth:`~edgecompress.layers.tensor_train.precontracted.Plan.cost`): always when every
+        map runs W anyway (high ranks), and when the maps' factored plans save little."""
+        if steps < FUSED_MIN_STEPS:
+            return None
+        recurrence = dense = 0
+        for m, n, times in ((m, n, t) for ih, hh in zip(self.ih, self.hh)
+                            for m, n, t in ((ih, steps * rows, 1), (hh, rows, steps))):
+            w = dense_plan(m.in_features, m.out_features)
+            recurrence += times * (m.fast.plan(n).cost(n) if isinstance(m, PackedTTLinear)
+                                   else w.cost(n))
+            dense += times * w.cost(n)
+        if dense >= FUSED_SPEEDUP * recurrence:
+            return None
+        weights: list[Tensor] = []
+        for ih, hh in zip(self.ih, self.hh):
+            weights += [m.weight if isinstance(m, nn.Linear) else m.fast.dense_weight()
+                        for m in (ih, hh)]
+            weights += [ih.bias, hh.bias] if self.bias else []
+        return weights
 
     def edgecompress_params(self) -> dict[int, int]:
         out: dict[int, int] = {}

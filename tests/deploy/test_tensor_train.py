@@ -14,7 +14,8 @@ from torch import nn
 import edgecompress as ec
 from edgecompress import deploy
 from edgecompress.deploy import PackedTTLinear, PackedTTLSTM
-from edgecompress.deploy.tensor_train import core_error, dequantize_core, quantize_core
+from edgecompress.deploy.tensor_train import (FUSED_MIN_STEPS, core_error, dequantize_core,
+                                              quantize_core)
 from edgecompress.errors import ConversionError
 from edgecompress.layers import TTLSTM, TTLinear
 
@@ -124,8 +125,10 @@ def test_summary_counts_8bit_cores_and_float_scales():
         assert packed.edgecompress_params() == expected
         profile = ec.summary(nn.Sequential(packed), (16,))
         assert profile.bytes == sum(b * n for b, n in expected.items()) / 8
-        # the precontracted form: x (16) @ L (16 x 3) @ R (3 x 24)
-        assert profile.total_macs == packed.macs(1) == 16 * 3 + 3 * 24
+        # the precontracted form: at batch 1 W itself (one product beats two on a layer this
+        # small), from a few hundred rows x (16) @ L (16 x 3) @ R (3 x 24)
+        assert profile.total_macs == packed.macs(1) == 16 * 24
+        assert packed.macs(1000) == 1000 * (16 * 3 + 3 * 24)
 
 
 def test_standalone_tt_linear_freezes_and_moves_devices_dtype_unchanged():
@@ -160,7 +163,9 @@ def test_frozen_tt_linear_equals_training_form_before_and_after_load(mode, case,
     assert isinstance(frozen, PackedTTLinear)
     deploy.save(model, tmp_path / "tt.safetensors")
     loaded = deploy.load(tmp_path / "tt.safetensors")  # the Sequential: this one layer
-    assert frozen.fast.numel < n * m or n * m < 100  # smaller than W (tiny layers aside)
+    # each plan held (one per range of batch sizes) at most W; below it at the PTB shape
+    assert all(p.numel <= n * m for p in frozen.fast.plans)
+    assert frozen.fast.numel < n * m or n * m < 1000 or (mode, ranks) == ("mpo", 16)
     with torch.no_grad():
         for batch in (1, 32):
             x = torch.randn(batch, n)
@@ -180,18 +185,39 @@ def test_bad_freeze_options_are_named():
         deploy.freeze(model, bits=8)
 
 
-def test_packed_lstm_keeps_the_training_form_interface():
+@pytest.mark.parametrize("mode, ranks, which, hidden, fused", [
+    ("mps", 2, "both", 200, False), ("mps", 2, "both", 8, True), ("mpo", 4, "both", 200, True),
+    ("mps", 10**6, "both", 8, True), ("mpo", 10**6, "hidden", 8, True)])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_packed_lstm_keeps_the_training_form_interface(mode, ranks, which, hidden, fused,
+                                                        batch_first):
+    """Step by step, or in torch's fused LSTM kernel on the dense matrices (sequences where
+    that costs less: full rank, small layers, MPO at rank 4 where its plans save little; not
+    MPS 200 at rank 2, 10x cheaper than W), the frozen LSTM computes what the training one
+    does: batched or not, with or without a state; fused, it is nn.LSTM with those weights."""
     torch.manual_seed(3)
-    lstm = TTLSTM(6, 8, num_layers=2, ranks=2, mode="mps").eval()
+    lstm = TTLSTM(6, hidden, num_layers=2, batch_first=batch_first, ranks=ranks, mode=mode,
+                  which=which).eval()
     packed = PackedTTLSTM.from_trained(lstm)
-    x = torch.randn(4, 3, 6)
-    state = (torch.randn(2, 3, 8), torch.randn(2, 3, 8))
+    assert (packed.fused_weights(FUSED_MIN_STEPS, 4) is not None) == fused
+    assert packed.fused_weights(FUSED_MIN_STEPS - 1, 1) is None  # one token at a time
+    x = torch.randn(4, FUSED_MIN_STEPS, 6)  # 4 rows, FUSED_MIN_STEPS steps either way
+    state = (torch.randn(2, 4, hidden), torch.randn(2, 4, hidden))
+    dense = nn.LSTM(6, hidden, 2, batch_first=batch_first).eval()
     with torch.no_grad():
-        for args in ((x,), (x, state), (x[:, 0],)):
+        if fused:
+            for name, w in zip(dense._flat_weights_names,
+                               packed.fused_weights(FUSED_MIN_STEPS, 4)):
+                getattr(dense, name).copy_(w)
+        for args in ((x,), (x, state), (x[:, 0],), (x[:, 0], tuple(s[:, 0] for s in state))):
             out, (h, c) = lstm(*args)
             out2, (h2, c2) = packed(*args)
             for a, b in ((out2, out), (h2, h), (c2, c)):
                 assert_same_up_to_rounding(a, b)
+            if packed.fused_weights(FUSED_MIN_STEPS, 4 if args[0].dim() == 3 else 1):
+                out3, (h3, c3) = dense(*args)
+                for a, b in ((out2, out3), (h2, h3), (c2, c3)):
+                    assert torch.equal(a, b)
 
 
 def test_dense_lstm_language_model_saves_and_loads(tmp_path):

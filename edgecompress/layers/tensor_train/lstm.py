@@ -13,7 +13,7 @@ nn.LSTM (training only, not after the last layer).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -162,11 +162,15 @@ class TTLSTM(nn.Module):
                 f"which={self.which!r}")
 
 
-def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
+def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None,
+             fused: Callable[[int, int], Sequence[Tensor] | None] | None = None
+             ) -> tuple[Tensor, State]:
     """nn.LSTM's forward (see the module docstring) for any module with nn.LSTM's attributes
-    (``hidden_size``, ``num_layers``, ``batch_first``, ``dropout``) whose gate maps ``ih[l]`` and
-    ``hh[l]`` are callables (TTLinear, nn.Linear or their packed forms): the training and the
-    frozen TT-LSTM run this one recurrence."""
+    (``hidden_size``, ``num_layers``, ``batch_first``, ``dropout``, ``bias``) whose gate maps
+    ``ih[l]`` and ``hh[l]`` are callables (TTLinear, nn.Linear or their packed forms): the
+    training and the frozen TT-LSTM run this one recurrence. ``fused(steps, rows)``: None, or
+    nn.LSTM's flat weights (w_ih, w_hh[, b_ih, b_hh] per layer, dense) to run the recurrence in
+    torch's fused LSTM kernel instead, as nn.LSTM does (the gate maps are then not called)."""
     if input.dim() not in (2, 3):
         raise ValueError(f"{type(lstm).__name__} expects an input of 3 dimensions (or 2, "
                          f"unbatched), got shape {tuple(input.shape)}")
@@ -185,22 +189,34 @@ def run_lstm(lstm: nn.Module, input: Tensor, hx: State | None = None) -> tuple[T
                 raise ValueError(f"{type(lstm).__name__} initial state {name} must have shape "
                                  f"{shape if batched else (shape[0], shape[2])}, got "
                                  f"{tuple(s.shape) if batched else tuple(s.shape[::2])}")
+    weights = fused(steps, rows) if fused is not None else None
+    if weights is not None:
+        x, h_n, c_n = torch.lstm(x, (h0, c0), list(weights), lstm.bias, lstm.num_layers,
+                                 float(lstm.dropout), lstm.training, False, False)
+        return _outputs(lstm, x, h_n, c_n, batched)
     last_h, last_c = [], []
+    size = lstm.hidden_size
     for layer in range(lstm.num_layers):
         projected = lstm.ih[layer](x)  # (T, B, 4H): all time steps in one call
-        h, c = h0[layer], c0[layer]
+        hh, h, c = lstm.hh[layer], h0[layer], c0[layer]
         outputs = []
-        for t in range(steps):
-            i, f, g, o = (projected[t] + lstm.hh[layer](h)).chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+        for t in range(steps):  # few operations per step: at batch 1 each costs more than its math
+            gates = hh(h).add_(projected[t])
+            i, f, _, o = torch.sigmoid(gates).chunk(4, dim=-1)  # g's sigmoid unused
+            c = torch.addcmul(f * c, i, torch.tanh(gates[:, 2 * size:3 * size]))
+            h = o * torch.tanh(c)
             outputs.append(h)
-        x = torch.stack(outputs)
+        x = torch.stack(outputs) if steps > 1 else h.unsqueeze(0)
         if layer < lstm.num_layers - 1 and lstm.dropout:
             x = F.dropout(x, lstm.dropout, lstm.training)
         last_h.append(h)
         last_c.append(c)
-    h_n, c_n = torch.stack(last_h), torch.stack(last_c)
+    return _outputs(lstm, x, torch.stack(last_h), torch.stack(last_c), batched)
+
+
+def _outputs(lstm: nn.Module, x: Tensor, h_n: Tensor, c_n: Tensor, batched: bool
+             ) -> tuple[Tensor, State]:
+    """nn.LSTM's (output, (h_n, c_n)) from the time-major output ``x`` (T, B, H)."""
     if not batched:
         return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
     return (x.transpose(0, 1) if lstm.batch_first else x), (h_n, c_n)
