@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -239,7 +240,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_latency(args: argparse.Namespace) -> None:
-    """Re-time every run whose frozen files are still in --work (a quiet machine's numbers)."""
+    """Re-time every run whose frozen files are still in --work (e.g. on a quiet machine; the
+    load average is recorded)."""
     torch.set_num_threads(1)
     for path in sorted(RESULTS.glob("pruning_resnet*.json")):
         name, suite = path.stem, path.stem.split("_")[1].split("-")[0]
@@ -261,7 +263,8 @@ def cmd_latency(args: argparse.Namespace) -> None:
             print(f"[{suite}] {key}: latency " + ", ".join(
                 f"batch {b} {latency_of(r, b)['ratio']:.2f}x" for b in BATCHES), flush=True)
         if timed:
-            results["latency_machine"] = machine()
+            results["latency_machine"] = (f"{machine()}; 1-minute load average "
+                                          f"{os.getloadavg()[0]:.1f} at the end")
             save_results(name, results)
 
 
@@ -416,7 +419,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         lines += [f"## {suite} on the CIFAR-10 subset", "",
                   f"Machine (training and run-time latency): {results.get('machine')}."]
         if "latency_machine" in results:
-            lines.append(f"Latency re-measured quietly on: {results['latency_machine']}.")
+            lines.append(f"Latency re-measured after the runs (`latency`) on: "
+                         f"{results['latency_machine']}.")
         lines += ["", *_table(results), ""]
         cells = _verdicts(results)
         for target, gap, spread, word in cells:
