@@ -24,8 +24,10 @@ library's uniform quantizers do not apply to adder layers. First and last layers
 skips runs already in any of those files, so a killed benchmark resumes; one thread per process.
 ``--limit N`` trains and tests on N images (a smoke test, its own file) and prints the time the
 full run would take, scaled from the smoke run (train time by images x epochs, robustness time
-by test images). Measured on 2026-12-07 with ``--limit 128 --epochs 1`` on the 2-core EPYC at a
-load average of about 4-6 from other jobs: see ESTIMATE.
+by test images; an upper bound at tiny N). The full run, estimated from step times and a
+``--limit 128 --epochs 1`` smoke run on 2026-12-06 (see ESTIMATE): about 10 core-hours for
+three seeds of both suites, i.e. about 5 h on two processes at a load average of 4-11 from other
+jobs, about 2.5 h with a core per process.
 """
 
 from __future__ import annotations
@@ -58,11 +60,23 @@ DISTILL = {"alpha": 0.5, "temperature": 4.0}
 UNIFORM8 = {"name": "uniform", "bits": 8, "activation_bits": 8}
 #: the same optimizer and schedule for every row (the ResNet-20 recipe's)
 OPTIMIZER = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005}
+#: the full run's time, measured as the docstring says (why the epochs are 6 and 4)
 ESTIMATE = (
-    "The smoke run (`run <suite> --limit 128 --epochs 1`, one seed) scaled to the full budget "
-    "gives about {cifar} for the CIFAR suite and {mnist} for the MNIST suite per seed on one "
-    "core (AdderNet is most of it), so about {total} for both suites and three seeds on two "
-    "processes side by side")
+    "Measured on 2026-12-06 on the 2-core AMD EPYC at a load average of 4-11 from other jobs "
+    "(one thread per process). Training step, ResNet-20 at batch 128: CNN 1.2 s, EuclidNet "
+    "1.6 s, 8-bit CNN 1.7 s, 8-bit EuclidNet 2.3 s, AdderNet 20 s; ConvNet at batch 100: 0.23, "
+    "0.24, 0.30, 0.32 and 2.6 s. Robustness (clean + 22 settings on the 1,000 test images, "
+    "scaled from the smoke run's 128): AdderNet about 2,700 s on ResNet-20 and 650 s on the "
+    "ConvNet, the other models 40-160 s. One seed then takes about 2.8 h on CIFAR (6 epochs; "
+    "AdderNet is two thirds of it: 650 s per epoch and its robustness) and 0.6 h on MNIST "
+    "(4 epochs), so three seeds of both suites take about 10 core-hours: about 5 h on two "
+    "processes side by side at that load, about 2.5 h where each process has a core to itself "
+    "(other jobs slowed a process about 2x, see docs/binaryvit.md). Two hours do not hold "
+    "every row at three seeds; the epochs (6 and 4, the same for every row) were cut to keep "
+    "the homotopy a ramp of about a hundred steps (CIFAR: 96 steps to theta = 1, then 96 at "
+    "theta = 1; MNIST: 120 and 120). `run --limit N` prints a scaled estimate from its own run, an upper bound at "
+    "tiny N (it scales the fixed costs of loading and the first step too): 5.4 h per CIFAR "
+    "seed at 8 epochs and 1.2-2.1 h per MNIST seed at 5 epochs, from `--limit 128 --epochs 1`")
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,7 @@ BY_KEY = {row.key: row for row in ROWS}
 SUITES: dict[str, dict[str, Any]] = {
     "cifar": {
         "model": {"name": "resnet20"}, "data": {"name": "cifar10", "augment": True},
-        "batch": 128, "epochs": 8, "train": 4000, "test": 1000, "needs_root": True,
+        "batch": 128, "epochs": 6, "train": 4000, "test": 1000, "needs_root": True,
         "title": "ResNet-20 on the CIFAR-10 subset (first 4,000 train / first 1,000 test "
                  "images, random crop + flip)",
         "reduced": "4,000 of the 50,000 training images and 1,000 of the 10,000 test images, "
@@ -112,7 +126,7 @@ SUITES: dict[str, dict[str, Any]] = {
     },
     "mnist": {
         "model": {"name": "convnet"}, "data": {"name": "mnist-bundled"},
-        "batch": 100, "epochs": 5, "train": 6000, "test": 1000, "needs_root": False,
+        "batch": 100, "epochs": 4, "train": 6000, "test": 1000, "needs_root": False,
         "title": "ConvNet (3x3 convs 32-64-128 with BatchNorm, ReLU, max-pool; global pool, "
                  "linear) on the bundled MNIST subset (6,000 train / 1,000 test images)",
         "reduced": "the bundled 6,000 / 1,000-image subset instead of the 60,000 / 10,000 "
@@ -346,7 +360,7 @@ def accuracy_table(records: dict[str, list[dict[str, Any]]]) -> list[str]:
         secs = [r["train_seconds"] / r["epochs"] for r in floats]
         eight_cell = mean_std([r["top1"] for r in eight]) if row.base != "adder" else "n/a"
         lines.append(f"| {row.label} | {mean_std([r['top1'] for r in floats])} | {eight_cell} | "
-                     f"{statistics.mean(secs) if secs else float('nan'):.0f} |")
+                     f"{f'{statistics.mean(secs):.0f}' if secs else '-'} |")
     return lines
 
 
@@ -377,7 +391,8 @@ def speed_section() -> list[str]:
     settings = list(dict.fromkeys((r["batch"], r["channels"], r["hw"], r["mode"])
                                   for r in data["rows"]))
     lines = ["## Layer speed", "",
-             f"From `{path.relative_to(ROOT)}` (`python benchmarks/euclidnet_speed.py`): one "
+             f"From `{path.relative_to(ROOT)}` (`python benchmarks/euclidnet_speed.py"
+             f"{' --quick' if path.stem.endswith('quick') else ''}`): one "
              f"3x3 layer at ResNet-20's shapes, median of {data['rounds']} interleaved rounds, "
              f"time relative to nn.Conv2d's in the same run (training step: forward + backward "
              f"to input and weights; inference: forward without gradients). Targets: EuclidConv2d "
@@ -462,17 +477,13 @@ def cmd_report(args: argparse.Namespace) -> None:
         lines += [f"Runs: {', '.join(machines) or 'unknown machine'}.", ""]
     lines += [RULES, ""]
     lines += speed_section()
-    lines += ["## Budget", "", ESTIMATE.format(**ESTIMATE_VALUES) + ".", "",
+    lines += ["## Budget", "", ESTIMATE + ".", "",
               "## Regenerate", "", *[f"- {c}" for c in all_regen],
               "- then `python benchmarks/euclidnet.py report` (and `python "
               "benchmarks/euclidnet_speed.py` for the speed table).", ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines))
     print(f"wrote {doc}")
-
-
-#: the smoke run's scaled times (filled from the measurement of ESTIMATE's date)
-ESTIMATE_VALUES = {"cifar": "? h", "mnist": "? h", "total": "? h"}
 
 
 def main() -> None:
