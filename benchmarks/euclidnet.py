@@ -75,8 +75,9 @@ ESTIMATE = (
     "every row at three seeds; the epochs (6 and 4, the same for every row) were cut to keep "
     "the homotopy a ramp of about a hundred steps (CIFAR: 96 steps to theta = 1, then 96 at "
     "theta = 1; MNIST: 120 and 120). `run --limit N` prints a scaled estimate from its own "
-    "run, an upper bound at tiny N (it scales the fixed costs of loading and the first step too): 5.4 h per CIFAR "
-    "seed at 8 epochs and 1.2-2.1 h per MNIST seed at 5 epochs, from `--limit 128 --epochs 1`")
+    "run, an upper bound at tiny N (it scales the fixed costs of loading and the first step "
+    "too): 5.4 h per CIFAR seed at 8 epochs and 1.2-2.1 h per MNIST seed at 5 epochs, from "
+    "`--limit 128 --epochs 1`")
 
 
 @dataclass(frozen=True)
