@@ -354,7 +354,8 @@ def verdicts(suite: str, records: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def accuracy_table(records: dict[str, list[dict[str, Any]]]) -> list[str]:
-    lines = ["| row | float | 8-bit (W8A8) | s / epoch, float (train + test) |", "|---|---:|---:|---:|"]
+    lines = ["| row | float | 8-bit (W8A8) | s / epoch, float (train + test) |",
+             "|---|---:|---:|---:|"]
     for row in BASES:
         floats = records.get(row.key, [])
         eight = records.get(f"{row.base}-8bit", [])
