@@ -16,8 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["deploy.py", "make_recipes.py", "binarization.py", "shift.py", "pruning.py",
-           "causal.py", "euclidnet_speed.py", "tensor_train.py", "tt_speed.py", "binaryvit.py",
-           "binaryvit_speed.py", "transfer.py"]
+           "causal.py", "euclidnet.py", "euclidnet_speed.py", "tensor_train.py", "tt_speed.py",
+           "binaryvit.py", "binaryvit_speed.py", "transfer.py"]
 COPIED = ("benchmarks", "docs", "recipes", "examples")
 
 

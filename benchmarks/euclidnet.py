@@ -1,0 +1,499 @@
+"""EuclidNet benchmark: the CNN, EuclidNet from scratch, EuclidNet by homotopy from the trained
+CNN and AdderNet, each float and 8-bit, >= 3 seeds, same data, model, optimizer and epochs for
+every row, on ResNet-20 with the CIFAR-10 subset and on a small ConvNet with the bundled MNIST
+subset; every trained model is also evaluated under the default input corruptions. Writes
+docs/euclidnet.md (issue 13).
+
+    python benchmarks/euclidnet.py run cifar --data-root ../shared/data/cifar10_subset \\
+        --seeds 0 --part s0        # and --seeds 1 --part s1 beside it (two cores), then s2
+    python benchmarks/euclidnet.py run mnist --seeds 0 1 2 --part s012
+    python benchmarks/euclidnet.py report
+
+Rows (see ROWS): ``cnn`` the float model; ``euclid-scratch`` convert(model, "euclid", theta=1)
+trained from random weights; ``euclid-homotopy`` the trained ``cnn`` of the same seed converted
+with theta scheduled 0 -> 1 (linear per step, reaching 1 at half the run and held there) and
+distilled from that CNN (kd alpha 0.5, temperature 4); ``adder`` convert(model, "adder").
+The 8-bit variant of a row is the same recipe with ``{name: uniform, bits: 8, activation_bits:
+8}`` appended to its method chain (symmetric per-channel 8-bit weights, unsigned 8-bit inputs
+with an LSQ-learned step), trained by quantization-aware training for the same epochs from the
+same start (random weights, or the trained CNN for the homotopy). AdderNet has no 8-bit row: the
+library's uniform quantizers do not apply to adder layers. First and last layers stay float
+(the converters' default policy).
+
+``run`` writes benchmarks/results/euclidnet_<suite>[-limit<N>][-<part>].json after every run and
+skips runs already in any of those files, so a killed benchmark resumes; one thread per process.
+``--limit N`` trains and tests on N images (a smoke test, its own file) and prints the time the
+full run would take, scaled from the smoke run (train time by images x epochs, robustness time
+by test images; an upper bound at tiny N). The full run, estimated from step times and a
+``--limit 128 --epochs 1`` smoke run on 2026-12-06 (see ESTIMATE): about 10 core-hours for
+three seeds of both suites, i.e. about 5 h on two processes at a load average of 4-11 from other
+jobs, about 2.5 h with a core per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import (RESULTS, ROOT, load_results, machine, mean_std, merged_results,
+                    results_name, save_results, train_and_record)
+
+from edgecompress.analysis import RobustnessResult, evaluate_robustness, plot_robustness
+from edgecompress.analysis.robustness import RobustnessRow
+from edgecompress.recipe import Recipe
+from edgecompress.train import Callback
+
+DOC = ROOT / "docs" / "euclidnet.md"
+SEEDS = (0, 1, 2)
+#: theta of the homotopy rows: 0 (the CNN, exactly) to 1 (EuclidNet) linearly per training step,
+#: reached at half the run, then the EuclidNet trains at theta = 1 for the other half
+HOMOTOPY = {"kind": "linear", "start": 0.0, "end": 1.0, "per": "step", "ramp_fraction": 0.5}
+#: distillation of the homotopy rows from the trained CNN: the library's defaults
+DISTILL = {"alpha": 0.5, "temperature": 4.0}
+UNIFORM8 = {"name": "uniform", "bits": 8, "activation_bits": 8}
+#: the same optimizer and schedule for every row (the ResNet-20 recipe's)
+OPTIMIZER = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005}
+#: the full run's time, measured as the docstring says (why the epochs are 6 and 4)
+ESTIMATE = (
+    "Measured on 2026-12-06 on the 2-core AMD EPYC at a load average of 4-11 from other jobs "
+    "(one thread per process). Training step, ResNet-20 at batch 128: CNN 1.2 s, EuclidNet "
+    "1.6 s, 8-bit CNN 1.7 s, 8-bit EuclidNet 2.3 s, AdderNet 20 s; ConvNet at batch 100: 0.23, "
+    "0.24, 0.30, 0.32 and 2.6 s. Robustness (clean + 22 settings on the 1,000 test images, "
+    "scaled from the smoke run's 128): AdderNet about 2,700 s on ResNet-20 and 650 s on the "
+    "ConvNet, the other models 40-160 s. One seed then takes about 2.8 h on CIFAR (6 epochs; "
+    "AdderNet is two thirds of it: 650 s per epoch and its robustness) and 0.6 h on MNIST "
+    "(4 epochs), so three seeds of both suites take about 10 core-hours: about 5 h on two "
+    "processes side by side at that load, about 2.5 h where each process has a core to itself "
+    "(other jobs slowed a process about 2x, see docs/binaryvit.md). Two hours do not hold "
+    "every row at three seeds; the epochs (6 and 4, the same for every row) were cut to keep "
+    "the homotopy a ramp of about a hundred steps (CIFAR: 96 steps to theta = 1, then 96 at "
+    "theta = 1; MNIST: 120 and 120). `run --limit N` prints a scaled estimate from its own "
+    "run, an upper bound at tiny N (it scales the fixed costs of loading and the first step "
+    "too): 5.4 h per CIFAR seed at 8 epochs and 1.2-2.1 h per MNIST seed at 5 epochs, from "
+    "`--limit 128 --epochs 1`")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row: its method chain (before the 8-bit step), whether it starts from the trained CNN
+    (and distils from it), and its bits (None: float)."""
+
+    base: str
+    label: str
+    method: tuple[dict[str, Any], ...]
+    homotopy: bool = False
+    bits: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.base + (f"-{self.bits}bit" if self.bits else "")
+
+    def methods(self) -> list[dict[str, Any]] | None:
+        chain = [dict(m) for m in self.method] + ([dict(UNIFORM8)] if self.bits else [])
+        return chain or None
+
+
+BASES = (
+    Row("cnn", "CNN (multiplication)", ()),
+    Row("euclid-scratch", "EuclidNet, from scratch (theta = 1)", ({"name": "euclid",
+                                                                 "theta": 1.0},)),
+    Row("euclid-homotopy", "EuclidNet, homotopy from the CNN (+ KD)",
+        ({"name": "euclid", "theta": HOMOTOPY},), homotopy=True),
+    Row("adder", "AdderNet", ({"name": "adder"},)),
+)
+# the float rows first (a seed's float results come early), AdderNet (the slowest) last
+ROWS = tuple(r for r in BASES if r.base != "adder") + tuple(
+    Row(r.base, r.label, r.method, r.homotopy, 8) for r in BASES if r.base != "adder") + (
+    BASES[-1],)
+BY_KEY = {row.key: row for row in ROWS}
+
+SUITES: dict[str, dict[str, Any]] = {
+    "cifar": {
+        "model": {"name": "resnet20"}, "data": {"name": "cifar10", "augment": True},
+        "batch": 128, "epochs": 6, "train": 4000, "test": 1000, "needs_root": True,
+        "title": "ResNet-20 on the CIFAR-10 subset (first 4,000 train / first 1,000 test "
+                 "images, random crop + flip)",
+        "reduced": "4,000 of the 50,000 training images and 1,000 of the 10,000 test images, "
+                   "{epochs} epochs instead of the hundreds of the EuclidNet and AdderNet papers "
+                   "(AdderNet: 400 on CIFAR-10), so every accuracy is far below the papers' "
+                   "~90 %: compare rows, not absolutes",
+    },
+    "mnist": {
+        "model": {"name": "convnet"}, "data": {"name": "mnist-bundled"},
+        "batch": 100, "epochs": 4, "train": 6000, "test": 1000, "needs_root": False,
+        "title": "ConvNet (3x3 convs 32-64-128 with BatchNorm, ReLU, max-pool; global pool, "
+                 "linear) on the bundled MNIST subset (6,000 train / 1,000 test images)",
+        "reduced": "the bundled 6,000 / 1,000-image subset instead of the 60,000 / 10,000 "
+                   "images, and {epochs} epochs: an AdderNet epoch costs about ten CNN epochs "
+                   "here; with the first conv and the classifier float, two of the three "
+                   "convolutions are converted",
+    },
+}
+
+
+def work_dir(work: Path, suite: str, row: Row, seed: int, epochs: int,
+             limit: int | None) -> Path:
+    return work / (f"{suite}-{row.key}-s{seed}-e{epochs}" + (f"-limit{limit}" if limit else ""))
+
+
+def recipe_for(suite: str, row: Row, seed: int, epochs: int, limit: int | None = None,
+               work: Path = Path()) -> Recipe:
+    """The row's recipe: the suite's model, data, batch and the common optimizer; a homotopy
+    row distils from the CNN of the same seed (its checkpoint in ``work``)."""
+    spec = SUITES[suite]
+    raw: dict[str, Any] = {
+        "name": f"euclidnet-{suite}-{row.key}", "model": dict(spec["model"]),
+        "data": {**spec["data"], **({"limit": limit} if limit else {})},
+        "method": row.methods(), "optimizer": dict(OPTIMIZER), "schedule": {"name": "cosine"},
+        "epochs": epochs, "batch_size": spec["batch"], "seed": seed,
+    }
+    if row.homotopy:  # starts from the CNN's weights (head included) and distils from it
+        cnn = str(teacher_checkpoint(work, suite, seed, epochs, limit))
+        raw["pretrained"] = {"checkpoint": cnn, "reset_head": False}
+        raw["distill"] = {"teacher": cnn, **DISTILL}
+    return Recipe.from_dict(raw, f"euclidnet {suite} {row.key}")
+
+
+def teacher_checkpoint(work: Path, suite: str, seed: int, epochs: int,
+                       limit: int | None) -> Path:
+    return work_dir(work, suite, BY_KEY["cnn"], seed, epochs, limit) / "checkpoint.pt"
+
+
+class Robustness(Callback):
+    """Evaluates the trained model under every default corruption, after the last epoch."""
+
+    def on_fit_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        began = time.perf_counter()
+        result = evaluate_robustness(trainer.model, trainer.test_set,
+                                     batch_size=trainer.config.eval_batch_size,
+                                     device=trainer.device, seed=0)
+        self.result, self.seconds = result.to_dict(), time.perf_counter() - began
+
+
+def one_run(suite: str, row: Row, seed: int, epochs: int, limit: int | None, work: Path,
+            data_root: str | None) -> dict[str, Any]:
+    """Train one row (for a homotopy row, the CNN of the same seed first if its checkpoint is
+    missing), evaluate its robustness, return its record. The CNN keeps its checkpoint."""
+    start = teacher_checkpoint(work, suite, seed, epochs, limit)
+    if row.homotopy and not start.is_file():
+        train_and_record(recipe_for(suite, BY_KEY["cnn"], seed, epochs, limit, work),
+                         data_root, start.parent)
+    robustness = Robustness()
+    out = start.parent if row.key == "cnn" else None
+    record = train_and_record(recipe_for(suite, row, seed, epochs, limit, work), data_root, out,
+                              (robustness,), suite=suite, row=row.key, base=row.base,
+                              bits=row.bits, epochs=epochs, limit=limit)
+    record["train_seconds"] = record["seconds"] - robustness.seconds
+    record.update(robustness=robustness.result, robustness_seconds=robustness.seconds)
+    return record
+
+
+def full_seconds(suite: str, runs: list[dict[str, Any]], epochs: int) -> float:
+    """One seed's time at the full budget (``epochs`` on the suite's images), scaled from smoke
+    runs: training by images x epochs, robustness by test images."""
+    spec = SUITES[suite]
+    total = 0.0
+    for r in runs:
+        images = min(r["limit"], spec["train"])
+        total += r["train_seconds"] * spec["train"] / images * epochs / r["epochs"]
+        total += r["robustness_seconds"] * spec["test"] / min(r["limit"], spec["test"])
+    return total
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    spec = SUITES[args.suite]
+    if spec["needs_root"] and not args.data_root:
+        raise SystemExit(f"suite {args.suite!r} reads its images from --data-root (e.g. "
+                         f"../shared/data/cifar10_subset)")
+    epochs = args.epochs or spec["epochs"]
+    base = f"euclidnet_{args.suite}"
+    name = results_name(base, args.limit, args.part)
+    done = merged_results(base, args.limit)
+    other = {r["epochs"] for k, r in done.items() if k != "machine"} - {epochs}
+    if other:
+        raise SystemExit(f"benchmarks/results/{results_name(base, args.limit)}*.json hold runs "
+                         f"of {sorted(other)} epochs, not {epochs}: pass that --epochs or move "
+                         f"those files away")
+    results = load_results(name)
+    results.setdefault("machine", machine())
+    rows = [BY_KEY[k] for k in args.rows] if args.rows else ROWS
+    for seed in args.seeds:
+        for row in rows:
+            key = f"{row.key}|{seed}"
+            if key in done or key in results:
+                continue
+            results[key] = one_run(args.suite, row, seed, epochs, args.limit, Path(args.work),
+                                   args.data_root)
+            save_results(name, results)
+            r = results[key]
+            print(f"[euclidnet {args.suite}] {key}: top-1 {r['top1']:.2f}, train "
+                  f"{r['train_seconds']:.0f} s, robustness {r['robustness_seconds']:.0f} s",
+                  flush=True)
+    if args.limit:
+        runs = [r for k, r in results.items() if k != "machine" and r["seed"] == args.seeds[0]]
+        seconds = full_seconds(args.suite, runs, spec["epochs"])
+        print(f"[euclidnet {args.suite}] full budget ({spec['epochs']} epochs, "
+              f"{spec['train']} / {spec['test']} images), scaled from this smoke run: "
+              f"{seconds / 3600:.2f} h per seed on one core", flush=True)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    mean = statistics.mean(values) if values else float("nan")
+    return mean, statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def mean_drop(record: dict[str, Any]) -> float:
+    """Clean top-1 minus the mean top-1 over every corruption setting (points)."""
+    rob = record["robustness"]
+    return rob["clean"]["top1"] - statistics.mean(r["top1"] for r in rob["rows"])
+
+
+def family_drops(record: dict[str, Any]) -> dict[str, float]:
+    """Per family: clean top-1 minus its mean top-1 over the family's severities."""
+    rob = record["robustness"]
+    fams = dict.fromkeys(r["family"] for r in rob["rows"])
+    return {f: rob["clean"]["top1"] - statistics.mean(r["top1"] for r in rob["rows"]
+                                                      if r["family"] == f) for f in fams}
+
+
+def mean_curves(records: list[dict[str, Any]]) -> RobustnessResult:
+    """The seeds' robustness results averaged setting by setting (for the plot)."""
+    robs = [r["robustness"] for r in records]
+    rows = [RobustnessRow(first["family"], first["severity"], first["unit"],
+                          statistics.mean(rob["rows"][i]["top1"] for rob in robs),
+                          statistics.mean(rob["rows"][i]["loss"] for rob in robs))
+            for i, first in enumerate(robs[0]["rows"])]
+    return RobustnessResult(statistics.mean(rob["clean"]["top1"] for rob in robs),
+                            statistics.mean(rob["clean"]["loss"] for rob in robs),
+                            robs[0]["samples"], robs[0]["seed"], rows)
+
+
+#: claim (a): "close to the CNN" allows this many points below the CNN's mean top-1
+CLOSE = 1.0
+#: claim (c): "robust like the CNN" allows the mean drop under corruptions to exceed the CNN's
+#: by this many points
+ROBUST = 2.0
+RULES = (
+    "Verdicts, from the per-seed numbers. The spread of a comparison is the larger of the two "
+    "standard deviations over seeds. (a) *close to the CNN*: gap = mean(CNN) - mean(EuclidNet); "
+    f"**holds** if gap <= max({CLOSE:g}, spread), **not reproduced** if gap > {CLOSE:g} + "
+    f"spread, **inconclusive** in between. {CLOSE:g} point is the gap the papers' CIFAR-10 "
+    "comparisons call close (EuclidNet within about a point of the same CNN); a gap the seeds "
+    "cannot resolve (within the spread) is close too. (b) *above AdderNet*: gap = "
+    "mean(EuclidNet) - mean(AdderNet); **holds** if gap > spread, **not reproduced** if gap < "
+    "-spread, **inconclusive** otherwise. (c) *robust like the CNN*: a model's drop is its clean "
+    "top-1 minus its mean top-1 over every default corruption setting (5 families, 22 "
+    "settings); excess = mean drop(EuclidNet) - mean drop(CNN); **holds** if excess <= "
+    f"max({ROBUST:g}, spread of the drops), **not reproduced** if excess > {ROBUST:g} + spread, "
+    f"**inconclusive** in between. {ROBUST:g} points is a margin for \"degrades like the "
+    "multiplication network\": small against the drops themselves (tens of points at the "
+    "strongest settings), larger than the seed-to-seed noise of 1,000 test images "
+    "(about 1.5 points of standard error at 70 %).")
+
+
+def verdicts(suite: str, records: dict[str, list[dict[str, Any]]]) -> list[str]:
+    def top1(key: str) -> list[float]:
+        return [r["top1"] for r in records.get(key, [])]
+
+    out = []
+    cnn_mean, cnn_std = _stats(top1("cnn"))
+    for key in ("euclid-scratch", "euclid-homotopy"):
+        label = BY_KEY[key].label
+        mine = top1(key)
+        if len(mine) < 2 or len(top1("cnn")) < 2:
+            continue
+        mean, std = _stats(mine)
+        gap, spread = cnn_mean - mean, max(std, cnn_std)
+        word = ("holds" if gap <= max(CLOSE, spread) else "not reproduced"
+                if gap > CLOSE + spread else "inconclusive")
+        out.append(f"- (a) {label} close to the CNN: **{word}** ({mean:.2f} vs {cnn_mean:.2f}: "
+                   f"{gap:.2f} points below, spread {spread:.2f}).")
+        if len(top1("adder")) >= 2:
+            a_mean, a_std = _stats(top1("adder"))
+            gap, spread = mean - a_mean, max(std, a_std)
+            word = ("holds" if gap > spread else "not reproduced" if gap < -spread
+                    else "inconclusive")
+            out.append(f"- (b) {label} above AdderNet: **{word}** ({mean:.2f} vs {a_mean:.2f}: "
+                       f"{gap:+.2f} points, spread {spread:.2f}).")
+        drops, cnn_drops = ([mean_drop(r) for r in records[k]] for k in (key, "cnn"))
+        (d, ds), (c, cs) = _stats(drops), _stats(cnn_drops)
+        excess, spread = d - c, max(ds, cs)
+        word = ("holds" if excess <= max(ROBUST, spread) else "not reproduced"
+                if excess > ROBUST + spread else "inconclusive")
+        out.append(f"- (c) {label} robust like the CNN: **{word}** (mean drop {d:.2f} vs the "
+                   f"CNN's {c:.2f}: {excess:+.2f} points, spread {spread:.2f}).")
+    return out
+
+
+def accuracy_table(records: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["| row | float | 8-bit (W8A8) | s / epoch, float (train + test) |",
+             "|---|---:|---:|---:|"]
+    for row in BASES:
+        floats = records.get(row.key, [])
+        eight = records.get(f"{row.base}-8bit", [])
+        secs = [r["train_seconds"] / r["epochs"] for r in floats]
+        eight_cell = mean_std([r["top1"] for r in eight]) if row.base != "adder" else "n/a"
+        lines.append(f"| {row.label} | {mean_std([r['top1'] for r in floats])} | {eight_cell} | "
+                     f"{f'{statistics.mean(secs):.0f}' if secs else '-'} |")
+    return lines
+
+
+def robustness_table(records: dict[str, list[dict[str, Any]]]) -> list[str]:
+    keys = [row.key for row in ROWS if records.get(row.key)]
+    fams = list(family_drops(records[keys[0]][0]))
+    lines = ["| row | clean top-1 | " + " | ".join(f"drop: {f}" for f in fams)
+             + " | mean drop |", "|---|" + "---:|" * (len(fams) + 2)]
+    for key in keys:
+        rs = records[key]
+        cells = [mean_std([family_drops(r)[f] for r in rs]) for f in fams]
+        lines.append(f"| {BY_KEY[key].label}{' 8-bit' if BY_KEY[key].bits else ''} | "
+                     f"{mean_std([r['robustness']['clean']['top1'] for r in rs])} | "
+                     + " | ".join(cells) + f" | {mean_std([mean_drop(r) for r in rs])} |")
+    return lines
+
+
+def speed_section() -> list[str]:
+    """The layer speed table of benchmarks/euclidnet_speed.py, if it has been run."""
+    path = next((RESULTS / f"{n}.json" for n in ("euclidnet_speed", "euclidnet_speed_quick")
+                 if (RESULTS / f"{n}.json").is_file()), None)
+    if path is None:
+        return []
+    data = json.loads(path.read_text())
+    layers = [x for x in ("euclid", "euclid-naive", "adder", "adder-naive")
+              if any(r["layer"] == x for r in data["rows"])]
+    cell = {(r["batch"], r["channels"], r["hw"], r["mode"], r["layer"]): r for r in data["rows"]}
+    settings = list(dict.fromkeys((r["batch"], r["channels"], r["hw"], r["mode"])
+                                  for r in data["rows"]))
+    lines = ["## Layer speed", "",
+             f"From `{path.relative_to(ROOT)}` (`python benchmarks/euclidnet_speed.py"
+             f"{' --quick' if path.stem.endswith('quick') else ''}`): one "
+             f"3x3 layer at ResNet-20's shapes, median of {data['rounds']} interleaved rounds, "
+             f"time relative to nn.Conv2d's in the same run (training step: forward + backward "
+             f"to input and weights; inference: forward without gradients). Targets: EuclidConv2d "
+             f"training <= 1.2x, inference <= 1.1x. Machine: {data['machine']}.", "",
+             "| batch | channels x size | mode | conv (ms) | " + " | ".join(layers) + " |",
+             "|---:|---|---|---:|" + "---:|" * len(layers)]
+    for b, c, hw, mode in settings:
+        conv = cell[(b, c, hw, mode, "conv")]["ms"]
+        ratios = [f"{cell[(b, c, hw, mode, x)]['ratio_vs_conv']:.2f}x"
+                  if (b, c, hw, mode, x) in cell else "-" for x in layers]
+        lines.append(f"| {b} | {c} x {hw}x{hw} | {mode} | {conv:.2f} | " + " | ".join(ratios)
+                     + " |")
+    return lines + [""]
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """docs/euclidnet.md and its plots; with ``--limit``, the smoke results' report and plots
+    under runs/euclidnet/report-limit<N>/ instead (docs/ keeps the real numbers only)."""
+    doc = DOC if not args.limit else ROOT / "runs" / "euclidnet" / f"report-limit{args.limit}" \
+        / "euclidnet.md"
+    img = doc.parent / "img"
+    lines = [
+        "# EuclidNet: accuracy and robustness against the CNN and AdderNet", "",
+        "Generated by `python benchmarks/euclidnet.py report` from benchmarks/results/"
+        "euclidnet_<suite>*.json (spec `euclidnet.md`, issue 13). Rows, each with >= 3 seeds on "
+        "the same data, model, optimizer (SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine), "
+        "batch and epochs:", "",
+        "- **CNN**: the float model with multiplications.",
+        "- **EuclidNet, from scratch**: `convert(model, \"euclid\", theta=1.0)` (every conv and "
+        "linear layer but the first and last computes -1/2 ||x - w||^2 + b), random weights.",
+        "- **EuclidNet, homotopy**: the trained CNN of the same seed, converted with theta "
+        f"scheduled `{HOMOTOPY}` (x.w - theta/2 (||x||^2 + ||w||^2): the CNN exactly at 0, the "
+        "EuclidNet at 1, linear per step, reaching 1 at half the run and held there; our "
+        "reading), and distilled from that CNN (kd alpha "
+        f"{DISTILL['alpha']}, temperature {DISTILL['temperature']:g}: the library's defaults). "
+        "The default is distillation on, the papers' teacher-student + homotopy. These rows "
+        "start from a trained model, so in total they have seen twice the epochs of the others.",
+        "- **AdderNet**: `convert(model, \"adder\")` (-sum |x - w| + b, full-precision weight "
+        "gradient, HardTanh input gradient, adaptive learning-rate scaling eta 0.2), random "
+        "weights.",
+        "- **8-bit**: the row's method chain followed by `{name: uniform, bits: 8, "
+        "activation_bits: 8}` (8-bit symmetric per-channel weights, 8-bit unsigned inputs with "
+        "an LSQ-learned step), trained by quantization-aware training for the same epochs from "
+        "the same start. AdderNet has no 8-bit row: the library's uniform quantizers do not "
+        "apply to adder layers (an L1 distance needs inputs and weights on one shared scale).",
+        "", "Top-1 is on the test images, mean ± standard deviation over seeds.", "",
+    ]
+    all_regen = []
+    for suite, spec in SUITES.items():
+        results = merged_results(f"euclidnet_{suite}", args.limit)
+        runs = [r for k, r in results.items() if k != "machine"]
+        root = " --data-root ../shared/data/cifar10_subset" if spec["needs_root"] else ""
+        all_regen.append(f"`python benchmarks/euclidnet.py run {suite}{root} --seeds 0 "
+                         f"--part s0` (and `--seeds 1 --part s1`, `--seeds 2 --part s2`, two "
+                         f"at a time)")
+        if not runs:
+            continue
+        records = {row.key: sorted((r for r in runs if r["row"] == row.key),
+                                   key=lambda r: r["seed"]) for row in ROWS}
+        records = {k: v for k, v in records.items() if v}
+        epochs = sorted({r["epochs"] for r in runs})
+        seeds = sorted({r["seed"] for r in runs})
+        lines += [f"## {spec['title']}", "",
+                  f"Seeds {', '.join(map(str, seeds))}; {', '.join(map(str, epochs))} epochs. "
+                  f"Reduced compared with the papers: "
+                  f"{spec['reduced'].format(epochs=', '.join(map(str, epochs)))}.", "",
+                  *accuracy_table(records), "",
+                  "Robustness: top-1 drop (clean minus corrupted, points, mean over the family's "
+                  "default severities) under the default corruptions of `edgecompress "
+                  "robustness` (noise sigma 0.05-0.5, brightness +0.1-0.4, contrast reduction "
+                  "0.2-0.8, rotation 5-30 degrees, translation 1-4 pixels), on every test "
+                  "image, noise seed 0.", "", *robustness_table(records), ""]
+        curves = {BY_KEY[k].label: mean_curves(records[k]) for k in
+                  ("cnn", "euclid-scratch", "euclid-homotopy", "adder") if k in records}
+        if curves:
+            name = f"euclidnet_robustness_{suite}.png"
+            plot_robustness(img / name, curves, f"{spec['title'].split(' (')[0]}: top-1 under "
+                            f"corruptions (mean over seeds)")
+            lines += [f"![robustness {suite}](img/{name})", ""]
+        lines += verdicts(suite, records) + [""]
+        machines = sorted({results["machine"]} if "machine" in results else set())
+        lines += [f"Runs: {', '.join(machines) or 'unknown machine'}.", ""]
+    lines += [RULES, ""]
+    lines += speed_section()
+    lines += ["## Budget", "", ESTIMATE + ".", "",
+              "## Regenerate", "", *[f"- {c}" for c in all_regen],
+              "- then `python benchmarks/euclidnet.py report` (and `python "
+              "benchmarks/euclidnet_speed.py` for the speed table).", ""]
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(lines))
+    print(f"wrote {doc}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train every row x seed of a suite (resumable)")
+    p.add_argument("suite", choices=sorted(SUITES))
+    p.add_argument("--data-root", help="the suite's data (cifar: the CIFAR-10 subset)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--rows", nargs="+", choices=list(BY_KEY),
+                   help="only these rows (a homotopy row trains its CNN when it is missing)")
+    p.add_argument("--part", help="write euclidnet_<suite>-<PART>.json instead (processes side "
+                   "by side, e.g. --seeds 1 --part s1); report merges them")
+    p.add_argument("--limit", type=int, help="train and test on this many images only (a smoke "
+                   "test: its own results file, and the full run's time estimated from it)")
+    p.add_argument("--epochs", type=int, help="epochs of every row (default: the suite's)")
+    p.add_argument("--work", default=str(ROOT / "runs" / "euclidnet"),
+                   help="where the CNNs' checkpoints go (the homotopy rows start from them)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="write docs/euclidnet.md and its plots")
+    p.add_argument("--limit", type=int, help="report the smoke results of run --limit N (to "
+                   "runs/euclidnet/report-limit<N>/euclidnet.md)")
+    p.set_defaults(func=cmd_report)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
