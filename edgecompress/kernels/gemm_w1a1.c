@@ -166,20 +166,24 @@ static int load_rows(const gemm_rows *src, int64_t rb, int64_t m, int64_t kw, in
     *runs = (row_runs){&no_offset, 1, kw};
     for (int r = 0; r < R; r++) valid[r] = (int32_t)k;
     if (src->conv) {
+        const conv_pixel first = conv_pixel_of(src->conv, rb * R);
+        conv_pixel p = first;
         int inside = 1;
         for (int r = 0; r < R && inside; r++) {
-            const int64_t i = rb * R + r < m ? rb * R + r : m - 1;
-            ar[r] = ec_window_inside(src->conv, src->a, i);
+            ar[r] = ec_window_inside(src->conv, src->a, p);
             inside = ar[r] != NULL;
+            if (rb * R + r + 1 < m) conv_pixel_next(src->conv, &p);
         }
         if (inside) {
             *runs = src->window;
             return 0;
         }
+        p = first;
         for (int r = 0; r < R; r++) {
             uint64_t *row = gather + r * kw, *mrow = gather + (R + r) * kw;
             if (rb * R + r < m) {
-                ec_window_row(src->conv, src->a, rb * R + r, row, mrow);
+                ec_window_row(src->conv, src->a, p, row, mrow);
+                conv_pixel_next(src->conv, &p);
             } else {
                 memset(row, 0, (size_t)kw * sizeof(uint64_t));
                 memset(mrow, 0, (size_t)kw * sizeof(uint64_t));

@@ -26,15 +26,6 @@ EC_EXPORT void ec_pack_channels(const float *x, int64_t n, int64_t c, int64_t h,
     }
 }
 
-const uint64_t *ec_window_inside(const conv_window *g, const uint64_t *px, int64_t r) {
-    const int64_t oh = conv_out_h(g), ow = conv_out_w(g);
-    const int64_t img = r / (oh * ow), oy = r / ow % oh, ox = r % ow;
-    const int64_t y0 = oy * g->sh - g->ph, x0 = ox * g->sw - g->pw;
-    if (y0 < 0 || y0 + (g->kh - 1) * g->dh >= g->h || x0 < 0 || x0 + (g->kw - 1) * g->dw >= g->w)
-        return NULL;
-    return px + ((img * g->h + y0) * g->w + x0) * ((g->c + 63) / 64);
-}
-
 /* the mask word of channel word q of a real pixel */
 static inline uint64_t channel_bits(const conv_window *g, int64_t q) {
     const int64_t cw = (g->c + 63) / 64;
@@ -50,11 +41,10 @@ uint64_t *ec_window_full_mask(const conv_window *g) {
     return full;
 }
 
-void ec_window_row(const conv_window *g, const uint64_t *px, int64_t r, uint64_t *dst,
+void ec_window_row(const conv_window *g, const uint64_t *px, conv_pixel p, uint64_t *dst,
                    uint64_t *mdst) {
-    const int64_t cw = (g->c + 63) / 64, oh = conv_out_h(g), ow = conv_out_w(g);
-    const int64_t img = r / (oh * ow), oy = r / ow % oh, ox = r % ow;
-    const int64_t y0 = oy * g->sh - g->ph, x0 = ox * g->sw - g->pw;
+    const int64_t cw = (g->c + 63) / 64, img = p.img;
+    const int64_t y0 = p.y * g->sh - g->ph, x0 = p.x * g->sw - g->pw;
     for (int64_t i = 0; i < g->kh; i++) {
         const int64_t y = y0 + i * g->dh;
         const int inside_y = y >= 0 && y < g->h;
@@ -85,30 +75,34 @@ EC_EXPORT void ec_im2col_words(const uint64_t *px, int64_t n, int64_t c, int64_t
                                int64_t pw, int64_t dh, int64_t dw, uint64_t *rows,
                                uint64_t *mask) {
     const conv_window g = {n, c, h, w, kh, kw_, sh, sw, ph, pw, dh, dw};
-    const int64_t cw = (c + 63) / 64, m = n * conv_out_h(&g) * conv_out_w(&g);
+    const int64_t cw = (c + 63) / 64, oh = conv_out_h(&g), ow = conv_out_w(&g);
     const int64_t row_words = kh * kw_ * cw;
     /* the mask row of a window inside the image (if malloc fails: the checked path for all) */
     uint64_t *full = mask ? ec_window_full_mask(&g) : NULL;
-#pragma omp parallel for schedule(static) if (m * row_words > 8192)
-    for (int64_t r = 0; r < m; r++) {
-        const uint64_t *src = ec_window_inside(&g, px, r);
-        uint64_t *dst = rows + r * row_words;
-        uint64_t *mdst = mask ? mask + r * row_words : NULL;
-        if (src == NULL || (mdst && !full)) {
-            ec_window_row(&g, px, r, dst, mdst);
-            continue;
-        }
-        for (int64_t i = 0; i < kh; i++) {
-            const uint64_t *s = src + i * dh * w * cw;
-            uint64_t *d = dst + i * kw_ * cw;
-            if (dw == 1) {
-                for (int64_t q = 0; q < kw_ * cw; q++) d[q] = s[q];
-            } else {
-                for (int64_t j = 0; j < kw_; j++)
-                    for (int64_t q = 0; q < cw; q++) d[j * cw + q] = s[j * dw * cw + q];
+#pragma omp parallel for schedule(static) if (n * oh * ow * row_words > 8192)
+    for (int64_t line = 0; line < n * oh; line++) {   /* one output row of one image */
+        for (int64_t ox = 0; ox < ow; ox++) {
+            const conv_pixel p = {line / oh, line % oh, ox};
+            const int64_t r = line * ow + ox;
+            const uint64_t *src = ec_window_inside(&g, px, p);
+            uint64_t *dst = rows + r * row_words;
+            uint64_t *mdst = mask ? mask + r * row_words : NULL;
+            if (src == NULL || (mdst && !full)) {
+                ec_window_row(&g, px, p, dst, mdst);
+                continue;
             }
+            for (int64_t i = 0; i < kh; i++) {
+                const uint64_t *s = src + i * dh * w * cw;
+                uint64_t *d = dst + i * kw_ * cw;
+                if (dw == 1) {
+                    for (int64_t q = 0; q < kw_ * cw; q++) d[q] = s[q];
+                } else {
+                    for (int64_t j = 0; j < kw_; j++)
+                        for (int64_t q = 0; q < cw; q++) d[j * cw + q] = s[j * dw * cw + q];
+                }
+            }
+            if (mdst) memcpy(mdst, full, (size_t)row_words * sizeof(uint64_t));
         }
-        if (mdst) memcpy(mdst, full, (size_t)row_words * sizeof(uint64_t));
     }
     free(full);
 }
