@@ -272,12 +272,14 @@ class PackedBinaryLinear(PackedLinearShape, _PackedBinary):
 
 @register_packed(BinaryConv2d)
 class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
-    #: W1A1: run the GEMM as an implicit GEMM on the packed pixels (kernels.binary_conv), which
-    #: writes no im2col rows; False: gather im2col rows first. Both give the same outputs bit for
-    #: bit; the implicit GEMM measured 1.0-1.6x faster per layer at every ResNet-18 shape (batch
-    #: 1 and 8, one thread). A 1x1 stride-1 convolution without padding has no rows to gather
-    #: (they are its pixels) and always runs the plain GEMM.
-    implicit_gemm = True
+    #: W1A1: True runs the GEMM as an implicit GEMM on the packed pixels (kernels.binary_conv),
+    #: which writes no im2col rows; False gathers im2col rows first; None (default) picks the
+    #: implicit GEMM where the kernels run their AVX-512 path. Both give the same outputs bit for
+    #: bit. On AVX-512 the implicit GEMM measured 1.0-1.5x faster per layer at ResNet-18's shapes
+    #: (batch 1 and 8, one thread); on the AVX2 path, whose popcount dominates, it was even
+    #: (0.8-1.0x). A 1x1 stride-1 convolution without padding has no rows to gather (they are
+    #: its pixels) and always runs the plain GEMM.
+    implicit_gemm: bool | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
@@ -300,6 +302,11 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
         signs = self.discrete_weight().view(self.out_features, self.in_channels // self.groups,
                                             *self.kernel_size)
         return kernels.pack_conv_weights(signs)
+
+    def prepare(self) -> None:
+        super().prepare()
+        # implicit_gemm's default on this CPU, resolved here: not in a torch.compile trace
+        self._implicit_default = "avx512" in kernels.supported_paths()
 
     def _grouped(self, x: Tensor) -> Tensor:
         """W1A1 with groups > 1: one packed GEMM per group of channels (freeze does not fuse
@@ -328,8 +335,8 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
             scale, bias = (None if t is None else t[part] for t in (scale, bias))
         clamp = self.fused_clamp if fused else None
         geometry = (self.kernel_size, self.stride, self.padding, self.dilation)
-        if self.implicit_gemm and (self.kernel_size, self.stride, self.padding) != \
-                ((1, 1), (1, 1), (0, 0)):
+        implicit = self._implicit_default if self.implicit_gemm is None else self.implicit_gemm
+        if implicit and (self.kernel_size, self.stride, self.padding) != ((1, 1), (1, 1), (0, 0)):
             return _binary_conv(pixels, channels, b, panels, geometry, scale, bias,
                                 self.emit_signs, residual, clamp)
         rows, mask = _im2col_words(pixels, channels, *geometry, masked=self.padding != (0, 0))

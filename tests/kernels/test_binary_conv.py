@@ -191,6 +191,7 @@ def test_frozen_w1a1_resnet_gives_the_same_outputs_through_both_paths(monkeypatc
     calls = []
     original = K.binary_conv
     monkeypatch.setattr(K, "binary_conv", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    monkeypatch.setattr(deploy.PackedBinaryConv2d, "implicit_gemm", True)
     with torch.no_grad():
         implicit, implicit_plain = frozen(x), plain(x)
         assert calls  # the frozen convolutions ran the implicit GEMM
@@ -198,5 +199,8 @@ def test_frozen_w1a1_resnet_gives_the_same_outputs_through_both_paths(monkeypatc
         calls.clear()
         im2col, im2col_plain = frozen(x), plain(x)
         assert not calls
+        monkeypatch.setattr(deploy.PackedBinaryConv2d, "implicit_gemm", None)
+        assert torch.equal(frozen(x), implicit)  # the default: implicit on AVX-512 CPUs
+        assert bool(calls) == ("avx512" in PATHS)
     assert torch.equal(implicit, im2col) and torch.equal(implicit_plain, im2col_plain)
     assert torch.equal(implicit, implicit_plain)
