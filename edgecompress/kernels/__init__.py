@@ -9,6 +9,8 @@ Binary kernels (C, built by the package's own build and loaded with ctypes):
   :func:`binary_gemm_affine` and :func:`binary_gemm_signs` fuse a per-column affine step (and a
   residual and clamp, or the packing of the signs) into its store;
 - :func:`im2col_signs` / :func:`im2col_words`: the packed operands of a binary convolution;
+  :func:`binary_conv` runs its GEMM as an implicit GEMM on the packed pixels (no im2col rows),
+  bit for bit the same;
 - :func:`w1a32_gemm`: +-1 weights times float activations by sign selection;
 - binary attention: :func:`binary_gemm_groups` (q k^T of every sample and head on the W1A1
   GEMM) and :func:`mask_matmul` (``P v`` for P in {0, a} as bit masks and v in {-1, +1}: AND
@@ -38,8 +40,8 @@ This package only re-exports.
 """
 
 from ._loader import PATHS, available, supported_paths
-from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, binary_gemm, binary_gemm_affine,
-                       binary_gemm_groups, block_epilogue, pool_branches, binary_gemm_signs, conv2d_direct,
+from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, binary_conv, binary_gemm,
+                       binary_gemm_affine, binary_gemm_groups, block_epilogue, pool_branches, binary_gemm_signs, conv2d_direct,
                        DirectConvPlan, conv2d_direct_supports, conv2d_direct_usable,
                        conv2d_torch, CONV_OPS, l1_linear, conv_output_size, im2col_signs,
                        im2col_words, mask_matmul,
@@ -62,5 +64,6 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "pool_branches_reference",
            "conv2d_direct", "DirectConvPlan", "conv2d_direct_supports", "conv2d_direct_usable",
            "conv2d_torch", "conv2d_direct_reference", "CONV_OPS", "l1_linear",
-           "pack_conv_weights", "im2col_signs", "im2col_signs_reference", "conv_output_size",
+           "pack_conv_weights", "im2col_signs", "binary_conv", "im2col_signs_reference",
+           "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

@@ -31,6 +31,8 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_set_gemm_block_bytes": ([_i64], None),
     "ec_binary_gemm": ([_p, _p, _p, _i64, _i64, _i64, _i64, _p, _p, _p, _p, _p, _p, _i32, _f32,
                         _f32, _i32, _i32], _i32),
+    "ec_binary_conv": ([_p, _p, _p, _i64, _p, _p, _p, _p, _p, _p, _i32, _f32, _f32, _i32, _i32],
+                       _i32),
     "ec_binary_gemm_groups": ([_p, _p, _i64, _i64, _i64, _i64, _i64, _p, _p, _i32, _i32], _i32),
     "ec_mask_matmul": ([_p, _p, _i64, _i64, _i64, _i64, _i64, _f32, _p, _i32, _i32], _i32),
     "ec_w1a32_gemm": ([_p, _p, _i64, _i64, _i64, _p, _p, _p, _i32, _i32], _i32),

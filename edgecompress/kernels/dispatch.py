@@ -147,24 +147,55 @@ def _gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None, panels: Tensor | No
     kw = a.shape[1] if a.dim() == 2 else -1
     if kw * 64 < k:
         raise ValueError(f"k = {k} values do not fit in rows of {kw} words")
-    a, b = _check_packed("a", a, kw), _check_packed("b", b, kw)
-    m, n = a.shape[0], b.shape[0]
+    a = _check_packed("a", a, kw)
+    m = a.shape[0]
     if mask is not None:
         mask = _check_packed("mask", mask, kw)
         if mask.shape[0] != m:
             raise ValueError(f"mask has {mask.shape[0]} rows but a has {m}")
+    b = _check_epilogue(m, kw, b, scale, bias, residual, clamp)
+    lib = library()
+    if lib is None:
+        return _gemm_reference(output, a, b, k, mask, scale, bias, residual, clamp)
+    out, args, _operands = _gemm_arguments(m, b, panels, output, scale, bias, residual, clamp)
+    bp, *epilogue = args
+    status = lib.ec_binary_gemm(a.data_ptr(), _ptr(mask), bp, m, b.shape[0], kw, k, *epilogue,
+                                path_code(path), threads or torch.get_num_threads())
+    check_status(status, f"binary_gemm ({output} output)", path)
+    return out
+
+
+def _check_epilogue(m: int, kw: int, b: Tensor, scale: Tensor | None, bias: Tensor | None,
+                    residual: Tensor | None, clamp: tuple[float, float] | None) -> Tensor:
+    """Check the weights (N, kw) and the epilogue's operands of an M-row GEMM; the weights,
+    contiguous."""
+    b = _check_packed("b", b, kw)
+    n = b.shape[0]
     _check_vectors(n, scale=scale, bias=bias)
     if residual is not None and tuple(residual.shape) != (m, n):
         raise ValueError(f"residual must have shape {(m, n)}, got {tuple(residual.shape)}")
     if clamp is not None and not clamp[0] <= clamp[1]:
         raise ValueError(f"clamp needs lo <= hi, got {clamp}")
-    lib = library()
-    if lib is None:
-        if output == "int32":
-            return binary_gemm_reference(a, b, k, mask)
-        if output == "float32":
-            return binary_gemm_affine_reference(a, b, k, mask, scale, bias, residual, clamp)
-        return binary_gemm_signs_reference(a, b, k, mask, scale, bias)
+    return b
+
+
+def _gemm_reference(output: str, a: Tensor, b: Tensor, k: int, mask: Tensor | None,
+                    scale: Tensor | None, bias: Tensor | None, residual: Tensor | None,
+                    clamp: tuple[float, float] | None) -> Tensor:
+    if output == "int32":
+        return binary_gemm_reference(a, b, k, mask)
+    if output == "float32":
+        return binary_gemm_affine_reference(a, b, k, mask, scale, bias, residual, clamp)
+    return binary_gemm_signs_reference(a, b, k, mask, scale, bias)
+
+
+def _gemm_arguments(m: int, b: Tensor, panels: Tensor | None, output: str,
+                    scale: Tensor | None, bias: Tensor | None, residual: Tensor | None,
+                    clamp: tuple[float, float] | None) -> tuple[Tensor, list, tuple]:
+    """The output tensor of an M-row GEMM and the C arguments from the weight panels on
+    (bp, then c, cf, cs, scale, bias, res, clamp, lo, hi), and the tensors those pointers point
+    into, which the caller holds until the call returns."""
+    n, kw = b.shape
     if panels is None:
         panels = pack_panels(b)
     elif tuple(panels.shape) != (-(-n // PANEL), kw, PANEL):
@@ -174,12 +205,8 @@ def _gemm(a: Tensor, b: Tensor, k: int, mask: Tensor | None, panels: Tensor | No
     dtype, columns = _GEMM_OUTPUTS[output]
     out = torch.empty(m, columns(n), dtype=dtype)
     targets = [out.data_ptr() if output == form else None for form in _GEMM_OUTPUTS]
-    status = lib.ec_binary_gemm(a.data_ptr(), _ptr(mask), panels.data_ptr(), m, n, kw, k,
-                                *targets, _ptr(scale), _ptr(bias), _ptr(residual),
-                                int(clamp is not None), *(clamp or (0.0, 0.0)), path_code(path),
-                                threads or torch.get_num_threads())
-    check_status(status, f"binary_gemm ({output} output)", path)
-    return out
+    return out, [panels.data_ptr(), *targets, _ptr(scale), _ptr(bias), _ptr(residual),
+                 int(clamp is not None), *(clamp or (0.0, 0.0))], (panels, scale, bias, residual)
 
 
 # --- binary attention: batches of q k^T and the {0, a} x +-1 product ----------------------------
@@ -413,6 +440,54 @@ def im2col_words(pixels: Tensor, channels: int, kernel: tuple[int, int],
                         stride[1], padding[0], padding[1], dilation[0], dilation[1],
                         rows.data_ptr(), _ptr(mask))
     return rows, mask
+
+
+def binary_conv(pixels: Tensor, channels: int, b: Tensor, kernel: tuple[int, int],
+                stride: tuple[int, int], padding: tuple[int, int],
+                dilation: tuple[int, int] = (1, 1), *, output: str = "float32",
+                scale: Tensor | None = None, bias: Tensor | None = None,
+                residual: Tensor | None = None, clamp: tuple[float, float] | None = None,
+                panels: Tensor | None = None, path: str | None = None,
+                threads: int | None = None) -> Tensor:
+    """A binary convolution's W1A1 GEMM as an implicit GEMM: the windows are read from the
+    packed pixels (n, h, w, ceil(channels / 64)) instead of from im2col rows written first.
+
+    Equal bit for bit to :func:`binary_gemm` (``output="int32"``), :func:`binary_gemm_affine`
+    ("float32": ``* scale + bias``, ``+ residual``, clamped) or :func:`binary_gemm_signs`
+    ("signs") on ``im2col_words(pixels, channels, kernel, stride, padding, dilation)``, masked
+    when there is padding; b: the weights from :func:`pack_conv_weights`, panels: their
+    :func:`pack_panels`. Rows: (n * oh * ow) output pixels. Windows inside the image are read in
+    place; row blocks that touch the padding are gathered (four rows) with their masks."""
+    if output not in _GEMM_OUTPUTS:
+        raise ValueError(f"output must be one of {tuple(_GEMM_OUTPUTS)}, got {output!r}")
+    if pixels.dtype != torch.int64 or pixels.dim() != 4 or pixels.shape[3] != words(channels):
+        raise ValueError(f"packed pixels must be int64 (n, h, w, {words(channels)}) for "
+                         f"{channels} channels, got {pixels.dtype} {tuple(pixels.shape)}")
+    n, h, w, cw = pixels.shape
+    geometry = (*kernel, *stride, *padding, *dilation)
+    if len(geometry) != 8 or min(geometry) < 0 or 0 in (*kernel, *stride, *dilation):
+        raise ValueError(f"kernel, stride, padding, dilation must be pairs of positive ints "
+                         f"(padding >= 0), got {kernel}, {stride}, {padding}, {dilation}")
+    oh = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
+    ow = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"a {kernel} window (padding {padding}, dilation {dilation}) does not "
+                         f"fit the {h}x{w} input")
+    m, kw, k = n * oh * ow, kernel[0] * kernel[1] * cw, kernel[0] * kernel[1] * channels
+    b = _check_epilogue(m, kw, b, scale, bias, residual, clamp)
+    lib = library()
+    if lib is None:
+        rows, mask = im2col_words_reference(pixels, channels, kernel, stride, padding, dilation,
+                                            masked=tuple(padding) != (0, 0))
+        return _gemm_reference(output, rows, b, k, mask, scale, bias, residual, clamp)
+    pixels = pixels.contiguous()
+    shape = torch.tensor([n, channels, h, w, *geometry], dtype=torch.int64)
+    out, args, _operands = _gemm_arguments(m, b, panels, output, scale, bias, residual, clamp)
+    bp, *epilogue = args
+    status = lib.ec_binary_conv(pixels.data_ptr(), shape.data_ptr(), bp, b.shape[0], *epilogue,
+                                path_code(path), threads or torch.get_num_threads())
+    check_status(status, f"binary_conv ({output} output)", path)
+    return out
 
 
 # --- SignSwish (training) -------------------------------------------------------------------------

@@ -19,19 +19,32 @@
  * operations in the store).
  */
 #include "gemm_w1a1.h"
+#include "im2col.h"
+
+/* Where the words of a row of A are: `count` runs of `words` words, run s at a[r] + off[s]
+ * (mask words likewise), meeting B words s * words .. s * words + words - 1. A stored row is one
+ * run; a convolution window read in place is one run per kernel row (or per tap when dilated). */
+typedef struct {
+    const int64_t *off;
+    int64_t count, words;
+} row_runs;
 
 typedef void (*tile_kernel)(const uint64_t *const *a, const uint64_t *const *m,
-                            const uint64_t *bp, int64_t kw, int64_t acc[R][PANEL]);
+                            const uint64_t *bp, const row_runs *runs, int64_t acc[R][PANEL]);
 
 static void tile_scalar(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
-                        int64_t kw, int64_t acc[R][PANEL]) {
+                        const row_runs *runs, int64_t acc[R][PANEL]) {
     for (int r = 0; r < R; r++)
         for (int j = 0; j < PANEL; j++) acc[r][j] = 0;
-    for (int64_t w = 0; w < kw; w++) {
-        const uint64_t *b = bp + w * PANEL;
-        for (int r = 0; r < R; r++) {
-            const uint64_t aw = a[r][w], mw = m ? m[r][w] : ~(uint64_t)0;
-            for (int j = 0; j < PANEL; j++) acc[r][j] += __builtin_popcountll((aw ^ b[j]) & mw);
+    for (int64_t s = 0; s < runs->count; s++) {
+        const int64_t off = runs->off[s];
+        for (int64_t w = 0; w < runs->words; w++) {
+            const uint64_t *b = bp + (s * runs->words + w) * PANEL;
+            for (int r = 0; r < R; r++) {
+                const uint64_t aw = a[r][off + w], mw = m ? m[r][off + w] : ~(uint64_t)0;
+                for (int j = 0; j < PANEL; j++)
+                    acc[r][j] += __builtin_popcountll((aw ^ b[j]) & mw);
+            }
         }
     }
 }
@@ -40,21 +53,25 @@ static void tile_scalar(const uint64_t *const *a, const uint64_t *const *m, cons
 /* AVX2: per-byte counts are summed into 64-bit lanes with VPSADBW for each word. */
 __attribute__((target("avx2")))
 static void tile_avx2(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
-                      int64_t kw, int64_t acc[R][PANEL]) {
+                      const row_runs *runs, int64_t acc[R][PANEL]) {
     __m256i s[R][4];
     for (int r = 0; r < R; r++)
         for (int q = 0; q < 4; q++) s[r][q] = _mm256_setzero_si256();
     const __m256i zero = _mm256_setzero_si256();
-    for (int64_t w = 0; w < kw; w++) {
-        const uint64_t *b = bp + w * PANEL;
-        __m256i bv[4];
-        for (int q = 0; q < 4; q++) bv[q] = _mm256_loadu_si256((const __m256i *)(b + 4 * q));
-        for (int r = 0; r < R; r++) {
-            const __m256i av = _mm256_set1_epi64x((long long)a[r][w]);
-            const __m256i mv = _mm256_set1_epi64x(m ? (long long)m[r][w] : -1LL);
-            for (int q = 0; q < 4; q++) {
-                __m256i x = _mm256_and_si256(_mm256_xor_si256(av, bv[q]), mv);
-                s[r][q] = _mm256_add_epi64(s[r][q], _mm256_sad_epu8(popcnt_bytes256(x), zero));
+    for (int64_t run = 0; run < runs->count; run++) {
+        const int64_t off = runs->off[run];
+        for (int64_t w = 0; w < runs->words; w++) {
+            const uint64_t *b = bp + (run * runs->words + w) * PANEL;
+            __m256i bv[4];
+            for (int q = 0; q < 4; q++) bv[q] = _mm256_loadu_si256((const __m256i *)(b + 4 * q));
+            for (int r = 0; r < R; r++) {
+                const __m256i av = _mm256_set1_epi64x((long long)a[r][off + w]);
+                const __m256i mv = _mm256_set1_epi64x(m ? (long long)m[r][off + w] : -1LL);
+                for (int q = 0; q < 4; q++) {
+                    __m256i x = _mm256_and_si256(_mm256_xor_si256(av, bv[q]), mv);
+                    s[r][q] = _mm256_add_epi64(s[r][q],
+                                               _mm256_sad_epu8(popcnt_bytes256(x), zero));
+                }
             }
         }
     }
@@ -65,34 +82,41 @@ static void tile_avx2(const uint64_t *const *a, const uint64_t *const *m, const 
 /* AVX-512: VPOPCNTQ; VPTERNLOGQ computes (a ^ b) & mask in one instruction. */
 __attribute__((target("avx512f,avx512vpopcntdq")))
 static void tile_avx512(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
-                        int64_t kw, int64_t acc[R][PANEL]) {
+                        const row_runs *runs, int64_t acc[R][PANEL]) {
     __m512i s00 = _mm512_setzero_si512(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
             s30 = s00, s31 = s00;
-    const uint64_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
-    if (m) {
-        const uint64_t *m0 = m[0], *m1 = m[1], *m2 = m[2], *m3 = m[3];
-        for (int64_t w = 0; w < kw; w++) {
-            const __m512i b0 = _mm512_loadu_si512(bp + w * PANEL);
-            const __m512i b1 = _mm512_loadu_si512(bp + w * PANEL + 8);
+    const int64_t words = runs->words;
+    for (int64_t run = 0; run < runs->count; run++) {
+        const int64_t off = runs->off[run];
+        const uint64_t *a0 = a[0] + off, *a1 = a[1] + off, *a2 = a[2] + off, *a3 = a[3] + off;
+        const uint64_t *b = bp + run * words * PANEL;
+        if (m) {
+            const uint64_t *m0 = m[0] + off, *m1 = m[1] + off, *m2 = m[2] + off,
+                           *m3 = m[3] + off;
+            for (int64_t w = 0; w < words; w++) {
+                const __m512i b0 = _mm512_loadu_si512(b + w * PANEL);
+                const __m512i b1 = _mm512_loadu_si512(b + w * PANEL + 8);
 #define EC_ROW(ar, mr, sa, sb) { \
-            const __m512i av = _mm512_set1_epi64((long long)ar[w]); \
-            const __m512i mv = _mm512_set1_epi64((long long)mr[w]); \
-            sa = _mm512_add_epi64(sa, _mm512_popcnt_epi64(_mm512_ternarylogic_epi64(av, b0, mv, 0x28))); \
-            sb = _mm512_add_epi64(sb, _mm512_popcnt_epi64(_mm512_ternarylogic_epi64(av, b1, mv, 0x28))); }
-            EC_ROW(a0, m0, s00, s01) EC_ROW(a1, m1, s10, s11) EC_ROW(a2, m2, s20, s21)
-            EC_ROW(a3, m3, s30, s31)
+                const __m512i av = _mm512_set1_epi64((long long)ar[w]); \
+                const __m512i mv = _mm512_set1_epi64((long long)mr[w]); \
+                sa = _mm512_add_epi64(sa, _mm512_popcnt_epi64(_mm512_ternarylogic_epi64(av, b0, mv, 0x28))); \
+                sb = _mm512_add_epi64(sb, _mm512_popcnt_epi64(_mm512_ternarylogic_epi64(av, b1, mv, 0x28))); }
+                EC_ROW(a0, m0, s00, s01) EC_ROW(a1, m1, s10, s11) EC_ROW(a2, m2, s20, s21)
+                EC_ROW(a3, m3, s30, s31)
 #undef EC_ROW
-        }
-    } else {
-        for (int64_t w = 0; w < kw; w++) {
-            const __m512i b0 = _mm512_loadu_si512(bp + w * PANEL);
-            const __m512i b1 = _mm512_loadu_si512(bp + w * PANEL + 8);
+            }
+        } else {
+            for (int64_t w = 0; w < words; w++) {
+                const __m512i b0 = _mm512_loadu_si512(b + w * PANEL);
+                const __m512i b1 = _mm512_loadu_si512(b + w * PANEL + 8);
 #define EC_ROW(ar, sa, sb) { \
-            const __m512i av = _mm512_set1_epi64((long long)ar[w]); \
-            sa = _mm512_add_epi64(sa, _mm512_popcnt_epi64(_mm512_xor_si512(av, b0))); \
-            sb = _mm512_add_epi64(sb, _mm512_popcnt_epi64(_mm512_xor_si512(av, b1))); }
-            EC_ROW(a0, s00, s01) EC_ROW(a1, s10, s11) EC_ROW(a2, s20, s21) EC_ROW(a3, s30, s31)
+                const __m512i av = _mm512_set1_epi64((long long)ar[w]); \
+                sa = _mm512_add_epi64(sa, _mm512_popcnt_epi64(_mm512_xor_si512(av, b0))); \
+                sb = _mm512_add_epi64(sb, _mm512_popcnt_epi64(_mm512_xor_si512(av, b1))); }
+                EC_ROW(a0, s00, s01) EC_ROW(a1, s10, s11) EC_ROW(a2, s20, s21)
+                EC_ROW(a3, s30, s31)
 #undef EC_ROW
+            }
         }
     }
     _mm512_storeu_si512(&acc[0][0], s00); _mm512_storeu_si512(&acc[0][8], s01);
@@ -120,10 +144,73 @@ static int64_t gemm_block_bytes = 256 * 1024;
 
 EC_EXPORT void ec_set_gemm_block_bytes(int64_t bytes) { gemm_block_bytes = bytes > 0 ? bytes : 1; }
 
+/* The rows of A: stored rows (a, and mask or NULL: M x kw words), or, when conv is set, the
+ * windows of a convolution read in place from its packed pixels a (implicit GEMM): `window`
+ * gives the runs of a window from its top-left word. */
+typedef struct {
+    const uint64_t *a, *mask;
+    const conv_window *conv;
+    row_runs window;
+} gemm_rows;
+
+static const int64_t no_offset = 0;
+
+/* Row block rb: the R row pointers (rows past m: a zero row, or for windows any real one,
+ * since the store skips them), their masks, valid counts and runs; returns whether the masks
+ * apply. A block of windows that all lie inside the image is read in place; a block that
+ * touches the padding is gathered into `gather` (R rows, then R mask rows, of kw words) by the
+ * im2col code, with the same masks as the im2col path. */
+static int load_rows(const gemm_rows *src, int64_t rb, int64_t m, int64_t kw, int64_t k,
+                     const uint64_t *pad, uint64_t *gather, const uint64_t *ar[R],
+                     const uint64_t *mr[R], int32_t valid[R], row_runs *runs) {
+    *runs = (row_runs){&no_offset, 1, kw};
+    for (int r = 0; r < R; r++) valid[r] = (int32_t)k;
+    if (src->conv) {
+        const conv_pixel first = conv_pixel_of(src->conv, rb * R);
+        conv_pixel p = first;
+        int inside = 1;
+        for (int r = 0; r < R && inside; r++) {
+            ar[r] = ec_window_inside(src->conv, src->a, p);
+            inside = ar[r] != NULL;
+            if (rb * R + r + 1 < m) conv_pixel_next(src->conv, &p);
+        }
+        if (inside) {
+            *runs = src->window;
+            return 0;
+        }
+        p = first;
+        for (int r = 0; r < R; r++) {
+            uint64_t *row = gather + r * kw, *mrow = gather + (R + r) * kw;
+            if (rb * R + r < m) {
+                ec_window_row(src->conv, src->a, p, row, mrow);
+                conv_pixel_next(src->conv, &p);
+            } else {
+                memset(row, 0, (size_t)kw * sizeof(uint64_t));
+                memset(mrow, 0, (size_t)kw * sizeof(uint64_t));
+            }
+            ar[r] = row;
+            mr[r] = mrow;
+        }
+    } else {
+        for (int r = 0; r < R; r++) {
+            const int64_t i = rb * R + r;
+            ar[r] = i < m ? src->a + i * kw : pad;
+            mr[r] = src->mask ? (i < m ? src->mask + i * kw : pad) : NULL;
+        }
+        if (!src->mask) return 0;
+    }
+    for (int r = 0; r < R && rb * R + r < m; r++) {
+        int64_t v = 0;
+        for (int64_t w = 0; w < kw; w++) v += __builtin_popcountll(mr[r][w]);
+        valid[r] = (int32_t)v;
+    }
+    return 1;
+}
+
 /* One GEMM on `threads` threads, with a resolved tile and store kernel (see ec_binary_gemm). */
-static int gemm_run(const uint64_t *a, const uint64_t *mask, const uint64_t *bp, int64_t m,
-                    int64_t n, int64_t kw, int64_t k, const epilogue *out, tile_kernel kernel,
-                    store_kernel store, int threads) {
+static int gemm_run(const gemm_rows *src, const uint64_t *bp, int64_t m, int64_t n, int64_t kw,
+                    int64_t k, const epilogue *out, tile_kernel kernel, store_kernel store,
+                    int threads) {
     /* an all-zero row stands in for the rows past the end of the last row block */
     uint64_t *pad = calloc((size_t)(kw > 0 ? kw : 1), sizeof(uint64_t));
     if (pad == NULL) return EC_OUT_OF_MEMORY;
@@ -131,34 +218,39 @@ static int gemm_run(const uint64_t *a, const uint64_t *mask, const uint64_t *bp,
     const int64_t row_blocks = (m + R - 1) / R;
     const int64_t panel_bytes = (kw > 0 ? kw : 1) * PANEL * 8;
     const int64_t block = gemm_block_bytes / panel_bytes > 0 ? gemm_block_bytes / panel_bytes : 1;
+    int status = EC_OK;
 #pragma omp parallel num_threads(threads) if (threads > 1 && m * n * kw > 32768)
-    for (int64_t p0 = 0; p0 < panels; p0 += block) {
-        const int64_t p1 = p0 + block < panels ? p0 + block : panels;
-#pragma omp for schedule(static)
-        for (int64_t rb = 0; rb < row_blocks; rb++) {
-            const uint64_t *ar[R], *mr[R];
-            int32_t valid[R];
-            for (int r = 0; r < R; r++) {
-                const int64_t i = rb * R + r;
-                ar[r] = i < m ? a + i * kw : pad;
-                mr[r] = mask ? (i < m ? mask + i * kw : pad) : NULL;
-                valid[r] = (int32_t)k;
-                if (mask && i < m) {
-                    int64_t v = 0;
-                    for (int64_t w = 0; w < kw; w++) v += __builtin_popcountll(mr[r][w]);
-                    valid[r] = (int32_t)v;
-                }
-            }
-            int64_t acc[R][PANEL];
-            for (int64_t p = p0; p < p1; p++) {
-                kernel(ar, mask ? mr : NULL, bp + p * kw * PANEL, kw, acc);
-                const int cols = (p + 1) * PANEL <= n ? PANEL : (int)(n - p * PANEL);
-                store(out, acc, valid, rb * R, p * PANEL, (int)(m - rb * R), cols);
+    {
+        uint64_t *gather = NULL;
+        if (src->conv) {
+            gather = malloc((size_t)(2 * R * (kw > 0 ? kw : 1)) * sizeof(uint64_t));
+            if (gather == NULL) {
+#pragma omp atomic write
+                status = EC_OUT_OF_MEMORY;
             }
         }
+        for (int64_t p0 = 0; p0 < panels; p0 += block) {
+            const int64_t p1 = p0 + block < panels ? p0 + block : panels;
+#pragma omp for schedule(static)
+            for (int64_t rb = 0; rb < row_blocks; rb++) {
+                if (src->conv && gather == NULL) continue;
+                const uint64_t *ar[R], *mr[R];
+                int32_t valid[R];
+                row_runs runs;
+                const int masked = load_rows(src, rb, m, kw, k, pad, gather, ar, mr, valid,
+                                             &runs);
+                int64_t acc[R][PANEL];
+                for (int64_t p = p0; p < p1; p++) {
+                    kernel(ar, masked ? mr : NULL, bp + p * kw * PANEL, &runs, acc);
+                    const int cols = (p + 1) * PANEL <= n ? PANEL : (int)(n - p * PANEL);
+                    store(out, acc, valid, rb * R, p * PANEL, (int)(m - rb * R), cols);
+                }
+            }
+        }
+        free(gather);
     }
     free(pad);
-    return EC_OK;
+    return status;
 }
 
 /*
@@ -181,7 +273,8 @@ EC_EXPORT int ec_binary_gemm(const uint64_t *a, const uint64_t *mask, const uint
     path = ec_resolve_path(path);
     if (path < 0) return EC_UNSUPPORTED_PATH;
     const epilogue out = {c, cf, cs, scale, bias, res, clamp, lo, hi, n, (n + 63) / 64};
-    return gemm_run(a, mask, bp, m, n, kw, k, &out, EC_PICK(path, tile_scalar, tile_avx2,
+    const gemm_rows rows = {a, mask, NULL, {&no_offset, 1, kw}};
+    return gemm_run(&rows, bp, m, n, kw, k, &out, EC_PICK(path, tile_scalar, tile_avx2,
                     tile_avx512), ec_w1a1_store_for(path), ec_threads(threads));
 }
 
@@ -213,12 +306,50 @@ EC_EXPORT int ec_binary_gemm_groups(const uint64_t *a, const uint64_t *b, int64_
             ec_pack_panels(b + g * n * kw, n, kw, bp);
             const epilogue out = {NULL, cf + g * m * n, NULL, scale, NULL, NULL, 0, 0.0f, 0.0f,
                                   n, (n + 63) / 64};
-            if (gemm_run(a + g * m * kw, NULL, bp, m, n, kw, k, &out, kernel, store, 1) != EC_OK) {
+            const gemm_rows rows = {a + g * m * kw, NULL, NULL, {&no_offset, 1, kw}};
+            if (gemm_run(&rows, bp, m, n, kw, k, &out, kernel, store, 1) != EC_OK) {
 #pragma omp atomic write
                 status = EC_OUT_OF_MEMORY;
             }
         }
         free(bp);
     }
+    return status;
+}
+
+/*
+ * A binary convolution as an implicit GEMM: ec_binary_gemm on the im2col rows of packed pixels
+ * px (n, h, w, ceil(c / 64) words, bits past c zero) without writing them. geometry: the 12
+ * values of conv_window (n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw); bp: the panels of the
+ * weights packed in im2col order (pack_conv_weights); n_out columns; outputs and epilogue as
+ * ec_binary_gemm's, for M = n * oh * ow rows. Windows inside the image are read in place, one
+ * run of kw * cw words per kernel row (one run of cw words per tap when dilated); row blocks
+ * that touch the padding are gathered with their masks, so the result equals ec_binary_gemm on
+ * ec_im2col_words' rows and mask bit for bit.
+ */
+EC_EXPORT int ec_binary_conv(const uint64_t *px, const int64_t *geometry, const uint64_t *bp,
+                             int64_t n_out, int32_t *c, float *cf, uint64_t *cs,
+                             const float *scale, const float *bias, const float *res, int clamp,
+                             float lo, float hi, int path, int threads) {
+    path = ec_resolve_path(path);
+    if (path < 0) return EC_UNSUPPORTED_PATH;
+    conv_window g;
+    memcpy(&g, geometry, sizeof g);
+    if (g.n < 0 || g.c < 1 || g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 ||
+        g.pw < 0 || g.dh < 1 || g.dw < 1 || conv_out_h(&g) < 1 || conv_out_w(&g) < 1)
+        return EC_BAD_ARGUMENT;
+    const int64_t cw = (g.c + 63) / 64, kw = g.kh * g.kw * cw, k = g.kh * g.kw * g.c;
+    const int64_t m = g.n * conv_out_h(&g) * conv_out_w(&g);
+    const int64_t taps = g.dw == 1 ? 1 : g.kw;  /* runs per kernel row */
+    int64_t *off = malloc((size_t)(g.kh * taps) * sizeof(int64_t));
+    if (off == NULL) return EC_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < g.kh; i++)
+        for (int64_t j = 0; j < taps; j++) off[i * taps + j] = (i * g.dh * g.w + j * g.dw) * cw;
+    const gemm_rows rows = {px, NULL, &g, {off, g.kh * taps, g.dw == 1 ? g.kw * cw : cw}};
+    const epilogue out = {c, cf, cs, scale, bias, res, clamp, lo, hi, n_out, (n_out + 63) / 64};
+    const int status = gemm_run(&rows, bp, m, n_out, kw, k, &out,
+                                EC_PICK(path, tile_scalar, tile_avx2, tile_avx512),
+                                ec_w1a1_store_for(path), ec_threads(threads));
+    free(off);
     return status;
 }

@@ -1,5 +1,6 @@
 """The kernels as PyTorch custom operators (``torch.ops.edgecompress.binary_gemm_affine``
-for W1A1, ``torch.ops.edgecompress.w1a32_gemm`` for W1A32, the packing of W1A1 inputs:
+for W1A1 and ``binary_conv``, its implicit-GEMM convolution on packed pixels,
+``torch.ops.edgecompress.w1a32_gemm`` for W1A32, the packing of W1A1 inputs:
 ``pack_signs``, ``pack_pixels``, ``im2col_words``, and the float ``conv2d_direct``), so frozen models are ordinary nn.Modules
 that torch.compile (fullgraph) and torch.export see as opaque ops.
 
@@ -13,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .dispatch import binary_conv as _binary_conv
 from .dispatch import binary_gemm_affine as _binary_gemm_affine
 from .dispatch import binary_gemm_signs as _binary_gemm_signs
 from .dispatch import conv2d_direct as _conv2d_direct
@@ -48,6 +50,35 @@ def _(a: Tensor, b: Tensor, panels: Tensor, k: int, mask: Optional[Tensor],
     if signs:
         return a.new_empty((a.shape[0], (b.shape[0] + 63) // 64), dtype=torch.int64)
     return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("edgecompress::binary_conv", mutates_args=())
+def binary_conv_op(pixels: Tensor, channels: int, b: Tensor, panels: Tensor, kernel: list[int],
+                   stride: list[int], padding: list[int], dilation: list[int],
+                   scale: Optional[Tensor], bias: Optional[Tensor], signs: bool = False,
+                   residual: Optional[Tensor] = None, clamp_lo: Optional[float] = None,
+                   clamp_hi: Optional[float] = None) -> Tensor:
+    """:func:`binary_gemm_affine_op` on the im2col rows of packed pixels (n, h, w, words), as
+    an implicit GEMM that reads the windows from the pixels (see
+    :func:`edgecompress.kernels.binary_conv`): float32 (n * oh * ow, N), or with ``signs``
+    int64 (n * oh * ow, ceil(N / 64))."""
+    clamp = None if clamp_lo is None or clamp_hi is None else (clamp_lo, clamp_hi)
+    return _binary_conv(pixels, channels, b, tuple(kernel), tuple(stride), tuple(padding),
+                        tuple(dilation), output="signs" if signs else "float32", scale=scale,
+                        bias=bias, residual=residual, clamp=clamp, panels=panels)
+
+
+@binary_conv_op.register_fake
+def _(pixels: Tensor, channels: int, b: Tensor, panels: Tensor, kernel: list[int],
+      stride: list[int], padding: list[int], dilation: list[int], scale: Optional[Tensor],
+      bias: Optional[Tensor], signs: bool = False, residual: Optional[Tensor] = None,
+      clamp_lo: Optional[float] = None, clamp_hi: Optional[float] = None) -> Tensor:
+    n, h, w, _ = pixels.shape
+    rows = n * conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0]) * \
+        conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
+    if signs:
+        return pixels.new_empty((rows, (b.shape[0] + 63) // 64), dtype=torch.int64)
+    return pixels.new_empty((rows, b.shape[0]), dtype=torch.float32)
 
 
 @torch.library.custom_op("edgecompress::w1a32_gemm", mutates_args=())

@@ -1,0 +1,206 @@
+"""The implicit-GEMM binary convolution (``binary_conv``) equals the W1A1 GEMM on im2col rows bit
+for bit: random shapes, strides 1 and 2, padding 0 and 1, channel counts off multiples of 64,
+batch 1-3, every dispatch path, every epilogue the frozen layers use; and a frozen W1A1 ResNet
+gives the same outputs through either path."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import edgecompress as ec
+from edgecompress import deploy
+from edgecompress import kernels as K
+from edgecompress.kernels import _loader
+
+PATHS = K.supported_paths()
+needs_library = pytest.mark.skipif(not K.available(), reason="the C kernels are not built")
+
+
+# ResNet's own: 3x3 with padding 1 at stride 1 and 2, batch 1-3, (batch, channels, size, stride)
+RESNET_LIKE = [(2, 130, 9, 1), (3, 70, 8, 2), (1, 64, 7, 1), (3, 100, 6, 1), (1, 200, 7, 2)]
+
+
+def _case(seed: int) -> dict:
+    """A random convolution: batch 1-3, channels mostly not a multiple of 64, 1x1 / 3x3 (and
+    one 5x3 dilated) kernels, stride 1 or 2, padding 0 or 1; seeds 100 + i: RESNET_LIKE[i]."""
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda options: options[int(torch.randint(len(options), (), generator=g))]  # noqa: E731
+    kernel = pick([(3, 3), (3, 3), (1, 1), (5, 3)])
+    dilation = (2, 1) if kernel == (5, 3) else (1, 1)
+    stride, padding = pick([(1, 1), (2, 2), (2, 1)]), pick([(0, 0), (1, 1), (1, 0)])
+    batch, c = pick([1, 2, 3]), pick([1, 3, 17, 63, 64, 65, 100, 130, 200])
+    n_out = pick([1, 5, 16, 21, 70])
+    low = max(kernel[0] * dilation[0], kernel[1] * dilation[1])
+    h, w = (int(v) for v in torch.randint(low, low + 9, (2,), generator=g))
+    if seed >= 100:
+        batch, c, h, s = RESNET_LIKE[seed - 100]
+        w, kernel, stride, padding, dilation = h, (3, 3), (s, s), (1, 1), (1, 1)
+    x = torch.randn(batch, c, h, w, generator=g)
+    weight = torch.randn(n_out, c, *kernel, generator=g)
+    return dict(x=x, weight=weight, geometry=(kernel, stride, padding, dilation),
+                scale=torch.rand(n_out, generator=g) + 0.1, bias=torch.randn(n_out, generator=g),
+                generator=g)
+
+
+def _operands(case: dict):
+    x, weight, geometry = case["x"], case["weight"], case["geometry"]
+    pixels, b = K.pack_pixels(x), K.pack_conv_weights(weight)
+    rows, mask = K.im2col_words(pixels, x.shape[1], *geometry,
+                                masked=geometry[2] != (0, 0))
+    k = x.shape[1] * geometry[0][0] * geometry[0][1]
+    return pixels, b, rows, mask, k
+
+
+@needs_library
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("seed", [*range(24), *range(100, 100 + len(RESNET_LIKE))])
+def test_implicit_conv_equals_the_gemm_on_im2col_rows(path, seed):
+    case = _case(seed)
+    pixels, b, rows, mask, k = _operands(case)
+    c, geometry = case["x"].shape[1], case["geometry"]
+    scale, bias = case["scale"], case["bias"]
+    residual = torch.randn(rows.shape[0], b.shape[0], generator=case["generator"])
+    panels = K.pack_panels(b)
+    for threads in (1, 2):
+        run = lambda output, **epilogue: K.binary_conv(  # noqa: E731
+            pixels, c, b, *geometry, output=output, panels=panels, path=path, threads=threads,
+            **epilogue)
+        assert torch.equal(run("int32"), K.binary_gemm(rows, b, k, mask, path=path))
+        assert torch.equal(run("float32", scale=scale, bias=bias),
+                           K.binary_gemm_affine(rows, b, k, mask, scale, bias, path=path))
+        assert torch.equal(run("signs", scale=scale, bias=bias),
+                           K.binary_gemm_signs(rows, b, k, mask, scale, bias, path=path))
+        for clamp in (None, (-1.0, 1.0), (0.0, float("inf"))):
+            got = run("float32", scale=scale, bias=bias, residual=residual, clamp=clamp)
+            expected = K.binary_gemm_affine(rows, b, k, mask, scale, bias, residual=residual,
+                                            clamp=clamp, path=path)
+            assert torch.equal(got, expected)
+    # and both equal the reference: the float convolution of the signs
+    signs = lambda t: torch.where(t >= 0, 1.0, -1.0).double()  # noqa: E731
+    kernel, stride, padding, dilation = geometry
+    expected = torch.nn.functional.conv2d(signs(case["x"]), signs(case["weight"]), None, stride,
+                                          padding, dilation)
+    expected = expected.permute(0, 2, 3, 1).reshape(rows.shape[0], -1).round().to(torch.int32)
+    assert torch.equal(K.binary_conv(pixels, c, b, *geometry, output="int32", path=path),
+                       expected)
+
+
+@needs_library
+@pytest.mark.parametrize("path", PATHS)
+def test_cache_blocks_of_panels_re_read_the_windows_exactly(path):
+    """Tiny cache blocks: every panel block reads (and gathers at the border) the windows
+    again."""
+    case = _case(5)
+    case["weight"] = torch.randn(70, *case["weight"].shape[1:], generator=case["generator"])
+    pixels, b, rows, mask, k = _operands(case)
+    geometry = case["geometry"]
+    expected = K.binary_gemm(rows, b, k, mask, path=path)
+    try:
+        for block in (1, 3000):
+            K._set_gemm_block_bytes(block)
+            assert torch.equal(K.binary_conv(pixels, case["x"].shape[1], b, *geometry,
+                                             output="int32", path=path), expected)
+    finally:
+        K._set_gemm_block_bytes(256 * 1024)
+
+
+def test_without_the_library_the_reference_gives_the_same_result(monkeypatch):
+    case = _case(7)
+    pixels, b, _, _, _ = _operands(case)
+    args = (pixels, case["x"].shape[1], b, *case["geometry"])
+    epilogue = dict(scale=case["scale"], bias=case["bias"], clamp=(-1.0, 1.0))
+    fast = [K.binary_conv(*args, output=output, **epilogue) for output in ("int32", "float32")]
+    fast.append(K.binary_conv(*args, output="signs", scale=case["scale"], bias=case["bias"]))
+    monkeypatch.setattr(_loader, "load", lambda: None)
+    monkeypatch.setattr(_loader, "_warned", True)
+    slow = [K.binary_conv(*args, output=output, **epilogue) for output in ("int32", "float32")]
+    slow.append(K.binary_conv(*args, output="signs", scale=case["scale"], bias=case["bias"]))
+    for got, expected in zip(slow, fast):
+        assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+def test_bad_arguments_are_rejected_clearly():
+    pixels = K.pack_pixels(torch.randn(1, 70, 5, 5))
+    b = K.pack_conv_weights(torch.randn(4, 70, 3, 3))
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1))
+    with pytest.raises(ValueError, match=r"packed pixels must be int64 \(n, h, w, 2\)"):
+        K.binary_conv(pixels[..., :1], 70, b, *geometry)
+    with pytest.raises(ValueError, match=r"b must be an int64 tensor of packed rows \(R, 18\)"):
+        K.binary_conv(pixels, 70, b[:, :9], *geometry)
+    with pytest.raises(ValueError, match="output must be one of"):
+        K.binary_conv(pixels, 70, b, *geometry, output="int8")
+    with pytest.raises(ValueError, match="does not fit"):
+        K.binary_conv(pixels, 70, b, (3, 3), (1, 1), (0, 0), (3, 3))
+    with pytest.raises(ValueError, match="residual must have shape"):
+        K.binary_conv(pixels, 70, b, *geometry, residual=torch.zeros(24, 4))
+
+
+@needs_library
+def test_a_path_the_cpu_cannot_run_is_refused(monkeypatch):
+    from edgecompress.kernels import dispatch
+
+    pixels = K.pack_pixels(torch.randn(1, 70, 5, 5))
+    b = K.pack_conv_weights(torch.randn(4, 70, 3, 3))
+    monkeypatch.setattr(dispatch, "path_code", lambda path: 3)
+    with pytest.raises(RuntimeError, match=r"^binary_conv.*not supported on this CPU"):
+        K.binary_conv(pixels, 70, b, (3, 3), (1, 1), (1, 1))
+
+
+def test_binary_conv_custom_op_passes_opcheck():
+    from edgecompress.kernels.ops import binary_conv_op
+
+    case = _case(3)
+    pixels, b, rows, mask, k = _operands(case)
+    geometry = [list(g) for g in case["geometry"]]
+    residual = torch.randn(rows.shape[0], b.shape[0], generator=case["generator"])
+    for signs, tail in ((False, (residual, -1.0, 1.0)), (True, ())):
+        args = (pixels, case["x"].shape[1], b, K.pack_panels(b), *geometry, case["scale"],
+                case["bias"], signs, *tail)
+        torch.library.opcheck(binary_conv_op, args)
+        expected = K.binary_gemm_signs(rows, b, k, mask, case["scale"], case["bias"]) if signs \
+            else K.binary_gemm_affine(rows, b, k, mask, case["scale"], case["bias"],
+                                      residual=residual, clamp=(-1.0, 1.0))
+        assert torch.equal(torch.ops.edgecompress.binary_conv(*args), expected)
+
+
+def _calibrated_w1a1_resnet() -> torch.nn.Module:
+    torch.manual_seed(4)
+    model = ec.convert(ec.models.create("resnet20", width=0.5, activation="hardtanh"), "bnn++",
+                       mode="w1a1", scaling="channel")
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics of random data, so the outputs are not trivial
+        for _ in range(2):
+            model(torch.randn(8, 3, 32, 32))
+    return model.eval()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_frozen_w1a1_resnet_gives_the_same_outputs_through_both_paths(monkeypatch, batch):
+    model = _calibrated_w1a1_resnet()
+    frozen, plain = deploy.freeze(model), deploy.freeze(copy.deepcopy(model), fuse=False)
+    convs = [m for m in frozen.modules() if isinstance(m, deploy.PackedBinaryConv2d)
+             and m.binary_inputs]
+    # stride-2 and padded 3x3 convolutions, sign-emitting and residual-clamp epilogues among them
+    assert any(m.stride == (2, 2) for m in convs) and all(m.padding == (1, 1) for m in convs
+                                                          if m.kernel_size == (3, 3))
+    assert any(m.emit_signs for m in convs) and any(m.fused_clamp for m in convs)
+    x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+    calls = []
+    original = K.binary_conv
+    monkeypatch.setattr(K, "binary_conv", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    monkeypatch.setattr(deploy.PackedBinaryConv2d, "implicit_gemm", True)
+    with torch.no_grad():
+        implicit, implicit_plain = frozen(x), plain(x)
+        assert calls  # the frozen convolutions ran the implicit GEMM
+        monkeypatch.setattr(deploy.PackedBinaryConv2d, "implicit_gemm", False)
+        calls.clear()
+        im2col, im2col_plain = frozen(x), plain(x)
+        assert not calls
+        monkeypatch.setattr(deploy.PackedBinaryConv2d, "implicit_gemm", None)
+        assert torch.equal(frozen(x), implicit)  # the default: implicit on AVX-512 CPUs
+        assert bool(calls) == ("avx512" in PATHS)
+    assert torch.equal(implicit, im2col) and torch.equal(implicit_plain, im2col_plain)
+    assert torch.equal(implicit, implicit_plain)
