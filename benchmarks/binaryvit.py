@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (ROOT, load_results, machine, mean_std, merged_results, results_name,
+from common import (ROOT, load_results, machine, mean_std, merged_results, resume_results,
                     save_results, train_and_record)
 
 from edgecompress.analysis.summary import summary
@@ -145,15 +145,7 @@ def one_run(row: Row, seed: int, epochs: int, limit: int | None, work: Path, dat
 
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    name = results_name("binaryvit", args.limit, args.part)
-    done = merged_results("binaryvit", args.limit)
-    other = {r["epochs"] for k, r in done.items() if k != "machine"} - {args.epochs}
-    if other:
-        raise SystemExit(f"benchmarks/results/{results_name('binaryvit', args.limit)}*.json hold runs of "
-                         f"{sorted(other)} epochs, not {args.epochs}: pass that --epochs or move "
-                         f"those files away")
-    results = load_results(name)
-    results.setdefault("machine", machine())
+    name, done, results = resume_results("binaryvit", args.limit, args.part, args.epochs)
     rows = [BY_KEY[k] for k in args.rows] if args.rows else ROWS
     for seed in args.seeds:
         for row in rows:

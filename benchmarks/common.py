@@ -57,6 +57,22 @@ def merged_results(base: str, limit: int | None = None) -> dict[str, Any]:
     return merged
 
 
+def resume_results(base: str, limit: int | None, part: str | None,
+                   epochs: int | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """What a resumable ``run`` needs: the name of the file it writes (``results_name``), every
+    run already done (``merged_results``, to skip) and the file's results (machine line set).
+    With ``epochs``, files holding runs of another epoch count stop the run with a message."""
+    name, done = results_name(base, limit, part), merged_results(base, limit)
+    other = {r["epochs"] for k, r in done.items() if k != "machine"} - {epochs}
+    if epochs is not None and other:
+        raise SystemExit(f"benchmarks/results/{results_name(base, limit)}*.json hold runs of "
+                         f"{sorted(other)} epochs, not {epochs}: pass that --epochs or move "
+                         f"those files away")
+    results = load_results(name)
+    results.setdefault("machine", machine())
+    return name, done, results
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),

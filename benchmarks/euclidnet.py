@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (RESULTS, ROOT, load_results, machine, mean_std, merged_results,
-                    results_name, save_results, train_and_record)
+from common import (RESULTS, ROOT, mean_std, merged_results, resume_results,
+                    save_results, train_and_record)
 
 from edgecompress.analysis import RobustnessResult, evaluate_robustness, plot_robustness
 from edgecompress.analysis.robustness import RobustnessRow
@@ -214,15 +214,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                          f"../shared/data/cifar10_subset)")
     epochs = args.epochs or spec["epochs"]
     base = f"euclidnet_{args.suite}"
-    name = results_name(base, args.limit, args.part)
-    done = merged_results(base, args.limit)
-    other = {r["epochs"] for k, r in done.items() if k != "machine"} - {epochs}
-    if other:
-        raise SystemExit(f"benchmarks/results/{results_name(base, args.limit)}*.json hold runs "
-                         f"of {sorted(other)} epochs, not {epochs}: pass that --epochs or move "
-                         f"those files away")
-    results = load_results(name)
-    results.setdefault("machine", machine())
+    name, done, results = resume_results(base, args.limit, args.part, epochs)
     rows = [BY_KEY[k] for k in args.rows] if args.rows else ROWS
     for seed in args.seeds:
         for row in rows:
