@@ -29,7 +29,8 @@ from .. import kernels
 from ..layers.adder import AdderConv2d, AdderLinear, adder_conv2d, adder_linear
 from ..layers.euclid import (EuclidConv2d, EuclidLinear, euclid_conv2d, euclid_linear,
                              weight_squares)
-from .packed import PackedConv2dShape, PackedLayer, PackedLinearShape, register_packed
+from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, exporting,
+                     register_packed)
 
 
 class _PackedDistance(PackedLayer):
@@ -146,8 +147,8 @@ class _PackedAdder(_PackedDistance):
     @staticmethod
     def _kernel_runs(x: Tensor) -> bool:
         """Whether the C kernel computes this call (else the training layer's PyTorch path)."""
-        return not (torch.compiler.is_compiling() or torch.compiler.is_exporting()
-                    or torch.onnx.is_in_onnx_export()) and kernels.conv2d_direct_usable(x)
+        return not (torch.compiler.is_compiling() or exporting()) \
+            and kernels.conv2d_direct_usable(x)
 
 
 @register_packed(AdderLinear)
