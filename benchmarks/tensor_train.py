@@ -74,7 +74,8 @@ def recipe_for(mode: str, rank: int | None, seed: int, epochs: int, tokens: int)
                 data={**base["data"], "limit": tokens},
                 schedule={"name": "multistep", "milestones": list(range(2, epochs)),
                           "gamma": 0.5},
-                method=None if rank is None else {"name": "tt", "ranks": rank, "mode": mode})
+                method=None if rank is None else {"name": "tt", "ranks": rank, "mode": mode,
+                                                  "init": "random"})
     return Recipe.from_dict(base)
 
 

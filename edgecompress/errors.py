@@ -65,6 +65,11 @@ class MeaninglessInputWarning(UserWarning):
     are never negative, after a ReLU: every input sign is +1)."""
 
 
+class WeakConversionWarning(UserWarning):
+    """A conversion whose layers keep little of the source weights (e.g. a low-rank TT-SVD of
+    untrained random weights, whose cores are too small to train)."""
+
+
 class CausalInputError(EdgecompressError, ValueError):
     """Data a causal-direction test cannot use: NaN or infinite values, a constant column,
     mismatched lengths, too few samples, a column that is not one-dimensional or not numeric."""

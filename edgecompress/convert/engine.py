@@ -341,6 +341,7 @@ def _run(model: nn.Module, method: str | Method, policy: Policy, options: dict[s
     report.converted += step_report.converted
     report.kept += step_report.kept
     report.removed += step_report.removed
+    report.warnings += step_report.warnings
     if spec is None:
         return model
     entry = None

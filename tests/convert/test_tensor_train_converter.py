@@ -5,6 +5,7 @@ checkpoint rebuilds from the recipe."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 from edgecompress import convert, data, models
 from edgecompress.cli import cli
 from edgecompress.convert import method_options
-from edgecompress.errors import ConversionError, UnknownNameError
+from edgecompress.errors import ConversionError, UnknownNameError, WeakConversionWarning
 from edgecompress.layers import TTLSTM, TTLinear
 from edgecompress.models import LSTMLanguageModel
 from edgecompress.train import Trainer, tasks
@@ -72,8 +73,44 @@ def test_linear_layers_convert_and_tied_weights_are_refused():
     assert isinstance(convert(tied, "tt", ranks=2).lstm, TTLSTM)  # the default leaves it
 
 
+def _core_gradient(lstm: TTLSTM) -> float:
+    """Largest gradient entry on the first layer's cores after one loss on random input."""
+    torch.manual_seed(1)
+    out, _ = lstm(torch.randn(12, 4, 200))
+    out.pow(2).mean().backward()
+    return max(float(c.grad.abs().max()) for m in (lstm.ih[0], lstm.hh[0]) for c in m.cores)
+
+
+def test_svd_of_untrained_weights_warns_and_random_init_trains_from_scratch():
+    """The low-rank TT-SVD of a freshly initialised LSTM keeps a few percent of the weights'
+    norm and its cores get gradients orders of magnitude too small (the TT-LSTM then learns only
+    word frequencies): that conversion warns, naming the layer; init="random" gives cores with
+    the dense layer's weight variance, the LSTM's biases, and gradients like a dense layer's."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.LSTM(200, 200, 2))
+    with pytest.warns(WeakConversionWarning, match=r"tt: 0: the TT-SVD at ranks 4 keeps only "
+                                                   r"\d+% .*use init='random'") as caught:
+        svd, report = convert(net, {"name": "tt", "ranks": 4, "keep_first_last": False},
+                              return_report=True)
+    assert len(caught) == 1 and report.warnings == [str(caught[0].message)]
+    assert svd[0].ih[0].kept_norm(net[0].weight_ih_l0) < 0.1
+    random = convert(net, {"name": "tt", "ranks": 4, "init": "random", "keep_first_last": False})
+    dense_std = net[0].weight_hh_l0.std().item()
+    for layer in range(2):
+        for kind in ("ih", "hh"):
+            tt = getattr(random[0], kind)[layer]
+            assert abs(tt.to_dense().std().item() / dense_std - 1) < 0.15
+            assert torch.equal(tt.bias, getattr(net[0], f"bias_{kind}_l{layer}"))
+    assert _core_gradient(random[0]) > 30 * _core_gradient(svd[0])
+    with warnings.catch_warnings():  # at full rank the TT-SVD keeps everything: no warning
+        warnings.simplefilter("error")
+        small = nn.Sequential(nn.LSTM(6, 4))
+        exact = convert(small, {"name": "tt", "ranks": 10**6, "keep_first_last": False})
+    assert exact[0].hh[0].kept_norm(small[0].weight_hh_l0) == pytest.approx(1.0)
+
+
 def test_options_and_bad_options():
-    assert method_options("tt") == {"ranks", "mode", "factorization", "which",
+    assert method_options("tt") == {"ranks", "mode", "factorization", "which", "init",
                                     "keep_first_last", "include", "exclude"}
     lm = LSTMLanguageModel(20, embed_dim=6, hidden=8)
     assert isinstance(convert(lm, "tt", ranks=2, which="hidden").lstm.ih[0], nn.Linear)
@@ -83,6 +120,8 @@ def test_options_and_bad_options():
         convert(lm, "tt", ranks=2, mode="tucker")
     with pytest.raises(ConversionError, match="which must be one of"):
         convert(lm, "tt", ranks=2, which="gates")
+    with pytest.raises(ConversionError, match="init must be one of 'svd', 'random', got 'zeros'"):
+        convert(lm, "tt", ranks=2, init="zeros")
     with pytest.raises(ConversionError, match="bad option for method 'tt'.*ranks"):
         convert(lm, "tt")
     with pytest.raises(ConversionError, match="ranks=0 is not a positive int"):

@@ -17,6 +17,16 @@ from ...errors import ConversionError
 from .layout import TTLayout, frobenius_norm, tt_layout
 
 
+#: how a TT layer converted from a dense one gets its cores
+INITS = ("svd", "random")
+
+
+def check_init(init: Any) -> None:
+    if init not in INITS:
+        raise ConversionError(f"tt: init must be one of {', '.join(map(repr, INITS))}, "
+                              f"got {init!r}")
+
+
 class TTLinear(nn.Module):
     """y = W x + b with W (``out_features`` x ``in_features``) stored as TT cores.
 
@@ -93,16 +103,33 @@ class TTLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, ranks: int | list[int], mode: str = "mps",
-                    factorization: Any = None) -> "TTLinear":
-        """The TT-SVD of ``linear``'s weight (Oseledets 2011) truncated to ``ranks``, with its
-        bias. At full rank (``ranks`` at least each bond's bound) it reproduces ``linear``."""
+                    factorization: Any = None, init: str = "svd") -> "TTLinear":
+        """A TTLinear of ``linear``'s shape with its bias. ``init="svd"``: the cores are the
+        TT-SVD of ``linear``'s weight (Oseledets 2011) truncated to ``ranks``; at full rank
+        (``ranks`` at least each bond's bound) it reproduces ``linear``. ``init="random"``:
+        variance-matched random cores (:meth:`reset_parameters`), for training from scratch:
+        the low-rank TT-SVD of an untrained random weight keeps only a few percent of its norm,
+        and cores that small barely receive a gradient."""
         if not isinstance(linear, nn.Linear):
             raise ConversionError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
+        check_init(init)
         w = linear.weight
         layer = cls(linear.in_features, linear.out_features, factorization, ranks=ranks,
                     mode=mode, bias=linear.bias is not None, device=w.device, dtype=w.dtype)
-        layer.load_dense_(w, linear.bias)
+        if init == "svd":
+            layer.load_dense_(w, linear.bias)
+        elif linear.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(linear.bias)
         return layer
+
+    def kept_norm(self, weight: Tensor) -> float:
+        """||W_TT||_F / ||weight||_F: how much of a dense ``weight`` this layer's cores keep
+        (1 at full rank after :meth:`load_dense_`)."""
+        with torch.no_grad():
+            total = weight.detach().double().norm()
+            kept = frobenius_norm([c.detach().double() for c in self.cores])
+            return float(kept / total) if total > 0 else 1.0
 
     @torch.no_grad()
     def load_dense_(self, weight: Tensor, bias: Tensor | None = None) -> "TTLinear":

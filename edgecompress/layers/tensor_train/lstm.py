@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConversionError
-from .linear import TTLinear
+from .linear import TTLinear, check_init
 
 WHICH = ("both", "input", "hidden")
 State = tuple[Tensor, Tensor]
@@ -114,11 +114,16 @@ class TTLSTM(nn.Module):
 
     @classmethod
     def from_lstm(cls, lstm: nn.LSTM, ranks: int | list[int], mode: str = "mps",
-                  factorization: Any = None, which: str = "both") -> "TTLSTM":
-        """``lstm``'s weights by TT-SVD truncated to ``ranks`` (dense for the side ``which``
-        leaves out), biases copied; at full rank it computes what ``lstm`` computes."""
+                  factorization: Any = None, which: str = "both",
+                  init: str = "svd") -> "TTLSTM":
+        """A TTLSTM of ``lstm``'s configuration with its biases (and its dense weights on the
+        side ``which`` leaves out). ``init="svd"``: the TT matrices are the TT-SVD of
+        ``lstm``'s weights truncated to ``ranks``; at full rank it computes what ``lstm``
+        computes. ``init="random"``: variance-matched random cores, for training from scratch
+        (see :meth:`TTLinear.from_linear`)."""
         if not isinstance(lstm, nn.LSTM):
             raise ConversionError(f"from_lstm needs an nn.LSTM, got {type(lstm).__name__}")
+        check_init(init)
         if lstm.bidirectional or lstm.proj_size:
             raise ConversionError(f"TTLSTM converts unidirectional LSTMs without projection; "
                                   f"got {lstm} (bidirectional={lstm.bidirectional}, "
@@ -133,7 +138,10 @@ class TTLSTM(nn.Module):
                     weight = getattr(lstm, f"weight_{kind}_l{layer}")
                     bias = getattr(lstm, f"bias_{kind}_l{layer}") if lstm.bias else None
                     target = maps[layer]
-                    if isinstance(target, TTLinear):
+                    if isinstance(target, TTLinear) and init == "random":
+                        if bias is not None:
+                            target.bias.copy_(bias)
+                    elif isinstance(target, TTLinear):
                         target.load_dense_(weight, bias)
                     else:
                         target.weight.copy_(weight)
