@@ -98,7 +98,7 @@ class TTConverter(Converter):
             f"longer")
         if self._report is not None:
             self._report.warnings.append(message)
-        warnings.warn(message, WeakConversionWarning, stacklevel=5)
+        warnings.warn(message, WeakConversionWarning, stacklevel=8)
 
 
 #: a TT-SVD keeping less than this fraction of a layer's Frobenius norm is warned about
