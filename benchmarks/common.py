@@ -63,7 +63,7 @@ def resume_results(base: str, limit: int | None, part: str | None,
     run already done (``merged_results``, to skip) and the file's results (machine line set).
     With ``epochs``, files holding runs of another epoch count stop the run with a message."""
     name, done = results_name(base, limit, part), merged_results(base, limit)
-    other = {r["epochs"] for k, r in done.items() if k != "machine"} - {epochs}
+    other = {r.get("epochs") for k, r in done.items() if k != "machine"} - {epochs}
     if epochs is not None and other:
         raise SystemExit(f"benchmarks/results/{results_name(base, limit)}*.json hold runs of "
                          f"{sorted(other)} epochs, not {epochs}: pass that --epochs or move "

@@ -38,12 +38,14 @@ from .regressors import Regressor, residuals
 from .result import DirectionTest
 
 COMBINE = ("weighted", "fisher")
+#: Chosen on simulations only by ``benchmarks/causal.py select`` (its docstring states the rule).
+DEFAULT_COMBINE = "weighted"
 
 
 def hetero_test(cause: np.ndarray, effect: np.ndarray, hypothesis: str, *,
                 regressor: str | Regressor = "gp", pvalue: str = "gamma", approx: str = "auto",
-                rank: int = DEFAULT_RANK, n_permutations: int = 500, combine: str = "weighted",
-                max_k: int = 5, min_size: int | None = None, restarts: int = 5,
+                rank: int = DEFAULT_RANK, n_permutations: int = 500,
+                combine: str = DEFAULT_COMBINE, max_k: int = 5, min_size: int | None = None, restarts: int = 5,
                 cluster_regressor: str | Regressor = "spline", cluster_dof: int = SPLINE_DOF,
                 assign: str = "likelihood", seed: int = 0) -> DirectionTest:
     """Test ``hypothesis`` that ``effect = f_j(cause) + noise_j`` within mechanism clusters,

@@ -1,6 +1,10 @@
 """Heterogeneous additive-noise data: k groups of samples, each with its own mechanism
 ``effect = scale_g * f_g(cause) + offset_g + noise_g`` (its own function, noise type and noise
-scale), the benchmark situation of the heterogeneous direction test. Seeded."""
+scale), the benchmark situation of the heterogeneous direction test. Seeded.
+
+``cause_levels`` / ``effect_levels`` round a variable to a grid of that many equally spaced
+values over its range, as many real pairs are recorded (ring counts, ages in years, a few
+significant digits), where the continuous additive-noise model no longer holds exactly."""
 
 from __future__ import annotations
 
@@ -58,17 +62,29 @@ def _pick(names: Sequence[str] | None, pool: Sequence[str], k: int, what: str,
     return names
 
 
+def discretize(values: np.ndarray, levels: int, name: str = "levels") -> np.ndarray:
+    """``values`` rounded to the nearest of ``levels`` equally spaced values from their minimum
+    to their maximum: exactly ``levels`` distinct values unless a grid point gets no sample
+    (sparse tails)."""
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
+        raise CausalInputError(f"{name} must be an integer of at least 2; got {levels!r}")
+    low, step = values.min(), (values.max() - values.min()) / (levels - 1)
+    return low + step * np.round((values - low) / step)
+
+
 def simulate(n: int, k: int = 2, *, mechanisms: Sequence[str] | None = None,
              noises: Sequence[str] | None = None, noise_scales: Sequence[float] | None = None,
              offsets: Sequence[float] | None = None, proportions: Sequence[float] | None = None,
-             direction: str = X_TO_Y, seed: int | np.random.Generator | None = 0
+             direction: str = X_TO_Y, cause_levels: int | None = None,
+             effect_levels: int | None = None, seed: int | np.random.Generator | None = 0
              ) -> SimulatedPair:
     """``n`` samples from ``k`` groups. The cause is standard normal in every group; each
     group's effect is its mechanism (a name of :data:`MECHANISMS`; default: distinct random ones
     of :data:`DEFAULT_MECHANISMS`) plus its offset (default ``1.5 * (g - (k-1)/2)``) plus noise
     of its type (a name of :data:`NOISES`, default random) times its scale (default uniform on
     [0.2, 0.5]). ``proportions`` default to equal; ``direction="y->x"`` swaps the columns and
-    ``"random"`` picks either."""
+    ``"random"`` picks either. ``cause_levels`` / ``effect_levels``: round the cause / the
+    effect to that many levels (:func:`discretize`; default: continuous)."""
     rng = as_rng(seed)
     if k < 1 or n < k:
         raise CausalInputError(f"simulate needs k >= 1 and n >= k; got n={n}, k={k}")
@@ -90,6 +106,10 @@ def simulate(n: int, k: int = 2, *, mechanisms: Sequence[str] | None = None,
         mine = labels == g
         effect[mine] = (MECHANISMS[mech[g]](cause[mine]) + shifts[g]
                         + scales[g] * NOISES[noise[g]](rng, int(mine.sum())))
+    if cause_levels is not None:
+        cause = discretize(cause, cause_levels, "cause_levels")
+    if effect_levels is not None:
+        effect = discretize(effect, effect_levels, "effect_levels")
     order = rng.permutation(n)
     cause, effect, labels = cause[order], effect[order], labels[order]
     groups = tuple({"mechanism": str(mech[g]), "noise": str(noise[g]),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edgecompress.causal import DirectionTest, decide, direction
+from edgecompress.causal.ties import DEFAULT_TIES
 
 
 def _test(hypothesis: str, p: float, statistic: float = 0.01) -> DirectionTest:
@@ -43,7 +44,7 @@ def test_result_prints_and_serializes():
     assert "x->y" in text.splitlines()[2] and "y->x" in text.splitlines()[3]
     payload = json.loads(json.dumps(result.to_dict()))
     assert payload["direction"] == "x->y" and payload["k"] == 1 and payload["n"] == 120
-    assert payload["options"] == {"seed": 3, "regressor": "spline"}
+    assert payload["options"] == {"seed": 3, "ties": DEFAULT_TIES, "regressor": "spline"}
     assert len(payload["x_to_y"]["labels"]) == 120
     assert payload["y_to_x"]["p_value"] == pytest.approx(result.y_to_x.p_value)
     assert result.labels is result.x_to_y.labels and result.k == 1

@@ -38,3 +38,25 @@ def test_bad_arguments():
         simulate(100, 2, mechanisms=["sin"])
     with pytest.raises(CausalInputError, match="direction must be"):
         simulate(100, 2, direction="up")
+
+
+@pytest.mark.parametrize("levels", [2, 7, 30])
+def test_discretized_variables_have_the_requested_levels(levels):
+    pair = simulate(2000, 2, cause_levels=levels, seed=1)
+    assert len(np.unique(pair.x)) == levels
+    assert len(np.unique(pair.y)) == 2000  # the effect stays continuous
+    steps = np.diff(np.unique(pair.x))
+    np.testing.assert_allclose(steps, steps[0])  # an equally spaced grid
+    continuous = simulate(2000, 2, seed=1)  # the same draws, rounded
+    assert np.abs(pair.x - continuous.x).max() <= steps[0] / 2 + 1e-12
+    np.testing.assert_array_equal(pair.y, continuous.y)
+    effect = simulate(2000, 2, effect_levels=levels, direction="y->x", seed=1)
+    assert len(np.unique(effect.x)) == levels and len(np.unique(effect.y)) == 2000
+
+
+@pytest.mark.parametrize("levels", [1, 0, 2.5, "ten", True])
+def test_bad_levels(levels):
+    with pytest.raises(CausalInputError, match="cause_levels must be an integer of at least 2"):
+        simulate(100, 1, cause_levels=levels)
+    with pytest.raises(CausalInputError, match="effect_levels must be an integer of at least 2"):
+        simulate(100, 1, effect_levels=levels)
