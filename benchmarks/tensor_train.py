@@ -2,6 +2,7 @@
 ranks, >= 2 seeds (Murua et al. 2020, arXiv 2006.05442: "MPS beats MPO in storage and time");
 writes docs/tensor_train.md and its Pareto plots.
 
+    python benchmarks/tensor_train.py select --data-root ../shared/data/ptb   # the lr per model
     python benchmarks/tensor_train.py run --data-root ../shared/data/ptb
     # or one process per seed, one thread each, side by side on 2 cores:
     python benchmarks/tensor_train.py run --data-root ../shared/data/ptb --seeds 0 --part s0 --threads 1
@@ -9,10 +10,20 @@ writes docs/tensor_train.md and its Pareto plots.
     python benchmarks/tensor_train.py retime     # time again from the saved frozen files
     python benchmarks/tensor_train.py report
 
-Every run is recipes/ptb_lstm_lm_small.yaml (2 x 200 LSTM, SGD lr 1, clip 5, BPTT 20, batch 20)
+Every run is recipes/ptb_lstm_lm_small.yaml (2 x 200 LSTM, plain SGD, BPTT 20, batch 20)
 through the library's trainer, reduced to fit about two hours on 2 cores: :data:`EPOCHS` epochs
 on the first :data:`TRAIN_TOKENS` training tokens (the paper's runs: full corpus, many epochs),
-the learning rate halved every epoch after the first two. The TT models are the recipe with
+the learning rate halved every epoch after the first two.
+
+Learning rate. A tensor train reparametrizes the weights, so one SGD learning rate does not
+take steps of one size in both: the recipe's lr 20 (Zaremba's lr 1 on a per-token loss) diverges
+for the TT models, whose lr 1 left the dense model far behind. Each model family (dense, MPS,
+MPO) therefore gets its learning rate from :data:`LRS` by ``select``, decided on the validation
+split only: one epoch on the first :data:`SELECT_TOKENS` training tokens, seed 0, rank
+:data:`SELECT_RANK`; the lowest final validation perplexity wins (a diverged run counts as
+infinite; equal ones go to the smaller lr). The gradient-norm clip keeps lr x clip =
+:data:`MAX_STEP` (the recipe's 20 x 0.25, Zaremba's 1 x 5), so every family's largest step is
+the same. ``run`` uses the selected rates (``select`` first; ``--quick`` uses the recipe's). The TT models are the recipe with
 method ``tt`` (both gate matrices of both LSTM layers as tensor trains of the given rank, trained
 from scratch: ``init: random``, variance-matched cores); the dense model is the recipe itself. The validation perplexity is watched every
 epoch, the test perplexity read once at the end (the trainer's rule for corpora with a validation
@@ -32,6 +43,7 @@ dominates".
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
@@ -57,6 +69,12 @@ TRAIN_TOKENS = 300_000
 QUICK = {"ranks": (4, 8), "seeds": (0,), "epochs": 1, "tokens": 20_000}
 #: tolerance of the verdict rule: "equal perplexity" up to this relative difference
 PPL_TOLERANCE = 0.01
+#: learning rates ``select`` tries per model family, and its run: rank, tokens (one epoch, seed 0)
+LRS = (1.0, 5.0, 20.0)
+SELECT_RANK = 8
+SELECT_TOKENS = 100_000
+#: lr x gradient-norm clip, the same for every lr (the recipe's 20 x 0.25)
+MAX_STEP = 5.0
 
 
 def configs(ranks: tuple[int, ...]) -> list[tuple[str, int | None]]:
@@ -67,9 +85,13 @@ def key_of(mode: str, rank: int | None, seed: int) -> str:
     return f"{mode}-r{rank}-s{seed}" if rank else f"{mode}-s{seed}"
 
 
-def recipe_for(mode: str, rank: int | None, seed: int, epochs: int, tokens: int) -> Recipe:
+def recipe_for(mode: str, rank: int | None, seed: int, epochs: int, tokens: int,
+               lr: float | None = None) -> Recipe:
+    """The recipe of one run; ``lr`` (None: the recipe's) with the clip at MAX_STEP / lr."""
     recipe = Recipe.from_yaml(RECIPE)
     base = recipe.to_dict()
+    if lr is not None:
+        base.update(optimizer={**base["optimizer"], "lr": lr}, grad_clip=MAX_STEP / lr)
     base.update(name=f"ptb-{key_of(mode, rank, seed)}", seed=seed, epochs=epochs,
                 data={**base["data"], "limit": tokens},
                 schedule={"name": "multistep", "milestones": list(range(2, epochs)),
@@ -131,8 +153,8 @@ def dense_twin(seed: int, epochs: int, tokens: int, vocab: int) -> torch.nn.Modu
 
 
 def one_run(mode: str, rank: int | None, seed: int, epochs: int, tokens: int,
-            data_root: str, work: Path) -> dict[str, Any]:
-    recipe = recipe_for(mode, rank, seed, epochs, tokens)
+            data_root: str, work: Path, lr: float | None) -> dict[str, Any]:
+    recipe = recipe_for(mode, rank, seed, epochs, tokens, lr)
     began = time.perf_counter()
     result = run(recipe, data_root=data_root, progress=False)
     seconds = time.perf_counter() - began
@@ -146,6 +168,7 @@ def one_run(mode: str, rank: int | None, seed: int, epochs: int, tokens: int,
     timing = time_per_token(frozen, freeze(dense), vocab)
     m = result.metrics
     return {"mode": mode, "rank": rank, "seed": seed, "epochs": epochs, "train_tokens": tokens,
+            "lr": recipe.optimizer["lr"], "grad_clip": recipe.grad_clip,
             "recurrent_params": recurrent_params(model),
             "dense_recurrent_params": recurrent_params(dense),
             "total_params": sum(p.numel() for p in model.parameters()),
@@ -159,10 +182,54 @@ def base_name(quick: bool) -> str:
     return "tensor_train_quick" if quick else "tensor_train"
 
 
+SELECT_NAME = "tensor_train_lr"
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    """One short run per (model family, lr in LRS) not yet in tensor_train_lr*.json."""
+    torch.set_num_threads(args.threads)
+    name = results_name(SELECT_NAME, part=args.part)
+    done = merged_results(SELECT_NAME).get("runs", {})
+    results = load_results(name)
+    results.setdefault("machine", machine())
+    runs = results.setdefault("runs", {})
+    for mode in args.modes:
+        for lr in LRS:
+            key = f"{mode}-lr{lr:g}"
+            if key in runs or key in done:
+                continue
+            rank = None if mode == "dense" else SELECT_RANK
+            print(f"{key}: training (1 epoch, {SELECT_TOKENS:,} tokens)", flush=True)
+            result = run(recipe_for(mode, rank, 0, 1, SELECT_TOKENS, lr),
+                         data_root=args.data_root, progress=False)
+            valid = result.metrics["valid_ppl"]
+            runs[key] = {"mode": mode, "rank": rank, "lr": lr, "grad_clip": MAX_STEP / lr,
+                         "valid_ppl": valid if math.isfinite(valid) else None}
+            print(f"{key}: valid ppl {valid:.1f}", flush=True)
+            save_results(name, results)
+
+
+def selected_lrs() -> dict[str, float]:
+    """The selected lr per model family (see the module docstring); stops with a message when
+    ``select`` has not run for every family and lr."""
+    runs = merged_results(SELECT_NAME).get("runs", {})
+    chosen = {}
+    for mode in ("dense", *MODES):
+        tried = {r["lr"]: r["valid_ppl"] for r in runs.values() if r["mode"] == mode}
+        missing = [lr for lr in LRS if lr not in tried]
+        if missing:
+            raise SystemExit(f"no learning-rate selection for {mode} at lr {missing} in "
+                             f"benchmarks/results/{SELECT_NAME}*.json: run `select` first")
+        chosen[mode] = min(LRS, key=lambda lr: (tried[lr] is None, tried[lr] or 0.0, lr))
+    return chosen
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else {"ranks": tuple(args.ranks), "seeds": tuple(args.seeds),
                                       "epochs": args.epochs, "tokens": args.tokens}
+    lrs: dict[str, float | None] = ({m: None for m in ("dense", *MODES)} if args.quick
+                                    else dict(selected_lrs()))
     name = results_name(base_name(args.quick), part=args.part)
     done = merged_results(base_name(args.quick)).get("runs", {})
     results = load_results(name)
@@ -176,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             print(f"{key}: training ({sizes['epochs']} epochs, {sizes['tokens']:,} tokens)",
                   flush=True)
             runs[key] = one_run(mode, rank, seed, sizes["epochs"], sizes["tokens"],
-                                args.data_root, Path(args.work))
+                                args.data_root, Path(args.work), lrs[mode])
             r = runs[key]
             print(f"{key}: valid ppl {r['valid_ppl']:.1f}, test ppl {r['test_ppl']:.1f}, "
                   f"{r['recurrent_params']:,} recurrent params, time/token x{r['b1_ratio']:.2f} "
@@ -221,7 +288,7 @@ def summarize(runs: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for (mode, rank), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "dense",
                                                                     kv[0][0], kv[0][1] or 0)):
-        rows.append({"mode": mode, "rank": rank, "seeds": len(rs),
+        rows.append({"mode": mode, "rank": rank, "seeds": len(rs), "lr": rs[0].get("lr"),
                      "recurrent_params": rs[0]["recurrent_params"],
                      "total_params": rs[0]["total_params"],
                      "ratio": rs[0]["dense_recurrent_params"] / rs[0]["recurrent_params"],
@@ -303,16 +370,33 @@ def cmd_report(args: argparse.Namespace) -> None:
     rows = summarize(runs)
     first = next(iter(runs.values()))
     images = plot(rows, "_quick" if args.quick else "")
-    table = ["| model | rank | recurrent params | total params | compression (recurrent) "
+    table = ["| model | rank | lr | recurrent params | total params | compression (recurrent) "
              "| valid ppl | test ppl | time/token b1 (x dense) | b32 (x dense) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        table.append(f"| {r['mode']} | {r['rank'] or '-'} | {r['recurrent_params']:,} | "
+        table.append(f"| {r['mode']} | {r['rank'] or '-'} | {r['lr'] or '-'} | "
+                     f"{r['recurrent_params']:,} | "
                      f"{r['total_params']:,} | {r['ratio']:.1f}x | {mean_std(r['valid'])} | "
                      f"{mean_std(r['test'])} | {r['b1']:.2f} | {r['b32']:.2f} |")
     dense = next((r for r in rows if r["mode"] == "dense"), None)
     target = [r for r in rows if r["mode"] == "mps" and r["ratio"] >= 20 and dense
               and statistics.mean(r["test"]) <= 1.1 * statistics.mean(dense["test"])]
+    selection = []
+    tried = merged_results(SELECT_NAME).get("runs", {})
+    if tried and not args.quick:
+        selection = ["", "Learning rate per model family (`select`: one epoch on the first "
+                     f"{SELECT_TOKENS:,} training tokens, seed 0, TT rank {SELECT_RANK}; final "
+                     "validation perplexity, lowest chosen; clip = "
+                     f"{MAX_STEP:g} / lr):", "",
+                     "| model | " + " | ".join(f"lr {lr:g}" for lr in LRS) + " |",
+                     "|---|" + "---:|" * len(LRS)]
+        for mode in ("dense", *MODES):
+            cells = []
+            for lr in LRS:
+                r = tried.get(f"{mode}-lr{lr:g}")
+                cells.append("-" if r is None else "diverged" if r["valid_ppl"] is None
+                             else f"{r['valid_ppl']:.1f}")
+            selection.append(f"| {mode} | " + " | ".join(cells) + " |")
     floor = []
     if Path(args.data_root).is_dir():
         uni = unigram_ppl(args.data_root, first["train_tokens"])
@@ -331,11 +415,13 @@ def cmd_report(args: argparse.Namespace) -> None:
         "compared with the paper: a small LM, few epochs, a token limit on the training split "
         "(validation and test splits whole). Perplexities are mean ± std over seeds; time "
         "ratios are TT / dense per token, frozen models, one thread, measured in the same run. "
-        "The TT models train from variance-matched random cores (`init: random`); runs before "
-        "2026-12-06 started from the TT-SVD of the random dense weights, which keeps about 6 % "
-        "(rank 4) to 20 % (rank 16) of their norm, and learned only the word frequencies "
-        "(test perplexity about 657 at every rank): they were discarded.",
-        *floor, "", *table, "",
+        "The TT models train from variance-matched random cores (`init: random`). Discarded "
+        "earlier runs: TT models started from the TT-SVD of the random dense weights, which "
+        "keeps about 6 % (rank 4) to 20 % (rank 16) of their norm, learned only the word "
+        "frequencies (test perplexity about 657 at every rank); and every run used the "
+        "recipe's former lr 1 (Zaremba's rate for a loss summed over the 20 steps, 20x too "
+        "small for the trainer's per-token mean), which left the dense model far behind.",
+        *floor, *selection, "", *table, "",
         "![perplexity vs parameters](img/" + images[0] + ")",
         "![perplexity vs time](img/" + images[1] + ")", "",
         "## Verdict", "",
@@ -370,6 +456,14 @@ def main() -> None:
     run_p.add_argument("--work", default=str(WORK),
                        help="Where each run's frozen model is saved (for retime).")
     run_p.set_defaults(func=cmd_run)
+    sel = sub.add_parser("select", help="The learning rate per model family (validation).")
+    sel.add_argument("--data-root", required=True, help="The PTB folder (ptb.train.txt...).")
+    sel.add_argument("--modes", nargs="+", default=["dense", *MODES],
+                     choices=["dense", *MODES])
+    sel.add_argument("--threads", type=int, default=2)
+    sel.add_argument("--part", help="Write tensor_train_lr-<PART>.json (processes side by "
+                     "side, e.g. --modes mps --part mps --threads 1).")
+    sel.set_defaults(func=cmd_select)
     re_p = sub.add_parser("retime", help="Re-time the runs from their saved frozen files.")
     re_p.add_argument("--work", default=str(WORK))
     re_p.add_argument("--rounds", type=int, default=9)
