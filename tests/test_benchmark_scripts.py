@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["deploy.py", "make_recipes.py", "binarization.py", "shift.py", "pruning.py",
            "causal.py", "euclidnet.py", "euclidnet_speed.py", "tensor_train.py", "tt_speed.py",
-           "binaryvit.py", "binaryvit_speed.py", "transfer.py"]
+           "binaryvit.py", "binaryvit_speed.py", "transfer.py", "lowbit_speed.py"]
 COPIED = ("benchmarks", "docs", "recipes", "examples")
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..layers import ActivationQuantizer, ShiftConv2d, ShiftLinear
+from .lowbit import LowBitLinear
 from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
                      register_packed, to_bitstream)
 
@@ -40,14 +41,17 @@ class _PackedShift(PackedLayer):
     value in the method's sorted value set (sign and exponent together; the file packs the
     codes ``bits`` per weight). The codes are decoded once (on freezing or loading) into float
     weights, exact powers of two, and the forward pass runs torch's float kernel on them: there
-    is no shift or exponent-add kernel. The gain is size (``bits`` per weight on disk), not
-    speed: the layer runs at the speed of the same float layer.
+    is no shift or exponent-add kernel. For a convolution the gain is size (``bits`` per weight
+    on disk), not speed. A linear layer of 2-4-bit codes runs the low-bit kernel at batch <= 16
+    instead (:mod:`.lowbit`: the codes decoded in registers, 4 bits read per weight), equal to
+    the float path to float rounding.
 
     A BatchNorm that follows the layer can be folded in (``freeze`` does): ``scale`` (one value
     per output channel) multiplies the decoded weights and ``bias`` takes the BatchNorm's
     offset, the usual inference fusion; the codes stay the power-of-two values.
 
-    Bit-exact with the training-form layer for the same input: a convolution runs in its
+    Bit-exact with the training-form layer for the same input (except a linear layer on the
+    low-bit kernel, equal to float rounding): a convolution runs in its
     input's memory format. The decoded weights are held in one layout, contiguous by default
     (what the training form computes) and channels-last once the model is moved to it (as
     ``freeze`` does, so that channels-last activations need no weight reorder per call); an
@@ -150,20 +154,28 @@ class _PackedShift(PackedLayer):
 
 
 @register_packed(ShiftLinear)
-class PackedShiftLinear(PackedLinearShape, _PackedShift):
+class PackedShiftLinear(PackedLinearShape, LowBitLinear, _PackedShift):
     def __init__(self, in_features: int, out_features: int, *, method: str, bits: int,
                  bias: bool = True, has_scale: bool = False,
                  activation_bits: int | None = None) -> None:
         super().__init__()
         self.in_features = in_features
+        self._init_lowbit()
         self._init_shift(out_features, in_features, method, bits, bias, has_scale,
                          activation_bits)
 
     def _weight_shape(self) -> tuple[int, ...]:
         return (self.out_features, self.in_features)
 
+    def prepare(self) -> None:
+        """The decoded float weights, and the low-bit kernel's panels of the codes."""
+        super().prepare()
+        self._prepare_lowbit(self.codes, self.weight_bits, self.table)
+
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self._input(x), self.weight, self.bias)
+        x = self._input(x)
+        y = self._lowbit_linear(x, self.scale, self.bias)
+        return F.linear(x, self.weight, self.bias) if y is None else y
 
 
 @register_packed(ShiftConv2d)

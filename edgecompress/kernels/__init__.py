@@ -12,6 +12,8 @@ Binary kernels (C, built by the package's own build and loaded with ctypes):
   :func:`binary_conv` runs its GEMM as an implicit GEMM on the packed pixels (no im2col rows),
   bit for bit the same;
 - :func:`w1a32_gemm`: +-1 weights times float activations by sign selection;
+- :func:`lowbit_gemm`: 2-4-bit weight codes (:func:`lowbit_panels`) decoded through a value
+  table in registers, times float activations (shift and uniform n-bit layers at small batch);
 - binary attention: :func:`binary_gemm_groups` (q k^T of every sample and head on the W1A1
   GEMM) and :func:`mask_matmul` (``P v`` for P in {0, a} as bit masks and v in {-1, +1}: AND
   and popcount).
@@ -44,13 +46,15 @@ from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, binary_conv, binary
                        binary_gemm_affine, binary_gemm_groups, block_epilogue, pool_branches, binary_gemm_signs, conv2d_direct,
                        DirectConvPlan, conv2d_direct_supports, conv2d_direct_usable,
                        conv2d_torch, CONV_OPS, l1_linear, conv_output_size, im2col_signs,
-                       im2col_words, mask_matmul,
+                       im2col_words, LOWBIT_BITS, LOWBIT_MAX_ROWS, lowbit_gemm, lowbit_panels,
+                       mask_matmul,
                        pack_conv_weights, pack_panels, pack_pixels, pack_signs, sign_panels,
                        signswish, signswish_usable, w1a32_gemm)
 from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
                         block_epilogue_reference, pool_branches_reference,
                         binary_gemm_groups_reference, binary_gemm_signs_reference,
-                        conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
+                        conv2d_direct_reference, im2col_signs_reference,
+                        lowbit_codes_reference, lowbit_gemm_reference, mask_matmul_reference,
                         pack_signs_reference, unpack_bits_reference, unpack_signs_reference,
                         w1a32_gemm_reference, words)
 
@@ -58,7 +62,9 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "pack_signs", "pack_panels", "binary_gemm",
            "binary_gemm_affine", "binary_gemm_affine_reference", "binary_gemm_signs",
            "binary_gemm_signs_reference", "pack_pixels", "im2col_words", "sign_panels",
-           "w1a32_gemm", "w1a32_gemm_reference", "binary_gemm_groups",
+           "w1a32_gemm", "w1a32_gemm_reference", "LOWBIT_BITS", "LOWBIT_MAX_ROWS",
+           "lowbit_panels", "lowbit_gemm", "lowbit_gemm_reference", "lowbit_codes_reference",
+           "binary_gemm_groups",
            "binary_gemm_groups_reference", "mask_matmul", "mask_matmul_reference",
            "block_epilogue", "block_epilogue_reference", "pool_branches",
            "pool_branches_reference",

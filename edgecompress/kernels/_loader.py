@@ -36,6 +36,7 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_binary_gemm_groups": ([_p, _p, _i64, _i64, _i64, _i64, _i64, _p, _p, _i32, _i32], _i32),
     "ec_mask_matmul": ([_p, _p, _i64, _i64, _i64, _i64, _i64, _f32, _p, _i32, _i32], _i32),
     "ec_w1a32_gemm": ([_p, _p, _i64, _i64, _i64, _p, _p, _p, _i32, _i32], _i32),
+    "ec_lowbit_gemm": ([_p, _p, _p, _i32, _i64, _i64, _i64, _p, _p, _p, _i32, _i32], _i32),
     "ec_signswish": ([_p, _p, _p, _i64, _f32, _f32, _i32, _i32, _i32], _i32),
     "ec_block_epilogue": ([_p, _p, _i64, _i64, _i64, _p, _p, _p, _p, _p, _i32, _i32], _i32),
     "ec_pool_branches": ([_p, _i64, _i64, _i64, _i64, _i64, _p, _p, _i64, _i32, _i32], _i32),

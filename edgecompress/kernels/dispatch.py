@@ -21,6 +21,7 @@ from .reference import (PANEL, binary_gemm_affine_reference, block_epilogue_refe
                         binary_gemm_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
                         im2col_words_reference, pack_panels_reference, pack_pixels_reference,
+                        lowbit_codes_reference, lowbit_gemm_reference, lowbit_lane,
                         pack_signs_reference, sign_panels_rows_reference, unpack_bits_reference,
                         w1a32_gemm_reference, words)
 
@@ -364,6 +365,77 @@ def w1a32_gemm(x: Tensor, panels: Tensor, n: int, scale: Tensor | None = None,
                                _ptr(scale), _ptr(bias), out.data_ptr(), path_code(path),
                                threads or torch.get_num_threads())
     check_status(status, "w1a32_gemm", path)
+    return out
+
+
+# --- low-bit weights: 2-4-bit codes decoded through a value table ---------------------------------
+
+LOWBIT_BITS = (2, 3, 4)  # code widths the low-bit GEMM takes
+LOWBIT_MAX_ROWS = 16  # the batch up to which a layer runs it (beyond, the decoded float weights)
+
+
+def _check_lowbit_bits(bits: int) -> None:
+    if bits not in LOWBIT_BITS:
+        raise ValueError(f"the low-bit GEMM takes codes of {LOWBIT_BITS} bits, got bits={bits}")
+
+
+def lowbit_panels(codes: Tensor, bits: int) -> Tensor:
+    """Weight codes (N, K) (integers in [0, 2^bits)) -> the low-bit GEMM's panels: uint8
+    (ceil(N / 16), ceil(K / per), 16), byte [p, g, j] holding the codes of output 16 p + j
+    for k = per g + i in bits [lane i, lane (i + 1)), with lane = 2 bits for 2-bit codes and 4
+    for 3- and 4-bit ones and per = 8 / lane; missing outputs and k code 0. Do it once per
+    layer (freeze or load time)."""
+    _check_lowbit_bits(bits)
+    if codes.dim() != 2 or codes.is_floating_point() or codes.is_complex():
+        raise ValueError(f"lowbit_panels needs integer codes (N, K), got {codes.dtype} "
+                         f"{tuple(codes.shape)}")
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 2 ** bits):
+        raise ValueError(f"lowbit_panels: codes must lie in [0, {2 ** bits}) for {bits} bits, got "
+                         f"[{int(codes.min())}, {int(codes.max())}]")
+    n, k = codes.shape
+    lane = lowbit_lane(bits)
+    per = 8 // lane
+    groups = -(-k // per)
+    padded = torch.zeros(-(-n // 16) * 16, groups * per, dtype=torch.int32)
+    padded[:n, :k] = codes.to(torch.int32)
+    fields = padded.view(-1, 16, groups, per) << (torch.arange(per, dtype=torch.int32) * lane)
+    return fields.sum(-1).permute(0, 2, 1).to(torch.uint8).contiguous()
+
+
+def lowbit_gemm(x: Tensor, panels: Tensor, table: Tensor, n: int, bits: int,
+                scale: Tensor | None = None, bias: Tensor | None = None, *,
+                path: str | None = None, threads: int | None = None) -> Tensor:
+    """``x @ W.T * scale + bias`` for float rows x (M, K) and weights ``W = table[codes]``
+    (N, K) given as ``panels = lowbit_panels(codes, bits)`` (2, 3 or 4 bits; ``table``: the
+    2^bits float values): float32 (M, N), the codes decoded in registers (``gemm_lowbit.c``).
+    Bit-exact with :func:`~.reference.lowbit_gemm_reference` on every path (one accumulator
+    per output over k in order, unfused); meant for small M (a layer uses it up to
+    ``LOWBIT_MAX_ROWS`` rows). ``path`` forces "scalar", "avx2" or "avx512"."""
+    _check_lowbit_bits(bits)
+    if x.dim() != 2 or not x.is_floating_point():
+        raise ValueError(f"lowbit_gemm needs float rows x (M, K), got {x.dtype} "
+                         f"{tuple(x.shape)}")
+    m, k = x.shape
+    per = 8 // lowbit_lane(bits)
+    expected = (-(-n // 16), -(-k // per), 16)
+    if panels.dtype != torch.uint8 or tuple(panels.shape) != expected:
+        raise ValueError(f"lowbit_gemm needs uint8 low-bit panels {expected} for {n} outputs, "
+                         f"K = {k} and {bits} bits, got panels {panels.dtype} "
+                         f"{tuple(panels.shape)}")
+    if table.dim() != 1 or table.shape[0] != 2 ** bits or not table.is_floating_point():
+        raise ValueError(f"lowbit_gemm needs a float table of {2 ** bits} values for {bits} bits,"
+                         f" got {table.dtype} {tuple(table.shape)}")
+    _check_vectors(n, scale=scale, bias=bias)
+    lib = library()
+    if lib is None:
+        return lowbit_gemm_reference(x, lowbit_codes_reference(panels, n, k, bits), table, scale,
+                                     bias)
+    x, table, scale, bias = _float32(x), _float32(table), _float32(scale), _float32(bias)
+    out = torch.empty(m, n, dtype=torch.float32)
+    status = lib.ec_lowbit_gemm(x.data_ptr(), panels.contiguous().data_ptr(), table.data_ptr(),
+                                bits, m, n, k, _ptr(scale), _ptr(bias), out.data_ptr(),
+                                path_code(path), threads or torch.get_num_threads())
+    check_status(status, "lowbit_gemm", path)
     return out
 
 

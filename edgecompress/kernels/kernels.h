@@ -9,6 +9,8 @@
  *                       batch of same-shape GEMMs (binary attention's q k^T per head)
  *   gemm_w1a1_store.c   its fused store epilogues (int32, affine/residual/clamp, packed signs)
  *   gemm_w1a32.c        sign-select GEMM: +-1 weights times float activations (W1A32)
+ *   gemm_lowbit.c       2-4-bit weight codes, decoded through a value table in registers,
+ *                       times float activations (shift and uniform n-bit layers at batch <= 16)
  *   attention.c         {0, a} x +-1 product of binary attention (AND-popcount on bit masks)
  *   signswish.c         BNN+'s SignSwish in one pass, for training
  *   conv_f32.c          float32 direct convolution (3x3 / 1x1 ...) with a fused epilogue;

@@ -1,6 +1,6 @@
 """The kernels as PyTorch custom operators (``torch.ops.edgecompress.binary_gemm_affine``
 for W1A1 and ``binary_conv``, its implicit-GEMM convolution on packed pixels,
-``torch.ops.edgecompress.w1a32_gemm`` for W1A32, the packing of W1A1 inputs:
+``torch.ops.edgecompress.w1a32_gemm`` for W1A32, ``lowbit_gemm`` for 2-4-bit weight codes, the packing of W1A1 inputs:
 ``pack_signs``, ``pack_pixels``, ``im2col_words``, and the float ``conv2d_direct``), so frozen models are ordinary nn.Modules
 that torch.compile (fullgraph) and torch.export see as opaque ops.
 
@@ -21,6 +21,7 @@ from .dispatch import conv2d_direct as _conv2d_direct
 from .dispatch import conv2d_direct_usable, conv2d_torch
 from .dispatch import conv_output_size
 from .dispatch import im2col_words as _im2col_words
+from .dispatch import lowbit_gemm as _lowbit_gemm
 from .dispatch import pack_pixels as _pack_pixels
 from .dispatch import pack_signs as _pack_signs
 from .dispatch import w1a32_gemm as _w1a32_gemm
@@ -91,6 +92,20 @@ def w1a32_gemm_op(x: Tensor, panels: Tensor, n: int, scale: Optional[Tensor],
 
 @w1a32_gemm_op.register_fake
 def _(x: Tensor, panels: Tensor, n: int, scale: Optional[Tensor],
+      bias: Optional[Tensor]) -> Tensor:
+    return x.new_empty((x.shape[0], n), dtype=torch.float32)
+
+
+@torch.library.custom_op("edgecompress::lowbit_gemm", mutates_args=())
+def lowbit_gemm_op(x: Tensor, panels: Tensor, table: Tensor, n: int, bits: int,
+                   scale: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+    """float32 (M, N): float rows ``x`` times weights ``table[codes]`` given as low-bit panels,
+    then ``* scale + bias`` (see :func:`edgecompress.kernels.lowbit_gemm`)."""
+    return _lowbit_gemm(x, panels, table, n, bits, scale, bias)
+
+
+@lowbit_gemm_op.register_fake
+def _(x: Tensor, panels: Tensor, table: Tensor, n: int, bits: int, scale: Optional[Tensor],
       bias: Optional[Tensor]) -> Tensor:
     return x.new_empty((x.shape[0], n), dtype=torch.float32)
 

@@ -122,6 +122,39 @@ def w1a32_gemm_reference(x: Tensor, b: Tensor, k: int, scale: Tensor | None = No
     return y
 
 
+def lowbit_lane(bits: int) -> int:
+    """Bits of one code's lane in the low-bit panels: 2 for 2-bit codes, 4 for 3- and 4-bit
+    ones (3-bit codes in 4-bit lanes keep the decode one shift per code)."""
+    return 2 if bits == 2 else 4
+
+
+def lowbit_codes_reference(panels: Tensor, n: int, k: int, bits: int) -> Tensor:
+    """The uint8 codes (N, K) that low-bit panels (see :func:`lowbit_panels`) hold."""
+    lane = lowbit_lane(bits)
+    per = 8 // lane
+    shifts = torch.arange(per, dtype=torch.int32) * lane
+    fields = (panels.to(torch.int32).unsqueeze(-1) >> shifts) & (2 ** lane - 1)  # (P, G, 16, per)
+    return fields.permute(0, 2, 1, 3).reshape(-1, panels.shape[1] * per)[:n, :k].to(torch.uint8)
+
+
+def lowbit_gemm_reference(x: Tensor, codes: Tensor, table: Tensor, scale: Tensor | None = None,
+                          bias: Tensor | None = None) -> Tensor:
+    """Reference :func:`lowbit_gemm`, in its order of float operations: with the weights
+    ``w = table[codes]`` (N, K), one float32 accumulator per output, ``acc = acc + x[:, t] *
+    w[:, t]`` for t = 0, 1, ..., K - 1 (product rounded, then added: no fused multiply-add),
+    then ``* scale`` and ``+ bias``. Equal to ``x @ w.T`` up to float rounding."""
+    x = x.detach().to(torch.float32)
+    w = table.to(torch.float32)[codes.long()]
+    acc = torch.zeros(x.shape[0], codes.shape[0])
+    for t in range(codes.shape[1]):
+        acc = acc + x[:, t: t + 1] * w[:, t]
+    if scale is not None:
+        acc = acc * scale.to(torch.float32)
+    if bias is not None:
+        acc = acc + bias.to(torch.float32)
+    return acc
+
+
 def pack_pixels_reference(x: Tensor) -> Tensor:
     """Reference :func:`pack_pixels`: the channels of every pixel as one packed row."""
     n, c, h, w = x.shape

@@ -18,6 +18,14 @@ from edgecompress.quantizers.shift import PARAMETRIZATIONS, S3, DeepShiftPS, Dee
 from edgecompress.train import LayerRegularizers, TrainConfig, Trainer
 
 METHODS = list(PARAMETRIZATIONS)
+
+
+@pytest.fixture
+def float_linear_path(monkeypatch):
+    """Frozen shift linears on their decoded float path, which equals the training form bit for
+    bit (the low-bit kernel equals it to float rounding: tests/deploy/test_lowbit_linear.py)."""
+    from edgecompress.deploy import PackedShiftLinear
+    monkeypatch.setattr(PackedShiftLinear, "LOWBIT_KERNEL_MAX_ROWS", 0)
 LN2 = math.log(2.0)
 
 
@@ -78,7 +86,8 @@ def test_value_sets_at_5_and_6_bits_as_documented():
 
 
 @pytest.mark.parametrize("bits", [4, 5, 6])
-def test_every_shift_level_of_s3_and_denseshift_is_reached_by_its_latent_pattern(bits):
+def test_every_shift_level_of_s3_and_denseshift_is_reached_by_its_latent_pattern(
+        bits, float_linear_path):
     """S3's shift is the number of leading shift latents > 0, DenseShift's level the number of
     trailing level latents > 0: one weight per level reaches every value of the set (random
     latents cannot reach the top levels at 5 and 6 bits), and a 6-bit layer freezes into codes
@@ -229,7 +238,8 @@ def test_s3_and_denseshift_gradients_on_hand_computed_latents():
                                    torch.tensor(values, dtype=torch.float64), msg=name)
 
 
-def test_deepshift_q_latent_zero_takes_sign_plus_one_and_the_model_still_freezes():
+def test_deepshift_q_latent_zero_takes_sign_plus_one_and_the_model_still_freezes(
+        float_linear_path):
     from edgecompress import deploy
     p = DeepShiftQ((3,), 3)
     _latents(p, (torch.tensor([0.0, -0.0, 1e-9]),))
@@ -485,7 +495,8 @@ CHANNELS_LAST = torch.channels_last
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("bits", [2, 3, 4])
-def test_packed_shift_layers_are_bit_exact_with_the_training_form(method, bits):
+def test_packed_shift_layers_are_bit_exact_with_the_training_form(method, bits,
+                                                                  float_linear_path):
     from edgecompress import deploy
     from edgecompress.deploy import PackedShiftConv2d, PackedShiftLinear
     torch.manual_seed(bits)
