@@ -242,8 +242,9 @@ def profile_section() -> list[str]:
              "classifier); **other** the rest of the measured time: the functions of the graph "
              "outside modules (average pool, flatten), the layers' own python, and the "
              "profiling hooks (the unprofiled time is in the last row).", "",
-             f"Machine: {r['machine']}. Mean of {', '.join(map(str, rounds))} profiled "
-             f"pass(es) per setting, on a machine loaded by other jobs (load average "
+             f"Machine: {r['machine']}. Per setting, the profiled pass of median total time "
+             f"among {', '.join(map(str, rounds))}, on a machine loaded by other jobs (load "
+             f"average "
              f"{min(loads):.1f}-{max(loads):.1f} on its cores during the run): the shares are "
              "indicative, not a benchmark. Measure with `python benchmarks/deploy.py "
              "--profile`.", "",

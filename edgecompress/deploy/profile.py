@@ -165,10 +165,12 @@ def recording(model: nn.Module) -> Iterator[Recorder]:
 
 @dataclass
 class Profile:
-    """One setting's breakdown: mean milliseconds per forward pass of each part (the stem, the
-    stages' GEMMs in forward order, packing, im2col, float layers, :data:`OTHER`; every part
-    but the stages always present; summing to ``total_ms``) and, measured interleaved with the
-    profiled passes, the mean time of an unprofiled pass (the hooks' overhead is the gap)."""
+    """One setting's breakdown: the milliseconds of each part (the stem, the stages' GEMMs in
+    forward order, packing, im2col, float layers, :data:`OTHER`; every part but the stages
+    always present) in the profiled pass of median total time among ``rounds``: one whole
+    pass, so that the parts add up to ``total_ms``, and a pass that another process
+    interrupted is left out. ``unprofiled_ms``: the median time of the unprofiled passes run
+    between the profiled ones (the hooks' overhead is the gap)."""
 
     batch: int
     threads: int
@@ -184,8 +186,8 @@ class Profile:
 def profile_model(model: nn.Module, shape: tuple[int, ...], batches: tuple[int, ...] = (1, 8),
                   threads: tuple[int, ...] = (1, 2), rounds: int = 5) -> list[Profile]:
     """The per-part breakdown of ``model`` (eval, no grad) on random float inputs of
-    ``(batch, *shape)`` for every batch and thread count: means over ``rounds`` profiled
-    passes, each after an unprofiled one (one warm-up pass per setting first)."""
+    ``(batch, *shape)`` for every batch and thread count, from ``rounds`` profiled passes,
+    each after an unprofiled one (one warm-up pass per setting first)."""
     for what, values in (("batches", batches), ("threads", threads), ("rounds", (rounds,))):
         if not values or min(values) < 1:
             raise ValueError(f"profile {what} must be >= 1, got {values!r}")
@@ -204,8 +206,8 @@ def profile_model(model: nn.Module, shape: tuple[int, ...], batches: tuple[int, 
 
 
 def _profile_setting(model: nn.Module, x: torch.Tensor, threads: int, rounds: int) -> Profile:
-    totals, plain = [], []
-    parts: dict[str, int] = {}
+    passes: list[tuple[int, dict[str, int]]] = []  # (total ns, ns per part) of each round
+    plain = []
     with torch.no_grad():
         model(x)  # warm-up
         for _ in range(rounds):
@@ -215,15 +217,13 @@ def _profile_setting(model: nn.Module, x: torch.Tensor, threads: int, rounds: in
             with recording(model) as recorder:
                 start = time.perf_counter_ns()
                 model(x)
-                totals.append(time.perf_counter_ns() - start)
-            for part, ns in recorder.parts.items():
-                parts[part] = parts.get(part, 0) + ns
-    total = statistics.fmean(totals) / 1e6
+                passes.append((time.perf_counter_ns() - start, recorder.parts))
+    total, parts = sorted(passes, key=lambda p: p[0])[(rounds - 1) // 2]
     fixed = (STEM, PACK, IM2COL, FLOAT_LAYERS)
     order = [STEM, *(p for p in parts if p not in fixed), PACK, IM2COL, FLOAT_LAYERS]
-    ms = {part: parts.get(part, 0) / rounds / 1e6 for part in order}
-    ms[OTHER] = max(0.0, total - sum(ms.values()))
-    return Profile(x.shape[0], threads, rounds, total, statistics.fmean(plain) / 1e6, ms)
+    ms = {part: parts.get(part, 0) / 1e6 for part in order}
+    ms[OTHER] = total / 1e6 - sum(ms.values())
+    return Profile(x.shape[0], threads, rounds, total / 1e6, statistics.median(plain) / 1e6, ms)
 
 
 def format_profiles(profiles: list[Profile]) -> str:
@@ -231,7 +231,7 @@ def format_profiles(profiles: list[Profile]) -> str:
     lines = []
     for p in profiles:
         lines.append(f"batch {p.batch}, {p.threads} thread(s): {p.total_ms:.3f} ms profiled "
-                     f"({p.unprofiled_ms:.3f} ms unprofiled), mean of {p.rounds} pass(es)")
+                     f"({p.unprofiled_ms:.3f} ms unprofiled), median of {p.rounds} pass(es)")
         width = max(len(part) for part in p.parts)
         for part, ms in p.parts.items():
             lines.append(f"  {part:<{width}}  {ms:9.3f} ms  {100 * ms / p.total_ms:5.1f} %")
