@@ -176,6 +176,7 @@ def measure_profile(rounds: int) -> dict:
     is saved when done, and settings already in the results file are skipped."""
     results = load_results(PROFILE)
     results.setdefault("machine", machine())
+    results.setdefault("cores", len(os.sched_getaffinity(0)))
     settings = results.setdefault("settings", {})
     frozen = resnet18()[1]
     for batch in (1, 8):
@@ -247,7 +248,9 @@ def profile_section() -> list[str]:
              f"average "
              f"{min(loads):.1f}-{max(loads):.1f} on its cores during the run): the shares are "
              "indicative, not a benchmark. Measure with `python benchmarks/deploy.py "
-             "--profile`.", "",
+             "--profile`." + (" With more jobs than cores, a 2-thread kernel waits for its "
+                              "second thread's core: the 2-thread columns show that wait more "
+                              "than the model." if max(loads) > r["cores"] else ""), "",
              "| part | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
     for part in next(iter(settings.values()))["parts"]:
         lines.append(f"| {part} | " + " | ".join(
