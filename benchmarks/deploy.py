@@ -1,8 +1,14 @@
 """Deployment benchmark: binary GEMM and whole frozen W1A1 ResNet-18 vs torch float32, file
-sizes and tensor memory; writes docs/deploy.md and docs/img/deploy_gemm.png.
+sizes and tensor memory, and where the frozen model's time goes; writes docs/deploy.md and
+its plots in docs/img/deploy_*.png.
 
     python benchmarks/deploy.py              # measure, then write the doc
     python benchmarks/deploy.py --doc-only   # rewrite the doc from benchmarks/results/deploy.json
+    python benchmarks/deploy.py --profile    # only the per-part breakdown, then rewrite the doc
+
+The breakdown (``--profile``) goes to benchmarks/results/deploy_profile.json, one batch and
+thread setting at a time; a rerun measures only the settings missing from it (delete the file
+to measure again).
 
 Ratios are measured in one run (candidate and baseline interleaved), on 1 and 2 threads.
 """
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,32 +25,46 @@ from pathlib import Path
 
 import torch
 
-from common import machine as common_machine
+from common import load_results, machine as common_machine, save_results
 
 import edgecompress as ec
 from edgecompress import kernels
 from edgecompress.deploy.benchmark import bench_gemm, bench_model, bench_w1a32, tensor_bytes
+from edgecompress.deploy.profile import FLOAT_LAYERS, IM2COL, OTHER, PACK, STEM, profile_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "deploy.md"
 IMG = ROOT / "docs" / "img" / "deploy_gemm.png"
 IMG_MODEL = ROOT / "docs" / "img" / "deploy_model.png"
+IMG_PROFILE = ROOT / "docs" / "img" / "deploy_profile.png"
 RESULTS = ROOT / "benchmarks" / "results" / "deploy.json"
+PROFILE = "deploy_profile"  # benchmarks/results/deploy_profile.json
 
 
 def machine() -> str:
     return f"{common_machine()}, kernel paths {kernels.supported_paths()}"
 
 
-def _bars(path: Path, labels: list[str], series: dict[str, list[float]], ylabel: str,
-          target: float) -> None:
-    """Grouped bars: one group per label, one bar per series; a dashed line at the target."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
+def _bars(path: Path, labels: list[str], series: dict[str, list[float]], ylabel: str,
+          target: float) -> None:
+    """Grouped bars: one group per label, one bar per series; a dashed line at the target."""
+    fig, ax = _pyplot().subplots(figsize=(7, 3.8))
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series.items()):
         ax.bar([j + i * width for j in range(len(labels))], values, width, label=name)
@@ -53,10 +74,7 @@ def _bars(path: Path, labels: list[str], series: dict[str, list[float]], ylabel:
     ax.set_ylim(0, 1.25 * max(max(v) for v in series.values()))  # room for the legend
     ax.legend(fontsize=8, ncol=2, loc="upper left")
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot(results: dict) -> None:
@@ -123,10 +141,7 @@ def main() -> None:
         for t in bench_gemm(batch=batch, threads=(1, 2), rounds=7):
             gemm.append({"batch": batch, **t.to_dict()})
     w1a32 = [t.to_dict() for t in bench_w1a32(threads=(1, 2), rounds=5)]
-    torch.manual_seed(0)
-    float_model = ec.models.create("resnet18", num_classes=1000, activation="hardtanh").eval()
-    binary = ec.convert(float_model, "bnn", mode="w1a1")
-    frozen = ec.deploy.freeze(binary)
+    float_model, frozen = resnet18()
     model = [t.to_dict() for t in bench_model(float_model, frozen, (3, 224, 224), (1, 8), (1, 2))]
     with tempfile.TemporaryDirectory() as tmp:
         float_path, frozen_path = Path(tmp) / "float.pt", Path(tmp) / "frozen.safetensors"
@@ -143,12 +158,113 @@ def main() -> None:
                "sizes": sizes}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))
+    plot(results)
     write_doc(results)
     print(f"wrote {DOC}")
 
 
+def resnet18() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The float ResNet-18 (1000 classes, hardtanh, seed 0) and its frozen W1A1 form, as
+    ``edgecompress bench model resnet18`` builds them."""
+    torch.manual_seed(0)
+    float_model = ec.models.create("resnet18", num_classes=1000, activation="hardtanh").eval()
+    return float_model, ec.deploy.freeze(ec.convert(float_model, "bnn", mode="w1a1"))
+
+
+def measure_profile(rounds: int) -> dict:
+    """The frozen model's per-part breakdown at batch 1 and 8, 1 and 2 threads; each setting
+    is saved when done, and settings already in the results file are skipped."""
+    results = load_results(PROFILE)
+    results.setdefault("machine", machine())
+    results.setdefault("cores", len(os.sched_getaffinity(0)))
+    settings = results.setdefault("settings", {})
+    frozen = resnet18()[1]
+    for batch in (1, 8):
+        for threads in (1, 2):
+            key = f"batch {batch}, {threads} thread(s)"
+            if key in settings:
+                continue
+            load = os.getloadavg()[0]
+            (p,) = profile_model(frozen, (3, 224, 224), (batch,), (threads,), rounds)
+            settings[key] = {**p.to_dict(), "load_average": [load, os.getloadavg()[0]]}
+            save_results(PROFILE, results)
+            print(f"{key}: {p.total_ms:.2f} ms")
+    return results
+
+
+def plot_profile(settings: dict) -> None:
+    """docs/img/deploy_profile.png: per setting, a bar stacked from each part's share of the
+    time, the total in milliseconds above it."""
+    plt = _pyplot()
+    labels = [key.replace(", ", "\n") for key in settings]
+    parts = list(next(iter(settings.values()))["parts"])
+    stages = [p for p in parts if p.endswith(" GEMM")]
+    fixed = {STEM: "tab:red", PACK: "tab:orange", IM2COL: "gold", FLOAT_LAYERS: "tab:purple",
+             OTHER: "lightgray"}
+    blues = plt.get_cmap("Blues")
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    bottom = [0.0] * len(labels)
+    for part in parts:  # the stages' GEMMs in shades of blue, from light (first) to dark
+        color = fixed.get(part) or blues(0.35 + 0.6 * stages.index(part) / max(1, len(stages) - 1))
+        shares = [100 * s["parts"][part] / s["total_ms"] for s in settings.values()]
+        ax.bar(labels, shares, 0.6, bottom=bottom, label=part, color=color)
+        bottom = [b + v for b, v in zip(bottom, shares)]
+    for j, s in enumerate(settings.values()):
+        ax.text(j, 101, f"{s['total_ms']:.1f} ms", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 108)
+    ax.set_ylabel("share of a forward pass (%)")
+    ax.set_title("frozen W1A1 ResNet-18 (224x224): time per part", fontsize=10)
+    handles, names = ax.get_legend_handles_labels()  # listed top to bottom, as stacked
+    ax.legend(handles[::-1], names[::-1], fontsize=8, loc="center left",
+              bbox_to_anchor=(1.01, 0.5))
+    _save(fig, IMG_PROFILE)
+
+
+def profile_section() -> list[str]:
+    """The doc's breakdown section, from benchmarks/results/deploy_profile.json (none if the
+    breakdown was not measured)."""
+    r = load_results(PROFILE)
+    if not r.get("settings"):
+        return []
+    settings = r["settings"]
+    loads = [x for s in settings.values() for x in s["load_average"]]
+    rounds = sorted({s["rounds"] for s in settings.values()})
+    lines = ["## Where the time goes: frozen W1A1 ResNet-18 per part", "",
+             "`edgecompress bench model resnet18 --profile` (`edgecompress.deploy.profile`) "
+             "times every module a forward pass calls, and the binary layers time their own "
+             "kernel calls: **stem** is everything before the first binary layer (the float "
+             "7x7 convolution and its max-pool); **stages.N GEMM** the binary GEMMs of stage N "
+             "(scale, bias, residual and clamp run in the GEMM's store loop and are counted "
+             "with it); **pack activations** the packing of float activations into sign words "
+             "(each block's input and the downsampling shortcuts' input; a block's first "
+             "convolution hands packed signs to its second); **im2col rows** the rows gathered "
+             "for an explicit GEMM (none where the implicit GEMM reads the packed pixels in "
+             "place, the default on AVX-512); **float layers** the other modules (the float "
+             "classifier); **other** the rest of the measured time: the functions of the graph "
+             "outside modules (average pool, flatten), the layers' own python, and the "
+             "profiling hooks (the unprofiled time is in the last row).", "",
+             f"Machine: {r['machine']}. Per setting, the profiled pass of median total time "
+             f"among {', '.join(map(str, rounds))}, on a machine loaded by other jobs (load "
+             f"average "
+             f"{min(loads):.1f}-{max(loads):.1f} on its cores during the run): the shares are "
+             "indicative, not a benchmark. Measure with `python benchmarks/deploy.py "
+             "--profile`." + (" With more jobs than cores, a 2-thread kernel waits for its "
+                              "second thread's core: the 2-thread columns show that wait more "
+                              "than the model." if max(loads) > r["cores"] else ""), "",
+             "| part | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
+    for part in next(iter(settings.values()))["parts"]:
+        lines.append(f"| {part} | " + " | ".join(
+            f"{s['parts'][part]:.2f} ms ({100 * s['parts'][part] / s['total_ms']:.0f} %)"
+            for s in settings.values()) + " |")
+    lines += ["| total (profiled) | " + " | ".join(f"{s['total_ms']:.2f} ms"
+                                                  for s in settings.values()) + " |",
+              "| total (unprofiled) | " + " | ".join(f"{s['unprofiled_ms']:.2f} ms"
+                                                    for s in settings.values()) + " |",
+              "", "![Time per part](img/deploy_profile.png)", ""]
+    return lines
+
+
 def write_doc(r: dict) -> None:
-    plot(r)
     lines = [
         "# Deployment: packed binary models on real XOR-popcount kernels",
         "",
@@ -208,9 +324,10 @@ def write_doc(r: dict) -> None:
         batch = m["name"].split(",")[0].split()[-1]
         lines.append(f"| {batch} | {m['threads']} | {layout} | {m['candidate_ms']:.1f} | "
                      f"{m['baseline_ms']:.1f} | {m['speedup']:.2f}x |")
-    lines += ["", "![Whole-model speed-ups](img/deploy_model.png)"]
+    lines += ["", "![Whole-model speed-ups](img/deploy_model.png)", ""]
+    lines += profile_section()
     s = r["sizes"]
-    lines += ["", "## Memory", "",
+    lines += ["## Memory", "",
               "| | float ResNet-18 | frozen W1A1 ResNet-18 |", "|---|---:|---:|",
               f"| file | {s['float_file'] / 2**20:.2f} MiB (torch.save state dict) | "
               f"{s['frozen_file'] / 2**20:.2f} MiB (safetensors) |",
@@ -265,7 +382,23 @@ if __name__ == "__main__":
     parser.add_argument("--doc-only", action="store_true",
                         help=f"rewrite {DOC.relative_to(ROOT)} from the last run's results "
                              f"({RESULTS.relative_to(ROOT)}) without measuring")
-    if parser.parse_args().doc_only:
+    parser.add_argument("--profile", action="store_true",
+                        help="only measure where the frozen ResNet-18's time goes (the "
+                             "settings missing from benchmarks/results/deploy_profile.json), "
+                             "then rewrite the doc")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="--profile: profiled passes per setting (default 5)")
+    args = parser.parse_args()
+    if args.profile:
+        plot_profile(measure_profile(args.rounds)["settings"])
         write_doc(json.loads(RESULTS.read_text()))
+        print(f"wrote {DOC} and {IMG_PROFILE}")
+    elif args.doc_only:
+        results = json.loads(RESULTS.read_text())
+        plot(results)
+        profiled = load_results(PROFILE).get("settings")
+        if profiled:
+            plot_profile(profiled)
+        write_doc(results)
     else:
         main()

@@ -393,9 +393,13 @@ def bench_kernels(kind: str, batch: int, threads: tuple[int, ...], path: str | N
 @click.option("--batches", type=PositiveInts("1,8"), default="1,8", show_default=True)
 @click.option("--threads", type=PositiveInts("1,2"), default="1,2", show_default=True)
 @click.option("--rounds", type=positive_int, default=3, show_default=True)
+@click.option("--profile", is_flag=True,
+              help="Instead of comparing with float: where the frozen model's time goes (stem, "
+                   "each stage's GEMMs, packing, im2col, float layers, python glue), per "
+                   "batch and thread count.")
 @json_option
 def bench_model_cmd(model_name: str, batches: tuple[int, ...], threads: tuple[int, ...],
-                    rounds: int, json_path: str | None) -> None:
+                    rounds: int, profile: bool, json_path: str | None) -> None:
     """MODEL_NAME a zoo model: its frozen W1A1 form (first conv and classifier float) vs the
     same float model. MODEL_NAME a frozen model file: it vs the float model of its recipe (the
     same architecture without the recipe's methods, randomly initialised: speed is compared,
@@ -422,6 +426,14 @@ def bench_model_cmd(model_name: str, batches: tuple[int, ...], threads: tuple[in
                                     num_classes=1000 if model_name == "resnet18" else 10).eval()
         frozen = freeze(convert(float_model, "bnn", mode="w1a1"))
         title = f"frozen W1A1 {model_name} vs float {model_name}"
+    if profile:
+        from .deploy.profile import format_profiles, profile_model
+
+        profiles = profile_model(frozen, tuple(float_model.input_shape), batches, threads, rounds)
+        click.echo(f"frozen {model_name}: time per part\n{format_profiles(profiles)}")
+        _write_json(json_path, {"model": model_name,
+                                "profiles": [p.to_dict() for p in profiles]})
+        return
     timings = bench_model(float_model, frozen, tuple(float_model.input_shape), batches,
                           threads, rounds)
     _print_timings(title, timings)

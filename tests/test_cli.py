@@ -214,6 +214,24 @@ def test_bench_model_short_run_writes_every_batch_and_thread_count(tmp_path, mod
     _check_timing_rows(rows)
 
 
+def test_bench_model_profile_prints_the_parts_and_writes_json(tmp_path):
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(cli, ["bench", "model", "convnet", "--profile", "--batches",
+                                      "1,2", "--threads", "1", "--rounds", "1", "--json",
+                                      str(out)])
+    assert result.exit_code == 0, result.output
+    assert "frozen convnet: time per part" in result.output
+    data = json.loads(out.read_text())
+    assert data["model"] == "convnet"
+    assert [(p["batch"], p["threads"]) for p in data["profiles"]] == [(1, 1), (2, 1)]
+    for p in data["profiles"]:
+        assert f"batch {p['batch']}, 1 thread(s)" in result.output
+        assert sum(p["parts"].values()) == pytest.approx(p["total_ms"])
+        for part in p["parts"]:  # one table row per part, with its share
+            assert any(line.strip().startswith(part) and line.endswith("%")
+                       for line in result.output.splitlines()), part
+
+
 def test_bench_model_of_an_unknown_model_is_one_clear_line(capsys):
     code, _, err = run_main(["bench", "model", "alexnet", "--batches", "1", "--threads", "1",
                              "--rounds", "1"], capsys)

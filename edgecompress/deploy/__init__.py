@@ -21,7 +21,8 @@ takes), ``distance`` (EuclidNet's and AdderNet's distance layers; the adder ones
 kernel's L1 form),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
 allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
-``predict`` (top-k classes of inputs), ``onnx`` and ``benchmark``.
+``predict`` (top-k classes of inputs), ``onnx``, ``benchmark`` and ``profile`` (the
+per-part time breakdown of a frozen model).
 """
 
 from .binary import PackedBinaryConv2d, PackedBinaryLinear

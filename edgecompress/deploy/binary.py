@@ -34,26 +34,31 @@ from ..kernels.ops import (binary_conv_op, binary_gemm_affine_op, im2col_words_o
 from ..layers import BinaryConv2d, BinaryLinear
 from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
                      register_packed, to_bitstream)
+from .profile import GEMM, IM2COL, PACK, timed
 
 
-# Eager calls go straight to the kernels; under torch.compile / export through the registered
-# custom ops (which Dynamo treats as opaque, so a frozen model compiles as one graph).
+# Eager calls go straight to the kernels (timed as their step while a profile is recorded);
+# under torch.compile / export through the registered custom ops (which Dynamo treats as
+# opaque, so a frozen model compiles as one graph).
 
 def _pack_signs(x: Tensor, offset: Tensor | None = None) -> Tensor:
     if torch.compiler.is_compiling():
         return pack_signs_op(x, offset)
-    return kernels.pack_signs(x, offset)
+    return timed(PACK, kernels.pack_signs, x, offset)
 
 
 def _pack_pixels(x: Tensor) -> Tensor:
-    return pack_pixels_op(x) if torch.compiler.is_compiling() else kernels.pack_pixels(x)
+    if torch.compiler.is_compiling():
+        return pack_pixels_op(x)
+    return timed(PACK, kernels.pack_pixels, x)
 
 
 def _im2col_words(pixels: Tensor, channels: int, kernel: tuple[int, int],
                   stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
                   masked: bool) -> tuple[Tensor, Tensor | None]:
     if not torch.compiler.is_compiling():
-        return kernels.im2col_words(pixels, channels, kernel, stride, padding, dilation, masked)
+        return timed(IM2COL, kernels.im2col_words, pixels, channels, kernel, stride, padding,
+                     dilation, masked)
     rows, mask = im2col_words_op(pixels, channels, list(kernel), list(stride), list(padding),
                                  list(dilation), masked)
     return rows, mask if masked else None
@@ -68,9 +73,9 @@ def _gemm(a: Tensor, b: Tensor, panels: Tensor, k: int, mask: Tensor | None,
         lo, hi = clamp if clamp is not None else (None, None)
         return binary_gemm_affine_op(a, b, panels, k, mask, scale, bias, signs, residual, lo, hi)
     if signs:
-        return kernels.binary_gemm_signs(a, b, k, mask, scale, bias, panels=panels)
-    return kernels.binary_gemm_affine(a, b, k, mask, scale, bias, residual=residual, clamp=clamp,
-                                      panels=panels)
+        return timed(GEMM, kernels.binary_gemm_signs, a, b, k, mask, scale, bias, panels=panels)
+    return timed(GEMM, kernels.binary_gemm_affine, a, b, k, mask, scale, bias, residual=residual,
+                 clamp=clamp, panels=panels)
 
 
 def _binary_conv(pixels: Tensor, channels: int, b: Tensor, panels: Tensor,
@@ -83,9 +88,9 @@ def _binary_conv(pixels: Tensor, channels: int, b: Tensor, panels: Tensor,
         lo, hi = clamp if clamp is not None else (None, None)
         return binary_conv_op(pixels, channels, b, panels, *(list(g) for g in geometry), scale,
                               bias, signs, residual, lo, hi)
-    return kernels.binary_conv(pixels, channels, b, *geometry,
-                               output="signs" if signs else "float32", scale=scale, bias=bias,
-                               residual=residual, clamp=clamp, panels=panels)
+    return timed(GEMM, kernels.binary_conv, pixels, channels, b, *geometry,
+                 output="signs" if signs else "float32", scale=scale, bias=bias,
+                 residual=residual, clamp=clamp, panels=panels)
 
 
 class _PackedBinary(PackedLayer):
