@@ -16,8 +16,9 @@
  * r - (kh - 1) = oy sh and x + pw - kx = ox sw (0 <= oy < oh, 0 <= ox < ow), else 0; r < rows =
  * h + ph + kh - 1. Then for every tap (o, ky, kx) the gradients input pixel p meets are
  * buf[off(o, ky, kx) + p], contiguous in p (off = ((o kw + kx) rows + ph - ky + kh - 1) w).
- * A tile of (up to) 4 input channels x 64 pixels (AVX-512; AVX2 4 x 16, scalar any)
- * accumulates over the taps, its gradient vectors shared by its channels.
+ * A tile of (up to) 4 input channels x 32 pixels (AVX-512; AVX2 4 x 16, scalar any), its
+ * inputs held in registers, accumulates over the taps, its gradient vectors shared by its
+ * channels.
  *
  * Summation order (the same in every path, so they agree bit for bit with each other and with
  * reference.adder_input_grad_reference): for every dx value, acc = 0, then for o ascending,
@@ -118,55 +119,52 @@ static void grad_tile_avx2(const grad_tile *t) {
     }
 }
 
-/* AVX-512: ROWS channels x NV vectors of 16 pixels (NV <= 4); x is read from memory in the
- * loop (an operand of the subtraction), which leaves the registers to the accumulators */
+/* AVX-512: ROWS channels x NV vectors of 16 pixels (NV <= 2) */
 __attribute__((target("avx512f"), always_inline))
 static inline void grad_tile_avx512_fixed(const grad_tile *t, const int ROWS, const int NV) {
     const __m512 lo = _mm512_set1_ps(-1.0f), hi = _mm512_set1_ps(1.0f);
-    __mmask16 mask[4];
-    __m512 acc[GRAD_ROWS][4];
-#pragma GCC unroll 4
+    __mmask16 mask[2];
+    __m512 acc[GRAD_ROWS][2], xv[GRAD_ROWS][2];
+#pragma GCC unroll 2
     for (int v = 0; v < NV; v++) {
         const int left = t->npix - 16 * v;
         mask[v] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < ROWS; r++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) {
+            acc[r][v] = _mm512_setzero_ps();
+            xv[r][v] = _mm512_maskz_loadu_ps(mask[v], t->x + r * t->plane + 16 * v);
+        }
     for (int64_t j = 0; j < t->taps; j++) {
         const float *s = t->src + t->off[j];
-        __m512 gv[4];
-#pragma GCC unroll 4
+        __m512 gv[2];
+#pragma GCC unroll 2
         for (int v = 0; v < NV; v++) gv[v] = _mm512_loadu_ps(s + 16 * v);
 #pragma GCC unroll 4
         for (int r = 0; r < ROWS; r++) {
             const __m512 wv = _mm512_set1_ps(t->w[r * t->taps + j]);
-#pragma GCC unroll 4
+#pragma GCC unroll 2
             for (int v = 0; v < NV; v++) {
-                const __m512 xv = _mm512_maskz_loadu_ps(mask[v], t->x + r * t->plane + 16 * v);
-                const __m512 d = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(wv, xv), lo), hi);
+                const __m512 d = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(wv, xv[r][v]), lo),
+                                               hi);
                 acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_mul_ps(gv[v], d));
             }
         }
     }
 #pragma GCC unroll 4
     for (int r = 0; r < ROWS; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 2
         for (int v = 0; v < NV; v++)
             _mm512_mask_storeu_ps(t->dx + r * t->plane + 16 * v, mask[v], acc[r][v]);
 }
 
 #define GRAD_AVX512_CASE(R)                                    \
     case R:                                                    \
-        switch (nv) {                                          \
-            case 1: grad_tile_avx512_fixed(t, R, 1); break;    \
-            case 2: grad_tile_avx512_fixed(t, R, 2); break;    \
-            case 3: grad_tile_avx512_fixed(t, R, 3); break;    \
-            default: grad_tile_avx512_fixed(t, R, 4);          \
-        }                                                      \
+        if (nv == 1) grad_tile_avx512_fixed(t, R, 1);          \
+        else grad_tile_avx512_fixed(t, R, 2);                  \
         break;
-
 __attribute__((target("avx512f")))
 static void grad_tile_avx512(const grad_tile *t) {
     const int nv = (t->npix + 15) / 16;
@@ -212,7 +210,7 @@ EC_EXPORT int ec_adder_input_grad(const float *x, int64_t n, int64_t c, int64_t 
     const int64_t oh = (h + 2 * ph - kh) / sh + 1, ow = (w + 2 * pw - kw) / sw + 1;
     if (oh < 1 || ow < 1) return EC_BAD_ARGUMENT;
     const grad_kernel kernel = EC_PICK(path, grad_tile_scalar, grad_tile_avx2, grad_tile_avx512);
-    const int tile_pix = EC_PICK(path, 16, 16, 64);
+    const int tile_pix = EC_PICK(path, 16, 16, 32);
     const int64_t plane = h * w, taps = oc * kh * kw, rows = h + ph + kh - 1;
     const int64_t image = oc * kw * rows * w + GRAD_SLACK;
     const int64_t kk = kh * kw;
