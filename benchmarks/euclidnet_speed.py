@@ -8,10 +8,10 @@
 For each shape and batch, one training step (forward + backward to the input and the weights)
 and one inference pass (forward under no_grad) of: nn.Conv2d; EuclidConv2d (GEMM form);
 the naive Euclid form (unfold and difference; only where its difference tensor stays under
---naive-limit elements); AdderConv2d (fast path, adaptive scaling on) and its naive form (same
-limit, which by default admits batch 4 only); inference also times the frozen layers
-(``deploy.freeze``'s forms: euclid-frozen, the GEMM form with ||w||^2 computed once;
-adder-frozen, the direct C kernel's L1 form). Every round times each layer once, in turn
+--naive-limit elements); AdderConv2d (fast path: the C kernels at these float32 shapes,
+adaptive scaling on) and its naive form (same limit, which by default admits batch 4 only);
+inference also times the frozen layers (``deploy.freeze``'s forms: euclid-frozen, the GEMM form
+with ||w||^2 computed once; adder-frozen, the direct C kernel's L1 form). Every round times each layer once, in turn
 (interleaved, so load changes hit all alike); the table shows the median and its ratio to nn.Conv2d's median from the same run.
 Wall-clock on a shared machine: the ratios are the result, the milliseconds are context.
 Writes benchmarks/results/euclidnet_speed.json (euclidnet_speed_quick.json with --quick).

@@ -29,8 +29,7 @@ from .. import kernels
 from ..layers.adder import AdderConv2d, AdderLinear, adder_conv2d, adder_linear
 from ..layers.euclid import (EuclidConv2d, EuclidLinear, euclid_conv2d, euclid_linear,
                              weight_squares)
-from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, exporting,
-                     register_packed)
+from .packed import PackedConv2dShape, PackedLayer, PackedLinearShape, register_packed
 
 
 class _PackedDistance(PackedLayer):
@@ -147,7 +146,7 @@ class _PackedAdder(_PackedDistance):
     @staticmethod
     def _kernel_runs(x: Tensor) -> bool:
         """Whether the C kernel computes this call (else the training layer's PyTorch path)."""
-        return not (torch.compiler.is_compiling() or exporting()) \
+        return not (torch.compiler.is_compiling() or kernels.exporting()) \
             and kernels.conv2d_direct_usable(x)
 
 

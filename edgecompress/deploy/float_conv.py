@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .. import kernels
 from ..kernels.ops import conv2d_direct_op
-from .packed import PackedLayer, exporting, register_packed
+from .packed import PackedLayer, register_packed
 
 #: the largest batch the direct kernel runs; above it torch's convolution (oneDNN) is faster.
 #: Measured on a frozen ResNet-20 (AVX-512, one thread), kernel / torch time: batch 1 0.8-0.9,
@@ -96,7 +96,7 @@ class PackedFloatConv2d(PackedLayer):
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``fused_clamp(conv(x) + bias + residual)`` (residual and clamp when set)."""
-        if x.shape[0] > KERNEL_MAX_BATCH or exporting():  # an export sees torch's conv
+        if x.shape[0] > KERNEL_MAX_BATCH or kernels.exporting():  # an export sees torch's conv
             return kernels.conv2d_torch(x, self.weight, self.bias, self.stride, self.padding,
                                         residual, self.fused_clamp)
         if torch.compiler.is_compiling():  # opaque to Dynamo; torch's convolution without C

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import kernels
+from ..kernels import exporting
 from ..kernels.ops import lowbit_gemm_op
-from .packed import exporting
 
 
 class LowBitLinear(nn.Module):

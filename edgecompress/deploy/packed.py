@@ -222,13 +222,6 @@ _BY_NAME: Registry[type[PackedLayer]] = Registry("packed layer")
 _BY_TRAINED: dict[type[nn.Module], type[PackedLayer]] = {}
 
 
-def exporting() -> bool:
-    """True while torch.export or a tracer (torch.jit.trace, the ONNX exporters) records the
-    model: a packed layer then runs torch operations, which they can record, instead of a
-    ctypes call into the C kernels (cheap enough for every call of a layer)."""
-    return torch.compiler.is_exporting() or torch.jit.is_tracing()
-
-
 def register_packed(*trained: type[nn.Module]) -> Callable[[P], P]:
     """Class decorator: the decorated :class:`PackedLayer` subclass is the packed form of the
     training classes ``trained`` (freeze replaces their instances by ``cls.from_trained``), and

@@ -23,7 +23,8 @@ vectorized along output pixels, so its cost follows the channel counts (pruned n
 faster), with bias, residual and clamp fused into its store (:func:`conv2d_torch` computes the
 same by torch's convolution, for where torch is faster or the library is missing). With
 ``op="l1"`` it computes AdderNet's -sum |x - w| instead of the products, and
-:func:`l1_linear` the same for a linear layer's rows.
+:func:`l1_linear` the same for a linear layer's rows; :func:`adder_input_grad` is AdderNet's
+input gradient of that L1 form (the published HardTanh rule), for training.
 
 The kernels dispatch at run time to AVX-512, AVX2 or portable scalar code (force one with
 ``path=``) and use OpenMP threads. If the library was not built, every function runs its
@@ -42,15 +43,17 @@ This package only re-exports.
 """
 
 from ._loader import PATHS, available, supported_paths
-from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, binary_conv, binary_gemm,
+from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, adder_input_grad, binary_conv,
+                       binary_gemm,
                        binary_gemm_affine, binary_gemm_groups, block_epilogue, pool_branches, binary_gemm_signs, conv2d_direct,
                        DirectConvPlan, conv2d_direct_supports, conv2d_direct_usable,
-                       conv2d_torch, CONV_OPS, l1_linear, conv_output_size, im2col_signs,
-                       im2col_words, LOWBIT_BITS, LOWBIT_MAX_ROWS, lowbit_gemm, lowbit_panels,
-                       mask_matmul,
+                       conv2d_torch, CONV_OPS, exporting, l1_linear, conv_output_size,
+                       im2col_signs, im2col_words, LOWBIT_BITS, LOWBIT_MAX_ROWS, lowbit_gemm,
+                       lowbit_panels, mask_matmul,
                        pack_conv_weights, pack_panels, pack_pixels, pack_signs, sign_panels,
                        signswish, signswish_usable, w1a32_gemm)
-from .reference import (PANEL, binary_gemm_affine_reference, binary_gemm_reference,
+from .reference import (PANEL, adder_input_grad_reference, binary_gemm_affine_reference,
+                        binary_gemm_reference,
                         block_epilogue_reference, pool_branches_reference,
                         binary_gemm_groups_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference,
@@ -69,7 +72,8 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "block_epilogue", "block_epilogue_reference", "pool_branches",
            "pool_branches_reference",
            "conv2d_direct", "DirectConvPlan", "conv2d_direct_supports", "conv2d_direct_usable",
-           "conv2d_torch", "conv2d_direct_reference", "CONV_OPS", "l1_linear",
+           "conv2d_torch", "conv2d_direct_reference", "CONV_OPS", "l1_linear", "exporting",
+           "adder_input_grad", "adder_input_grad_reference",
            "pack_conv_weights", "im2col_signs", "binary_conv", "im2col_signs_reference",
            "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ._loader import (ConvF32Plan, by_reference, check_status, library, load, load_error,
                       path_code)
-from .reference import (PANEL, binary_gemm_affine_reference, block_epilogue_reference,
+from .reference import (PANEL, adder_input_grad_reference, binary_gemm_affine_reference, block_epilogue_reference,
                         pool_branches_reference, binary_gemm_groups_reference,
                         binary_gemm_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
@@ -640,6 +640,13 @@ def conv2d_direct_usable(x: Tensor) -> bool:
     return x.dtype == torch.float32 and x.device.type == "cpu" and library() is not None
 
 
+def exporting() -> bool:
+    """True while torch.export or a tracer (torch.jit.trace, the ONNX exporters) records the
+    model: a layer then runs torch operations, which they can record, instead of a ctypes call
+    into the C kernels (cheap enough for every call of a layer)."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 def conv2d_torch(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
                  padding: tuple[int, int], residual: Tensor | None = None,
                  clamp: tuple[float, float] | None = None) -> Tensor:
@@ -758,3 +765,40 @@ def l1_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, path: st
     y = conv2d_direct(image, weight.reshape(*weight.shape, 1, 1), bias, op="l1", path=path,
                       threads=threads)
     return y.reshape(weight.shape[0], rows).t()
+
+
+def adder_input_grad(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, int] = (1, 1),
+                     padding: tuple[int, int] = (0, 0), *, path: str | None = None,
+                     threads: int | None = None) -> Tensor:
+    """AdderNet's input gradient of ``conv2d_direct(x, weight, stride=stride, padding=padding,
+    op="l1")`` given its output's gradient ``grad``: the published rule
+    ``dx = sum over taps of grad * clamp(w - x, -1, 1)`` (HardTanh of the difference, not the
+    sign of the L1 derivative), by the C kernel ``adder_grad.c`` (vectorized along input pixels;
+    the differences are never stored). Same geometry as :func:`conv2d_direct`; returns a
+    contiguous float32 (n, c, h, w) tensor, bit for bit
+    :func:`~.reference.adder_input_grad_reference` on every path."""
+    stride, padding = tuple(stride), tuple(padding)
+    if x.dim() != 4 or weight.dim() != 4 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"adder_input_grad needs x (n, c, h, w) and weight (oc, c, kh, kw), "
+                         f"got x {tuple(x.shape)} and weight {tuple(weight.shape)}")
+    if not conv2d_direct_supports(weight.shape, stride, padding):
+        raise ValueError(f"adder_input_grad takes 1x1 / 3x3 kernels, stride 1 / 2 and padding "
+                         f"0 / 1, got kernel {tuple(weight.shape[2:])}, stride {stride}, "
+                         f"padding {padding}")
+    n, c, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    out_shape = (n, oc, conv_output_size(h, kh, stride[0], padding[0], 1),
+                 conv_output_size(w, kw, stride[1], padding[1], 1))
+    if min(out_shape[2:]) < 1 or tuple(grad.shape) != out_shape:
+        raise ValueError(f"adder_input_grad: grad must have the output's shape {out_shape} "
+                         f"(positive), got {tuple(grad.shape)}")
+    lib = library()
+    if lib is None:
+        return adder_input_grad_reference(x, weight, grad, stride, padding)
+    x, weight, grad = _float32(x.detach()), _float32(weight.detach()), _float32(grad.detach())
+    out = torch.empty(n, c, h, w, dtype=torch.float32)
+    status = lib.ec_adder_input_grad(x.data_ptr(), n, c, h, w, weight.data_ptr(), oc, kh, kw,
+                                     *stride, *padding, grad.data_ptr(), out.data_ptr(),
+                                     path_code(path), threads or torch.get_num_threads())
+    check_status(status, "adder_input_grad", path)
+    return out

@@ -15,6 +15,7 @@
  *   signswish.c         BNN+'s SignSwish in one pass, for training
  *   conv_f32.c          float32 direct convolution (3x3 / 1x1 ...) with a fused epilogue;
  *                       also AdderNet's L1 form (-sum |x - w| per output)
+ *   adder_grad.c        AdderNet's input gradient of that L1 form (HardTanh of w - x)
  *   block_epilogue.c    BatchNorm + shortcut + RPReLU after a binary linear (BinaryViT's block)
  *   pool_branches.c     BinaryViT's four scaled average-pooling branches on channel-last tokens
  *

@@ -249,6 +249,36 @@ def conv2d_direct_reference(x: Tensor, weight: Tensor, bias: Tensor | None = Non
     return acc if clamp is None else acc.clamp(*clamp)
 
 
+def adder_input_grad_reference(x: Tensor, weight: Tensor, grad: Tensor,
+                               stride: tuple[int, int] = (1, 1),
+                               padding: tuple[int, int] = (0, 0)) -> Tensor:
+    """Reference :func:`adder_input_grad`, in its order of float operations: AdderNet's input
+    gradient ``dx = sum over taps of g * clamp(w - x, -1, 1)`` of the L1 convolution
+    (``conv2d_direct(op="l1")``). For every input value ``acc = 0``, then over the taps with
+    output channel, kernel row, kernel column ascending ``acc = acc + g * clamp(w - x, -1, 1)``
+    (difference, then product rounded to float32, then added), g being the output gradient of
+    the pixel whose patch puts the tap on that input, or 0 where there is none (adding a zero
+    product leaves acc unchanged); padding gets no gradient."""
+    x, weight = x.detach().to(torch.float32), weight.detach().to(torch.float32)
+    grad = grad.detach().to(torch.float32)
+    n, c, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = grad.shape[2:]
+    xp = torch.nn.functional.pad(x, (pw, pw, ph, ph))
+    acc = torch.zeros_like(xp)
+    spread = torch.zeros(n, 1, *xp.shape[2:])  # g of one tap, on the input it reaches
+    for o in range(oc):
+        for ky in range(kh):
+            for kx in range(kw):
+                spread.zero_()
+                spread[:, 0, ky: ky + sh * (oh - 1) + 1: sh,
+                       kx: kx + sw * (ow - 1) + 1: sw] = grad[:, o]
+                tap = weight[o, :, ky, kx].view(1, c, 1, 1)
+                acc = acc + spread * (tap - xp).clamp(-1, 1)
+    return acc[:, :, ph: ph + h, pw: pw + w].contiguous()
+
+
 def block_epilogue_reference(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor,
                              g: Tensor, slope: Tensor, z: Tensor) -> Tensor:
     """Reference :func:`block_epilogue`, in torch's operations: ``fma(y, a, b)`` (computed in

@@ -24,11 +24,17 @@ default (``eta=0.2``) and ``eta=None`` turns it off. The norm is that of the gra
 backward pass through the layer (a layer called twice in one graph is scaled once, on the sum).
 
 Cost. L1 has no GEMM form, so the fast path computes the distances without ever materializing
-the N x C_out x K x L difference tensor: the forward is ``torch.cdist(p=1)`` over the
-unfolded patches, the weight gradient *is* a GEMM (sum_r g_rj (x_ri - w_ij) = (g^T X)_ji -
-w_ij sum_r g_rj), and the input gradient runs in row chunks of bounded size
-(``_CHUNK_ELEMENTS`` differences at a time). It remains much slower than a convolution (see
-benchmarks/euclidnet_speed.py). :func:`adder_linear_reference` /
+the N x C_out x K x L difference tensor. A batched float32 CPU convolution of the geometry the
+C kernels take (1x1 / 3x3, stride 1 / 2, padding 0 / 1, groups 1, no dilation: every ResNet
+shape) runs them, in training and evaluation: the forward is
+:func:`~edgecompress.kernels.conv2d_direct` with ``op="l1"`` and the input gradient
+:func:`~edgecompress.kernels.adder_input_grad`, both vectorized along pixels. Elsewhere
+(other geometry, other dtype or device, no compiled library, under torch.compile or an export,
+which see torch operations) the forward is ``torch.cdist(p=1)`` over the unfolded patches and
+the input gradient runs in row chunks of bounded size (``_CHUNK_ELEMENTS`` differences at a
+time). On both paths the weight gradient *is* a GEMM (sum_r g_rj (x_ri - w_ij) = (g^T X)_ji -
+w_ij sum_r g_rj; on the kernel path torch's convolution weight gradient). The two paths sum in
+different orders: equal to float rounding. See benchmarks/euclidnet_speed.py for the cost. :func:`adder_linear_reference` /
 :func:`adder_conv2d_reference` are the naive forms that materialize every difference (and
 produce the same published gradients): slow, obviously correct, for tests.
 """
@@ -40,7 +46,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
+from .. import kernels
 from ..errors import ConversionError
 from .base import CompressedLayer
 from .distance import DistanceConv2d, conv_patches, copy_parameters
@@ -108,6 +116,46 @@ class _NegativeL1(torch.autograd.Function):
         return grad_x, grad_w
 
 
+class _DirectL1Conv(torch.autograd.Function):
+    """-sum |x - w| over each patch (no bias) by the C kernels, with AdderNet's gradients:
+    dx by :func:`~edgecompress.kernels.adder_input_grad`, dw = sum g (x - w) as torch's
+    convolution weight gradient (g^T X) minus w sum g."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, stride: tuple[int, int],
+                padding: tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.geometry = stride, padding
+        return kernels.conv2d_direct(x, w, None, stride, padding, op="l1")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        x, w = ctx.saved_tensors
+        stride, padding = ctx.geometry
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = kernels.adder_input_grad(x, w, grad, stride, padding)
+        if ctx.needs_input_grad[1]:
+            grad_w = (torch.nn.grad.conv2d_weight(x, w.shape, grad, stride, padding)
+                      - w * grad.sum((0, 2, 3)).view(-1, 1, 1, 1))
+        return grad_x, grad_w, None, None
+
+
+def _direct_geometry(x: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any,
+                     groups: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(stride, padding) when the C kernels compute this adder convolution: a batched float32
+    CPU input and weight of a geometry they take, the library loaded, and no torch.compile /
+    export trace (those see the PyTorch path); else None."""
+    if x.dim() != 4 or weight.dtype != torch.float32 or isinstance(padding, str):
+        return None
+    stride, padding = _pair(stride), _pair(padding)
+    if not kernels.conv2d_direct_supports(weight.shape, stride, padding, _pair(dilation), groups) \
+            or torch.compiler.is_compiling() or kernels.exporting() \
+            or not kernels.conv2d_direct_usable(x):
+        return None
+    return stride, padding
+
+
 def _published_gradients(diff: Tensor, x: Tensor, w: Tensor) -> Tensor:
     """-|diff| (diff = x - w, broadcast) whose autograd gradients are AdderNet's:
     d/dw = x - w and d/dx = clamp(w - x, -1, 1), elementwise before any sum."""
@@ -129,20 +177,32 @@ def adder_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tenso
 def adder_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
     """The AdderNet convolution (arguments as ``F.conv2d``; padding pads zeros), fast path:
-    -sum over each patch of |x - w_j| + b_j with AdderNet's gradients."""
+    -sum over each patch of |x - w_j| + b_j with AdderNet's gradients (by the C kernels where
+    they take the call, see the module docstring)."""
     unbatched = x.dim() == 3
     if unbatched:
         x = x.unsqueeze(0)
+    geometry = _direct_geometry(x, weight, stride, padding, dilation, groups)
+    if geometry is not None:
+        y = _DirectL1Conv.apply(x, weight, *geometry)
+    else:
+        y = _negative_l1_conv(x, weight, stride, padding, dilation, groups)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y.squeeze(0) if unbatched else y
+
+
+def _negative_l1_conv(x: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any,
+                      groups: int) -> Tensor:
+    """-sum |x - w| over each patch of a batched x (no bias) by the PyTorch path: cdist over
+    the unfolded patches, with AdderNet's gradients (:class:`_NegativeL1`)."""
     patches, out_hw = conv_patches(x, tuple(weight.shape[2:]), stride, padding, dilation,
                                    groups)
     n, _, k, length = patches.shape
     rows = patches.permute(1, 0, 3, 2).reshape(groups, n * length, k)  # (g, N L, K)
     w = weight.reshape(groups, weight.shape[0] // groups, k)  # (g, out / g, K)
     y = _NegativeL1.apply(rows, w)  # (g, N L, out / g)
-    y = y.unflatten(1, (n, length)).permute(1, 0, 3, 2).reshape(n, -1, *out_hw)
-    if bias is not None:
-        y = y + bias.view(1, -1, 1, 1)
-    return y.squeeze(0) if unbatched else y
+    return y.unflatten(1, (n, length)).permute(1, 0, 3, 2).reshape(n, -1, *out_hw)
 
 
 def adder_linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -104,6 +104,7 @@ L1_CASES = CASES + [  # ragged channels (not multiples of 8 / 16), batch 1-3
     (3, 7, 19, 6, 5, 3, 2, 1),
     (2, 13, 17, 9, 9, 1, 1, 0),
     (1, 1, 1, 4, 4, 3, 1, 1),
+    (2, 3, 5, 4, 5, 1, 2, 1),
 ]
 
 
@@ -112,8 +113,8 @@ L1_CASES = CASES + [  # ragged channels (not multiples of 8 / 16), batch 1-3
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_l1_conv_paths_bit_exact(path, case, with_bias):
     """op="l1" on every path equals the reference summing |x - w| in the same order, and the
-    training layer's distance (zero padding counted) to float rounding."""
-    from edgecompress.layers.adder import adder_conv2d
+    training layer's naive distance (zero padding counted) to float rounding."""
+    from edgecompress.layers.adder import adder_conv2d_reference
     n, c, oc, h, w, kernel, stride, padding = case
     x, weight, bias, _ = _operands(*case, seed=sum(case) + 1)
     b = bias if with_bias else None
@@ -121,7 +122,7 @@ def test_l1_conv_paths_bit_exact(path, case, with_bias):
     got = K.conv2d_direct(x, weight, b, *geometry, op="l1", path=path)
     assert got.is_contiguous()
     assert torch.equal(got, K.conv2d_direct_reference(x, weight, b, *geometry, op="l1"))
-    torch.testing.assert_close(got, adder_conv2d(x, weight, b, stride, padding),
+    torch.testing.assert_close(got, adder_conv2d_reference(x, weight, b, stride, padding),
                                rtol=1e-5, atol=1e-4)
 
 
@@ -150,3 +151,43 @@ def test_l1_forms_reject_bad_arguments_clearly():
         K.conv2d_direct(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 3, 3), op="l2")
     with pytest.raises(ValueError, match=r"l1_linear needs x \(rows, k\) and weight \(out, k\)"):
         K.l1_linear(torch.randn(2, 5), torch.randn(3, 4))
+
+
+# --- AdderNet's input gradient: sum g * clamp(w - x, -1, 1) ----------------------------------------
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("case", L1_CASES)
+def test_adder_input_grad_paths_bit_exact_and_the_published_rule(path, case):
+    """Every path equals the reference summing g * clamp(w - x) in the same order, and the
+    published rule (autograd through the naive form, in float64) to float rounding."""
+    from edgecompress.layers.adder import adder_conv2d_reference
+    n, c, oc, h, w, kernel, stride, padding = case
+    x, weight, _, grad = _operands(*case, seed=sum(case) + 2)
+    x = x * 0.5  # differences on both sides of the clamp's +-1
+    geometry = ((stride, stride), (padding, padding))
+    got = K.adder_input_grad(x, weight, grad, *geometry, path=path)
+    assert got.is_contiguous() and got.shape == x.shape
+    assert torch.equal(got, K.adder_input_grad_reference(x, weight, grad, *geometry))
+    x64 = x.double().requires_grad_()
+    adder_conv2d_reference(x64, weight.double(), None, stride, padding).backward(grad.double())
+    torch.testing.assert_close(got.double(), x64.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_adder_input_grad_reads_any_layout_and_threads_agree():
+    x, weight, _, grad = _operands(2, 16, 9, 8, 8, 3, 2, 1, seed=5)
+    expected = K.adder_input_grad_reference(x, weight, grad, (2, 2), (1, 1))
+    last = x.to(memory_format=torch.channels_last)
+    for threads in (1, 2):
+        assert torch.equal(K.adder_input_grad(last, weight, grad.transpose(2, 3).contiguous()
+                                              .transpose(2, 3), (2, 2), (1, 1),
+                                              threads=threads), expected)
+
+
+def test_adder_input_grad_rejects_bad_arguments_clearly():
+    x, weight = torch.randn(1, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"weight \(oc, c, kh, kw\)"):
+        K.adder_input_grad(x, torch.randn(6, 5, 3, 3), torch.randn(1, 6, 6, 6))
+    with pytest.raises(ValueError, match="1x1 / 3x3 kernels"):
+        K.adder_input_grad(x, torch.randn(6, 4, 5, 5), torch.randn(1, 6, 4, 4))
+    with pytest.raises(ValueError, match=r"grad must have the output's shape \(1, 6, 6, 6\)"):
+        K.adder_input_grad(x, weight, torch.randn(1, 6, 8, 8))

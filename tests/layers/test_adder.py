@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from edgecompress import kernels
 from edgecompress.errors import ConversionError
 from edgecompress.layers import AdderConv2d, AdderLinear, CompressedLayer
 from edgecompress.layers import adder
@@ -72,6 +73,82 @@ def test_float32_fast_path_agrees_with_the_naive_form_and_unbatched_inputs_work(
     torch.testing.assert_close(conv(x), conv.reference_forward(x), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(conv(x[0]), conv(x[:1])[0])
     torch.testing.assert_close(conv.reference_forward(x[0]), conv(x[0]), rtol=1e-5, atol=1e-4)
+
+
+# --- the C kernels' path (float32 CPU, ResNet geometry) -----------------------------------------
+
+KERNEL_CASES = [  # n, cin, cout, h, w, kernel, stride, padding: ragged channels, odd sizes
+    (1, 3, 16, 9, 9, 3, 1, 1),
+    (2, 9, 11, 7, 7, 3, 2, 1),
+    (3, 7, 19, 6, 5, 3, 2, 0),
+    (2, 13, 17, 9, 9, 1, 1, 0),
+    (1, 17, 5, 9, 13, 1, 2, 0),
+    (2, 5, 6, 5, 6, 3, 1, 0),
+]
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the C kernels are not built")
+@pytest.mark.parametrize("case", KERNEL_CASES)
+@pytest.mark.parametrize("eta", [None, adder.DEFAULT_ETA])
+def test_c_kernel_path_equals_the_naive_form_values_and_published_gradients(case, eta,
+                                                                           monkeypatch):
+    """AdderConv2d in float32 runs the C kernels (forward and input gradient) and gives the
+    naive form's values and gradients of x, weight and bias to float rounding."""
+    n, cin, cout, h, w, kernel, stride, padding = case
+    torch.manual_seed(sum(case))
+    layer = AdderConv2d(cin, cout, kernel, stride, padding, eta=eta)
+    x = (torch.randn(n, cin, h, w) * 0.5).requires_grad_()
+    calls = _count_kernel_calls(monkeypatch)
+    y = layer(x)
+    g = torch.randn(y.shape)
+    fast = torch.autograd.grad((y * g).sum(), [x, layer.weight, layer.bias])
+    assert calls == ["conv2d_direct", "adder_input_grad"]
+    y_ref = layer.reference_forward(x)
+    naive = torch.autograd.grad((y_ref * g).sum(), [x, layer.weight, layer.bias])
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-4)
+    for a, b in zip(fast, naive):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _count_kernel_calls(monkeypatch) -> list[str]:
+    """The names of the adder C kernel functions called from now on (they still run)."""
+    calls: list[str] = []
+    for name in ("conv2d_direct", "adder_input_grad"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _real=real, _name=name, **k: (
+            calls.append(_name), _real(*a, **k))[1])
+    return calls
+
+
+@pytest.mark.parametrize("options, dtype", [
+    (dict(kernel_size=5, padding=2), torch.float32),
+    (dict(kernel_size=3, padding=2, dilation=2), torch.float32),
+    (dict(kernel_size=3, padding=1, groups=2), torch.float32),
+    (dict(kernel_size=3, stride=3), torch.float32),
+    (dict(kernel_size=3, padding="same"), torch.float32),
+    (dict(kernel_size=3, padding=1), torch.float64),
+])
+def test_the_pytorch_path_runs_where_the_c_kernels_do_not_apply(options, dtype, monkeypatch):
+    torch.manual_seed(5)
+    layer = AdderConv2d(4, 6, **options).to(dtype)
+    x = torch.randn(2, 4, 9, 9, dtype=dtype, requires_grad=True)
+    calls = _count_kernel_calls(monkeypatch)
+    layer(x).sum().backward()
+    assert calls == []
+    torch.testing.assert_close(layer(x), layer.reference_forward(x))
+
+
+def test_the_pytorch_path_runs_without_the_library_and_under_tracing(monkeypatch):
+    torch.manual_seed(6)
+    layer = AdderConv2d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 8, 8)
+    calls = _count_kernel_calls(monkeypatch)
+    traced = torch.jit.trace(layer, x, check_trace=False)  # (a check reruns it untraced)
+    assert calls == []
+    torch.testing.assert_close(traced(x), layer.reference_forward(x), rtol=1e-5, atol=1e-4)
+    monkeypatch.setattr(kernels, "conv2d_direct_usable", lambda x: False)
+    layer(x)
+    assert calls == []
 
 
 # --- the operation and AdderNet's gradients by hand ----------------------------------------------
