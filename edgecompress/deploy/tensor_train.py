@@ -192,6 +192,14 @@ class PackedTTLSTM(PackedLayer):
     @classmethod
     def from_trained(cls, layer: TTLSTM, core_bits: int | None = None) -> "PackedTTLSTM":
         maps = [m for pair in zip(layer.ih, layer.hh) for m in pair]
+        for k, m in enumerate(maps):
+            if not isinstance(m, TTLinear) and type(m) is not nn.Linear:
+                # e.g. the dense side of a TT-LSTM that a later method (uniform, s3) quantized:
+                # freezing it as nn.Linear would drop that quantization
+                raise ConversionError(
+                    f"PackedTTLSTM: gate map {'hh' if k % 2 else 'ih'}.{k // 2} is a "
+                    f"{type(m).__name__}; a frozen TT-LSTM takes TTLinear or plain nn.Linear "
+                    f"gate maps (exclude the LSTM from the method that converted it)")
         packed = [PackedTTLinear.from_trained(m, core_bits) if isinstance(m, TTLinear) else m
                   for m in maps]
         new = cls(layer.input_size, layer.hidden_size, layer.num_layers, layer.bias,

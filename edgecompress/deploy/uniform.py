@@ -9,7 +9,10 @@ for quantized inputs, the input step. The codes are decoded once (on freezing or
 the float weights code * step, and the forward pass runs torch's float kernels on them and on
 the fake-quantized input (no integer kernel: the gain is size). Both are computed with the very
 expressions of the training form, so a frozen layer gives exactly (torch.equal) the training
-form's eval-mode output for the same input.
+form's eval-mode output for the same input. The exception: a linear layer of 2-4-bit codes runs
+the low-bit kernel at batch <= 16 (:mod:`.lowbit`: table = the integer code values, the codes
+offset by 2^(b-1), scale = the per-channel step applied after the sum over k; 4 bits read per
+weight), equal to the float path to float rounding; its input is quantized exactly as before.
 
 A BatchNorm that follows a product layer is folded by ``freeze`` into the per-channel weight
 step and the bias (the codes stay; float rounding reorders, so close, not equal); one that
@@ -30,6 +33,7 @@ from ..layers.uniform import (UniformConv2d, UniformEuclidConv2d, UniformEuclidL
                               UniformLinear)
 from ..quantizers.uniform import check_bits, code_range, fake_quantize
 from .distance import PackedEuclid
+from .lowbit import LowBitLinear
 from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
                      register_packed, to_bitstream)
 
@@ -131,7 +135,7 @@ class _PackedUniform(PackedLayer):
 
     def edgecompress_params(self) -> dict[int, int]:
         floats = sum(t.numel() for name, t in self.named_buffers()
-                     if name not in ("codes", "weight"))
+                     if name not in ("codes", "weight", "panels", "lowbit_table"))
         return {self.weight_bits: self.out_features * self.k, 32: floats}
 
 
@@ -149,19 +153,30 @@ class _PackedUniformEuclid(PackedEuclid, _PackedUniform):
 
 
 @register_packed(UniformLinear)
-class PackedUniformLinear(PackedLinearShape, _PackedUniform):
+class PackedUniformLinear(PackedLinearShape, LowBitLinear, _PackedUniform):
     def __init__(self, in_features: int, out_features: int, *, bits: int, bias: bool = True,
                  activation_bits: int | None = None, activation_signed: bool = False) -> None:
         super().__init__()
         self.in_features = in_features
+        self._init_lowbit()
         self._init_uniform(out_features, in_features, bits, bias, activation_bits,
                            activation_signed)
 
     def _weight_shape(self) -> tuple[int, ...]:
         return (self.out_features, self.in_features)
 
+    def prepare(self) -> None:
+        """The decoded float weights, and the low-bit kernel's panels of the codes offset to be
+        non-negative (code q is entry q + 2^(b-1) of the table of the integers q_min..q_max)."""
+        super().prepare()
+        q_min, q_max = code_range(self.weight_bits, True)
+        self._prepare_lowbit(self.codes.to(torch.int16) - q_min, self.weight_bits,
+                             torch.arange(q_min, q_max + 1, dtype=torch.float32))
+
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self._input(x), self.weight, self.bias)
+        x = self._input(x)
+        y = self._lowbit_linear(x, self.scale, self.bias)
+        return F.linear(x, self.weight, self.bias) if y is None else y
 
 
 @register_packed(UniformConv2d)

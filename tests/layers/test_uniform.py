@@ -17,6 +17,13 @@ from edgecompress.recipe import Recipe
 CHANNELS_LAST = torch.channels_last
 
 
+@pytest.fixture
+def float_linear_path(monkeypatch):
+    """Frozen uniform linears on their decoded float path, which equals the training form bit for
+    bit (the low-bit kernel equals it to float rounding: tests/deploy/test_lowbit_linear.py)."""
+    monkeypatch.setattr(deploy.PackedUniformLinear, "LOWBIT_KERNEL_MAX_ROWS", 0)
+
+
 def _convnet(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return ec.models.create("convnet", width=0.25, input_shape=(3, 12, 12))
@@ -70,7 +77,8 @@ def test_convert_freeze_save_load_is_exact(spec, tmp_path):
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
-def test_linear_and_euclid_linear_layers_freeze_exactly_and_store_bits_per_weight(bits, tmp_path):
+def test_linear_and_euclid_linear_layers_freeze_exactly_and_store_bits_per_weight(
+        bits, tmp_path, float_linear_path):
     torch.manual_seed(bits)
     mlp = ec.models.create("mlp", hidden=(64, 64))
     for spec, kind in (({"name": "uniform", "bits": bits}, UniformLinear),
