@@ -210,9 +210,9 @@ _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 def _pool_before_activations(graph: fx.Graph, model: nn.Module) -> bool:
     """``maxpool(act(y))`` -> ``act(maxpool(y))`` for a ReLU / hardtanh whose output only the
     max-pool reads (a ResNet stem's end): a clamp is non-decreasing, so it commutes with the
-    maximum (every window holds at least one value of ``y``) and the result is the same bit for
-    bit, while the activation runs on the pooled map (a quarter of the values for a 3x3/2
-    pool) and in place. Returns True if the graph changed."""
+    maximum (every window holds at least one value of ``y``): the same values (``torch.equal``;
+    at most a zero's sign could differ), while the activation runs on the pooled map (a quarter
+    of the values for a 3x3/2 pool) and in place. Returns True if the graph changed."""
     modules = dict(model.named_modules())
     changed = False
     for act_node in list(graph.nodes):
