@@ -204,6 +204,34 @@ def _fuse_activations(graph: fx.Graph, model: nn.Module) -> bool:
     return changed
 
 
+_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+
+def _pool_before_activations(graph: fx.Graph, model: nn.Module) -> bool:
+    """``maxpool(act(y))`` -> ``act(maxpool(y))`` for a ReLU / hardtanh whose output only the
+    max-pool reads (a ResNet stem's end): a clamp is non-decreasing, so it commutes with the
+    maximum (every window holds at least one value of ``y``): the same values (``torch.equal``;
+    at most a zero's sign could differ), while the activation runs on the pooled map (a quarter
+    of the values for a 3x3/2 pool) and in place. Returns True if the graph changed."""
+    modules = dict(model.named_modules())
+    changed = False
+    for act_node in list(graph.nodes):
+        if not (act_node.op == "call_module" and len(act_node.users) == 1
+                and isinstance(modules.get(act_node.target), _ACTIVATIONS)):
+            continue
+        (pool_node,) = act_node.users
+        pool = modules.get(pool_node.target) if pool_node.op == "call_module" else None
+        if (not isinstance(pool, _MAX_POOLS) or pool.return_indices
+                or pool_node.args[0] is not act_node):
+            continue
+        pool_node.replace_all_uses_with(act_node)
+        pool_node.args = (act_node.args[0], *pool_node.args[1:])
+        act_node.args = (pool_node, *act_node.args[1:])
+        act_node.prepend(pool_node)
+        changed = True
+    return changed
+
+
 def _views_to_reshapes(graph: fx.Graph) -> bool:
     """``x.view(shape)`` -> ``x.reshape(shape)``: the frozen model's activations are channels-last,
     which a view across channels cannot express (reshape gives the same values, copying where it
@@ -245,8 +273,10 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
     - ``fuse`` (the same values, fewer passes over memory): a W1A1 layer whose output only
       feeds other W1A1 layers (through folded BatchNorms and a hardtanh) hands them its signs
       packed, straight from the GEMM; ``act(layer(x) + r)`` (a residual block's end) is computed
-      in the W1A1 layer's GEMM store loop; then the model runs as a ``torch.fx.GraphModule``
-      with the same submodule names. Activations whose input nothing else reads run in place.
+      in the W1A1 layer's GEMM store loop; a ReLU / hardtanh that only a max-pool reads runs
+      after the pool instead (the same values, on fewer of them: a ResNet stem); then the
+      model runs as a ``torch.fx.GraphModule`` with the same submodule names. Activations
+      whose input nothing else reads run in place.
     - A plain float ``nn.Conv2d`` (BatchNorm folded in) that the direct float kernel takes
       (1x1 / 3x3, stride 1 / 2, padding 0 / 1, groups 1) becomes a
       :class:`~edgecompress.deploy.float_conv.PackedFloatConv2d`, whose cost at small batch
@@ -280,6 +310,7 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
             _emit_signs(graph, frozen)
             rewritten = _fuse_residuals(graph, frozen) or rewritten
             rewritten = _fuse_activations(graph, frozen) or rewritten
+            rewritten = _pool_before_activations(graph, frozen) or rewritten
         _inplace_activations(graph, frozen)
         if rewritten:
             frozen = as_graph_module(frozen, graph)
