@@ -172,9 +172,15 @@ class Trainer:
         epoch's metrics."""
         created = init_process_group(self.device)
         try:
-            return self._fit()
+            metrics = self._fit()
+            if created:  # every process is done with its collectives before any tears down
+                torch.distributed.barrier()
+            return metrics
         finally:
             if created:
+                # the DDP wrapper holds the group's pending work: drop it before the group
+                # (gloo work outliving its group aborted a process at exit)
+                self.module = self.model
                 torch.distributed.destroy_process_group()
 
     def _fit(self) -> dict[str, Any]:
