@@ -9,7 +9,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -132,3 +132,28 @@ def suite_section(heading: str, spec: dict[str, Any], results: dict[str, Any],
     return [f"{heading} {spec['title']}", "",
             f"Seeds {', '.join(map(str, seeds))}. Reduced compared with the papers: "
             f"{spec['reduced']}.", "", *table]
+
+
+def seconds_per_call(fn: Callable[[], Any], calls: int) -> float:
+    began = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - began) / calls
+
+
+def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, calls: int,
+                baseline: str) -> dict[str, dict[str, Any]]:
+    """Time every variant in turn, ``rounds`` times (so the load of other jobs falls on all
+    alike). Per variant: ``seconds``, the median seconds per call; ``ratio``, the median over
+    rounds of its time / the ``baseline`` variant's time in the same round; ``all``, the
+    seconds of every round."""
+    for fn in variants.values():
+        seconds_per_call(fn, max(1, calls // 5))  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            times[name].append(seconds_per_call(fn, calls))
+    return {name: {"seconds": statistics.median(t), "all": t,
+                   "ratio": statistics.median(a / b for a, b in zip(t, times[baseline]))}
+            for name, t in times.items()}
+

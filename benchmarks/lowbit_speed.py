@@ -19,13 +19,11 @@ on the values. The machine line records the CPU model, its vector flags and the 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from common import machine, save_results
+from common import interleaved, machine, save_results
 from torch import nn
 
 from edgecompress import kernels
@@ -37,26 +35,6 @@ BATCHES, THREADS = (1, 8), (1, 2)
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vpopcntdq", "avx512vbmi")
 
 
-def seconds_per_call(fn: Callable[[], Any], calls: int) -> float:
-    began = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - began) / calls
-
-
-def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, calls: int
-                ) -> dict[str, dict[str, Any]]:
-    """Per variant: median seconds per call over rounds and the median of ``float`` time / its
-    time in the same round; ``all``: the seconds of every round."""
-    for fn in variants.values():
-        seconds_per_call(fn, max(1, calls // 5))  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            times[name].append(seconds_per_call(fn, calls))
-    return {name: {"seconds": statistics.median(t), "all": t,
-                   "speedup": statistics.median(f / a for a, f in zip(t, times["float"]))}
-            for name, t in times.items()}
 
 
 def cpu_flags() -> list[str]:
@@ -91,9 +69,9 @@ def case(dense: nn.Linear, frozen: PackedShiftLinear, uniform: PackedUniformLine
         "lowbit": lambda: frozen(x),
         "decoded": lambda: nn.functional.linear(x, frozen.weight, frozen.bias),
         "uniform4": lambda: uniform(x),
-    }, rounds, calls)
+    }, rounds, calls, baseline="float")
     return {"batch": batch, "threads": threads,
-            "speedup": {k: v["speedup"] for k, v in out.items() if k != "float"},
+            "speedup": {k: 1 / v["ratio"] for k, v in out.items() if k != "float"},
             "seconds": {k: v["seconds"] for k, v in out.items()},
             "all_seconds": {k: v["all"] for k, v in out.items()}}
 

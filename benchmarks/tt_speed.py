@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Any, Callable
 
 import torch
-from common import machine, save_results
+from common import interleaved, machine, save_results
 from torch import nn
 
 from edgecompress.deploy import PackedTTLinear, PackedTTLSTM
@@ -43,26 +42,6 @@ BATCHES = (1, 32)
 WINDOW = 35  # tokens per call at batch 32 (and tokens carried one by one at batch 1)
 
 
-def seconds_per_call(fn: Callable[[], Any], calls: int) -> float:
-    began = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - began) / calls
-
-
-def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, calls: int
-                ) -> dict[str, dict[str, float]]:
-    """Per variant: median over rounds of its seconds per call and of its ratio to the
-    ``dense`` variant timed in the same round; ``all``: the seconds of every round."""
-    for fn in variants.values():
-        seconds_per_call(fn, max(1, calls // 5))  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            times[name].append(seconds_per_call(fn, calls))
-    return {name: {"seconds": statistics.median(t), "all": t,
-                   "ratio": statistics.median(a / d for a, d in zip(t, times["dense"]))}
-            for name, t in times.items()}
 
 
 def linear_case(mode: str, rank: int, batch: int, rounds: int, calls: int) -> dict[str, Any]:
@@ -72,7 +51,7 @@ def linear_case(mode: str, rank: int, batch: int, rounds: int, calls: int) -> di
     frozen = PackedTTLinear.from_trained(tt)
     x = torch.randn(batch, IN)
     out = interleaved({"dense": lambda: dense(x), "training": lambda: tt(x),
-                       "frozen": lambda: frozen(x)}, rounds, calls)
+                       "frozen": lambda: frozen(x)}, rounds, calls, baseline="dense")
     y = tt(x)
     return {"mode": mode, "rank": rank, "batch": batch,
             "factorization": [list(s) for s in tt.factorization], "ranks": list(tt.ranks),
@@ -131,7 +110,8 @@ def lstm_case(mode: str, rank: int, batch: int, rounds: int, calls: int) -> dict
         x = torch.randn(WINDOW, batch, IN)
         variants = {name: (lambda m=model: m(x)) for name, model in models.items()}
         tokens = WINDOW * batch
-    out = interleaved(variants, rounds, max(1, calls // (1 if batch == 1 else 20)))
+    out = interleaved(variants, rounds, max(1, calls // (1 if batch == 1 else 20)),
+                      baseline="dense")
     y = tt(x)[0]
     recurrence = out["dense_recurrence"]["ratio"]
     return {"mode": mode, "rank": rank, "batch": batch, "tokens_per_call": tokens,
