@@ -14,6 +14,7 @@ sum (see ``gemm_lowbit.c``).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import kernels
@@ -24,7 +25,8 @@ from ..kernels.ops import lowbit_gemm_op
 class LowBitLinear(nn.Module):
     """Mixin of a packed linear layer with b-bit codes: :meth:`_init_lowbit` in its
     constructor, :meth:`_prepare_lowbit` when its codes are set (freezing or loading) builds the
-    kernel's weight panels, :meth:`_lowbit_linear` runs the kernel when it applies."""
+    kernel's weight panels, :meth:`forward` runs the kernel when it applies (the layer gives
+    ``_input``, its decoded ``weight``, ``scale`` and ``bias``)."""
 
     #: the batch (rows) up to which the kernel runs; 0 keeps every call on the float path, which
     #: gives exactly the training form's output (the kernel: equal to float rounding)
@@ -33,6 +35,9 @@ class LowBitLinear(nn.Module):
     in_features: int
     out_features: int
     panels: Tensor | None
+    weight: Tensor
+    scale: Tensor | None
+    bias: Tensor | None
 
     def _init_lowbit(self) -> None:
         self.register_buffer("panels", None, persistent=False)
@@ -48,6 +53,13 @@ class LowBitLinear(nn.Module):
         self.lowbit_table = torch.zeros(2 ** bits)
         self.lowbit_table[: len(table)] = table
         self.lowbit_bits = bits
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The layer's input quantizer (``_input``), then the kernel where it applies, else
+        torch's linear on the decoded ``weight``."""
+        x = self._input(x)
+        y = self._lowbit_linear(x, self.scale, self.bias)
+        return F.linear(x, self.weight, self.bias) if y is None else y
 
     def _lowbit_linear(self, x: Tensor, scale: Tensor | None,
                        bias: Tensor | None) -> Tensor | None:

@@ -172,11 +172,6 @@ class PackedShiftLinear(PackedLinearShape, LowBitLinear, _PackedShift):
         super().prepare()
         self._prepare_lowbit(self.codes, self.weight_bits, self.table)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self._input(x)
-        y = self._lowbit_linear(x, self.scale, self.bias)
-        return F.linear(x, self.weight, self.bias) if y is None else y
-
 
 @register_packed(ShiftConv2d)
 class PackedShiftConv2d(PackedConv2dShape, _PackedShift):

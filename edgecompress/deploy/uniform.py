@@ -173,11 +173,6 @@ class PackedUniformLinear(PackedLinearShape, LowBitLinear, _PackedUniform):
         self._prepare_lowbit(self.codes.to(torch.int16) - q_min, self.weight_bits,
                              torch.arange(q_min, q_max + 1, dtype=torch.float32))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self._input(x)
-        y = self._lowbit_linear(x, self.scale, self.bias)
-        return F.linear(x, self.weight, self.bias) if y is None else y
-
 
 @register_packed(UniformConv2d)
 class PackedUniformConv2d(PackedConv2dShape, _PackedUniform):
