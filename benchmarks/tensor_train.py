@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (RESULTS, ROOT, load_results, machine, mean_std, merged_results, results_name,
-                    save_results)
+from common import (RESULTS, ROOT, load_results, machine, mean_std, merged_results,
+                    resume_results, save_results)
 
 from edgecompress.deploy import freeze, load, save
 from edgecompress.experiment import run
@@ -188,10 +188,8 @@ SELECT_NAME = "tensor_train_lr"
 def cmd_select(args: argparse.Namespace) -> None:
     """One short run per (model family, lr in LRS) not yet in tensor_train_lr*.json."""
     torch.set_num_threads(args.threads)
-    name = results_name(SELECT_NAME, part=args.part)
-    done = merged_results(SELECT_NAME).get("runs", {})
-    results = load_results(name)
-    results.setdefault("machine", machine())
+    name, merged, results = resume_results(SELECT_NAME, None, args.part)
+    done = merged.get("runs", {})
     runs = results.setdefault("runs", {})
     for mode in args.modes:
         for lr in LRS:
@@ -230,10 +228,8 @@ def cmd_run(args: argparse.Namespace) -> None:
                                       "epochs": args.epochs, "tokens": args.tokens}
     lrs: dict[str, float | None] = ({m: None for m in ("dense", *MODES)} if args.quick
                                     else dict(selected_lrs()))
-    name = results_name(base_name(args.quick), part=args.part)
-    done = merged_results(base_name(args.quick)).get("runs", {})
-    results = load_results(name)
-    results.setdefault("machine", machine())
+    name, merged, results = resume_results(base_name(args.quick), None, args.part)
+    done = merged.get("runs", {})
     runs = results.setdefault("runs", {})
     for seed in sizes["seeds"]:
         for mode, rank in configs(sizes["ranks"]):
