@@ -112,8 +112,11 @@ class PackedFloatConv2d(PackedLayer):
         """The kernel's plan for this input shape (made at the first call; a layer sees one or
         two shapes), made anew when the thread count or the weight / bias tensors changed."""
         plan = self._plans.get(x.shape)
+        # (the bias from _buffers: ``self.bias`` would go through nn.Module.__getattr__, which
+        # costs a tenth of a small layer's kernel time at batch 1)
         if plan is None or plan.sources[0] is not self._kernel_weight \
-                or plan.sources[1] is not self.bias or plan.threads != torch.get_num_threads():
+                or plan.sources[1] is not self._buffers["bias"] \
+                or plan.threads != torch.get_num_threads():
             plan = self._plans[x.shape] = kernels.DirectConvPlan(
                 tuple(x.shape), self._kernel_weight, self.bias, self.stride, self.padding,
                 clamp=self.fused_clamp)
