@@ -245,6 +245,22 @@ def _views_to_reshapes(graph: fx.Graph) -> bool:
     return changed
 
 
+def _skip_identities(model: fx.GraphModule) -> None:
+    """The graph no longer calls its ``nn.Identity`` modules (folded BatchNorms, a W1A1 chain's
+    hardtanh, a model's own): each call's users read its input instead. At batch 1 a call costs
+    about as much as a small layer's kernel (module call and nested attribute lookups), the
+    same in a pruned network as in the unpruned one. The modules stay in the module tree (no
+    state; ``frozen.stem[1]`` still is the folded BatchNorm's place), and save / load keeps
+    them as it keeps every submodule the graph skips."""
+    modules = dict(model.named_modules())
+    for node in list(model.graph.nodes):
+        if (node.op == "call_module" and type(modules.get(node.target)) is nn.Identity
+                and len(node.args) == 1 and not node.kwargs):
+            node.replace_all_uses_with(node.args[0])
+            model.graph.erase_node(node)
+    model.recompile()
+
+
 def _check_options(options: dict[str, object]) -> None:
     """Every freeze option is one that some registered packed class takes."""
     known = sorted({o for cls in registered_packed_classes() for o in cls.freeze_options})
@@ -314,6 +330,7 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
         _inplace_activations(graph, frozen)
         if rewritten:
             frozen = as_graph_module(frozen, graph)
+            _skip_identities(frozen)
     for p in frozen.parameters():
         p.requires_grad_(False)
     # channels-last: binary convolutions produce it and pack it fastest, and float pooling and

@@ -43,6 +43,12 @@ def test_freeze_runs_resnet_convs_in_the_direct_kernel_with_fused_epilogues(tmp_
         m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     loaded = round_trip(frozen, tmp_path, torch.randn(1, 3, 32, 32))
     assert isinstance(loaded.get_submodule("stages.1.0.conv2"), deploy.PackedFloatConv2d)
+    # the folded BatchNorms' Identity modules keep their places but are not called
+    for gm in (frozen, loaded):
+        assert isinstance(gm.stem[1], nn.Identity) and isinstance(gm.stages[0][0].bn1, nn.Identity)
+        assert not any(node.op == "call_module" and isinstance(gm.get_submodule(node.target),
+                                                                nn.Identity)
+                       for node in gm.graph.nodes)
 
 
 def test_the_kernel_runs_at_small_batch_and_torch_above(monkeypatch):
