@@ -41,8 +41,12 @@ from edgecompress.quantizers import METHODS
 MODELS = {"binary-deit": "binary DeiT", "binaryvit": "BinaryViT"}  # binaryvit.py row keys
 TEACHER = "teacher-resnet20"
 SEEDS = (0, 1)
-#: epochs of every student (why: ``budget``, from ``time``)
-EPOCHS = 6
+#: epochs of every student. ``time`` on 2026-12-06 at load average ~9.5 on the two cores
+#: (other benchmarks and tests beside it) measured 2,392 s for one epoch of the 14 student runs
+#: of a seed and 49 s per teacher epoch, suggesting 2 epochs at that load; binaryvit.py's timing
+#: found such a load about 2x slower than a process alone on a core, where 5 epochs take about
+#: 5 x 1,200 + 490 s = 1.8 h per process. Re-run ``time`` on a quieter machine to re-check.
+EPOCHS = 5
 REDUCED = (
     "{epochs} epochs per student instead of binaryvit.py's {teacher} (its float ResNet-20 "
     "teachers are reused as they are: {teacher} epochs), the rest as in docs/binaryvit.md: the "
@@ -166,8 +170,9 @@ def budget() -> list[str]:
             f"{t['epoch_seconds_all']:.0f} s for one epoch of all 14 student runs of a seed "
             f"(slowest {slowest.replace('|', ' ')}: {t['runs'][slowest]:.0f} s) and "
             f"{t['teacher_epoch_seconds']:.0f} s per teacher epoch: {t['suggested_epochs']} "
-            f"student epochs fit two seeds in two processes in 2 hours with the teachers. "
-            f"Machine: {t['machine']}."]
+            f"student epochs fit two seeds in two processes in 2 hours with the teachers at "
+            f"that load; the default, {EPOCHS}, assumes processes alone on the cores, about 2x "
+            f"faster than under a load average of 8 to 10. Machine: {t['machine']}."]
 
 
 def cmd_section(args: argparse.Namespace) -> None:
