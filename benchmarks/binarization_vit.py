@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from binaryvit import BY_KEY, EPOCHS as TEACHER_EPOCHS, StepClock, one_run
+from binaryvit import BY_KEY, EPOCHS as TEACHER_EPOCHS, StepClock, one_run, teacher_dir
 from common import (ROOT, competitive_claim, load_results, machine, merged_results,
                     method_table, resume_results, save_results, suite_section)
 
@@ -69,6 +69,12 @@ def train(model: str, method: str | None, seed: int, epochs: int, teacher_epochs
     ``work``, where binaryvit.py's own runs find it too), or ``model`` with ``method`` distilled
     from the teacher of ``teacher_epochs`` (trained first if its checkpoint is missing)."""
     if method is None:
+        # binaryvit.py's run of the same teacher, when its checkpoint is still in ``work``
+        ablation = merged_results("binaryvit", limit).get(f"{TEACHER}|{seed}")
+        if (ablation is not None and ablation.get("epochs") == teacher_epochs
+                and (teacher_dir(work, TEACHER, seed, teacher_epochs, limit)
+                     / "checkpoint.pt").is_file()):
+            return {**ablation, "method": None}
         return {**one_run(BY_KEY[TEACHER], seed, teacher_epochs, limit, work, data_root,
                           callbacks), "method": None}
     return {**one_run(student(model, method), seed, epochs, limit, work, data_root, callbacks,

@@ -78,3 +78,24 @@ def test_binarization_vit_smoke_run_resumes_and_reports(tmp_path, shared_data):
     vit = doc.index("### Binary DeiT and BinaryViT")
     assert "### VGG-small" in doc[:vit] and "## Training-time overhead" in doc[vit:]
     assert before.split("### VGG-small")[0] == doc.split("### VGG-small")[0]
+
+
+def test_binarization_vit_reuses_the_ablation_teacher(tmp_path, monkeypatch):
+    """The float teacher row is binaryvit.py's run of the same seed and epochs when its
+    checkpoint is still in --work; otherwise (other epochs, no checkpoint) it is trained."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    vit = importlib.import_module("binarization_vit")
+    record = {"row": vit.TEACHER, "seed": 0, "epochs": 20, "top1": 61.0}
+    monkeypatch.setattr(vit, "merged_results",
+                        lambda base, limit=None: {f"{vit.TEACHER}|0": record})
+    trained = []
+    monkeypatch.setattr(vit, "one_run", lambda *a, **k: trained.append(a) or {"top1": 1.0})
+    ckpt = vit.teacher_dir(tmp_path, vit.TEACHER, 0, 20, None) / "checkpoint.pt"
+    assert vit.train("binary-deit", None, 0, 5, 20, None, tmp_path, "x")["top1"] == 1.0
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    assert vit.train("binary-deit", None, 0, 5, 20, None, tmp_path, "x") == {**record,
+                                                                              "method": None}
+    assert vit.train("binary-deit", None, 0, 5, 10, None, tmp_path, "x")["top1"] == 1.0
+    assert len(trained) == 2
