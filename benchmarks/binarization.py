@@ -6,6 +6,9 @@ plus the training-time overhead of binarized vs float models; writes docs/binari
     python benchmarks/binarization.py overhead
     python benchmarks/binarization.py report
 
+The report includes the binary vision transformers' section when benchmarks/binarization_vit.py
+has results.
+
 ``run`` appends to benchmarks/results/binarization_<suite>.json after every training run and skips
 runs already there, so an interrupted benchmark continues where it stopped. Each run uses one
 thread (two suites can run side by side on two cores).
@@ -20,9 +23,9 @@ import time
 from typing import Any
 
 import torch
-
-from common import (RESULTS, ROOT, load_results, machine, method_table, save_results,
-                    suite_section, train_and_record)
+from binarization_vit import section as vit_section
+from common import (RESULTS, ROOT, competitive_claim, load_results, machine, method_table,
+                    save_results, suite_section, train_and_record)
 
 from edgecompress import convert, models
 from edgecompress.analysis import plot_flip_rates, plot_latent_histograms
@@ -162,21 +165,8 @@ def _observations(results: dict[str, Any], floats: list[float]) -> list[str]:
                    f"{statistics.mean(floats) - statistics.mean(b):.2f} points below float; the "
                    f"runner-up {second} is {gap:.2f} points behind, {verdict}.")
     for mode in MODES:  # the PC++ paper's claim: BNN++ is competitive
-        mine = scores("bnn++", mode)
-        others = [m for m in METHODS if m != "bnn++" and len(scores(m, mode)) >= 2]
-        if len(mine) < 2 or not others:
-            continue
-        rival = max(others, key=lambda m: statistics.mean(scores(m, mode)))
-        theirs = scores(rival, mode)
-        gap = statistics.mean(mine) - statistics.mean(theirs)
-        spread = max(statistics.stdev(mine), statistics.stdev(theirs))
-        verdict = ("holds: better" if gap > spread else "holds: competitive" if gap >= -spread
-                   else "not reproduced")
-        out.append(f"- Claim \"BNN++ is competitive with or better than the other methods\", "
-                   f"{mode.upper()}: {verdict} (bnn++ {statistics.mean(mine):.2f} vs the best "
-                   f"other, {rival}, {statistics.mean(theirs):.2f}: {gap:+.2f} points against a "
-                   f"spread of {spread:.2f}; rule: better if the gap exceeds the larger standard "
-                   f"deviation, competitive if within it, not reproduced if below it).")
+        claim = competitive_claim({m: scores(m, mode) for m in METHODS}, "bnn++", mode.upper())
+        out += [claim] if claim else []
     if all(scores("bc", mode) == scores("bnn", mode) for mode in MODES):
         out.append("- bc and bnn give identical runs: BNN's backward 1{|theta| <= 1} differs "
                    "from BinaryConnect's identity only for latent weights outside [-1, 1], and "
@@ -266,6 +256,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         lines += [f"Regenerate: `python benchmarks/binarization.py run {suite} --data-root "
                   f"<{'mnist' if suite == 'mnist' else 'cifar10'} directory>` then "
                   f"`python benchmarks/binarization.py report`.", ""]
+    lines += vit_section()  # the binary ViTs (benchmarks/binarization_vit.py), when run
     overhead = RESULTS / "binarization_overhead.json"
     if overhead.is_file():
         data = json.loads(overhead.read_text())

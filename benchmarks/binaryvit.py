@@ -112,8 +112,9 @@ def teacher_dir(work: Path, key: str, seed: int, epochs: int, limit: int | None)
 
 
 def recipe_for(row: Row, seed: int, epochs: int, limit: int | None = None,
-               work: Path | None = None) -> Recipe:
-    """The row's recipe at the benchmark's budget; a warmup keeps its share of the epochs."""
+               work: Path | None = None, teacher_epochs: int | None = None) -> Recipe:
+    """The row's recipe at the benchmark's budget; a warmup keeps its share of the epochs. A
+    student learns from its teacher trained for ``teacher_epochs`` (default ``epochs``)."""
     recipe = Recipe.from_yaml(ROOT / "recipes" / row.recipe)
     warmup = recipe.schedule.get("warmup_epochs")
     if warmup:
@@ -124,23 +125,27 @@ def recipe_for(row: Row, seed: int, epochs: int, limit: int | None = None,
         recipe.data = {**recipe.data, "limit": limit}
     recipe.distill = None
     if row.teacher is not None:
-        where = teacher_dir(work or Path(), row.teacher, seed, epochs, limit)
+        where = teacher_dir(work or Path(), row.teacher, seed, teacher_epochs or epochs, limit)
         recipe.distill = {"teacher": str(where / "checkpoint.pt"), **DISTILL}
     return recipe
 
 
 def one_run(row: Row, seed: int, epochs: int, limit: int | None, work: Path, data_root: str,
-            callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
-    """Train one row (its teacher first if that checkpoint is missing, e.g. after a fresh
-    checkout); a teacher row keeps its checkpoint in ``work``."""
+            callbacks: tuple[Callback, ...] = (), teacher_epochs: int | None = None
+            ) -> dict[str, Any]:
+    """Train one row (its teacher first, for ``teacher_epochs``, default ``epochs``, if that
+    checkpoint is missing, e.g. after a fresh checkout); a teacher row keeps its checkpoint in
+    ``work``."""
+    teacher_epochs = teacher_epochs or epochs
     if row.teacher is not None:
         teacher = BY_KEY[row.teacher]
-        out = teacher_dir(work, teacher.key, seed, epochs, limit)
+        out = teacher_dir(work, teacher.key, seed, teacher_epochs, limit)
         if not (out / "checkpoint.pt").is_file():
-            train_and_record(recipe_for(teacher, seed, epochs, limit, work), data_root, out)
+            train_and_record(recipe_for(teacher, seed, teacher_epochs, limit, work), data_root,
+                             out)
     out = teacher_dir(work, row.key, seed, epochs, limit) if row.teacher is None else None
-    return train_and_record(recipe_for(row, seed, epochs, limit, work), data_root, out,
-                            callbacks, row=row.key, epochs=epochs, limit=limit)
+    return train_and_record(recipe_for(row, seed, epochs, limit, work, teacher_epochs),
+                            data_root, out, callbacks, row=row.key, epochs=epochs, limit=limit)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -176,6 +181,12 @@ class StepClock(Callback):
         steps = [b - a for a, b in zip(self.marks, self.marks[1:])]
         return statistics.median(steps[1:] or steps)
 
+    def epoch_seconds(self, limit: int) -> float:
+        """An epoch's time on the benchmark's 4,000 train / 1,000 test images, from a run
+        on ``limit`` images of each."""
+        return (self.step_seconds() * math.ceil(TRAIN_IMAGES / BATCH)
+                + self.eval_seconds * TEST_IMAGES / min(limit, TEST_IMAGES))
+
 
 def cmd_time(args: argparse.Namespace) -> None:
     """Per-epoch time of every row from a 1-epoch run on ``--limit`` images (train and test),
@@ -188,8 +199,7 @@ def cmd_time(args: argparse.Namespace) -> None:
             clock = StepClock()
             one_run(row, 0, 1, args.limit, Path(work), args.data_root, (clock,))
             step, evaluation = clock.step_seconds(), clock.eval_seconds
-            epoch = (step * math.ceil(TRAIN_IMAGES / BATCH)
-                     + evaluation * TEST_IMAGES / min(args.limit, TEST_IMAGES))
+            epoch = clock.epoch_seconds(args.limit)
             out["rows"][row.key] = {"step_seconds": step, "eval_seconds": evaluation,
                                     "epoch_seconds": epoch}
             print(f"{row.label:<40} step {step:6.3f} s, epoch ~{epoch:6.1f} s", flush=True)

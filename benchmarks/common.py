@@ -110,19 +110,41 @@ def train_and_record(recipe: Recipe, data_root: str, out_dir: Path | None = None
 
 
 def method_table(results: dict[str, Any], methods: Sequence[str], column: str,
-                 values: Sequence[Any], headers: Sequence[str]) -> list[str]:
+                 values: Sequence[Any], headers: Sequence[str],
+                 reference: str = "float reference") -> list[str]:
     """Markdown rows: method x ``values`` of result field ``column`` -> top-1 mean ± std, with
-    the float reference (method None) first."""
+    the float model (method None, labelled ``reference``) first."""
     def scores(method: str | None, value: Any) -> list[float]:
         return [r["top1"] for r in results.values()
                 if r["method"] == method and (method is None or r[column] == value)]
 
     lines = ["| method | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers),
-             f"| float reference | {mean_std(scores(None, None))} |" + " |" * (len(headers) - 1)]
+             f"| {reference} | {mean_std(scores(None, None))} |" + " |" * (len(headers) - 1)]
     for method in methods:
         lines.append(f"| {method} | " + " | ".join(mean_std(scores(method, v))
                                                      for v in values) + " |")
     return lines
+
+
+def competitive_claim(scores: dict[str, list[float]], method: str, where: str) -> str | None:
+    """The PC++ paper's claim that ``method`` (BNN++) is competitive with or better than the other
+    methods, judged on ``scores`` (method -> top-1 of each seed) by the rule the sentence states;
+    None until ``method`` and another method have two seeds each."""
+    mine = scores.get(method, [])
+    others = [m for m, v in scores.items() if m != method and len(v) >= 2]
+    if len(mine) < 2 or not others:
+        return None
+    rival = max(others, key=lambda m: statistics.mean(scores[m]))
+    theirs = scores[rival]
+    gap = statistics.mean(mine) - statistics.mean(theirs)
+    spread = max(statistics.stdev(mine), statistics.stdev(theirs))
+    verdict = ("holds: better" if gap > spread else "holds: competitive" if gap >= -spread
+               else "not reproduced")
+    return (f"- Claim \"BNN++ is competitive with or better than the other methods\", {where}: "
+            f"{verdict} ({method} {statistics.mean(mine):.2f} vs the best other, {rival}, "
+            f"{statistics.mean(theirs):.2f}: {gap:+.2f} points against a spread of {spread:.2f}; "
+            f"rule: better if the gap exceeds the larger standard deviation, competitive if "
+            f"within it, not reproduced if below it).")
 
 
 def suite_section(heading: str, spec: dict[str, Any], results: dict[str, Any],

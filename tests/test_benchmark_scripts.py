@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["deploy.py", "make_recipes.py", "binarization.py", "shift.py", "pruning.py",
            "causal.py", "euclidnet.py", "euclidnet_speed.py", "tensor_train.py", "tt_speed.py",
-           "binaryvit.py", "binaryvit_speed.py", "transfer.py", "lowbit_speed.py"]
+           "binaryvit.py", "binaryvit_speed.py", "transfer.py", "lowbit_speed.py",
+           "binarization_vit.py"]
 COPIED = ("benchmarks", "docs", "recipes", "examples")
 
 
@@ -41,3 +42,60 @@ def test_help_writes_nothing(script, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: {script}")
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_binarization_vit_smoke_run_resumes_and_reports(tmp_path, shared_data):
+    """A --limit run of every method x binary ViT x 2 seeds (teacher included), resumed without
+    retraining; its section printed; and binarization.py's report keeps the CNN suites and adds
+    the ViT section when the ViT results are there."""
+    data = shared_data("cifar10_subset")
+    repo = tmp_path / "repo"
+    for name in COPIED:
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    script = [sys.executable, str(repo / "benchmarks" / "binarization_vit.py")]
+    run = [*script, "run", "--data-root", str(data), "--limit", "16", "--epochs", "1",
+           "--teacher-epochs", "1", "--seeds", "0", "1", "--work", str(tmp_path / "work")]
+    first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("top-1") == 2 * (1 + 7 * 2)
+    again = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "top-1" not in again.stdout, again.stderr
+    shown = subprocess.run([*script, "section", "--limit", "16"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "| method | binary DeiT | BinaryViT |" in shown.stdout
+    assert "| bnn++ |" in shown.stdout and "| float ResNet-20 (the teacher) |" in shown.stdout
+    assert shown.stdout.count("Claim \"BNN++ is competitive") == 2
+    results = repo / "benchmarks" / "results"
+    shutil.copy(results / "binarization_vit-limit16.json", results / "binarization_vit-s0.json")
+    report = subprocess.run([sys.executable, str(repo / "benchmarks" / "binarization.py"),
+                             "report"], env=env, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    doc = (repo / "docs" / "binarization.md").read_text()
+    before = (ROOT / "docs" / "binarization.md").read_text()
+    vit = doc.index("### Binary DeiT and BinaryViT")
+    assert "### VGG-small" in doc[:vit] and "## Training-time overhead" in doc[vit:]
+    assert before.split("### VGG-small")[0] == doc.split("### VGG-small")[0]
+
+
+def test_binarization_vit_reuses_the_ablation_teacher(tmp_path, monkeypatch):
+    """The float teacher row is binaryvit.py's run of the same seed and epochs when its
+    checkpoint is still in --work; otherwise (other epochs, no checkpoint) it is trained."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    vit = importlib.import_module("binarization_vit")
+    record = {"row": vit.TEACHER, "seed": 0, "epochs": 20, "top1": 61.0}
+    monkeypatch.setattr(vit, "merged_results",
+                        lambda base, limit=None: {f"{vit.TEACHER}|0": record})
+    trained = []
+    monkeypatch.setattr(vit, "one_run", lambda *a, **k: trained.append(a) or {"top1": 1.0})
+    ckpt = vit.teacher_dir(tmp_path, vit.TEACHER, 0, 20, None) / "checkpoint.pt"
+    assert vit.train("binary-deit", None, 0, 5, 20, None, tmp_path, "x")["top1"] == 1.0
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    assert vit.train("binary-deit", None, 0, 5, 20, None, tmp_path, "x") == {**record,
+                                                                              "method": None}
+    assert vit.train("binary-deit", None, 0, 5, 10, None, tmp_path, "x")["top1"] == 1.0
+    assert len(trained) == 2

@@ -20,6 +20,8 @@ Tokens are channel-last: ``(batch, tokens, channels)``.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -132,6 +134,26 @@ class RPReLU(nn.Module):
         return torch.where(u >= 0, u, self.slope * u) + self.shift_out
 
 
+#: a binarization method's name, or a mapping with its name and options (:func:`weight_pair`)
+WeightMethod = str | Mapping[str, Any]
+
+
+def weight_pair(method: WeightMethod) -> QuantizerPair:
+    """The weight quantizer pair of ``method``: a binarization method's name (``"bnn++"``) or a
+    mapping with its ``name`` and the options of :func:`edgecompress.quantizers.method_pair`
+    (``{"name": "bnn++", "mu": {"kind": "linear", "start": 0, "end": 1.5}, "prox":
+    "proxquant"}``), as a recipe's ``model.weight_method`` writes it; a bad one is a
+    :class:`ModelConfigError` naming it."""
+    spec = {"name": method} if isinstance(method, str) else dict(method)
+    if not isinstance(spec.get("name"), str):
+        raise ModelConfigError(f"weight_method must be a method name or a mapping with a 'name', "
+                               f"got {method!r}")
+    try:
+        return method_pair(spec.pop("name"), **spec)
+    except (TypeError, ValueError) as exc:  # unknown method, quantizer or parameter
+        raise ModelConfigError(f"weight_method {method!r}: {exc}") from None
+
+
 class BinaryLinearBlock(nn.Module):
     """What BinaryViT puts around each binary linear (ReActNet-style):
 
@@ -140,11 +162,12 @@ class BinaryLinearBlock(nn.Module):
     The shortcut is real-valued: the identity when in == out, the input repeated k times when
     out = k * in, the mean of its k repeats when in = k * out (our reading for the MLP's
     widening and narrowing layers); callers with another shortcut (patch merging) pass it to
-    :meth:`forward`. ``weight_method``: the binarization method of the weights (a name of
-    :func:`edgecompress.quantizers.method_pair`, e.g. ``"bnn"`` or ``"bnn++"``).
+    :meth:`forward`. ``weight_method``: the binarization method of the weights, see
+    :func:`weight_pair` (e.g. ``"bnn"``, ``"bnn++"`` or ``{"name": "pc", "mu": 0.5}``).
     """
 
-    def __init__(self, in_features: int, out_features: int, weight_method: str = "bnn") -> None:
+    def __init__(self, in_features: int, out_features: int,
+                 weight_method: WeightMethod = "bnn") -> None:
         super().__init__()
         big, small = max(in_features, out_features), min(in_features, out_features)
         if big % small:
@@ -153,7 +176,7 @@ class BinaryLinearBlock(nn.Module):
                 f"multiple of the other for the real-valued shortcut")
         self.in_features, self.out_features = in_features, out_features
         self.linear = CenteredBinaryLinear(
-            in_features, out_features, weight_quantizer=method_pair(weight_method),
+            in_features, out_features, weight_quantizer=weight_pair(weight_method),
             input_quantizer=LearnableThresholdSign(in_features))
         # a torch.nn BatchNorm1d on the (tokens, channels) rows: frozen models keep it as it is
         # (a leaf layer of the traced graph, not folded: the frozen outputs stay bit-exact)

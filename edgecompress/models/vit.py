@@ -35,9 +35,11 @@ Sizes (``size``; default by image side: "tiny" / "paper" at >= 224, "mini" below
 ``dim``, ``depth`` and ``heads`` override a flat size (e.g. ``size="mini", depth=2`` for tests).
 ``weight_method`` names the weights' binarization method (``"bnn"``: sign with the clip
 straight-through, the spec's; ``"bnn++"`` or any method of
-:func:`edgecompress.quantizers.method_pair`); ``quantize_probs=False`` keeps the attention
-probabilities float (our switch, to measure the {0, a} quantizer). The binary DeiT uses the same
-binary blocks as BinaryViT (our reading: the ablation rows then differ by one change each).
+:func:`edgecompress.quantizers.method_pair`, or a mapping with its options such as
+``{"name": "pc", "mu": 0.5}``: :func:`edgecompress.layers.transformer.weight_pair`);
+``quantize_probs=False`` keeps the attention probabilities float (our switch, to measure the
+{0, a} quantizer). The binary DeiT uses the same binary blocks as BinaryViT (our reading: the
+ablation rows then differ by one change each).
 "paper" is the spec's 224x224 configuration (tokens 56/28/14/7, MLP widths 512/1024/1024/2048).
 Small images (side < 224: 28x28 MNIST, 32x32 CIFAR) use a patch of 4 (flat: 7x7 or 8x8 tokens)
 or 2 (pyramid: 14x14 or 16x16 tokens). A pyramid keeps as many stages as the grid halves
@@ -58,7 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ModelConfigError
-from ..layers.transformer import AttentionCore, BinaryLinearBlock, PoolingBranches
+from ..layers.transformer import AttentionCore, BinaryLinearBlock, PoolingBranches, WeightMethod
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ POOLS = ("cls", "avg")
 LARGE_SIDE = 224  # images at least this large get the papers' configurations
 
 
-def _linear(in_features: int, out_features: int, binary: bool, weight_method: str) -> nn.Module:
+def _linear(in_features: int, out_features: int, binary: bool,
+            weight_method: WeightMethod) -> nn.Module:
     if binary:
         return BinaryLinearBlock(in_features, out_features, weight_method)
     return nn.Linear(in_features, out_features)
@@ -106,7 +109,7 @@ class Attention(nn.Module):
     keys and values are computed from the grid's tokens average-pooled r x r."""
 
     def __init__(self, dim: int, heads: int, grid: tuple[int, int], kv_reduction: int,
-                 binary: bool, weight_method: str, quantize_probs: bool) -> None:
+                 binary: bool, weight_method: WeightMethod, quantize_probs: bool) -> None:
         super().__init__()
         self.grid, self.kv_reduction = grid, kv_reduction
         self.q, self.k, self.v, self.proj = (_linear(dim, dim, binary, weight_method)
@@ -125,7 +128,7 @@ class MLP(nn.Module):
     """Float: Linear -> GELU -> Linear. Binary: two :class:`BinaryLinearBlock` (their RPReLU is
     the nonlinearity)."""
 
-    def __init__(self, dim: int, hidden: int, binary: bool, weight_method: str) -> None:
+    def __init__(self, dim: int, hidden: int, binary: bool, weight_method: WeightMethod) -> None:
         super().__init__()
         self.fc1 = _linear(dim, hidden, binary, weight_method)
         self.act = nn.Identity() if binary else nn.GELU()
@@ -139,7 +142,7 @@ class Block(nn.Module):
     """``y = x + A1(attn(LN(x)))``, ``y = y + A2(mlp(LN(y)))`` (+ pooling branches of x)."""
 
     def __init__(self, stage: Stage, grid: tuple[int, int], cls_token: bool, binary: bool,
-                 affine: bool, pooling_branches: bool, weight_method: str,
+                 affine: bool, pooling_branches: bool, weight_method: WeightMethod,
                  quantize_probs: bool) -> None:
         super().__init__()
         dim = stage.dim
@@ -163,7 +166,7 @@ class PatchMerging(nn.Module):
     the 2x2 average pool with channels repeated out_dim / C times; float: Linear + LayerNorm."""
 
     def __init__(self, in_dim: int, out_dim: int, grid: tuple[int, int], binary: bool,
-                 weight_method: str) -> None:
+                 weight_method: WeightMethod) -> None:
         super().__init__()
         if out_dim % in_dim:
             raise ModelConfigError(f"pyramid: stage width {out_dim} is not a multiple of the "
@@ -189,7 +192,7 @@ class VisionTransformer(nn.Module):
     def __init__(self, num_classes: int = 10, input_shape: Sequence[int] = (3, 224, 224),
                  size: str | None = None, patch_size: int | None = None, binary: bool = False,
                  pool: str = "cls", pooling_branches: bool = False, affine: bool = False,
-                 pyramid: bool = False, weight_method: str = "bnn",
+                 pyramid: bool = False, weight_method: WeightMethod = "bnn",
                  quantize_probs: bool = True, dim: int | None = None, depth: int | None = None,
                  heads: int | None = None) -> None:
         super().__init__()
@@ -289,8 +292,9 @@ def deit(num_classes: int = 10, input_shape: Sequence[int] = (3, 224, 224),
 def binary_deit(num_classes: int = 10, input_shape: Sequence[int] = (3, 224, 224),
                 size: str | None = None, patch_size: int | None = None, pool: str = "cls",
                 pooling_branches: bool = False, affine: bool = False, pyramid: bool = False,
-                weight_method: str = "bnn", quantize_probs: bool = True, dim: int | None = None,
-                depth: int | None = None, heads: int | None = None) -> VisionTransformer:
+                weight_method: WeightMethod = "bnn", quantize_probs: bool = True,
+                dim: int | None = None, depth: int | None = None,
+                heads: int | None = None) -> VisionTransformer:
     """The binary DeiT baseline: binary blocks, the four BinaryViT changes off."""
     return VisionTransformer(num_classes, input_shape, size, patch_size, True, pool,
                              pooling_branches, affine, pyramid, weight_method, quantize_probs,
@@ -300,8 +304,9 @@ def binary_deit(num_classes: int = 10, input_shape: Sequence[int] = (3, 224, 224
 def binaryvit(num_classes: int = 10, input_shape: Sequence[int] = (3, 224, 224),
               size: str | None = None, patch_size: int | None = None, pool: str = "avg",
               pooling_branches: bool = True, affine: bool = True, pyramid: bool = True,
-              weight_method: str = "bnn", quantize_probs: bool = True, dim: int | None = None,
-              depth: int | None = None, heads: int | None = None) -> VisionTransformer:
+              weight_method: WeightMethod = "bnn", quantize_probs: bool = True,
+              dim: int | None = None, depth: int | None = None,
+              heads: int | None = None) -> VisionTransformer:
     """BinaryViT: the binary DeiT with all four changes on (each can be switched off; dim /
     depth / heads override a flat size, i.e. with ``pyramid=False``)."""
     return VisionTransformer(num_classes, input_shape, size, patch_size, True, pool,

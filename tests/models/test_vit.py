@@ -4,6 +4,7 @@ changes, the float DeiT against a hand-written reference, and the rejected optio
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -12,7 +13,10 @@ import torch.nn.functional as F
 from edgecompress import models, summary
 from edgecompress.errors import EdgecompressError, ModelConfigError
 from edgecompress.layers import CenteredBinaryLinear, LearnableThresholdSign
+from edgecompress.layers.binary import harden
 from edgecompress.models.vit import PatchMerging, PoolingBranches
+from edgecompress.quantizers import METHODS, method_parameters
+from edgecompress.train.schedules import scheduled_modules
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 SWITCHES = ("pool", "pooling_branches", "affine", "pyramid")
@@ -239,3 +243,67 @@ def test_summary_gives_attention_products_their_operation_kinds():
     cores = [layer for layer in floating.layers if layer.kind == "AttentionCore"]
     assert cores and all(layer.ops_by_kind == {"mac": 2 * tokens * tokens * dim}
                          for layer in cores)
+
+
+# the two binary ViTs at test sizes: the flat one cut to one block, the pyramid as it is
+BINARY_VITS = {"binary-deit": TINY, "binaryvit": {"size": "mini"}}
+SMALL = (3, 16, 16)  # a 16x16 image: 8x8 tokens for the pyramid, 4x4 for the flat model
+
+
+@pytest.mark.parametrize("name", list(BINARY_VITS))
+@pytest.mark.parametrize("method", METHODS)
+def test_every_binarization_method_can_be_the_weight_quantizer(name, method):
+    """Selected by name, the method's pair (and its schedules, which the trainer steps) sits in
+    every binary linear; a training step moves the weights; the deployed weights are +-alpha per
+    row; the state (scheduled values included) survives a state_dict round trip."""
+    torch.manual_seed(0)
+    options = {"input_shape": SMALL, "weight_method": method, **BINARY_VITS[name]}
+    model = models.create(name, **options)
+    binary = [m for m in model.modules() if isinstance(m, CenteredBinaryLinear)]
+    assert binary and all(m.weight_quantizer.name == method for m in binary)
+    ramps = {p for p, s in method_parameters(method).items() if s.kind != "constant"}
+    scheduled = [m for _, m in scheduled_modules(model)]
+    assert len(scheduled) == (len(binary) if ramps else 0)
+    assert all(set(m.schedules) == ramps for m in scheduled)
+    for module in scheduled:  # the trainer's ScheduleStepper midway through a run
+        for param, schedule in module.schedules.items():
+            module.set_param(param, schedule.value(1, 3))
+    before = [m.weight.detach().clone() for m in binary]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, y = torch.randn(4, *SMALL), torch.tensor([0, 1, 2, 3])
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    assert math.isfinite(loss.item())
+    assert all(not torch.equal(m.weight, w) for m, w in zip(binary, before))
+    copy = models.create(name, **options)
+    copy.load_state_dict(model.state_dict())
+    model.eval(), copy.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(copy(x), model(x), rtol=0, atol=0)
+    harden(model)
+    for m in binary:
+        w = m.quantized_weight().detach()
+        alpha = m.centered_weight().abs().mean(dim=1, keepdim=True).detach()
+        assert torch.equal(w, alpha * torch.where(m.centered_weight() >= 0, 1.0, -1.0))
+
+
+def test_the_weight_method_takes_the_methods_options():
+    model = models.create("binary-deit", input_shape=(3, 32, 32), **TINY,
+                          weight_method={"name": "bnn++", "prox": "proxquant", "beta": 2.0,
+                                         "lam": {"kind": "linear", "start": 0.0, "end": 0.5}})
+    pair = next(m for m in model.modules() if isinstance(m, CenteredBinaryLinear)).weight_quantizer
+    assert type(pair.prox).__name__ == "ProxQuantProx" and float(pair.backward.beta) == 2.0
+    assert pair.prox.schedules["lam"].end == 0.5
+
+
+@pytest.mark.parametrize("method, words", [
+    ("bnn-", ["weight_method 'bnn-'", "unknown binarization method", "bnn++"]),
+    ({"name": "pc", "lam": 1.0}, ["weight_method", "'lam'", "mu"]),
+    ({"mu": 1.0}, ["weight_method", "'name'"]),
+])
+def test_a_bad_weight_method_is_rejected_naming_it(method, words):
+    with pytest.raises(ModelConfigError) as info:
+        models.create("binaryvit", size="mini", input_shape=(3, 32, 32), weight_method=method)
+    for word in words:
+        assert word in str(info.value)
