@@ -6,6 +6,7 @@ heterogeneous data and on the Tuebingen cause-effect pairs; writes docs/causal.m
     python benchmarks/causal.py pairs --data-root ../shared/data/tuebingen_pairs --max-n 500 \
         --methods anm,hetero,hetero:combine=fisher
     python benchmarks/causal.py select          # the defaults of hetero, on simulations only
+    python benchmarks/causal.py features        # data features of the pairs (no ground truth)
     python benchmarks/causal.py report
 
 ``simulate``: for every k, n and seed, one pair from :func:`edgecompress.causal.simulate` (k
@@ -49,6 +50,7 @@ import causal_baselines as baselines
 import numpy as np
 from common import (ROOT, load_results, machine, mean_std, merged_results, resume_results,
                     save_results)
+from scipy import stats
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
@@ -60,6 +62,7 @@ from edgecompress.errors import CausalInputError, EdgecompressError
 
 DOC = ROOT / "docs" / "causal.md"
 SIM, PAIRS, SELECT = "causal_sim", "causal_pairs", "causal_select"
+FEATURES = "causal_features"
 METHODS = ("anm", "hetero")
 #: the verdict's margin: the mean paired difference must clear this many standard errors
 MARGIN_SE = 2.0
@@ -202,6 +205,82 @@ SELECT_RULE = (
     f"{SELECT_LEVELS} levels); the highest mean direction accuracy over all of them is chosen, "
     "equal means going to the earlier default (combine \"weighted\" first, then ties "
     "\"none\"). The pairs played no part in the choice.")
+
+
+# --- data features of the pairs (never their directions) ------------------------------------
+
+#: a value further than this many robust standard deviations (1.4826 MAD, else IQR / 1.349,
+#: else the standard deviation) from the median counts as an outlier
+OUTLIER_Z = 3.5
+#: the features of one variable, in the order of the summary
+FEATURE_NAMES = ("tied", "distinct", "skewness", "kurtosis", "outliers")
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def variable_features(values: np.ndarray) -> dict[str, float]:
+    """Data features of one variable: ``tied``, the share of samples whose value another
+    sample shares; ``distinct``, distinct values / n; ``skewness`` and ``kurtosis`` (excess);
+    ``outliers``, the share beyond ``OUTLIER_Z`` robust standard deviations of the median."""
+    _, counts = np.unique(values, return_counts=True)
+    centre = np.median(values)
+    q1, q3 = np.percentile(values, [25, 75])
+    spread = next((s for s in (1.4826 * np.median(np.abs(values - centre)), (q3 - q1) / 1.349,
+                               values.std()) if s > 0), 1.0)
+    return {"tied": float(counts[counts > 1].sum() / len(values)),
+            "distinct": len(counts) / len(values),
+            "skewness": float(stats.skew(values)), "kurtosis": float(stats.kurtosis(values)),
+            "outliers": float(np.mean(np.abs(values - centre) > OUTLIER_Z * spread))}
+
+
+def feature_summary(variables: list[dict[str, float]], weights: list[float]) -> dict[str, Any]:
+    """Quantiles of every feature over ``variables`` (each with its weight: its pair's benchmark
+    weight, so a source with many pairs counts like one with a single pair), and the weighted
+    shares of variables that are heavily tied (fewer than n/2 distinct values, where
+    ties="jitter" acts), skewed (|skewness| >= 1), heavy-tailed (kurtosis >= 3) and with
+    outliers (more than 1% of samples)."""
+    w = np.asarray(weights) / np.sum(weights)
+
+    def quantiles(values: np.ndarray) -> dict[str, float]:
+        order = np.argsort(values)
+        cumulative = np.cumsum(w[order]) - w[order] / 2
+        return {f"q{round(100 * q)}": float(np.interp(q, cumulative, values[order]))
+                for q in QUANTILES}
+
+    table = {name: np.array([v[name] for v in variables]) for name in FEATURE_NAMES}
+    return {"variables": len(variables),
+            "quantiles": {name: quantiles(table[name]) for name in FEATURE_NAMES},
+            "shares": {"distinct < 0.5": float(w @ (table["distinct"] < 0.5)),
+                       "|skewness| >= 1": float(w @ (np.abs(table["skewness"]) >= 1)),
+                       "kurtosis >= 3": float(w @ (table["kurtosis"] >= 3)),
+                       "outliers > 1%": float(w @ (table["outliers"] > 0.01))}}
+
+
+def pair_features(data_root: str | None, max_n: int, seed: int) -> list[dict[str, Any]]:
+    """The features of both variables of every bivariate pair, on the benchmark's subsample
+    (``max_n``, ``seed``). Reads samples and weights only, never the ground-truth direction."""
+    rows = []
+    for pair in load_pairs(data_root):
+        x, y = subsample(pair, max_n, seed)
+        rows.append({"pair": pair.name, "weight": pair.weight, "n": len(x),
+                     "x": variable_features(x), "y": variable_features(y)})
+    return rows
+
+
+def print_summary(title: str, summary: dict[str, Any]) -> None:
+    print(f"{title} ({summary['variables']} variables; weighted quantiles "
+          f"{', '.join(f'q{round(100 * q)}' for q in QUANTILES)}):")
+    for name, values in summary["quantiles"].items():
+        print(f"  {name:9s} " + " ".join(f"{v:8.3f}" for v in values.values()))
+    print("  shares: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["shares"].items()))
+
+
+def run_features(args: argparse.Namespace) -> None:
+    rows = pair_features(args.data_root, args.max_n, args.seed)
+    summary = feature_summary([r[v] for r in rows for v in "xy"],
+                              [r["weight"] for r in rows for _ in "xy"])
+    save_results(FEATURES, {"machine": machine(), "max_n": args.max_n, "seed": args.seed,
+                            "summary": summary, "pairs": rows})
+    print_summary(f"pairs, n <= {args.max_n}", summary)
 
 
 # --- the cause-effect pairs -------------------------------------------------------------------
@@ -446,12 +525,17 @@ def main() -> None:
     select.add_argument("--sizes", default="200,1000")
     select.add_argument("--part", help="name of this process's results file "
                         "(causal_select-PART.json); every part is merged")
+    features = sub.add_parser("features", help="data features of the pairs' variables (ties, "
+                              "distinct values, skewness, kurtosis, outliers; no ground truth)")
+    features.add_argument("--data-root", help="as for pairs")
+    features.add_argument("--max-n", type=int, default=500, help="as for pairs")
+    features.add_argument("--seed", type=int, default=0)
     sub.add_parser("report", help=f"write {DOC.relative_to(ROOT)}")
     args = parser.parse_args()
     print(f"{Path(sys.argv[0]).name} {shlex.join(sys.argv[1:])}: {machine()}", flush=True)
     try:
         {"simulate": run_simulations, "pairs": run_pairs, "select": run_selection,
-         "report": write_report}[args.command](args)
+         "features": run_features, "report": write_report}[args.command](args)
     except EdgecompressError as exc:  # a missing baseline package, a bad --methods entry
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
