@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from edgecompress.causal import simulate
 from edgecompress.causal.simulate import MECHANISMS
@@ -60,3 +61,78 @@ def test_bad_levels(levels):
         simulate(100, 1, cause_levels=levels)
     with pytest.raises(CausalInputError, match="effect_levels must be an integer of at least 2"):
         simulate(100, 1, effect_levels=levels)
+
+
+@pytest.mark.parametrize("cause, skewed, heavy, light", [
+    ("gaussian", False, False, False), ("uniform", False, False, True),
+    ("skewed", True, True, False), ("heavy-tailed", False, True, False),
+    ("bimodal", False, False, True)])
+def test_cause_distributions(cause, skewed, heavy, light):
+    x = simulate(20000, 1, cause=cause, seed=3).x
+    assert abs(x.mean()) < 0.05 and abs(x.std() - 1) < 0.05
+    assert (stats.skew(x) > 1) == skewed
+    assert (stats.kurtosis(x) > 2) == heavy and (stats.kurtosis(x) < -0.5) == light
+
+
+def test_new_mechanisms_and_noise_are_usable():
+    for name in ("abs", "threshold", "log"):
+        pair = simulate(500, 1, mechanisms=[name], noises=["student-t"], noise_scales=[0.1],
+                        offsets=[0], seed=0)
+        noise = pair.y - MECHANISMS[name](pair.x)
+        assert abs(noise.std() - 0.1) < 0.03
+    flat = simulate(500, 1, mechanisms=["threshold"], noise_scales=[0.0], offsets=[0], seed=0)
+    assert np.all(flat.y[flat.x < 0] == -0.5)  # flat below 0: not invertible
+
+
+def test_defaults_do_not_draw_the_new_options():
+    """The random noise pool is unchanged, so default data are what they were."""
+    for seed in range(10):
+        assert all(g["noise"] in ("gaussian", "uniform", "laplace")
+                   for g in simulate(60, 3, seed=seed).groups)
+
+
+@pytest.mark.parametrize("share", [0.01, 0.1, 0.3])
+def test_outliers_are_the_requested_share_of_gross_errors(share):
+    clean = simulate(1000, 2, seed=5)
+    dirty = simulate(1000, 2, seed=5, effect_outliers=share)
+    np.testing.assert_array_equal(dirty.x, clean.x)
+    moved = dirty.y != clean.y
+    assert moved.sum() == round(share * 1000)
+    shift = np.abs(dirty.y - clean.y)[moved] / clean.y.std()
+    assert shift.min() >= 4 - 1e-9 and shift.max() <= 8 + 1e-9
+    cause = simulate(1000, 2, seed=5, cause_outliers=share)
+    assert (cause.x != clean.x).sum() == round(share * 1000)
+    np.testing.assert_array_equal(cause.y, clean.y)  # the effect of the true cause
+
+
+@pytest.mark.parametrize("resolution", [0.05, 0.5, 1.0])
+def test_rounding_to_a_resolution(resolution):
+    clean = simulate(2000, 1, seed=2)
+    pair = simulate(2000, 1, seed=2, cause_resolution=resolution, effect_resolution=resolution)
+    for rounded, raw in ((pair.x, clean.x), (pair.y, clean.y)):
+        np.testing.assert_allclose(rounded / resolution, np.round(rounded / resolution),
+                                   atol=1e-9)
+        assert np.abs(rounded - raw).max() <= resolution / 2 + 1e-12
+    assert len(np.unique(pair.x)) < len(np.unique(simulate(
+        2000, 1, seed=2, cause_resolution=resolution / 2).x))
+
+
+def test_outliers_are_rounded_too():
+    pair = simulate(500, 1, seed=1, effect_outliers=0.1, effect_levels=10)
+    assert len(np.unique(pair.y)) <= 10
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"cause": "cauchy"}, "unknown cause 'cauchy'; available: gaussian"),
+    ({"cause_resolution": 0}, "cause_resolution must be a positive number; got 0"),
+    ({"effect_resolution": -1.0}, "effect_resolution must be a positive number"),
+    ({"effect_resolution": "fine"}, "effect_resolution must be a positive number"),
+    ({"cause_outliers": 0.5}, r"cause_outliers must be a share in \[0, 0.5\); got 0.5"),
+    ({"effect_outliers": -0.1}, "effect_outliers must be a share"),
+    ({"effect_outliers": True}, "effect_outliers must be a share"),
+    ({"cause_levels": 10, "cause_resolution": 0.1},
+     "cause_levels and cause_resolution are alternatives"),
+])
+def test_bad_recording_options(options, message):
+    with pytest.raises(CausalInputError, match=message):
+        simulate(100, 1, **options)
