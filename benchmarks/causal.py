@@ -286,6 +286,42 @@ def run_realistic(args: argparse.Namespace) -> None:
               f"({'right' if r['correct'] else 'wrong'}) {r['seconds']:.1f} s", flush=True)
 
 
+def realistic_section(results: dict[str, Any]) -> list[str]:
+    rows = [r for k, r in results.items() if k not in ("machine", "features", "rule")]
+    if not rows:
+        return ["No realistic selection results yet (`python benchmarks/causal.py features`, "
+                "then `python benchmarks/causal.py select --setting realistic --seeds 200`)."]
+    features = results["features"]
+    lines = [f"The rule, fixed before the run (benchmarks/causal.py, `select --setting "
+             f"realistic`): {REALISTIC_RULE} How the pairs are made: the script's docstring.",
+             "", "Data features of the variables (`features`: the pairs' variables at n <= 500, "
+             "weighted by pair weight, and those of the realistic simulations; quantiles "
+             "q10 / q50 / q90):", "", "| feature | pairs | realistic simulations |",
+             "|---|---|---|"]
+    for name in FEATURE_NAMES:
+        lines.append(f"| {name} | " + " | ".join(" / ".join(
+            f"{features[w]['quantiles'][name][q]:.2f}" for q in ("q10", "q50", "q90"))
+            for w in ("pairs", "realistic")) + " |")
+    for share in features["pairs"]["shares"]:
+        lines.append(f"| share {share.replace('|', chr(92) + '|')} | " + " | ".join(
+            f"{features[w]['shares'][share]:.2f}" for w in ("pairs", "realistic")) + " |")
+    groups = {"a variable rounded": lambda r: bool(r["rounded"]),
+              "none rounded": lambda r: not r["rounded"], "all": lambda r: True}
+    lines += ["", f"Direction accuracy of `hetero` on the realistic simulations (rule "
+              f"\"forced\"; seeds 0-{max(r['seed'] for r in rows)}; ± the binomial standard "
+              "error):", "", "| combine | ties | " + " | ".join(groups) + " |",
+              "|---|---|" + "---:|" * len(groups)]
+    for combine, ties in CANDIDATES:
+        mine = [r for r in rows if (r["combine"], r["ties"]) == (combine, ties)]
+        lines.append(f"| {combine} | {ties} | " + " | ".join(
+            rate([r["correct"] for r in mine if keep(r)]) for keep in groups.values()) + " |")
+    chosen = selection(rows)
+    lines += ["", f"Chosen: combine=\"{chosen[0]}\", ties=\"{chosen[1]}\"; the library "
+              f"defaults are combine=\"{DEFAULT_COMBINE}\", ties=\"{DEFAULT_TIES}\"."
+              if chosen else "Not every candidate has run on the same pairs yet."]
+    return lines
+
+
 REALISTIC_RULE = (
     "every combination of combine in {weighted, fisher} and ties in {none, jitter} decides the "
     f"same realistic simulated pairs (n = {REALISTIC_N}, seeds 0-199, each copying the data "
@@ -612,6 +648,8 @@ def write_report(args: argparse.Namespace) -> None:
         "    python benchmarks/causal.py simulate --seeds 10 --sizes 200,1000 "
         "--methods hetero:combine=fisher",
         "    python benchmarks/causal.py select",
+        "    python benchmarks/causal.py features",
+        "    python benchmarks/causal.py select --setting realistic --seeds 200",
         "    python benchmarks/causal.py report", "",
         f"Machine: {machine()}; one BLAS thread per decision.", "",
         "Methods: `anm` is the additive-noise-model test (Gaussian-process regression, HSIC "
@@ -640,6 +678,7 @@ def write_report(args: argparse.Namespace) -> None:
         f"interval reaches 0): {verdict(*homogeneous, no_worse=True)}.", "",
         "## Choice of the defaults", "",
         *selection_section([r for k, r in merged_results(SELECT).items() if k != "machine"]),
+        "", "### Realistic simulations", "", *realistic_section(merged_results(REALISTIC)),
         "", "## Simulations", "", *simulation_section(sim), "",
         "## Tuebingen cause-effect pairs", "",
         "Weighted accuracy as in Mooij et al. (2016): each pair counts with its weight (the "
