@@ -27,7 +27,8 @@ from .inputs import as_rng
 
 TIES = ("none", "jitter")
 #: The default of :func:`.methods.direction`, chosen on simulations only by
-#: ``benchmarks/causal.py select`` (its docstring states the rule).
+#: ``benchmarks/causal.py select`` (its docstring states the rule), and chosen again by its
+#: realistic setting (simulations copying the pairs' data features).
 DEFAULT_TIES = "jitter"
 #: ``ties="jitter"`` changes a variable with fewer distinct values than this fraction of its
 #: samples; continuous data (no ties) and lightly tied data are left alone.
