@@ -79,7 +79,7 @@ def test_shift_speech45_smoke_run_and_report(shared_data, tmp_path):
     assert "top-1" not in shift("run", "speech45", "--data-root", str(fsdd), "--limit", "8",
                                 "--seeds", "0", "--part", "b")
     report = shift("report", "--limit", "8")
-    assert "## res8 keyword-spotting ResNet (45 channels)" in report
+    assert "## res8 keyword-spotting ResNet (45 channels, 4x3 average pool" in report
     assert "| float reference |" in report and "| 3-bit |" in report
     assert report.count("is close to float (") == 2
     assert "Seeds 0, 1." in report
