@@ -6,6 +6,7 @@ in the real checkout cannot disturb the comparison."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -99,3 +100,46 @@ def test_binarization_vit_reuses_the_ablation_teacher(tmp_path, monkeypatch):
                                                                               "method": None}
     assert vit.train("binary-deit", None, 0, 5, 10, None, tmp_path, "x")["top1"] == 1.0
     assert len(trained) == 2
+
+
+@pytest.mark.slow
+def test_shift_speech45_smoke_run_and_report(shared_data, tmp_path):
+    """``shift.py run speech45 --limit`` trains every row of the suite (float and the four
+    methods at 3 bits) for one epoch on a few clips, in two --part processes' files, resumes
+    without retraining, and ``report --limit`` prints the section from them, docs untouched."""
+    fsdd = shared_data("fsdd")
+    repo = tmp_path / "repo"
+    for name in COPIED:
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    script, results = repo / "benchmarks" / "shift.py", repo / "benchmarks" / "results"
+    docs = snapshot(repo / "docs")
+
+    def shift(*args: str) -> str:
+        out = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    shift("run", "speech45", "--data-root", str(fsdd), "--limit", "8", "--seeds", "0",
+          "--part", "a")
+    shift("run", "speech45", "--data-root", str(fsdd), "--limit", "8", "--seeds", "1",
+          "--part", "b")
+    parts = {p.name: json.loads(p.read_text())
+             for p in results.glob("shift_speech45-limit8*.json")}
+    assert sorted(parts) == ["shift_speech45-limit8-a.json", "shift_speech45-limit8-b.json"]
+    labels = ["float", "deepshift-q 3-bit", "deepshift-ps 3-bit", "s3 3-bit", "denseshift 3-bit"]
+    for name, seed in (("shift_speech45-limit8-a.json", 0), ("shift_speech45-limit8-b.json", 1)):
+        runs = {k: v for k, v in parts[name].items() if k != "machine"}
+        assert sorted(runs) == sorted(f"{label}|{seed}" for label in labels)
+        assert all(len(r["flip_rate"]) == 1 for r in runs.values())  # one epoch each
+    # every run of seed 0 is done (in part a's file): a rerun as another part trains nothing
+    assert "top-1" not in shift("run", "speech45", "--data-root", str(fsdd), "--limit", "8",
+                                "--seeds", "0", "--part", "b")
+    report = shift("report", "--limit", "8")
+    assert "## res8 keyword-spotting ResNet (45 channels, 4x3 average pool" in report
+    assert "| float reference |" in report and "| 3-bit |" in report
+    assert report.count("is close to float (") == 2
+    assert "Seeds 0, 1." in report
+    assert "ResNet-20 on the CIFAR-10" not in report  # no smoke runs of the other suites
+    assert snapshot(repo / "docs") == docs
