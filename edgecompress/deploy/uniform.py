@@ -162,9 +162,6 @@ class PackedUniformLinear(PackedLinearShape, LowBitLinear, _PackedUniform):
         self._init_uniform(out_features, in_features, bits, bias, activation_bits,
                            activation_signed)
 
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_features)
-
     def prepare(self) -> None:
         """The decoded float weights, and the low-bit kernel's panels of the codes offset to be
         non-negative (code q is entry q + 2^(b-1) of the table of the integers q_min..q_max)."""
@@ -185,9 +182,6 @@ class PackedUniformConv2d(PackedConv2dShape, _PackedUniform):
                             groups)
         self._init_uniform(out_channels, k, bits, bias, activation_bits, activation_signed)
 
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
-
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
         return F.conv2d(x, self._conv_weight(), self.bias, self.stride,
@@ -204,9 +198,6 @@ class PackedUniformEuclidLinear(PackedLinearShape, _PackedUniformEuclid):
                            activation_signed)
         self._init_theta()
 
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_features)
-
     def forward(self, x: Tensor) -> Tensor:
         return euclid_linear(self._input(x), self.weight, self.bias, self.theta, self._weight_sq)
 
@@ -222,9 +213,6 @@ class PackedUniformEuclidConv2d(PackedConv2dShape, _PackedUniformEuclid):
                             groups)
         self._init_uniform(out_channels, k, bits, bias, activation_bits, activation_signed)
         self._init_theta()
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
