@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 from binarization_vit import section as vit_section
-from common import (RESULTS, ROOT, competitive_claim, load_results, machine, method_table,
-                    save_results, suite_section, train_and_record)
+from common import (RESULTS, ROOT, add_run_arguments, command_parser, dispatch, competitive_claim,
+                    load_results, machine, method_table, save_results, suite_section,
+                    train_and_record, write_doc)
 
 from edgecompress import convert, models
 from edgecompress.analysis import plot_flip_rates, plot_latent_histograms
@@ -294,18 +295,14 @@ def cmd_report(args: argparse.Namespace) -> None:
                "milliseconds of small matrix products, so elementwise work weighs most there)."
                if over else "Every variant is within the 1.3x target."),
             "", "Regenerate: `python benchmarks/binarization.py overhead`.", ""]
-    DOC.write_text("\n".join(lines))
-    print(f"wrote {DOC}")
+    write_doc(DOC, lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("run", help="train every method x mode x seed of a suite")
     p.add_argument("suite", choices=sorted(SUITES))
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_run_arguments(p, "binarization_<suite>", [0, 1, 2], part=False, limit=False)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("overhead", help="time per training step, binarized vs float")
     p.add_argument("--threads", type=int, default=1)
@@ -314,8 +311,7 @@ def main() -> None:
     p.set_defaults(func=cmd_overhead)
     p = sub.add_parser("report", help="write docs/binarization.md and its plots")
     p.set_defaults(func=cmd_report)
-    args = parser.parse_args()
-    args.func(args)
+    dispatch(parser)
 
 
 if __name__ == "__main__":

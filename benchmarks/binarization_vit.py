@@ -33,8 +33,9 @@ from typing import Any
 
 import torch
 from binaryvit import BY_KEY, EPOCHS as TEACHER_EPOCHS, StepClock, one_run, teacher_dir
-from common import (ROOT, competitive_claim, load_results, machine, merged_results,
-                    method_table, resume_results, save_results, suite_section)
+from common import (add_run_arguments, command_parser, dispatch, competitive_claim, load_results,
+                    machine, merged_results, method_table, resume_results, save_results,
+                    suite_section)
 
 from edgecompress.quantizers import METHODS
 
@@ -186,21 +187,13 @@ def cmd_section(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("run", help="train the teacher and every method x model, per seed "
                        "(resumable)")
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    p.add_argument("--part", help="write binarization_vit-<PART>.json instead (processes side "
-                   "by side, e.g. --seeds 1 --part s1); the report merges them")
-    p.add_argument("--limit", type=int, help="train and test on this many images only (a smoke "
-                   "test; results go to binarization_vit-limit<N>.json)")
+    add_run_arguments(p, "binarization_vit", SEEDS, work="binaryvit",
+                      work_help="where the teachers' checkpoints go (binaryvit.py's, shared)")
     p.add_argument("--epochs", type=int, default=EPOCHS, help="student epochs")
     p.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
-    p.add_argument("--work", default=str(ROOT / "runs" / "binaryvit"),
-                   help="where the teachers' checkpoints go (binaryvit.py's, shared)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("time", help="estimate every run's time per epoch, suggest epochs")
     p.add_argument("--data-root", required=True)
@@ -213,8 +206,7 @@ def main() -> None:
                        "(python benchmarks/binarization.py report writes it there)")
     p.add_argument("--limit", type=int, help="the smoke results of run --limit N")
     p.set_defaults(func=cmd_section)
-    args = parser.parse_args()
-    args.func(args)
+    dispatch(parser)
 
 
 if __name__ == "__main__":

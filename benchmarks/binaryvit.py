@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (ROOT, load_results, machine, mean_std, merged_results, resume_results,
-                    save_results, train_and_record)
+from common import (ROOT, add_run_arguments, command_parser, dispatch, load_results, machine,
+                    mean_std, merged_results, resume_results, runs_line, save_results,
+                    train_and_record, write_doc)
 
 from edgecompress.analysis.summary import summary
 from edgecompress.recipe import Recipe
@@ -363,31 +364,21 @@ def cmd_report(args: argparse.Namespace) -> None:
                 timing["rows"].items()) + f" per epoch: {timing['suggested_epochs']} epochs for "
             f"two seeds in two processes in 2 hours at that load. "
             f"Machine: {timing['machine']}."]
-    machines = sorted({results["machine"]} if "machine" in results else set())
-    lines += ["", f"Runs: {', '.join(machines) or 'unknown machine'}.", "",
+    lines += ["", runs_line(results), "",
               "Regenerate: `python benchmarks/binaryvit.py run --data-root "
               "../shared/data/cifar10_subset --seeds 0 --part s0` and, beside it, `--seeds 1 "
               "--part s1`, then `python benchmarks/binaryvit.py report`.", ""]
-    DOC.write_text("\n".join(lines))
-    print(f"wrote {DOC}")
+    write_doc(DOC, lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("run", help="train every row x seed (resumable)")
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    add_run_arguments(p, "binaryvit", SEEDS, work="binaryvit",
+                      work_help="where the teachers' checkpoints go")
     p.add_argument("--rows", nargs="+", choices=list(BY_KEY),
                    help="only these rows (their teachers are trained when missing)")
-    p.add_argument("--part", help="write binaryvit-<PART>.json instead (processes side by "
-                   "side, e.g. --seeds 1 --part s1); report merges them")
-    p.add_argument("--limit", type=int, help="train and test on this many images only (a smoke "
-                   "test; results go to binaryvit-limit<N>.json)")
     p.add_argument("--epochs", type=int, default=EPOCHS)
-    p.add_argument("--work", default=str(ROOT / "runs" / "binaryvit"),
-                   help="where the teachers' checkpoints go")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("time", help="estimate every row's time per epoch, suggest epochs")
     p.add_argument("--data-root", required=True)
@@ -398,8 +389,7 @@ def main() -> None:
     p = sub.add_parser("report", help="write docs/binaryvit.md and its plot")
     p.add_argument("--limit", type=int, help="report the smoke results of run --limit N")
     p.set_defaults(func=cmd_report)
-    args = parser.parse_args()
-    args.func(args)
+    dispatch(parser)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""What the benchmark scripts share: resumable result files, the machine line, mean ± std, and
-one recorded training run."""
+"""What the benchmark scripts share: their command line, resumable result files, the machine
+line, mean ± std, the written report, and one recorded training run."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -19,6 +20,57 @@ from edgecompress.train import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def command_parser(doc: str) -> tuple[argparse.ArgumentParser, Any]:
+    """A benchmark script's parser (``doc``, its docstring, as description with its layout
+    kept) and the subparsers its commands are added to (one required)."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
+def dispatch(parser: argparse.ArgumentParser) -> None:
+    """Parse the command line and run the chosen command (its ``func`` default)."""
+    args = parser.parse_args()
+    args.func(args)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, base: str, seeds: Sequence[int] | None, *,
+                      part: bool = True, limit: bool = True, limit_help: str | None = None,
+                      work: str | None = None, work_help: str | None = None,
+                      data_root_help: str | None = None, seeds_help: str | None = None) -> None:
+    """The options of a resumable ``run`` writing ``results_name(base, limit, part)``:
+    ``--data-root`` (required, or optional with ``data_root_help``), ``--seeds`` (default
+    ``seeds``; None: the script decides, as ``seeds_help`` says), then as asked ``--part``,
+    ``--limit`` (a smoke run; the usual help unless ``limit_help``) and ``--work`` (default
+    runs/<work>)."""
+    if data_root_help is None:
+        p.add_argument("--data-root", required=True)
+    else:
+        p.add_argument("--data-root", help=data_root_help)
+    p.add_argument("--seeds", type=int, nargs="+", default=None if seeds is None else list(seeds),
+                   help=seeds_help)
+    if part:
+        p.add_argument("--part", help=f"write {base}-<PART>.json instead (processes side by "
+                       "side, e.g. --seeds 1 --part s1); report merges them")
+    if limit:
+        p.add_argument("--limit", type=int, help=limit_help or "train and test on this many "
+                       f"images only (a smoke test; results go to {base}-limit<N>.json)")
+    if work is not None:
+        p.add_argument("--work", default=str(ROOT / "runs" / work), help=work_help)
+
+
+def write_doc(path: Path, lines: Sequence[str]) -> None:
+    """Write a report's ``lines`` to ``path`` (its folder made) and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    print(f"wrote {path}")
+
+
+def runs_line(results: dict[str, Any]) -> str:
+    """The report line naming the machine the ``results`` were run on."""
+    return f"Runs: {results.get('machine', 'unknown machine')}."
 
 
 def load_results(name: str) -> dict[str, Any]:

@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (RESULTS, ROOT, mean_std, merged_results, resume_results,
-                    save_results, train_and_record)
+from common import (RESULTS, ROOT, add_run_arguments, command_parser, dispatch, mean_std,
+                    merged_results, resume_results, runs_line, save_results, train_and_record,
+                    write_doc)
 
 from edgecompress.analysis import RobustnessResult, evaluate_robustness, plot_robustness
 from edgecompress.analysis.robustness import RobustnessRow
@@ -451,43 +452,35 @@ def cmd_report(args: argparse.Namespace) -> None:
                             f"corruptions (mean over seeds)")
             lines += [f"![robustness {suite}](img/{name})", ""]
         lines += verdicts(suite, records) + [""]
-        machines = sorted({results["machine"]} if "machine" in results else set())
-        lines += [f"Runs: {', '.join(machines) or 'unknown machine'}.", ""]
+        lines += [runs_line(results), ""]
     lines += [RULES, ""]
     lines += speed_section()
     lines += ["## Budget", "", ESTIMATE + ".", "",
               "## Regenerate", "", *[f"- {c}" for c in all_regen],
               "- then `python benchmarks/euclidnet.py report` (and `python "
               "benchmarks/euclidnet_speed.py` for the speed table).", ""]
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(lines))
-    print(f"wrote {doc}")
+    write_doc(doc, lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("run", help="train every row x seed of a suite (resumable)")
     p.add_argument("suite", choices=sorted(SUITES))
-    p.add_argument("--data-root", help="the suite's data (cifar: the CIFAR-10 subset)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    add_run_arguments(p, "euclidnet_<suite>", SEEDS,
+                      data_root_help="the suite's data (cifar: the CIFAR-10 subset)",
+                      limit_help="train and test on this many images only (a smoke test: its "
+                      "own results file, and the full run's time estimated from it)",
+                      work="euclidnet", work_help="where the CNNs' checkpoints go (the homotopy "
+                      "rows start from them)")
     p.add_argument("--rows", nargs="+", choices=list(BY_KEY),
                    help="only these rows (a homotopy row trains its CNN when it is missing)")
-    p.add_argument("--part", help="write euclidnet_<suite>-<PART>.json instead (processes side "
-                   "by side, e.g. --seeds 1 --part s1); report merges them")
-    p.add_argument("--limit", type=int, help="train and test on this many images only (a smoke "
-                   "test: its own results file, and the full run's time estimated from it)")
     p.add_argument("--epochs", type=int, help="epochs of every row (default: the suite's)")
-    p.add_argument("--work", default=str(ROOT / "runs" / "euclidnet"),
-                   help="where the CNNs' checkpoints go (the homotopy rows start from them)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report", help="write docs/euclidnet.md and its plots")
     p.add_argument("--limit", type=int, help="report the smoke results of run --limit N (to "
                    "runs/euclidnet/report-limit<N>/euclidnet.md)")
     p.set_defaults(func=cmd_report)
-    args = parser.parse_args()
-    args.func(args)
+    dispatch(parser)
 
 
 if __name__ == "__main__":

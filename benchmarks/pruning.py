@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (RESULTS, ROOT, load_results, machine, mean_std, merged_results, results_name,
-                    save_results)
+from common import (RESULTS, ROOT, add_run_arguments, command_parser, dispatch, load_results,
+                    machine, mean_std, merged_results, results_name, save_results, write_doc)
 
 from edgecompress.deploy import freeze, load, save
 from edgecompress.deploy.benchmark import compare
@@ -469,23 +469,15 @@ def cmd_report(args: argparse.Namespace) -> None:
                     lines.append(f"| {suite} | {method} | {batch} | {m:.1%} | {t:.1%} | "
                                  f"{t / m:.2f} | {mf:.2f}x | {tf:.2f}x | {tf / mf:.2f} |")
         lines.append("")
-    DOC.write_text("\n".join(lines))
-    print(f"wrote {DOC}")
+    write_doc(DOC, lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__.split("\n\n")[0])
     run = sub.add_parser("run")
     run.add_argument("suite", choices=list(SUITES))
-    run.add_argument("--data-root", required=True)
-    run.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    run.add_argument("--part", help="Write pruning_<model>-<PART>.json instead (runs of one "
-                     "model side by side, e.g. --seeds 1 --part s1); report merges them.")
-    run.add_argument("--limit", type=int, help="Train on this many images only (a smoke test; "
-                     "results go to pruning_<model>-limit<N>.json).")
-    run.add_argument("--work", default=str(ROOT / "runs" / "pruning_benchmark"),
-                     help="Where the runs' checkpoints and frozen models go.")
+    add_run_arguments(run, "pruning_<model>", SEEDS, work="pruning_benchmark",
+                      work_help="Where the runs' checkpoints and frozen models go.")
     run.set_defaults(func=cmd_run)
     lat = sub.add_parser("latency")
     lat.add_argument("--work", default=str(ROOT / "runs" / "pruning_benchmark"))
@@ -495,8 +487,7 @@ def main() -> None:
                           "results file).")
     lat.set_defaults(func=cmd_latency)
     sub.add_parser("report").set_defaults(func=cmd_report)
-    args = parser.parse_args()
-    args.func(args)
+    dispatch(parser)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ import statistics
 from typing import Any
 
 import torch
-from common import (RESULTS, ROOT, load_results, machine, method_table, results_name,
-                    save_results, suite_section, train_and_record)
+from common import (RESULTS, ROOT, add_run_arguments, command_parser, dispatch, load_results,
+                    machine, method_table, results_name, save_results, suite_section,
+                    train_and_record, write_doc)
 
 from edgecompress.analysis import plot_flip_rates
 from edgecompress.quantizers.shift import BITS as PARAM_BITS
@@ -340,8 +341,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     if args.limit:
         print("\n".join(lines))
         return
-    DOC.write_text("\n".join(lines))
-    print(f"wrote {DOC}")
+    write_doc(DOC, lines)
 
 
 LAYER = dict(channels=64, size=32, method="s3", bits=3)
@@ -519,18 +519,13 @@ def _deploy_section(data: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("run", help="train every method x bits x seed of a suite")
     p.add_argument("suite", choices=sorted(SUITES))
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--seeds", type=int, nargs="+",
-                   help="seeds to run (default: the suite's, 0 1 2 for cifar and speech)")
-    p.add_argument("--part", help="write to shift_<suite>-<part>.json, so that a second process "
-                   "can run other seeds of the same suite at the same time")
-    p.add_argument("--limit", type=int, help="smoke run: the first LIMIT train and test samples, "
-                   "1 epoch (results go to shift_<suite>-limit<LIMIT>.json)")
+    add_run_arguments(p, "shift_<suite>", None,
+                      seeds_help="seeds to run (default: the suite's, 0 1 2 for cifar and speech)",
+                      limit_help="smoke run: the first LIMIT train and test samples, 1 epoch "
+                      "(results go to shift_<suite>-limit<LIMIT>.json)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("deploy", help="packed file sizes and inference time vs float")
     p.set_defaults(func=cmd_deploy)
@@ -538,8 +533,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="print the text of the smoke runs of run --limit "
                    "LIMIT instead (no plots, docs untouched)")
     p.set_defaults(func=cmd_report)
-    args = parser.parse_args()
-    args.func(args)
+    dispatch(parser)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (ROOT, load_results, machine, mean_std, merged_results, results_name,
-                    save_results, train_and_record)
+from common import (ROOT, add_run_arguments, command_parser, dispatch, load_results, machine,
+                    mean_std, merged_results, results_name, save_results, train_and_record,
+                    write_doc)
 from shift import verdict
 
 from edgecompress.recipe import Recipe
@@ -226,34 +227,27 @@ def _seconds(runs: list[dict[str, Any]], row: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    text = "\n".join(report_lines(merged_results("transfer", args.limit)))
+    lines = report_lines(merged_results("transfer", args.limit))
     if args.limit:
-        print(text)
+        print("\n".join(lines))
         return
-    DOC.write_text(text)
-    print(f"wrote {DOC}")
+    write_doc(DOC, lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("run", help="pretrain, then train every row x seed (resumable)")
     p.add_argument("setting", choices=sorted(SETTINGS))
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    p.add_argument("--part", help="write transfer-<PART>.json instead (processes side by side, "
-                   "e.g. one per setting); report merges them")
-    p.add_argument("--limit", type=int, help="smoke run: this many train and test samples per "
-                   "task, 1 epoch each (results go to transfer-limit<N>.json)")
-    p.add_argument("--work", default=str(ROOT / "runs" / "transfer"),
-                   help="where the pretrained source models' checkpoints go")
+    add_run_arguments(p, "transfer", SEEDS,
+                      limit_help="smoke run: this many train and test samples per task, 1 epoch "
+                      "each (results go to transfer-limit<N>.json)",
+                      work="transfer",
+                      work_help="where the pretrained source models' checkpoints go")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report", help="write docs/transfer.md")
     p.add_argument("--limit", type=int, help="print the report of the smoke run --limit N")
     p.set_defaults(func=cmd_report)
-    args = parser.parse_args()
-    args.func(args)
+    dispatch(parser)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -151,12 +152,18 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     exec(compile(code.replace("epochs=5", "epochs=1"), "README.md", "exec"), {})
 
 
-def test_bench_kernels_reports_every_resnet18_stage(tmp_path):
+def _bench_kernels(tmp_path: Path, *options: str) -> tuple[Any, list[dict[str, Any]]]:
+    """``edgecompress bench kernels`` at one thread and round with ``options``: its result
+    (exit status checked) and the rows of its JSON file."""
     out = tmp_path / "k.json"
     result = CliRunner().invoke(cli, ["bench", "kernels", "--threads", "1", "--rounds", "1",
-                                      "--path", "scalar", "--json", str(out)])
+                                      *options, "--json", str(out)])
     assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())["rows"]
+    return result, json.loads(out.read_text())["rows"]
+
+
+def test_bench_kernels_reports_every_resnet18_stage(tmp_path):
+    _, rows = _bench_kernels(tmp_path, "--path", "scalar")
     assert [r["name"].split(" M=")[0] for r in rows] == ["stage 1", "stage 2", "stage 3",
                                                           "stage 4"]
     assert all(r["candidate_ms"] > 0 and r["baseline_ms"] > 0 for r in rows)
@@ -164,11 +171,7 @@ def test_bench_kernels_reports_every_resnet18_stage(tmp_path):
 
 def test_bench_kernels_w1a32_reports_every_shape_and_batch(tmp_path):
     from edgecompress.deploy.benchmark import W1A32_SHAPES
-    out = tmp_path / "k.json"
-    result = CliRunner().invoke(cli, ["bench", "kernels", "--kind", "w1a32", "--threads", "1",
-                                      "--rounds", "1", "--json", str(out)])
-    assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())["rows"]
+    result, rows = _bench_kernels(tmp_path, "--kind", "w1a32")
     assert [r["name"] for r in rows] == [f"{label} M={m}" for label in W1A32_SHAPES
                                          for m in (1, 8, 64)]
     assert "W1A32 sign-select GEMM" in result.output

@@ -52,29 +52,31 @@ def test_every_example_of_the_document_runs(doc, workdir):
     assert len(skipped) <= ALLOWED_SKIPS.get(doc.name, 0), skipped
 
 
+def _assert_fails(doc: Path, text: str, match: str) -> None:
+    """A document of ``text`` at ``doc`` fails to run with a DocExampleError matching ``match``."""
+    doc.write_text(text)
+    with pytest.raises(DocExampleError, match=match):
+        run_document(doc, doc.parent, lambda name: True)
+
+
 def test_a_broken_python_example_fails_naming_its_line(tmp_path, monkeypatch):
-    doc = tmp_path / "broken.md"
-    doc.write_text("# Title\n\n```python\nimport edgecompress\n```\n\ntext\n\n```python\n"
-                   "edgecompress.models.create('no-such-model')\n```\n")
-    with pytest.raises(DocExampleError, match=r"broken.md:9: python example failed: "
-                                              r"UnknownNameError"):
-        run_document(doc, tmp_path, lambda name: True)
+    _assert_fails(tmp_path / "broken.md",
+                  "# Title\n\n```python\nimport edgecompress\n```\n\ntext\n\n```python\n"
+                  "edgecompress.models.create('no-such-model')\n```\n",
+                  r"broken.md:9: python example failed: UnknownNameError")
 
 
 def test_a_broken_cli_line_fails_naming_its_line(tmp_path):
-    doc = tmp_path / "broken.md"
-    doc.write_text("```bash\nedgecompress list          # fine\n"
-                   "edgecompress summary no-such-model\n```\n")
-    with pytest.raises(DocExampleError, match=r"broken.md:3: `edgecompress summary "
-                                              r"no-such-model` exited with status 2"):
-        run_document(doc, tmp_path, lambda name: True)
+    _assert_fails(tmp_path / "broken.md",
+                  "```bash\nedgecompress list          # fine\n"
+                  "edgecompress summary no-such-model\n```\n",
+                  r"broken.md:3: `edgecompress summary no-such-model` exited with status 2")
 
 
 def test_a_shell_line_that_is_not_edgecompress_must_be_marked(tmp_path):
     doc = tmp_path / "doc.md"
-    doc.write_text("```bash\nrm -rf runs\n```\n")
-    with pytest.raises(DocExampleError, match=r"doc.md:2: 'rm' is not an edgecompress command"):
-        run_document(doc, tmp_path, lambda name: True)
+    _assert_fails(doc, "```bash\nrm -rf runs\n```\n",
+                  r"doc.md:2: 'rm' is not an edgecompress command")
     doc.write_text("<!-- doc-test: skip CI runs this -->\n```bash\nrm -rf runs\n```\n")
     assert run_document(doc, tmp_path, lambda name: True) == [f"{doc}:2: CI runs this"]
 

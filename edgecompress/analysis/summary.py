@@ -64,7 +64,7 @@ import math
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +112,15 @@ same operations by kind."""
                 "ops_by_kind": _by_kind(self.ops_by_kind)}
 
 
+def _summed(counts: Iterable[dict[Any, int]]) -> dict[Any, int]:
+    """The ``counts`` mappings added key by key (the totals of per-layer counts)."""
+    out: dict[Any, int] = defaultdict(int)
+    for count in counts:
+        for key, n in count.items():
+            out[key] += n
+    return out
+
+
 @dataclass
 class Summary:
     """Per-layer profiles and their totals. ``str()`` is the table, ``to_dict()`` the data."""
@@ -122,11 +131,7 @@ class Summary:
 
     @property
     def params_by_bits(self) -> dict[int, int]:
-        out: dict[int, int] = defaultdict(int)
-        for layer in self.layers:
-            for bits, n in layer.params_by_bits.items():
-                out[bits] += n
-        return dict(sorted(out.items()))
+        return dict(sorted(_summed(layer.params_by_bits for layer in self.layers).items()))
 
     @property
     def total_params(self) -> int:
@@ -148,11 +153,7 @@ class Summary:
 
     @property
     def macs_by_precision(self) -> dict[str, int]:
-        out: dict[str, int] = defaultdict(int)
-        for layer in self.layers:
-            for key, n in layer.macs_by_precision.items():
-                out[key] += n
-        return dict(sorted(out.items()))
+        return dict(sorted(_summed(layer.macs_by_precision for layer in self.layers).items()))
 
     @property
     def total_macs(self) -> int:
@@ -161,11 +162,7 @@ class Summary:
     @property
     def ops_by_kind(self) -> dict[str, int]:
         """The operations of :attr:`total_macs` by kind (in the order of ``OP_KINDS``)."""
-        out: dict[str, int] = defaultdict(int)
-        for layer in self.layers:
-            for kind, n in layer.ops_by_kind.items():
-                out[kind] += n
-        return _by_kind(out)
+        return _by_kind(_summed(layer.ops_by_kind for layer in self.layers))
 
     def to_dict(self) -> dict[str, Any]:
         return {

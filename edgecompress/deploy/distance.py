@@ -102,29 +102,17 @@ class PackedEuclid(PackedLayer):
         return "squared-diff" if self.theta.item() == 1.0 else "mac"
 
 
-class _PackedFloatEuclid(PackedEuclid, _PackedDistance):
-    def _fill_from(self, layer: nn.Module) -> None:
-        self._fill_theta(layer)
-        super()._fill_from(layer)
-
-
-@register_packed(EuclidLinear)
-class PackedEuclidLinear(PackedLinearShape, _PackedFloatEuclid):
-    """EuclidLinear for inference: ||w_j||^2 precomputed."""
+class _PackedDistanceLinear(PackedLinearShape, _PackedDistance):
+    """The constructor of a packed distance linear layer: its shape, then its buffers."""
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True) -> None:
         super().__init__()
         self.in_features = in_features
         self._init_weights((out_features, in_features), bias)
-        self._init_theta()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return euclid_linear(x, self._weight, self.bias, self.theta, self._weight_sq)
 
 
-@register_packed(EuclidConv2d)
-class PackedEuclidConv2d(PackedConv2dShape, _PackedFloatEuclid):
-    """EuclidConv2d (zero padding) for inference: ||w_j||^2 precomputed."""
+class _PackedDistanceConv2d(PackedConv2dShape, _PackedDistance):
+    """The constructor of a packed distance convolution: its geometry, then its buffers."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
@@ -133,7 +121,30 @@ class PackedEuclidConv2d(PackedConv2dShape, _PackedFloatEuclid):
         self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
                         groups)
         self._init_weights((out_channels, in_channels // groups, *self.kernel_size), bias)
+
+
+class _PackedFloatEuclid(PackedEuclid, _PackedDistance):
+    def _init_weights(self, weight_shape: tuple[int, ...], has_bias: bool) -> None:
+        """The weight and bias buffers, and theta's."""
+        super()._init_weights(weight_shape, has_bias)
         self._init_theta()
+
+    def _fill_from(self, layer: nn.Module) -> None:
+        self._fill_theta(layer)
+        super()._fill_from(layer)
+
+
+@register_packed(EuclidLinear)
+class PackedEuclidLinear(_PackedDistanceLinear, _PackedFloatEuclid):
+    """EuclidLinear for inference: ||w_j||^2 precomputed."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return euclid_linear(x, self._weight, self.bias, self.theta, self._weight_sq)
+
+
+@register_packed(EuclidConv2d)
+class PackedEuclidConv2d(_PackedDistanceConv2d, _PackedFloatEuclid):
+    """EuclidConv2d (zero padding) for inference: ||w_j||^2 precomputed."""
 
     def forward(self, x: Tensor) -> Tensor:
         return euclid_conv2d(x, self._weight, self.bias, self.stride, self.padding,
@@ -151,13 +162,8 @@ class _PackedAdder(_PackedDistance):
 
 
 @register_packed(AdderLinear)
-class PackedAdderLinear(PackedLinearShape, _PackedAdder):
+class PackedAdderLinear(_PackedDistanceLinear, _PackedAdder):
     """AdderLinear for inference: -sum_i |x_i - w_ji| + b_j by the direct C kernel."""
-
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True) -> None:
-        super().__init__()
-        self.in_features = in_features
-        self._init_weights((out_features, in_features), bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self._kernel_runs(x):
@@ -168,17 +174,15 @@ class PackedAdderLinear(PackedLinearShape, _PackedAdder):
 
 
 @register_packed(AdderConv2d)
-class PackedAdderConv2d(PackedConv2dShape, _PackedAdder):
+class PackedAdderConv2d(_PackedDistanceConv2d, _PackedAdder):
     """AdderConv2d (zero padding) for inference: -sum |x - w_j| + b_j over each patch by the
     direct C kernel where it takes the geometry."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
                  groups: int, *, bias: bool = True) -> None:
-        super().__init__()
-        self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                        groups)
-        self._init_weights((out_channels, in_channels // groups, *self.kernel_size), bias)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias=bias)
         self._direct = kernels.conv2d_direct_supports(self.weight.shape, self.stride,
                                                       self.padding, self.dilation, self.groups)
 

@@ -163,6 +163,10 @@ class PackedLinearShape(_PackedShape):
 
     SHAPE = ("in_features", "out_features")
 
+    def _weight_shape(self) -> tuple[int, ...]:
+        """(out_features, in_features)."""
+        return (self.out_features, self.in_features)
+
     def edgecompress_macs(self, inputs, output) -> dict[str, int]:
         """Per sample: every output row costs in_features x out_features operations, counted
         under the layer's ``w<weight_bits>a<input_bits>`` key."""
@@ -209,6 +213,10 @@ class PackedConv2dShape(_PackedShape):
     @property
     def out_channels(self) -> int:
         return self.out_features
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        """(out_channels, in_channels / groups, kernel height, kernel width)."""
+        return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
 
     def edgecompress_macs(self, inputs, output) -> dict[str, int]:
         """Per sample: every output value costs ``k`` (one filter's values) operations, counted

@@ -164,9 +164,6 @@ class PackedShiftLinear(PackedLinearShape, LowBitLinear, _PackedShift):
         self._init_shift(out_features, in_features, method, bits, bias, has_scale,
                          activation_bits)
 
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_features)
-
     def prepare(self) -> None:
         """The decoded float weights, and the low-bit kernel's panels of the codes."""
         super().prepare()
@@ -183,9 +180,6 @@ class PackedShiftConv2d(PackedConv2dShape, _PackedShift):
         k = self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
                             groups)
         self._init_shift(out_channels, k, method, bits, bias, has_scale, activation_bits)
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)

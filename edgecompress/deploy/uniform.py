@@ -143,6 +143,13 @@ class _PackedUniformEuclid(PackedEuclid, _PackedUniform):
     """A Euclid layer's extras: ``theta`` and ||w_j||^2 of the decoded weights (see
     :class:`~edgecompress.deploy.distance.PackedEuclid`)."""
 
+    def _init_uniform(self, out_features: int, k: int, bits: int, has_bias: bool,
+                      activation_bits: int | None, activation_signed: bool) -> None:
+        """The uniform layer's buffers, and theta's."""
+        super()._init_uniform(out_features, k, bits, has_bias, activation_bits,
+                              activation_signed)
+        self._init_theta()
+
     def _fill_from(self, layer: UniformEuclidLinear) -> None:
         self._fill_theta(layer)
         super()._fill_from(layer)
@@ -162,9 +169,6 @@ class PackedUniformLinear(PackedLinearShape, LowBitLinear, _PackedUniform):
         self._init_uniform(out_features, in_features, bits, bias, activation_bits,
                            activation_signed)
 
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_features)
-
     def prepare(self) -> None:
         """The decoded float weights, and the low-bit kernel's panels of the codes offset to be
         non-negative (code q is entry q + 2^(b-1) of the table of the integers q_min..q_max)."""
@@ -174,8 +178,9 @@ class PackedUniformLinear(PackedLinearShape, LowBitLinear, _PackedUniform):
                              torch.arange(q_min, q_max + 1, dtype=torch.float32))
 
 
-@register_packed(UniformConv2d)
-class PackedUniformConv2d(PackedConv2dShape, _PackedUniform):
+class _PackedUniformConv2dShape(PackedConv2dShape, _PackedUniform):
+    """The constructor of the uniform convolutions (plain and Euclid): geometry, then buffers."""
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
                  groups: int, *, bits: int, bias: bool = True,
@@ -185,9 +190,9 @@ class PackedUniformConv2d(PackedConv2dShape, _PackedUniform):
                             groups)
         self._init_uniform(out_channels, k, bits, bias, activation_bits, activation_signed)
 
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
 
+@register_packed(UniformConv2d)
+class PackedUniformConv2d(_PackedUniformConv2dShape):
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
         return F.conv2d(x, self._conv_weight(), self.bias, self.stride,
@@ -202,30 +207,13 @@ class PackedUniformEuclidLinear(PackedLinearShape, _PackedUniformEuclid):
         self.in_features = in_features
         self._init_uniform(out_features, in_features, bits, bias, activation_bits,
                            activation_signed)
-        self._init_theta()
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
         return euclid_linear(self._input(x), self.weight, self.bias, self.theta, self._weight_sq)
 
 
 @register_packed(UniformEuclidConv2d)
-class PackedUniformEuclidConv2d(PackedConv2dShape, _PackedUniformEuclid):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
-                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
-                 groups: int, *, bits: int, bias: bool = True,
-                 activation_bits: int | None = None, activation_signed: bool = False) -> None:
-        super().__init__()
-        k = self._set_shape(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                            groups)
-        self._init_uniform(out_channels, k, bits, bias, activation_bits, activation_signed)
-        self._init_theta()
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_channels // self.groups, *self.kernel_size)
-
+class PackedUniformEuclidConv2d(_PackedUniformConv2dShape, _PackedUniformEuclid):
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
         return euclid_conv2d(x, self._conv_weight(), self.bias, self.stride, self.padding,

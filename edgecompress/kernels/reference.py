@@ -69,6 +69,16 @@ def binary_gemm_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | None = No
     return (valid - 2 * differ).round().to(torch.int32)
 
 
+def _scale_bias(y: Tensor, scale: Tensor | None, bias: Tensor | None) -> Tensor:
+    """The kernels' epilogue in their order: ``y * scale`` then ``+ bias`` (float32; each
+    skipped when None)."""
+    if scale is not None:
+        y = y * scale.to(torch.float32)
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y
+
+
 def binary_gemm_affine_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | None = None,
                                  scale: Tensor | None = None, bias: Tensor | None = None,
                                  residual: Tensor | None = None,
@@ -76,10 +86,7 @@ def binary_gemm_affine_reference(a: Tensor, b: Tensor, k: int, mask: Tensor | No
     """Reference :func:`binary_gemm_affine`: the reference GEMM, then torch's multiply, add,
     residual add and clamp."""
     y = binary_gemm_reference(a, b, k, mask).to(torch.float32)
-    if scale is not None:
-        y = y * scale.to(torch.float32)
-    if bias is not None:
-        y = y + bias.to(torch.float32)
+    y = _scale_bias(y, scale, bias)
     if residual is not None:
         y = y + residual.to(torch.float32)
     if clamp is not None:
@@ -115,11 +122,7 @@ def w1a32_gemm_reference(x: Tensor, b: Tensor, k: int, scale: Tensor | None = No
         total = total + column
         acc = torch.where(neg[:, t].bool(), acc + column, acc)
     y = total - 2.0 * acc
-    if scale is not None:
-        y = y * scale.to(torch.float32)
-    if bias is not None:
-        y = y + bias.to(torch.float32)
-    return y
+    return _scale_bias(y, scale, bias)
 
 
 def lowbit_lane(bits: int) -> int:
@@ -148,11 +151,7 @@ def lowbit_gemm_reference(x: Tensor, codes: Tensor, table: Tensor, scale: Tensor
     acc = torch.zeros(x.shape[0], codes.shape[0])
     for t in range(codes.shape[1]):
         acc = acc + x[:, t: t + 1] * w[:, t]
-    if scale is not None:
-        acc = acc * scale.to(torch.float32)
-    if bias is not None:
-        acc = acc + bias.to(torch.float32)
-    return acc
+    return _scale_bias(acc, scale, bias)
 
 
 def pack_pixels_reference(x: Tensor) -> Tensor:

@@ -51,7 +51,7 @@ from torch.nn.modules.utils import _pair
 from .. import kernels
 from ..errors import ConversionError
 from .base import CompressedLayer
-from .distance import DistanceConv2d, conv_patches, copy_parameters
+from .distance import DistanceConv2d, conv_patches, linear_like, naive_conv2d
 
 DEFAULT_ETA = 0.2
 _CHUNK_ELEMENTS = 2 ** 19  # differences held at once by the input gradient (~2 MB in float32)
@@ -217,18 +217,8 @@ def adder_conv2d_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None
                            groups: int = 1) -> Tensor:
     """Naive :func:`adder_conv2d`: pad x with zeros, unfold its patches and materialize every
     difference (N x out x K x L of them), with the same gradients."""
-    unbatched = x.dim() == 3
-    if unbatched:
-        x = x.unsqueeze(0)
-    patches, out_hw = conv_patches(x, tuple(weight.shape[2:]), stride, padding, dilation,
-                                   groups)
-    patches = patches.unsqueeze(2)  # (N, g, 1, K, L)
-    w = weight.reshape(groups, weight.shape[0] // groups, -1, 1)  # (g, out / g, K, 1)
-    y = _published_gradients(patches - w, patches, w).sum(3)  # (N, g, out / g, L)
-    y = y.flatten(1, 2).unflatten(2, out_hw)
-    if bias is not None:
-        y = y + bias.view(1, -1, 1, 1)
-    return y.squeeze(0) if unbatched else y
+    return naive_conv2d(x, weight, bias, stride, padding, dilation, groups,
+                        lambda patches, w: _published_gradients(patches - w, patches, w))
 
 
 # --- layers --------------------------------------------------------------------------------------
@@ -278,10 +268,7 @@ class AdderLinear(_AdderLayer):
     @classmethod
     def from_float(cls, linear: nn.Linear, *, eta: float | None = DEFAULT_ETA) -> "AdderLinear":
         """An adder layer with ``linear``'s weights."""
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, eta=eta,
-                    device=linear.weight.device, dtype=linear.weight.dtype)
-        copy_parameters(linear, layer)
-        return layer
+        return linear_like(cls, linear, eta=eta)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -9,7 +9,7 @@ bias, padding_mode) with the same meaning: :class:`DistanceConv2d` holds them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,33 @@ class DistanceConv2d(CompressedLayer, nn.modules.conv._ConvNd):
                     **options)
         copy_parameters(conv, layer)
         return layer
+
+
+def naive_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Any, padding: Any,
+                 dilation: Any, groups: int, terms: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """The naive form of a distance convolution, for checks: pad x with zeros, unfold its
+    patches and materialize ``terms(patches, w)`` for every (x_i, w_ij) pair (N x out x K x L
+    of them), then sum over each patch and add the bias; an unbatched x stays unbatched."""
+    unbatched = x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    patches, out_hw = conv_patches(x, tuple(weight.shape[2:]), stride, padding, dilation,
+                                   groups)
+    patches = patches.unsqueeze(2)  # (N, g, 1, K, L)
+    w = weight.reshape(groups, weight.shape[0] // groups, -1, 1)  # (g, out / g, K, 1)
+    y = terms(patches, w).sum(3).flatten(1, 2).unflatten(2, out_hw)  # (N, out, Ho, Wo)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y.squeeze(0) if unbatched else y
+
+
+def linear_like(cls: Callable[..., nn.Module], linear: nn.Linear, **options: Any) -> Any:
+    """A ``cls`` layer with ``linear``'s shape and a copy of its weights (``options``: the
+    class's own keyword arguments); the linear counterpart of :meth:`DistanceConv2d._like`."""
+    layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                device=linear.weight.device, dtype=linear.weight.dtype, **options)
+    copy_parameters(linear, layer)
+    return layer
 
 
 def copy_parameters(src: nn.Module, dst: nn.Module) -> None:

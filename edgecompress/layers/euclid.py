@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from ..errors import ConversionError
 from ..quantizers.schedule import Schedule
 from .base import CompressedLayer
-from .distance import DistanceConv2d, conv_patches, copy_parameters
+from .distance import DistanceConv2d, linear_like, naive_conv2d
 
 ThetaSpec = Union[float, Schedule, Mapping[str, Any]]
 _ROUNDING = 1e-9  # how far outside [0, 1] a scheduled value may land by float rounding
@@ -127,18 +127,9 @@ def euclid_conv2d_reference(x: Tensor, weight: Tensor, bias: Tensor | None = Non
                             groups: int = 1, theta: float | Tensor = 1.0) -> Tensor:
     """Naive :func:`euclid_conv2d`: pad x with zeros, unfold its patches and materialize every
     (x_i, w_ij) term of sum_i [(1 - theta) x_i w_ij - theta/2 (x_i - w_ij)^2] + b_j."""
-    unbatched = x.dim() == 3
-    if unbatched:
-        x = x.unsqueeze(0)
-    patches, out_hw = conv_patches(x, tuple(weight.shape[2:]), stride, padding, dilation,
-                                   groups)
-    patches = patches.unsqueeze(2)  # (N, g, 1, K, L)
-    w = weight.reshape(groups, weight.shape[0] // groups, -1, 1)  # (g, out / g, K, 1)
-    terms = (1 - theta) * patches * w - (0.5 * theta) * (patches - w).square()
-    y = terms.sum(3).flatten(1, 2).unflatten(2, out_hw)  # (N, out, Ho, Wo)
-    if bias is not None:
-        y = y + bias.view(1, -1, 1, 1)
-    return y.squeeze(0) if unbatched else y
+    return naive_conv2d(x, weight, bias, stride, padding, dilation, groups,
+                        lambda patches, w: (1 - theta) * patches * w
+                        - (0.5 * theta) * (patches - w).square())
 
 
 # --- layers --------------------------------------------------------------------------------------
@@ -222,10 +213,7 @@ class EuclidLinear(_EuclidLayer):
     @classmethod
     def from_float(cls, linear: nn.Linear, *, theta: ThetaSpec = 1.0) -> "EuclidLinear":
         """A Euclid layer with ``linear``'s weights (homotopy from a trained model)."""
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    theta=theta, device=linear.weight.device, dtype=linear.weight.dtype)
-        copy_parameters(linear, layer)
-        return layer
+        return linear_like(cls, linear, theta=theta)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

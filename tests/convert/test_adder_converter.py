@@ -10,20 +10,11 @@ import edgecompress as ec
 from edgecompress.errors import ConversionError
 from edgecompress.layers import AdderConv2d, AdderLinear
 
-
-def _tiny_convnet(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return ec.models.create("convnet", width=0.25)
+from .distance_checks import check_not_converted_again, convert_with_default_policy, tiny_convnet
 
 
 def test_convert_replaces_inner_layers_keeps_first_and_last_and_copies_weights():
-    model = _tiny_convnet()
-    adder, report = ec.convert(model, "adder", return_report=True)
-    assert [(n, s, t) for n, s, t in report.converted] == [
-        ("features.4", "Conv2d", "AdderConv2d"), ("features.8", "Conv2d", "AdderConv2d")]
-    assert {n: r for n, _, r in report.kept} == {"features.0": "first layer",
-                                                 "classifier": "last layer"}
-    assert torch.equal(adder.features[4].weight, model.features[4].weight)
+    model, adder = convert_with_default_policy("adder", "AdderConv2d")
     assert adder.features[4].eta == 0.2
     everything = ec.convert(model, "adder", keep_first_last=False, eta=None)
     assert isinstance(everything.classifier, AdderLinear)
@@ -34,7 +25,7 @@ def test_convert_replaces_inner_layers_keeps_first_and_last_and_copies_weights()
 
 
 def test_a_converted_model_trains_one_step_and_its_loss_is_finite():
-    model = ec.convert(_tiny_convnet(), "adder")
+    model = ec.convert(tiny_convnet(), "adder")
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
@@ -45,13 +36,10 @@ def test_a_converted_model_trains_one_step_and_its_loss_is_finite():
 
 def test_bad_options_are_conversion_errors_before_converting():
     with pytest.raises(ConversionError, match=r"eta .* must be a positive number or None"):
-        ec.convert(_tiny_convnet(), "adder", eta=-1)
+        ec.convert(tiny_convnet(), "adder", eta=-1)
     with pytest.raises(ConversionError, match=r"no option\(s\) \['theta'\]"):
-        ec.convert(_tiny_convnet(), "adder", theta=1.0)
+        ec.convert(tiny_convnet(), "adder", theta=1.0)
 
 
 def test_converted_layers_are_not_converted_again_by_another_method():
-    adder = ec.convert(_tiny_convnet(), "adder")
-    again, report = ec.convert(adder, "euclid", return_report=True)
-    assert isinstance(again.features[4], AdderConv2d)
-    assert "features.4" not in {n for n, _, _ in report.converted}
+    check_not_converted_again("adder", "euclid", AdderConv2d)

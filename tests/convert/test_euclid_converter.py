@@ -11,22 +11,13 @@ from edgecompress.errors import ConversionError
 from edgecompress.layers import EuclidConv2d, EuclidLinear
 from edgecompress.train import ScheduleStepper, TrainConfig, Trainer
 
+from .distance_checks import check_not_converted_again, convert_with_default_policy, tiny_convnet
+
 HOMOTOPY = {"kind": "linear", "start": 0.0, "end": 1.0}
 
 
-def _tiny_convnet(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return ec.models.create("convnet", width=0.25)
-
-
 def test_convert_replaces_inner_layers_keeps_first_and_last_and_copies_weights():
-    model = _tiny_convnet()
-    euclid, report = ec.convert(model, "euclid", return_report=True)
-    assert [(n, s, t) for n, s, t in report.converted] == [
-        ("features.4", "Conv2d", "EuclidConv2d"), ("features.8", "Conv2d", "EuclidConv2d")]
-    assert {n: r for n, _, r in report.kept} == {"features.0": "first layer",
-                                                 "classifier": "last layer"}
-    assert torch.equal(euclid.features[4].weight, model.features[4].weight)
+    model, euclid = convert_with_default_policy("euclid", "EuclidConv2d")
     assert euclid.features[4].theta.item() == 1.0
     everything = ec.convert(model, "euclid", keep_first_last=False, theta=HOMOTOPY)
     assert isinstance(everything.classifier, EuclidLinear)
@@ -37,7 +28,7 @@ def test_convert_replaces_inner_layers_keeps_first_and_last_and_copies_weights()
 
 
 def test_theta_zero_conversion_computes_what_the_float_model_computes():
-    model = _tiny_convnet().double().eval()
+    model = tiny_convnet().double().eval()
     x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
     converted = ec.convert(model, "euclid", theta=0.0, keep_first_last=False)
     assert torch.equal(converted(x), model(x))
@@ -46,24 +37,21 @@ def test_theta_zero_conversion_computes_what_the_float_model_computes():
 
 def test_bad_theta_is_a_conversion_error_before_converting():
     with pytest.raises(ConversionError, match=r"theta must be a number in \[0, 1\].*got 2"):
-        ec.convert(_tiny_convnet(), "euclid", theta=2)
+        ec.convert(tiny_convnet(), "euclid", theta=2)
     with pytest.raises(ConversionError, match=r"no option\(s\) \['bits'\]"):
-        ec.convert(_tiny_convnet(), "euclid", bits=3)
+        ec.convert(tiny_convnet(), "euclid", bits=3)
 
 
 def test_converted_layers_are_not_converted_again_by_another_method():
-    euclid = ec.convert(_tiny_convnet(), "euclid")
-    again, report = ec.convert(euclid, "bnn", return_report=True)
-    assert isinstance(again.features[4], EuclidConv2d)
-    assert "features.4" not in {n for n, _, _ in report.converted}
+    check_not_converted_again("euclid", "bnn", EuclidConv2d)
 
 
 def test_state_dict_round_trip_restores_weights_and_theta():
-    source = ec.convert(_tiny_convnet(0), "euclid", theta=HOMOTOPY)
+    source = ec.convert(tiny_convnet(0), "euclid", theta=HOMOTOPY)
     for module in source.modules():
         if isinstance(module, EuclidConv2d):
             module.set_param("theta", 0.75)
-    target = ec.convert(_tiny_convnet(1), "euclid", theta=HOMOTOPY)
+    target = ec.convert(tiny_convnet(1), "euclid", theta=HOMOTOPY)
     target.load_state_dict(source.state_dict())
     assert target.features[4].theta.item() == 0.75
     source.eval(), target.eval()
@@ -73,7 +61,7 @@ def test_state_dict_round_trip_restores_weights_and_theta():
 
 def test_the_trainer_steps_theta_from_product_to_distance_and_the_loss_goes_down():
     train = ec.data.load("mnist-bundled", split="train", limit=200)
-    model = ec.convert(_tiny_convnet(), "euclid", theta=HOMOTOPY)
+    model = ec.convert(tiny_convnet(), "euclid", theta=HOMOTOPY)
     trainer = Trainer(model, train, None, TrainConfig(epochs=3, batch_size=50, optimizer="adam",
                                                       lr=1e-2, progress=False))
     assert any(isinstance(cb, ScheduleStepper) for cb in trainer.callbacks)
@@ -87,7 +75,7 @@ def test_the_trainer_steps_theta_from_product_to_distance_and_the_loss_goes_down
 
 def test_a_theta_ramp_reaches_one_early_and_holds():
     train = ec.data.load("mnist-bundled", split="train", limit=100)
-    model = ec.convert(_tiny_convnet(), "euclid", theta={**HOMOTOPY, "ramp": 3})
+    model = ec.convert(tiny_convnet(), "euclid", theta={**HOMOTOPY, "ramp": 3})
     trainer = Trainer(model, train, None, TrainConfig(epochs=4, batch_size=50, progress=False))
     trainer.fit()
     assert [h["theta"] for h in trainer.history] == [0.0, 0.5, 1.0, 1.0]
@@ -97,7 +85,7 @@ def test_a_theta_ramp_longer_than_the_run_stops_before_training():
     from edgecompress.errors import ScheduleError
 
     train = ec.data.load("mnist-bundled", split="train", limit=100)
-    model = ec.convert(_tiny_convnet(), "euclid", theta={**HOMOTOPY, "ramp": 5})
+    model = ec.convert(tiny_convnet(), "euclid", theta={**HOMOTOPY, "ramp": 5})
     trainer = Trainer(model, train, None, TrainConfig(epochs=3, batch_size=50, progress=False))
     with pytest.raises(ScheduleError, match=r"schedule of 'theta' in layer 'features.4': "
                                             r"ramp=5 epochs is longer than the run \(3 epochs\)"):
@@ -108,7 +96,7 @@ def test_a_theta_ramp_longer_than_the_run_stops_before_training():
 def test_a_euclidnet_from_scratch_trains_a_few_steps():
     torch.manual_seed(5)
     train = ec.data.load("mnist-bundled", split="train", limit=200)
-    model = ec.convert(_tiny_convnet(), "euclid", theta=1.0)
+    model = ec.convert(tiny_convnet(), "euclid", theta=1.0)
     trainer = Trainer(model, train, None, TrainConfig(epochs=3, batch_size=50, optimizer="adam",
                                                       lr=1e-2, progress=False))
     trainer.fit()
@@ -117,7 +105,7 @@ def test_a_euclidnet_from_scratch_trains_a_few_steps():
 
 
 def test_summary_counts_euclid_layers_like_the_layers_they_replace():
-    model = _tiny_convnet()
+    model = tiny_convnet()
     plain = ec.summary(model, (1, 28, 28))
     euclid = ec.summary(ec.convert(model, "euclid", keep_first_last=False), (1, 28, 28))
     assert euclid.macs_by_precision == plain.macs_by_precision
@@ -128,7 +116,7 @@ def test_freeze_save_load_keep_the_distance_layers_exact(tmp_path):
     """Freezing must not fold the following BatchNorm into a Euclid layer's weights (that is
     only right for products) and the saved file must compute the same outputs."""
     from edgecompress import deploy
-    model = ec.convert(_tiny_convnet(), "euclid").eval()
+    model = ec.convert(tiny_convnet(), "euclid").eval()
     with torch.no_grad():  # BatchNorm statistics that a wrong fold would change
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
