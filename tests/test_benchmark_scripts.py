@@ -143,3 +143,25 @@ def test_shift_speech45_smoke_run_and_report(shared_data, tmp_path):
     assert "Seeds 0, 1." in report
     assert "ResNet-20 on the CIFAR-10" not in report  # no smoke runs of the other suites
     assert snapshot(repo / "docs") == docs
+
+
+def test_tensor_train_from_dense_runs_start_from_the_dense_checkpoint(tmp_path, monkeypatch):
+    """Every configuration runs from scratch and from the seed's trained dense LM: the latter's
+    recipe loads that checkpoint whole (decoder kept), converts by TT-SVD (no random init) and
+    halves the lr after its first epoch; keys and frozen files of the two never collide."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    tt = importlib.import_module("tensor_train")
+    runs = tt.configs((4, 8))
+    assert len(runs) == 2 * (1 + 2 * 2)
+    assert len({tt.key_of(m, r, 0, s) for m, r, s in runs}) == len(runs)
+    scratch = tt.recipe_for("mps", 8, 0, 4, 1000, lr=1.0)
+    assert scratch.method["init"] == "random" and scratch.pretrained is None
+    assert scratch.schedule["milestones"] == [2, 3]
+    ckpt = tmp_path / "checkpoint.pt"
+    tuned = tt.recipe_for("mps", 8, 0, tt.FINETUNE_EPOCHS + 1, 1000, lr=1.0, dense=ckpt)
+    assert "init" not in tuned.method and tuned.method["ranks"] == 8
+    assert tuned.pretrained == {"checkpoint": str(ckpt), "reset_head": False}
+    assert tuned.schedule["milestones"] == list(range(1, tt.FINETUNE_EPOCHS + 1))
+    assert tuned.grad_clip == tt.MAX_STEP
+    assert tt.recipe_for("dense", None, 0, 2, 1000, lr=20.0, dense=ckpt).method is None
