@@ -309,8 +309,15 @@ def realistic_section(results: dict[str, Any]) -> list[str]:
               "none rounded": lambda r: not r["rounded"], "all": lambda r: True}
     lines += ["", f"Direction accuracy of `hetero` on the realistic simulations (rule "
               f"\"forced\"; seeds 0-{max(r['seed'] for r in rows)}; ± the binomial standard "
-              "error):", "", "| combine | ties | " + " | ".join(groups) + " |",
-              "|---|---|" + "---:|" * len(groups)]
+              "error):", ""]
+    return lines + candidates_table(rows, groups)
+
+
+def candidates_table(rows: list[dict[str, Any]],
+                     groups: dict[str, Callable[[dict[str, Any]], bool]]) -> list[str]:
+    """Accuracy of every (combine, ties) candidate in each group of ``rows``, then the choice
+    the selection rule makes and the library's defaults."""
+    lines = ["| combine | ties | " + " | ".join(groups) + " |", "|---|---|" + "---:|" * len(groups)]
     for combine, ties in CANDIDATES:
         mine = [r for r in rows if (r["combine"], r["ties"]) == (combine, ties)]
         lines.append(f"| {combine} | {ties} | " + " | ".join(
@@ -368,19 +375,10 @@ def selection_section(rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"The rule, fixed before the run (benchmarks/causal.py, `select`): {SELECT_RULE} "
              f"Run: seeds 0-{max(seeds)}, n in {ns}, k in {sorted({r['k'] for r in rows})}.",
              "", "Direction accuracy of `hetero` (rule \"forced\"; ± the binomial standard "
-             "error):", "",
-             "| combine | ties | " + " | ".join(VARIANTS) + " | all |",
-             "|---|---|" + "---:|" * (len(VARIANTS) + 1)]
-    for combine, ties in CANDIDATES:
-        mine = [r for r in rows if (r["combine"], r["ties"]) == (combine, ties)]
-        lines.append(f"| {combine} | {ties} | " + " | ".join(
-            rate([r["correct"] for r in mine if r["variant"] == v]) for v in VARIANTS)
-            + f" | {rate([r['correct'] for r in mine])} |")
-    chosen = selection(rows)
-    lines += ["", f"Chosen: combine=\"{chosen[0]}\", ties=\"{chosen[1]}\"; the library "
-              f"defaults are combine=\"{DEFAULT_COMBINE}\", ties=\"{DEFAULT_TIES}\"."
-              if chosen else "Not every candidate has run on the same pairs yet."]
-    return lines
+             "error):", ""]
+    groups: dict[str, Callable[[dict[str, Any]], bool]] = {
+        v: (lambda r, v=v: r["variant"] == v) for v in VARIANTS}
+    return lines + candidates_table(rows, {**groups, "all": lambda r: True})
 
 
 SELECT_RULE = (
