@@ -120,12 +120,17 @@ def recipe_for(mode: str, rank: int | None, seed: int, epochs: int, tokens: int,
     return Recipe.from_dict(base)
 
 
+def dense_dir(work: Path, seed: int) -> Path:
+    """Where the seed's dense run from scratch keeps its checkpoint."""
+    return work / key_of("dense", None, seed)
+
+
 def dense_checkpoint(seed: int, epochs: int, tokens: int, data_root: str, work: Path,
                      lr: float | None) -> Path:
     """The checkpoint of the seed's dense LM trained from scratch (``work``/dense-s<seed>),
     trained again if missing or unfinished (the run is deterministic: the same model as the
     dense row's)."""
-    out = work / key_of("dense", None, seed)
+    out = dense_dir(work, seed)
     path = out / "checkpoint.pt"
     if not (path.is_file() and torch.load(path, map_location="cpu",
                                           weights_only=False)["epoch"] == epochs):
@@ -196,7 +201,7 @@ def one_run(mode: str, rank: int | None, seed: int, epochs: int, tokens: int,
               dense_checkpoint(seed, epochs, tokens, data_root, work, dense_lr))
     recipe = recipe_for(mode, rank, seed, epochs if origin is None else FINETUNE_EPOCHS, tokens,
                         lr, origin)
-    out = work / key_of(mode, rank, seed) if mode == "dense" and origin is None else None
+    out = dense_dir(work, seed) if mode == "dense" and origin is None else None
     began = time.perf_counter()
     result = run(recipe, data_root=data_root, progress=False, out_dir=out)
     seconds = time.perf_counter() - began
