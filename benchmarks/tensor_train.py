@@ -160,8 +160,8 @@ def _time(model: torch.nn.Module, tokens: torch.Tensor, stepwise: bool) -> float
 
 def time_per_token(model: torch.nn.Module, dense: torch.nn.Module, vocab: int,
                    rounds: int = 5) -> dict[str, float]:
-    """Per-token seconds of ``model`` and ``dense`` (medians of interleaved rounds, one
-    thread): batch 1 token by token (b1) and batch 32 x 35 tokens (b32)."""
+    """Per-token seconds of ``model`` and ``dense`` (medians of interleaved rounds in
+    alternating order, one thread): batch 1 token by token (b1) and batch 32 x 35 tokens (b32)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -172,9 +172,13 @@ def time_per_token(model: torch.nn.Module, dense: torch.nn.Module, vocab: int,
         for case, (tokens, stepwise) in cases.items():
             mine, ref = [], []
             _time(model, tokens, stepwise), _time(dense, tokens, stepwise)  # warm-up
-            for _ in range(rounds):
-                mine.append(_time(model, tokens, stepwise))
-                ref.append(_time(dense, tokens, stepwise))
+            for i in range(rounds):  # the order alternates: the second of a pair runs slower
+                if i % 2:
+                    ref.append(_time(dense, tokens, stepwise))
+                    mine.append(_time(model, tokens, stepwise))
+                else:
+                    mine.append(_time(model, tokens, stepwise))
+                    ref.append(_time(dense, tokens, stepwise))
             out[f"{case}_seconds"] = statistics.median(mine)
             out[f"{case}_dense_seconds"] = statistics.median(ref)
             out[f"{case}_ratio"] = statistics.median(mine) / statistics.median(ref)
