@@ -481,7 +481,7 @@ def main() -> None:
     run.set_defaults(func=cmd_run)
     lat = sub.add_parser("latency")
     lat.add_argument("--work", default=str(ROOT / "runs" / "pruning_benchmark"))
-    lat.add_argument("--rounds", type=int, default=9)
+    lat.add_argument("--rounds", type=int, default=15)
     lat.add_argument("--models", nargs="+", choices=sorted(SUITES), default=sorted(SUITES),
                      help="Re-time these models only (not one whose run is still writing its "
                           "results file).")
