@@ -31,12 +31,13 @@ from edgecompress.models.vit import binaryvit, deit
 
 
 def _median_times(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each function, run in interleaved rounds after one warm-up call."""
+    """Median seconds of each function, run in interleaved rounds after one warm-up call, the
+    order reversed every other round (the later of a pair runs slower on a shared host)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    for i in range(rounds):
+        for name, fn in (reversed(fns.items()) if i % 2 else fns.items()):
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
