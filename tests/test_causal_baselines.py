@@ -79,14 +79,51 @@ def test_pairs_benchmark_stops_before_work_when_a_package_is_missing(tmp_path):
     assert "absent" not in run.stderr
 
 
-def test_methods_entries_carry_options(monkeypatch):
-    """``--methods hetero:combine=fisher``: a method with options, numbers as numbers."""
+def _causal_benchmark(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location("causal_benchmark", BENCHMARKS / "causal.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_methods_entries_carry_options(monkeypatch):
+    """``--methods hetero:combine=fisher``: a method with options, numbers as numbers."""
+    bench = _causal_benchmark(monkeypatch)
     assert bench.method_spec("anm") == ("anm", {})
     assert bench.method_spec("hetero:combine=fisher:max_k=3:level=0.1") == (
         "hetero", {"combine": "fisher", "max_k": 3, "level": 0.1})
     with pytest.raises(bench.CausalInputError, match="'fisher' of 'hetero:fisher'"):
         bench.method_spec("hetero:fisher")
+
+
+def test_results_keys_spell_every_option_with_the_current_defaults(monkeypatch):
+    """A row says what ran: ``hetero`` is recorded with the combine and ties it ran with, so a
+    later change of the library's defaults cannot relabel old rows."""
+    from edgecompress.causal.hetero import DEFAULT_COMBINE
+    from edgecompress.causal.ties import DEFAULT_TIES
+    bench = _causal_benchmark(monkeypatch)
+    assert bench.canonical("hetero") == f"hetero:combine={DEFAULT_COMBINE}:ties={DEFAULT_TIES}"
+    assert bench.canonical("anm") == f"anm:ties={DEFAULT_TIES}"
+    assert bench.canonical("hetero:ties=none:max_k=3:combine=weighted") == (
+        "hetero:combine=weighted:ties=none:max_k=3")
+    assert bench.canonical("cdt RECI") == "cdt RECI"
+    assert bench.canonical(bench.canonical("hetero:combine=weighted")) == (
+        bench.canonical("hetero:combine=weighted"))
+
+
+def test_regenerate_commands_reproduce_exactly_the_rows_on_record(monkeypatch):
+    bench = _causal_benchmark(monkeypatch)
+    sim = [{"method": m, "k": k, "n": n, "seed": s} for m in ("anm:ties=none", "b")
+           for k in (1, 2) for n in (200, 1000) for s in range(3)]
+    sim += [{"method": "c", "k": k, "n": 200, "seed": s} for k in (1, 2, 3) for s in range(2)]
+    pairs = [{"method": m, "max_n": 500} for m in ("anm:ties=none", "cdt IGCI")]
+    pairs += [{"method": m, "max_n": 300} for m in ("x", *bench.baselines.BASELINES)]
+    assert bench.regenerate_commands(sim, pairs) == [
+        "    python benchmarks/causal.py simulate --seeds 3 --sizes 200,1000 --ks 1,2 "
+        "--methods anm:ties=none,b",
+        "    python benchmarks/causal.py simulate --seeds 2 --sizes 200 --methods c",
+        "    python benchmarks/causal.py pairs --data-root ../shared/data/tuebingen_pairs "
+        "--max-n 300 --methods x --baselines all",
+        "    python benchmarks/causal.py pairs --data-root ../shared/data/tuebingen_pairs "
+        "--max-n 500 --methods anm:ties=none --baselines \"cdt IGCI\""]
