@@ -98,8 +98,8 @@ class PackedBinaryLinearBlock(PackedLayer):
     (:func:`~edgecompress.kernels.block_epilogue`). The BatchNorm is kept as torch's CPU kernel
     applies it, ``fma(y, a, b)`` with its own factor a and offset b (read from torch's
     BatchNorm at freeze time), not folded into the GEMM's scale: that would round differently
-    from the training form. The widening shortcut (input repeated) is read in place; the
-    narrowing one (mean of the repeats) is computed in torch as the training form does."""
+    from the training form. The shortcut is read from the input in place: repeated (widening)
+    or the mean of its groups (narrowing), computed in the epilogue's pass in torch's order."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -138,11 +138,7 @@ class PackedBinaryLinearBlock(PackedLayer):
     def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
         y = self.linear(x)
         if shortcut is None:
-            if self.out_features >= self.in_features:
-                shortcut = x  # repeated along the channels by the kernel
-            else:
-                k = self.in_features // self.out_features
-                shortcut = x.unflatten(-1, (k, self.out_features)).mean(dim=-2)
+            shortcut = x  # repeated along the channels, or its groups averaged, by the kernel
         residual = shortcut.reshape(-1, shortcut.shape[-1])
         out = kernels.block_epilogue(y.reshape(-1, self.out_features), residual, self.bn_factor,
                                      self.bn_offset, self.shift_in, self.slope, self.shift_out)

@@ -5,7 +5,11 @@
  *   v = fma(y, a[c], b[c])            the eval-mode BatchNorm as torch's CPU kernel computes it
  *                                     (a = invstd * weight, b = bias - mean * a, one rounding)
  *   v = v + res[i, c % rc]            the real-valued shortcut (rc = C, or rc dividing C: the
- *                                     input repeated C / rc times), skipped when res is NULL
+ *                                     input repeated C / rc times), skipped when res is NULL;
+ *   v = v + mean_g res[i, g C + c]    or, when rc = k C (a narrowing block), the mean of its k
+ *                                     groups as torch's mean over them computes it: a sum from
+ *                                     0 in group order (torch's CPU sum adds fewer than 16 terms
+ *                                     one by one), then divided by k
  *   u = v - g[c]                      RPReLU: PReLU(v - g) + z, each operation rounded as torch
  *   y = (u >= 0 ? u : slope[c] * u) + z[c]
  *
@@ -70,17 +74,45 @@ static void segment_avx512(float *y, const float *r, const block_params *p, int6
 }
 #endif
 
-/* y: M x C floats, rewritten; res: M x rc floats or NULL (rc divides C); a, b, g, slope, z:
- * C values each. */
+/* The narrowing shortcut of one row: out[c] = (0 + res[c] + res[C + c] + ...) / k. */
+static void group_mean(const float *res, int64_t c, int64_t k, float *out) {
+    for (int64_t j = 0; j < c; j++) out[j] = 0.0f;
+    for (int64_t g = 0; g < k; g++)
+        for (int64_t j = 0; j < c; j++) out[j] = out[j] + res[g * c + j];
+    const float kf = (float)k;
+    for (int64_t j = 0; j < c; j++) out[j] = out[j] / kf;
+}
+
+/* y: M x C floats, rewritten; res: M x rc floats or NULL (rc divides C, or C divides rc: the
+ * mean of its rc / C groups); a, b, g, slope, z: C values each. */
 EC_EXPORT int ec_block_epilogue(float *y, const float *res, int64_t m, int64_t c, int64_t rc,
                                 const float *a, const float *b, const float *g,
                                 const float *slope, const float *z, int path, int threads) {
     path = ec_resolve_path(path);
     if (path < 0) return EC_UNSUPPORTED_PATH;
-    if (res && (rc < 1 || c % rc)) return EC_BAD_ARGUMENT;
+    if (res && (rc < 1 || (c % rc && rc % c))) return EC_BAD_ARGUMENT;
     void (*const segment)(float *, const float *, const block_params *, int64_t, int64_t) =
         EC_PICK(path, segment_scalar, segment_avx2, segment_avx512);
     const block_params p = {a, b, g, slope, z};
+    if (res && rc > c) {  /* narrowing: the mean of the groups, one row at a time */
+        int failed = 0;
+#pragma omp parallel num_threads(ec_threads(threads)) if (m * rc > 32768)
+        {
+            float *mean = malloc((size_t)c * sizeof(float));
+            if (!mean) {
+#pragma omp atomic write
+                failed = 1;
+            }
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < m; i++)
+                if (mean) {
+                    group_mean(res + i * rc, c, rc / c, mean);
+                    segment(y + i * c, mean, &p, 0, c);
+                }
+            free(mean);
+        }
+        return failed ? EC_OUT_OF_MEMORY : EC_OK;
+    }
     const int64_t width = res ? rc : c;
 #pragma omp parallel for schedule(static) num_threads(ec_threads(threads)) if (m * c > 32768)
     for (int64_t i = 0; i < m; i++)

@@ -280,13 +280,15 @@ def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: 
     a, b: the BatchNorm's per-channel factor and offset as torch's CPU BatchNorm computes them
     (it applies them with one fused multiply-add); residual: (M, R) with R dividing C (the input
     repeated C / R times: BinaryViT's widening shortcut), or None; g, slope, z: RPReLU's
-    parameters (C values each). Bit-exact against :func:`~.reference.block_epilogue_reference`
-    on every path."""
+    parameters (C values each). A residual (M, k C) is a narrowing block's input: its
+    shortcut, the mean of the k groups of C columns, is computed in the same pass (the sum in
+    torch's order, from 0 group by group, then divided by k). Bit-exact against
+    :func:`~.reference.block_epilogue_reference` on every path."""
     if y.dim() != 2 or (residual is not None and (
             residual.dim() != 2 or residual.shape[0] != y.shape[0] or residual.shape[1] < 1
-            or y.shape[1] % residual.shape[1])):
-        raise ValueError(f"block_epilogue needs y (M, C) and a residual (M, R) with R dividing C,"
-                         f" got y {tuple(y.shape)} and residual "
+            or (y.shape[1] % residual.shape[1] and residual.shape[1] % y.shape[1]))):
+        raise ValueError(f"block_epilogue needs y (M, C) and a residual (M, R) with R dividing C"
+                         f" or C dividing R, got y {tuple(y.shape)} and residual "
                          f"{None if residual is None else tuple(residual.shape)}")
     m, c = y.shape
     _check_vectors(c, a=a, b=b, g=g, slope=slope, z=z)

@@ -282,10 +282,14 @@ def block_epilogue_reference(y: Tensor, residual: Tensor | None, a: Tensor, b: T
                              g: Tensor, slope: Tensor, z: Tensor) -> Tensor:
     """Reference :func:`block_epilogue`, in torch's operations: ``fma(y, a, b)`` (computed in
     float64, where the product is exact, then rounded), ``+ residual`` repeated along the
-    columns, then RPReLU ``where(u >= 0, u, slope u) + z`` with ``u = v - g``."""
+    columns (or, when wider than y, the mean of its groups of y's width: BinaryViT's narrowing
+    shortcut), then RPReLU ``where(u >= 0, u, slope u) + z`` with ``u = v - g``."""
     v = torch.addcmul(b.double(), y.double(), a.double()).float()
-    if residual is not None:
-        v = v + residual.repeat(1, y.shape[1] // residual.shape[1])
+    c = y.shape[1]
+    if residual is not None and residual.shape[1] > c:
+        v = v + residual.unflatten(-1, (residual.shape[1] // c, c)).mean(dim=-2)
+    elif residual is not None:
+        v = v + residual.repeat(1, c // residual.shape[1])
     u = v - g
     return torch.where(u >= 0, u, slope * u) + z
 

@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from edgecompress import kernels as K
-from edgecompress.layers.transformer import RPReLU
+from edgecompress.layers.transformer import BinaryLinearBlock, RPReLU
 
 PATHS = K.supported_paths()
 
-# (rows, channels, shortcut width): vector-width tails, one row, repeated shortcuts
+# (rows, channels, shortcut width): vector-width tails, one row, repeated shortcuts, and
+# narrowing ones (k C wide: the mean of k groups; odd widths, k = 3 / 4 / 8)
 EPILOGUE_SHAPES = [(1, 1, 1), (3, 7, 7), (5, 17, None), (9, 64, 64), (4, 96, 32),
-                   (2, 130, 65), (33, 512, 64), (1, 20, 4)]
+                   (2, 130, 65), (33, 512, 64), (1, 20, 4), (3, 7, 28), (5, 17, 68),
+                   (33, 64, 512), (2, 130, 260), (1, 5, 15)]
 
 
 def _block_parts(m: int, c: int, rc: int | None, seed: int):
@@ -44,7 +46,14 @@ def test_block_epilogue_reference_is_the_training_forms_torch_operations(m, c, r
     act = RPReLU(c)
     with torch.no_grad():
         act.shift_in.copy_(g), act.slope.copy_(slope), act.shift_out.copy_(z)
-        expected = act(bn(y) + (0.0 if residual is None else residual.repeat(1, c // rc)))
+        if residual is None:
+            shortcut = 0.0
+        elif rc <= c:
+            shortcut = residual.repeat(1, c // rc)
+        else:  # BinaryLinearBlock's narrowing shortcut
+            block = BinaryLinearBlock(rc, c)
+            shortcut = block.shortcut(residual)
+        expected = act(bn(y) + shortcut)
     a, b = _bn_factors(bn)
     assert torch.equal(K.block_epilogue_reference(y, residual, a, b, g, slope, z), expected)
 
@@ -64,7 +73,8 @@ def test_block_epilogue_paths_bit_exact(path, m, c, rc):
 def test_block_epilogue_checks_shapes():
     y = torch.zeros(4, 6)
     vectors = [torch.zeros(6)] * 5
-    with pytest.raises(ValueError, match="residual"):
-        K.block_epilogue(y, torch.zeros(4, 4), *vectors)
+    for width in (4, 9):
+        with pytest.raises(ValueError, match="residual"):
+            K.block_epilogue(y, torch.zeros(4, width), *vectors)
     with pytest.raises(ValueError, match="6 values"):
         K.block_epilogue(y, None, *vectors[:4], torch.zeros(5))
