@@ -13,7 +13,10 @@ and :class:`~edgecompress.layers.AttentionCore` (``edgecompress.layers.transform
 - :class:`PackedAttentionCore`: binary attention with q, k, v packed per head; ``q k^T`` on the
   W1A1 GEMM (all samples and heads in one call, times 1/sqrt(d) in its store), the softmax in
   float (torch), the {0, a} probabilities as bit masks and ``P v`` by AND-popcount
-  (:func:`~edgecompress.kernels.mask_matmul`), written with the heads merged.
+  (:func:`~edgecompress.kernels.mask_matmul`), written with the heads merged; the thresholds'
+  sums, the head split, the probabilities' quantization and the values' transposition happen
+  in the packing passes (:func:`~edgecompress.kernels.pack_head_signs`,
+  :func:`~edgecompress.kernels.pack_prob_masks`, :func:`~edgecompress.kernels.pack_value_columns`).
 
 - :class:`PackedPoolingBranches`: the four pooling branches in one pass over the tokens.
 
@@ -215,12 +218,6 @@ class PackedAttentionCore(PackedLayer):
     def _split(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
 
-    def _packed_heads(self, x: Tensor, threshold: Tensor) -> Tensor:
-        """sign(x + b) of (B, T, C) packed per head: (B * heads, T, ceil(d / 64)) words."""
-        b, t, _ = x.shape
-        rows = kernels.pack_signs((x + threshold).reshape(-1, self.head_dim))
-        return rows.view(b, t, self.heads, -1).transpose(1, 2).reshape(b * self.heads, t, -1)
-
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if not self.binary:  # the training form's float attention
             q, k, v = self._split(q), self._split(k), self._split(v)
@@ -228,22 +225,17 @@ class PackedAttentionCore(PackedLayer):
             return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
         b, n, s = q.shape[0], q.shape[1], k.shape[1]
         scale = torch.full((s,), self.scale)
-        scores = kernels.binary_gemm_groups(self._packed_heads(q, self.q_threshold),
-                                            self._packed_heads(k, self.k_threshold),
-                                            self.head_dim, scale)
+        scores = kernels.binary_gemm_groups(
+            kernels.pack_head_signs(q, self.q_threshold, self.heads),
+            kernels.pack_head_signs(k, self.k_threshold, self.heads), self.head_dim, scale)
         probs = torch.softmax(scores.view(b, self.heads, n, s), dim=-1)
-        values = v + self.v_threshold
         if not self.quantize_probs:  # float probabilities times +-1 values, in torch
-            signs = torch.where(values >= 0, 1.0, -1.0)
+            signs = torch.where(v + self.v_threshold >= 0, 1.0, -1.0)
             out = probs @ self._split(signs)
             return out.transpose(1, 2).reshape(b, n, -1)
-        codes = torch.round(torch.clamp(probs / self.alpha, 0.0, 1.0))
-        masks = kernels.pack_signs(-codes.view(-1, s)).view(b * self.heads, n, -1)
-        # the values' signs packed along the keys, word-major per (sample, head)
-        columns = values.view(b, s, self.heads, self.head_dim).permute(0, 2, 3, 1)
-        vneg = kernels.pack_signs(columns.reshape(-1, s)).view(b * self.heads, self.head_dim, -1)
-        return kernels.mask_matmul(masks, vneg.transpose(1, 2).contiguous(), self.heads,
-                                   float(self.alpha))
+        masks = kernels.pack_prob_masks(probs.view(-1, s), self.alpha).view(b * self.heads, n, -1)
+        vneg = kernels.pack_value_columns(v, self.v_threshold, self.heads)
+        return kernels.mask_matmul(masks, vneg, self.heads, float(self.alpha))
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, heads={self.heads}, binary={self.binary}, "

@@ -25,6 +25,9 @@ _p, _i64, _i32, _f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_f
 _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_best_path": ([], _i32),
     "ec_pack_signs": ([_p, _p, _i64, _i64, _p, _i32], _i32),
+    "ec_pack_head_signs": ([_p, _p, _i64, _i64, _i64, _i64, _p, _i32], _i32),
+    "ec_pack_prob_masks": ([_p, _f32, _i64, _i64, _p, _i32, _i32], _i32),
+    "ec_pack_value_columns": ([_p, _p, _i64, _i64, _i64, _i64, _p, _i32], _i32),
     "ec_pack_channels": ([_p, _i64, _i64, _i64, _i64, _p], None),
     "ec_im2col_words": ([_p] + [_i64] * 12 + [_p, _p], None),
     "ec_pack_panels": ([_p, _i64, _i64, _p], None),

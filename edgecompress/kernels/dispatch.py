@@ -22,7 +22,9 @@ from .reference import (PANEL, adder_input_grad_reference, binary_gemm_affine_re
                         conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
                         im2col_words_reference, pack_panels_reference, pack_pixels_reference,
                         lowbit_codes_reference, lowbit_gemm_reference, lowbit_lane,
-                        pack_signs_reference, sign_panels_rows_reference, unpack_bits_reference,
+                        pack_head_signs_reference, pack_prob_masks_reference,
+                        pack_signs_reference, pack_value_columns_reference,
+                        sign_panels_rows_reference, unpack_bits_reference,
                         w1a32_gemm_reference, words)
 
 
@@ -236,6 +238,74 @@ def binary_gemm_groups(a: Tensor, b: Tensor, k: int, scale: Tensor, *, path: str
                                        out.data_ptr(), scale.data_ptr(), path_code(path),
                                        threads or torch.get_num_threads())
     check_status(status, "binary_gemm_groups", path)
+    return out
+
+
+def _check_heads(name: str, x: Tensor, offset: Tensor | None, heads: int) -> tuple[int, int, int]:
+    """(B, T, C) of a (B, T, heads d) float tensor with an optional C-value offset."""
+    if x.dim() != 3 or heads < 1 or x.shape[2] % heads:
+        raise ValueError(f"{name} needs a (B, T, heads * d) tensor with heads = {heads} "
+                         f"dividing its last size, got shape {tuple(x.shape)}")
+    _check_vectors(x.shape[2], offset=offset)
+    return x.shape[0], x.shape[1], x.shape[2]
+
+
+def pack_head_signs(x: Tensor, offset: Tensor | None, heads: int, *,
+                    path: str | None = None) -> Tensor:
+    """Binary attention's q / k operand: the signs of ``x + offset`` (B, T, heads d), each
+    head's d values of a token packed as one row, (B heads, T, ceil(d / 64)) int64 words. The
+    sum and compare are :func:`pack_signs`'s (the training form's float sum, then ``< 0``), and
+    the head split is read in place instead of a transposed copy. Bit-exact against
+    :func:`~.reference.pack_head_signs_reference`."""
+    b, t, c = _check_heads("pack_head_signs", x, offset, heads)
+    lib = library()
+    if lib is None:
+        return pack_head_signs_reference(x, offset, heads)
+    x, offset = _float32(x.detach()), _float32(offset)
+    out = torch.empty(b * heads, t, words(c // heads), dtype=torch.int64)
+    status = lib.ec_pack_head_signs(x.data_ptr(), _ptr(offset), b, t, heads, c // heads,
+                                    out.data_ptr(), path_code(path))
+    check_status(status, "pack_head_signs", path)
+    return out
+
+
+def pack_prob_masks(p: Tensor, alpha: Tensor | float, *, path: str | None = None,
+                    threads: int | None = None) -> Tensor:
+    """The bit masks of binary attention's {0, alpha} probabilities: float32 rows p (R, S) ->
+    (R, ceil(S / 64)) int64, bit j of row i set where the quantizer's code
+    ``round(clamp(p / alpha, 0, 1))`` is 1. Computed as ``p / alpha > 0.5`` (the same float
+    division; torch's round takes 0.5 to 0, half to even) without the intermediate tensors.
+    Bit-exact against :func:`~.reference.pack_prob_masks_reference`."""
+    if p.dim() != 2:
+        raise ValueError(f"pack_prob_masks expects a 2-D tensor (rows, keys), got shape "
+                         f"{tuple(p.shape)}")
+    lib = library()
+    if lib is None:
+        return pack_prob_masks_reference(p, alpha)
+    p = _float32(p.detach())
+    out = torch.empty(p.shape[0], words(p.shape[1]), dtype=torch.int64)
+    status = lib.ec_pack_prob_masks(p.data_ptr(), float(alpha), p.shape[0], p.shape[1],
+                                    out.data_ptr(), path_code(path),
+                                    threads or torch.get_num_threads())
+    check_status(status, "pack_prob_masks", path)
+    return out
+
+
+def pack_value_columns(v: Tensor, offset: Tensor | None, heads: int, *,
+                       threads: int | None = None) -> Tensor:
+    """Binary attention's value operand of :func:`mask_matmul`: the signs of ``v + offset``
+    (B, S, heads d) packed along the S keys, (B heads, ceil(S / 64), d) int64 words, in one pass
+    over v (no permuted copy); the same sum and compare as :func:`pack_signs`. Bit-exact against
+    :func:`~.reference.pack_value_columns_reference`."""
+    b, s, c = _check_heads("pack_value_columns", v, offset, heads)
+    lib = library()
+    if lib is None:
+        return pack_value_columns_reference(v, offset, heads)
+    v, offset = _float32(v.detach()), _float32(offset)
+    out = torch.empty(b * heads, words(s), c // heads, dtype=torch.int64)
+    status = lib.ec_pack_value_columns(v.data_ptr(), _ptr(offset), b, s, heads, c // heads,
+                                       out.data_ptr(), threads or torch.get_num_threads())
+    check_status(status, "pack_value_columns", None)
     return out
 
 

@@ -36,6 +36,34 @@ def pack_signs_reference(x: Tensor, offset: Tensor | None = None) -> Tensor:
     return (bits.view(rows, -1, 64) << _SHIFTS).sum(dim=-1)
 
 
+def pack_head_signs_reference(x: Tensor, offset: Tensor | None, heads: int) -> Tensor:
+    """Reference :func:`pack_head_signs`: the signs of ``x + offset`` (B, T, heads d) packed
+    per head, (B heads, T, ceil(d / 64)) words, as binary attention's torch form computes them
+    (the sum, a head split by reshape and transpose)."""
+    b, t, c = x.shape
+    rows = pack_signs_reference((x if offset is None else x + offset).reshape(-1, c // heads))
+    return rows.view(b, t, heads, -1).transpose(1, 2).reshape(b * heads, t, -1)
+
+
+def pack_prob_masks_reference(p: Tensor, alpha: Tensor | float) -> Tensor:
+    """Reference :func:`pack_prob_masks`: the {0, a} quantizer's codes
+    ``round(clamp(p / alpha, 0, 1))`` of probability rows p (R, S), packed with bit 1 where the
+    code is 1 (``pack_signs`` of ``-codes``)."""
+    codes = torch.round(torch.clamp(p / alpha, 0.0, 1.0))
+    return pack_signs_reference(-codes)
+
+
+def pack_value_columns_reference(v: Tensor, offset: Tensor | None, heads: int) -> Tensor:
+    """Reference :func:`pack_value_columns`: the signs of ``v + offset`` (B, S, heads d) packed
+    along the S keys for every sample, head and channel, word-major: (B heads, ceil(S / 64), d)
+    int64, ``out[n heads + h, w, c]`` holding keys 64 w ... of channel h d + c."""
+    b, s, c = v.shape
+    values = v if offset is None else v + offset
+    columns = values.view(b, s, heads, c // heads).permute(0, 2, 3, 1)
+    packed = pack_signs_reference(columns.reshape(-1, s)).view(b * heads, c // heads, -1)
+    return packed.transpose(1, 2).contiguous()
+
+
 def unpack_signs_reference(packed: Tensor, k: int) -> Tensor:
     """+-1 float64 values of packed rows (inverse of :func:`pack_signs` on signs)."""
     bits = (packed.unsqueeze(-1) >> _SHIFTS) & 1
