@@ -15,6 +15,7 @@ from ..layers import harden
 from ..errors import ConversionError
 from .float_conv import PackedFloatConv2d
 from .packed import PackedLayer, packed_class_for, registered_packed_classes
+from .transformer import PackedBinaryLinearBlock
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -160,6 +161,64 @@ def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
         last.replace_all_uses_with(fused)
         for node in ([last] if last is not add else []) + [add, *chain, layer_node]:
             graph.erase_node(node)  # each after its users
+        changed = True
+    return changed
+
+
+def _channel_vector(node: object, model: nn.Module, n: int) -> torch.Tensor | None:
+    """The tensor a ``get_attr`` node reads if it is a vector of n values, else None."""
+    if not (isinstance(node, fx.Node) and node.op == "get_attr"):
+        return None
+    value = model
+    for part in str(node.target).split("."):
+        value = getattr(value, part, None)
+    return value if isinstance(value, torch.Tensor) and value.shape == (n,) else None
+
+
+def _fuse_block_affines(graph: fx.Graph, model: nn.Module) -> bool:
+    """Rewrite ``r + (block(x) * s + t)`` (a transformer block's per-channel affine and residual
+    after its attention's projection or MLP: BinaryViT) into ``block(x, shortcut, r)`` for a
+    :class:`PackedBinaryLinearBlock` whose output only the product reads: the three float
+    operations run in its epilogue pass, in the same order (the same values). Returns True if
+    the graph changed."""
+    modules = dict(model.named_modules())
+    calls = call_counts(graph)
+    changed = False
+    for mul in list(graph.nodes):
+        if not (mul.op == "call_function" and mul.target in (operator.mul, torch.mul)
+                and len(mul.args) == 2 and not mul.kwargs and len(mul.users) == 1):
+            continue
+        layer_node, scale_node = mul.args
+        layer = module_of(layer_node, modules)
+        if (not isinstance(layer, PackedBinaryLinearBlock) or layer.block_scale is not None
+                or calls[str(layer_node.target)] != 1 or len(layer_node.users) != 1
+                or len(layer_node.args) > 2 or layer_node.kwargs):
+            continue
+        (inner,) = mul.users
+        if not (inner.op == "call_function" and inner.target in (operator.add, torch.add)
+                and len(inner.args) == 2 and inner.args[0] is mul and not inner.kwargs
+                and len(inner.users) == 1):
+            continue
+        (outer,) = inner.users
+        if not (outer.op == "call_function" and outer.target in (operator.add, torch.add)
+                and len(outer.args) == 2 and not outer.kwargs):
+            continue
+        residual = outer.args[1] if outer.args[0] is inner else outer.args[0]
+        bias_node = inner.args[1]
+        scale = _channel_vector(scale_node, model, layer.out_features)
+        bias = _channel_vector(bias_node, model, layer.out_features)
+        if scale is None or bias is None or not isinstance(residual, fx.Node):
+            continue
+        layer.fuse_block_affine(scale, bias)
+        x, shortcut = layer_node.args[0], layer_node.args[1] if len(layer_node.args) > 1 else None
+        with graph.inserting_before(outer):
+            fused = graph.call_module(str(layer_node.target), (x, shortcut, residual))
+        outer.replace_all_uses_with(fused)
+        for node in (outer, inner, mul, layer_node):
+            graph.erase_node(node)  # each after its users
+        for node in (scale_node, bias_node):
+            if not node.users:
+                graph.erase_node(node)
         changed = True
     return changed
 
@@ -325,6 +384,7 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
         if fuse:
             _emit_signs(graph, frozen)
             rewritten = _fuse_residuals(graph, frozen) or rewritten
+            rewritten = _fuse_block_affines(graph, frozen) or rewritten
             rewritten = _fuse_activations(graph, frozen) or rewritten
             rewritten = _pool_before_activations(graph, frozen) or rewritten
         _inplace_activations(graph, frozen)

@@ -102,15 +102,23 @@ class PackedBinaryLinearBlock(PackedLayer):
     applies it, ``fma(y, a, b)`` with its own factor a and offset b (read from torch's
     BatchNorm at freeze time), not folded into the GEMM's scale: that would round differently
     from the training form. The shortcut is read from the input in place: repeated (widening)
-    or the mean of its groups (narrowing), computed in the epilogue's pass in torch's order."""
+    or the mean of its groups (narrowing), computed in the epilogue's pass in torch's order.
 
-    def __init__(self, in_features: int, out_features: int) -> None:
+    With ``block_affine`` (set by :func:`~edgecompress.deploy.freeze` through
+    :meth:`fuse_block_affine`) the layer also computes what follows it in a transformer block,
+    ``block_input + (out * block_scale + block_bias)`` (BinaryViT's affine and residual after
+    the attention's projection or the MLP), in the same pass, and takes ``block_input`` as its
+    third argument."""
+
+    def __init__(self, in_features: int, out_features: int, block_affine: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.linear = PackedCenteredBinaryLinear(in_features, out_features, binary_inputs=True,
                                                  threshold=True)
         for name in ("bn_factor", "bn_offset", "shift_in", "slope", "shift_out"):
             self.register_buffer(name, torch.zeros(out_features))
+        for name in ("block_scale", "block_bias"):
+            self.register_buffer(name, torch.zeros(out_features) if block_affine else None)
 
     @classmethod
     def from_trained(cls, layer: BinaryLinearBlock) -> "PackedBinaryLinearBlock":
@@ -126,7 +134,14 @@ class PackedBinaryLinearBlock(PackedLayer):
         return new
 
     def config(self) -> dict[str, Any]:
-        return dict(in_features=self.in_features, out_features=self.out_features)
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    block_affine=self.block_scale is not None)
+
+    def fuse_block_affine(self, scale: Tensor, bias: Tensor) -> None:
+        """Compute ``block_input + (out * scale + bias)`` in the epilogue from now on."""
+        with torch.no_grad():
+            self.block_scale = scale.detach().float().clone()
+            self.block_bias = bias.detach().float().clone()
 
     def encode_tensor(self, name: str, value: Tensor) -> Tensor:
         if name.startswith("linear."):
@@ -138,13 +153,17 @@ class PackedBinaryLinearBlock(PackedLayer):
             return self.linear.decode_tensor(name[len("linear."):], stored)
         return stored
 
-    def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, shortcut: Tensor | None = None,
+                block_input: Tensor | None = None) -> Tensor:
         y = self.linear(x)
         if shortcut is None:
             shortcut = x  # repeated along the channels, or its groups averaged, by the kernel
         residual = shortcut.reshape(-1, shortcut.shape[-1])
-        out = kernels.block_epilogue(y.reshape(-1, self.out_features), residual, self.bn_factor,
-                                     self.bn_offset, self.shift_in, self.slope, self.shift_out)
+        out = kernels.block_epilogue(
+            y.reshape(-1, self.out_features), residual, self.bn_factor, self.bn_offset,
+            self.shift_in, self.slope, self.shift_out,
+            block_input=None if block_input is None else block_input.reshape(-1, self.out_features),
+            block_scale=self.block_scale, block_bias=self.block_bias)
         return out.view(y.shape)
 
     def edgecompress_params(self) -> dict[int, int]:

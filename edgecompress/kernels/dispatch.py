@@ -341,8 +341,9 @@ def mask_matmul(masks: Tensor, vneg: Tensor, heads: int, alpha: float, *,
 # --- the float epilogue of a binary linear block (BinaryViT) ------------------------------------
 
 def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: Tensor,
-                   slope: Tensor, z: Tensor, *, path: str | None = None,
-                   threads: int | None = None) -> Tensor:
+                   slope: Tensor, z: Tensor, *, block_input: Tensor | None = None,
+                   block_scale: Tensor | None = None, block_bias: Tensor | None = None,
+                   path: str | None = None, threads: int | None = None) -> Tensor:
     """``RPReLU(BN(y) + residual)`` of float32 rows y (M, C), returned; the C kernel writes it
     in place when y is a contiguous float32 tensor (the reference returns a new one): ``v = fma(y, a, b) + residual[:, c % R]`` then
     ``u = v - g``, ``where(u >= 0, u, slope * u) + z``, one pass over memory (``block_epilogue.c``).
@@ -352,7 +353,10 @@ def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: 
     repeated C / R times: BinaryViT's widening shortcut), or None; g, slope, z: RPReLU's
     parameters (C values each). A residual (M, k C) is a narrowing block's input: its
     shortcut, the mean of the k groups of C columns, is computed in the same pass (the sum in
-    torch's order, from 0 group by group, then divided by k). Bit-exact against
+    torch's order, from 0 group by group, then divided by k). With ``block_input`` (M, C) and
+    ``block_scale``, ``block_bias`` (C values each) the result r continues as a transformer
+    block's ``block_input + (r * block_scale + block_bias)`` (BinaryViT's affine and residual
+    after the attention or MLP, torch's three operations), in the same pass. Bit-exact against
     :func:`~.reference.block_epilogue_reference` on every path."""
     if y.dim() != 2 or (residual is not None and (
             residual.dim() != 2 or residual.shape[0] != y.shape[0] or residual.shape[1] < 1
@@ -361,15 +365,26 @@ def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: 
                          f" or C dividing R, got y {tuple(y.shape)} and residual "
                          f"{None if residual is None else tuple(residual.shape)}")
     m, c = y.shape
-    _check_vectors(c, a=a, b=b, g=g, slope=slope, z=z)
+    _check_vectors(c, a=a, b=b, g=g, slope=slope, z=z, block_scale=block_scale,
+                   block_bias=block_bias)
+    if (block_input is None) != (block_scale is None) or (block_input is None) != (
+            block_bias is None) or (block_input is not None and block_input.shape != y.shape):
+        raise ValueError(f"block_epilogue needs block_input (M, C) = {tuple(y.shape)}, "
+                         f"block_scale and block_bias together or none of them, got "
+                         f"block_input {None if block_input is None else tuple(block_input.shape)}"
+                         f" with{'out' if block_scale is None else ''} block_scale and "
+                         f"with{'out' if block_bias is None else ''} block_bias")
     lib = library()
     if lib is None:
-        return block_epilogue_reference(y, residual, a, b, g, slope, z)
-    y, residual = _float32(y), _float32(residual)
-    a, b, g, slope, z = (_float32(t) for t in (a, b, g, slope, z))
+        return block_epilogue_reference(y, residual, a, b, g, slope, z, block_input,
+                                        block_scale, block_bias)
+    y, residual, block_input = _float32(y), _float32(residual), _float32(block_input)
+    a, b, g, slope, z, block_scale, block_bias = (
+        _float32(t) for t in (a, b, g, slope, z, block_scale, block_bias))
     status = lib.ec_block_epilogue(y.data_ptr(), _ptr(residual), m, c,
                                    c if residual is None else residual.shape[1], a.data_ptr(),
                                    b.data_ptr(), g.data_ptr(), slope.data_ptr(), z.data_ptr(),
+                                   _ptr(block_input), _ptr(block_scale), _ptr(block_bias),
                                    path_code(path), threads or torch.get_num_threads())
     check_status(status, "block_epilogue", path)
     return y

@@ -307,11 +307,16 @@ def adder_input_grad_reference(x: Tensor, weight: Tensor, grad: Tensor,
 
 
 def block_epilogue_reference(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor,
-                             g: Tensor, slope: Tensor, z: Tensor) -> Tensor:
+                             g: Tensor, slope: Tensor, z: Tensor,
+                             block_input: Tensor | None = None,
+                             block_scale: Tensor | None = None,
+                             block_bias: Tensor | None = None) -> Tensor:
     """Reference :func:`block_epilogue`, in torch's operations: ``fma(y, a, b)`` (computed in
     float64, where the product is exact, then rounded), ``+ residual`` repeated along the
     columns (or, when wider than y, the mean of its groups of y's width: BinaryViT's narrowing
-    shortcut), then RPReLU ``where(u >= 0, u, slope u) + z`` with ``u = v - g``."""
+    shortcut), then RPReLU ``where(u >= 0, u, slope u) + z`` with ``u = v - g``; with a
+    ``block_input``, that plus the result times ``block_scale`` plus ``block_bias`` (the
+    transformer block's ``x + A(r)``)."""
     v = torch.addcmul(b.double(), y.double(), a.double()).float()
     c = y.shape[1]
     if residual is not None and residual.shape[1] > c:
@@ -319,7 +324,8 @@ def block_epilogue_reference(y: Tensor, residual: Tensor | None, a: Tensor, b: T
     elif residual is not None:
         v = v + residual.repeat(1, c // residual.shape[1])
     u = v - g
-    return torch.where(u >= 0, u, slope * u) + z
+    out = torch.where(u >= 0, u, slope * u) + z
+    return out if block_input is None else block_input + (out * block_scale + block_bias)
 
 
 POOL_BRANCH_KERNELS = ((3, 1), (1, 3), (5, 1), (1, 5))
