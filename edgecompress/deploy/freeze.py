@@ -15,7 +15,7 @@ from ..layers import harden
 from ..errors import ConversionError
 from .float_conv import PackedFloatConv2d
 from .packed import PackedLayer, packed_class_for, registered_packed_classes
-from .transformer import PackedBinaryLinearBlock
+from .transformer import PackedBinaryLinearBlock, PackedPoolingBranches
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -223,6 +223,36 @@ def _fuse_block_affines(graph: fx.Graph, model: nn.Module) -> bool:
     return changed
 
 
+def _fuse_branch_residuals(graph: fx.Graph, model: nn.Module) -> bool:
+    """Rewrite ``y + branches(x)`` (a BinaryViT block's end) into ``branches(x, y)`` for a
+    :class:`PackedPoolingBranches` whose output only the addition reads: the addition runs in
+    the pooling pass (the same value: one rounded float sum). Returns True if the graph
+    changed."""
+    modules = dict(model.named_modules())
+    calls = call_counts(graph)
+    changed = False
+    for add in list(graph.nodes):
+        if not (add.op == "call_function" and add.target in (operator.add, torch.add)
+                and len(add.args) == 2 and not add.kwargs
+                and all(isinstance(a, fx.Node) for a in add.args)):
+            continue
+        for side in (1, 0):
+            node = add.args[side]
+            if (isinstance(module_of(node, modules), PackedPoolingBranches)
+                    and calls[str(node.target)] == 1 and len(node.users) == 1
+                    and len(node.args) == 1 and not node.kwargs):
+                break
+        else:
+            continue
+        with graph.inserting_before(add):
+            fused = graph.call_module(str(node.target), (node.args[0], add.args[1 - side]))
+        add.replace_all_uses_with(fused)
+        graph.erase_node(add)
+        graph.erase_node(node)
+        changed = True
+    return changed
+
+
 def _direct_float_convs(graph: fx.Graph, model: nn.Module) -> None:
     """Plain float ``nn.Conv2d`` layers of a geometry the direct float kernel takes become
     :class:`PackedFloatConv2d` (same weights and bias, same submodule name)."""
@@ -349,7 +379,9 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
       feeds other W1A1 layers (through folded BatchNorms and a hardtanh) hands them its signs
       packed, straight from the GEMM; ``act(layer(x) + r)`` (a residual block's end) is computed
       in the W1A1 layer's GEMM store loop; a ReLU / hardtanh that only a max-pool reads runs
-      after the pool instead (the same values, on fewer of them: a ResNet stem); then the
+      after the pool instead (the same values, on fewer of them: a ResNet stem); a
+      transformer block's affine and residual after a binary block (BinaryViT) run in that
+      block's epilogue, and its ``y + branches(x)`` in the pooling pass; then the
       model runs as a ``torch.fx.GraphModule`` with the same submodule names. Activations
       whose input nothing else reads run in place.
     - A plain float ``nn.Conv2d`` (BatchNorm folded in) that the direct float kernel takes
@@ -385,6 +417,7 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
             _emit_signs(graph, frozen)
             rewritten = _fuse_residuals(graph, frozen) or rewritten
             rewritten = _fuse_block_affines(graph, frozen) or rewritten
+            rewritten = _fuse_branch_residuals(graph, frozen) or rewritten
             rewritten = _fuse_activations(graph, frozen) or rewritten
             rewritten = _pool_before_activations(graph, frozen) or rewritten
         _inplace_activations(graph, frozen)

@@ -179,7 +179,9 @@ class PackedBinaryLinearBlock(PackedLayer):
 class PackedPoolingBranches(PackedLayer):
     """The packed :class:`PoolingBranches`: the four scaled pools in one pass over the
     channel-last tokens (:func:`~edgecompress.kernels.pool_branches`), bit for bit the training
-    form's avg_pool2d expression; a CLS token (first) gets 0."""
+    form's avg_pool2d expression; a CLS token (first) gets 0. With a second argument ``base``
+    (set up by :func:`~edgecompress.deploy.freeze` for the block's ``y + branches(x)``) it
+    returns ``base + branches(x)``, added in the same pass."""
 
     def __init__(self, grid: tuple[int, int], cls_token: bool) -> None:
         super().__init__()
@@ -196,9 +198,12 @@ class PackedPoolingBranches(PackedLayer):
     def config(self) -> dict[str, Any]:
         return dict(grid=list(self.grid), cls_token=bool(self.skip))
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = kernels.pool_branches(x[:, self.skip:], self.grid, self.scales)
-        return F.pad(out, (0, 0, self.skip, 0)) if self.skip else out
+    def forward(self, x: Tensor, base: Tensor | None = None) -> Tensor:
+        if not self.skip:
+            return kernels.pool_branches(x, self.grid, self.scales, base=base)
+        out = F.pad(kernels.pool_branches(x[:, self.skip:], self.grid, self.scales),
+                    (0, 0, self.skip, 0))
+        return out if base is None else base + out
 
 
 @register_packed(AttentionCore)

@@ -390,28 +390,36 @@ def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: 
     return y
 
 
-def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *, path: str | None = None,
+def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *,
+                  base: Tensor | None = None, path: str | None = None,
                   threads: int | None = None) -> Tensor:
     """BinaryViT's pooling branches of tokens x (B, H W, C) on an H x W grid: float32
     (B, H W, C), ``sum_i scales[i] * avgpool_i`` for the stride-1 average pools 3x1, 1x3, 5x1,
     1x5 (zero padding not counted), in one pass over channel-last memory (``pool_branches.c``)
     instead of four pools of a transposed image; bit-exact against
     :func:`~.reference.pool_branches_reference` (torch's avg_pool2d) on every path. x may be a
-    slice of a larger token tensor (rows contiguous, any batch stride)."""
+    slice of a larger token tensor (rows contiguous, any batch stride). With ``base`` (x's
+    shape) the result is ``base + branches`` (a transformer block's ``y + branches(x)``), added
+    in the same pass."""
     h, w = grid
-    if x.dim() != 3 or x.shape[1] != h * w or scales.shape != (4,):
-        raise ValueError(f"pool_branches needs tokens (B, {h * w}, C) for the grid {h}x{w} and "
-                         f"4 scales, got x {tuple(x.shape)} and scales {tuple(scales.shape)}")
+    if (x.dim() != 3 or x.shape[1] != h * w or scales.shape != (4,)
+            or (base is not None and base.shape != x.shape)):
+        raise ValueError(f"pool_branches needs tokens (B, {h * w}, C) for the grid {h}x{w}, "
+                         f"4 scales and a base of the tokens' shape, got x {tuple(x.shape)}, "
+                         f"scales {tuple(scales.shape)} and base "
+                         f"{None if base is None else tuple(base.shape)}")
     lib = library()
     if lib is None:
-        return pool_branches_reference(x, grid, scales)
+        return pool_branches_reference(x, grid, scales, base)
     c = x.shape[2]
     if x.dtype != torch.float32 or x.stride(2) != 1 or x.stride(1) != c:
         x = x.to(torch.float32).contiguous()
     scales = scales.detach().to(torch.float32).contiguous()
+    base = _float32(base)
     out = torch.empty(x.shape, dtype=torch.float32)
     status = lib.ec_pool_branches(x.data_ptr(), x.stride(0), x.shape[0], h, w, c,
-                                  scales.data_ptr(), out.data_ptr(), h * w * c, path_code(path),
+                                  scales.data_ptr(), _ptr(base), out.data_ptr(), h * w * c,
+                                  path_code(path),
                                   threads or torch.get_num_threads())
     check_status(status, "pool_branches", path)
     return out

@@ -8,7 +8,9 @@
  * counted: the sum of the in-grid values in row-major window order, starting from 0, divided
  * by their count -- what torch's avg_pool2d(count_include_pad=False) computes -- and every
  * product and sum rounded separately in that order (ISO C: no contraction), as the training
- * form's torch expression. The body is plain C over contiguous channels; the AVX2 / AVX-512
+ * form's torch expression. With a base tensor b the result is b + out (the transformer block's
+ * ``y + branches(x)``, one more rounded addition in the same pass). The body is plain C over
+ * contiguous channels; the AVX2 / AVX-512
  * builds of it only let the compiler use wider vectors (the same IEEE operations per value).
  */
 #include "kernels.h"
@@ -19,6 +21,7 @@
         for (int64_t w = 0; w < ww; w++) {                                                    \
             const float *xt = x + (h * ww + w) * c;                                           \
             float *o = out + (h * ww + w) * c;                                                \
+            const float *bt = base ? base + (h * ww + w) * c : NULL;                          \
             int64_t h0 = h - 1 < 0 ? 0 : h - 1, h1 = h + 1 >= hh ? hh - 1 : h + 1;            \
             int64_t w0 = w - 1 < 0 ? 0 : w - 1, w1 = w + 1 >= ww ? ww - 1 : w + 1;            \
             int64_t H0 = h - 2 < 0 ? 0 : h - 2, H1 = h + 2 >= hh ? hh - 1 : h + 2;            \
@@ -34,43 +37,46 @@
                 float v = 0.0f + s[0] * (p31 / n31);                                          \
                 v = v + s[1] * (p13 / n13);                                                   \
                 v = v + s[2] * (p51 / n51);                                                   \
-                o[j] = v + s[3] * (p15 / n15);                                                \
+                v = v + s[3] * (p15 / n15);                                                   \
+                o[j] = bt ? bt[j] + v : v;                                                    \
             }                                                                                 \
         }                                                                                     \
     }
 
 typedef void (*row_fn)(const float *, int64_t, int64_t, int64_t, int64_t, const float *,
-                       float *);
+                       const float *, float *);
 
 static void row_scalar(const float *x, int64_t hh, int64_t ww, int64_t c, int64_t h, const float *s,
-                        float *out) {
+                        const float *base, float *out) {
     POOL_BODY
 }
 
 #ifdef EC_X86
 __attribute__((target("avx2")))
 static void row_avx2(const float *x, int64_t hh, int64_t ww, int64_t c, int64_t h, const float *s,
-                      float *out) {
+                      const float *base, float *out) {
     POOL_BODY
 }
 
 __attribute__((target("avx512f")))
 static void row_avx512(const float *x, int64_t hh, int64_t ww, int64_t c, int64_t h, const float *s,
-                        float *out) {
+                        const float *base, float *out) {
     POOL_BODY
 }
 #endif
 
 /* x: n grids of hh x ww tokens of c floats, grid i at x + i * x_stride; out likewise at
- * out + i * out_stride; s: the 4 branch scales (3x1, 1x3, 5x1, 1x5). */
+ * out + i * out_stride, and base (or NULL) at base + i * out_stride; s: the 4 branch scales
+ * (3x1, 1x3, 5x1, 1x5). */
 EC_EXPORT int ec_pool_branches(const float *x, int64_t x_stride, int64_t n, int64_t hh,
-                               int64_t ww, int64_t c, const float *s, float *out,
-                               int64_t out_stride, int path, int threads) {
+                               int64_t ww, int64_t c, const float *s, const float *base,
+                               float *out, int64_t out_stride, int path, int threads) {
     path = ec_resolve_path(path);
     if (path < 0) return EC_UNSUPPORTED_PATH;
     const row_fn row = EC_PICK(path, row_scalar, row_avx2, row_avx512);
 #pragma omp parallel for schedule(static) num_threads(ec_threads(threads)) if (n * hh * ww * c > 16384)
     for (int64_t t = 0; t < n * hh; t++)
-        row(x + (t / hh) * x_stride, hh, ww, c, t % hh, s, out + (t / hh) * out_stride);
+        row(x + (t / hh) * x_stride, hh, ww, c, t % hh, s,
+            base ? base + (t / hh) * out_stride : NULL, out + (t / hh) * out_stride);
     return EC_OK;
 }

@@ -331,12 +331,14 @@ def block_epilogue_reference(y: Tensor, residual: Tensor | None, a: Tensor, b: T
 POOL_BRANCH_KERNELS = ((3, 1), (1, 3), (5, 1), (1, 5))
 
 
-def pool_branches_reference(x: Tensor, grid: tuple[int, int], scales: Tensor) -> Tensor:
+def pool_branches_reference(x: Tensor, grid: tuple[int, int], scales: Tensor,
+                            base: Tensor | None = None) -> Tensor:
     """Reference :func:`pool_branches`: BinaryViT's training-form expression,
     ``sum(s_i * avg_pool2d(image, k_i, 1, k_i // 2, count_include_pad=False))`` over the
-    token grid of x (B, H W, C), back in token layout."""
+    token grid of x (B, H W, C), back in token layout (and ``base +`` that)."""
     image = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *grid)
     out = sum(scales[i] * torch.nn.functional.avg_pool2d(
         image, k, 1, (k[0] // 2, k[1] // 2), count_include_pad=False)
         for i, k in enumerate(POOL_BRANCH_KERNELS))
-    return out.flatten(2).transpose(1, 2)
+    out = out.flatten(2).transpose(1, 2)
+    return out if base is None else base + out
