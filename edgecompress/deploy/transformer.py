@@ -257,9 +257,10 @@ class PackedAttentionCore(PackedLayer):
             signs = torch.where(v + self.v_threshold >= 0, 1.0, -1.0)
             out = probs @ self._split(signs)
             return out.transpose(1, 2).reshape(b, n, -1)
-        masks = kernels.pack_prob_masks(probs.view(-1, s), self.alpha).view(b * self.heads, n, -1)
+        alpha = float(self.alpha)  # the float32 value, read once
+        masks = kernels.pack_prob_masks(probs.view(-1, s), alpha).view(b * self.heads, n, -1)
         vneg = kernels.pack_value_columns(v, self.v_threshold, self.heads)
-        return kernels.mask_matmul(masks, vneg, self.heads, float(self.alpha))
+        return kernels.mask_matmul(masks, vneg, self.heads, alpha)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, heads={self.heads}, binary={self.binary}, "
