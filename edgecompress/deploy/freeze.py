@@ -15,6 +15,7 @@ from ..layers import harden
 from ..errors import ConversionError
 from .float_conv import PackedFloatConv2d
 from .packed import PackedLayer, packed_class_for, registered_packed_classes
+from .transformer import PackedBinaryLinearBlock, PackedPoolingBranches
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -164,6 +165,94 @@ def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
     return changed
 
 
+def _channel_vector(node: object, model: nn.Module, n: int) -> torch.Tensor | None:
+    """The tensor a ``get_attr`` node reads if it is a vector of n values, else None."""
+    if not (isinstance(node, fx.Node) and node.op == "get_attr"):
+        return None
+    value = model
+    for part in str(node.target).split("."):
+        value = getattr(value, part, None)
+    return value if isinstance(value, torch.Tensor) and value.shape == (n,) else None
+
+
+def _fuse_block_affines(graph: fx.Graph, model: nn.Module) -> bool:
+    """Rewrite ``r + (block(x) * s + t)`` (a transformer block's per-channel affine and residual
+    after its attention's projection or MLP: BinaryViT) into ``block(x, shortcut, r)`` for a
+    :class:`PackedBinaryLinearBlock` whose output only the product reads: the three float
+    operations run in its epilogue pass, in the same order (the same values). Returns True if
+    the graph changed."""
+    modules = dict(model.named_modules())
+    calls = call_counts(graph)
+    changed = False
+    for mul in list(graph.nodes):
+        if not (mul.op == "call_function" and mul.target in (operator.mul, torch.mul)
+                and len(mul.args) == 2 and not mul.kwargs and len(mul.users) == 1):
+            continue
+        layer_node, scale_node = mul.args
+        layer = module_of(layer_node, modules)
+        if (not isinstance(layer, PackedBinaryLinearBlock) or layer.block_scale is not None
+                or calls[str(layer_node.target)] != 1 or len(layer_node.users) != 1
+                or len(layer_node.args) > 2 or layer_node.kwargs):
+            continue
+        (inner,) = mul.users
+        if not (inner.op == "call_function" and inner.target in (operator.add, torch.add)
+                and len(inner.args) == 2 and inner.args[0] is mul and not inner.kwargs
+                and len(inner.users) == 1):
+            continue
+        (outer,) = inner.users
+        if not (outer.op == "call_function" and outer.target in (operator.add, torch.add)
+                and len(outer.args) == 2 and not outer.kwargs):
+            continue
+        residual = outer.args[1] if outer.args[0] is inner else outer.args[0]
+        bias_node = inner.args[1]
+        scale = _channel_vector(scale_node, model, layer.out_features)
+        bias = _channel_vector(bias_node, model, layer.out_features)
+        if scale is None or bias is None or not isinstance(residual, fx.Node):
+            continue
+        layer.fuse_block_affine(scale, bias)
+        x, shortcut = layer_node.args[0], layer_node.args[1] if len(layer_node.args) > 1 else None
+        with graph.inserting_before(outer):
+            fused = graph.call_module(str(layer_node.target), (x, shortcut, residual))
+        outer.replace_all_uses_with(fused)
+        for node in (outer, inner, mul, layer_node):
+            graph.erase_node(node)  # each after its users
+        for node in (scale_node, bias_node):
+            if not node.users:
+                graph.erase_node(node)
+        changed = True
+    return changed
+
+
+def _fuse_branch_residuals(graph: fx.Graph, model: nn.Module) -> bool:
+    """Rewrite ``y + branches(x)`` (a BinaryViT block's end) into ``branches(x, y)`` for a
+    :class:`PackedPoolingBranches` whose output only the addition reads: the addition runs in
+    the pooling pass (the same value: one rounded float sum). Returns True if the graph
+    changed."""
+    modules = dict(model.named_modules())
+    calls = call_counts(graph)
+    changed = False
+    for add in list(graph.nodes):
+        if not (add.op == "call_function" and add.target in (operator.add, torch.add)
+                and len(add.args) == 2 and not add.kwargs
+                and all(isinstance(a, fx.Node) for a in add.args)):
+            continue
+        for side in (1, 0):
+            node = add.args[side]
+            if (isinstance(module_of(node, modules), PackedPoolingBranches)
+                    and calls[str(node.target)] == 1 and len(node.users) == 1
+                    and len(node.args) == 1 and not node.kwargs):
+                break
+        else:
+            continue
+        with graph.inserting_before(add):
+            fused = graph.call_module(str(node.target), (node.args[0], add.args[1 - side]))
+        add.replace_all_uses_with(fused)
+        graph.erase_node(add)
+        graph.erase_node(node)
+        changed = True
+    return changed
+
+
 def _direct_float_convs(graph: fx.Graph, model: nn.Module) -> None:
     """Plain float ``nn.Conv2d`` layers of a geometry the direct float kernel takes become
     :class:`PackedFloatConv2d` (same weights and bias, same submodule name)."""
@@ -290,7 +379,9 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
       feeds other W1A1 layers (through folded BatchNorms and a hardtanh) hands them its signs
       packed, straight from the GEMM; ``act(layer(x) + r)`` (a residual block's end) is computed
       in the W1A1 layer's GEMM store loop; a ReLU / hardtanh that only a max-pool reads runs
-      after the pool instead (the same values, on fewer of them: a ResNet stem); then the
+      after the pool instead (the same values, on fewer of them: a ResNet stem); a
+      transformer block's affine and residual after a binary block (BinaryViT) run in that
+      block's epilogue, and its ``y + branches(x)`` in the pooling pass; then the
       model runs as a ``torch.fx.GraphModule`` with the same submodule names. Activations
       whose input nothing else reads run in place.
     - A plain float ``nn.Conv2d`` (BatchNorm folded in) that the direct float kernel takes
@@ -325,6 +416,8 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
         if fuse:
             _emit_signs(graph, frozen)
             rewritten = _fuse_residuals(graph, frozen) or rewritten
+            rewritten = _fuse_block_affines(graph, frozen) or rewritten
+            rewritten = _fuse_branch_residuals(graph, frozen) or rewritten
             rewritten = _fuse_activations(graph, frozen) or rewritten
             rewritten = _pool_before_activations(graph, frozen) or rewritten
         _inplace_activations(graph, frozen)

@@ -13,7 +13,10 @@ and :class:`~edgecompress.layers.AttentionCore` (``edgecompress.layers.transform
 - :class:`PackedAttentionCore`: binary attention with q, k, v packed per head; ``q k^T`` on the
   W1A1 GEMM (all samples and heads in one call, times 1/sqrt(d) in its store), the softmax in
   float (torch), the {0, a} probabilities as bit masks and ``P v`` by AND-popcount
-  (:func:`~edgecompress.kernels.mask_matmul`), written with the heads merged.
+  (:func:`~edgecompress.kernels.mask_matmul`), written with the heads merged; the thresholds'
+  sums, the head split, the probabilities' quantization and the values' transposition happen
+  in the packing passes (:func:`~edgecompress.kernels.pack_head_signs`,
+  :func:`~edgecompress.kernels.pack_prob_masks`, :func:`~edgecompress.kernels.pack_value_columns`).
 
 - :class:`PackedPoolingBranches`: the four pooling branches in one pass over the tokens.
 
@@ -98,16 +101,24 @@ class PackedBinaryLinearBlock(PackedLayer):
     (:func:`~edgecompress.kernels.block_epilogue`). The BatchNorm is kept as torch's CPU kernel
     applies it, ``fma(y, a, b)`` with its own factor a and offset b (read from torch's
     BatchNorm at freeze time), not folded into the GEMM's scale: that would round differently
-    from the training form. The widening shortcut (input repeated) is read in place; the
-    narrowing one (mean of the repeats) is computed in torch as the training form does."""
+    from the training form. The shortcut is read from the input in place: repeated (widening)
+    or the mean of its groups (narrowing), computed in the epilogue's pass in torch's order.
 
-    def __init__(self, in_features: int, out_features: int) -> None:
+    With ``block_affine`` (set by :func:`~edgecompress.deploy.freeze` through
+    :meth:`fuse_block_affine`) the layer also computes what follows it in a transformer block,
+    ``block_input + (out * block_scale + block_bias)`` (BinaryViT's affine and residual after
+    the attention's projection or the MLP), in the same pass, and takes ``block_input`` as its
+    third argument."""
+
+    def __init__(self, in_features: int, out_features: int, block_affine: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.linear = PackedCenteredBinaryLinear(in_features, out_features, binary_inputs=True,
                                                  threshold=True)
         for name in ("bn_factor", "bn_offset", "shift_in", "slope", "shift_out"):
             self.register_buffer(name, torch.zeros(out_features))
+        for name in ("block_scale", "block_bias"):
+            self.register_buffer(name, torch.zeros(out_features) if block_affine else None)
 
     @classmethod
     def from_trained(cls, layer: BinaryLinearBlock) -> "PackedBinaryLinearBlock":
@@ -123,7 +134,14 @@ class PackedBinaryLinearBlock(PackedLayer):
         return new
 
     def config(self) -> dict[str, Any]:
-        return dict(in_features=self.in_features, out_features=self.out_features)
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    block_affine=self.block_scale is not None)
+
+    def fuse_block_affine(self, scale: Tensor, bias: Tensor) -> None:
+        """Compute ``block_input + (out * scale + bias)`` in the epilogue from now on."""
+        with torch.no_grad():
+            self.block_scale = scale.detach().float().clone()
+            self.block_bias = bias.detach().float().clone()
 
     def encode_tensor(self, name: str, value: Tensor) -> Tensor:
         if name.startswith("linear."):
@@ -135,17 +153,17 @@ class PackedBinaryLinearBlock(PackedLayer):
             return self.linear.decode_tensor(name[len("linear."):], stored)
         return stored
 
-    def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, shortcut: Tensor | None = None,
+                block_input: Tensor | None = None) -> Tensor:
         y = self.linear(x)
         if shortcut is None:
-            if self.out_features >= self.in_features:
-                shortcut = x  # repeated along the channels by the kernel
-            else:
-                k = self.in_features // self.out_features
-                shortcut = x.unflatten(-1, (k, self.out_features)).mean(dim=-2)
+            shortcut = x  # repeated along the channels, or its groups averaged, by the kernel
         residual = shortcut.reshape(-1, shortcut.shape[-1])
-        out = kernels.block_epilogue(y.reshape(-1, self.out_features), residual, self.bn_factor,
-                                     self.bn_offset, self.shift_in, self.slope, self.shift_out)
+        out = kernels.block_epilogue(
+            y.reshape(-1, self.out_features), residual, self.bn_factor, self.bn_offset,
+            self.shift_in, self.slope, self.shift_out,
+            block_input=None if block_input is None else block_input.reshape(-1, self.out_features),
+            block_scale=self.block_scale, block_bias=self.block_bias)
         return out.view(y.shape)
 
     def edgecompress_params(self) -> dict[int, int]:
@@ -161,7 +179,9 @@ class PackedBinaryLinearBlock(PackedLayer):
 class PackedPoolingBranches(PackedLayer):
     """The packed :class:`PoolingBranches`: the four scaled pools in one pass over the
     channel-last tokens (:func:`~edgecompress.kernels.pool_branches`), bit for bit the training
-    form's avg_pool2d expression; a CLS token (first) gets 0."""
+    form's avg_pool2d expression; a CLS token (first) gets 0. With a second argument ``base``
+    (set up by :func:`~edgecompress.deploy.freeze` for the block's ``y + branches(x)``) it
+    returns ``base + branches(x)``, added in the same pass."""
 
     def __init__(self, grid: tuple[int, int], cls_token: bool) -> None:
         super().__init__()
@@ -178,9 +198,12 @@ class PackedPoolingBranches(PackedLayer):
     def config(self) -> dict[str, Any]:
         return dict(grid=list(self.grid), cls_token=bool(self.skip))
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = kernels.pool_branches(x[:, self.skip:], self.grid, self.scales)
-        return F.pad(out, (0, 0, self.skip, 0)) if self.skip else out
+    def forward(self, x: Tensor, base: Tensor | None = None) -> Tensor:
+        if not self.skip:
+            return kernels.pool_branches(x, self.grid, self.scales, base=base)
+        out = F.pad(kernels.pool_branches(x[:, self.skip:], self.grid, self.scales),
+                    (0, 0, self.skip, 0))
+        return out if base is None else base + out
 
 
 @register_packed(AttentionCore)
@@ -219,12 +242,6 @@ class PackedAttentionCore(PackedLayer):
     def _split(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
 
-    def _packed_heads(self, x: Tensor, threshold: Tensor) -> Tensor:
-        """sign(x + b) of (B, T, C) packed per head: (B * heads, T, ceil(d / 64)) words."""
-        b, t, _ = x.shape
-        rows = kernels.pack_signs((x + threshold).reshape(-1, self.head_dim))
-        return rows.view(b, t, self.heads, -1).transpose(1, 2).reshape(b * self.heads, t, -1)
-
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if not self.binary:  # the training form's float attention
             q, k, v = self._split(q), self._split(k), self._split(v)
@@ -232,22 +249,18 @@ class PackedAttentionCore(PackedLayer):
             return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
         b, n, s = q.shape[0], q.shape[1], k.shape[1]
         scale = torch.full((s,), self.scale)
-        scores = kernels.binary_gemm_groups(self._packed_heads(q, self.q_threshold),
-                                            self._packed_heads(k, self.k_threshold),
-                                            self.head_dim, scale)
+        scores = kernels.binary_gemm_groups(
+            kernels.pack_head_signs(q, self.q_threshold, self.heads),
+            kernels.pack_head_signs(k, self.k_threshold, self.heads), self.head_dim, scale)
         probs = torch.softmax(scores.view(b, self.heads, n, s), dim=-1)
-        values = v + self.v_threshold
         if not self.quantize_probs:  # float probabilities times +-1 values, in torch
-            signs = torch.where(values >= 0, 1.0, -1.0)
+            signs = torch.where(v + self.v_threshold >= 0, 1.0, -1.0)
             out = probs @ self._split(signs)
             return out.transpose(1, 2).reshape(b, n, -1)
-        codes = torch.round(torch.clamp(probs / self.alpha, 0.0, 1.0))
-        masks = kernels.pack_signs(-codes.view(-1, s)).view(b * self.heads, n, -1)
-        # the values' signs packed along the keys, word-major per (sample, head)
-        columns = values.view(b, s, self.heads, self.head_dim).permute(0, 2, 3, 1)
-        vneg = kernels.pack_signs(columns.reshape(-1, s)).view(b * self.heads, self.head_dim, -1)
-        return kernels.mask_matmul(masks, vneg.transpose(1, 2).contiguous(), self.heads,
-                                   float(self.alpha))
+        alpha = float(self.alpha)  # the float32 value, read once
+        masks = kernels.pack_prob_masks(probs.view(-1, s), alpha).view(b * self.heads, n, -1)
+        vneg = kernels.pack_value_columns(v, self.v_threshold, self.heads)
+        return kernels.mask_matmul(masks, vneg, self.heads, alpha)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, heads={self.heads}, binary={self.binary}, "

@@ -16,7 +16,8 @@ Binary kernels (C, built by the package's own build and loaded with ctypes):
   table in registers, times float activations (shift and uniform n-bit layers at small batch);
 - binary attention: :func:`binary_gemm_groups` (q k^T of every sample and head on the W1A1
   GEMM) and :func:`mask_matmul` (``P v`` for P in {0, a} as bit masks and v in {-1, +1}: AND
-  and popcount).
+  and popcount), their operands packed straight from the floats (:func:`pack_head_signs`,
+  :func:`pack_prob_masks`, :func:`pack_value_columns`).
 
 Float kernel: :func:`conv2d_direct`, a float32 direct convolution (1x1 / 3x3, stride 1 / 2)
 vectorized along output pixels, so its cost follows the channel counts (pruned networks get
@@ -49,7 +50,8 @@ from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, adder_input_grad, b
                        DirectConvPlan, conv2d_direct_supports, conv2d_direct_usable,
                        conv2d_torch, CONV_OPS, exporting, l1_linear, conv_output_size,
                        im2col_signs, im2col_words, LOWBIT_BITS, LOWBIT_MAX_ROWS, lowbit_gemm,
-                       lowbit_panels, mask_matmul,
+                       lowbit_panels, mask_matmul, pack_head_signs, pack_prob_masks,
+                       pack_value_columns,
                        pack_conv_weights, pack_panels, pack_pixels, pack_signs, sign_panels,
                        signswish, signswish_usable, w1a32_gemm)
 from .reference import (PANEL, adder_input_grad_reference, binary_gemm_affine_reference,
@@ -58,6 +60,8 @@ from .reference import (PANEL, adder_input_grad_reference, binary_gemm_affine_re
                         binary_gemm_groups_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference,
                         lowbit_codes_reference, lowbit_gemm_reference, mask_matmul_reference,
+                        pack_head_signs_reference, pack_prob_masks_reference,
+                        pack_value_columns_reference,
                         pack_signs_reference, unpack_bits_reference, unpack_signs_reference,
                         w1a32_gemm_reference, words)
 
@@ -69,6 +73,8 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "lowbit_panels", "lowbit_gemm", "lowbit_gemm_reference", "lowbit_codes_reference",
            "binary_gemm_groups",
            "binary_gemm_groups_reference", "mask_matmul", "mask_matmul_reference",
+           "pack_head_signs", "pack_head_signs_reference", "pack_prob_masks",
+           "pack_prob_masks_reference", "pack_value_columns", "pack_value_columns_reference",
            "block_epilogue", "block_epilogue_reference", "pool_branches",
            "pool_branches_reference",
            "conv2d_direct", "DirectConvPlan", "conv2d_direct_supports", "conv2d_direct_usable",

@@ -22,7 +22,9 @@ from .reference import (PANEL, adder_input_grad_reference, binary_gemm_affine_re
                         conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
                         im2col_words_reference, pack_panels_reference, pack_pixels_reference,
                         lowbit_codes_reference, lowbit_gemm_reference, lowbit_lane,
-                        pack_signs_reference, sign_panels_rows_reference, unpack_bits_reference,
+                        pack_head_signs_reference, pack_prob_masks_reference,
+                        pack_signs_reference, pack_value_columns_reference,
+                        sign_panels_rows_reference, unpack_bits_reference,
                         w1a32_gemm_reference, words)
 
 
@@ -239,6 +241,74 @@ def binary_gemm_groups(a: Tensor, b: Tensor, k: int, scale: Tensor, *, path: str
     return out
 
 
+def _check_heads(name: str, x: Tensor, offset: Tensor | None, heads: int) -> tuple[int, int, int]:
+    """(B, T, C) of a (B, T, heads d) float tensor with an optional C-value offset."""
+    if x.dim() != 3 or heads < 1 or x.shape[2] % heads:
+        raise ValueError(f"{name} needs a (B, T, heads * d) tensor with heads = {heads} "
+                         f"dividing its last size, got shape {tuple(x.shape)}")
+    _check_vectors(x.shape[2], offset=offset)
+    return x.shape[0], x.shape[1], x.shape[2]
+
+
+def pack_head_signs(x: Tensor, offset: Tensor | None, heads: int, *,
+                    path: str | None = None) -> Tensor:
+    """Binary attention's q / k operand: the signs of ``x + offset`` (B, T, heads d), each
+    head's d values of a token packed as one row, (B heads, T, ceil(d / 64)) int64 words. The
+    sum and compare are :func:`pack_signs`'s (the training form's float sum, then ``< 0``), and
+    the head split is read in place instead of a transposed copy. Bit-exact against
+    :func:`~.reference.pack_head_signs_reference`."""
+    b, t, c = _check_heads("pack_head_signs", x, offset, heads)
+    lib = library()
+    if lib is None:
+        return pack_head_signs_reference(x, offset, heads)
+    x, offset = _float32(x.detach()), _float32(offset)
+    out = torch.empty(b * heads, t, words(c // heads), dtype=torch.int64)
+    status = lib.ec_pack_head_signs(x.data_ptr(), _ptr(offset), b, t, heads, c // heads,
+                                    out.data_ptr(), path_code(path))
+    check_status(status, "pack_head_signs", path)
+    return out
+
+
+def pack_prob_masks(p: Tensor, alpha: Tensor | float, *, path: str | None = None,
+                    threads: int | None = None) -> Tensor:
+    """The bit masks of binary attention's {0, alpha} probabilities: float32 rows p (R, S) ->
+    (R, ceil(S / 64)) int64, bit j of row i set where the quantizer's code
+    ``round(clamp(p / alpha, 0, 1))`` is 1. Computed as ``p / alpha > 0.5`` (the same float
+    division; torch's round takes 0.5 to 0, half to even) without the intermediate tensors.
+    Bit-exact against :func:`~.reference.pack_prob_masks_reference`."""
+    if p.dim() != 2:
+        raise ValueError(f"pack_prob_masks expects a 2-D tensor (rows, keys), got shape "
+                         f"{tuple(p.shape)}")
+    lib = library()
+    if lib is None:
+        return pack_prob_masks_reference(p, alpha)
+    p = _float32(p.detach())
+    out = torch.empty(p.shape[0], words(p.shape[1]), dtype=torch.int64)
+    status = lib.ec_pack_prob_masks(p.data_ptr(), float(alpha), p.shape[0], p.shape[1],
+                                    out.data_ptr(), path_code(path),
+                                    threads or torch.get_num_threads())
+    check_status(status, "pack_prob_masks", path)
+    return out
+
+
+def pack_value_columns(v: Tensor, offset: Tensor | None, heads: int, *,
+                       threads: int | None = None) -> Tensor:
+    """Binary attention's value operand of :func:`mask_matmul`: the signs of ``v + offset``
+    (B, S, heads d) packed along the S keys, (B heads, ceil(S / 64), d) int64 words, in one pass
+    over v (no permuted copy); the same sum and compare as :func:`pack_signs`. Bit-exact against
+    :func:`~.reference.pack_value_columns_reference`."""
+    b, s, c = _check_heads("pack_value_columns", v, offset, heads)
+    lib = library()
+    if lib is None:
+        return pack_value_columns_reference(v, offset, heads)
+    v, offset = _float32(v.detach()), _float32(offset)
+    out = torch.empty(b * heads, words(s), c // heads, dtype=torch.int64)
+    status = lib.ec_pack_value_columns(v.data_ptr(), _ptr(offset), b, s, heads, c // heads,
+                                       out.data_ptr(), threads or torch.get_num_threads())
+    check_status(status, "pack_value_columns", None)
+    return out
+
+
 def mask_matmul(masks: Tensor, vneg: Tensor, heads: int, alpha: float, *,
                 path: str | None = None, threads: int | None = None) -> Tensor:
     """Binary attention's ``P v`` for P in {0, alpha} and v in {-1, +1}, heads merged:
@@ -271,8 +341,9 @@ def mask_matmul(masks: Tensor, vneg: Tensor, heads: int, alpha: float, *,
 # --- the float epilogue of a binary linear block (BinaryViT) ------------------------------------
 
 def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: Tensor,
-                   slope: Tensor, z: Tensor, *, path: str | None = None,
-                   threads: int | None = None) -> Tensor:
+                   slope: Tensor, z: Tensor, *, block_input: Tensor | None = None,
+                   block_scale: Tensor | None = None, block_bias: Tensor | None = None,
+                   path: str | None = None, threads: int | None = None) -> Tensor:
     """``RPReLU(BN(y) + residual)`` of float32 rows y (M, C), returned; the C kernel writes it
     in place when y is a contiguous float32 tensor (the reference returns a new one): ``v = fma(y, a, b) + residual[:, c % R]`` then
     ``u = v - g``, ``where(u >= 0, u, slope * u) + z``, one pass over memory (``block_epilogue.c``).
@@ -280,51 +351,75 @@ def block_epilogue(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor, g: 
     a, b: the BatchNorm's per-channel factor and offset as torch's CPU BatchNorm computes them
     (it applies them with one fused multiply-add); residual: (M, R) with R dividing C (the input
     repeated C / R times: BinaryViT's widening shortcut), or None; g, slope, z: RPReLU's
-    parameters (C values each). Bit-exact against :func:`~.reference.block_epilogue_reference`
-    on every path."""
+    parameters (C values each). A residual (M, k C) is a narrowing block's input: its
+    shortcut, the mean of the k groups of C columns, is computed in the same pass (the sum in
+    torch's order, from 0 group by group, then divided by k). With ``block_input`` (M, C) and
+    ``block_scale``, ``block_bias`` (C values each) the result r continues as a transformer
+    block's ``block_input + (r * block_scale + block_bias)`` (BinaryViT's affine and residual
+    after the attention or MLP, torch's three operations), in the same pass. Bit-exact against
+    :func:`~.reference.block_epilogue_reference` on every path."""
     if y.dim() != 2 or (residual is not None and (
             residual.dim() != 2 or residual.shape[0] != y.shape[0] or residual.shape[1] < 1
-            or y.shape[1] % residual.shape[1])):
-        raise ValueError(f"block_epilogue needs y (M, C) and a residual (M, R) with R dividing C,"
-                         f" got y {tuple(y.shape)} and residual "
+            or (y.shape[1] % residual.shape[1] and residual.shape[1] % y.shape[1]))):
+        raise ValueError(f"block_epilogue needs y (M, C) and a residual (M, R) with R dividing C"
+                         f" or C dividing R, got y {tuple(y.shape)} and residual "
                          f"{None if residual is None else tuple(residual.shape)}")
     m, c = y.shape
-    _check_vectors(c, a=a, b=b, g=g, slope=slope, z=z)
+    _check_vectors(c, a=a, b=b, g=g, slope=slope, z=z, block_scale=block_scale,
+                   block_bias=block_bias)
+    if (block_input is None) != (block_scale is None) or (block_input is None) != (
+            block_bias is None) or (block_input is not None and block_input.shape != y.shape):
+        raise ValueError(f"block_epilogue needs block_input (M, C) = {tuple(y.shape)}, "
+                         f"block_scale and block_bias together or none of them, got "
+                         f"block_input {None if block_input is None else tuple(block_input.shape)}"
+                         f" with{'out' if block_scale is None else ''} block_scale and "
+                         f"with{'out' if block_bias is None else ''} block_bias")
     lib = library()
     if lib is None:
-        return block_epilogue_reference(y, residual, a, b, g, slope, z)
-    y, residual = _float32(y), _float32(residual)
-    a, b, g, slope, z = (_float32(t) for t in (a, b, g, slope, z))
+        return block_epilogue_reference(y, residual, a, b, g, slope, z, block_input,
+                                        block_scale, block_bias)
+    y, residual, block_input = _float32(y), _float32(residual), _float32(block_input)
+    a, b, g, slope, z, block_scale, block_bias = (
+        _float32(t) for t in (a, b, g, slope, z, block_scale, block_bias))
     status = lib.ec_block_epilogue(y.data_ptr(), _ptr(residual), m, c,
                                    c if residual is None else residual.shape[1], a.data_ptr(),
                                    b.data_ptr(), g.data_ptr(), slope.data_ptr(), z.data_ptr(),
+                                   _ptr(block_input), _ptr(block_scale), _ptr(block_bias),
                                    path_code(path), threads or torch.get_num_threads())
     check_status(status, "block_epilogue", path)
     return y
 
 
-def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *, path: str | None = None,
+def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *,
+                  base: Tensor | None = None, path: str | None = None,
                   threads: int | None = None) -> Tensor:
     """BinaryViT's pooling branches of tokens x (B, H W, C) on an H x W grid: float32
     (B, H W, C), ``sum_i scales[i] * avgpool_i`` for the stride-1 average pools 3x1, 1x3, 5x1,
     1x5 (zero padding not counted), in one pass over channel-last memory (``pool_branches.c``)
     instead of four pools of a transposed image; bit-exact against
     :func:`~.reference.pool_branches_reference` (torch's avg_pool2d) on every path. x may be a
-    slice of a larger token tensor (rows contiguous, any batch stride)."""
+    slice of a larger token tensor (rows contiguous, any batch stride). With ``base`` (x's
+    shape) the result is ``base + branches`` (a transformer block's ``y + branches(x)``), added
+    in the same pass."""
     h, w = grid
-    if x.dim() != 3 or x.shape[1] != h * w or scales.shape != (4,):
-        raise ValueError(f"pool_branches needs tokens (B, {h * w}, C) for the grid {h}x{w} and "
-                         f"4 scales, got x {tuple(x.shape)} and scales {tuple(scales.shape)}")
+    if (x.dim() != 3 or x.shape[1] != h * w or scales.shape != (4,)
+            or (base is not None and base.shape != x.shape)):
+        raise ValueError(f"pool_branches needs tokens (B, {h * w}, C) for the grid {h}x{w}, "
+                         f"4 scales and a base of the tokens' shape, got x {tuple(x.shape)}, "
+                         f"scales {tuple(scales.shape)} and base "
+                         f"{None if base is None else tuple(base.shape)}")
     lib = library()
     if lib is None:
-        return pool_branches_reference(x, grid, scales)
+        return pool_branches_reference(x, grid, scales, base)
     c = x.shape[2]
     if x.dtype != torch.float32 or x.stride(2) != 1 or x.stride(1) != c:
         x = x.to(torch.float32).contiguous()
     scales = scales.detach().to(torch.float32).contiguous()
+    base = _float32(base)
     out = torch.empty(x.shape, dtype=torch.float32)
     status = lib.ec_pool_branches(x.data_ptr(), x.stride(0), x.shape[0], h, w, c,
-                                  scales.data_ptr(), out.data_ptr(), h * w * c, path_code(path),
+                                  scales.data_ptr(), _ptr(base), out.data_ptr(), h * w * c,
+                                  path_code(path),
                                   threads or torch.get_num_threads())
     check_status(status, "pool_branches", path)
     return out

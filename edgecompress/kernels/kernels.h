@@ -3,7 +3,7 @@
  * setup.py from the .c files next to this header) loaded from Python with ctypes (_loader.py).
  *
  *   cpu.c               which instruction-set path this CPU runs
- *   pack.c              float rows -> packed sign bits
+ *   pack.c              float rows -> packed sign bits (also per attention head, in place)
  *   im2col.c            packed pixels and im2col rows of a binary convolution
  *   gemm_w1a1.c         XNOR/XOR-popcount GEMM on packed +-1 rows (W1A1), weight panels; a
  *                       batch of same-shape GEMMs (binary attention's q k^T per head)
@@ -12,6 +12,8 @@
  *   gemm_lowbit.c       2-4-bit weight codes, decoded through a value table in registers,
  *                       times float activations (shift and uniform n-bit layers at batch <= 16)
  *   attention.c         {0, a} x +-1 product of binary attention (AND-popcount on bit masks)
+ *   attention_pack.c    its operands packed straight from the floats: the {0, a} probability
+ *                       masks and the values' signs along the keys
  *   signswish.c         BNN+'s SignSwish in one pass, for training
  *   conv_f32.c          float32 direct convolution (3x3 / 1x1 ...) with a fused epilogue;
  *                       also AdderNet's L1 form (-sum |x - w| per output)

@@ -76,3 +76,23 @@ EC_EXPORT int ec_pack_signs(const float *x, const float *off, int64_t rows, int6
     for (int64_t r = 0; r < rows; r++) pack_row(x + r * k, off, k, out + r * kw);
     return EC_OK;
 }
+
+/* Binary attention's q / k: x (b, t, heads * d) floats plus off (heads * d offsets, the
+ * quantizer's threshold) -> out (b, heads, t, ceil(d / 64)) words, each head's d values of a
+ * token packed as one row: the head split is read in place (no transposed copy), each bit the
+ * same sum-then-compare as ec_pack_signs. */
+EC_EXPORT int ec_pack_head_signs(const float *x, const float *off, int64_t b, int64_t t,
+                                 int64_t heads, int64_t d, uint64_t *out, int path) {
+    path = ec_resolve_path(path);
+    if (path < 0) return EC_UNSUPPORTED_PATH;
+    void (*const pack_row)(const float *, const float *, int64_t, uint64_t *) =
+        EC_PICK(path, pack_row_scalar, pack_row_avx2, pack_row_avx512);
+    const int64_t kw = (d + 63) / 64, rows = b * t * heads;
+#pragma omp parallel for schedule(static) if (rows * d > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t h = r % heads, token = r / heads, sample = token / t;
+        pack_row(x + r * d, off ? off + h * d : NULL, d,
+                 out + ((sample * heads + h) * t + token % t) * kw);
+    }
+    return EC_OK;
+}

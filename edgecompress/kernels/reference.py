@@ -36,6 +36,34 @@ def pack_signs_reference(x: Tensor, offset: Tensor | None = None) -> Tensor:
     return (bits.view(rows, -1, 64) << _SHIFTS).sum(dim=-1)
 
 
+def pack_head_signs_reference(x: Tensor, offset: Tensor | None, heads: int) -> Tensor:
+    """Reference :func:`pack_head_signs`: the signs of ``x + offset`` (B, T, heads d) packed
+    per head, (B heads, T, ceil(d / 64)) words, as binary attention's torch form computes them
+    (the sum, a head split by reshape and transpose)."""
+    b, t, c = x.shape
+    rows = pack_signs_reference((x if offset is None else x + offset).reshape(-1, c // heads))
+    return rows.view(b, t, heads, -1).transpose(1, 2).reshape(b * heads, t, -1)
+
+
+def pack_prob_masks_reference(p: Tensor, alpha: Tensor | float) -> Tensor:
+    """Reference :func:`pack_prob_masks`: the {0, a} quantizer's codes
+    ``round(clamp(p / alpha, 0, 1))`` of probability rows p (R, S), packed with bit 1 where the
+    code is 1 (``pack_signs`` of ``-codes``)."""
+    codes = torch.round(torch.clamp(p / alpha, 0.0, 1.0))
+    return pack_signs_reference(-codes)
+
+
+def pack_value_columns_reference(v: Tensor, offset: Tensor | None, heads: int) -> Tensor:
+    """Reference :func:`pack_value_columns`: the signs of ``v + offset`` (B, S, heads d) packed
+    along the S keys for every sample, head and channel, word-major: (B heads, ceil(S / 64), d)
+    int64, ``out[n heads + h, w, c]`` holding keys 64 w ... of channel h d + c."""
+    b, s, c = v.shape
+    values = v if offset is None else v + offset
+    columns = values.view(b, s, heads, c // heads).permute(0, 2, 3, 1)
+    packed = pack_signs_reference(columns.reshape(-1, s)).view(b * heads, c // heads, -1)
+    return packed.transpose(1, 2).contiguous()
+
+
 def unpack_signs_reference(packed: Tensor, k: int) -> Tensor:
     """+-1 float64 values of packed rows (inverse of :func:`pack_signs` on signs)."""
     bits = (packed.unsqueeze(-1) >> _SHIFTS) & 1
@@ -279,26 +307,38 @@ def adder_input_grad_reference(x: Tensor, weight: Tensor, grad: Tensor,
 
 
 def block_epilogue_reference(y: Tensor, residual: Tensor | None, a: Tensor, b: Tensor,
-                             g: Tensor, slope: Tensor, z: Tensor) -> Tensor:
+                             g: Tensor, slope: Tensor, z: Tensor,
+                             block_input: Tensor | None = None,
+                             block_scale: Tensor | None = None,
+                             block_bias: Tensor | None = None) -> Tensor:
     """Reference :func:`block_epilogue`, in torch's operations: ``fma(y, a, b)`` (computed in
     float64, where the product is exact, then rounded), ``+ residual`` repeated along the
-    columns, then RPReLU ``where(u >= 0, u, slope u) + z`` with ``u = v - g``."""
+    columns (or, when wider than y, the mean of its groups of y's width: BinaryViT's narrowing
+    shortcut), then RPReLU ``where(u >= 0, u, slope u) + z`` with ``u = v - g``; with a
+    ``block_input``, that plus the result times ``block_scale`` plus ``block_bias`` (the
+    transformer block's ``x + A(r)``)."""
     v = torch.addcmul(b.double(), y.double(), a.double()).float()
-    if residual is not None:
-        v = v + residual.repeat(1, y.shape[1] // residual.shape[1])
+    c = y.shape[1]
+    if residual is not None and residual.shape[1] > c:
+        v = v + residual.unflatten(-1, (residual.shape[1] // c, c)).mean(dim=-2)
+    elif residual is not None:
+        v = v + residual.repeat(1, c // residual.shape[1])
     u = v - g
-    return torch.where(u >= 0, u, slope * u) + z
+    out = torch.where(u >= 0, u, slope * u) + z
+    return out if block_input is None else block_input + (out * block_scale + block_bias)
 
 
 POOL_BRANCH_KERNELS = ((3, 1), (1, 3), (5, 1), (1, 5))
 
 
-def pool_branches_reference(x: Tensor, grid: tuple[int, int], scales: Tensor) -> Tensor:
+def pool_branches_reference(x: Tensor, grid: tuple[int, int], scales: Tensor,
+                            base: Tensor | None = None) -> Tensor:
     """Reference :func:`pool_branches`: BinaryViT's training-form expression,
     ``sum(s_i * avg_pool2d(image, k_i, 1, k_i // 2, count_include_pad=False))`` over the
-    token grid of x (B, H W, C), back in token layout."""
+    token grid of x (B, H W, C), back in token layout (and ``base +`` that)."""
     image = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *grid)
     out = sum(scales[i] * torch.nn.functional.avg_pool2d(
         image, k, 1, (k[0] // 2, k[1] // 2), count_include_pad=False)
         for i, k in enumerate(POOL_BRANCH_KERNELS))
-    return out.flatten(2).transpose(1, 2)
+    out = out.flatten(2).transpose(1, 2)
+    return out if base is None else base + out

@@ -91,6 +91,17 @@ def test_frozen_binary_vit_equals_training_form_and_round_trips(name, tmp_path):
     assert not kinds & {CenteredBinaryLinear, AttentionCore, LearnableThresholdSign,
                         nn.BatchNorm1d, RPReLU, PoolingBranches}
     assert (PackedPoolingBranches in kinds) == (name != "binary-deit")
+    # BinaryViT's affine and residual after every attention and MLP run in the epilogue of the
+    # binary block before them (the binary DeiT has no affine)
+    blocks = [m for m in model.modules() if type(m).__name__ == "Block"]
+    fused = [m for m in frozen.modules()
+             if isinstance(m, PackedBinaryLinearBlock) and m.block_scale is not None]
+    assert len(fused) == (2 * len(blocks) if name.startswith("binaryvit") else 0)
+    # and a block's y + branches(x) runs in the pooling pass
+    if PackedPoolingBranches in kinds:
+        calls = [n for n in frozen.graph.nodes if n.op == "call_module"
+                 and isinstance(frozen.get_submodule(n.target), PackedPoolingBranches)]
+        assert len(calls) == len(blocks) and all(len(n.args) == 2 for n in calls)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)

@@ -27,6 +27,21 @@ def test_pool_branches_paths_bit_exact(path, b, grid, c):
                            expected)
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("b, grid, c", SHAPES)
+def test_pool_branches_added_to_a_base_bit_exact(path, b, grid, c):
+    """``base + branches(x)`` (a BinaryViT block's end) in the pooling pass equals torch's
+    addition of the two, on every path."""
+    g = torch.Generator().manual_seed(c + 1)
+    tokens, base = torch.randn(2, b, grid[0] * grid[1], c, generator=g)
+    scales = torch.randn(4, generator=g)
+    expected = base + K.pool_branches_reference(tokens, grid, scales)
+    assert torch.equal(K.pool_branches_reference(tokens, grid, scales, base), expected)
+    for threads in (1, 2):
+        assert torch.equal(K.pool_branches(tokens, grid, scales, base=base, path=path,
+                                           threads=threads), expected)
+
+
 def test_pool_branches_reference_is_a_weighted_average_of_neighbours():
     x = torch.arange(6.0).view(1, 6, 1)  # grid 2x3, one channel: [[0, 1, 2], [3, 4, 5]]
     out = K.pool_branches_reference(x, (2, 3), torch.tensor([0.0, 1.0, 0.0, 0.0]))
@@ -37,3 +52,5 @@ def test_pool_branches_reference_is_a_weighted_average_of_neighbours():
 def test_pool_branches_checks_shapes():
     with pytest.raises(ValueError, match="grid 2x3"):
         K.pool_branches(torch.zeros(1, 5, 2), (2, 3), torch.zeros(4))
+    with pytest.raises(ValueError, match=r"base of the tokens' shape.*base \(1, 6, 3\)"):
+        K.pool_branches(torch.zeros(1, 6, 2), (2, 3), torch.zeros(4), base=torch.zeros(1, 6, 3))
