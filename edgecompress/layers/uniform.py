@@ -5,13 +5,13 @@ Forward: y = op(A(x), Q(w)) + b, where op is the layer's own operation (a produc
 :class:`UniformLinear` / :class:`UniformConv2d`, the squared distance -1/2 ||x - w||^2 (or its
 theta homotopy) for :class:`UniformEuclidLinear` / :class:`UniformEuclidConv2d`: the quantized
 EuclidNet, the L1 distance -sum |x - w| for :class:`UniformAdderLinear` /
-:class:`UniformAdderConv2d`: the quantized AdderNet), Q the :class:`~edgecompress.quantizers.uniform.UniformWeightQuantizer` (symmetric per
-output channel) and A the optional
-:class:`~edgecompress.quantizers.uniform.UniformActivationQuantizer`. Backward: through the
-quantizers' gradients (straight-through for the weights; LSQ or straight-through for the inputs),
-then the operation's gradients (exact ones; for the adder layers AdderNet's published rules
-and adaptive scaling, applied to the gradient of Q(w) and of A(x)). Build them from trained layers with ``from_layer`` (what
-``convert(model, "uniform")`` does).
+:class:`UniformAdderConv2d`: the quantized AdderNet), Q the
+:class:`~edgecompress.quantizers.uniform.UniformWeightQuantizer` (symmetric per output channel)
+and A the optional :class:`~edgecompress.quantizers.uniform.UniformActivationQuantizer`.
+Backward: through the quantizers' gradients (straight-through for the weights; LSQ or
+straight-through for the inputs), then the operation's gradients (the exact ones; for the adder
+layers AdderNet's published rules and adaptive scaling, taken at Q(w) and A(x)). Build them
+from trained layers with ``from_layer`` (what ``convert(model, "uniform")`` does).
 """
 
 from __future__ import annotations
