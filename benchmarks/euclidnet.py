@@ -16,9 +16,9 @@ distilled from that CNN (kd alpha 0.5, temperature 4); ``adder`` convert(model, 
 The 8-bit variant of a row is the same recipe with ``{name: uniform, bits: 8, activation_bits:
 8}`` appended to its method chain (symmetric per-channel 8-bit weights, unsigned 8-bit inputs
 with an LSQ-learned step), trained by quantization-aware training for the same epochs from the
-same start (random weights, or the trained CNN for the homotopy). AdderNet has no 8-bit row: the
-library's uniform quantizers do not apply to adder layers. First and last layers stay float
-(the converters' default policy).
+same start (random weights, or the trained CNN for the homotopy); for AdderNet the adder layers'
+forward and gradient rules act on the quantized weights and inputs (UniformAdderConv2d). First
+and last layers stay float (the converters' default policy).
 
 ``run`` writes benchmarks/results/euclidnet_<suite>[-limit<N>][-<part>].json after every run and
 skips runs already in any of those files, so a killed benchmark resumes; one thread per process.
@@ -27,7 +27,9 @@ full run would take, scaled from the smoke run (train time by images x epochs, r
 by test images; an upper bound at tiny N). The full run, estimated from step times and a
 ``--limit 128 --epochs 1`` smoke run on 2026-12-06 (see ESTIMATE): about 10 core-hours for
 three seeds of both suites, i.e. about 5 h on two processes at a load average of 4-11 from other
-jobs, about 2.5 h with a core per process.
+jobs, about 2.5 h with a core per process, before AdderNet ran on the C kernels (since then
+well under that). The 8-bit AdderNet row adds about 0.6-0.8 core-hours for three seeds of both
+suites (0.3-0.4 h on two processes), about 12 minutes per CIFAR seed and 2 per MNIST seed.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +82,15 @@ ESTIMATE = (
     "`--limit 128 --epochs 1`. Since then AdderNet trains and evaluates on the C kernels "
     "(L1 forward, HardTanh input gradient): a ResNet-20 step 2.6 s against the CNN's 1.2 s "
     "(was 20 s), evaluation about 15x faster, so AdderNet no longer dominates and the full "
-    "run should take well under the 10 core-hours above; `run --limit` re-estimates it")
+    "run should take well under the 10 core-hours above; `run --limit` re-estimates it. "
+    "The 8-bit AdderNet row, added later, costs its step about 1.3x the float AdderNet's "
+    "(measured side by side on 2026-12-06 at a load average of 4, one thread: ResNet-20 at "
+    "batch 128 1.98 s against 1.56 s, ConvNet at batch 100 0.25 s against 0.24 s): with the "
+    "2.6 s float step above, about 3.3 s, so 192 CIFAR steps take about 11 minutes and its "
+    "robustness about 1-3 minutes (a `--limit 64 --epochs 1` smoke: 5 s on 64 test images), "
+    "about 12 minutes per CIFAR seed and 2 per MNIST seed (240 steps of 0.25 s and its "
+    "robustness): 0.6-0.8 core-hours more for three seeds of both suites, 0.3-0.4 h on two "
+    "processes")
 
 
 @dataclass(frozen=True)
@@ -111,10 +121,11 @@ BASES = (
         ({"name": "euclid", "theta": HOMOTOPY},), homotopy=True),
     Row("adder", "AdderNet", ({"name": "adder"},)),
 )
-# the float rows first (a seed's float results come early), AdderNet (the slowest) last
-ROWS = tuple(r for r in BASES if r.base != "adder") + tuple(
-    Row(r.base, r.label, r.method, r.homotopy, 8) for r in BASES if r.base != "adder") + (
-    BASES[-1],)
+# the float rows first (a seed's float results come early), AdderNet (the slowest) last, its
+# 8-bit row after its float one (added later: a resumed run keeps the older rows' order)
+_OTHERS, _ADDER = BASES[:-1], BASES[-1]
+ROWS = (_OTHERS + tuple(replace(r, bits=8) for r in _OTHERS)
+        + (_ADDER, replace(_ADDER, bits=8)))
 BY_KEY = {row.key: row for row in ROWS}
 
 SUITES: dict[str, dict[str, Any]] = {
@@ -337,8 +348,8 @@ def accuracy_table(records: dict[str, list[dict[str, Any]]]) -> list[str]:
         floats = records.get(row.key, [])
         eight = records.get(f"{row.base}-8bit", [])
         secs = [r["train_seconds"] / r["epochs"] for r in floats]
-        eight_cell = mean_std([r["top1"] for r in eight]) if row.base != "adder" else "n/a"
-        lines.append(f"| {row.label} | {mean_std([r['top1'] for r in floats])} | {eight_cell} | "
+        lines.append(f"| {row.label} | {mean_std([r['top1'] for r in floats])} | "
+                     f"{mean_std([r['top1'] for r in eight])} | "
                      f"{f'{statistics.mean(secs):.0f}' if secs else '-'} |")
     return lines
 
@@ -415,8 +426,9 @@ def cmd_report(args: argparse.Namespace) -> None:
         "- **8-bit**: the row's method chain followed by `{name: uniform, bits: 8, "
         "activation_bits: 8}` (8-bit symmetric per-channel weights, 8-bit unsigned inputs with "
         "an LSQ-learned step), trained by quantization-aware training for the same epochs from "
-        "the same start. AdderNet has no 8-bit row: the library's uniform quantizers do not "
-        "apply to adder layers (an L1 distance needs inputs and weights on one shared scale).",
+        "the same start. For AdderNet the adder layers' forward, gradient rules and adaptive "
+        "scaling act on the quantized weights and inputs, the quantizers' straight-through "
+        "estimators carry the gradients to the float ones.",
         "", "Top-1 is on the test images, mean ± standard deviation over seeds.", "",
     ]
     all_regen = []

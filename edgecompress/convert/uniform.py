@@ -1,8 +1,10 @@
 """Uniform n-bit quantization: :class:`UniformConverter`, registered as ``"uniform"``.
 
-Replaces Linear and Conv2d layers, and the EuclidNet layers (EuclidLinear / EuclidConv2d, for a
-quantized EuclidNet: ``convert(model, ["euclid", {"name": "uniform", "bits": 4}])``), by their
-:mod:`uniform n-bit forms <edgecompress.layers.uniform>` with the trained weights copied.
+Replaces Linear and Conv2d layers, the EuclidNet layers (EuclidLinear / EuclidConv2d, for a
+quantized EuclidNet: ``convert(model, ["euclid", {"name": "uniform", "bits": 4}])``) and the
+AdderNet layers (AdderLinear / AdderConv2d, for a quantized AdderNet:
+``["adder", {"name": "uniform", "bits": 8}]``) by their :mod:`uniform n-bit forms
+<edgecompress.layers.uniform>` with the trained weights copied.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from ..layers import EuclidConv2d, EuclidLinear
+from ..layers import AdderConv2d, AdderLinear, EuclidConv2d, EuclidLinear
 from ..layers.base import CompressedLayer
 from ..layers.uniform import QUANTIZED
 from ..quantizers.uniform import (UniformActivationQuantizer, UniformWeightQuantizer,
@@ -28,7 +30,8 @@ class UniformConverter(Converter):
     :func:`edgecompress.quantizers.calibrate`). See :mod:`edgecompress.quantizers.uniform` for
     the formulas. The default policy keeps the first and last layers float."""
 
-    supported_types = (nn.Linear, nn.Conv2d, EuclidLinear, EuclidConv2d)
+    supported_types = (nn.Linear, nn.Conv2d, EuclidLinear, EuclidConv2d, AdderLinear,
+                       AdderConv2d)
 
     def __init__(self, *, bits: int = 8, activation_bits: int | None = 8,
                  activation_signed: bool = False, activation_range: str = "learned",
@@ -41,8 +44,9 @@ class UniformConverter(Converter):
             UniformActivationQuantizer(**self.activation)  # a clear error before converting
 
     def supports(self, module: nn.Module) -> bool:
-        """Float Linear / Conv2d layers and the (float-weight) Euclid layers, by exact class for
-        compressed ones: a binary or shift layer is an nn.Linear too, and is not converted."""
+        """Float Linear / Conv2d layers and the (float-weight) Euclid and adder layers, by exact
+        class for compressed ones: a binary or shift layer is an nn.Linear too, and is not
+        converted."""
         if type(module) in QUANTIZED:
             return True
         return (isinstance(module, (nn.Linear, nn.Conv2d))

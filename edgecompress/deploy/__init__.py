@@ -38,13 +38,14 @@ from .transformer import (PackedAttentionCore, PackedBinaryLinearBlock, PackedCe
                           PackedPoolingBranches)
 from .structure import register_function
 from .tensor_train import PackedTTLinear, PackedTTLSTM
-from .uniform import (PackedUniformConv2d, PackedUniformEuclidConv2d, PackedUniformEuclidLinear,
-                      PackedUniformLinear)
+from .uniform import (PackedUniformAdderConv2d, PackedUniformAdderLinear, PackedUniformConv2d,
+                      PackedUniformEuclidConv2d, PackedUniformEuclidLinear, PackedUniformLinear)
 
 __all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
            "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear",
            "PackedBinaryConv2d", "PackedFloatConv2d", "PackedShiftLinear", "PackedShiftConv2d",
            "PackedTTLinear", "PackedTTLSTM", "PackedUniformLinear", "PackedUniformConv2d",
-           "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d", "PackedCenteredBinaryLinear",
+           "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d", "PackedUniformAdderLinear",
+           "PackedUniformAdderConv2d", "PackedCenteredBinaryLinear",
            "PackedAttentionCore", "PackedBinaryLinearBlock", "PackedPoolingBranches",
            "PackedEuclidLinear", "PackedEuclidConv2d", "PackedAdderLinear", "PackedAdderConv2d"]

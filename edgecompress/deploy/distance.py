@@ -1,7 +1,8 @@
 """Packed distance layers: the inference form of EuclidNet's squared-distance layers
 (``PackedEuclidLinear`` / ``PackedEuclidConv2d``) and of AdderNet's L1 layers
-(``PackedAdderLinear`` / ``PackedAdderConv2d``); the quantized EuclidNet's packed layers
-(:mod:`edgecompress.deploy.uniform`) share the Euclid part, :class:`PackedEuclid`.
+(``PackedAdderLinear`` / ``PackedAdderConv2d``); the quantized EuclidNet's and AdderNet's
+packed layers (:mod:`edgecompress.deploy.uniform`) share the Euclid part, :class:`PackedEuclid`,
+and the adder part, :class:`PackedAdder` and its forward passes.
 
 Euclid: the GEMM form of the training layer, x.w - theta/2 (||x||^2 + ||w_j||^2) + b, with the
 per-channel ||w_j||^2 computed once (on freezing or loading) instead of on every call; the same
@@ -151,8 +152,15 @@ class PackedEuclidConv2d(_PackedDistanceConv2d, _PackedFloatEuclid):
                              self.dilation, self.groups, self.theta, self._weight_sq)
 
 
-class _PackedAdder(_PackedDistance):
+class PackedAdder(PackedLayer):
+    """The adder part of a packed layer: counted as absolute differences, no BatchNorm
+    folding, not exported to ONNX (a C kernel or cdist); the forward passes of
+    :class:`PackedAdderLinearForward` / :class:`PackedAdderConvForward` run on the subclass's
+    ``forward_weight()`` (the float weights, or the quantized AdderNet's decoded codes)."""
+
     op_kind = "abs-diff"  # type: ignore[assignment]
+    folds_affine = False
+    onnx_exportable = False
 
     @staticmethod
     def _kernel_runs(x: Tensor) -> bool:
@@ -161,34 +169,40 @@ class _PackedAdder(_PackedDistance):
             and kernels.conv2d_direct_usable(x)
 
 
-@register_packed(AdderLinear)
-class PackedAdderLinear(_PackedDistanceLinear, _PackedAdder):
-    """AdderLinear for inference: -sum_i |x_i - w_ji| + b_j by the direct C kernel."""
+class PackedAdderLinearForward(PackedAdder):
+    """-sum_i |x_i - w_ji| + b_j by the direct C kernel (a 1x1 convolution of the rows)."""
 
     def forward(self, x: Tensor) -> Tensor:
+        weight = self.forward_weight()  # type: ignore[attr-defined]
         if not self._kernel_runs(x):
-            return adder_linear(x, self._weight, self.bias)
+            return adder_linear(x, weight, self.bias)
         rows = x.reshape(-1, self.in_features)
-        y = kernels.l1_linear(rows, self._weight, self.bias)
+        y = kernels.l1_linear(rows, weight, self.bias)
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
-@register_packed(AdderConv2d)
-class PackedAdderConv2d(_PackedDistanceConv2d, _PackedAdder):
-    """AdderConv2d (zero padding) for inference: -sum |x - w_j| + b_j over each patch by the
-    direct C kernel where it takes the geometry."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
-                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
-                 groups: int, *, bias: bool = True) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias=bias)
-        self._direct = kernels.conv2d_direct_supports(self.weight.shape, self.stride,
-                                                      self.padding, self.dilation, self.groups)
+class PackedAdderConvForward(PackedAdder):
+    """-sum |x - w_j| + b_j over each patch by the direct C kernel where it takes the
+    geometry."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._direct and x.dim() == 4 and self._kernel_runs(x):
-            return kernels.conv2d_direct(x, self._weight, self.bias, self.stride, self.padding,
+        weight = self.forward_weight()  # type: ignore[attr-defined]
+        if (x.dim() == 4 and kernels.conv2d_direct_supports(weight.shape, self.stride,
+                                                            self.padding, self.dilation,
+                                                            self.groups)
+                and self._kernel_runs(x)):
+            return kernels.conv2d_direct(x, weight, self.bias, self.stride, self.padding,
                                          op="l1")
-        return adder_conv2d(x, self._weight, self.bias, self.stride, self.padding,
-                            self.dilation, self.groups)
+        return adder_conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation,
+                            self.groups)
+
+
+@register_packed(AdderLinear)
+class PackedAdderLinear(PackedAdderLinearForward, _PackedDistanceLinear):
+    """AdderLinear for inference: -sum_i |x_i - w_ji| + b_j by the direct C kernel."""
+
+
+@register_packed(AdderConv2d)
+class PackedAdderConv2d(PackedAdderConvForward, _PackedDistanceConv2d):
+    """AdderConv2d (zero padding) for inference: -sum |x - w_j| + b_j over each patch by the
+    direct C kernel where it takes the geometry."""

@@ -1,6 +1,7 @@
 """Packed uniform n-bit layers: the inference form of :mod:`edgecompress.layers.uniform`
-(``PackedUniformLinear`` / ``PackedUniformConv2d`` and the quantized EuclidNet's
-``PackedUniformEuclidLinear`` / ``PackedUniformEuclidConv2d``).
+(``PackedUniformLinear`` / ``PackedUniformConv2d``, the quantized EuclidNet's
+``PackedUniformEuclidLinear`` / ``PackedUniformEuclidConv2d`` and the quantized AdderNet's
+``PackedUniformAdderLinear`` / ``PackedUniformAdderConv2d``).
 
 The layer holds every weight as its signed b-bit integer code (int8 in memory; in the file a
 stream of b bits per weight, the code offset by 2^(b-1) to be non-negative, so an 8-bit layer
@@ -17,7 +18,12 @@ weight), equal to the float path to float rounding; its input is quantized exact
 A BatchNorm that follows a product layer is folded by ``freeze`` into the per-channel weight
 step and the bias (the codes stay; float rounding reorders, so close, not equal); one that
 follows a Euclid layer is kept (its output is not linear in its weights), and the Euclid layer
-computes ||w_j||^2 of its decoded weights once.
+computes ||w_j||^2 of its decoded weights once. An adder layer keeps its BatchNorm too and
+runs the frozen float adder layer's forward (:mod:`.distance`: the direct L1 C kernel where it
+takes the geometry) on the decoded weights and the fake-quantized input: the same numbers as the
+training form's eval-mode output up to float rounding (the kernel adds the bias inside, a linear
+layer sums in another order than the training form's cdist), exactly for a bias-free
+convolution.
 """
 
 from __future__ import annotations
@@ -29,10 +35,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..layers.euclid import euclid_conv2d, euclid_linear
-from ..layers.uniform import (UniformConv2d, UniformEuclidConv2d, UniformEuclidLinear,
-                              UniformLinear)
+from ..layers.uniform import (UniformAdderConv2d, UniformAdderLinear, UniformConv2d,
+                              UniformEuclidConv2d, UniformEuclidLinear, UniformLinear)
 from ..quantizers.uniform import check_bits, code_range, fake_quantize
-from .distance import PackedEuclid
+from .distance import PackedAdderConvForward, PackedAdderLinearForward, PackedEuclid
 from .lowbit import LowBitLinear
 from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
                      register_packed, to_bitstream)
@@ -118,6 +124,10 @@ class _PackedUniform(PackedLayer):
         makes this a copy per call)."""
         return self.weight.contiguous()
 
+    def forward_weight(self) -> Tensor:
+        """The decoded weights, contiguous (what the distance layers' forward passes read)."""
+        return self._conv_weight()
+
     def discrete_weight(self) -> Tensor:
         return self.codes.view(self._weight_shape())
 
@@ -153,10 +163,6 @@ class _PackedUniformEuclid(PackedEuclid, _PackedUniform):
     def _fill_from(self, layer: UniformEuclidLinear) -> None:
         self._fill_theta(layer)
         super()._fill_from(layer)
-
-    def forward_weight(self) -> Tensor:
-        """The decoded weights, contiguous."""
-        return self._conv_weight()
 
 
 @register_packed(UniformLinear)
@@ -218,3 +224,24 @@ class PackedUniformEuclidConv2d(_PackedUniformConv2dShape, _PackedUniformEuclid)
         x = self._input(x)
         return euclid_conv2d(x, self._conv_weight(), self.bias, self.stride, self.padding,
                              self.dilation, self.groups, self.theta, self._weight_sq)
+
+
+@register_packed(UniformAdderLinear)
+class PackedUniformAdderLinear(PackedAdderLinearForward, PackedLinearShape, _PackedUniform):
+    def __init__(self, in_features: int, out_features: int, *, bits: int, bias: bool = True,
+                 activation_bits: int | None = None, activation_signed: bool = False) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self._init_uniform(out_features, in_features, bits, bias, activation_bits,
+                           activation_signed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The frozen adder layer's forward on the decoded weights and the quantized input."""
+        return super().forward(self._input(x))
+
+
+@register_packed(UniformAdderConv2d)
+class PackedUniformAdderConv2d(PackedAdderConvForward, _PackedUniformConv2dShape):
+    def forward(self, x: Tensor) -> Tensor:
+        """The frozen adder layer's forward on the decoded weights and the quantized input."""
+        return super().forward(self._input(x))

@@ -8,11 +8,13 @@ from .shift import ActivationQuantizer, ShiftConv2d, ShiftLinear
 from .transformer import (AttentionCore, BinaryLinearBlock, CenteredBinaryLinear,
                           LearnableThresholdSign, RPReLU, ZeroOrAlpha)
 from .tensor_train import TTLSTM, TTLinear, tt_flops, tt_params
-from .uniform import UniformConv2d, UniformEuclidConv2d, UniformEuclidLinear, UniformLinear
+from .uniform import (UniformAdderConv2d, UniformAdderLinear, UniformConv2d, UniformEuclidConv2d,
+                      UniformEuclidLinear, UniformLinear)
 
 __all__ = ["CompressedLayer", "BinaryLinear", "BinaryConv2d", "harden", "EuclidLinear",
            "EuclidConv2d", "AdderLinear", "AdderConv2d", "ShiftLinear", "ShiftConv2d",
            "ActivationQuantizer", "TTLinear", "TTLSTM", "tt_params", "tt_flops",
            "LearnableThresholdSign", "CenteredBinaryLinear", "RPReLU", "BinaryLinearBlock",
            "ZeroOrAlpha", "AttentionCore", "UniformLinear", "UniformConv2d",
-           "UniformEuclidLinear", "UniformEuclidConv2d"]
+           "UniformEuclidLinear", "UniformEuclidConv2d", "UniformAdderLinear",
+           "UniformAdderConv2d"]

@@ -229,8 +229,19 @@ class _AdderLayer(CompressedLayer):
     op_kind = "abs-diff"  # type: ignore[assignment]
     weight: Tensor
 
+    def quantized_weight(self) -> Tensor:
+        """The weight the forward pass uses: the float weight here; the quantized subclasses
+        (:mod:`edgecompress.layers.uniform`) quantize it."""
+        return self.weight
+
+    def quantized_input(self, x: Tensor) -> Tensor:
+        """The input the forward pass uses (quantized by the quantized subclasses)."""
+        return x
+
     def _scaled_weight(self) -> Tensor:
-        return adaptive_scale(self.weight, self.eta)
+        """The forward's weight, whose gradient is AdderNet's adaptively scaled one (the scale
+        acts on the gradient of the weight the distances use, the quantized one if any)."""
+        return adaptive_scale(self.quantized_weight(), self.eta)
 
     def _extra_eta(self) -> str:
         return f"eta={self.eta}"
@@ -255,15 +266,16 @@ class AdderLinear(_AdderLayer):
         nn.Linear.reset_parameters(self)  # type: ignore[arg-type]  # nn.Linear's init
 
     def forward(self, x: Tensor) -> Tensor:
-        return adder_linear(x, self._scaled_weight(), self.bias)
+        return adder_linear(self.quantized_input(x), self._scaled_weight(), self.bias)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The same output and gradients by the naive form (slow; for checks)."""
-        return adder_linear_reference(x, self._scaled_weight(), self.bias)
+        return adder_linear_reference(self.quantized_input(x), self._scaled_weight(), self.bias)
 
     def edgecompress_macs(self, inputs: tuple, output: Tensor) -> dict[str, int]:
         rows = output.shape[1:-1].numel()
-        return {"w32a32": rows * self.in_features * self.out_features}
+        return {f"w{self.weight_bits}a{self.input_bits}":
+                rows * self.in_features * self.out_features}
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, eta: float | None = DEFAULT_ETA) -> "AdderLinear":
@@ -291,13 +303,13 @@ class AdderConv2d(_AdderLayer, DistanceConv2d):
         self.eta = check_eta(eta)
 
     def forward(self, x: Tensor) -> Tensor:
-        x, padding = self._padded(x)
+        x, padding = self._padded(self.quantized_input(x))
         return adder_conv2d(x, self._scaled_weight(), self.bias, self.stride, padding,
                             self.dilation, self.groups)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The same output and gradients by the naive form (slow; for checks)."""
-        x, padding = self._padded(x)
+        x, padding = self._padded(self.quantized_input(x))
         return adder_conv2d_reference(x, self._scaled_weight(), self.bias, self.stride,
                                       padding, self.dilation, self.groups)
 

@@ -1,15 +1,17 @@
-"""Uniform n-bit quantized layers: Linear, Conv2d and the EuclidNet layers with b-bit weights and
-(optionally) b-bit inputs.
+"""Uniform n-bit quantized layers: Linear, Conv2d, the EuclidNet and the AdderNet layers with
+b-bit weights and (optionally) b-bit inputs.
 
 Forward: y = op(A(x), Q(w)) + b, where op is the layer's own operation (a product for
 :class:`UniformLinear` / :class:`UniformConv2d`, the squared distance -1/2 ||x - w||^2 (or its
 theta homotopy) for :class:`UniformEuclidLinear` / :class:`UniformEuclidConv2d`: the quantized
-EuclidNet), Q the :class:`~edgecompress.quantizers.uniform.UniformWeightQuantizer` (symmetric per
-output channel) and A the optional
-:class:`~edgecompress.quantizers.uniform.UniformActivationQuantizer`. Backward: through the
-quantizers' gradients (straight-through for the weights; LSQ or straight-through for the inputs),
-then the operation's exact gradients. Build them from trained layers with ``from_layer`` (what
-``convert(model, "uniform")`` does).
+EuclidNet, the L1 distance -sum |x - w| for :class:`UniformAdderLinear` /
+:class:`UniformAdderConv2d`: the quantized AdderNet), Q the
+:class:`~edgecompress.quantizers.uniform.UniformWeightQuantizer` (symmetric per output channel)
+and A the optional :class:`~edgecompress.quantizers.uniform.UniformActivationQuantizer`.
+Backward: through the quantizers' gradients (straight-through for the weights; LSQ or
+straight-through for the inputs), then the operation's gradients (the exact ones; for the adder
+layers AdderNet's published rules and adaptive scaling, taken at Q(w) and A(x)). Build them
+from trained layers with ``from_layer`` (what ``convert(model, "uniform")`` does).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import ConversionError
 from ..quantizers.uniform import UniformActivationQuantizer, UniformWeightQuantizer
+from .adder import AdderConv2d, AdderLinear
 from .base import CompressedLayer
 from .euclid import EuclidConv2d, EuclidLinear
 
@@ -79,16 +82,20 @@ class _UniformQuantized(CompressedLayer):
     def from_layer(cls, layer: nn.Module, *, weight_quantizer: UniformWeightQuantizer,
                    input_quantizer: UniformActivationQuantizer | None = None) -> Any:
         """A quantized copy of ``layer`` (of the class this one quantizes): same geometry and
-        state (weights, bias; theta and its schedule for a Euclid layer), device and dtype."""
-        if isinstance(layer, (nn.Linear, EuclidLinear)):
+        state (weights, bias; theta and its schedule for a Euclid layer, eta for an adder
+        layer), device and dtype."""
+        if isinstance(layer, (nn.Linear, EuclidLinear, AdderLinear)):
             args: tuple = (layer.in_features, layer.out_features, layer.bias is not None)
         else:
             args = (layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
                     layer.padding, layer.dilation, layer.groups, layer.bias is not None,
                     layer.padding_mode)
-        theta = ({"theta": layer.schedules.get("theta", float(layer.theta))}
-                 if hasattr(layer, "theta") else {})
-        new = cls(*args, **theta, weight_quantizer=weight_quantizer,
+        options: dict[str, Any] = {}
+        if hasattr(layer, "theta"):
+            options["theta"] = layer.schedules.get("theta", float(layer.theta))
+        if hasattr(layer, "eta"):
+            options["eta"] = layer.eta
+        new = cls(*args, **options, weight_quantizer=weight_quantizer,
                   input_quantizer=input_quantizer)
         new.to(device=layer.weight.device, dtype=layer.weight.dtype)
         new.load_state_dict(layer.state_dict(), strict=False)  # the quantizers keep their state
@@ -121,7 +128,17 @@ class UniformEuclidConv2d(_UniformQuantized, EuclidConv2d):
     """EuclidConv2d on b-bit weights and (optionally) b-bit inputs: the quantized EuclidNet."""
 
 
+class UniformAdderLinear(_UniformQuantized, AdderLinear):
+    """AdderLinear on b-bit weights and (optionally) b-bit inputs: the quantized AdderNet."""
+
+
+class UniformAdderConv2d(_UniformQuantized, AdderConv2d):
+    """AdderConv2d on b-bit weights and (optionally) b-bit inputs: the quantized AdderNet (the
+    C kernels run on Q(w) and A(x) where they take the geometry, as for AdderConv2d)."""
+
+
 #: the layer class each uniform class quantizes (``convert(model, "uniform")`` reads it)
 QUANTIZED: dict[type[nn.Module], type[_UniformQuantized]] = {
     nn.Linear: UniformLinear, nn.Conv2d: UniformConv2d, EuclidLinear: UniformEuclidLinear,
-    EuclidConv2d: UniformEuclidConv2d}
+    EuclidConv2d: UniformEuclidConv2d, AdderLinear: UniformAdderLinear,
+    AdderConv2d: UniformAdderConv2d}

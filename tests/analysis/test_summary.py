@@ -163,6 +163,18 @@ def test_each_layer_family_counts_its_operation_kind(method, options, kind, prec
     assert f"Operations:        {kind}: {macs:,}" in str(s)
 
 
+@pytest.mark.parametrize("distance, kind", [("euclid", "squared-diff"), ("adder", "abs-diff")])
+def test_quantized_distance_layers_count_their_operation_kind_at_their_bits(distance, kind):
+    import edgecompress as ec
+
+    model = ec.convert(ec.convert(_four_layers(), distance, keep_first_last=False), "uniform",
+                       bits=4, activation_bits=6, keep_first_last=False)
+    s = summary(model, (8,))
+    macs = 8 * 6 + 6 * 5 + 5 * 4 + 4 * 3
+    assert s.ops_by_kind == {kind: macs} and s.macs_by_precision == {"w4a6": macs}
+    assert s.params_by_bits[4] == macs
+
+
 def test_kept_layers_and_products_in_forward_are_macs_beside_the_distance_kinds():
     import edgecompress as ec
 

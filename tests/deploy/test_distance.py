@@ -1,6 +1,6 @@
-"""Packed distance layers (EuclidNet, AdderNet): freeze converts them, BatchNorm stays, save /
-load round-trips exactly, the summary counts their operation kinds, the frozen adder layers run
-the direct L1 kernel and equal the training form."""
+"""Packed distance layers (EuclidNet, AdderNet, and their uniform n-bit forms): freeze converts
+them, BatchNorm stays, save / load round-trips exactly, the summary counts their operation kinds,
+the frozen adder layers run the direct L1 kernel and equal the training form."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from torch import nn
 
 import edgecompress as ec
 from edgecompress import deploy, kernels
-from edgecompress.layers import AdderConv2d, AdderLinear, EuclidConv2d, EuclidLinear
+from edgecompress.layers import (AdderConv2d, AdderLinear, EuclidConv2d, EuclidLinear,
+                                 UniformAdderConv2d, UniformAdderLinear)
 
 PACKED = {"euclid": (deploy.PackedEuclidConv2d, deploy.PackedEuclidLinear),
           "adder": (deploy.PackedAdderConv2d, deploy.PackedAdderLinear)}
@@ -125,3 +126,77 @@ def test_frozen_quantized_euclid_keeps_batchnorm_and_counts_squared_differences(
     with torch.no_grad():
         assert torch.equal(frozen(x), model(x))
     assert set(ec.summary(frozen, (1, 28, 28)).ops_by_kind) == {"squared-diff"}
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_frozen_quantized_adder_stores_codes_keeps_batchnorm_and_equals_the_training_form(
+        bits, tmp_path):
+    """["adder", uniform b-bit] on every layer, frozen: the file holds each layer's integer
+    codes as b bits per weight (no float weights), BatchNorm stays, the frozen model gives the
+    eval-mode training form's output to float rounding (a bias-free convolution exactly: the
+    same C kernel on the same decoded weights and quantized input) and the loaded model exactly
+    the frozen one; the summary counts absolute differences at w<b>a8."""
+    model = ec.convert(_converted("adder"), {"name": "uniform", "bits": bits,
+                                             "keep_first_last": False})
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 1, 28, 28))  # sets the LSQ steps
+    model.eval()
+    frozen = deploy.freeze(model)
+    quantized = {n: m for n, m in model.named_modules()
+                 if isinstance(m, (UniformAdderConv2d, UniformAdderLinear))}
+    assert len(quantized) == 4
+    packed_types = {n: type(frozen.get_submodule(n)) for n in quantized}
+    assert packed_types == {"features.0": deploy.PackedUniformAdderConv2d,
+                            "features.4": deploy.PackedUniformAdderConv2d,
+                            "features.8": deploy.PackedUniformAdderConv2d,
+                            "classifier": deploy.PackedUniformAdderLinear}
+    count = lambda m: sum(isinstance(q, nn.BatchNorm2d) for q in m.modules())  # noqa: E731
+    assert count(frozen) == count(model) > 0
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x), model(x), rtol=1e-5, atol=1e-4)
+        conv = model.features[4]
+        assert conv.bias is None
+        h = torch.rand(3, conv.in_channels, 14, 14) * 2
+        assert torch.equal(frozen.get_submodule("features.4")(h), conv(h))
+    path = tmp_path / "m.safetensors"
+    deploy.save(frozen, path)
+    loaded = deploy.load(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), frozen(x))
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+    for name, layer in quantized.items():
+        stream = next(v for k, v in stored.items() if k.endswith(f"{name}.codes"))
+        assert stream.dtype == torch.uint8 and stream.numel() == layer.weight.numel() * bits // 8
+        assert not any(k.endswith(f"{name}.weight") for k in stored)
+        assert torch.equal(loaded.get_submodule(name).discrete_weight(), layer.discrete_weight())
+    trained, summary = ec.summary(model, (1, 28, 28)), ec.summary(loaded, (1, 28, 28))
+    assert summary.ops_by_kind == trained.ops_by_kind and set(summary.ops_by_kind) == {"abs-diff"}
+    assert set(summary.macs_by_precision) == set(trained.macs_by_precision) == {f"w{bits}a8"}
+    weights = sum(m.weight.numel() for m in quantized.values())
+    assert summary.params_by_bits[bits] == trained.params_by_bits[bits] == weights
+
+
+def test_frozen_quantized_adder_layers_with_bias_equal_the_training_layers_to_rounding():
+    """A convolution with a bias (the kernel adds it inside) and a linear layer (the C kernel
+    against the training form's cdist): equal to float rounding, for any leading shape."""
+    torch.manual_seed(5)
+    inner = [ec.convert(nn.Sequential(layer), {"name": "uniform", "bits": 8,
+                                              "keep_first_last": False})[0]
+             for layer in (AdderConv2d(4, 6, 3, padding=1), AdderLinear(37, 13))]
+    for layer, x in zip(inner, (torch.rand(2, 4, 7, 7), torch.rand(5, 37))):
+        layer.train()(x)  # sets the input step
+        layer.eval()
+    conv, linear = inner
+    packed_conv = deploy.PackedUniformAdderConv2d.from_trained(conv)
+    packed_linear = deploy.PackedUniformAdderLinear.from_trained(linear)
+    with torch.no_grad():
+        x = torch.rand(2, 4, 7, 7) * 3
+        torch.testing.assert_close(packed_conv(x), conv(x), rtol=1e-5, atol=1e-4)
+        for x in (torch.rand(37), torch.rand(5, 37), torch.rand(2, 3, 37)):
+            torch.testing.assert_close(packed_linear(x), linear(x), rtol=1e-5, atol=1e-4)
+    assert packed_linear.op_kind == packed_conv.op_kind == "abs-diff"
+    assert not packed_conv.folds_affine and not packed_conv.onnx_exportable

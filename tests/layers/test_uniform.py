@@ -1,17 +1,24 @@
-"""Uniform n-bit layers: convert (Linear, Conv2d, Euclid), freeze exactly, save / load with b
-bits per weight, the summary's precision, a recipe naming the method."""
+"""Uniform n-bit layers: convert (Linear, Conv2d, Euclid, adder), freeze exactly, save / load
+with b bits per weight, the summary's precision, a recipe naming the method; the quantized
+AdderNet's forward and gradients (AdderNet's rules on Q(w) and A(x), straight-through to w and
+x)."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from torch import nn
 
 import edgecompress as ec
-from edgecompress import deploy
+from edgecompress import deploy, kernels
 from edgecompress.errors import ConversionError, RecipeError
-from edgecompress.layers import (BinaryLinear, UniformConv2d, UniformEuclidConv2d,
+from edgecompress.layers import (AdderConv2d, AdderLinear, BinaryLinear, UniformAdderConv2d,
+                                 UniformAdderLinear, UniformConv2d, UniformEuclidConv2d,
                                  UniformEuclidLinear, UniformLinear)
+from edgecompress.layers.adder import DEFAULT_ETA
+from edgecompress.quantizers.uniform import UniformActivationQuantizer, UniformWeightQuantizer
 from edgecompress.recipe import Recipe
 
 CHANNELS_LAST = torch.channels_last
@@ -159,3 +166,118 @@ def test_a_recipe_names_the_method_trains_and_freezes(tmp_path):
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(deploy.freeze(model.eval())(x), model(x))
+
+
+# --- the quantized AdderNet ----------------------------------------------------------------------
+
+F64 = torch.float64
+
+
+def _quantized_adder(layer: nn.Module, bits: int, step: float) -> nn.Module:
+    """``layer`` with b-bit weights and b-bit unsigned inputs of a learned step ``step`` (as if
+    set by a first training batch)."""
+    inputs = UniformActivationQuantizer(bits)
+    quantized = UniformAdderLinear if isinstance(layer, AdderLinear) else UniformAdderConv2d
+    new = quantized.from_layer(layer, weight_quantizer=UniformWeightQuantizer(bits),
+                               input_quantizer=inputs)
+    with torch.no_grad():
+        new.input_quantizer.step.fill_(step)
+        new.input_quantizer.initialized.fill_(True)
+    return new
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_adder_layers_use_exactly_2_to_the_bits_weight_and_input_levels(bits):
+    """Weights spread over each channel's range take all 2^b codes of [-2^(b-1), 2^(b-1) - 1]
+    (and only those); inputs spread over [0, (2^b - 1) s] all 2^b levels k s, k in 0..2^b - 1."""
+    layer = AdderLinear(1000, 3)
+    with torch.no_grad():
+        layer.weight.copy_(torch.linspace(-1, 1, 1000) * torch.tensor([[1.0], [0.5], [3.0]]))
+    quantized = _quantized_adder(layer, bits, step=0.25)
+    codes = quantized.discrete_weight()
+    for channel in codes:
+        assert sorted(channel.unique().tolist()) == list(range(-2 ** (bits - 1), 2 ** (bits - 1)))
+    x = torch.linspace(-1, 0.25 * 2 ** bits + 1, 5000)
+    levels = quantized.quantized_input(x).unique() / 0.25
+    assert levels.tolist() == list(range(2 ** bits))
+
+
+@pytest.mark.parametrize("layer", [
+    AdderLinear(6, 4), AdderLinear(5, 3, bias=False, eta=None),
+    AdderConv2d(3, 4, 3, padding=1), AdderConv2d(4, 6, 3, stride=2, groups=2, eta=None)])
+def test_forward_is_the_adder_layer_on_the_quantized_weight_and_input(layer):
+    """y = the float adder layer with weight Q(w) applied to A(x), in training and eval mode
+    (the same forward path: the C kernels for a float32 3x3 convolution, cdist elsewhere)."""
+    torch.manual_seed(0)
+    quantized = _quantized_adder(layer, 4, step=0.2)
+    assert quantized.op_kind == "abs-diff" and quantized.eta == layer.eta
+    assert (quantized.weight_bits, quantized.input_bits) == (4, 4)
+    linear = isinstance(layer, AdderLinear)
+    x = 4 * (torch.rand(2, layer.in_features) if linear else torch.rand(2, layer.in_channels, 5, 5))
+    with torch.no_grad():
+        layer.weight.copy_(quantized.hard_weight())
+        expected = layer(quantized.quantized_input(x))
+        for training in (True, False):
+            assert torch.equal(quantized.train(training)(x), expected)
+
+
+@pytest.mark.parametrize("eta", [None, DEFAULT_ETA])
+def test_gradients_are_addernets_rules_on_the_quantized_values_passed_straight_through(eta):
+    """A tiny case by hand, 3-bit weights and inputs. Q(w): step max|w_j| / 4, codes in -4..3;
+    A(x): step 0.5, codes in 0..7. dL/dw = AdderNet's full-precision sum_r g_rj (A(x)_r - Q(w)_j)
+    (scaled by eta sqrt(k) / ||G||), straight through to w; dL/dx = sum_j g_rj
+    HardTanh(Q(w)_j - A(x)_r) where x is inside A's range, 0 outside (below 0, above 3.5)."""
+    layer = AdderLinear(3, 2, bias=False, eta=eta).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.0, 2.5, 1.0], [1.0, -1.0, 0.25]]))
+    quantized = _quantized_adder(layer, 3, step=0.5)
+    qw = torch.tensor([[0.0, 1.875, 1.25],  # step 0.625, codes 0, 4 -> 3 (clamped), 1.6 -> 2
+                       [0.75, -1.0, 0.25]], dtype=F64)  # step 0.25, codes 4 -> 3, -4, 1
+    x = torch.tensor([[1.0, 2.2, -0.3], [0.5, 0.0, 4.0]], dtype=F64, requires_grad=True)
+    a = torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.0, 3.5]], dtype=F64)  # -0.3 -> 0, 4.0 -> 3.5
+    inside = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]], dtype=F64)
+    torch.testing.assert_close(quantized.hard_weight(), qw)
+    y = quantized(x)
+    torch.testing.assert_close(y, torch.stack([torch.stack([-(a[r] - qw[j]).abs().sum()
+                                                            for j in range(2)])
+                                               for r in range(2)]))
+    g = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=F64)
+    (y * g).sum().backward()
+    grad_w = torch.stack([sum(g[r, j] * (a[r] - qw[j]) for r in range(2)) for j in range(2)])
+    if eta is not None:
+        grad_w = eta * math.sqrt(grad_w.numel()) / grad_w.norm() * grad_w
+    grad_x = torch.stack([sum(g[r, j] * (qw[j] - a[r]).clamp(-1, 1) for j in range(2))
+                          for r in range(2)]) * inside
+    torch.testing.assert_close(quantized.weight.grad, grad_w)
+    torch.testing.assert_close(x.grad, grad_x)
+    assert quantized.input_quantizer.step.grad is not None  # LSQ trains the input step
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the C kernels are not built")
+def test_conv_gradients_are_the_adder_convs_on_the_quantized_values_on_the_kernel_path():
+    """The quantized 3x3 convolution (float32: the C kernels) has the float adder convolution's
+    gradients at w = Q(w), x = A(x), passed straight through (x's only inside A's range)."""
+    torch.manual_seed(1)
+    layer = AdderConv2d(3, 4, 3, stride=2, padding=1)
+    quantized = _quantized_adder(layer, 4, step=0.1)
+    x = (torch.rand(2, 3, 7, 7) * 2 - 0.2).requires_grad_()  # some below 0 and above 1.5
+    a = quantized.quantized_input(x).detach().requires_grad_()
+    inside = (x >= 0) & (x <= 15 * 0.1)
+    assert 0 < int(inside.sum()) < x.numel()
+    with torch.no_grad():
+        layer.weight.copy_(quantized.hard_weight())
+    g = torch.randn(2, 4, 4, 4)
+    (quantized(x) * g).sum().backward()
+    (layer(a) * g).sum().backward()
+    torch.testing.assert_close(quantized.weight.grad, layer.weight.grad)
+    torch.testing.assert_close(x.grad, a.grad * inside)
+    torch.testing.assert_close(quantized.bias.grad, layer.bias.grad)
+
+
+def test_bad_quantizers_and_bits_are_errors():
+    with pytest.raises(ConversionError, match=r"bits must be an int in 2\.\.8, got 9"):
+        ec.convert(_convnet(), ["adder", {"name": "uniform", "bits": 9}])
+    with pytest.raises(ConversionError, match=r"activation_bits must be an int in 2\.\.8, got 1"):
+        ec.convert(_convnet(), ["adder", {"name": "uniform", "activation_bits": 1}])
+    with pytest.raises(ConversionError, match="weight_quantizer must be a UniformWeightQuantizer"):
+        UniformAdderLinear.from_layer(AdderLinear(3, 2), weight_quantizer=nn.Identity())
