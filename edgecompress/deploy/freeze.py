@@ -120,6 +120,13 @@ def _inplace_activations(graph: fx.Graph, model: nn.Module) -> None:
             modules[name].inplace = True
 
 
+def _is_node_sum(node: fx.Node) -> bool:
+    """``a + b`` of two graph values (not of a constant), the form the residual fusions match."""
+    return (node.op == "call_function" and node.target in (operator.add, torch.add)
+            and len(node.args) == 2 and not node.kwargs
+            and all(isinstance(a, fx.Node) for a in node.args))
+
+
 def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
     """Rewrite ``act(layer(x) + r)`` (through Identity modules, e.g. folded BatchNorms) into
     ``layer(x, r)`` with the addition and a following hardtanh / ReLU computed in the GEMM's
@@ -129,9 +136,7 @@ def _fuse_residuals(graph: fx.Graph, model: nn.Module) -> bool:
     calls = call_counts(graph)
     changed = False
     for add in list(graph.nodes):
-        if not (add.op == "call_function" and add.target in (operator.add, torch.add)
-                and len(add.args) == 2 and not add.kwargs
-                and all(isinstance(a, fx.Node) for a in add.args)):
+        if not _is_node_sum(add):
             continue
         for side in (0, 1):
             chain, layer_node = [], add.args[side]
@@ -232,9 +237,7 @@ def _fuse_branch_residuals(graph: fx.Graph, model: nn.Module) -> bool:
     calls = call_counts(graph)
     changed = False
     for add in list(graph.nodes):
-        if not (add.op == "call_function" and add.target in (operator.add, torch.add)
-                and len(add.args) == 2 and not add.kwargs
-                and all(isinstance(a, fx.Node) for a in add.args)):
+        if not _is_node_sum(add):
             continue
         for side in (1, 0):
             node = add.args[side]

@@ -205,8 +205,9 @@ class PackedUniformConv2d(_PackedUniformConv2dShape):
                         self.padding, self.dilation, self.groups)
 
 
-@register_packed(UniformEuclidLinear)
-class PackedUniformEuclidLinear(PackedLinearShape, _PackedUniformEuclid):
+class _PackedUniformLinearShape(PackedLinearShape, _PackedUniform):
+    """The constructor of the uniform distance linears (Euclid, adder): size, then buffers."""
+
     def __init__(self, in_features: int, out_features: int, *, bits: int, bias: bool = True,
                  activation_bits: int | None = None, activation_signed: bool = False) -> None:
         super().__init__()
@@ -214,6 +215,9 @@ class PackedUniformEuclidLinear(PackedLinearShape, _PackedUniformEuclid):
         self._init_uniform(out_features, in_features, bits, bias, activation_bits,
                            activation_signed)
 
+
+@register_packed(UniformEuclidLinear)
+class PackedUniformEuclidLinear(_PackedUniformLinearShape, _PackedUniformEuclid):
     def forward(self, x: Tensor) -> Tensor:
         return euclid_linear(self._input(x), self.weight, self.bias, self.theta, self._weight_sq)
 
@@ -227,14 +231,7 @@ class PackedUniformEuclidConv2d(_PackedUniformConv2dShape, _PackedUniformEuclid)
 
 
 @register_packed(UniformAdderLinear)
-class PackedUniformAdderLinear(PackedAdderLinearForward, PackedLinearShape, _PackedUniform):
-    def __init__(self, in_features: int, out_features: int, *, bits: int, bias: bool = True,
-                 activation_bits: int | None = None, activation_signed: bool = False) -> None:
-        super().__init__()
-        self.in_features = in_features
-        self._init_uniform(out_features, in_features, bits, bias, activation_bits,
-                           activation_signed)
-
+class PackedUniformAdderLinear(PackedAdderLinearForward, _PackedUniformLinearShape):
     def forward(self, x: Tensor) -> Tensor:
         """The frozen adder layer's forward on the decoded weights and the quantized input."""
         return super().forward(self._input(x))
