@@ -16,32 +16,22 @@ Writes benchmarks/results/binaryvit_speed.json.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from common import machine, save_results
+from common import interleaved, machine, save_results
 from edgecompress import deploy
 from edgecompress.layers import AttentionCore
 from edgecompress.models.vit import binaryvit, deit
 
 
 def _median_times(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each function, run in interleaved rounds after one warm-up call, the
-    order reversed every other round (the later of a pair runs slower on a shared host)."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()
-    for i in range(rounds):
-        for name, fn in (reversed(fns.items()) if i % 2 else fns.items()):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median seconds of each function (one call per round, common.interleaved's rounds)."""
+    timed = interleaved(fns, rounds, calls=1, baseline=next(iter(fns)))
+    return {name: t["seconds"] for name, t in timed.items()}
 
 
 def _attention_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, int, int, int]]:

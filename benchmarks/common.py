@@ -218,14 +218,15 @@ def seconds_per_call(fn: Callable[[], Any], calls: int) -> float:
 def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, calls: int,
                 baseline: str) -> dict[str, dict[str, Any]]:
     """Time every variant in turn, ``rounds`` times (so the load of other jobs falls on all
-    alike). Per variant: ``seconds``, the median seconds per call; ``ratio``, the median over
+    alike), the order reversed every other round (the later of a pair runs slower on a shared
+    host, ~10 % for millisecond calls). Per variant: ``seconds``, the median seconds per call; ``ratio``, the median over
     rounds of its time / the ``baseline`` variant's time in the same round; ``all``, the
     seconds of every round."""
     for fn in variants.values():
         seconds_per_call(fn, max(1, calls // 5))  # warm-up
     times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
+    for i in range(rounds):
+        for name, fn in (reversed(variants.items()) if i % 2 else variants.items()):
             times[name].append(seconds_per_call(fn, calls))
     return {name: {"seconds": statistics.median(t), "all": t,
                    "ratio": statistics.median(a / b for a, b in zip(t, times[baseline]))}
