@@ -145,8 +145,9 @@ SUITES: dict[str, dict[str, Any]] = {
         "title": "ConvNet (3x3 convs 32-64-128 with BatchNorm, ReLU, max-pool; global pool, "
                  "linear) on the bundled MNIST subset (6,000 train / 1,000 test images)",
         "reduced": "the bundled 6,000 / 1,000-image subset instead of the 60,000 / 10,000 "
-                   "images, and {epochs} epochs: an AdderNet epoch costs about ten CNN epochs "
-                   "here; with the first conv and the classifier float, two of the three "
+                   "images, and {epochs} epochs (chosen when an AdderNet epoch cost about ten "
+                   "CNN epochs; on the C kernels it costs about one); with the first conv and "
+                   "the classifier float, two of the three "
                    "convolutions are converted",
     },
 }
