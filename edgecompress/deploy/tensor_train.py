@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..errors import ConversionError
 from ..layers import TTLSTM, TTLinear
 from ..layers.tensor_train.layout import tt_layout
-from ..layers.tensor_train.lstm import gate_macs, run_lstm, sequence_macs
+from ..layers.lstm import gate_macs, run_lstm, sequence_macs
 from ..layers.tensor_train.precontracted import Precontracted, dense_plan, precontract
 from .packed import PackedLayer, register_packed
 
