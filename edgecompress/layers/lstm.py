@@ -192,6 +192,24 @@ def gate_macs(lstm: nn.Module, steps: int, rows: int) -> int:
     return sum(n for _, n in gate_map_macs(lstm, steps, rows))
 
 
+def gate_params(lstm: nn.Module) -> dict[int, int]:
+    """Parameters of an LSTM's gate maps by bit width: a map's ``edgecompress_params()``, else
+    its ``weight`` at its ``weight_bits`` (32 without) and the rest at 32 (as the summary counts
+    a layer)."""
+    out: dict[int, int] = {}
+    for m in (*lstm.ih, *lstm.hh):
+        if hasattr(m, "edgecompress_params"):
+            counts = m.edgecompress_params()
+        else:
+            counts = {}
+            for name, p in m.named_parameters():
+                bits = getattr(m, "weight_bits", 32) if name == "weight" else 32
+                counts[bits] = counts.get(bits, 0) + p.numel()
+        for bits, n in counts.items():
+            out[bits] = out.get(bits, 0) + n
+    return out
+
+
 def sequence_macs(lstm: nn.Module, x: Tensor) -> dict[str, int]:
     """:func:`gate_map_macs` per sequence of the input ``x`` (batched or not, ``batch_first`` or
     not), by the precision key ``w<weight_bits>a<input_bits>`` of each map (32 for a map without

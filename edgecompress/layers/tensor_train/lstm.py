@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ...errors import ConversionError
-from ..lstm import GateLSTM, check_lstm, copy_gate_map, gate_macs, sequence_macs
+from ..lstm import GateLSTM, check_lstm, copy_gate_map, gate_macs, gate_params, sequence_macs
 from .linear import TTLinear, check_init
 
 WHICH = ("both", "input", "hidden")
@@ -135,7 +135,7 @@ class TTLSTM(GateLSTM):
         return gate_macs(self, steps, rows)
 
     def edgecompress_params(self) -> dict[int, int]:
-        return {32: sum(p.numel() for p in self.parameters())}
+        return gate_params(self)
 
     def edgecompress_macs(self, inputs: tuple, output: Any) -> dict[str, int]:
         return sequence_macs(self, inputs[0])
