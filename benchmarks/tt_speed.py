@@ -33,7 +33,7 @@ from torch import nn
 
 from edgecompress.deploy import PackedTTLinear, PackedTTLSTM
 from edgecompress.layers import TTLSTM, TTLinear
-from edgecompress.layers.tensor_train.lstm import run_lstm
+from edgecompress.layers.lstm import run_lstm
 
 IN, OUT, HIDDEN, LAYERS = 200, 800, 200, 2
 MODES = ("mps", "mpo")

@@ -26,7 +26,8 @@ from torch import nn
 
 from ..errors import ConversionError
 from ..graph import replace_submodule
-from ..layers import CompressedLayer
+from ..layers import CompressedLayer, GateLSTM
+from ..layers.lstm import check_lstm
 from ..quantizers.schedule import Schedule
 from ..registry import Registry, normalize_name
 from .nonnegative import check_binary_inputs
@@ -130,12 +131,30 @@ class Converter(Method):
 
     supported_types: tuple[type[nn.Module], ...] = ()
     policy_options = POLICY_OPTIONS
+    #: True for a converter of Linear layers whose converted layers freeze to packed forms that
+    #: take inputs of any leading shape: a plain nn.LSTM is then converted as one layer, into a
+    #: :class:`~edgecompress.layers.GateLSTM` whose gate maps (inner layers, never the
+    #: first/last ones) this converter converts
+    converts_lstm: ClassVar[bool] = False
 
     def supports(self, module: nn.Module) -> bool:
         return isinstance(module, self.supported_types) and not isinstance(module, CompressedLayer)
 
+    def takes(self, module: nn.Module) -> bool:
+        """Whether :func:`convert` hands ``module`` to this converter: a layer it
+        :meth:`supports`, or a plain nn.LSTM when it :attr:`converts_lstm`."""
+        return self.supports(module) or (self.converts_lstm and type(module) is nn.LSTM)
+
     def convert_layer(self, module: nn.Module) -> nn.Module:
         raise NotImplementedError
+
+    def convert_lstm(self, lstm: nn.LSTM) -> GateLSTM:
+        """``lstm`` as a GateLSTM (the same weights) with every gate map converted."""
+        new = GateLSTM.from_lstm(lstm)
+        for maps in (new.ih, new.hh):
+            for k, m in enumerate(maps):
+                maps[k] = self.convert_layer(m)
+        return new
 
     def _apply(self, model: nn.Module, policy: Policy, report: ConversionReport) -> nn.Module:
         include, exclude = policy.include, policy.exclude
@@ -146,7 +165,7 @@ class Converter(Method):
             if not name:
                 continue
             kind = type(module).__name__
-            if not self.supports(module):
+            if not self.takes(module):
                 if _is_weighted(module) and not isinstance(module, CompressedLayer):
                     report.kept.append((name, kind, f"unsupported type: {report.method!r} "
                                         f"converts {_kinds(self)}"))
@@ -159,8 +178,11 @@ class Converter(Method):
                 report.kept.append((name, kind, "excluded"))
             elif name in protected:
                 report.kept.append((name, kind, protected[name]))
+            elif not self.supports(module) and (reason := _unsupported_lstm(module)):
+                report.kept.append((name, kind, reason))
             else:
-                new = self.convert_layer(module)
+                new = (self.convert_layer(module) if self.supports(module)
+                       else self.convert_lstm(module))
                 new.train(module.training)
                 replace_submodule(model, name, new)
                 report.converted.append((name, kind, type(new).__name__))
@@ -437,7 +459,20 @@ def _matches(name: str, module: nn.Module, rules: Iterable[Rule]) -> bool:
 
 
 def _kinds(converter: Converter) -> str:
-    return ", ".join(t.__name__ for t in converter.supported_types)
+    kinds = [t.__name__ for t in converter.supported_types]
+    return ", ".join(kinds + ["LSTM (its gate maps)"] * converter.converts_lstm)
+
+
+def _unsupported_lstm(module: nn.Module) -> str | None:
+    """Why a plain nn.LSTM cannot become a GateLSTM (naming the option), None if it can or is
+    no nn.LSTM."""
+    if type(module) is not nn.LSTM:
+        return None
+    try:
+        check_lstm(module, "GateLSTM")
+    except ConversionError as exc:
+        return str(exc)
+    return None
 
 
 #: Layer types that hold weights a compression method could replace (normalization layers,
@@ -478,7 +513,7 @@ def _check_include(
             if isinstance(rule, type):  # a class is a general statement: no layer of it is fine
                 continue
             raise ConversionError(f"include rule {rule!r} matches no layer of the model")
-        if not any(converter.supports(m) for _, m in matched):
+        if not any(converter.takes(m) for _, m in matched):
             shown = ", ".join(f"{n} ({type(m).__name__})" for n, m in matched[:4])
             more = f" and {len(matched) - 4} more" if len(matched) > 4 else ""
             raise ConversionError(
@@ -488,8 +523,11 @@ def _check_include(
 
 
 def _first_last_names(model: nn.Module) -> dict[str, str]:
-    """Names of the first conv/linear layer and the last linear layer, with the reason."""
-    weighted = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """Names of the first conv/linear layer and the last linear layer, with the reason (an
+    LSTM's gate maps are inner layers, never these)."""
+    lstms = tuple(n + "." for n, m in model.named_modules() if n and isinstance(m, GateLSTM))
+    weighted = [(n, m) for n, m in model.named_modules()
+                if isinstance(m, (nn.Conv2d, nn.Linear)) and not n.startswith(lstms)]
     out: dict[str, str] = {}
     if weighted:
         out[weighted[0][0]] = "first layer"

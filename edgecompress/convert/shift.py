@@ -25,6 +25,7 @@ class ShiftConverter(Converter):
 
     family = True
     supported_types = (nn.Linear, nn.Conv2d)
+    converts_lstm = True
 
     def __init__(self, method: str, /, *, bits: int = 3, init: str = "paper",
                  activation_bits: int | None = None, **method_options: Any) -> None:

@@ -32,6 +32,7 @@ class UniformConverter(Converter):
 
     supported_types = (nn.Linear, nn.Conv2d, EuclidLinear, EuclidConv2d, AdderLinear,
                        AdderConv2d)
+    converts_lstm = True
 
     def __init__(self, *, bits: int = 8, activation_bits: int | None = 8,
                  activation_signed: bool = False, activation_range: str = "learned",

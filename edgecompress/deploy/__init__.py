@@ -14,7 +14,8 @@ with :func:`load_metadata`): the dataset, input preprocessing and class names th
 
 Modules: ``packed`` (the packed-layer protocol and the registry from training-layer class to
 packed class: the extension point), ``binary``, ``shift``, ``uniform``, ``tensor_train`` and
-``transformer`` (the built-in packed layers; ``freeze(model, core_bits=8)`` stores tensor-train
+``transformer`` and ``lstm`` (the built-in packed layers; ``lstm``: frozen LSTMs whose gate
+maps are packed as standalone layers; ``freeze(model, core_bits=8)`` stores tensor-train
 cores in 8 bits; ``transformer``: BinaryViT's binary linears and binary attention),
 ``float_conv`` (the float convolution freeze gives plain ``nn.Conv2d`` layers the direct kernel
 takes), ``distance`` (EuclidNet's and AdderNet's distance layers; the adder ones run the direct
@@ -30,6 +31,7 @@ from .distance import PackedAdderConv2d, PackedAdderLinear, PackedEuclidConv2d, 
 from .fileformat import load, load_metadata, save
 from .float_conv import PackedFloatConv2d
 from .freeze import freeze
+from .lstm import PackedGateLSTM
 from .metadata import ModelMetadata
 from .onnx import export_onnx
 from .packed import PackedLayer, register_packed
@@ -44,7 +46,7 @@ from .uniform import (PackedUniformAdderConv2d, PackedUniformAdderLinear, Packed
 __all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
            "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear",
            "PackedBinaryConv2d", "PackedFloatConv2d", "PackedShiftLinear", "PackedShiftConv2d",
-           "PackedTTLinear", "PackedTTLSTM", "PackedUniformLinear", "PackedUniformConv2d",
+           "PackedTTLinear", "PackedTTLSTM", "PackedGateLSTM", "PackedUniformLinear", "PackedUniformConv2d",
            "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d", "PackedUniformAdderLinear",
            "PackedUniformAdderConv2d", "PackedCenteredBinaryLinear",
            "PackedAttentionCore", "PackedBinaryLinearBlock", "PackedPoolingBranches",

@@ -19,26 +19,17 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import ConversionError
 from ..layers import TTLSTM, TTLinear
 from ..layers.tensor_train.layout import tt_layout
-from ..layers.tensor_train.lstm import gate_macs, run_lstm, sequence_macs
-from ..layers.tensor_train.precontracted import Precontracted, dense_plan, precontract
+from ..layers.tensor_train.precontracted import Precontracted, precontract
+from .lstm import FUSED_MIN_STEPS, FUSED_SPEEDUP, PackedGateLSTM  # noqa: F401  (re-exported)
 from .packed import PackedLayer, register_packed
 
 #: core widths ``core_bits`` accepts (None: float32)
 CORE_BITS = (None, 8)
-#: the fewest time steps of a call that the fused LSTM kernel runs: it has a fixed cost per call
-#: of about one or two steps of the step-by-step recurrence (measured on one CPU thread: one
-#: token at a time, the recurrence with dense maps takes 0.5-0.95x the time of nn.LSTM; from 4
-#: steps on, nn.LSTM is faster)
-FUSED_MIN_STEPS = 4
-#: how many times faster torch's fused LSTM kernel runs the dense gate products of a sequence
-#: than the step-by-step recurrence (measured on one CPU thread, 2 x 200 LSTM, batch 32 x 35
-#: steps: the recurrence with the same dense maps takes 1.6-1.8x nn.LSTM's time)
-FUSED_SPEEDUP = 2
 
 def _check_bits(core_bits: Any) -> int | None:
     if core_bits not in CORE_BITS or isinstance(core_bits, bool):
@@ -142,6 +133,19 @@ class PackedTTLinear(PackedLayer):
         """Multiply-adds of W x for ``rows`` rows in the precontracted form (bias excluded)."""
         return self.fast.macs(rows)
 
+    @property
+    def weight_bits(self) -> int:
+        """The cores' width (32: float): the precision of this layer's products."""
+        return self.core_bits or 32
+
+    def dense_weight(self) -> Tensor:
+        """W (out x in), for torch's fused LSTM kernel (formed on first use)."""
+        return self.fast.dense_weight()
+
+    def plan_cost(self, rows: int) -> int:
+        """The counted cost of the plan that ``rows`` rows run."""
+        return self.fast.plan(rows).cost(rows)
+
     def edgecompress_params(self) -> dict[int, int]:
         cores = self.layout.params
         floats = sum(t.numel() for name, t in self.named_buffers()
@@ -161,116 +165,20 @@ class PackedTTLinear(PackedLayer):
 
 
 @register_packed(TTLSTM)
-class PackedTTLSTM(PackedLayer):
-    """Frozen TTLSTM: its gate maps ``ih.<layer>`` / ``hh.<layer>`` as :class:`PackedTTLinear`
-    (or nn.Linear, the side ``which`` left dense), run by the training form's recurrence
-    (:func:`~edgecompress.layers.tensor_train.lstm.run_lstm`), or by torch's fused LSTM kernel
-    on the dense matrices for sequences where that costs less (:meth:`fused_weights`);
-    nn.LSTM's interface. Inter-layer dropout is off (inference)."""
+class PackedTTLSTM(PackedGateLSTM):
+    """Frozen TTLSTM: a :class:`~edgecompress.deploy.lstm.PackedGateLSTM` whose TT gate maps
+    are :class:`PackedTTLinear` (``core_bits`` goes to them); the side ``which`` left dense is
+    an nn.Linear, or the packed form of the method that quantized it (e.g. uniform, s3)."""
 
     freeze_options = ("core_bits",)
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, bias: bool,
-                 batch_first: bool, gates: Sequence[dict[str, Any] | None]) -> None:
-        """``gates``: per map (``ih.0``, ``hh.0``, ``ih.1``, ...) a PackedTTLinear config, or
-        None for a dense map (its shape follows from the sizes)."""
-        super().__init__()
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.dropout = bias, batch_first, 0.0
-        self.gates = list(gates)
-        if len(self.gates) != 2 * num_layers:
-            raise ConversionError(f"PackedTTLSTM: {len(self.gates)} gate maps for {num_layers} "
-                                  f"layer(s), expected {2 * num_layers}")
-        self.ih, self.hh = nn.ModuleList(), nn.ModuleList()
-        for k, config in enumerate(self.gates):
-            layer, side = divmod(k, 2)
-            size = hidden_size if layer or side else input_size
-            maps = self.hh if side else self.ih
-            maps.append(PackedTTLinear(**config) if config is not None
-                        else nn.Linear(size, 4 * hidden_size, bias))
-
     @classmethod
-    def from_trained(cls, layer: TTLSTM, core_bits: int | None = None) -> "PackedTTLSTM":
-        maps = [m for pair in zip(layer.ih, layer.hh) for m in pair]
-        for k, m in enumerate(maps):
-            if not isinstance(m, TTLinear) and type(m) is not nn.Linear:
-                # e.g. the dense side of a TT-LSTM that a later method (uniform, s3) quantized:
-                # freezing it as nn.Linear would drop that quantization
-                raise ConversionError(
-                    f"PackedTTLSTM: gate map {'hh' if k % 2 else 'ih'}.{k // 2} is a "
-                    f"{type(m).__name__}; a frozen TT-LSTM takes TTLinear or plain nn.Linear "
-                    f"gate maps (exclude the LSTM from the method that converted it)")
-        packed = [PackedTTLinear.from_trained(m, core_bits) if isinstance(m, TTLinear) else m
-                  for m in maps]
-        new = cls(layer.input_size, layer.hidden_size, layer.num_layers, layer.bias,
-                  layer.batch_first,
-                  [m.config() if isinstance(m, PackedTTLinear) else None for m in packed])
-        for k, m in enumerate(packed):
-            maps = new.hh if k % 2 else new.ih
-            maps[k // 2] = m if isinstance(m, PackedTTLinear) else _frozen_linear(m)
-        return new.eval()
-
-    def config(self) -> dict[str, Any]:
-        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
-                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
-                    gates=self.gates)
-
-    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
-                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        return run_lstm(self, input, hx, self.fused_weights)
-
-    def fused_weights(self, steps: int, rows: int) -> list[Tensor] | None:
-        """nn.LSTM's flat weights (w_ih, w_hh[, b_ih, b_hh] per layer, dense) to run a call of
-        ``steps`` x ``rows`` in torch's fused LSTM kernel, as a frozen dense LSTM does, or None
-        to run the step-by-step recurrence with the maps' own plans. Fused when the call has at
-        least :data:`FUSED_MIN_STEPS` steps and the dense products, counted at
-        1 / :data:`FUSED_SPEEDUP` of their cost, cost less than the plans the recurrence runs
-        (``ih`` once on steps x rows rows, ``hh`` on ``rows`` rows per step; costs of
-        :meth:`~edgecompress.layers.tensor_train.precontracted.Plan.cost`): always when every
-        map runs W anyway (high ranks), and when the maps' factored plans save little."""
-        if steps < FUSED_MIN_STEPS:
-            return None
-        recurrence = dense = 0
-        for m, n, times in ((m, n, t) for ih, hh in zip(self.ih, self.hh)
-                            for m, n, t in ((ih, steps * rows, 1), (hh, rows, steps))):
-            w = dense_plan(m.in_features, m.out_features)
-            recurrence += times * (m.fast.plan(n).cost(n) if isinstance(m, PackedTTLinear)
-                                   else w.cost(n))
-            dense += times * w.cost(n)
-        if dense >= FUSED_SPEEDUP * recurrence:
-            return None
-        weights: list[Tensor] = []
-        for ih, hh in zip(self.ih, self.hh):
-            weights += [m.weight if isinstance(m, nn.Linear) else m.fast.dense_weight()
-                        for m in (ih, hh)]
-            weights += [ih.bias, hh.bias] if self.bias else []
-        return weights
-
-    def edgecompress_params(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for m in (*self.ih, *self.hh):
-            counts = (m.edgecompress_params() if isinstance(m, PackedTTLinear)
-                      else {32: sum(t.numel() for t in m.parameters())})
-            for bits, n in counts.items():
-                out[bits] = out.get(bits, 0) + n
-        return out
-
-    def edgecompress_macs(self, inputs: tuple, output: Any) -> dict[str, int]:
-        bits = next((m.core_bits for m in self.ih if isinstance(m, PackedTTLinear)), None)
-        return {f"w{bits or 32}a32": sequence_macs(self, inputs[0])}
-
-    def macs(self, steps: int, rows: int) -> int:
-        return gate_macs(self, steps, rows)
-
-
-def _frozen_linear(linear: nn.Linear) -> nn.Linear:
-    """A copy of a dense gate map with frozen parameters."""
-    new = nn.Linear(linear.in_features, linear.out_features, linear.bias is not None)
-    with torch.no_grad():
-        new.weight.copy_(linear.weight)
-        if linear.bias is not None:
-            new.bias.copy_(linear.bias)
-    return new.requires_grad_(False)
+    def from_config(cls, config: dict[str, Any]) -> "PackedTTLSTM":
+        """Files written before the gate maps named their class hold a bare PackedTTLinear
+        config per TT map."""
+        gates = [g if g is None or set(g) == {"class", "config"}
+                 else {"class": PackedTTLinear.__name__, "config": g} for g in config["gates"]]
+        return cls(**{**config, "gates": gates})
 
 
 def core_error(trained: TTLinear, packed: PackedTTLinear) -> float:

@@ -185,17 +185,6 @@ def test_bad_freeze_options_are_named():
         deploy.freeze(model, bits=8)
 
 
-def test_a_quantized_dense_gate_map_is_refused_not_frozen_as_float():
-    """A later method may quantize the side of a TT-LSTM that ``which`` left dense (here the
-    hidden maps, by ``uniform``): freezing them as nn.Linear would drop the quantization."""
-    model = ec.convert(tt_language_model("mps", which="input"),
-                       {"name": "uniform", "bits": 4, "activation_bits": None,
-                        "keep_first_last": False, "include": ["*.hh.*"]})
-    assert type(model.get_submodule("lstm.hh.1")).__name__ == "UniformLinear"
-    with pytest.raises(ConversionError, match="gate map hh.0 is a UniformLinear"):
-        deploy.freeze(model)
-
-
 @pytest.mark.parametrize("mode, ranks, which, hidden, fused", [
     ("mps", 2, "both", 200, False), ("mps", 2, "both", 8, True), ("mpo", 4, "both", 200, True),
     ("mps", 10**6, "both", 8, True), ("mpo", 10**6, "hidden", 8, True)])

@@ -427,8 +427,8 @@ def test_bad_options_and_layers_are_rejected_clearly():
             ShiftLinear(3, 2, method="s3", activation_bits=bad)
     with pytest.raises(ConversionError, match="init must be one of"):
         ec.convert(ec.models.create("mlp"), "denseshift", init="xavier")
-    net = nn.Sequential(nn.Linear(4, 4), nn.LSTM(4, 4), nn.Linear(4, 2))
-    with pytest.raises(ConversionError, match="LSTM"):
+    net = nn.Sequential(nn.Linear(4, 4), nn.GRU(4, 4), nn.Linear(4, 2))
+    with pytest.raises(ConversionError, match="GRU"):
         ec.convert(net, "deepshift-q", include=["1"])
     with pytest.raises(ConversionError, match="unknown shift method 'shift'"):
         ShiftLinear(3, 3, method="shift")
