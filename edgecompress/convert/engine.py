@@ -153,8 +153,12 @@ class Converter(Method):
         new = GateLSTM.from_lstm(lstm)
         for maps in (new.ih, new.hh):
             for k, m in enumerate(maps):
-                maps[k] = self.convert_layer(m)
+                maps[k] = self.convert_gate_map(m)
         return new
+
+    def convert_gate_map(self, module: nn.Module) -> nn.Module:
+        """One gate map of an LSTM (an nn.Linear): by default as any layer."""
+        return self.convert_layer(module)
 
     def _apply(self, model: nn.Module, policy: Policy, report: ConversionReport) -> nn.Module:
         include, exclude = policy.include, policy.exclude

@@ -28,7 +28,9 @@ class UniformConverter(Converter):
     the default) or ``activation_signed``, their step ``activation_range="learned"`` (LSQ) or
     ``"calibrated"`` (``observer`` "minmax" or "percentile" with ``percentile``; run
     :func:`edgecompress.quantizers.calibrate`). See :mod:`edgecompress.quantizers.uniform` for
-    the formulas. The default policy keeps the first and last layers float."""
+    the formulas. The default policy keeps the first and last layers float. An LSTM's gate maps
+    always get signed inputs: its input and hidden state h = o tanh(c) are signed, and an
+    unsigned quantizer would clamp every negative one to 0."""
 
     supported_types = (nn.Linear, nn.Conv2d, EuclidLinear, EuclidConv2d, AdderLinear,
                        AdderConv2d)
@@ -53,10 +55,15 @@ class UniformConverter(Converter):
         return (isinstance(module, (nn.Linear, nn.Conv2d))
                 and not isinstance(module, CompressedLayer))
 
-    def convert_layer(self, module: nn.Module) -> nn.Module:
+    def convert_layer(self, module: nn.Module, signed: bool = False) -> nn.Module:
+        """``module`` at ``bits``; ``signed`` forces signed inputs (an LSTM's gate maps)."""
         cls = QUANTIZED.get(type(module)) or QUANTIZED[
             nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Linear]
-        inputs = (UniformActivationQuantizer(**self.activation)
-                  if self.activation is not None else None)
+        inputs = None if self.activation is None else UniformActivationQuantizer(
+            **{**self.activation, "signed": self.activation["signed"] or signed})
         return cls.from_layer(module, weight_quantizer=UniformWeightQuantizer(self.bits),
                               input_quantizer=inputs)
+
+    def convert_gate_map(self, module: nn.Module) -> nn.Module:
+        """An LSTM's gate map, with signed inputs."""
+        return self.convert_layer(module, signed=True)

@@ -40,6 +40,20 @@ def uniform_lstm() -> nn.Module:
                       activation_bits=None)
 
 
+def test_uniform_gives_an_lstms_gate_maps_signed_inputs_and_other_layers_the_option():
+    torch.manual_seed(0)
+    # first and last layers kept float by the policy: "mid" and the LSTM convert
+    converted = ec.convert(nn.ModuleDict({"pre": nn.Linear(INPUT, INPUT), "mid": nn.Linear(
+        INPUT, INPUT), "lstm": nn.LSTM(INPUT, HIDDEN, LAYERS), "post": nn.Linear(HIDDEN, 3)}),
+        "uniform", bits=4)  # activation_signed=False, the default (inputs after a ReLU)
+    gates = [*converted["lstm"].ih, *converted["lstm"].hh]
+    assert len(gates) == 2 * LAYERS and all(m.input_quantizer.signed for m in gates)
+    assert converted["mid"].input_quantizer.signed is False
+    x = -0.5 - torch.rand(STEPS, 2, INPUT)  # all negative: unsigned would give zeros
+    gates[0].train()
+    assert gates[0].input_quantizer(x).lt(0).all()
+
+
 def tt_shift_lstm() -> nn.Module:
     """TT input maps; the dense hidden maps made 3-bit shift by a later method."""
     tt = TTLSTM(INPUT, HIDDEN, LAYERS, ranks=2, which="input")
