@@ -4,7 +4,8 @@
   time, :class:`GraphTransform` for whole-model rewrites), :func:`register_method`,
   :func:`convert` (names, objects, mappings, lists of methods applied in order), the
   include/exclude/first-last policy and the :class:`ConversionReport`;
-- :mod:`.nonnegative`: the check for binary layers whose inputs are never negative;
+- :mod:`.nonnegative`: the checks for binary layers whose inputs are never negative and for
+  unsigned quantized inputs that are negative;
 - one module per method family, each registering its methods when imported: :mod:`.binary`
   (BinaryConnect family, ProxConnect++, BNN++), :mod:`.euclid` (EuclidNet), :mod:`.adder`
   (AdderNet, the EuclidNet baseline), :mod:`.shift` (DeepShift, S3, DenseShift),

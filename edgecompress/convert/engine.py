@@ -30,7 +30,7 @@ from ..layers import CompressedLayer, GateLSTM
 from ..layers.lstm import check_lstm
 from ..quantizers.schedule import Schedule
 from ..registry import Registry, normalize_name
-from .nonnegative import check_binary_inputs
+from .nonnegative import check_binary_inputs, check_unsigned_inputs
 
 Rule = Union[str, type]
 #: convert()'s own options, which say where a layer converter applies (not what it does)
@@ -340,6 +340,7 @@ def convert(
         model = _run(model, step, step_policy, step_options, report)
     _drop_later_converted(report)
     check_binary_inputs(model, report)
+    check_unsigned_inputs(model, report)
     return (model, report) if return_report else model
 
 

@@ -10,8 +10,15 @@ BatchNorm, a placeholder or any unknown operation ends the walk: no warning. Whe
 cannot be traced (or a layer is hidden inside a module the trace keeps whole), a one-time check on
 the first forward flags the layers whose inputs are all >= 0.
 
+The converse mistake is found here too: an unsigned b-bit input quantizer (uniform's default,
+made for inputs after a ReLU) clamps every negative input to 0, so on signed inputs (after a
+BatchNorm or LayerNorm, a residual sum, tanh...) it throws half of them away. Those layers are
+checked on the model's first forward (:func:`check_unsigned_inputs`): a layer whose inputs are
+more than :data:`NEGATIVE_SHARE` negative is flagged.
+
 Findings are issued as :class:`~edgecompress.errors.MeaninglessInputWarning` and recorded in the
-:class:`~edgecompress.convert.ConversionReport`'s ``warnings``.
+:class:`~edgecompress.convert.ConversionReport`'s ``warnings``. The first-forward checks do
+nothing while torch.compile traces (they wait for an eager forward).
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ from torch import nn
 from ..errors import MeaninglessInputWarning
 from ..graph import module_of, trace
 from ..layers import CompressedLayer
+from ..quantizers.uniform import UniformActivationQuantizer
 
 if TYPE_CHECKING:
     from .engine import ConversionReport
 
 SHOWN = 5  # layers named in the warning; the rest are counted
+#: an unsigned input quantizer is flagged when more than this share of its first inputs is < 0
+NEGATIVE_SHARE = 0.01
 
 Check = Callable[[fx.Node], bool]
 
@@ -103,7 +113,7 @@ def check_binary_inputs(model: nn.Module, report: "ConversionReport") -> None:
         return
     graph = trace(model, leaves=(CompressedLayer,))
     if graph is None:
-        _FirstForwardCheck.install(model, layers, report)
+        _FirstForwardCheck.install(model, layers, report, _all_nonnegative, _warn)
         return
     modules = dict(model.named_modules())
     memo: dict[fx.Node, str | None] = {}
@@ -120,7 +130,42 @@ def check_binary_inputs(model: nn.Module, report: "ConversionReport") -> None:
     _warn(found, report)
     hidden = {n: m for n, m in layers.items() if n not in seen}  # inside a module fx keeps whole
     if hidden:
-        _FirstForwardCheck.install(model, hidden, report)
+        _FirstForwardCheck.install(model, hidden, report, _all_nonnegative, _warn)
+
+
+def check_unsigned_inputs(model: nn.Module, report: "ConversionReport") -> None:
+    """Check, on the first forward of ``model``, the layers whose input quantizer is unsigned
+    b-bit: warn about (and record in ``report``) those whose inputs are negative (see the module
+    docstring)."""
+    layers = {n: m for n, m in model.named_modules()
+              if n and isinstance(getattr(m, "input_quantizer", None), UniformActivationQuantizer)
+              and not m.input_quantizer.signed}
+    if layers:
+        _FirstForwardCheck.install(model, layers, report, _negative_share, _warn_unsigned)
+
+
+def _all_nonnegative(x: torch.Tensor) -> str | None:
+    return ("every input of the first forward was >= 0; not traceable"
+            if bool((x >= 0).all()) else None)
+
+
+def _negative_share(x: torch.Tensor) -> str | None:
+    share = float((x < 0).float().mean()) if x.numel() else 0.0
+    return f"{share:.0%} of its first inputs < 0" if share > NEGATIVE_SHARE else None
+
+
+def _warn_unsigned(found: dict[str, str], report: "ConversionReport") -> None:
+    if not found:
+        return
+    shown = ", ".join(f"{name} ({why})" for name, why in list(found.items())[:SHOWN])
+    more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
+    message = (
+        f"{len(found)} layer(s) quantize signed inputs with an unsigned quantizer, which sets "
+        f"every negative input to 0: {shown}{more}. Convert them with activation_signed=True "
+        f"(in a method list, a separate step with include=[...] for these layers), or put a "
+        f"ReLU before them")
+    report.warnings.append(message)
+    warnings.warn(message, MeaninglessInputWarning, stacklevel=4)
 
 
 def _nonnegative(arg: Any, modules: dict[str, nn.Module],
@@ -184,37 +229,43 @@ def _warn(found: dict[str, str], report: "ConversionReport") -> None:
 
 
 class _FirstForwardCheck:
-    """The fallback for a model torch.fx cannot trace: pre-hooks on the binary-input layers note
-    those whose inputs are all >= 0 on the model's first forward; a hook on the model warns once
-    that forward is over, then every hook is removed."""
+    """Pre-hooks on ``layers`` note those whose input on the model's first (eager) forward has
+    a ``problem`` (the reason, or None); a hook on the model ``warn``s once that forward is
+    over, then every hook is removed. For binary inputs, the fallback of a model torch.fx cannot
+    trace; for unsigned inputs, the check itself."""
 
-    def __init__(self, report: "ConversionReport") -> None:
-        self.report = report
+    def __init__(self, report: "ConversionReport",
+                 problem: Callable[[torch.Tensor], str | None],
+                 warn: Callable[[dict[str, str], "ConversionReport"], None]) -> None:
+        self.report, self.problem, self.warn = report, problem, warn
         self.found: dict[str, str] = {}
         self.seen: set[str] = set()
         self.done = False
         self.handles: list[Any] = []
 
     @classmethod
-    def install(cls, model: nn.Module, layers: dict[str, nn.Module],
-                report: "ConversionReport") -> None:
-        check = cls(report)
+    def install(cls, model: nn.Module, layers: dict[str, nn.Module], report: "ConversionReport",
+                problem: Callable[[torch.Tensor], str | None],
+                warn: Callable[[dict[str, str], "ConversionReport"], None]) -> None:
+        check = cls(report, problem, warn)
         for name, layer in layers.items():
             check.handles.append(
                 layer.register_forward_pre_hook(functools.partial(check.before_layer, name)))
         check.handles.append(model.register_forward_hook(check.after_model))
 
     def before_layer(self, name: str, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if self.done or name in self.seen or not args or not isinstance(args[0], torch.Tensor):
+        if (self.done or name in self.seen or not args or not isinstance(args[0], torch.Tensor)
+                or torch.compiler.is_compiling()):
             return
         self.seen.add(name)
-        if bool((args[0] >= 0).all()):
-            self.found[name] = "every input of the first forward was >= 0; not traceable"
+        reason = self.problem(args[0].detach())
+        if reason is not None:
+            self.found[name] = reason
 
     def after_model(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self.done:
+        if self.done or torch.compiler.is_compiling():
             return
         self.done = True
         for handle in self.handles:
             handle.remove()
-        _warn(self.found, self.report)
+        self.warn(self.found, self.report)

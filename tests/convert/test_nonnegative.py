@@ -146,3 +146,56 @@ def test_a_layer_hidden_inside_a_module_kept_whole_is_checked_on_the_first_forwa
     with pytest.warns(MeaninglessInputWarning, match=r"^1 layer\(s\) .*: 1.linear2 \(every"):
         out(torch.randn(3, 5, 4))
     assert len(report.warnings) == 1
+
+
+class _Block(nn.Module):
+    """pre -> (LayerNorm | ReLU) -> mid -> ReLU -> post: "mid" is the one converted layer
+    with inputs after a ReLU or signed ones, "post" always after a ReLU."""
+
+    def __init__(self, signed_inputs: bool) -> None:
+        super().__init__()
+        self.pre, self.mid, self.post = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.between = nn.LayerNorm(8) if signed_inputs else nn.ReLU()
+        self.mid2 = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(torch.relu(self.mid2(torch.relu(self.mid(self.between(self.pre(x)))))))
+
+
+def test_unsigned_quantized_inputs_that_are_negative_are_named_after_the_first_forward():
+    torch.manual_seed(0)
+    model, report = convert(_Block(signed_inputs=True), "uniform", bits=4, return_report=True)
+    assert report.warnings == []  # the check runs on the first forward
+    with pytest.warns(MeaninglessInputWarning) as caught:
+        model(torch.randn(16, 8))
+    message = str(caught[0].message)
+    assert len(caught) == 1 and report.warnings == [message]
+    assert message.startswith("1 layer(s) quantize signed inputs with an unsigned quantizer")
+    assert "mid (" in message and "of its first inputs < 0" in message and "mid2" not in message
+    assert "activation_signed=True" in message
+    with warnings.catch_warnings():  # once only: the hooks are gone
+        warnings.simplefilter("error", MeaninglessInputWarning)
+        model(torch.randn(16, 8))
+    assert not model.mid._forward_pre_hooks and not model._forward_hooks
+
+
+@pytest.mark.parametrize("signed_inputs, options", [(False, {}),
+                                                    (True, {"activation_signed": True}),
+                                                    (True, {"activation_bits": None})])
+def test_no_unsigned_input_warning_after_a_relu_or_with_signed_or_float_inputs(signed_inputs,
+                                                                                 options):
+    torch.manual_seed(0)
+    model = convert(_Block(signed_inputs), "uniform", bits=4, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MeaninglessInputWarning)
+        model(torch.randn(16, 8))
+
+
+def test_the_unsigned_input_check_waits_for_an_eager_forward_when_compiled():
+    torch.manual_seed(0)
+    model = convert(_Block(signed_inputs=True), "uniform", bits=4).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("error", MeaninglessInputWarning)
+        torch.compile(model, fullgraph=True, backend="eager")(torch.randn(16, 8))
+    with pytest.warns(MeaninglessInputWarning):
+        model(torch.randn(16, 8))
