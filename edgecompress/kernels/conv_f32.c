@@ -243,6 +243,48 @@ static void conv_shift_rows(const float *x, int64_t c, int64_t h, int64_t w, int
     memset(dst, 0, CONV_SLACK * sizeof(float));
 }
 
+/* One call of ec_conv2d_f32, for its two loops: the shifted rows of every image, then the
+ * output tiles. */
+typedef struct {
+    const float *x, *weight, *bias, *residual;
+    float *y, *buf;
+    const int64_t *off;
+    int64_t c, h, w, oc, kw, sh, sw, ph, pw, phases, rows, ow, plane, k, image;
+    int64_t tile_rows, tile_pix, channel_blocks, pixel_blocks;
+    int op, clamp;
+    float lo, hi;
+    conv_kernel kernel;
+} conv_job;
+
+static void conv_shift_image(const conv_job *j, int64_t i) {
+    conv_shift_rows(j->x + i * j->c * j->h * j->w, j->c, j->h, j->w, j->kw, j->sh, j->sw, j->ph,
+                    j->pw, j->phases, j->rows, j->ow, j->buf + i * j->image);
+}
+
+/* tile -> (image, channel block, pixel block), pixel blocks innermost so that a block's weight
+ * rows stay in L1 while the pixels stream past */
+static void conv_run_tile(const conv_job *j, int64_t tile) {
+    const int64_t i = tile / (j->channel_blocks * j->pixel_blocks);
+    const int64_t cb = tile / j->pixel_blocks % j->channel_blocks, pb = tile % j->pixel_blocks;
+    const int64_t o0 = cb * j->tile_rows, p0 = pb * j->tile_pix;
+    conv_tile t;
+    t.src = j->buf + i * j->image + p0;
+    t.off = j->off;
+    t.k = j->k;
+    t.w = j->weight + o0 * j->k;
+    t.bias = j->bias ? j->bias + o0 : NULL;
+    t.res = j->residual ? j->residual + (i * j->oc + o0) * j->plane + p0 : NULL;
+    t.out = j->y + (i * j->oc + o0) * j->plane + p0;
+    t.plane = j->plane;
+    t.rows = (int)(j->oc - o0 < j->tile_rows ? j->oc - o0 : j->tile_rows);
+    t.npix = (int)(j->plane - p0 < j->tile_pix ? j->plane - p0 : j->tile_pix);
+    t.op = j->op;
+    t.clamp = j->clamp;
+    t.lo = j->lo;
+    t.hi = j->hi;
+    j->kernel(&t);
+}
+
 /* x (n, c, h, w), weight (oc, c, kh, kw), bias (oc) or NULL, residual (n, oc, oh, ow) or NULL,
  * y (n, oc, oh, ow); all contiguous float32. op: EC_CONV_MUL or EC_CONV_L1. clamp != 0: clamp
  * the result to [lo, hi]. */
@@ -275,40 +317,27 @@ EC_EXPORT int ec_conv2d_f32(const float *x, int64_t n, int64_t c, int64_t h, int
         for (int64_t ky = 0; ky < kh; ky++)
             for (int64_t kx = 0; kx < kw; kx++, j++)
                 off[j] = (((ic * kw + kx) * phases + ky % sh) * rows + ky / sh) * ow;
-    const int64_t channel_blocks = (oc + tile_rows - 1) / tile_rows;
-    const int64_t pixel_blocks = (plane + tile_pix - 1) / tile_pix;
-    const int64_t tiles = n * channel_blocks * pixel_blocks;
+    const conv_job job = {
+        .x = x, .weight = weight, .bias = bias, .residual = residual, .y = y, .buf = buf,
+        .off = off, .c = c, .h = h, .w = w, .oc = oc, .kw = kw, .sh = sh, .sw = sw, .ph = ph,
+        .pw = pw, .phases = phases, .rows = rows, .ow = ow, .plane = plane, .k = k,
+        .image = image, .tile_rows = tile_rows, .tile_pix = tile_pix,
+        .channel_blocks = (oc + tile_rows - 1) / tile_rows,
+        .pixel_blocks = (plane + tile_pix - 1) / tile_pix, .op = op, .clamp = clamp, .lo = lo,
+        .hi = hi, .kernel = kernel};
+    const int64_t tiles = n * job.channel_blocks * job.pixel_blocks;
     const int nthreads = ec_threads(threads);
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && n * oc * plane * k > 200000)
-    {
+    if (nthreads > 1 && n * oc * plane * k > 200000) {
+#pragma omp parallel num_threads(nthreads)
+        {
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            conv_shift_rows(x + i * c * h * w, c, h, w, kw, sh, sw, ph, pw, phases, rows, ow,
-                            buf + i * image);
-        /* tile -> (image, channel block, pixel block), pixel blocks innermost so that a
-         * block's weight rows stay in L1 while the pixels stream past */
+            for (int64_t i = 0; i < n; i++) conv_shift_image(&job, i);
 #pragma omp for schedule(static)
-        for (int64_t tile = 0; tile < tiles; tile++) {
-            const int64_t i = tile / (channel_blocks * pixel_blocks);
-            const int64_t cb = tile / pixel_blocks % channel_blocks, pb = tile % pixel_blocks;
-            const int64_t o0 = cb * tile_rows, p0 = pb * tile_pix;
-            conv_tile t;
-            t.src = buf + i * image + p0;
-            t.off = off;
-            t.k = k;
-            t.w = weight + o0 * k;
-            t.bias = bias ? bias + o0 : NULL;
-            t.res = residual ? residual + (i * oc + o0) * plane + p0 : NULL;
-            t.out = y + (i * oc + o0) * plane + p0;
-            t.plane = plane;
-            t.rows = (int)(oc - o0 < tile_rows ? oc - o0 : tile_rows);
-            t.npix = (int)(plane - p0 < tile_pix ? plane - p0 : tile_pix);
-            t.op = op;
-            t.clamp = clamp;
-            t.lo = lo;
-            t.hi = hi;
-            kernel(&t);
+            for (int64_t tile = 0; tile < tiles; tile++) conv_run_tile(&job, tile);
         }
+    } else {  /* one thread: no parallel region (entering one costs about a microsecond) */
+        for (int64_t i = 0; i < n; i++) conv_shift_image(&job, i);
+        for (int64_t tile = 0; tile < tiles; tile++) conv_run_tile(&job, tile);
     }
     free(buf);
     free(off);
