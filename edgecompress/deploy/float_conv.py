@@ -96,30 +96,38 @@ class PackedFloatConv2d(PackedLayer):
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``fused_clamp(conv(x) + bias + residual)`` (residual and clamp when set)."""
-        if x.shape[0] > KERNEL_MAX_BATCH or kernels.exporting():  # an export sees torch's conv
-            return kernels.conv2d_torch(x, self.weight, self.bias, self.stride, self.padding,
-                                        residual, self.fused_clamp)
-        if torch.compiler.is_compiling():  # opaque to Dynamo; torch's convolution without C
+        if kernels.recording():
+            if x.shape[0] > KERNEL_MAX_BATCH or kernels.exporting():  # an export: torch's conv
+                return self._torch(x, residual)
+            # torch.compile: opaque to Dynamo; torch's convolution without C
             lo, hi = self.fused_clamp if self.fused_clamp is not None else (None, None)
             return conv2d_direct_op(x, self._kernel_weight, self.bias, list(self.stride),
                                     list(self.padding), residual, lo, hi)
-        if not kernels.conv2d_direct_usable(x):
-            return kernels.conv2d_torch(x, self.weight, self.bias, self.stride, self.padding,
-                                        residual, self.fused_clamp)
-        return self._plan(x)(x, residual)
-
-    def _plan(self, x: Tensor) -> kernels.DirectConvPlan:
-        """The kernel's plan for this input shape (made at the first call; a layer sees one or
-        two shapes), made anew when the thread count or the weight / bias tensors changed."""
+        # the common case (a batch-1 image of a shape seen before) in the fewest calls: this
+        # overhead is paid by every layer of a frozen network, a fifth of a small one's time.
+        # Plans exist only for inputs the kernel takes (batch <= KERNEL_MAX_BATCH). (The bias
+        # from _buffers: ``self.bias`` would go through nn.Module.__getattr__.)
         plan = self._plans.get(x.shape)
-        # (the bias from _buffers: ``self.bias`` would go through nn.Module.__getattr__, which
-        # costs a tenth of a small layer's kernel time at batch 1)
-        if plan is None or plan.sources[0] is not self._kernel_weight \
+        if plan is None or x.dtype != torch.float32 or not x.is_cpu \
+                or plan.sources[0] is not self._kernel_weight \
                 or plan.sources[1] is not self._buffers["bias"] \
                 or plan.threads != torch.get_num_threads():
-            plan = self._plans[x.shape] = kernels.DirectConvPlan(
-                tuple(x.shape), self._kernel_weight, self.bias, self.stride, self.padding,
-                clamp=self.fused_clamp)
+            if x.shape[0] > KERNEL_MAX_BATCH or not kernels.conv2d_direct_usable(x):
+                return self._torch(x, residual)
+            plan = self._new_plan(x)
+        return plan(x, residual)
+
+    def _torch(self, x: Tensor, residual: Tensor | None) -> Tensor:
+        """This layer by torch's convolution (large batches, exports, no C library)."""
+        return kernels.conv2d_torch(x, self.weight, self.bias, self.stride, self.padding,
+                                    residual, self.fused_clamp)
+
+    def _new_plan(self, x: Tensor) -> kernels.DirectConvPlan:
+        """The kernel's plan for this input shape (made at the first call; a layer sees one or
+        two shapes), made anew when the thread count or the weight / bias tensors changed."""
+        plan = self._plans[x.shape] = kernels.DirectConvPlan(
+            tuple(x.shape), self._kernel_weight, self.bias, self.stride, self.padding,
+            clamp=self.fused_clamp)
         return plan
 
     def edgecompress_params(self) -> dict[int, int]:

@@ -735,6 +735,13 @@ def conv2d_direct_usable(x: Tensor) -> bool:
     return x.dtype == torch.float32 and x.is_cpu and library() is not None
 
 
+def recording() -> bool:
+    """True while torch.compile, torch.export or a tracer (torch.jit.trace, the ONNX exporters)
+    records the model (a layer then runs a custom op or torch operations; :func:`exporting`
+    says which), False when it runs eagerly. The one check of a frozen layer's eager path."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def exporting() -> bool:
     """True while torch.export or a tracer (torch.jit.trace, the ONNX exporters) records the
     model: a layer then runs torch operations, which they can record, instead of a ctypes call
@@ -827,20 +834,31 @@ class DirectConvPlan:
                                  self.threads)
         self._args_ptr = by_reference(self._args)
 
-    def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    def _shape_error(self, x: Tensor, residual: Tensor | None) -> None:
+        """Raise the error of an input or residual of another shape than the plan's."""
         if x.shape != self.x_shape:
             raise ValueError(f"this conv2d_direct plan takes inputs {tuple(self.x_shape)}, got "
                              f"{tuple(x.shape)}")
-        if residual is not None and residual.shape != self.out_shape:
-            raise ValueError(f"residual must have shape {self.out_shape}, got "
-                             f"{tuple(residual.shape)}")
+        raise ValueError(f"residual must have shape {self.out_shape}, got "
+                         f"{tuple(residual.shape)}")
+
+    def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        # (a frozen layer calls this at every forward: the common case takes the fewest calls)
+        if x.shape != self.x_shape or (residual is not None
+                                       and residual.shape != self.out_shape):
+            self._shape_error(x, residual)
         if self._run is None:
             return conv2d_direct_reference(x, self.weight, self.bias, self.stride, self.padding,
                                            residual, self.clamp, self.op)
-        x, residual = _float32(x), _float32(residual)
+        if x.dtype != torch.float32 or not x.is_contiguous():
+            x = _float32(x)
+        if residual is not None:
+            residual = _float32(residual)
+            residual_ptr = residual.data_ptr()
+        else:
+            residual_ptr = None
         out = torch.empty(*self.out_shape, dtype=torch.float32)  # (unpacked: parsed faster)
-        status = self._run(self._args_ptr, x.data_ptr(),
-                           None if residual is None else residual.data_ptr(), out.data_ptr())
+        status = self._run(self._args_ptr, x.data_ptr(), residual_ptr, out.data_ptr())
         if status:
             check_status(status, "conv2d_direct", self.path)
         return out
