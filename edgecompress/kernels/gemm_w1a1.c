@@ -207,6 +207,32 @@ static int load_rows(const gemm_rows *src, int64_t rb, int64_t m, int64_t kw, in
     return 1;
 }
 
+/* The fixed operands of one GEMM (see gemm_run). */
+typedef struct {
+    const gemm_rows *src;
+    const uint64_t *bp, *pad;
+    int64_t m, n, kw, k, panels;
+    const epilogue *out;
+    tile_kernel kernel;
+    store_kernel store;
+} gemm_job;
+
+/* Row block rb of the GEMM against panels [p0, p1) (gather: this thread's conv rows buffer). */
+static void gemm_row_block(const gemm_job *j, int64_t rb, int64_t p0, int64_t p1,
+                           uint64_t *gather) {
+    const uint64_t *ar[R], *mr[R];
+    int32_t valid[R];
+    row_runs runs;
+    const int masked = load_rows(j->src, rb, j->m, j->kw, j->k, j->pad, gather, ar, mr, valid,
+                                 &runs);
+    int64_t acc[R][PANEL];
+    for (int64_t p = p0; p < p1; p++) {
+        j->kernel(ar, masked ? mr : NULL, j->bp + p * j->kw * PANEL, &runs, acc);
+        const int cols = (p + 1) * PANEL <= j->n ? PANEL : (int)(j->n - p * PANEL);
+        j->store(j->out, acc, valid, rb * R, p * PANEL, (int)(j->m - rb * R), cols);
+    }
+}
+
 /* One GEMM on `threads` threads, with a resolved tile and store kernel (see ec_binary_gemm). */
 static int gemm_run(const gemm_rows *src, const uint64_t *bp, int64_t m, int64_t n, int64_t kw,
                     int64_t k, const epilogue *out, tile_kernel kernel, store_kernel store,
@@ -214,39 +240,39 @@ static int gemm_run(const gemm_rows *src, const uint64_t *bp, int64_t m, int64_t
     /* an all-zero row stands in for the rows past the end of the last row block */
     uint64_t *pad = calloc((size_t)(kw > 0 ? kw : 1), sizeof(uint64_t));
     if (pad == NULL) return EC_OUT_OF_MEMORY;
-    const int64_t panels = (n + PANEL - 1) / PANEL;
+    const gemm_job job = {src, bp, pad, m, n, kw, k, (n + PANEL - 1) / PANEL, out, kernel, store};
     const int64_t row_blocks = (m + R - 1) / R;
     const int64_t panel_bytes = (kw > 0 ? kw : 1) * PANEL * 8;
     const int64_t block = gemm_block_bytes / panel_bytes > 0 ? gemm_block_bytes / panel_bytes : 1;
+    const size_t gather_words = (size_t)(2 * R * (kw > 0 ? kw : 1));
     int status = EC_OK;
-#pragma omp parallel num_threads(threads) if (threads > 1 && m * n * kw > 32768)
-    {
-        uint64_t *gather = NULL;
-        if (src->conv) {
-            gather = malloc((size_t)(2 * R * (kw > 0 ? kw : 1)) * sizeof(uint64_t));
-            if (gather == NULL) {
+    if (threads > 1 && m * n * kw > 32768) {
+#pragma omp parallel num_threads(threads)
+        {
+            uint64_t *gather = NULL;
+            if (src->conv) {
+                gather = malloc(gather_words * sizeof(uint64_t));
+                if (gather == NULL) {
 #pragma omp atomic write
-                status = EC_OUT_OF_MEMORY;
-            }
-        }
-        for (int64_t p0 = 0; p0 < panels; p0 += block) {
-            const int64_t p1 = p0 + block < panels ? p0 + block : panels;
-#pragma omp for schedule(static)
-            for (int64_t rb = 0; rb < row_blocks; rb++) {
-                if (src->conv && gather == NULL) continue;
-                const uint64_t *ar[R], *mr[R];
-                int32_t valid[R];
-                row_runs runs;
-                const int masked = load_rows(src, rb, m, kw, k, pad, gather, ar, mr, valid,
-                                             &runs);
-                int64_t acc[R][PANEL];
-                for (int64_t p = p0; p < p1; p++) {
-                    kernel(ar, masked ? mr : NULL, bp + p * kw * PANEL, &runs, acc);
-                    const int cols = (p + 1) * PANEL <= n ? PANEL : (int)(n - p * PANEL);
-                    store(out, acc, valid, rb * R, p * PANEL, (int)(m - rb * R), cols);
+                    status = EC_OUT_OF_MEMORY;
                 }
             }
+            for (int64_t p0 = 0; p0 < job.panels; p0 += block) {
+                const int64_t p1 = p0 + block < job.panels ? p0 + block : job.panels;
+#pragma omp for schedule(static)
+                for (int64_t rb = 0; rb < row_blocks; rb++)
+                    if (!src->conv || gather != NULL) gemm_row_block(&job, rb, p0, p1, gather);
+            }
+            free(gather);
         }
+    } else {  /* one thread: no parallel region (entering one costs about a microsecond) */
+        uint64_t *gather = src->conv ? malloc(gather_words * sizeof(uint64_t)) : NULL;
+        if (src->conv && gather == NULL) status = EC_OUT_OF_MEMORY;
+        else
+            for (int64_t p0 = 0; p0 < job.panels; p0 += block)
+                for (int64_t rb = 0; rb < row_blocks; rb++)
+                    gemm_row_block(&job, rb, p0, p0 + block < job.panels ? p0 + block
+                                                                          : job.panels, gather);
         free(gather);
     }
     free(pad);
