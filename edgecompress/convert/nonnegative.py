@@ -155,17 +155,10 @@ def _negative_share(x: torch.Tensor) -> str | None:
 
 
 def _warn_unsigned(found: dict[str, str], report: "ConversionReport") -> None:
-    if not found:
-        return
-    shown = ", ".join(f"{name} ({why})" for name, why in list(found.items())[:SHOWN])
-    more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
-    message = (
-        f"{len(found)} layer(s) quantize signed inputs with an unsigned quantizer, which sets "
-        f"every negative input to 0: {shown}{more}. Convert them with activation_signed=True "
-        f"(in a method list, a separate step with include=[...] for these layers), or put a "
-        f"ReLU before them")
-    report.warnings.append(message)
-    warnings.warn(message, MeaninglessInputWarning, stacklevel=4)
+    _warn_found(found, report, "quantize signed inputs with an unsigned quantizer, which sets "
+                "every negative input to 0", "Convert them with activation_signed=True (in a "
+                "method list, a separate step with include=[...] for these layers), or put a "
+                "ReLU before them")
 
 
 def _nonnegative(arg: Any, modules: dict[str, nn.Module],
@@ -214,18 +207,24 @@ def _producer(node: fx.Node, modules: dict[str, nn.Module],
     return None
 
 
-def _warn(found: dict[str, str], report: "ConversionReport") -> None:
+def _warn_found(found: dict[str, str], report: "ConversionReport", problem: str,
+                fix: str) -> None:
+    """One warning naming the ``found`` layers (the first SHOWN, with their reasons): "N
+    layer(s) {problem}: layers. {fix}", also recorded in ``report``."""
     if not found:
         return
     shown = ", ".join(f"{name} ({why})" for name, why in list(found.items())[:SHOWN])
     more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
-    message = (
-        f"{len(found)} layer(s) binarize inputs that are never negative, so every input sign is "
-        f"+1 and the layer ignores its input: {shown}{more}. Put a signed activation before them "
-        f"(activation='hardtanh' in the zoo models) or a learnable threshold before the sign "
-        f"(an RSign-style bias)")
+    message = f"{len(found)} layer(s) {problem}: {shown}{more}. {fix}"
     report.warnings.append(message)
     warnings.warn(message, MeaninglessInputWarning, stacklevel=4)
+
+
+def _warn(found: dict[str, str], report: "ConversionReport") -> None:
+    _warn_found(found, report, "binarize inputs that are never negative, so every input sign "
+                "is +1 and the layer ignores its input", "Put a signed activation before them "
+                "(activation='hardtanh' in the zoo models) or a learnable threshold before the "
+                "sign (an RSign-style bias)")
 
 
 class _FirstForwardCheck:
