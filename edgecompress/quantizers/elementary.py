@@ -65,7 +65,8 @@ class Clip(Elementwise):
         return x.clamp(-1.0, 1.0)
 
     def derivative(self, x: Tensor) -> Tensor:
-        return torch.where(x.abs() <= 1, 1.0, 0.0).to(x.dtype)
+        # the mask as a number (torch.where on CPU is several times slower than this cast)
+        return (x.abs() <= 1).to(x.dtype)
 
     def chain(self, x: Tensor, grad: Tensor) -> Tensor:
         return pass_through_unit_interval(x, grad)
@@ -133,7 +134,13 @@ class ApproxSign(Elementwise):
     preserves_sign = True
 
     def value(self, x: Tensor) -> Tensor:
-        return torch.where(x.abs() <= 1, 2 * x - x * x.abs(), sign(x))
+        # 2c - c|c| with c = clamp(x, -1, 1): x's own polynomial inside, sign(x) = c outside;
+        # the same floats as torch.where(|x| <= 1, 2x - x|x|, sign(x)) (for finite x), several
+        # times faster on CPU
+        c = x.clamp(-1.0, 1.0)
+        return 2 * c - c * c.abs()
 
     def derivative(self, x: Tensor) -> Tensor:
-        return torch.where(x.abs() <= 1, 2 - 2 * x.abs(), torch.zeros_like(x))
+        # 2 - 2|x| where |x| <= 1, else 0: the negative values clamped (the same floats as the
+        # torch.where form, several times faster on CPU)
+        return (2 - 2 * x.abs()).clamp_min(0.0)

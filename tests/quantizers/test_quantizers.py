@@ -79,6 +79,22 @@ def test_approxsign():
     assert torch.autograd.gradcheck(lambda v: q(v), (inner,))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_approxsign_and_clip_equal_their_masked_formulas_bit_for_bit(dtype):
+    """The arithmetic forms (clamps instead of torch.where) give the same floats, also at the
+    kinks (+-1, +-0) and just beside them."""
+    one = torch.tensor(1.0, dtype=dtype)
+    edges = torch.stack([one, -one, torch.nextafter(one, 2 * one), torch.nextafter(one, 0 * one),
+                         -torch.nextafter(one, 2 * one), -torch.nextafter(one, 0 * one)])
+    x = torch.cat([torch.randn(2000, dtype=dtype, generator=torch.Generator().manual_seed(0)) * 2,
+                   edges, torch.tensor([0.0, -0.0, 5.0, -5.0], dtype=dtype)])
+    approx, clip = quantizers.get("approxsign").to(dtype), quantizers.get("clip").to(dtype)
+    assert torch.equal(approx.value(x), torch.where(x.abs() <= 1, 2 * x - x * x.abs(), sign(x)))
+    assert torch.equal(approx.derivative(x),
+                       torch.where(x.abs() <= 1, 2 - 2 * x.abs(), torch.zeros_like(x)))
+    assert torch.equal(clip.derivative(x), torch.where(x.abs() <= 1, 1.0, 0.0).to(dtype))
+
+
 # --- proximal quantizers ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("lam", [0.0, 0.5, 3.0])
