@@ -130,8 +130,30 @@ class RPReLU(nn.Module):
         self.shift_out = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        u = x - self.shift_in
-        return torch.where(u >= 0, u, self.slope * u) + self.shift_out
+        return _PReLU.apply(x - self.shift_in, self.slope) + self.shift_out
+
+
+class _PReLU(torch.autograd.Function):
+    """PReLU over the last dim: u where u >= 0, slope * u below; the same floats, forward and
+    backward, as ``torch.where(u >= 0, u, slope * u)`` under autograd (for finite values), in
+    a few arithmetic passes: torch.where on CPU is ~14x a multiply, and took a large share of a
+    binary ViT's training step. Backward: du = g where u >= 0, slope * g below; dslope = the
+    sum over the leading dims of g u below (zero elsewhere)."""
+
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, slope: Tensor) -> Tensor:
+        ctx.save_for_backward(u, slope)
+        return u.clamp_min(0.0) + slope * u.clamp_max(0.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        u, slope = ctx.saved_tensors
+        below = (u < 0).to(grad.dtype)
+        above = 1 - below
+        du = grad * (above + below * slope) if ctx.needs_input_grad[0] else None
+        dslope = ((grad * below) * u).sum_to_size(slope.shape) if ctx.needs_input_grad[1] \
+            else None
+        return du, dslope
 
 
 #: a binarization method's name, or a mapping with its name and options (:func:`weight_pair`)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -145,3 +146,28 @@ def test_binary_linear_block_shortcuts():
     assert torch.equal(narrow.shortcut(torch.cat([x, 3 * x], dim=-1)), 2 * x)
     assert torch.equal(same.shortcut(x), x)
     assert wide(x).shape == (2, 3, 8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rprelu_equals_its_masked_autograd_form_bit_for_bit(dtype):
+    """Values and every gradient as ``torch.where(u >= 0, u, slope * u) + shift_out`` under
+    autograd, with some inputs exactly at the threshold."""
+    torch.manual_seed(0)
+    act = RPReLU(16).to(dtype)
+    with torch.no_grad():
+        act.shift_in.normal_(), act.slope.uniform_(-0.5, 0.5), act.shift_out.normal_()
+    x = torch.randn(3, 7, 16, dtype=dtype)
+    x[0, :2] = act.shift_in.detach()  # u exactly 0
+    g = torch.randn(3, 7, 16, dtype=dtype)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y1 = act(x1)
+    y1.backward(g)
+    grads1 = [x1.grad] + [p.grad.clone() for p in (act.shift_in, act.slope, act.shift_out)]
+    act.zero_grad()
+    u = x2 - act.shift_in
+    y2 = torch.where(u >= 0, u, act.slope * u) + act.shift_out
+    y2.backward(g)
+    grads2 = [x2.grad] + [p.grad for p in (act.shift_in, act.slope, act.shift_out)]
+    assert torch.equal(y1, y2)
+    for a, b in zip(grads1, grads2):
+        assert torch.equal(a, b)
