@@ -72,9 +72,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import EdgecompressError
-from ..layers.base import OP_KINDS, CompressedLayer
+from ..layers.base import FLOAT_BITS, OP_KINDS, CompressedLayer, params_by_bits
 
-FLOAT_BITS = 32
 _RNN_GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
 
@@ -398,20 +397,6 @@ class _MatmulCounter(TorchFunctionMode):
         return result
 
 
-def _params(module: nn.Module, own_only: bool, seen: set[int]) -> dict[int, int]:
-    """Parameters by bit width; a parameter shared with a layer counted before (tied weights,
-    e.g. a language model's embedding and decoder) is counted there only (``seen``: their ids)."""
-    if hasattr(module, "edgecompress_params"):
-        return {int(b): int(n) for b, n in module.edgecompress_params().items()}
-    weight_bits = int(getattr(module, "weight_bits", FLOAT_BITS))
-    out: dict[int, int] = defaultdict(int)
-    for pname, p in module.named_parameters(recurse=not own_only):
-        if id(p) not in seen:
-            seen.add(id(p))
-            out[weight_bits if pname == "weight" else FLOAT_BITS] += p.numel()
-    return dict(out)
-
-
 def _first_tensor(value: Any) -> Tensor | None:
     if isinstance(value, Tensor):
         return value
@@ -498,7 +483,7 @@ def summary(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch
 
     for name, module, leaf in rows:
         profiles[id(module)] = LayerProfile(name, type(module).__name__, None,
-                                            _params(module, own_only=not leaf, seen=seen))
+                                            params_by_bits(module, own_only=not leaf, seen=seen))
 
         def hook(mod: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             if id(mod) in leaf_ids:

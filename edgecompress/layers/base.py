@@ -19,6 +19,29 @@ OP_KINDS = {
 }
 
 
+#: bits of a float parameter (and of a weight whose layer states no ``weight_bits``)
+FLOAT_BITS = 32
+
+
+def params_by_bits(module: nn.Module, own_only: bool = False,
+                   seen: set[int] | None = None) -> dict[int, int]:
+    """``module``'s parameters by stored bit width: its ``edgecompress_params()`` when it has
+    one, else the tensor named ``weight`` at ``weight_bits`` (FLOAT_BITS without) and the rest at
+    FLOAT_BITS (``own_only``: its own parameters, not its children's). ``seen``: ids of
+    parameters counted before (tied weights are counted once), updated."""
+    if hasattr(module, "edgecompress_params"):
+        return {int(b): int(n) for b, n in module.edgecompress_params().items()}
+    weight_bits = int(getattr(module, "weight_bits", FLOAT_BITS))
+    seen = set() if seen is None else seen
+    out: dict[int, int] = {}
+    for pname, p in module.named_parameters(recurse=not own_only):
+        if id(p) not in seen:
+            seen.add(id(p))
+            bits = weight_bits if pname == "weight" else FLOAT_BITS
+            out[bits] = out.get(bits, 0) + p.numel()
+    return out
+
+
 class CompressedLayer(nn.Module):
     """Mixin for layers whose deployed weights (or consumed activations) are low precision.
 

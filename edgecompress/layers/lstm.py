@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConversionError
+from .base import params_by_bits
 
 State = tuple[Tensor, Tensor]
 
@@ -193,19 +194,11 @@ def gate_macs(lstm: nn.Module, steps: int, rows: int) -> int:
 
 
 def gate_params(lstm: nn.Module) -> dict[int, int]:
-    """Parameters of an LSTM's gate maps by bit width: a map's ``edgecompress_params()``, else
-    its ``weight`` at its ``weight_bits`` (32 without) and the rest at 32 (as the summary counts
-    a layer)."""
+    """Parameters of an LSTM's gate maps by bit width, each map counted as the summary counts
+    a layer (:func:`~edgecompress.layers.base.params_by_bits`)."""
     out: dict[int, int] = {}
     for m in (*lstm.ih, *lstm.hh):
-        if hasattr(m, "edgecompress_params"):
-            counts = m.edgecompress_params()
-        else:
-            counts = {}
-            for name, p in m.named_parameters():
-                bits = getattr(m, "weight_bits", 32) if name == "weight" else 32
-                counts[bits] = counts.get(bits, 0) + p.numel()
-        for bits, n in counts.items():
+        for bits, n in params_by_bits(m).items():
             out[bits] = out.get(bits, 0) + n
     return out
 
