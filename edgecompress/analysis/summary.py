@@ -72,7 +72,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import EdgecompressError
-from ..layers.base import FLOAT_BITS, OP_KINDS, CompressedLayer, params_by_bits
+from ..layers.base import (FLOAT_BITS, OP_KINDS, CompressedLayer, params_by_bits,
+                           precision_key)
 
 _RNN_GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
@@ -440,8 +441,7 @@ def _macs(module: nn.Module, inputs: tuple, kwargs: dict, output: Any,
           batch: int) -> dict[str, int]:
     if hasattr(module, "edgecompress_macs"):
         return {k: int(v) for k, v in module.edgecompress_macs(inputs, output).items()}
-    key = _precision_key(int(getattr(module, "weight_bits", FLOAT_BITS)),
-                         int(getattr(module, "input_bits", FLOAT_BITS)))
+    key = precision_key(module)
     out = _first_tensor(output)
     if isinstance(module, nn.modules.conv._ConvNd) and out is not None:
         per_out = module.in_channels // module.groups * math.prod(module.kernel_size)

@@ -14,7 +14,7 @@ from ..graph import (as_graph_module, call_counts, consumers, module_of, replace
 from ..layers import harden
 from ..errors import ConversionError
 from .float_conv import PackedFloatConv2d
-from .packed import PackedLayer, packed_class_for, registered_packed_classes
+from .packed import PackedLayer, pack_layer, registered_packed_classes
 from .transformer import PackedBinaryLinearBlock, PackedPoolingBranches
 
 
@@ -402,12 +402,12 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
     frozen = harden(copy.deepcopy(model)).eval()
     replaced: list[str] = []
     for name, module in list(frozen.named_modules()):
-        packed = packed_class_for(module)
-        if packed is None or not name or any(name.startswith(r + ".") for r in replaced):
+        if not name or any(name.startswith(r + ".") for r in replaced):
             continue  # (a packed layer packs its own children, e.g. a TT-LSTM's gate maps)
-        mine = {k: v for k, v in options.items() if k in packed.freeze_options}
-        replace_submodule(frozen, name, packed.from_trained(module, **mine))
-        replaced.append(name)
+        packed = pack_layer(module, options)
+        if packed is not None:
+            replace_submodule(frozen, name, packed)
+            replaced.append(name)
     graph = trace(frozen, leaves=(PackedLayer,))
     if graph is not None:
         if fold_batchnorm:

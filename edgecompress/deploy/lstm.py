@@ -25,9 +25,10 @@ from torch import Tensor, nn
 
 from ..errors import ConversionError
 from ..layers import GateLSTM
+from ..layers.base import precision_key
 from ..layers.lstm import gate_macs, gate_params, run_lstm, sequence_macs
 from ..layers.tensor_train.precontracted import dense_plan
-from .packed import PackedLayer, packed_class, packed_class_for, register_packed
+from .packed import PackedLayer, pack_layer, packed_class, register_packed
 
 #: the fewest time steps of a call that the fused LSTM kernel runs: it has a fixed cost per call
 #: of about one or two steps of the step-by-step recurrence (measured on one CPU thread: one
@@ -154,8 +155,7 @@ class PackedGateLSTM(PackedLayer):
     def op_kind(self) -> dict[str, str]:
         """The kind of the maps' operations by their precision key (the summary's; e.g.
         ``"shift-add"`` for power-of-two maps)."""
-        return {f"w{getattr(m, 'weight_bits', 32)}a{getattr(m, 'input_bits', 32)}":
-                getattr(m, "op_kind", "mac") for m in (*self.ih, *self.hh)}
+        return {precision_key(m): getattr(m, "op_kind", "mac") for m in (*self.ih, *self.hh)}
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
@@ -174,9 +174,9 @@ def _pack_map(m: nn.Module, k: int, options: dict[str, Any]) -> nn.Module:
         new = nn.Linear(m.in_features, m.out_features, m.bias is not None)
         new.load_state_dict(m.state_dict())
         return new.requires_grad_(False)
-    cls = packed_class_for(m)
-    if cls is None:
+    packed = pack_layer(m, options)
+    if packed is None:
         raise ConversionError(f"frozen LSTM: gate map {_map_name(k)} is a {type(m).__name__}, "
                               f"which has no packed form; a frozen LSTM takes nn.Linear gate "
                               f"maps or those of a class freeze packs")
-    return cls.from_trained(m, **{o: v for o, v in options.items() if o in cls.freeze_options})
+    return packed

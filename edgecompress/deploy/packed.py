@@ -44,7 +44,7 @@ from ..layers.distance import explicit_padding
 from ..registry import Registry
 
 __all__ = ["PackedLayer", "PackedLinearShape", "PackedConv2dShape", "register_packed",
-           "packed_class_for", "packed_class", "registered_packed_classes",
+           "packed_class_for", "pack_layer", "packed_class", "registered_packed_classes",
            "to_bitstream", "from_bitstream"]
 
 
@@ -258,6 +258,15 @@ def packed_class_for(layer: nn.Module) -> type[PackedLayer] | None:
         if base in _BY_TRAINED:
             return _BY_TRAINED[base]
     return None
+
+
+def pack_layer(layer: nn.Module, options: dict[str, Any]) -> PackedLayer | None:
+    """``layer`` packed by the class registered for it, given the freeze ``options`` that class
+    declares (:attr:`PackedLayer.freeze_options`); None if no class is registered for it."""
+    cls = packed_class_for(layer)
+    if cls is None:
+        return None
+    return cls.from_trained(layer, **{k: v for k, v in options.items() if k in cls.freeze_options})
 
 
 def packed_class(name: str) -> type[PackedLayer]:

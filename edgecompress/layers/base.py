@@ -23,6 +23,13 @@ OP_KINDS = {
 FLOAT_BITS = 32
 
 
+def precision_key(module: nn.Module) -> str:
+    """The summary's precision label of ``module``: ``w<weight_bits>a<input_bits>``, FLOAT_BITS
+    for an attribute it does not set (``w32a32``: float)."""
+    return (f"w{int(getattr(module, 'weight_bits', FLOAT_BITS))}"
+            f"a{int(getattr(module, 'input_bits', FLOAT_BITS))}")
+
+
 def params_by_bits(module: nn.Module, own_only: bool = False,
                    seen: set[int] | None = None) -> dict[int, int]:
     """``module``'s parameters by stored bit width: its ``edgecompress_params()`` when it has

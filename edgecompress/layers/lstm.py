@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConversionError
-from .base import params_by_bits
+from .base import params_by_bits, precision_key
 
 State = tuple[Tensor, Tensor]
 
@@ -205,14 +205,14 @@ def gate_params(lstm: nn.Module) -> dict[int, int]:
 
 def sequence_macs(lstm: nn.Module, x: Tensor) -> dict[str, int]:
     """:func:`gate_map_macs` per sequence of the input ``x`` (batched or not, ``batch_first`` or
-    not), by the precision key ``w<weight_bits>a<input_bits>`` of each map (32 for a map without
-    those attributes): the summary's count per sample."""
+    not), by the precision key of each map (:func:`~edgecompress.layers.base.precision_key`):
+    the summary's count per sample."""
     if x.dim() == 2:
         steps, rows = x.shape[0], 1
     else:
         steps, rows = (x.shape[1], x.shape[0]) if lstm.batch_first else x.shape[:2]
     out: dict[str, int] = {}
     for m, n in gate_map_macs(lstm, steps, rows):
-        key = f"w{getattr(m, 'weight_bits', 32)}a{getattr(m, 'input_bits', 32)}"
+        key = precision_key(m)
         out[key] = out.get(key, 0) + n
     return {key: n // max(rows, 1) for key, n in out.items()}
