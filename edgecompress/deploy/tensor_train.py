@@ -25,7 +25,7 @@ from ..errors import ConversionError
 from ..layers import TTLSTM, TTLinear
 from ..layers.tensor_train.layout import tt_layout
 from ..layers.tensor_train.precontracted import Precontracted, precontract
-from .lstm import FUSED_MIN_STEPS, FUSED_SPEEDUP, PackedGateLSTM  # noqa: F401  (re-exported)
+from .lstm import PackedGateLSTM
 from .packed import PackedLayer, register_packed
 
 #: core widths ``core_bits`` accepts (None: float32)

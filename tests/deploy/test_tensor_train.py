@@ -14,8 +14,8 @@ from torch import nn
 import edgecompress as ec
 from edgecompress import deploy
 from edgecompress.deploy import PackedTTLinear, PackedTTLSTM
-from edgecompress.deploy.tensor_train import (FUSED_MIN_STEPS, core_error, dequantize_core,
-                                              quantize_core)
+from edgecompress.deploy.lstm import FUSED_MIN_STEPS
+from edgecompress.deploy.tensor_train import core_error, dequantize_core, quantize_core
 from edgecompress.errors import ConversionError
 from edgecompress.layers import TTLSTM, TTLinear
 
@@ -230,3 +230,18 @@ def test_dense_lstm_language_model_saves_and_loads(tmp_path):
     assert isinstance(loaded.lstm, nn.LSTM) and loaded.lstm.num_layers == 2
     with torch.no_grad():
         assert torch.equal(loaded(TOKENS)[0], frozen(TOKENS)[0])
+
+
+def test_a_frozen_tt_lstm_config_of_the_older_form_still_builds():
+    """Files written before the gate maps named their class hold a bare PackedTTLinear config
+    per TT map (None for a dense one)."""
+    torch.manual_seed(0)
+    frozen = deploy.freeze(nn.Sequential(TTLSTM(6, 8, 1, ranks=2, which="input")))[0]
+    config = frozen.config()
+    old = {**config, "gates": [None if g is None else g["config"] for g in config["gates"]]}
+    assert old["gates"][0] is not None and old["gates"][1] is None  # a TT map, a dense one
+    rebuilt = PackedTTLSTM.from_config(old)
+    rebuilt.load_state_dict(frozen.state_dict())
+    x = torch.randn(5, 2, 6)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x)[0], frozen(x)[0])
