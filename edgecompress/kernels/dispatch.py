@@ -850,15 +850,10 @@ class DirectConvPlan:
         if self._run is None:
             return conv2d_direct_reference(x, self.weight, self.bias, self.stride, self.padding,
                                            residual, self.clamp, self.op)
-        if x.dtype != torch.float32 or not x.is_contiguous():
-            x = _float32(x)
-        if residual is not None:
-            residual = _float32(residual)
-            residual_ptr = residual.data_ptr()
-        else:
-            residual_ptr = None
+        x, residual = _float32(x), _float32(residual)
         out = torch.empty(*self.out_shape, dtype=torch.float32)  # (unpacked: parsed faster)
-        status = self._run(self._args_ptr, x.data_ptr(), residual_ptr, out.data_ptr())
+        status = self._run(self._args_ptr, x.data_ptr(),
+                           None if residual is None else residual.data_ptr(), out.data_ptr())
         if status:
             check_status(status, "conv2d_direct", self.path)
         return out
