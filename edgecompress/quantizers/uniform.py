@@ -144,12 +144,13 @@ class _LSQ(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
+        # dQ/ds = clamp(round(v), q_min, q_max) - v * [inside]: round(v) - v inside (round keeps
+        # an in-range v in range), q_min below, q_max above; for finite v the same floats as
+        # the case split by torch.where, in fewer passes (where is ~14x a multiply on CPU)
         (v,) = ctx.saved_tensors
-        below, above = v < ctx.q_min, v > ctx.q_max
-        inside = ~(below | above)
+        inside = (v >= ctx.q_min) & (v <= ctx.q_max)
         grad_x = grad * inside
-        d_step = torch.where(below, float(ctx.q_min),
-                             torch.where(above, float(ctx.q_max), torch.round(v) - v))
+        d_step = torch.round(v).clamp_(ctx.q_min, ctx.q_max).sub_(v * inside)
         grad_step = (grad * d_step).sum().reshape(()) * ctx.grad_scale
         return grad_x, grad_step, None, None, None
 
