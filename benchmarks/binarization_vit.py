@@ -37,6 +37,7 @@ from common import (add_run_arguments, command_parser, dispatch, competitive_cla
                     machine, merged_results, method_table, resume_results, save_results,
                     suite_section)
 
+from edgecompress.analysis.diagnostics import DEFAULT_EDGES
 from edgecompress.quantizers import METHODS
 
 MODELS = {"binary-deit": "binary DeiT", "binaryvit": "BinaryViT"}  # binaryvit.py row keys
@@ -153,6 +154,7 @@ def section(limit: int | None = None) -> list[str]:
         "float ResNet-20 teacher of their seed, with the binary ViTs' AdamW (lr 5e-4, no weight "
         "decay, cosine) for every method, not the CNN suites' Adam; the methods' schedules run "
         "over the student epochs as above. Top-1 of the deployed model (weights sign).", ""]
+    lines += bnn_is_bc(results)
     for model, label in MODELS.items():
         claim = competitive_claim({m: [r["top1"] for r in results.values()
                                        if r["method"] == m and r["row"] == model]
@@ -163,6 +165,31 @@ def section(limit: int | None = None) -> list[str]:
               "<cifar10_subset directory> --seeds 0 --part s0` and, beside it, `--seeds 1 --part "
               "s1`, then `python benchmarks/binarization.py report`.", ""]
     return lines
+
+
+def bnn_is_bc(results: dict[str, Any]) -> list[str]:
+    """A note when bnn's runs equal bc's (same top-1 and train top-1 for every model and seed),
+    with the reason read from bnn's latent-weight histograms: BNN's backward is BinaryConnect's
+    times 1{|w| <= 1}, so the two train alike while no latent weight leaves [-1, 1]."""
+    pairs = [(r, results.get(f"{r['row']}|bc|{r['seed']}")) for r in results.values()
+             if r["method"] == "bnn"]
+    if not pairs or any(bc is None or (bc["top1"], bc["train_top1"]) != (r["top1"],
+                                                                          r["train_top1"])
+                        for r, bc in pairs):
+        return []
+    hists = [r["latent_hist"] for r, _ in pairs if r.get("latent_hist")]
+    if not hists:
+        return []
+    edges = DEFAULT_EDGES  # bins of 0.1 from -2 to 2; the end bins hold everything beyond
+    outside = sum(c for h in hists for c, lo, hi in zip(h, edges[:-1], edges[1:])
+                  if hi <= -1.0 or lo >= 1.0)
+    total = sum(map(sum, hists))
+    return ["", f"bnn and bc ran identically here (the same top-1 and train top-1 on every "
+            f"model and seed): BNN's weight backward is BinaryConnect's times 1{{|w| <= 1}} "
+            f"(Clip), and at the end of training {outside} of bnn's {total:,} latent weights "
+            f"(over its {len(hists)} runs) lay outside [-1, 1]: the mean-centred latent weights "
+            f"start small and stay inside at this budget, so Clip's derivative is 1 everywhere "
+            f"and the two methods compute the same updates."]
 
 
 def budget() -> list[str]:

@@ -102,6 +102,27 @@ def test_binarization_vit_reuses_the_ablation_teacher(tmp_path, monkeypatch):
     assert len(trained) == 2
 
 
+def test_binarization_vit_notes_when_bnn_ran_as_bc(monkeypatch):
+    """The section says bnn equals bc only when every bnn run matches its bc run, and counts
+    the latent weights outside [-1, 1] from the histograms (end bins included)."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    vit = importlib.import_module("binarization_vit")
+    inside = [0] * 10 + [5] * 20 + [0] * 10
+
+    def run(method, seed, top1, hist=inside):
+        return {f"binaryvit|{method}|{seed}": {"row": "binaryvit", "method": method,
+                                               "seed": seed, "top1": top1,
+                                               "train_top1": 30.0, "latent_hist": hist}}
+
+    same = {**run("bc", 0, 29.4), **run("bnn", 0, 29.4), **run("bc", 1, 33.1),
+            **run("bnn", 1, 33.1, [1] + [0] * 9 + [5] * 20 + [0] * 9 + [2])}
+    note = " ".join(vit.bnn_is_bc(same))
+    assert "ran identically" in note and "3 of bnn's 203 latent weights" in note
+    assert vit.bnn_is_bc({**same, **run("bnn", 1, 33.2)}) == []  # one seed differs
+    assert vit.bnn_is_bc({k: v for k, v in same.items() if "|bc|1" not in k}) == []
+
+
 @pytest.mark.slow
 def test_shift_speech45_smoke_run_and_report(shared_data, tmp_path):
     """``shift.py run speech45 --limit`` trains every row of the suite (float and the four
