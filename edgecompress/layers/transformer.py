@@ -134,11 +134,15 @@ class RPReLU(nn.Module):
 
 
 class _PReLU(torch.autograd.Function):
-    """PReLU over the last dim: u where u >= 0, slope * u below; the same floats, forward and
-    backward, as ``torch.where(u >= 0, u, slope * u)`` under autograd (for finite values), in
-    a few arithmetic passes: torch.where on CPU is ~14x a multiply, and took a large share of a
-    binary ViT's training step. Backward: du = g where u >= 0, slope * g below; dslope = the
-    sum over the leading dims of g u below (zero elsewhere)."""
+    """PReLU over the last dim: u where u >= 0, slope * u below, in a few arithmetic passes
+    (torch.where on CPU is ~14x a multiply, and took a large share of a binary ViT's training
+    step). Backward: du = g where u >= 0, slope * g below; dslope = the sum over the leading
+    dims of g u below (zero elsewhere). Against ``torch.where(u >= 0, u, slope * u)`` under
+    autograd (finite values): the same floats forward and for du; dslope is the same sum, but
+    its order follows the memory layout of the products, so for a non-contiguous incoming
+    gradient (e.g. k's, which attention uses transposed) it can differ in the last bits, and
+    (with the other parameters' gradients that sum du) a training run's numbers drift apart
+    over the epochs as float rounding does."""
 
     @staticmethod
     def forward(ctx: Any, u: Tensor, slope: Tensor) -> Tensor:
