@@ -376,7 +376,8 @@ def speed_section() -> list[str]:
     if path is None:
         return []
     data = json.loads(path.read_text())
-    layers = [x for x in ("euclid", "euclid-naive", "adder", "adder-naive")
+    layers = [x for x in ("euclid", "euclid-frozen", "euclid-naive", "adder", "adder-frozen",
+                          "adder-naive")
               if any(r["layer"] == x for r in data["rows"])]
     cell = {(r["batch"], r["channels"], r["hw"], r["mode"], r["layer"]): r for r in data["rows"]}
     settings = list(dict.fromkeys((r["batch"], r["channels"], r["hw"], r["mode"])
@@ -384,10 +385,14 @@ def speed_section() -> list[str]:
     lines = ["## Layer speed", "",
              f"From `{path.relative_to(ROOT)}` (`python benchmarks/euclidnet_speed.py"
              f"{' --quick' if path.stem.endswith('quick') else ''}`): one "
-             f"3x3 layer at ResNet-20's shapes, median of {data['rounds']} interleaved rounds, "
-             f"time relative to nn.Conv2d's in the same run (training step: forward + backward "
-             f"to input and weights; inference: forward without gradients). Targets: EuclidConv2d "
-             f"training <= 1.2x, inference <= 1.1x. Machine: {data['machine']}.", "",
+             f"3x3 layer at ResNet-20's shapes, {data['rounds']} interleaved rounds (the order "
+             f"reversed every other round), each layer's time over nn.Conv2d's in the same round, "
+             f"median over rounds (training step: forward + backward to input and weights; "
+             f"inference: forward without gradients; the frozen forms are inference only, "
+             f"`-` elsewhere). Targets: EuclidConv2d training <= 1.2x, inference <= 1.1x. "
+             f"Machine: {data['machine']}"
+             + (f", load average {data['load_average'][0]:.1f} at the end"
+                if "load_average" in data else "") + ".", "",
              "| batch | channels x size | mode | conv (ms) | " + " | ".join(layers) + " |",
              "|---:|---|---|---:|" + "---:|" * len(layers)]
     for b, c, hw, mode in settings:

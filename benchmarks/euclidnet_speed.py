@@ -11,8 +11,11 @@ the naive Euclid form (unfold and difference; only where its difference tensor s
 --naive-limit elements); AdderConv2d (fast path: the C kernels at these float32 shapes,
 adaptive scaling on) and its naive form (same limit, which by default admits batch 4 only);
 inference also times the frozen layers (``deploy.freeze``'s forms: euclid-frozen, the GEMM form
-with ||w||^2 computed once; adder-frozen, the direct C kernel's L1 form). Every round times each layer once, in turn
-(interleaved, so load changes hit all alike); the table shows the median and its ratio to nn.Conv2d's median from the same run.
+with ||w||^2 computed once; adder-frozen, the direct C kernel's L1 form). Every round times
+each layer in turn (``--calls`` calls each; interleaved, so load changes hit all alike, the
+order reversed every other round: benchmarks/common.py's ``interleaved``); the table shows the
+median time per call and the median over rounds of its ratio to nn.Conv2d's time in the same
+round.
 Wall-clock on a shared machine: the ratios are the result, the milliseconds are context.
 Writes benchmarks/results/euclidnet_speed.json (euclidnet_speed_quick.json with --quick).
 """
@@ -20,12 +23,11 @@ Writes benchmarks/results/euclidnet_speed.json (euclidnet_speed_quick.json with 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
 from typing import Callable
 
 import torch
-from common import machine, save_results
+from common import interleaved, machine, save_results
 from torch import Tensor, nn
 
 from edgecompress.deploy import PackedAdderConv2d, PackedEuclidConv2d
@@ -79,25 +81,13 @@ def inference(layer: nn.Module, x: Tensor) -> Callable[[], None]:
     return forward
 
 
-def measure(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
-    """Median seconds per step, interleaved rounds after one warm-up each."""
-    for step in steps.values():
-        step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="euclidnet_speed.py",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="batches 4 and 32, 3 rounds")
     parser.add_argument("--batches", default="4,32,128", help="comma-separated batch sizes")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=3, help="calls per layer and round")
     parser.add_argument("--naive-limit", type=int, default=2 ** 25,
                         help="largest difference tensor (elements) the naive forms may build")
     args = parser.parse_args()
@@ -118,15 +108,17 @@ def main() -> None:
             for mode, make in (("train", lambda m: train_step(m, x, grad)),
                                ("inference", lambda m: inference(m, x))):
                 timed = modules if mode == "train" else {**modules, **frozen(modules)}
-                medians = measure({name: make(m) for name, m in timed.items()}, rounds)
-                for name, seconds in medians.items():
-                    ratio = seconds / medians["conv"]
+                timings = interleaved({name: make(m) for name, m in timed.items()}, rounds,
+                                      args.calls, "conv")
+                for name, t in timings.items():
+                    seconds, ratio = t["seconds"], t["ratio"]
                     rows.append(dict(batch=batch, channels=channels, hw=hw, mode=mode,
                                      layer=name, ms=1000 * seconds, ratio_vs_conv=ratio))
                     print(f"{batch:>5} {channels:>3} {hw:>3} {mode:<9} {name:<13} "
                           f"{1000 * seconds:>9.2f} {ratio:>7.2f}x")
     save_results("euclidnet_speed_quick" if args.quick else "euclidnet_speed",
-                 {"machine": machine(), "rounds": rounds, "naive_limit": args.naive_limit,
+                 {"machine": machine(), "rounds": rounds, "calls": args.calls,
+                  "load_average": os.getloadavg(), "naive_limit": args.naive_limit,
                   "rows": rows})
 
 

@@ -8,10 +8,11 @@ unit j over its inputs i (a row of a linear layer, a patch of a convolution):
 
     y_j = -1/2 sum_i (x_i - w_ij)^2 + b_j = x.w_j - 1/2 ||x||^2 - 1/2 ||w_j||^2 + b_j
 
-The right side is what the layers compute ("GEMM form"): one ``F.linear`` / ``F.conv2d``, the
-per-patch ||x||^2 (a convolution of x^2 with a ones kernel of the weight's spatial shape, same
-stride, padding, dilation and groups) and the per-channel constant ||w_j||^2, so training runs
-at matrix-multiplication speed. Autograd on it gives the exact gradients
+The right side is what the layers compute ("GEMM form"): one ``F.linear`` / ``F.conv2d`` whose
+bias is b_j - 1/2 ||w_j||^2 (the per-channel constant), minus the per-patch 1/2 ||x||^2 (the
+channel sum of x^2 summed over each window of the weight's spatial shape, same stride and
+padding: a sum pool, or a convolution with ones where dilation or padding rule a pool out), so
+training runs at matrix-multiplication speed: one pass over the output besides the GEMM. Autograd on it gives the exact gradients
 dy_j/dw_ij = x_i - w_ij and dy_j/dx_i = -(x_i - w_ij) (summed over the patches using x_i).
 :func:`euclid_linear_reference` / :func:`euclid_conv2d_reference` are the naive forms that
 materialize every difference: slow, obviously correct, for tests and for users' own checks.
@@ -33,11 +34,12 @@ dy/dx = w - theta x.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from ..errors import ConversionError
 from ..quantizers.schedule import Schedule
@@ -88,11 +90,11 @@ def euclid_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     """GEMM form of y = x.w - theta/2 (||x||^2 + ||w_j||^2) + b (-1/2 ||x - w_j||^2 + b at
     theta = 1); ``x`` is (..., in_features), ``weight`` (out_features, in_features);
     ``weight_sq``: :func:`weight_squares` of ``weight`` if already computed."""
-    y = F.linear(x, weight, bias)
+    half = 0.5 * theta
     if weight_sq is None:
         weight_sq = weight_squares(weight)
-    squares = x.square().sum(-1, keepdim=True) + weight_sq
-    return y - (0.5 * theta) * squares
+    shift = weight_sq * -half if bias is None else bias - half * weight_sq  # as euclid_conv2d
+    return F.linear(x, weight, shift) - half * x.square().sum(-1, keepdim=True)
 
 
 def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
@@ -101,16 +103,33 @@ def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride:
     """GEMM form of the Euclid convolution (arguments as ``F.conv2d``; padding pads zeros):
     conv(x, w) - theta/2 (conv(sum over the group's channels of x^2, ones) + ||w_j||^2) + b;
     ``weight_sq``: :func:`weight_squares` of ``weight`` if already computed."""
-    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    # channel dims counted from the end: batched (N, C, H, W) and unbatched (C, H, W) alike
-    x2 = x.square().unflatten(-3, (groups, -1)).sum(-3)  # (N, groups, H, W)
-    ones = weight.new_ones(groups, 1, weight.shape[2], weight.shape[3])
-    patch = F.conv2d(x2, ones, None, stride, padding, dilation, groups)  # (N, groups, Ho, Wo)
+    half = 0.5 * theta
     if weight_sq is None:
         weight_sq = weight_squares(weight)
-    w2 = weight_sq.view(groups, -1, 1, 1)  # (groups, out / groups, 1, 1)
-    y = y.unflatten(-3, (groups, -1)) - (0.5 * theta) * (patch.unsqueeze(-3) + w2)
-    return y.flatten(-4, -3)
+    # b_j - theta/2 ||w_j||^2 enters as the convolution's bias (no pass over the output for it)
+    shift = weight_sq * -half if bias is None else bias - half * weight_sq
+    y = F.conv2d(x, weight, shift, stride, padding, dilation, groups)
+    # channel dims counted from the end: batched (N, C, H, W) and unbatched (C, H, W) alike
+    x2 = x.square().unflatten(-3, (groups, -1)).sum(-3)  # (N, groups, H, W)
+    patch = half * patch_sums(x2, weight.shape[2:], stride, padding, dilation)
+    if groups == 1:
+        return y - patch  # (N, 1, Ho, Wo) broadcast over the channels
+    return (y.unflatten(-3, (groups, -1)) - patch.unsqueeze(-3)).flatten(-4, -3)
+
+
+def patch_sums(x2: Tensor, kernel: Sequence[int], stride: Any, padding: Any,
+               dilation: Any) -> Tensor:
+    """Per channel of ``x2`` (N, G, H, W) or (G, H, W), the sum over every kernel window (zero
+    padding): a sum pool where it can be one (dilation 1, padding at most half the kernel, as
+    ``avg_pool2d`` allows), else a convolution with ones. The pool's backward is several times
+    faster than that of a one-channel convolution (torch's oneDNN path at these shapes)."""
+    kernel = tuple(kernel)
+    if not isinstance(padding, str) and _pair(dilation) == (1, 1) and all(
+            p <= k // 2 for p, k in zip(_pair(padding), kernel)):
+        return F.avg_pool2d(x2, kernel, stride, padding, divisor_override=1)
+    channels = x2.shape[-3]
+    ones = x2.new_ones(channels, 1, *kernel)
+    return F.conv2d(x2, ones, None, stride, padding, dilation, channels)
 
 
 def euclid_linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None,
