@@ -102,6 +102,19 @@ def test_binarization_vit_reuses_the_ablation_teacher(tmp_path, monkeypatch):
     assert len(trained) == 2
 
 
+def test_pruning_latency_verdicts_per_batch_and_reading(monkeypatch):
+    """latency / MACs >= 0.7 per cell, judged on the table's two decimals, both readings."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    pruning = importlib.import_module("pruning")
+    lines = pruning.latency_verdicts({64: [(0.55, 0.699), (0.60, 0.72)],
+                                      1: [(0.72, 0.78), (0.79, 0.83)]})
+    assert lines[0].startswith("- Batch 1:") and lines[0].count("**met**") == 2
+    assert "as reductions 0.55-0.60, **not met**" in lines[1]
+    assert "as factors 0.70-0.72, **met**" in lines[1]  # 0.699 shows as 0.70
+    assert "met in 1 of 2 cells" in pruning.latency_verdicts({64: [(0.5, 0.69), (0.5, 0.7)]})[0]
+
+
 def test_binarization_vit_notes_when_bnn_ran_as_bc(monkeypatch):
     """The section says bnn equals bc only when every bnn run matches its bc run, and counts
     the latent weights outside [-1, 1] from the histograms (end bins included)."""
