@@ -161,6 +161,7 @@ def section(limit: int | None = None) -> list[str]:
                                    for m in METHODS}, "bnn++", label)
         lines += [claim] if claim else []
     lines += budget()
+    lines += measured(results)
     lines += ["", "Regenerate: `python benchmarks/binarization_vit.py run --data-root "
               "<cifar10_subset directory> --seeds 0 --part s0` and, beside it, `--seeds 1 --part "
               "s1`, then `python benchmarks/binarization.py report`.", ""]
@@ -190,6 +191,17 @@ def bnn_is_bc(results: dict[str, Any]) -> list[str]:
             f"(over its {len(hists)} runs) lay outside [-1, 1]: the mean-centred latent weights "
             f"start small and stay inside at this budget, so Clip's derivative is 1 everywhere "
             f"and the two methods compute the same updates."]
+
+
+def measured(results: dict[str, Any]) -> list[str]:
+    """The hours the runs on record took, per seed (students and the teacher row)."""
+    per_seed: dict[int, float] = {}
+    for r in results.values():
+        per_seed[r["seed"]] = per_seed.get(r["seed"], 0.0) + r["seconds"]
+    return ["", "Measured in the runs: " + ", ".join(
+        f"seed {seed} {secs / 3600:.1f} h" for seed, secs in sorted(per_seed.items()))
+        + " (every student and the teacher; one process per seed, side by side on the two "
+        "cores, partly beside other jobs)."]
 
 
 def budget() -> list[str]:
