@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (ROOT, add_run_arguments, command_parser, dispatch, load_results, machine,
-                    mean_std, merged_results, resume_results, runs_line, save_results,
-                    train_and_record, write_doc)
+from common import (ROOT, add_run_arguments, command_parser, dispatch, hours_per_seed,
+                    load_results, machine, mean_std, merged_results, resume_results, runs_line,
+                    save_results, train_and_record, write_doc)
 
 from edgecompress.analysis.summary import summary
 from edgecompress.recipe import Recipe
@@ -366,15 +366,12 @@ def cmd_report(args: argparse.Namespace) -> None:
                 timing["rows"].items()) + f" per epoch: {timing['suggested_epochs']} epochs for "
             f"two seeds in two processes in 2 hours at that load. "
             f"Machine: {timing['machine']}."]
-    per_seed = {}
-    for r in runs:
-        per_seed[r["seed"]] = per_seed.get(r["seed"], 0.0) + r["seconds"]
-    if per_seed:
-        lines += ["", "Measured in the runs: " + ", ".join(
-            f"seed {seed} {secs / 3600:.1f} h" for seed, secs in sorted(per_seed.items()))
-            + " of training and evaluation (one process per seed, side by side on the two "
-            f"cores), so the table regenerates in about {max(per_seed.values()) / 3600:.1f} h "
-            "on two cores."]
+    if runs:
+        slowest = max(sum(r["seconds"] for r in runs if r["seed"] == s)
+                      for s in {r["seed"] for r in runs})
+        lines += ["", f"Measured in the runs: {hours_per_seed(runs)} of training and evaluation "
+                  "(one process per seed, side by side on the two cores), so the table "
+                  f"regenerates in about {slowest / 3600:.1f} h on two cores."]
     lines += ["", runs_line(results), "",
               "Regenerate: `python benchmarks/binaryvit.py run --data-root "
               "../shared/data/cifar10_subset --seeds 0 --part s0` and, beside it, `--seeds 1 "
