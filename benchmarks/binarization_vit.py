@@ -35,7 +35,7 @@ import torch
 from binaryvit import BY_KEY, EPOCHS as TEACHER_EPOCHS, StepClock, one_run, teacher_dir
 from common import (add_run_arguments, command_parser, dispatch, competitive_claim,
                     hours_per_seed, load_results, machine, merged_results, method_table,
-                    resume_results, save_results, suite_section)
+                    resume_results, save_results, seconds_per_seed, suite_section)
 
 from edgecompress.analysis.diagnostics import DEFAULT_EDGES
 from edgecompress.quantizers import METHODS
@@ -195,9 +195,9 @@ def bnn_is_bc(results: dict[str, Any]) -> list[str]:
 
 def measured(results: dict[str, Any]) -> list[str]:
     """The hours the runs on record took, per seed (students and the teacher row)."""
-    return ["", f"Measured in the runs: {hours_per_seed(results.values())} (every student and "
-            "the teacher; one process per seed, side by side on the two cores, partly beside "
-            "other jobs)."]
+    hours = hours_per_seed(seconds_per_seed(results.values()))
+    return ["", f"Measured in the runs: {hours} (every student and the teacher; one process "
+            "per seed, side by side on the two cores, partly beside other jobs)."]
 
 
 def budget() -> list[str]:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from common import (ROOT, add_run_arguments, command_parser, dispatch, hours_per_seed,
                     load_results, machine, mean_std, merged_results, resume_results, runs_line,
-                    save_results, train_and_record, write_doc)
+                    save_results, seconds_per_seed, train_and_record, write_doc)
 
 from edgecompress.analysis.summary import summary
 from edgecompress.recipe import Recipe
@@ -366,12 +366,12 @@ def cmd_report(args: argparse.Namespace) -> None:
                 timing["rows"].items()) + f" per epoch: {timing['suggested_epochs']} epochs for "
             f"two seeds in two processes in 2 hours at that load. "
             f"Machine: {timing['machine']}."]
-    if runs:
-        slowest = max(sum(r["seconds"] for r in runs if r["seed"] == s)
-                      for s in {r["seed"] for r in runs})
-        lines += ["", f"Measured in the runs: {hours_per_seed(runs)} of training and evaluation "
-                  "(one process per seed, side by side on the two cores), so the table "
-                  f"regenerates in about {slowest / 3600:.1f} h on two cores."]
+    per_seed = seconds_per_seed(runs)
+    if per_seed:
+        lines += ["", f"Measured in the runs: {hours_per_seed(per_seed)} of training and "
+                  "evaluation (one process per seed, side by side on the two cores), so the "
+                  f"table regenerates in about {max(per_seed.values()) / 3600:.1f} h on two "
+                  "cores."]
     lines += ["", runs_line(results), "",
               "Regenerate: `python benchmarks/binaryvit.py run --data-root "
               "../shared/data/cifar10_subset --seeds 0 --part s0` and, beside it, `--seeds 1 "

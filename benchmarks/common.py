@@ -233,9 +233,14 @@ def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, calls: int,
             for name, t in times.items()}
 
 
-def hours_per_seed(runs: Iterable[dict[str, Any]]) -> str:
-    """"seed 0 1.5 h, seed 1 1.4 h": the summed ``seconds`` of the runs on record, per seed."""
+def seconds_per_seed(runs: Iterable[dict[str, Any]]) -> dict[int, float]:
+    """The summed ``seconds`` of the runs on record, per seed (sorted by seed)."""
     per_seed: dict[int, float] = {}
     for r in runs:
         per_seed[r["seed"]] = per_seed.get(r["seed"], 0.0) + r["seconds"]
-    return ", ".join(f"seed {seed} {secs / 3600:.1f} h" for seed, secs in sorted(per_seed.items()))
+    return dict(sorted(per_seed.items()))
+
+
+def hours_per_seed(per_seed: dict[int, float]) -> str:
+    """"seed 0 1.5 h, seed 1 1.4 h" from :func:`seconds_per_seed`."""
+    return ", ".join(f"seed {seed} {secs / 3600:.1f} h" for seed, secs in per_seed.items())

@@ -12,8 +12,9 @@ The right side is what the layers compute ("GEMM form"): one ``F.linear`` / ``F.
 bias is b_j - 1/2 ||w_j||^2 (the per-channel constant), minus the per-patch 1/2 ||x||^2 (the
 channel sum of x^2 summed over each window of the weight's spatial shape, same stride and
 padding: a sum pool, or a convolution with ones where dilation or padding rule a pool out), so
-training runs at matrix-multiplication speed: one pass over the output besides the GEMM. Autograd on it gives the exact gradients
-dy_j/dw_ij = x_i - w_ij and dy_j/dx_i = -(x_i - w_ij) (summed over the patches using x_i).
+training runs at matrix-multiplication speed: one pass over the output besides the GEMM.
+Autograd on it gives the exact gradients dy_j/dw_ij = x_i - w_ij and
+dy_j/dx_i = -(x_i - w_ij) (summed over the patches using x_i).
 :func:`euclid_linear_reference` / :func:`euclid_conv2d_reference` are the naive forms that
 materialize every difference: slow, obviously correct, for tests and for users' own checks.
 
@@ -91,24 +92,28 @@ def euclid_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     theta = 1); ``x`` is (..., in_features), ``weight`` (out_features, in_features);
     ``weight_sq``: :func:`weight_squares` of ``weight`` if already computed."""
     half = 0.5 * theta
+    shift = _shifted_bias(bias, weight, weight_sq, half)
+    return F.linear(x, weight, shift) - half * x.square().sum(-1, keepdim=True)
+
+
+def _shifted_bias(bias: Tensor | None, weight: Tensor, weight_sq: Tensor | None,
+                  half: float | Tensor) -> Tensor:
+    """b_j - theta/2 ||w_j||^2 (``half`` = theta / 2), the GEMM's bias in the Euclid forms: the
+    per-channel constant costs no pass over the output."""
     if weight_sq is None:
         weight_sq = weight_squares(weight)
-    shift = weight_sq * -half if bias is None else bias - half * weight_sq  # as euclid_conv2d
-    return F.linear(x, weight, shift) - half * x.square().sum(-1, keepdim=True)
+    return weight_sq * -half if bias is None else bias - half * weight_sq
 
 
 def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
                   padding: Any = 0, dilation: Any = 1, groups: int = 1,
                   theta: float | Tensor = 1.0, weight_sq: Tensor | None = None) -> Tensor:
     """GEMM form of the Euclid convolution (arguments as ``F.conv2d``; padding pads zeros):
-    conv(x, w) - theta/2 (conv(sum over the group's channels of x^2, ones) + ||w_j||^2) + b;
-    ``weight_sq``: :func:`weight_squares` of ``weight`` if already computed."""
+    conv(x, w; bias b - theta/2 ||w_j||^2) - theta/2 patch_sums(sum over the group's channels
+    of x^2); ``weight_sq``: :func:`weight_squares` of ``weight`` if already computed."""
     half = 0.5 * theta
-    if weight_sq is None:
-        weight_sq = weight_squares(weight)
-    # b_j - theta/2 ||w_j||^2 enters as the convolution's bias (no pass over the output for it)
-    shift = weight_sq * -half if bias is None else bias - half * weight_sq
-    y = F.conv2d(x, weight, shift, stride, padding, dilation, groups)
+    y = F.conv2d(x, weight, _shifted_bias(bias, weight, weight_sq, half), stride, padding,
+                 dilation, groups)
     # channel dims counted from the end: batched (N, C, H, W) and unbatched (C, H, W) alike
     x2 = x.square().unflatten(-3, (groups, -1)).sum(-3)  # (N, groups, H, W)
     patch = half * patch_sums(x2, weight.shape[2:], stride, padding, dilation)
