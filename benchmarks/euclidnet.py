@@ -131,7 +131,7 @@ BY_KEY = {row.key: row for row in ROWS}
 SUITES: dict[str, dict[str, Any]] = {
     "cifar": {
         "model": {"name": "resnet20"}, "data": {"name": "cifar10", "augment": True},
-        "batch": 128, "epochs": 6, "train": 4000, "test": 1000, "needs_root": True,
+        "batch": 128, "epochs": 5, "train": 4000, "test": 1000, "needs_root": True,
         "title": "ResNet-20 on the CIFAR-10 subset (first 4,000 train / first 1,000 test "
                  "images, random crop + flip)",
         "reduced": "4,000 of the 50,000 training images and 1,000 of the 10,000 test images, "

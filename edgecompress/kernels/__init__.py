@@ -26,6 +26,9 @@ same by torch's convolution, for where torch is faster or the library is missing
 ``op="l1"`` it computes AdderNet's -sum |x - w| instead of the products, and
 :func:`l1_linear` the same for a linear layer's rows; :func:`adder_input_grad` is AdderNet's
 input gradient of that L1 form (the published HardTanh rule), for training.
+:func:`euclid_patch` is EuclidNet's per-patch term, ``y - theta/2 sum-pool(||x||^2)``
+written in place into the convolution's output, and :func:`euclid_patch_grad` its input
+gradient (training and inference).
 
 The kernels dispatch at run time to AVX-512, AVX2 or portable scalar code (force one with
 ``path=``) and use OpenMP threads. If the library was not built, every function runs its
@@ -46,7 +49,7 @@ This package only re-exports.
 from ._loader import PATHS, available, supported_paths
 from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, adder_input_grad, binary_conv,
                        binary_gemm,
-                       binary_gemm_affine, binary_gemm_groups, block_epilogue, pool_branches, binary_gemm_signs, conv2d_direct,
+                       binary_gemm_affine, binary_gemm_groups, block_epilogue, pool_branches, euclid_patch, euclid_patch_grad, binary_gemm_signs, conv2d_direct,
                        DirectConvPlan, conv2d_direct_supports, conv2d_direct_usable,
                        conv2d_torch, CONV_OPS, exporting, recording, l1_linear, conv_output_size,
                        im2col_signs, im2col_words, LOWBIT_BITS, LOWBIT_MAX_ROWS, lowbit_gemm,
@@ -57,6 +60,7 @@ from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, adder_input_grad, b
 from .reference import (PANEL, adder_input_grad_reference, binary_gemm_affine_reference,
                         binary_gemm_reference,
                         block_epilogue_reference, pool_branches_reference,
+                        euclid_patch_reference, euclid_patch_grad_reference, subtract_planes,
                         binary_gemm_groups_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference,
                         lowbit_codes_reference, lowbit_gemm_reference, mask_matmul_reference,
@@ -76,7 +80,8 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "pack_head_signs", "pack_head_signs_reference", "pack_prob_masks",
            "pack_prob_masks_reference", "pack_value_columns", "pack_value_columns_reference",
            "block_epilogue", "block_epilogue_reference", "pool_branches",
-           "pool_branches_reference",
+           "pool_branches_reference", "euclid_patch", "euclid_patch_reference", "euclid_patch_grad",
+           "euclid_patch_grad_reference", "subtract_planes",
            "conv2d_direct", "DirectConvPlan", "conv2d_direct_supports", "conv2d_direct_usable",
            "conv2d_torch", "conv2d_direct_reference", "CONV_OPS", "l1_linear", "exporting",
            "recording",

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from ._loader import (ConvF32Plan, by_reference, check_status, library, load, load_error,
                       path_code)
-from .reference import (PANEL, adder_input_grad_reference, binary_gemm_affine_reference, block_epilogue_reference,
+from .reference import (PANEL, adder_input_grad_reference, euclid_patch_reference,
+                        euclid_patch_grad_reference, binary_gemm_affine_reference, block_epilogue_reference,
                         pool_branches_reference, binary_gemm_groups_reference,
                         binary_gemm_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
@@ -422,6 +423,85 @@ def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *,
                                   path_code(path),
                                   threads or torch.get_num_threads())
     check_status(status, "pool_branches", path)
+    return out
+
+
+def _patch_geometry(name: str, x: Tensor, y: Tensor, kernel: tuple[int, int],
+                    stride: tuple[int, int], padding: tuple[int, int], groups: int) -> list[int]:
+    """The checked geometry of :func:`euclid_patch` / :func:`euclid_patch_grad`: n, c, g, h,
+    w, c_out / g, oh, ow, kh, kw, sh, sw, ph, pw."""
+    if (x.dim() != 4 or y.dim() != 4 or x.shape[0] != y.shape[0] or groups < 1
+            or x.shape[1] % groups or y.shape[1] % groups):
+        raise ValueError(f"{name} needs x (N, C, H, W) and y (N, C_out, Ho, Wo) with {groups} "
+                         f"group(s) dividing C and C_out, got x {tuple(x.shape)} and y "
+                         f"{tuple(y.shape)}")
+    out = tuple(conv_output_size(x.shape[2 + d], kernel[d], stride[d], padding[d], 1)
+                for d in range(2))
+    if (any(p > k // 2 or p < 0 for p, k in zip(padding, kernel)) or min(stride) < 1
+            or tuple(y.shape[2:]) != out):
+        raise ValueError(f"{name}: kernel {kernel}, stride {stride} and padding {padding} (at "
+                         f"most half the kernel) give an output {out} from x "
+                         f"{tuple(x.shape)}, y is {tuple(y.shape)}")
+    n, c, h, w = x.shape
+    return [n, c, groups, h, w, y.shape[1] // groups, *out, *kernel, *stride, *padding]
+
+
+def _layout(t: Tensor) -> int | None:
+    """0 contiguous, 1 channels-last (and not contiguous), None: neither, or not float32 CPU."""
+    if t.dtype != torch.float32 or not t.is_cpu:
+        return None
+    if t.is_contiguous():
+        return 0
+    return 1 if t.is_contiguous(memory_format=torch.channels_last) else None
+
+
+def _float_value(half: float | Tensor) -> float:
+    """half as the float32 value torch multiplies by (a float32 tensor's, or a Python number's
+    rounded to float32)."""
+    return float(half.detach().to(torch.float32) if isinstance(half, Tensor)
+                 else torch.tensor(half, dtype=torch.float32))
+
+
+def euclid_patch(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], groups: int = 1, *,
+                 threads: int | None = None) -> Tensor:
+    """EuclidNet's per-patch term of a convolution with input x (N, C, H, W) and output y (N,
+    C_out, Ho, Wo): ``y - half * P``, P the sum over every kernel window (zero padding) of the
+    group's channel sum of x^2, each group's P subtracted from its C_out / groups channels.
+    The C kernel (``euclid_patch.c``: one pass over x, one over y) writes y in place when x and
+    y are float32 CPU tensors held contiguous or channels-last; else, or without the library,
+    :func:`~.reference.euclid_patch_reference` returns a new tensor; the two agree bit for bit.
+    Padding at most half the kernel, dilation 1; y's size must be the convolution's."""
+    kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
+    dims = _patch_geometry("euclid_patch", x, y, kernel, stride, padding, groups)
+    y_last, x_last = _layout(y), _layout(x)
+    if y_last is None or x_last is None or library() is None:
+        return euclid_patch_reference(y, x, half, kernel, stride, padding, groups)
+    status = load().ec_euclid_patch(y.data_ptr(), y_last, x.detach().data_ptr(), x_last, *dims,
+                                    _float_value(half), threads or torch.get_num_threads())
+    check_status(status, "euclid_patch", None)
+    return y
+
+
+def euclid_patch_grad(grad: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
+                      stride: tuple[int, int], padding: tuple[int, int], groups: int = 1, *,
+                      threads: int | None = None) -> Tensor:
+    """The input gradient of :func:`euclid_patch`'s term from the output's gradient ``grad``
+    (y's shape): the gradient summed over each group's channels, negated, times half, spread
+    back over every window (avg_pool2d's backward), times 2 x; a new tensor in x's layout, by
+    the C kernel (one pass over grad, one over x) or
+    :func:`~.reference.euclid_patch_grad_reference`, bit for bit the same."""
+    kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
+    dims = _patch_geometry("euclid_patch_grad", x, grad, kernel, stride, padding, groups)
+    g_last, x_last = _layout(grad), _layout(x)
+    if g_last is None or x_last is None or library() is None:
+        return euclid_patch_grad_reference(grad, x, half, kernel, stride, padding, groups)
+    out = torch.empty_like(x, memory_format=torch.channels_last if x_last else
+                           torch.contiguous_format)
+    status = load().ec_euclid_patch_grad(grad.data_ptr(), g_last, x.detach().data_ptr(), x_last,
+                                         out.data_ptr(), *dims, _float_value(half),
+                                         threads or torch.get_num_threads())
+    check_status(status, "euclid_patch_grad", None)
     return out
 
 

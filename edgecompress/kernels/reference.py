@@ -342,3 +342,45 @@ def pool_branches_reference(x: Tensor, grid: tuple[int, int], scales: Tensor,
         for i, k in enumerate(POOL_BRANCH_KERNELS))
     out = out.flatten(2).transpose(1, 2)
     return out if base is None else base + out
+
+
+def _channel_sums(t: Tensor, groups: int, squares: bool) -> Tensor:
+    """Per group of t's channels (N, C, H, W), the sum over its channels ascending from the
+    first (of the squares, or of the values): (N, groups, H, W)."""
+    parts = t.unflatten(1, (groups, -1))
+    total = parts[:, :, 0] * parts[:, :, 0] if squares else parts[:, :, 0]
+    for k in range(1, parts.shape[2]):
+        total = total + (parts[:, :, k] * parts[:, :, k] if squares else parts[:, :, k])
+    return total.contiguous()
+
+
+def euclid_patch_reference(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
+                           stride: tuple[int, int], padding: tuple[int, int],
+                           groups: int = 1) -> Tensor:
+    """Reference :func:`euclid_patch`: ``y - half * P``, P the window sums (torch's sum pool)
+    of the per-group channel sums of x^2 (added channel by channel), a new tensor."""
+    s = _channel_sums(x, groups, squares=True)
+    return subtract_planes(y, half * torch.nn.functional.avg_pool2d(
+        s, kernel, stride, padding, divisor_override=1))
+
+
+def euclid_patch_grad_reference(grad: Tensor, x: Tensor, half: float | Tensor,
+                                kernel: tuple[int, int], stride: tuple[int, int],
+                                padding: tuple[int, int], groups: int = 1) -> Tensor:
+    """Reference :func:`euclid_patch_grad`: the output gradient summed over each group's
+    channels (channel by channel), negated, times half, through avg_pool2d's backward, times
+    2 x (autograd's operations for ``y - half * avg_pool2d(sum x^2)``)."""
+    q = -_channel_sums(grad, groups, squares=False) * half
+    s = q.new_empty(x.shape[0], groups, *x.shape[2:])  # (its shape)
+    r = torch.ops.aten.avg_pool2d_backward(q, s, list(kernel), list(stride),
+                                           list(padding), False, True, 1)
+    return (r.unsqueeze(2) * (2 * x).unflatten(1, (groups, -1))).flatten(1, 2)
+
+
+def subtract_planes(y: Tensor, planes: Tensor) -> Tensor:
+    """y (N, C, Ho, Wo) minus planes (N, G, Ho, Wo), plane j from the j-th group of C / G
+    channels (EuclidNet's per-patch term)."""
+    groups = planes.shape[1]
+    if groups == 1:
+        return y - planes  # (N, 1, Ho, Wo) broadcast over the channels
+    return (y.unflatten(1, (groups, -1)) - planes.unsqueeze(2)).flatten(1, 2)

@@ -35,13 +35,14 @@ dy/dx = w - theta x.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from .. import kernels
 from ..errors import ConversionError
 from ..quantizers.schedule import Schedule
 from .base import CompressedLayer
@@ -109,32 +110,60 @@ def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride:
                   padding: Any = 0, dilation: Any = 1, groups: int = 1,
                   theta: float | Tensor = 1.0, weight_sq: Tensor | None = None) -> Tensor:
     """GEMM form of the Euclid convolution (arguments as ``F.conv2d``; padding pads zeros):
-    conv(x, w; bias b - theta/2 ||w_j||^2) - theta/2 patch_sums(sum over the group's channels
-    of x^2); ``weight_sq``: :func:`weight_squares` of ``weight`` if already computed."""
+    conv(x, w; bias b - theta/2 ||w_j||^2) - theta/2 P, P the sum over every kernel window of
+    the group's channel sum of x^2; ``weight_sq``: :func:`weight_squares` of ``weight`` if
+    already computed.
+
+    Where P is a sum pool (dilation 1, padding at most half the kernel, as ``avg_pool2d``
+    allows), eager float32 CPU runs compute the term with the C kernels
+    :func:`~edgecompress.kernels.euclid_patch` (in place on the convolution's output: one pass
+    over x, one over the output) and :func:`~edgecompress.kernels.euclid_patch_grad` for its
+    input gradient; elsewhere (torch.compile, export, tracing, no library, other dtypes or
+    devices) torch's operations, which sum the channels in another order: the two agree to
+    float rounding. Other geometries window-sum by a convolution with ones."""
+    if x.dim() == 3:  # unbatched (C, H, W), as F.conv2d takes it
+        return euclid_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups,
+                             theta, weight_sq).squeeze(0)
     half = 0.5 * theta
     y = F.conv2d(x, weight, _shifted_bias(bias, weight, weight_sq, half), stride, padding,
                  dilation, groups)
-    # channel dims counted from the end: batched (N, C, H, W) and unbatched (C, H, W) alike
-    x2 = x.square().unflatten(-3, (groups, -1)).sum(-3)  # (N, groups, H, W)
-    patch = half * patch_sums(x2, weight.shape[2:], stride, padding, dilation)
-    if groups == 1:
-        return y - patch  # (N, 1, Ho, Wo) broadcast over the channels
-    return (y.unflatten(-3, (groups, -1)) - patch.unsqueeze(-3)).flatten(-4, -3)
+    kernel = tuple(weight.shape[2:])
+    pool = not isinstance(padding, str) and _pair(dilation) == (1, 1) and all(
+        p <= k // 2 for p, k in zip(_pair(padding), kernel))
+    if pool and not kernels.recording() and kernels.conv2d_direct_usable(x) and not (
+            isinstance(half, Tensor) and half.requires_grad):
+        return _PatchTerm.apply(y, x, half, kernel, _pair(stride), _pair(padding), groups)
+    x2 = x.square().unflatten(1, (groups, -1)).sum(2)  # (N, groups, H, W)
+    if pool:  # a sum pool (its backward is several times faster than a ones convolution's)
+        planes = F.avg_pool2d(x2, kernel, stride, padding, divisor_override=1)
+    else:
+        planes = F.conv2d(x2, x2.new_ones(groups, 1, *kernel), None, stride, padding,
+                          dilation, groups)
+    return kernels.subtract_planes(y, half * planes)
 
 
-def patch_sums(x2: Tensor, kernel: Sequence[int], stride: Any, padding: Any,
-               dilation: Any) -> Tensor:
-    """Per channel of ``x2`` (N, G, H, W) or (G, H, W), the sum over every kernel window (zero
-    padding): a sum pool where it can be one (dilation 1, padding at most half the kernel, as
-    ``avg_pool2d`` allows), else a convolution with ones. The pool's backward is several times
-    faster than that of a one-channel convolution (torch's oneDNN path at these shapes)."""
-    kernel = tuple(kernel)
-    if not isinstance(padding, str) and _pair(dilation) == (1, 1) and all(
-            p <= k // 2 for p, k in zip(_pair(padding), kernel)):
-        return F.avg_pool2d(x2, kernel, stride, padding, divisor_override=1)
-    channels = x2.shape[-3]
-    ones = x2.new_ones(channels, 1, *kernel)
-    return F.conv2d(x2, ones, None, stride, padding, dilation, channels)
+class _PatchTerm(torch.autograd.Function):
+    """``y - half * P`` by :func:`~edgecompress.kernels.euclid_patch`, in place on y (the
+    convolution's own output); backward: y's gradient passes through, x's term is
+    :func:`~edgecompress.kernels.euclid_patch_grad` (autograd adds the convolution's)."""
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
+                stride: tuple[int, int], padding: tuple[int, int], groups: int) -> Tensor:
+        out = kernels.euclid_patch(y, x, half, kernel, stride, padding, groups)
+        if out is y:
+            ctx.mark_dirty(y)
+        ctx.save_for_backward(x)
+        ctx.args = (half, kernel, stride, padding, groups)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        grad_x = None
+        if ctx.needs_input_grad[1]:
+            x, = ctx.saved_tensors
+            grad_x = kernels.euclid_patch_grad(grad, x, *ctx.args)
+        return grad, grad_x, None, None, None, None, None
 
 
 def euclid_linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None,

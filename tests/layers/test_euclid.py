@@ -63,6 +63,53 @@ def test_conv_gemm_form_equals_the_naive_form_values_and_gradients(case):
     assert_same_values_and_grads(fast, naive, *tensors)
 
 
+@settings(max_examples=60, deadline=None)
+@given(case=conv_cases(theta=THETAS), channels_last=st.booleans())
+def test_conv_float32_c_path_matches_the_naive_form(case, channels_last):
+    """Eager float32 CPU runs take the C kernels for the per-patch term where it is a sum pool
+    (and torch's operations elsewhere): values and gradients match the float64 naive form to
+    float32 rounding, for contiguous and channels-last inputs."""
+    gen = torch.Generator().manual_seed(case["seed"])
+    opts, theta, groups = case["options"], case["theta"], case["options"]["groups"]
+    x = torch.randn(case["n"], case["cin"], *case["hw"], dtype=F64, generator=gen)
+    w = torch.randn(case["cout"], case["cin"] // groups, *case["kernel"], dtype=F64,
+                    generator=gen)
+    b = torch.randn(case["cout"], dtype=F64, generator=gen)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x32 = x.float().contiguous(memory_format=layout).requires_grad_()
+    w32, b32 = w.float().requires_grad_(), b.float().requires_grad_()
+    y32 = euclid_conv2d(x32, w32, b32, theta=theta, **opts)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    y64 = euclid_conv2d_reference(*leaves, theta=theta, **opts)
+    torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-4)
+    g = torch.randn(y64.shape, dtype=F64, generator=gen)
+    grads32 = torch.autograd.grad((y32 * g.float()).sum(), [x32, w32, b32])
+    grads64 = torch.autograd.grad((y64 * g).sum(), leaves)
+    for a, ref in zip(grads32, grads64):
+        torch.testing.assert_close(a.double(), ref, rtol=1e-4, atol=1e-3)
+
+
+def test_conv_c_path_agrees_with_torch_operations_and_keeps_theta_zero_exact(monkeypatch):
+    """The C term (eager) and torch's operations (what torch.compile and export run) agree to
+    float rounding; at theta = 0 the C path still gives nn.Conv2d's values exactly."""
+    from edgecompress import kernels
+    torch.manual_seed(4)
+    conv = nn.Conv2d(16, 8, 3, stride=2, padding=1, groups=2)
+    x = torch.randn(3, 16, 9, 9, requires_grad=True)
+    euclid = EuclidConv2d.from_float(conv, theta=1.0)
+    runs = []
+    for recording in (False, True):
+        monkeypatch.setattr(kernels, "recording", lambda r=recording: r)
+        x.grad = None
+        y = euclid(x)
+        y.square().sum().backward()
+        runs.append((y.detach(), x.grad.clone()))
+    torch.testing.assert_close(runs[0][0], runs[1][0])
+    torch.testing.assert_close(runs[0][1], runs[1][1])
+    monkeypatch.undo()
+    assert torch.equal(EuclidConv2d.from_float(conv, theta=0.0)(x), conv(x))
+
+
 @pytest.mark.parametrize("padding, padding_mode", PADDING_OPTIONS)
 def test_conv_layer_padding_options_match_the_naive_form(padding, padding_mode):
     check_padding_option(EuclidConv2d, padding, padding_mode)
