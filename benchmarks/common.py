@@ -125,12 +125,23 @@ def resume_results(base: str, limit: int | None, part: str | None,
     return name, done, results
 
 
+#: the instruction-set flags that decide the kernels' paths and torch's CPU kernels
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vpopcntdq",
+                "avx512_vnni", "amx_tile")
+
+
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor() or "unknown CPU")
-    return (f"{cpu}, {torch.get_num_threads()} thread(s) of {len(os.sched_getaffinity(0))} "
-            f"cores, Python {platform.python_version()}, torch {torch.__version__}")
+    """The CPU model and its vector flags, threads, cores, Python and torch versions."""
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() \
+        else []
+    cpu = next((line.split(":", 1)[1].strip() for line in info
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")),
+                 [])
+    vector = " ".join(f for f in VECTOR_FLAGS if f in flags) or "no AVX2"
+    return (f"{cpu} ({vector}), {torch.get_num_threads()} thread(s) of "
+            f"{len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
 
 
 def mean_std(values: list[float]) -> str:

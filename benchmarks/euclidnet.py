@@ -401,7 +401,25 @@ def speed_section() -> list[str]:
                   if (b, c, hw, mode, x) in cell else "-" for x in layers]
         lines.append(f"| {b} | {c} x {hw}x{hw} | {mode} | {conv:.2f} | " + " | ".join(ratios)
                      + " |")
-    return lines + [""]
+    return lines + [""] + speed_verdicts(data["rows"]) + [""]
+
+
+def speed_verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """Per batch, the worst ratio over the shapes of the Euclid training step (target <= 1.2x)
+    and of Euclid inference in its deployed (frozen) form (target <= 1.1x), met or not, judged
+    on the table's two decimals."""
+    lines = []
+    for batch in sorted({r["batch"] for r in rows}):
+        parts = []
+        for mode, layer, target in (("train", "euclid", 1.2), ("inference", "euclid-frozen", 1.1)):
+            ratios = [r["ratio_vs_conv"] for r in rows
+                      if r["batch"] == batch and r["mode"] == mode and r["layer"] == layer]
+            if ratios:
+                worst = round(max(ratios), 2)
+                parts.append(f"{mode} (`{layer}`) worst {worst:.2f}x: target <= {target}x "
+                             f"**{'met' if worst <= target else 'not met'}**")
+        lines.append(f"- Batch {batch}: " + "; ".join(parts) + ".")
+    return lines
 
 
 def cmd_report(args: argparse.Namespace) -> None:

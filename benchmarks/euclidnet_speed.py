@@ -2,7 +2,7 @@
 (3x3, padding 1: 16 channels at 32x32, 32 at 16x16, 64 at 8x8), issue 13's cost claim
 (targets: EuclidConv2d's training step <= 1.2x the convolution's, inference <= 1.1x).
 
-    python benchmarks/euclidnet_speed.py           # batches 4, 32 and 128, 7 rounds
+    python benchmarks/euclidnet_speed.py           # batches 4, 32 and 128, 7 rounds, 1 thread
     python benchmarks/euclidnet_speed.py --quick   # batches 4 and 32, 3 rounds
 
 For each shape and batch, one training step (forward + backward to the input and the weights)
@@ -88,11 +88,14 @@ def main() -> None:
     parser.add_argument("--batches", default="4,32,128", help="comma-separated batch sizes")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=3, help="calls per layer and round")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch (and kernel) threads (default 1: one core, as on an edge CPU)")
     parser.add_argument("--naive-limit", type=int, default=2 ** 25,
                         help="largest difference tensor (elements) the naive forms may build")
     args = parser.parse_args()
     batches = [4, 32] if args.quick else [int(b) for b in args.batches.split(",")]
     rounds = 3 if args.quick else args.rounds
+    torch.set_num_threads(args.threads)
 
     rows = []
     print(f"machine: {machine()}")
@@ -117,7 +120,8 @@ def main() -> None:
                     print(f"{batch:>5} {channels:>3} {hw:>3} {mode:<9} {name:<13} "
                           f"{1000 * seconds:>9.2f} {ratio:>7.2f}x")
     save_results("euclidnet_speed_quick" if args.quick else "euclidnet_speed",
-                 {"machine": machine(), "rounds": rounds, "calls": args.calls,
+                 {"machine": machine(), "threads": args.threads, "rounds": rounds,
+                  "calls": args.calls,
                   "load_average": os.getloadavg(), "naive_limit": args.naive_limit,
                   "rows": rows})
 

@@ -115,6 +115,24 @@ def test_pruning_latency_verdicts_per_batch_and_reading(monkeypatch):
     assert "met in 1 of 2 cells" in pruning.latency_verdicts({64: [(0.5, 0.69), (0.5, 0.7)]})[0]
 
 
+def test_euclidnet_speed_verdicts_per_batch(monkeypatch):
+    """The worst shape of each batch decides: training step <= 1.2x conv, frozen inference <=
+    1.1x, judged on the table's two decimals; rows of other layers do not count."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    euclidnet = importlib.import_module("euclidnet")
+
+    def row(batch, mode, layer, ratio):
+        return dict(batch=batch, mode=mode, layer=layer, ratio_vs_conv=ratio)
+    rows = [row(4, "train", "euclid", 1.1), row(4, "train", "euclid", 1.204),
+            row(4, "inference", "euclid-frozen", 1.05), row(4, "inference", "adder", 9.0),
+            row(32, "train", "euclid", 1.3), row(32, "inference", "euclid-frozen", 1.12)]
+    lines = euclidnet.speed_verdicts(rows)
+    assert lines[0] == ("- Batch 4: train (`euclid`) worst 1.20x: target <= 1.2x **met**; "
+                        "inference (`euclid-frozen`) worst 1.05x: target <= 1.1x **met**.")
+    assert lines[1].startswith("- Batch 32:") and lines[1].count("**not met**") == 2
+
+
 def test_binarization_vit_notes_when_bnn_ran_as_bc(monkeypatch):
     """The section says bnn equals bc only when every bnn run matches its bc run, and counts
     the latent weights outside [-1, 1] from the histograms (end bins included)."""

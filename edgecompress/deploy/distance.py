@@ -5,8 +5,9 @@ packed layers (:mod:`edgecompress.deploy.uniform`) share the Euclid part, :class
 and the adder part, :class:`PackedAdder` and its forward passes.
 
 Euclid: the GEMM form of the training layer, x.w - theta/2 (||x||^2 + ||w_j||^2) + b, with the
-per-channel ||w_j||^2 computed once (on freezing or loading) instead of on every call; the same
-expressions otherwise, so the frozen layer gives exactly the training form's eval-mode output.
+per-channel b_j - theta/2 ||w_j||^2 computed once (on freezing or loading) instead of on every
+call; the same expressions otherwise, so the frozen layer gives exactly the training form's
+eval-mode output.
 
 Adder: -sum_i |x_i - w_ij| + b_j by the direct C kernel
 (:func:`~edgecompress.kernels.conv2d_direct` with ``op="l1"``; a linear layer runs it as a 1x1
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from .. import kernels
 from ..layers.adder import AdderConv2d, AdderLinear, adder_conv2d, adder_linear
 from ..layers.euclid import (EuclidConv2d, EuclidLinear, euclid_conv2d, euclid_linear,
-                             weight_squares)
+                             shifted_bias)
 from .packed import PackedConv2dShape, PackedLayer, PackedLinearShape, register_packed
 
 
@@ -80,10 +81,11 @@ class _PackedDistance(PackedLayer):
 
 
 class PackedEuclid(PackedLayer):
-    """The Euclid part of a packed layer: ``theta`` (a buffer) and the per-channel ||w_j||^2 of
-    the weights the forward pass uses (the subclass's ``forward_weight()``), computed by
-    :meth:`prepare`; counted as squared differences at theta = 1 (below, the blend still needs
-    the products)."""
+    """The Euclid part of a packed layer: ``theta`` (a buffer) and, computed by :meth:`prepare`,
+    the GEMM's bias b_j - theta/2 ||w_j||^2 of the weights the forward pass uses (the
+    subclass's ``forward_weight()``) and theta as a Python float (no tensor operation per
+    call); counted as squared differences at theta = 1 (below, the blend still needs the
+    products)."""
 
     folds_affine = False
 
@@ -96,7 +98,9 @@ class PackedEuclid(PackedLayer):
 
     def prepare(self) -> None:
         super().prepare()
-        self._weight_sq = weight_squares(self.forward_weight())  # type: ignore[attr-defined]
+        self._theta = float(self.theta)
+        self._shift = shifted_bias(self.bias, self.forward_weight(),  # type: ignore[attr-defined]
+                                   self.theta)
 
     @property
     def op_kind(self) -> str:  # type: ignore[override]
@@ -137,19 +141,19 @@ class _PackedFloatEuclid(PackedEuclid, _PackedDistance):
 
 @register_packed(EuclidLinear)
 class PackedEuclidLinear(_PackedDistanceLinear, _PackedFloatEuclid):
-    """EuclidLinear for inference: ||w_j||^2 precomputed."""
+    """EuclidLinear for inference: b_j - theta/2 ||w_j||^2 precomputed."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return euclid_linear(x, self._weight, self.bias, self.theta, self._weight_sq)
+        return euclid_linear(x, self._weight, None, self._theta, self._shift)
 
 
 @register_packed(EuclidConv2d)
 class PackedEuclidConv2d(_PackedDistanceConv2d, _PackedFloatEuclid):
-    """EuclidConv2d (zero padding) for inference: ||w_j||^2 precomputed."""
+    """EuclidConv2d (zero padding) for inference: b_j - theta/2 ||w_j||^2 precomputed."""
 
     def forward(self, x: Tensor) -> Tensor:
         return euclid_conv2d(x, self._weight, self.bias, self.stride, self.padding,
-                             self.dilation, self.groups, self.theta, self._weight_sq)
+                             self.dilation, self.groups, self._theta, self._shift)
 
 
 class PackedAdder(PackedLayer):

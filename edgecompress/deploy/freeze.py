@@ -14,7 +14,7 @@ from ..graph import (as_graph_module, call_counts, consumers, module_of, replace
 from ..layers import harden
 from ..errors import ConversionError
 from .float_conv import PackedFloatConv2d
-from .packed import PackedLayer, pack_layer, registered_packed_classes
+from .packed import PackedConv2dShape, PackedLayer, pack_layer, registered_packed_classes
 from .transformer import PackedBinaryLinearBlock, PackedPoolingBranches
 
 
@@ -395,7 +395,10 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
 
     Every other layer is kept as it is. The copy is in eval mode, holds its 4-D float weights
     in channels-last memory format (so its activations are channels-last too, and a ``view``
-    written in ``forward`` runs as ``reshape``), and keeps the model's plain attributes (``input_shape``,
+    written in ``forward`` runs as ``reshape``) when it computes on feature maps (a packed
+    convolution, or two or more float ones; a vision transformer's single float
+    patch-embedding convolution keeps torch's default layout, in which it rounds as the
+    training form does on every CPU), and keeps the model's plain attributes (``input_shape``,
     ``edgecompress_spec``). Models that torch.fx cannot trace get the packed layers only (and
     :func:`~edgecompress.deploy.save` cannot write them)."""
     _check_options(options)
@@ -429,6 +432,17 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
             _skip_identities(frozen)
     for p in frozen.parameters():
         p.requires_grad_(False)
+    frozen.eval()
+    if not _feature_map_model(frozen):  # e.g. a vision transformer's patch embedding only
+        return frozen
     # channels-last: binary convolutions produce it and pack it fastest, and float pooling and
-    # convolution in torch are faster in it too (the result is the same, only the layout differs)
-    return frozen.eval().to(memory_format=torch.channels_last)
+    # convolution in torch are faster in it too (same values to float rounding: on some CPUs,
+    # e.g. AVX2 without AVX-512, torch's convolution rounds differently in this layout)
+    return frozen.to(memory_format=torch.channels_last)
+
+
+def _feature_map_model(model: nn.Module) -> bool:
+    """Whether ``model`` computes on feature maps: a packed convolution, or two or more float
+    ones (a CNN), not a single float patch-embedding convolution (a vision transformer)."""
+    packed = sum(isinstance(m, PackedConv2dShape) for m in model.modules())
+    return packed > 0 or sum(isinstance(m, nn.Conv2d) for m in model.modules()) >= 2

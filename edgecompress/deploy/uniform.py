@@ -219,15 +219,15 @@ class _PackedUniformLinearShape(PackedLinearShape, _PackedUniform):
 @register_packed(UniformEuclidLinear)
 class PackedUniformEuclidLinear(_PackedUniformLinearShape, _PackedUniformEuclid):
     def forward(self, x: Tensor) -> Tensor:
-        return euclid_linear(self._input(x), self.weight, self.bias, self.theta, self._weight_sq)
+        return euclid_linear(self._input(x), self.weight, None, self._theta, self._shift)
 
 
 @register_packed(UniformEuclidConv2d)
 class PackedUniformEuclidConv2d(_PackedUniformConv2dShape, _PackedUniformEuclid):
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
-        return euclid_conv2d(x, self._conv_weight(), self.bias, self.stride, self.padding,
-                             self.dilation, self.groups, self.theta, self._weight_sq)
+        return euclid_conv2d(x, self._conv_weight(), None, self.stride, self.padding,
+                             self.dilation, self.groups, self._theta, self._shift)
 
 
 @register_packed(UniformAdderLinear)

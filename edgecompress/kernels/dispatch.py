@@ -11,6 +11,8 @@ memory. (:mod:`.ops` wraps some of these functions as torch custom operators.)
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -427,23 +429,31 @@ def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *,
 
 
 def _patch_geometry(name: str, x: Tensor, y: Tensor, kernel: tuple[int, int],
-                    stride: tuple[int, int], padding: tuple[int, int], groups: int) -> list[int]:
+                    stride: tuple[int, int], padding: tuple[int, int],
+                    groups: int) -> tuple[int, ...]:
     """The checked geometry of :func:`euclid_patch` / :func:`euclid_patch_grad`: n, c, g, h,
     w, c_out / g, oh, ow, kh, kw, sh, sw, ph, pw."""
-    if (x.dim() != 4 or y.dim() != 4 or x.shape[0] != y.shape[0] or groups < 1
-            or x.shape[1] % groups or y.shape[1] % groups):
+    return _checked_patch_geometry(name, x.shape, y.shape, kernel, stride, padding, groups)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_patch_geometry(name: str, x: torch.Size, y: torch.Size, kernel: tuple[int, int],
+                            stride: tuple[int, int], padding: tuple[int, int],
+                            groups: int) -> tuple[int, ...]:
+    # cached: a layer calls this with the same shapes on every step
+    if (len(x) != 4 or len(y) != 4 or x[0] != y[0] or groups < 1 or x[1] % groups
+            or y[1] % groups):
         raise ValueError(f"{name} needs x (N, C, H, W) and y (N, C_out, Ho, Wo) with {groups} "
-                         f"group(s) dividing C and C_out, got x {tuple(x.shape)} and y "
-                         f"{tuple(y.shape)}")
-    out = tuple(conv_output_size(x.shape[2 + d], kernel[d], stride[d], padding[d], 1)
+                         f"group(s) dividing C and C_out, got x {tuple(x)} and y {tuple(y)}")
+    out = tuple(conv_output_size(x[2 + d], kernel[d], stride[d], padding[d], 1)
                 for d in range(2))
     if (any(p > k // 2 or p < 0 for p, k in zip(padding, kernel)) or min(stride) < 1
-            or tuple(y.shape[2:]) != out):
+            or tuple(y[2:]) != out):
         raise ValueError(f"{name}: kernel {kernel}, stride {stride} and padding {padding} (at "
-                         f"most half the kernel) give an output {out} from x "
-                         f"{tuple(x.shape)}, y is {tuple(y.shape)}")
-    n, c, h, w = x.shape
-    return [n, c, groups, h, w, y.shape[1] // groups, *out, *kernel, *stride, *padding]
+                         f"most half the kernel) give an output {out} from x {tuple(x)}, y is "
+                         f"{tuple(y)}")
+    n, c, h, w = x
+    return (n, c, groups, h, w, y[1] // groups, *out, *kernel, *stride, *padding)
 
 
 def _layout(t: Tensor) -> int | None:
@@ -456,15 +466,16 @@ def _layout(t: Tensor) -> int | None:
 
 
 def _float_value(half: float | Tensor) -> float:
-    """half as the float32 value torch multiplies by (a float32 tensor's, or a Python number's
-    rounded to float32)."""
-    return float(half.detach().to(torch.float32) if isinstance(half, Tensor)
-                 else torch.tensor(half, dtype=torch.float32))
+    """half for a float32 argument of a kernel: a float32 tensor's value, or a Python number,
+    which ctypes rounds to float32 as torch rounds a scalar factor of a float32 tensor."""
+    if isinstance(half, Tensor):
+        return half.item() if half.dtype == torch.float32 else float(half.float())
+    return float(half)
 
 
 def euclid_patch(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], groups: int = 1, *,
-                 threads: int | None = None) -> Tensor:
+                 path: str | None = None, threads: int | None = None) -> Tensor:
     """EuclidNet's per-patch term of a convolution with input x (N, C, H, W) and output y (N,
     C_out, Ho, Wo): ``y - half * P``, P the sum over every kernel window (zero padding) of the
     group's channel sum of x^2, each group's P subtracted from its C_out / groups channels.
@@ -478,14 +489,15 @@ def euclid_patch(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, 
     if y_last is None or x_last is None or library() is None:
         return euclid_patch_reference(y, x, half, kernel, stride, padding, groups)
     status = load().ec_euclid_patch(y.data_ptr(), y_last, x.detach().data_ptr(), x_last, *dims,
-                                    _float_value(half), threads or torch.get_num_threads())
-    check_status(status, "euclid_patch", None)
+                                    _float_value(half), path_code(path),
+                                    threads or torch.get_num_threads())
+    check_status(status, "euclid_patch", path)
     return y
 
 
 def euclid_patch_grad(grad: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
                       stride: tuple[int, int], padding: tuple[int, int], groups: int = 1, *,
-                      threads: int | None = None) -> Tensor:
+                      path: str | None = None, threads: int | None = None) -> Tensor:
     """The input gradient of :func:`euclid_patch`'s term from the output's gradient ``grad``
     (y's shape): the gradient summed over each group's channels, negated, times half, spread
     back over every window (avg_pool2d's backward), times 2 x; a new tensor in x's layout, by
@@ -500,8 +512,8 @@ def euclid_patch_grad(grad: Tensor, x: Tensor, half: float | Tensor, kernel: tup
                            torch.contiguous_format)
     status = load().ec_euclid_patch_grad(grad.data_ptr(), g_last, x.detach().data_ptr(), x_last,
                                          out.data_ptr(), *dims, _float_value(half),
-                                         threads or torch.get_num_threads())
-    check_status(status, "euclid_patch_grad", None)
+                                         path_code(path), threads or torch.get_num_threads())
+    check_status(status, "euclid_patch_grad", path)
     return out
 
 

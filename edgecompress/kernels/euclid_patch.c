@@ -25,13 +25,17 @@
  * +0 leaves it as skipping the tap would. x, y, gy and gx may each be held channels-last
  * (n, h, w, c); gx takes x's layout.
  *
- * Portable C (the compiler vectorizes the plane loops); OpenMP over images, then over planes.
+ * Plain C loops compiled three times (scalar, AVX2, AVX-512 targets: the compiler vectorizes
+ * them along pixels, never reordering a sum), picked by path; OpenMP over images, then over
+ * planes or rows.
  */
 #include "kernels.h"
 
 typedef struct {
     int64_t n, c, g, h, w, co, oh, ow, kh, kw, sh, sw, ph, pw;
 } patch_geometry;
+
+#define EC_INLINE static inline __attribute__((always_inline))
 
 static int geometry_ok(const patch_geometry *d) {
     return d->n >= 0 && d->g >= 1 && d->c >= d->g && d->c % d->g == 0 && d->co >= 1 &&
@@ -44,7 +48,7 @@ static int geometry_ok(const patch_geometry *d) {
 /* Sums over consecutive groups of `per` channels of one image t (channels of `plane` values;
  * channels-last: pixels of `total` channels), each value v mapped to v * v (squares) or v:
  * out (groups, plane). */
-static void channel_sums(const float *t, int last, int64_t total, int64_t per, int64_t groups,
+EC_INLINE void channel_sums(const float *t, int last, int64_t total, int64_t per, int64_t groups,
                          int64_t plane, int squares, float *out) {
     if (!last) {
         for (int64_t j = 0; j < groups; j++) {
@@ -76,7 +80,7 @@ static void channel_sums(const float *t, int last, int64_t total, int64_t per, i
 }
 
 /* half * P of one plane s (h, w) -> out (oh, ow), through a zero-padded copy pad. */
-static void window_sums(const float *s, const patch_geometry *d, float *pad, float half,
+EC_INLINE void window_sums(const float *s, const patch_geometry *d, float *pad, float half,
                         float *out) {
     const int64_t wp = d->w + 2 * d->pw;
     memset(pad, 0, (size_t)((d->h + 2 * d->ph) * wp) * sizeof(float));
@@ -103,7 +107,7 @@ static void window_sums(const float *s, const patch_geometry *d, float *pad, flo
  * order: for an input pixel, the output pixels holding it ascending, i.e. ky descending, then
  * kx descending. q is first spread into a zero plane dq with the stride's gaps and a border
  * of k - 1 (the taps outside the output read zeros). */
-static void window_transpose(const float *q, const patch_geometry *d, float *dq, float *r) {
+EC_INLINE void window_transpose(const float *q, const patch_geometry *d, float *dq, float *r) {
     const int64_t dh = (d->oh - 1) * d->sh + 1 + 2 * (d->kh - 1);
     const int64_t dw = (d->ow - 1) * d->sw + 1 + 2 * (d->kw - 1);
     memset(dq, 0, (size_t)(dh * dw) * sizeof(float));
@@ -129,50 +133,161 @@ static void window_transpose(const float *q, const patch_geometry *d, float *dq,
     }
 }
 
-/* y rewritten, x read; both (n, c, h, w) / (n, g co, oh, ow) or channels-last. */
-EC_EXPORT int ec_euclid_patch(float *y, int y_last, const float *x, int x_last, int64_t n,
-                              int64_t c, int64_t g, int64_t h, int64_t w, int64_t co,
-                              int64_t oh, int64_t ow, int64_t kh, int64_t kw, int64_t sh,
-                              int64_t sw, int64_t ph, int64_t pw, float half, int threads) {
-    const patch_geometry d = {n, c, g, h, w, co, oh, ow, kh, kw, sh, sw, ph, pw};
-    if (!geometry_ok(&d)) return EC_BAD_ARGUMENT;
-    const int64_t plane = oh * ow, in_plane = h * w, channels = g * co;
-    float *terms = malloc((size_t)(n * g * plane) * sizeof(float));
+/* The work units, each compiled for every path (PATCH_PATHS below). */
+
+/* forward, image i: the terms half * P of its g planes (work: g h w + padded plane floats) */
+EC_INLINE void forward_terms_body(const float *x, int x_last, const patch_geometry *d,
+                                  float *work, float half, float *terms) {
+    const int64_t in_plane = d->h * d->w;
+    channel_sums(x, x_last, d->c, d->c / d->g, d->g, in_plane, 1, work);
+    for (int64_t j = 0; j < d->g; j++)
+        window_sums(work + j * in_plane, d, work + d->g * in_plane, half,
+                    terms + j * d->oh * d->ow);
+}
+
+/* forward: y -= its term; unit = a channel plane (q = (i g + j) co + o), or channels-last a
+ * row of pixels (q = i oh + oy) */
+EC_INLINE void subtract_body(float *y, int y_last, const float *terms, const patch_geometry *d,
+                             int64_t q) {
+    const int64_t plane = d->oh * d->ow, channels = d->g * d->co;
+    if (!y_last) {
+        float *dst = y + q * plane;
+        const float *t = terms + (q / d->co) * plane;
+        for (int64_t k = 0; k < plane; k++) dst[k] = dst[k] - t[k];
+        return;
+    }
+    const int64_t i = q / d->oh, row = (q % d->oh) * d->ow;
+    for (int64_t ox = 0; ox < d->ow; ox++) {
+        float *dst = y + (i * plane + row + ox) * channels;
+        const float *t = terms + i * d->g * plane + row + ox;
+        for (int64_t j = 0; j < d->g; j++) {
+            const float v = t[j * plane];
+            for (int64_t o = 0; o < d->co; o++) dst[j * d->co + o] = dst[j * d->co + o] - v;
+        }
+    }
+}
+
+/* backward, image i: r of its g planes (work: g oh ow + spread plane floats) */
+EC_INLINE void grad_terms_body(const float *gy, int gy_last, const patch_geometry *d,
+                               float *work, float half, float *r) {
+    const int64_t plane = d->oh * d->ow;
+    channel_sums(gy, gy_last, d->g * d->co, d->co, d->g, plane, 0, work);
+    for (int64_t k = 0; k < d->g * plane; k++) work[k] = -work[k] * half;
+    for (int64_t j = 0; j < d->g; j++)
+        window_transpose(work + j * plane, d, work + d->g * plane, r + j * d->h * d->w);
+}
+
+/* backward: gx = r * (2 x); unit = a channel plane (t = i c + j cg + k), or channels-last a row
+ * of pixels (t = i h + y) */
+EC_INLINE void grad_store_body(const float *x, int x_last, const float *r, float *gx,
+                               const patch_geometry *d, int64_t t) {
+    const int64_t in_plane = d->h * d->w, cg = d->c / d->g;
+    if (!x_last) {
+        const float *src = x + t * in_plane, *rr = r + (t / cg) * in_plane;
+        float *dst = gx + t * in_plane;
+        for (int64_t p = 0; p < in_plane; p++) dst[p] = rr[p] * (2.0f * src[p]);
+        return;
+    }
+    const int64_t i = t / d->h, row = (t % d->h) * d->w;
+    for (int64_t xx = 0; xx < d->w; xx++) {
+        const int64_t pix = i * in_plane + row + xx;
+        const float *src = x + pix * d->c, *rr = r + i * d->g * in_plane + row + xx;
+        float *dst = gx + pix * d->c;
+        for (int64_t j = 0; j < d->g; j++) {
+            const float v = rr[j * in_plane];
+            for (int64_t k = 0; k < cg; k++) dst[j * cg + k] = v * (2.0f * src[j * cg + k]);
+        }
+    }
+}
+
+typedef struct {
+    void (*forward_terms)(const float *, int, const patch_geometry *, float *, float, float *);
+    void (*subtract)(float *, int, const float *, const patch_geometry *, int64_t);
+    void (*grad_terms)(const float *, int, const patch_geometry *, float *, float, float *);
+    void (*grad_store)(const float *, int, const float *, float *, const patch_geometry *,
+                       int64_t);
+} patch_kernels;
+
+#define PATCH_PATH(S, ATTR)                                                                   \
+    ATTR static void forward_terms_##S(const float *x, int xl, const patch_geometry *d,      \
+                                       float *work, float half, float *terms) {              \
+        forward_terms_body(x, xl, d, work, half, terms);                                      \
+    }                                                                                         \
+    ATTR static void subtract_##S(float *y, int yl, const float *terms,                      \
+                                  const patch_geometry *d, int64_t q) {                      \
+        subtract_body(y, yl, terms, d, q);                                                    \
+    }                                                                                         \
+    ATTR static void grad_terms_##S(const float *gy, int gl, const patch_geometry *d,        \
+                                    float *work, float half, float *r) {                     \
+        grad_terms_body(gy, gl, d, work, half, r);                                            \
+    }                                                                                         \
+    ATTR static void grad_store_##S(const float *x, int xl, const float *r, float *gx,       \
+                                    const patch_geometry *d, int64_t t) {                    \
+        grad_store_body(x, xl, r, gx, d, t);                                                  \
+    }                                                                                         \
+    static const patch_kernels patch_##S = {forward_terms_##S, subtract_##S, grad_terms_##S,  \
+                                            grad_store_##S};
+
+PATCH_PATH(scalar, )
+#ifdef EC_X86
+PATCH_PATH(avx2, __attribute__((target("avx2"))))
+PATCH_PATH(avx512, __attribute__((target("avx512f"))))
+#endif
+
+/* The forward or backward pass: per image the terms (forward: half * P, g planes of the output
+ * size; backward: r, g planes of the input size), then the pass over the output (forward:
+ * y -= terms) or the input gradient (backward: gx = r * 2 x). */
+typedef struct {
+    float *y;        /* forward: the output, rewritten; backward: its gradient gy (read) */
+    int y_last;
+    const float *x;
+    int x_last;
+    float *gx;       /* backward: the input gradient, written */
+    float half;
+} patch_io;
+
+static int run_patch(const patch_geometry *d, const patch_io *io, int backward, int path,
+                     int threads) {
+    path = ec_resolve_path(path);
+    if (path < 0) return EC_UNSUPPORTED_PATH;
+    if (!geometry_ok(d)) return EC_BAD_ARGUMENT;
+    const patch_kernels *k = EC_PICK(path, &patch_scalar, &patch_avx2, &patch_avx512);
+    const int64_t n = d->n, g = d->g, plane = d->oh * d->ow, in_plane = d->h * d->w;
+    const int64_t per_image = g * (backward ? in_plane : plane);
+    const int64_t work_size = backward
+        ? g * plane + ((d->oh - 1) * d->sh + 2 * d->kh - 1) * ((d->ow - 1) * d->sw + 2 * d->kw - 1)
+        : g * in_plane + (d->h + 2 * d->ph) * (d->w + 2 * d->pw);
+    const int64_t units = backward ? (io->x_last ? n * d->h : n * d->c)
+                                   : (io->y_last ? n * d->oh : n * g * d->co);
+    float *terms = malloc((size_t)(n * per_image) * sizeof(float));
     if (!terms) return EC_OUT_OF_MEMORY;
     int failed = 0;
-#pragma omp parallel num_threads(ec_threads(threads)) if (n * c * in_plane > 32768)
+#pragma omp parallel num_threads(ec_threads(threads)) if (n * d->c * in_plane > 32768)
     {
-        float *s = malloc((size_t)(g * in_plane + (h + 2 * ph) * (w + 2 * pw)) * sizeof(float));
-        if (!s) {
+        float *work = malloc((size_t)work_size * sizeof(float));
+        if (!work) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            if (s) {
-                channel_sums(x + i * c * in_plane, x_last, c, c / g, g, in_plane, 1, s);
-                for (int64_t j = 0; j < g; j++)
-                    window_sums(s + j * in_plane, &d, s + g * in_plane, half,
-                                terms + (i * g + j) * plane);
-            }
-        free(s);
+        for (int64_t i = 0; i < n; i++) {
+            if (!work) continue;
+            if (backward)
+                k->grad_terms(io->y + i * g * d->co * plane, io->y_last, d, work, io->half,
+                              terms + i * per_image);
+            else
+                k->forward_terms(io->x + i * d->c * in_plane, io->x_last, d, work, io->half,
+                                 terms + i * per_image);
+        }
+        free(work);
         /* (the loop's implicit barrier: every term is written) */
-        if (!failed && !y_last) {
+        if (!failed) {
 #pragma omp for schedule(static)
-            for (int64_t q = 0; q < n * channels; q++) {  /* q = (i g + j) co + o */
-                float *dst = y + q * plane;
-                const float *t = terms + (q / co) * plane;
-                for (int64_t k = 0; k < plane; k++) dst[k] = dst[k] - t[k];
-            }
-        } else if (!failed) {
-#pragma omp for schedule(static)
-            for (int64_t q = 0; q < n * plane; q++) {  /* q = i plane + pixel */
-                float *dst = y + q * channels;
-                const float *t = terms + (q / plane) * g * plane + q % plane;
-                for (int64_t j = 0; j < g; j++) {
-                    const float v = t[j * plane];
-                    for (int64_t o = 0; o < co; o++) dst[j * co + o] = dst[j * co + o] - v;
-                }
+            for (int64_t q = 0; q < units; q++) {
+                if (backward)
+                    k->grad_store(io->x, io->x_last, terms, io->gx, d, q);
+                else
+                    k->subtract(io->y, io->y_last, terms, d, q);
             }
         }
     }
@@ -180,57 +295,24 @@ EC_EXPORT int ec_euclid_patch(float *y, int y_last, const float *x, int x_last, 
     return failed ? EC_OUT_OF_MEMORY : EC_OK;
 }
 
+/* y rewritten, x read; both (n, c, h, w) / (n, g co, oh, ow) or channels-last. */
+EC_EXPORT int ec_euclid_patch(float *y, int y_last, const float *x, int x_last, int64_t n,
+                              int64_t c, int64_t g, int64_t h, int64_t w, int64_t co,
+                              int64_t oh, int64_t ow, int64_t kh, int64_t kw, int64_t sh,
+                              int64_t sw, int64_t ph, int64_t pw, float half, int path,
+                              int threads) {
+    const patch_geometry d = {n, c, g, h, w, co, oh, ow, kh, kw, sh, sw, ph, pw};
+    const patch_io io = {y, y_last, x, x_last, NULL, half};
+    return run_patch(&d, &io, 0, path, threads);
+}
+
 /* gx written (x's shape and layout) from gy (y's shape) and x. */
 EC_EXPORT int ec_euclid_patch_grad(const float *gy, int gy_last, const float *x, int x_last,
                                    float *gx, int64_t n, int64_t c, int64_t g, int64_t h,
                                    int64_t w, int64_t co, int64_t oh, int64_t ow, int64_t kh,
                                    int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                                   float half, int threads) {
+                                   float half, int path, int threads) {
     const patch_geometry d = {n, c, g, h, w, co, oh, ow, kh, kw, sh, sw, ph, pw};
-    if (!geometry_ok(&d)) return EC_BAD_ARGUMENT;
-    const int64_t plane = oh * ow, in_plane = h * w, cg = c / g;
-    const int64_t dq = ((oh - 1) * sh + 2 * kh - 1) * ((ow - 1) * sw + 2 * kw - 1);
-    float *r = malloc((size_t)(n * g * in_plane) * sizeof(float));
-    if (!r) return EC_OUT_OF_MEMORY;
-    int failed = 0;
-#pragma omp parallel num_threads(ec_threads(threads)) if (n * c * in_plane > 32768)
-    {
-        float *q = malloc((size_t)(g * plane + dq) * sizeof(float));
-        if (!q) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            if (q) {
-                channel_sums(gy + i * g * co * plane, gy_last, g * co, co, g, plane, 0, q);
-                for (int64_t k = 0; k < g * plane; k++) q[k] = -q[k] * half;
-                for (int64_t j = 0; j < g; j++)
-                    window_transpose(q + j * plane, &d, q + g * plane,
-                                     r + (i * g + j) * in_plane);
-            }
-        free(q);
-        if (!failed && !x_last) {
-#pragma omp for schedule(static)
-            for (int64_t t = 0; t < n * c; t++) {  /* t = i c + j cg + k */
-                const float *src = x + t * in_plane, *rr = r + (t / cg) * in_plane;
-                float *dst = gx + t * in_plane;
-                for (int64_t p = 0; p < in_plane; p++) dst[p] = rr[p] * (2.0f * src[p]);
-            }
-        } else if (!failed) {
-#pragma omp for schedule(static)
-            for (int64_t t = 0; t < n * in_plane; t++) {  /* t = i plane + pixel */
-                const float *src = x + t * c, *rr = r + (t / in_plane) * g * in_plane
-                                                      + t % in_plane;
-                float *dst = gx + t * c;
-                for (int64_t j = 0; j < g; j++) {
-                    const float v = rr[j * in_plane];
-                    for (int64_t k = 0; k < cg; k++)
-                        dst[j * cg + k] = v * (2.0f * src[j * cg + k]);
-                }
-            }
-        }
-    }
-    free(r);
-    return failed ? EC_OUT_OF_MEMORY : EC_OK;
+    const patch_io io = {(float *)gy, gy_last, x, x_last, gx, half};  /* gy is only read */
+    return run_patch(&d, &io, 1, path, threads);
 }

@@ -88,31 +88,31 @@ def weight_squares(weight: Tensor) -> Tensor:
 
 
 def euclid_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
-                  theta: float | Tensor = 1.0, weight_sq: Tensor | None = None) -> Tensor:
+                  theta: float | Tensor = 1.0, shift: Tensor | None = None) -> Tensor:
     """GEMM form of y = x.w - theta/2 (||x||^2 + ||w_j||^2) + b (-1/2 ||x - w_j||^2 + b at
     theta = 1); ``x`` is (..., in_features), ``weight`` (out_features, in_features);
-    ``weight_sq``: :func:`weight_squares` of ``weight`` if already computed."""
+    ``shift``: :func:`shifted_bias` of bias, weight and theta if already computed (frozen
+    layers compute it once; ``bias`` is then unused)."""
     half = 0.5 * theta
-    shift = _shifted_bias(bias, weight, weight_sq, half)
+    if shift is None:
+        shift = shifted_bias(bias, weight, theta)
     return F.linear(x, weight, shift) - half * x.square().sum(-1, keepdim=True)
 
 
-def _shifted_bias(bias: Tensor | None, weight: Tensor, weight_sq: Tensor | None,
-                  half: float | Tensor) -> Tensor:
-    """b_j - theta/2 ||w_j||^2 (``half`` = theta / 2), the GEMM's bias in the Euclid forms: the
-    per-channel constant costs no pass over the output."""
-    if weight_sq is None:
-        weight_sq = weight_squares(weight)
+def shifted_bias(bias: Tensor | None, weight: Tensor, theta: float | Tensor) -> Tensor:
+    """b_j - theta/2 ||w_j||^2, the GEMM's bias in the Euclid forms: the per-channel constant
+    costs no pass over the output."""
+    half, weight_sq = 0.5 * theta, weight_squares(weight)
     return weight_sq * -half if bias is None else bias - half * weight_sq
 
 
 def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
                   padding: Any = 0, dilation: Any = 1, groups: int = 1,
-                  theta: float | Tensor = 1.0, weight_sq: Tensor | None = None) -> Tensor:
+                  theta: float | Tensor = 1.0, shift: Tensor | None = None) -> Tensor:
     """GEMM form of the Euclid convolution (arguments as ``F.conv2d``; padding pads zeros):
     conv(x, w; bias b - theta/2 ||w_j||^2) - theta/2 P, P the sum over every kernel window of
-    the group's channel sum of x^2; ``weight_sq``: :func:`weight_squares` of ``weight`` if
-    already computed.
+    the group's channel sum of x^2; ``shift``: :func:`shifted_bias` of bias, weight and theta
+    if already computed (frozen layers compute it once; ``bias`` is then unused).
 
     Where P is a sum pool (dilation 1, padding at most half the kernel, as ``avg_pool2d``
     allows), eager float32 CPU runs compute the term with the C kernels
@@ -123,15 +123,18 @@ def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride:
     float rounding. Other geometries window-sum by a convolution with ones."""
     if x.dim() == 3:  # unbatched (C, H, W), as F.conv2d takes it
         return euclid_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups,
-                             theta, weight_sq).squeeze(0)
+                             theta, shift).squeeze(0)
     half = 0.5 * theta
-    y = F.conv2d(x, weight, _shifted_bias(bias, weight, weight_sq, half), stride, padding,
-                 dilation, groups)
+    y = F.conv2d(x, weight, shifted_bias(bias, weight, theta) if shift is None else shift,
+                 stride, padding, dilation, groups)
     kernel = tuple(weight.shape[2:])
     pool = not isinstance(padding, str) and _pair(dilation) == (1, 1) and all(
         p <= k // 2 for p, k in zip(_pair(padding), kernel))
     if pool and not kernels.recording() and kernels.conv2d_direct_usable(x) and not (
             isinstance(half, Tensor) and half.requires_grad):
+        if not (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)):
+            return kernels.euclid_patch(y, x, half, kernel, _pair(stride), _pair(padding),
+                                        groups)  # inference: no autograd node
         return _PatchTerm.apply(y, x, half, kernel, _pair(stride), _pair(padding), groups)
     x2 = x.square().unflatten(1, (groups, -1)).sum(2)  # (N, groups, H, W)
     if pool:  # a sum pool (its backward is several times faster than a ones convolution's)

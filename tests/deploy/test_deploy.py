@@ -408,30 +408,36 @@ def test_frozen_w1a32_convnet_under_torch_compile():
 ])
 @pytest.mark.slow
 def test_frozen_w1a1_model_compiles_as_one_graph_and_exports(name, options, shape):
-    """Packing and the GEMM (a convolution's: the implicit-GEMM binary_conv) are custom ops
-    under torch.compile and torch.export: no graph break (fullgraph), the same predictions as
-    eager; the exported program equals eager."""
+    """Packing and the GEMM (a convolution's: the implicit-GEMM binary_conv, or the GEMM on
+    im2col rows, whichever the layers run; the default depends on the CPU) are custom ops under
+    torch.compile and torch.export: no graph break (fullgraph), the same predictions as eager;
+    the exported program equals eager."""
     torch.manual_seed(0)
     model = ec.models.create(name, activation="hardtanh", **options).eval()
     frozen = deploy.freeze(ec.convert(model, "bnn", mode="w1a1"))
-    graphs = []
-
-    def recording(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
+    convs = [m for m in frozen.modules() if isinstance(m, PackedBinaryConv2d)]
+    assert bool(convs) == (name == "resnet20")
     x = torch.randn(3, *shape)
-    with torch.no_grad():
-        torch.testing.assert_close(torch.compile(frozen, backend=recording, fullgraph=True)(x),
-                                   frozen(x))
-        calls = {str(n.target) for gm in graphs for n in gm.graph.nodes
-                 if n.op == "call_function"}
-        gemm = "binary_conv" if name == "resnet20" else "binary_gemm_affine"
-        assert any(gemm in c for c in calls), calls
-        assert any(("pack_signs" in c or "pack_pixels" in c) for c in calls), calls
-        exported = torch.export.export(frozen, (x,))
-        assert torch.equal(exported.module()(x), frozen(x))
+    for implicit in ((True, False) if convs else (None,)):
+        for conv in convs:
+            conv.implicit_gemm = implicit
+        graphs = []
+
+        def recording(gm, example_inputs):
+            graphs.append(gm)
+            return gm.forward
+
+        torch._dynamo.reset()
+        with torch.no_grad():
+            torch.testing.assert_close(
+                torch.compile(frozen, backend=recording, fullgraph=True)(x), frozen(x))
+            calls = {str(n.target) for gm in graphs for n in gm.graph.nodes
+                     if n.op == "call_function"}
+            gemm = "binary_conv" if implicit else "binary_gemm_affine"
+            assert any(gemm in c for c in calls), calls
+            assert any(("pack_signs" in c or "pack_pixels" in c) for c in calls), calls
+            exported = torch.export.export(frozen, (x,))
+            assert torch.equal(exported.module()(x), frozen(x))
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """EuclidNet's per-patch kernels: the forward term (in place on the convolution's output) and
 its input gradient equal their torch references bit for bit on ragged shapes, every stride,
-padding, group count and memory layout, on 1 and 2 threads; the references are the term's
+padding, group count and memory layout, on every dispatch path and 1 and 2 threads; the references are the term's
 formula and its exact gradient (to float rounding); bad geometry is a clear error."""
 
 from __future__ import annotations
@@ -52,11 +52,13 @@ def test_euclid_patch_and_grad_bit_exact(shape, geometry, x_last, y_last):
     for half in (0.5, 0.15, torch.tensor(0.35)):
         expected = K.euclid_patch_reference(y, x, half, *geometry, groups)
         expected_grad = K.euclid_patch_grad_reference(y, x, half, *geometry, groups)
-        for threads in (1, 2):
+        for path, threads in itertools.product(K.supported_paths(), (1, 2)):
             out = y.clone()  # keeps y's layout
-            assert K.euclid_patch(out, x, half, *geometry, groups, threads=threads) is out
+            assert K.euclid_patch(out, x, half, *geometry, groups, path=path,
+                                  threads=threads) is out
             assert torch.equal(out, expected)
-            grad = K.euclid_patch_grad(y, x, half, *geometry, groups, threads=threads)
+            grad = K.euclid_patch_grad(y, x, half, *geometry, groups, path=path,
+                                       threads=threads)
             assert torch.equal(grad, expected_grad)
             assert grad.is_contiguous(memory_format=torch.channels_last if x_last
                                       else torch.contiguous_format)

@@ -43,15 +43,21 @@ def test_linear_gemm_form_equals_the_naive_form_values_and_gradients(lead, n_in,
                                       x, w)
 
 
+def _conv_operands(case, gen):
+    """x, w, b (float64) of a generated conv case."""
+    groups = case["options"]["groups"]
+    x = torch.randn(case["n"], case["cin"], *case["hw"], dtype=F64, generator=gen)
+    w = torch.randn(case["cout"], case["cin"] // groups, *case["kernel"], dtype=F64,
+                    generator=gen)
+    return x, w, torch.randn(case["cout"], dtype=F64, generator=gen)
+
+
 @settings(max_examples=80, deadline=None)
 @given(case=conv_cases(theta=THETAS))
 def test_conv_gemm_form_equals_the_naive_form_values_and_gradients(case):
     gen = torch.Generator().manual_seed(case["seed"])
-    opts, theta, groups = case["options"], case["theta"], case["options"]["groups"]
-    x = torch.randn(case["n"], case["cin"], *case["hw"], dtype=F64, generator=gen)
-    w = torch.randn(case["cout"], case["cin"] // groups, *case["kernel"], dtype=F64,
-                    generator=gen)
-    b = torch.randn(case["cout"], dtype=F64, generator=gen)
+    opts, theta = case["options"], case["theta"]
+    x, w, b = _conv_operands(case, gen)
     tensors = (x, w, b) if case["bias"] else (x, w)
 
     def fast(x, w, b=None):
@@ -70,11 +76,8 @@ def test_conv_float32_c_path_matches_the_naive_form(case, channels_last):
     (and torch's operations elsewhere): values and gradients match the float64 naive form to
     float32 rounding, for contiguous and channels-last inputs."""
     gen = torch.Generator().manual_seed(case["seed"])
-    opts, theta, groups = case["options"], case["theta"], case["options"]["groups"]
-    x = torch.randn(case["n"], case["cin"], *case["hw"], dtype=F64, generator=gen)
-    w = torch.randn(case["cout"], case["cin"] // groups, *case["kernel"], dtype=F64,
-                    generator=gen)
-    b = torch.randn(case["cout"], dtype=F64, generator=gen)
+    opts, theta = case["options"], case["theta"]
+    x, w, b = _conv_operands(case, gen)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     x32 = x.float().contiguous(memory_format=layout).requires_grad_()
     w32, b32 = w.float().requires_grad_(), b.float().requires_grad_()
