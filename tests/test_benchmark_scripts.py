@@ -133,6 +133,25 @@ def test_euclidnet_speed_verdicts_per_batch(monkeypatch):
     assert lines[1].startswith("- Batch 32:") and lines[1].count("**not met**") == 2
 
 
+def test_euclidnet_robustness_verdict_needs_accuracy_above_chance(monkeypatch):
+    """Claim (c) compares drops only for a row at least half the CNN's margin above chance; a
+    near-chance row's small drop is 'not judged', not 'holds'."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    euclidnet = importlib.import_module("euclidnet")
+    monkeypatch.setattr(euclidnet, "mean_drop", lambda r: r["drop"])
+
+    def runs(*pairs):
+        return [{"top1": t, "drop": d} for t, d in pairs]
+    records = {"cnn": runs((60.0, 20.0), (62.0, 21.0)),
+               "euclid-scratch": runs((12.0, 1.0), (13.0, 1.5)),  # near chance, tiny drop
+               "euclid-homotopy": runs((58.0, 20.5), (59.0, 21.5))}
+    lines = euclidnet.verdicts("cifar", records)
+    scratch = [x for x in lines if "from scratch" in x and "(c)" in x]
+    homotopy = [x for x in lines if "homotopy" in x and "(c)" in x]
+    assert "**not judged**" in scratch[0] and "**holds**" in homotopy[0]
+
+
 def test_binarization_vit_notes_when_bnn_ran_as_bc(monkeypatch):
     """The section says bnn equals bc only when every bnn run matches its bc run, and counts
     the latent weights outside [-1, 1] from the histograms (end bins included)."""
