@@ -152,7 +152,7 @@ class PackedEuclidConv2d(_PackedDistanceConv2d, _PackedFloatEuclid):
     """EuclidConv2d (zero padding) for inference: b_j - theta/2 ||w_j||^2 precomputed."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return euclid_conv2d(x, self._weight, self.bias, self.stride, self.padding,
+        return euclid_conv2d(x, self._weight, None, self.stride, self.padding,
                              self.dilation, self.groups, self._theta, self._shift)
 
 

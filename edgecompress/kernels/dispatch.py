@@ -428,19 +428,13 @@ def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *,
     return out
 
 
-def _patch_geometry(name: str, x: Tensor, y: Tensor, kernel: tuple[int, int],
+@functools.lru_cache(maxsize=256)
+def _patch_geometry(name: str, x: torch.Size, y: torch.Size, kernel: tuple[int, int],
                     stride: tuple[int, int], padding: tuple[int, int],
                     groups: int) -> tuple[int, ...]:
-    """The checked geometry of :func:`euclid_patch` / :func:`euclid_patch_grad`: n, c, g, h,
-    w, c_out / g, oh, ow, kh, kw, sh, sw, ph, pw."""
-    return _checked_patch_geometry(name, x.shape, y.shape, kernel, stride, padding, groups)
-
-
-@functools.lru_cache(maxsize=256)
-def _checked_patch_geometry(name: str, x: torch.Size, y: torch.Size, kernel: tuple[int, int],
-                            stride: tuple[int, int], padding: tuple[int, int],
-                            groups: int) -> tuple[int, ...]:
-    # cached: a layer calls this with the same shapes on every step
+    """The checked geometry of :func:`euclid_patch` / :func:`euclid_patch_grad` for the shapes
+    of x and y: n, c, g, h, w, c_out / g, oh, ow, kh, kw, sh, sw, ph, pw (cached: a layer asks
+    with the same shapes on every call)."""
     if (len(x) != 4 or len(y) != 4 or x[0] != y[0] or groups < 1 or x[1] % groups
             or y[1] % groups):
         raise ValueError(f"{name} needs x (N, C, H, W) and y (N, C_out, Ho, Wo) with {groups} "
@@ -484,7 +478,7 @@ def euclid_patch(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, 
     :func:`~.reference.euclid_patch_reference` returns a new tensor; the two agree bit for bit.
     Padding at most half the kernel, dilation 1; y's size must be the convolution's."""
     kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
-    dims = _patch_geometry("euclid_patch", x, y, kernel, stride, padding, groups)
+    dims = _patch_geometry("euclid_patch", x.shape, y.shape, kernel, stride, padding, groups)
     y_last, x_last = _layout(y), _layout(x)
     if y_last is None or x_last is None or library() is None:
         return euclid_patch_reference(y, x, half, kernel, stride, padding, groups)
@@ -504,7 +498,8 @@ def euclid_patch_grad(grad: Tensor, x: Tensor, half: float | Tensor, kernel: tup
     the C kernel (one pass over grad, one over x) or
     :func:`~.reference.euclid_patch_grad_reference`, bit for bit the same."""
     kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
-    dims = _patch_geometry("euclid_patch_grad", x, grad, kernel, stride, padding, groups)
+    dims = _patch_geometry("euclid_patch_grad", x.shape, grad.shape, kernel, stride, padding,
+                           groups)
     g_last, x_last = _layout(grad), _layout(x)
     if g_last is None or x_last is None or library() is None:
         return euclid_patch_grad_reference(grad, x, half, kernel, stride, padding, groups)
