@@ -20,7 +20,7 @@ import copy
 import fnmatch
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Mapping, Sequence, TypeVar, Union
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar, Union
 
 from torch import nn
 
@@ -339,9 +339,22 @@ def convert(
     for step, step_policy, step_options in steps:
         model = _run(model, step, step_policy, step_options, report)
     _drop_later_converted(report)
-    check_binary_inputs(model, report)
-    check_unsigned_inputs(model, report)
+    for check in CHECKS:
+        check(model, report)
     return (model, report) if return_report else model
+
+
+#: run on every converted model: each warns about (and records in the report) the layers whose
+#: inputs make their method meaningless; a method's module adds its own with register_check
+CHECKS: list[Callable[[nn.Module, ConversionReport], None]] = [check_binary_inputs,
+                                                                check_unsigned_inputs]
+
+
+def register_check(check: Callable[[nn.Module, ConversionReport], None]
+                   ) -> Callable[[nn.Module, ConversionReport], None]:
+    """Decorator: run ``check(model, report)`` on every model :func:`convert` returns."""
+    CHECKS.append(check)
+    return check
 
 
 def _step(raw: Any) -> tuple[str | Method, Policy, dict[str, Any]]:

@@ -113,7 +113,7 @@ def check_binary_inputs(model: nn.Module, report: "ConversionReport") -> None:
         return
     graph = trace(model, leaves=(CompressedLayer,))
     if graph is None:
-        _FirstForwardCheck.install(model, layers, report, _all_nonnegative, _warn)
+        FirstForwardCheck.install(model, layers, report, _all_nonnegative, _warn)
         return
     modules = dict(model.named_modules())
     memo: dict[fx.Node, str | None] = {}
@@ -130,7 +130,7 @@ def check_binary_inputs(model: nn.Module, report: "ConversionReport") -> None:
     _warn(found, report)
     hidden = {n: m for n, m in layers.items() if n not in seen}  # inside a module fx keeps whole
     if hidden:
-        _FirstForwardCheck.install(model, hidden, report, _all_nonnegative, _warn)
+        FirstForwardCheck.install(model, hidden, report, _all_nonnegative, _warn)
 
 
 def check_unsigned_inputs(model: nn.Module, report: "ConversionReport") -> None:
@@ -141,21 +141,21 @@ def check_unsigned_inputs(model: nn.Module, report: "ConversionReport") -> None:
               if n and isinstance(getattr(m, "input_quantizer", None), UniformActivationQuantizer)
               and not m.input_quantizer.signed}
     if layers:
-        _FirstForwardCheck.install(model, layers, report, _negative_share, _warn_unsigned)
+        FirstForwardCheck.install(model, layers, report, _negative_share, _warn_unsigned)
 
 
-def _all_nonnegative(x: torch.Tensor) -> str | None:
+def _all_nonnegative(layer: nn.Module, x: torch.Tensor) -> str | None:
     return ("every input of the first forward was >= 0; not traceable"
             if bool((x >= 0).all()) else None)
 
 
-def _negative_share(x: torch.Tensor) -> str | None:
+def _negative_share(layer: nn.Module, x: torch.Tensor) -> str | None:
     share = float((x < 0).float().mean()) if x.numel() else 0.0
     return f"{share:.0%} of its first inputs < 0" if share > NEGATIVE_SHARE else None
 
 
 def _warn_unsigned(found: dict[str, str], report: "ConversionReport") -> None:
-    _warn_found(found, report, "quantize signed inputs with an unsigned quantizer, which sets "
+    warn_found(found, report, "quantize signed inputs with an unsigned quantizer, which sets "
                 "every negative input to 0", "Convert them with activation_signed=True (in a "
                 "method list, a separate step with include=[...] for these layers), or put a "
                 "ReLU before them")
@@ -207,7 +207,7 @@ def _producer(node: fx.Node, modules: dict[str, nn.Module],
     return None
 
 
-def _warn_found(found: dict[str, str], report: "ConversionReport", problem: str,
+def warn_found(found: dict[str, str], report: "ConversionReport", problem: str,
                 fix: str) -> None:
     """One warning naming the ``found`` layers (the first SHOWN, with their reasons): "N
     layer(s) {problem}: layers. {fix}", also recorded in ``report``."""
@@ -221,20 +221,21 @@ def _warn_found(found: dict[str, str], report: "ConversionReport", problem: str,
 
 
 def _warn(found: dict[str, str], report: "ConversionReport") -> None:
-    _warn_found(found, report, "binarize inputs that are never negative, so every input sign "
+    warn_found(found, report, "binarize inputs that are never negative, so every input sign "
                 "is +1 and the layer ignores its input", "Put a signed activation before them "
                 "(activation='hardtanh' in the zoo models) or a learnable threshold before the "
                 "sign (an RSign-style bias)")
 
 
-class _FirstForwardCheck:
-    """Pre-hooks on ``layers`` note those whose input on the model's first (eager) forward has
-    a ``problem`` (the reason, or None); a hook on the model ``warn``s once that forward is
-    over, then every hook is removed. For binary inputs, the fallback of a model torch.fx cannot
+class FirstForwardCheck:
+    """Hooks on ``layers`` note those whose input on the model's first (eager) forward has a
+    ``problem`` (``problem(layer, input)``: the reason, or None; looked at once the layer has
+    run, inside its call, so a summary counting operations books a check's work to the layer,
+    which counts itself); a hook on the model ``warn``s once that forward is over, then every hook is removed. For binary inputs, the fallback of a model torch.fx cannot
     trace; for unsigned inputs, the check itself."""
 
     def __init__(self, report: "ConversionReport",
-                 problem: Callable[[torch.Tensor], str | None],
+                 problem: Callable[[nn.Module, torch.Tensor], str | None],
                  warn: Callable[[dict[str, str], "ConversionReport"], None]) -> None:
         self.report, self.problem, self.warn = report, problem, warn
         self.found: dict[str, str] = {}
@@ -244,20 +245,21 @@ class _FirstForwardCheck:
 
     @classmethod
     def install(cls, model: nn.Module, layers: dict[str, nn.Module], report: "ConversionReport",
-                problem: Callable[[torch.Tensor], str | None],
+                problem: Callable[[nn.Module, torch.Tensor], str | None],
                 warn: Callable[[dict[str, str], "ConversionReport"], None]) -> None:
         check = cls(report, problem, warn)
         for name, layer in layers.items():
             check.handles.append(
-                layer.register_forward_pre_hook(functools.partial(check.before_layer, name)))
+                layer.register_forward_hook(functools.partial(check.after_layer, name)))
         check.handles.append(model.register_forward_hook(check.after_model))
 
-    def before_layer(self, name: str, module: nn.Module, args: tuple[Any, ...]) -> None:
+    def after_layer(self, name: str, module: nn.Module, args: tuple[Any, ...],
+                    output: Any) -> None:
         if (self.done or name in self.seen or not args or not isinstance(args[0], torch.Tensor)
                 or torch.compiler.is_compiling()):
             return
         self.seen.add(name)
-        reason = self.problem(args[0].detach())
+        reason = self.problem(module, args[0].detach())
         if reason is not None:
             self.found[name] = reason
 

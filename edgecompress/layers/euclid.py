@@ -228,6 +228,33 @@ class _EuclidLayer(CompressedLayer):
         """The input the forward pass uses (quantized by the quantized subclasses)."""
         return x
 
+    def final_theta(self) -> float:
+        """theta at the end of its schedule (its value now when constant)."""
+        schedule = self.schedules.get("theta")
+        if schedule is None or schedule.end is None:
+            return self.theta.item()
+        return float(schedule.end)
+
+    def shared_ratio(self, x: Tensor) -> float:
+        """On input ``x`` at :meth:`final_theta`: the spread (std) of the output's part that
+        every output channel of a group shares (the per-patch -theta/2 ||x||^2 and the channel
+        mean of x.w) over the spread of the rest, each channel's mean removed first (a BatchNorm
+        removes those). Far above 1, the channels after a BatchNorm are nearly copies of one
+        map. For checks and diagnoses (runs the layer once more, without autograd)."""
+        with torch.no_grad():
+            y = self._euclid_output(self.quantized_input(x), self.final_theta())
+            channels = y.shape[1] if isinstance(self, EuclidConv2d) else y.shape[-1]
+            y = y.movedim(1 if isinstance(self, EuclidConv2d) else -1, 0).reshape(channels, -1)
+            y = y - y.mean(1, keepdim=True)
+            groups = getattr(self, "groups", 1)
+            y = y.reshape(groups, channels // groups, -1)
+            shared = y.mean(1, keepdim=True)
+            rest = (y - shared).std()
+            return float(shared.std() / rest) if rest > 0 else float("inf")
+
+    def _euclid_output(self, x: Tensor, theta: float) -> Tensor:
+        raise NotImplementedError
+
     def _extra_theta(self) -> str:
         schedule = f", theta_schedule={self.schedules['theta']!r}" if self.schedules else ""
         return f"theta={self.theta.item():g}{schedule}"
@@ -255,6 +282,9 @@ class EuclidLinear(_EuclidLayer):
     def forward(self, x: Tensor) -> Tensor:
         return euclid_linear(self.quantized_input(x), self.quantized_weight(), self.bias,
                              self.theta)
+
+    def _euclid_output(self, x: Tensor, theta: float) -> Tensor:
+        return euclid_linear(x, self.quantized_weight(), None, theta)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The same output by the naive form (slow; for checks)."""
@@ -295,6 +325,11 @@ class EuclidConv2d(_EuclidLayer, DistanceConv2d):
         x, padding = self._padded(self.quantized_input(x))
         return euclid_conv2d(x, self.quantized_weight(), self.bias, self.stride, padding,
                              self.dilation, self.groups, self.theta)
+
+    def _euclid_output(self, x: Tensor, theta: float) -> Tensor:
+        x, padding = self._padded(x)
+        return euclid_conv2d(x if x.dim() == 4 else x.unsqueeze(0), self.quantized_weight(),
+                             None, self.stride, padding, self.dilation, self.groups, theta)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The same output by the naive form (slow; for checks)."""

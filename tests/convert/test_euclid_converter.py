@@ -35,6 +35,47 @@ def test_theta_zero_conversion_computes_what_the_float_model_computes():
     assert not torch.allclose(ec.convert(model, "euclid", keep_first_last=False)(x), model(x))
 
 
+def test_weight_scale_multiplies_weights_and_biases_and_keeps_a_batchnormed_model_at_theta_0():
+    model = tiny_convnet(3).double().train()  # batch statistics: BatchNorm removes the scale
+    x = torch.randn(8, 1, 28, 28, dtype=torch.float64)
+    scaled = ec.convert(model, "euclid", theta=0.0, weight_scale=50.0)
+    everything = ec.convert(model, "euclid", keep_first_last=False, weight_scale=50.0)
+    converted = [(n, m) for n, m in everything.named_modules()
+                 if isinstance(m, (EuclidConv2d, EuclidLinear))]
+    assert len(converted) == 4 and everything.classifier.bias is not None
+    for name, module in converted:
+        source = model.get_submodule(name)
+        assert torch.equal(module.weight, 50.0 * source.weight)
+        assert module.bias is None or torch.equal(module.bias, 50.0 * source.bias)
+    assert scaled.edgecompress_spec["method"]["weight_scale"] == 50.0
+    # the converted conv is followed by a BatchNorm: only its eps sees the factor
+    torch.testing.assert_close(scaled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_larger_weight_scale_brings_the_euclid_layer_towards_the_product():
+    """At theta = 1 the output is alpha x.w - 1/2 ||x||^2 - alpha^2/2 ||w||^2 (+ alpha b):
+    divided by alpha, it tends to x.w - alpha/2 ||w||^2 as alpha grows; per channel after
+    subtracting its constant, to the ordinary layer."""
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=False).double()
+    x = torch.rand(2, 4, 8, 8, dtype=torch.float64)
+    product = conv(x)
+
+    def gap(alpha: float) -> float:
+        layer = ec.convert(nn.Sequential(conv), "euclid", keep_first_last=False,
+                           weight_scale=alpha)[0]
+        out = layer(x) / alpha
+        out = out - out.mean((0, 2, 3), keepdim=True)
+        return (out - (product - product.mean((0, 2, 3), keepdim=True))).abs().max().item()
+
+    assert gap(1000.0) < gap(10.0) / 50 < gap(1.0)
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, float("nan"), float("inf"), True, "2"])
+def test_bad_weight_scale_is_a_conversion_error_naming_it(scale):
+    with pytest.raises(ConversionError, match=r"weight_scale .* must be a finite number > 0"):
+        ec.convert(tiny_convnet(), "euclid", weight_scale=scale)
+
+
 def test_bad_theta_is_a_conversion_error_before_converting():
     with pytest.raises(ConversionError, match=r"theta must be a number in \[0, 1\].*got 2"):
         ec.convert(tiny_convnet(), "euclid", theta=2)
@@ -126,3 +167,39 @@ def test_freeze_save_load_keep_the_distance_layers_exact(tmp_path):
     torch.testing.assert_close(frozen(x), model(x))
     deploy.save(frozen, tmp_path / "euclid.ecm")
     torch.testing.assert_close(deploy.load(tmp_path / "euclid.ecm")(x), model(x))
+
+
+def _first_forward_warnings(model: nn.Module, x: torch.Tensor) -> list[str]:
+    import warnings
+
+    from edgecompress.errors import MeaninglessInputWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model(x), model(x)  # the check runs on the first forward only
+    return [str(w.message) for w in caught if w.category is MeaninglessInputWarning]
+
+
+def test_a_shared_term_swamping_the_channels_warns_once_naming_the_layers_and_the_fix():
+    model = tiny_convnet(2)
+    x = torch.rand(4, 1, 28, 28) * 3  # inputs well above the weights' scale, as after a ReLU
+    euclid, report = ec.convert(model, "euclid", theta=HOMOTOPY, return_report=True)
+    found = _first_forward_warnings(euclid, x)  # at theta 0 now, judged at the schedule's end
+    assert len(found) == 1 and found == report.warnings
+    assert "2 layer(s) output mostly the per-patch -theta/2 ||x||^2" in found[0]
+    assert "features.4 (shared part" in found[0] and "weight_scale" in found[0]
+    assert _first_forward_warnings(ec.convert(model, "euclid", weight_scale=1000.0), x) == []
+    assert _first_forward_warnings(ec.convert(model, "euclid", theta=0.0), x) == []
+
+
+def test_the_shared_ratio_is_the_spread_of_the_group_mean_over_the_rest():
+    conv = EuclidConv2d(4, 6, 3, padding=1, groups=2).double()
+    x = torch.rand(3, 4, 6, 6, dtype=torch.float64) * 2
+    y = conv(x) - conv.bias.view(1, -1, 1, 1)
+    y = y - y.mean((0, 2, 3), keepdim=True)
+    g = y.unflatten(1, (2, 3))
+    shared = g.mean(2, keepdim=True)
+    expected = (shared.std() / (g - shared).std()).item()
+    assert conv.shared_ratio(x) == pytest.approx(expected, rel=1e-9)
+    with torch.no_grad():
+        conv.weight.mul_(1000.0)
+    assert conv.shared_ratio(x) < 2 < expected  # the mean of x.w over 3 channels stays
