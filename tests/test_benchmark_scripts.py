@@ -152,6 +152,28 @@ def test_euclidnet_robustness_verdict_needs_accuracy_above_chance(monkeypatch):
     assert "**not judged**" in scratch[0] and "**holds**" in homotopy[0]
 
 
+def test_euclidnet_weight_scale_rule_and_its_check_in_the_report(monkeypatch):
+    """The rows' weight_scale is the smallest swept one keeping KEEP of the CNN's train top-1;
+    the report says so, or that the rows must be rerun when the constant differs."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    euclidnet = importlib.import_module("euclidnet")
+    sweep = [{"weight_scale": a, "train_top1": t, "test_top1": t}
+             for a, t in ((1.0, 10.0), (30.0, 80.0), (100.0, 90.0), (300.0, 99.0))]
+    result = {"cnn": {"train_top1": 100.0, "test_top1": 95.0}, "sweep": sweep}
+    assert euclidnet.chosen_scale(result) == 100.0
+    assert euclidnet.chosen_scale({**result, "cnn": {"train_top1": 200.0}}) is None
+    layer = {"layer": "a", "shared_std": 20.0, "specific_std": 1.0, "grad_ratio": 0.01}
+    saved = {**result, "machine": "m", "images": 10, "batch": 5, "chosen": 100.0,
+             "init": [layer], "trained": [layer]}
+    monkeypatch.setattr(euclidnet, "load_results", lambda name: saved)
+    text = "\n".join(euclidnet.diagnosis_section())
+    assert f"**100** (**the rows use {euclidnet.WEIGHT_SCALE:g}: rerun them**)" in text
+    monkeypatch.setattr(euclidnet, "WEIGHT_SCALE", 100.0)
+    assert "**100** (the rows' `weight_scale` is this value)" in "\n".join(
+        euclidnet.diagnosis_section())
+
+
 def test_binarization_vit_notes_when_bnn_ran_as_bc(monkeypatch):
     """The section says bnn equals bc only when every bnn run matches its bc run, and counts
     the latent weights outside [-1, 1] from the histograms (end bins included)."""
