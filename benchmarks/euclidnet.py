@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (RESULTS, ROOT, add_run_arguments, command_parser, dispatch, load_results,
-                    machine, mean_std, merged_results, resume_results, runs_line, save_results,
-                    train_and_record, write_doc)
+from common import (RESULTS, ROOT, add_run_arguments, command_parser, dispatch, hours_per_seed,
+                    load_results, machine, mean_std, merged_results, resume_results, runs_line,
+                    save_results, seconds_per_seed, train_and_record, write_doc)
 
 from edgecompress import convert, models
 from edgecompress import data as data_lib
@@ -605,6 +605,11 @@ def cmd_report(args: argparse.Namespace) -> None:
         f"{DISTILL['alpha']}, temperature {DISTILL['temperature']:g}: the library's defaults). "
         "The default is distillation on, the papers' teacher-student + homotopy. These rows "
         "start from a trained model, so in total they have seen twice the epochs of the others.",
+        f"- **EuclidNet, homotopy, weights x{WEIGHT_SCALE:g}**: the homotopy row with "
+        f"`weight_scale={WEIGHT_SCALE:g}` (the converted weights and biases times "
+        f"{WEIGHT_SCALE:g}: the CNN's function unchanged at theta = 0, since BatchNorm follows "
+        "each converted layer; at theta = 1, x.w outweighs the per-patch 1/2 ||x||^2 that every "
+        "channel shares; our reading, chosen by the rule of the diagnosis section below).",
         "- **AdderNet**: `convert(model, \"adder\")` (-sum |x - w| + b, full-precision weight "
         "gradient, HardTanh input gradient, adaptive learning-rate scaling eta 0.2), random "
         "weights.",
@@ -649,7 +654,8 @@ def cmd_report(args: argparse.Namespace) -> None:
                             f"corruptions (mean over seeds)")
             lines += [f"![robustness {suite}](img/{name})", ""]
         lines += verdicts(suite, records) + [""]
-        lines += [runs_line(results), ""]
+        lines += [runs_line(results) + f" Measured time per seed (training and robustness, "
+                  f"one thread each): {hours_per_seed(seconds_per_seed(runs))}.", ""]
     lines += [RULES, ""]
     lines += diagnosis_section()
     lines += speed_section()
