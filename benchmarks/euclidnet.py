@@ -6,13 +6,15 @@ docs/euclidnet.md (issue 13).
 
     python benchmarks/euclidnet.py run cifar --data-root ../shared/data/cifar10_subset \\
         --seeds 0 --part s0        # and --seeds 1 --part s1 beside it (two cores), then s2
-    python benchmarks/euclidnet.py run mnist --seeds 0 1 2 --part s012
+    python benchmarks/euclidnet.py run mnist --seeds 0 --part s0   # s1, s2 likewise
+    python benchmarks/euclidnet.py diagnose --data-root ../shared/data/cifar10_subset
     python benchmarks/euclidnet.py report
 
 Rows (see ROWS): ``cnn`` the float model; ``euclid-scratch`` convert(model, "euclid", theta=1)
 trained from random weights; ``euclid-homotopy`` the trained ``cnn`` of the same seed converted
 with theta scheduled 0 -> 1 (linear per step, reaching 1 at half the run and held there) and
-distilled from that CNN (kd alpha 0.5, temperature 4); ``adder`` convert(model, "adder").
+distilled from that CNN (kd alpha 0.5, temperature 4); ``euclid-homotopy-scaled`` the same
+with ``weight_scale=WEIGHT_SCALE``; ``adder`` convert(model, "adder").
 The 8-bit variant of a row is the same recipe with ``{name: uniform, bits: 8, activation_bits:
 8}`` appended to its method chain (symmetric per-channel 8-bit weights, unsigned 8-bit inputs
 with an LSQ-learned step), trained by quantization-aware training for the same epochs from the
@@ -24,9 +26,13 @@ and last layers stay float (the converters' default policy).
 skips runs already in any of those files, so a killed benchmark resumes; one thread per process.
 ``--limit N`` trains and tests on N images (a smoke test, its own file) and prints the time the
 full run would take, scaled from the smoke run (train time by images x epochs, robustness time
-by test images; an upper bound at tiny N). The full run's time, measured on the first full
-seeds, is in ESTIMATE: about 1.6 h per CIFAR seed and 0.4 h per MNIST seed on one core under
-load.
+by test images; an upper bound at tiny N). The full run's time is in ESTIMATE (about 1.9 h
+per CIFAR seed on one core under load) and the report gives each seed's measured time.
+
+``diagnose`` measures why Euclid layers at a CNN's weight scale learn little (the per-patch
+1/2 ||x||^2 that every output channel shares, against the channel-specific part, and the weight
+gradients against the CNN's) and sweeps ``weight_scale`` on the trained CNN of seed 0 (converted
+at theta = 1, BatchNorm statistics re-estimated, no training): the rule picking WEIGHT_SCALE.
 """
 
 from __future__ import annotations
@@ -74,15 +80,13 @@ OPTIMIZER = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005}
 #: the full run's time, measured as the docstring says
 ESTIMATE = (
     "Measured on 2026-12-07 on a 2-core AMD EPYC with AVX2 (no AVX-512), one thread per "
-    "process, two seed processes side by side and a test run beside them most of the time "
-    "(load average 2-3 on 2 cores): one CIFAR seed (5 epochs) took 1.3 h without its 8-bit "
-    "AdderNet row (CNN 0.09-0.15 h, each Euclid row 0.13-0.22 h, CNN 8-bit 0.13-0.18 h, "
-    "AdderNet 0.33 h: 870-880 s of training and 300 s of robustness), about 1.6 h with it; "
-    "the `--limit` smoke runs scale to 1.58 h per CIFAR seed at 6 epochs and 0.39 h per MNIST "
-    "seed (upper bounds). Three seeds of both suites are therefore about 6 core-hours under "
-    "that load, about 3 h on two cores: more than the two hours of the guide; to be re-measured "
-    "with the processes alone on the cores (the test run slowed them), and cut (epochs or "
-    "robustness images, the same for every row) if it stays above two hours"
+    "process, two or three processes (and a test run most of the time) on the 2 cores: one "
+    "CIFAR seed of the ten rows took 1.8-1.9 h (CNN 0.09-0.15 h, CNN 8-bit 0.13-0.18 h, each "
+    "Euclid row 0.10-0.22 h, AdderNet 0.23-0.36 h; robustness is 76-309 s of each run); the "
+    "MNIST suite's measured time is in its section. Three CIFAR seeds are therefore about 5.6 "
+    "core-hours, about 2.8 h on two cores: more than the two hours of the guide. To fit, cut "
+    "the same thing for every row (the robustness images, or the 8-bit rows of the near-chance "
+    "Euclid rows), or measure on a quiet machine"
 )
 
 
