@@ -156,9 +156,9 @@ def _negative_share(layer: nn.Module, x: torch.Tensor) -> str | None:
 
 def _warn_unsigned(found: dict[str, str], report: "ConversionReport") -> None:
     warn_found(found, report, "quantize signed inputs with an unsigned quantizer, which sets "
-                "every negative input to 0", "Convert them with activation_signed=True (in a "
-                "method list, a separate step with include=[...] for these layers), or put a "
-                "ReLU before them")
+               "every negative input to 0", "Convert them with activation_signed=True (in a "
+               "method list, a separate step with include=[...] for these layers), or put a "
+               "ReLU before them")
 
 
 def _nonnegative(arg: Any, modules: dict[str, nn.Module],
@@ -208,7 +208,7 @@ def _producer(node: fx.Node, modules: dict[str, nn.Module],
 
 
 def warn_found(found: dict[str, str], report: "ConversionReport", problem: str,
-                fix: str) -> None:
+               fix: str) -> None:
     """One warning naming the ``found`` layers (the first SHOWN, with their reasons): "N
     layer(s) {problem}: layers. {fix}", also recorded in ``report``."""
     if not found:
@@ -222,17 +222,18 @@ def warn_found(found: dict[str, str], report: "ConversionReport", problem: str,
 
 def _warn(found: dict[str, str], report: "ConversionReport") -> None:
     warn_found(found, report, "binarize inputs that are never negative, so every input sign "
-                "is +1 and the layer ignores its input", "Put a signed activation before them "
-                "(activation='hardtanh' in the zoo models) or a learnable threshold before the "
-                "sign (an RSign-style bias)")
+               "is +1 and the layer ignores its input", "Put a signed activation before them "
+               "(activation='hardtanh' in the zoo models) or a learnable threshold before the "
+               "sign (an RSign-style bias)")
 
 
 class FirstForwardCheck:
     """Hooks on ``layers`` note those whose input on the model's first (eager) forward has a
     ``problem`` (``problem(layer, input)``: the reason, or None; looked at once the layer has
     run, inside its call, so a summary counting operations books a check's work to the layer,
-    which counts itself); a hook on the model ``warn``s once that forward is over, then every hook is removed. For binary inputs, the fallback of a model torch.fx cannot
-    trace; for unsigned inputs, the check itself."""
+    which counts itself); a hook on the model ``warn``s once that forward is over, then every
+    hook is removed. For binary inputs, the fallback of a model torch.fx cannot trace; for
+    unsigned inputs and swamped Euclid layers, the check itself."""
 
     def __init__(self, report: "ConversionReport",
                  problem: Callable[[nn.Module, torch.Tensor], str | None],

@@ -240,19 +240,21 @@ class _EuclidLayer(CompressedLayer):
         every output channel of a group shares (the per-patch -theta/2 ||x||^2 and the channel
         mean of x.w) over the spread of the rest, each channel's mean removed first (a BatchNorm
         removes those). Far above 1, the channels after a BatchNorm are nearly copies of one
-        map. For checks and diagnoses (runs the layer once more, without autograd)."""
+        map. For checks and diagnoses: runs the layer's float form once more, without autograd
+        and without its quantizers (which may be observing their inputs for calibration)."""
         with torch.no_grad():
-            y = self._euclid_output(self.quantized_input(x), self.final_theta())
-            channels = y.shape[1] if isinstance(self, EuclidConv2d) else y.shape[-1]
-            y = y.movedim(1 if isinstance(self, EuclidConv2d) else -1, 0).reshape(channels, -1)
-            y = y - y.mean(1, keepdim=True)
-            groups = getattr(self, "groups", 1)
-            y = y.reshape(groups, channels // groups, -1)
+            y = self._euclid_output(x, self.final_theta()).movedim(self._channel_dim, 0)
+            channels, groups = y.shape[0], getattr(self, "groups", 1)
+            y = y.reshape(channels, -1)
+            y = (y - y.mean(1, keepdim=True)).reshape(groups, channels // groups, -1)
             shared = y.mean(1, keepdim=True)
             rest = (y - shared).std()
             return float(shared.std() / rest) if rest > 0 else float("inf")
 
+    _channel_dim: int  # where a layer's output keeps its channels
+
     def _euclid_output(self, x: Tensor, theta: float) -> Tensor:
+        """The float layer's output at ``theta``, without bias."""
         raise NotImplementedError
 
     def _extra_theta(self) -> str:
@@ -283,8 +285,10 @@ class EuclidLinear(_EuclidLayer):
         return euclid_linear(self.quantized_input(x), self.quantized_weight(), self.bias,
                              self.theta)
 
+    _channel_dim = -1
+
     def _euclid_output(self, x: Tensor, theta: float) -> Tensor:
-        return euclid_linear(x, self.quantized_weight(), None, theta)
+        return euclid_linear(x, self.weight, None, theta)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The same output by the naive form (slow; for checks)."""
@@ -326,10 +330,12 @@ class EuclidConv2d(_EuclidLayer, DistanceConv2d):
         return euclid_conv2d(x, self.quantized_weight(), self.bias, self.stride, padding,
                              self.dilation, self.groups, self.theta)
 
+    _channel_dim = 1
+
     def _euclid_output(self, x: Tensor, theta: float) -> Tensor:
-        x, padding = self._padded(x)
-        return euclid_conv2d(x if x.dim() == 4 else x.unsqueeze(0), self.quantized_weight(),
-                             None, self.stride, padding, self.dilation, self.groups, theta)
+        x, padding = self._padded(x if x.dim() == 4 else x.unsqueeze(0))
+        return euclid_conv2d(x, self.weight, None, self.stride, padding, self.dilation,
+                             self.groups, theta)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The same output by the naive form (slow; for checks)."""

@@ -203,3 +203,17 @@ def test_the_shared_ratio_is_the_spread_of_the_group_mean_over_the_rest():
     with torch.no_grad():
         conv.weight.mul_(1000.0)
     assert conv.shared_ratio(x) < 2 < expected  # the mean of x.w over 3 channels stays
+
+
+def test_the_check_leaves_quantizers_alone_on_the_first_forward():
+    """The check reruns the float layer, never its input quantizer (which may be observing its
+    inputs for calibration): one quantizer call per layer on the checked forward."""
+    model = ec.convert(tiny_convnet(2), ["euclid", {"name": "uniform", "bits": 8}])
+    calls: dict[str, int] = {}
+    for name, module in model.named_modules():
+        if name.endswith("input_quantizer"):
+            module.register_forward_hook(
+                lambda m, i, o, n=name: calls.__setitem__(n, calls.get(n, 0) + 1))
+    found = _first_forward_warnings(model, torch.rand(4, 1, 28, 28) * 3)
+    assert len(found) == 1 and "features.4" in found[0]  # the check ran
+    assert calls == {"features.4.input_quantizer": 2, "features.8.input_quantizer": 2}  # 2 forwards
