@@ -283,12 +283,11 @@ def _recalibrate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch
 
 def layer_shares(cnn: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, Any]]:
     """Per converted layer of ``convert(cnn, "euclid")`` (same weights), on one batch in train
-    mode: the std of its output's channel mean (the part every channel shares: mostly -1/2
-    ||x||^2 of each patch) and of the rest (channel-specific), and its weight gradient's norm
-    over the CNN layer's."""
+    mode: its ``shared_ratio`` on its input (what the library's warning measures), and its
+    weight gradient's norm over the CNN layer's."""
     euclid = convert(copy.deepcopy(cnn), "euclid", theta=1.0)
-    outputs: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: outputs.__setitem__(n, o.detach()))
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: inputs.__setitem__(n, i[0].detach()))
              for n, m in euclid.named_modules() if isinstance(m, EuclidConv2d)]
     grads = {}
     for name, model in (("cnn", copy.deepcopy(cnn)), ("euclid", euclid)):
@@ -298,14 +297,9 @@ def layer_shares(cnn: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list
                        if n.endswith("weight") and p.dim() == 4}
     for h in hooks:
         h.remove()
-    rows = []
-    for name, out in outputs.items():
-        shared = out.mean(1, keepdim=True)
-        weight = f"{name}.weight"
-        rows.append({"layer": name, "shared_std": shared.std().item(),
-                     "specific_std": (out - shared).std().item(),
-                     "grad_ratio": grads["euclid"][weight] / grads["cnn"][weight]})
-    return rows
+    return [{"layer": name, "shared_ratio": euclid.get_submodule(name).shared_ratio(inp),
+             "grad_ratio": grads["euclid"][f"{name}.weight"] / grads["cnn"][f"{name}.weight"]}
+            for name, inp in inputs.items()]
 
 
 def cmd_diagnose(args: argparse.Namespace) -> None:
@@ -354,8 +348,6 @@ def diagnosis_section() -> list[str]:
         values = [r[key] for r in rows]
         return f"{min(values):.3g} to {max(values):.3g}"
 
-    shares = {k: [{"ratio": r["shared_std"] / r["specific_std"], **r} for r in result[k]]
-              for k in ("init", "trained")}
     chosen = result["chosen"]
     check = ("the rows' `weight_scale` is this value" if chosen == WEIGHT_SCALE else
              f"**the rows use {WEIGHT_SCALE:g}: rerun them**")
@@ -367,13 +359,14 @@ def diagnosis_section() -> list[str]:
         "1/2 ||w||^2 + b. The per-patch 1/2 ||x||^2 is the same for every output channel but "
         "varies from patch to patch, so the BatchNorm after the layer cannot remove it; beside "
         "it, x.w with weights at a CNN's scale is small. Measured per converted layer on one "
-        f"batch of {result['batch']} training images in train mode (the spread of "
-        "the output's channel mean, shared by all channels, over the spread of the rest, each "
-        "channel's mean removed; and the weight gradient's norm over the CNN layer's with the "
-        "same weights):", "",
+        f"batch of {result['batch']} training images in train mode (`shared_ratio`, as the "
+        "library's warning: the spread of the output's channel mean, shared by all channels, "
+        "over the spread of the rest, each channel's mean removed first; and the weight "
+        "gradient's norm over the CNN layer's with the same weights):", "",
         "| weights | shared / channel-specific spread | Euclid / CNN weight-gradient norm |",
         "|---|---:|---:|",
-        *[f"| {label} | {spread(shares[k], 'ratio')} | {spread(result[k], 'grad_ratio')} |"
+        *[f"| {label} | {spread(result[k], 'shared_ratio')} | "
+          f"{spread(result[k], 'grad_ratio')} |"
           for k, label in (("init", "ResNet-20 at init (kaiming)"),
                            ("trained", "the trained CNN (seed 0)"))], "",
         "So after BatchNorm every channel of a Euclid layer is nearly the same map (the "

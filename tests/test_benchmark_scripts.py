@@ -163,7 +163,7 @@ def test_euclidnet_weight_scale_rule_and_its_check_in_the_report(monkeypatch):
     result = {"cnn": {"train_top1": 100.0, "test_top1": 95.0}, "sweep": sweep}
     assert euclidnet.chosen_scale(result) == 100.0
     assert euclidnet.chosen_scale({**result, "cnn": {"train_top1": 200.0}}) is None
-    layer = {"layer": "a", "shared_std": 20.0, "specific_std": 1.0, "grad_ratio": 0.01}
+    layer = {"layer": "a", "shared_ratio": 20.0, "grad_ratio": 0.01}
     saved = {**result, "machine": "m", "images": 10, "batch": 5, "chosen": 100.0,
              "init": [layer], "trained": [layer]}
     monkeypatch.setattr(euclidnet, "load_results", lambda name: saved)

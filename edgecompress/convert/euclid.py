@@ -13,7 +13,7 @@ the Euclid layer towards it: at theta = 1 the output is alpha x.w - 1/2 ||x||^2 
 BatchNorm cannot remove (it varies from patch to patch), shrinks beside the channel-specific
 alpha x.w. With weights at a CNN's scale (kaiming init, or trained under weight decay) that
 shared term dominates each Euclid layer's output (measured in docs/euclidnet.md on a ResNet-20:
-its spread is 18 to 250 times the channel-specific part's), the channels after BatchNorm are
+its spread is 22 to 320 times the channel-specific part's), the channels after BatchNorm are
 nearly copies of one map and the weight gradients 40 to 3200 times smaller than the CNN's; a
 trained CNN converted at theta = 1 is at chance, and needs alpha ~ 300 to keep its accuracy. The
 price: weights alpha times further from the inputs, which a fixed-point squared-difference unit
