@@ -59,7 +59,7 @@ from edgecompress.layers import EuclidConv2d
 from edgecompress.analysis import RobustnessResult, evaluate_robustness, plot_robustness
 from edgecompress.analysis.robustness import RobustnessRow
 from edgecompress.recipe import Recipe
-from edgecompress.train import Callback
+from edgecompress.train import Callback, evaluate
 
 DOC = ROOT / "docs" / "euclidnet.md"
 SEEDS = (0, 1, 2)
@@ -262,13 +262,6 @@ def _batches(dataset: Any, size: int = 200) -> list[tuple[torch.Tensor, torch.Te
     return [(x, y) for x, y in loader]
 
 
-def _top1(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    model.eval()
-    with torch.no_grad():
-        right = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
-    return 100.0 * right / sum(len(y) for _, y in batches)
-
-
 def _recalibrate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Re-estimate every BatchNorm's running statistics on ``batches`` (cumulative average)."""
     for m in model.modules():
@@ -314,9 +307,9 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     if not checkpoint.is_file():
         train_and_record(recipe_for("cifar", BY_KEY["cnn"], seed, spec["epochs"], None, work),
                          args.data_root, checkpoint.parent)
-    train = _batches(data_lib.load("cifar10", root=args.data_root, split="train",
-                                   limit=args.images))
-    test = _batches(data_lib.load("cifar10", root=args.data_root, split="test"))
+    train_set = data_lib.load("cifar10", root=args.data_root, split="train", limit=args.images)
+    test_set = data_lib.load("cifar10", root=args.data_root, split="test")
+    train = _batches(train_set)
     torch.manual_seed(seed)
     fresh = models.create("resnet20", num_classes=10, input_shape=(3, 32, 32))
     x, y = train[0]
@@ -324,13 +317,15 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     result: dict[str, Any] = {
         "machine": machine(), "seed": seed, "images": args.images, "batch": len(y),
         "init": layer_shares(fresh, x, y), "trained": layer_shares(trained, x, y),
-        "cnn": {"train_top1": _top1(trained, train), "test_top1": _top1(trained, test)},
+        "cnn": {"train_top1": evaluate(trained, train_set)["top1"],
+                "test_top1": evaluate(trained, test_set)["top1"]},
         "sweep": []}
     for scale in SWEEP:
         euclid = convert(copy.deepcopy(trained), "euclid", theta=1.0, weight_scale=scale)
         _recalibrate(euclid, train)
-        result["sweep"].append({"weight_scale": scale, "train_top1": _top1(euclid, train),
-                                "test_top1": _top1(euclid, test)})
+        result["sweep"].append({"weight_scale": scale,
+                                "train_top1": evaluate(euclid, train_set)["top1"],
+                                "test_top1": evaluate(euclid, test_set)["top1"]})
         print(f"[euclidnet diagnose] weight_scale {scale:g}: {result['sweep'][-1]}", flush=True)
     result["chosen"] = chosen_scale(result)
     save_results(DIAGNOSIS, result)
