@@ -542,7 +542,8 @@ def speed_section() -> list[str]:
              f"reversed every other round), each layer's time over nn.Conv2d's in the same round, "
              f"median over rounds (training step: forward + backward to input and weights; "
              f"inference: forward without gradients; the frozen forms are inference only, "
-             f"`-` elsewhere). Targets: EuclidConv2d training <= 1.2x, inference <= 1.1x. "
+             f"`-` elsewhere; the naive forms are timed in a run of their own against "
+             f"nn.Conv2d, as their large tensors cool the caches). Targets: EuclidConv2d training <= 1.2x, inference <= 1.1x. "
              f"Machine: {data['machine']}"
              + (f", load average {data['load_average'][0]:.1f} at the end"
                 if "load_average" in data else "") + ".", "",

@@ -15,7 +15,8 @@ with ||w||^2 computed once; adder-frozen, the direct C kernel's L1 form). Every 
 each layer in turn (``--calls`` calls each; interleaved, so load changes hit all alike, the
 order reversed every other round: benchmarks/common.py's ``interleaved``); the table shows the
 median time per call and the median over rounds of its ratio to nn.Conv2d's time in the same
-round.
+round. The naive forms are timed in a run of their own against nn.Conv2d: their
+hundred-megabyte difference tensors would leave cold caches to whatever runs after them.
 Wall-clock on a shared machine: the ratios are the result, the milliseconds are context.
 Writes benchmarks/results/euclidnet_speed.json (euclidnet_speed_quick.json with --quick).
 """
@@ -111,8 +112,14 @@ def main() -> None:
             for mode, make in (("train", lambda m: train_step(m, x, grad)),
                                ("inference", lambda m: inference(m, x))):
                 timed = modules if mode == "train" else {**modules, **frozen(modules)}
-                timings = interleaved({name: make(m) for name, m in timed.items()}, rounds,
+                fast = {k: m for k, m in timed.items() if not k.endswith("-naive")}
+                timings = interleaved({name: make(m) for name, m in fast.items()}, rounds,
                                       args.calls, "conv")
+                if len(fast) < len(timed):  # the naive forms against a convolution of their own
+                    naive = {k: m for k, m in timed.items() if k == "conv" or k not in fast}
+                    timings.update({k: t for k, t in interleaved(
+                        {name: make(m) for name, m in naive.items()}, rounds, args.calls,
+                        "conv").items() if k != "conv"})
                 for name, t in timings.items():
                     seconds, ratio = t["seconds"], t["ratio"]
                     rows.append(dict(batch=batch, channels=channels, hw=hw, mode=mode,

@@ -99,12 +99,29 @@ class PackedEuclid(PackedLayer):
     def prepare(self) -> None:
         super().prepare()
         self._theta = float(self.theta)
-        self._shift = shifted_bias(self.bias, self.forward_weight(),  # type: ignore[attr-defined]
-                                   self.theta)
+        self._shift = self._gemm_shift()
+
+    def _gemm_shift(self) -> Tensor:
+        """b_j - theta/2 ||w_j||^2 summed as the training layer's forward sums it (torch's
+        reduction, as :func:`~edgecompress.layers.euclid.shifted_bias`)."""
+        return shifted_bias(self.bias, self.forward_weight(),  # type: ignore[attr-defined]
+                            self.theta)
 
     @property
     def op_kind(self) -> str:  # type: ignore[override]
         return "squared-diff" if self.theta.item() == 1.0 else "mac"
+
+
+class EuclidConvShift:
+    """For the packed Euclid convolutions: the shift summed in the order of the C kernel that
+    computes it in the training layer's forward pass
+    (:func:`~edgecompress.kernels.euclid_shift_reference`), so a frozen layer passes it
+    precomputed and still equals the training layer bit for bit."""
+
+    def _gemm_shift(self) -> Tensor:
+        return kernels.euclid_shift_reference(self.forward_weight(),  # type: ignore[attr-defined]
+                                              self.bias,  # type: ignore[attr-defined]
+                                              0.5 * self._theta)  # type: ignore[attr-defined]
 
 
 class _PackedDistanceLinear(PackedLinearShape, _PackedDistance):
@@ -148,7 +165,7 @@ class PackedEuclidLinear(_PackedDistanceLinear, _PackedFloatEuclid):
 
 
 @register_packed(EuclidConv2d)
-class PackedEuclidConv2d(_PackedDistanceConv2d, _PackedFloatEuclid):
+class PackedEuclidConv2d(EuclidConvShift, _PackedDistanceConv2d, _PackedFloatEuclid):
     """EuclidConv2d (zero padding) for inference: b_j - theta/2 ||w_j||^2 precomputed."""
 
     def forward(self, x: Tensor) -> Tensor:

@@ -38,7 +38,8 @@ from ..layers.euclid import euclid_conv2d, euclid_linear
 from ..layers.uniform import (UniformAdderConv2d, UniformAdderLinear, UniformConv2d,
                               UniformEuclidConv2d, UniformEuclidLinear, UniformLinear)
 from ..quantizers.uniform import check_bits, code_range, fake_quantize
-from .distance import PackedAdderConvForward, PackedAdderLinearForward, PackedEuclid
+from .distance import (EuclidConvShift, PackedAdderConvForward, PackedAdderLinearForward,
+                       PackedEuclid)
 from .lowbit import LowBitLinear
 from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
                      register_packed, to_bitstream)
@@ -223,7 +224,8 @@ class PackedUniformEuclidLinear(_PackedUniformLinearShape, _PackedUniformEuclid)
 
 
 @register_packed(UniformEuclidConv2d)
-class PackedUniformEuclidConv2d(_PackedUniformConv2dShape, _PackedUniformEuclid):
+class PackedUniformEuclidConv2d(EuclidConvShift, _PackedUniformConv2dShape,
+                                _PackedUniformEuclid):
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
         return euclid_conv2d(x, self._conv_weight(), None, self.stride, self.padding,

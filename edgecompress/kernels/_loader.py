@@ -48,9 +48,10 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
                                                              _p, _i32, _i32], _i32),
     "ec_conv2d_f32_planned": ([_p, _p, _p, _p], _i32),
     "ec_adder_input_grad": ([_p] + [_i64] * 4 + [_p] + [_i64] * 7 + [_p, _p, _i32, _i32], _i32),
-    "ec_euclid_patch": ([_p, _i32, _p, _i32] + [_i64] * 14 + [_f32, _i32, _i32], _i32),
-    "ec_euclid_patch_grad": ([_p, _i32, _p, _i32, _p] + [_i64] * 14 + [_f32, _i32, _i32],
-                             _i32),
+    "ec_euclid_patch_shift": ([_p, _i32, _p, _i32, _p, _p, _p] + [_i64] * 14 + [_f32, _i32, _i32],
+                              _i32),
+    "ec_euclid_patch_grad_add": ([_p, _i32, _p, _i32, _p, _i32] + [_i64] * 14
+                                 + [_f32, _i32, _i32], _i32),
 }
 
 

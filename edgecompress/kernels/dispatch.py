@@ -19,6 +19,7 @@ from torch import Tensor
 from ._loader import (ConvF32Plan, by_reference, check_status, library, load, load_error,
                       path_code)
 from .reference import (PANEL, adder_input_grad_reference, euclid_patch_reference,
+                        euclid_shift_reference,
                         euclid_patch_grad_reference, binary_gemm_affine_reference, block_epilogue_reference,
                         pool_branches_reference, binary_gemm_groups_reference,
                         binary_gemm_reference, binary_gemm_signs_reference,
@@ -469,45 +470,78 @@ def _float_value(half: float | Tensor) -> float:
 
 def euclid_patch(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], groups: int = 1, *,
-                 path: str | None = None, threads: int | None = None) -> Tensor:
+                 shift: Tensor | None = None, weight: Tensor | None = None,
+                 bias: Tensor | None = None, path: str | None = None,
+                 threads: int | None = None) -> Tensor:
     """EuclidNet's per-patch term of a convolution with input x (N, C, H, W) and output y (N,
     C_out, Ho, Wo): ``y - half * P``, P the sum over every kernel window (zero padding) of the
     group's channel sum of x^2, each group's P subtracted from its C_out / groups channels.
+    With a per-channel ``shift`` (C_out values), ``(y + shift) - half * P``: the GEMM form's
+    b - theta/2 ||w||^2, so the convolution runs without a bias; or, without a shift, with the
+    convolution's ``weight`` (and ``bias`` or None) the kernel computes that shift itself (a
+    forward pass then costs one call after the convolution; see
+    :func:`~.reference.euclid_shift_reference` for its order).
     The C kernel (``euclid_patch.c``: one pass over x, one over y) writes y in place when x and
     y are float32 CPU tensors held contiguous or channels-last; else, or without the library,
     :func:`~.reference.euclid_patch_reference` returns a new tensor; the two agree bit for bit.
     Padding at most half the kernel, dilation 1; y's size must be the convolution's."""
     kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
     dims = _patch_geometry("euclid_patch", x.shape, y.shape, kernel, stride, padding, groups)
+    channels = y.shape[1]
+    if shift is not None and shift.shape != (channels,):
+        raise ValueError(f"euclid_patch: shift needs one value per output channel "
+                         f"({channels},), got {tuple(shift.shape)}")
+    if shift is None and weight is not None and (
+            weight.shape != (channels, x.shape[1] // groups, *kernel)
+            or (bias is not None and bias.shape != (channels,))):
+        raise ValueError(f"euclid_patch: weight needs the shape "
+                         f"{(channels, x.shape[1] // groups, *kernel)} and bias ({channels},), "
+                         f"got {tuple(weight.shape)} and "
+                         f"{None if bias is None else tuple(bias.shape)}")
     y_last, x_last = _layout(y), _layout(x)
     if y_last is None or x_last is None or library() is None:
-        return euclid_patch_reference(y, x, half, kernel, stride, padding, groups)
-    status = load().ec_euclid_patch(y.data_ptr(), y_last, x.detach().data_ptr(), x_last, *dims,
-                                    _float_value(half), path_code(path),
-                                    threads or torch.get_num_threads())
+        if shift is None and weight is not None:
+            shift = euclid_shift_reference(weight, bias, half)
+        return euclid_patch_reference(y, x, half, kernel, stride, padding, groups, shift)
+    if shift is not None:
+        weight = bias = None
+    shift, weight, bias = _float32(shift), _float32(weight), _float32(bias)
+    status = load().ec_euclid_patch_shift(y.data_ptr(), y_last, x.detach().data_ptr(), x_last,
+                                          _ptr(shift), _ptr(weight), _ptr(bias), *dims,
+                                          _float_value(half), path_code(path),
+                                          threads or torch.get_num_threads())
     check_status(status, "euclid_patch", path)
     return y
 
 
 def euclid_patch_grad(grad: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
                       stride: tuple[int, int], padding: tuple[int, int], groups: int = 1, *,
-                      path: str | None = None, threads: int | None = None) -> Tensor:
+                      add_to: Tensor | None = None, path: str | None = None,
+                      threads: int | None = None) -> Tensor:
     """The input gradient of :func:`euclid_patch`'s term from the output's gradient ``grad``
     (y's shape): the gradient summed over each group's channels, negated, times half, spread
     back over every window (avg_pool2d's backward), times 2 x; a new tensor in x's layout, by
     the C kernel (one pass over grad, one over x) or
-    :func:`~.reference.euclid_patch_grad_reference`, bit for bit the same."""
+    :func:`~.reference.euclid_patch_grad_reference`, bit for bit the same. With ``add_to``
+    (x's shape, e.g. the convolution's own input gradient) the result is ``add_to + term``,
+    written into ``add_to`` when it is float32 in x's layout (no second pass, no new tensor)."""
     kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
     dims = _patch_geometry("euclid_patch_grad", x.shape, grad.shape, kernel, stride, padding,
                            groups)
+    if add_to is not None and add_to.shape != x.shape:
+        raise ValueError(f"euclid_patch_grad: add_to needs x's shape {tuple(x.shape)}, got "
+                         f"{tuple(add_to.shape)}")
     g_last, x_last = _layout(grad), _layout(x)
-    if g_last is None or x_last is None or library() is None:
-        return euclid_patch_grad_reference(grad, x, half, kernel, stride, padding, groups)
-    out = torch.empty_like(x, memory_format=torch.channels_last if x_last else
-                           torch.contiguous_format)
-    status = load().ec_euclid_patch_grad(grad.data_ptr(), g_last, x.detach().data_ptr(), x_last,
-                                         out.data_ptr(), *dims, _float_value(half),
-                                         path_code(path), threads or torch.get_num_threads())
+    if g_last is None or x_last is None or library() is None or (
+            add_to is not None and _layout(add_to) != x_last):
+        term = euclid_patch_grad_reference(grad, x, half, kernel, stride, padding, groups)
+        return term if add_to is None else add_to + term
+    out = add_to if add_to is not None else torch.empty_like(
+        x, memory_format=torch.channels_last if x_last else torch.contiguous_format)
+    status = load().ec_euclid_patch_grad_add(grad.data_ptr(), g_last, x.detach().data_ptr(),
+                                             x_last, out.data_ptr(), add_to is not None, *dims,
+                                             _float_value(half), path_code(path),
+                                             threads or torch.get_num_threads())
     check_status(status, "euclid_patch_grad", path)
     return out
 

@@ -4,19 +4,27 @@
  * (n, g co, oh, ow); kernel (kh, kw), stride (sh, sw), zero padding (ph, pw) with ph < kh,
  * pw < kw, dilation 1. With half = theta / 2:
  *
- * forward, in place on y (one pass over x, one over y):
+ * forward, in place on y (one pass over x, one over y), with an optional per-channel shift
+ * (the GEMM form's b - theta/2 ||w||^2, so the convolution needs no bias pass of its own),
+ * given, or computed from the convolution's weight (g co rows of K = cg kh kw floats) and
+ * bias (or none) as
+ *   sq[j]            = sum over k < K ascending of weight[j, k]^2 (from the first square)
+ *   shift[j]         = bias[j] - half * sq[j], or -(half * sq[j]) without a bias
+ * and then:
  *   s[i, j, p]       = sum over the group's channels k ascending of x[i, j cg + k, p]^2
  *                      (from the first square, each square rounded, then added)
  *   P[i, j, oy, ox]  = sum over ky < kh, then kx < kw, of s[i, j, oy sh + ky - ph, ox sw + kx - pw]
  *                      (from 0; taps outside the image add nothing), as torch's
  *                      avg_pool2d(s, ..., divisor_override=1) computes it
  *   y[i, j co + o]   = y - half * P[i, j]        (the product rounded, then subtracted)
+ *                      or (y + shift[j co + o]) - half * P[i, j]
  *
  * backward, the term's input gradient from the output's gradient gy (same shape as y):
  *   q[i, j, oy, ox]  = -(sum over o ascending of gy[i, j co + o, oy, ox]) * half
  *   r[i, j, y, x]    = sum of q over the output pixels whose window holds (y, x), in the order
  *                      torch's avg_pool2d_backward adds them (output pixels ascending)
  *   gx[i, j cg + k]  = r[i, j] * (2 x[i, j cg + k])   (what autograd's pow backward computes)
+ *                      or, adding to a given gx, gx + r[i, j] * (2 x[i, j cg + k])
  *
  * Every operation is separate and rounded (ISO C: no contraction), so every build gives the
  * same floats; reference.euclid_patch_reference / euclid_patch_grad_reference are the same
@@ -145,15 +153,21 @@ EC_INLINE void forward_terms_body(const float *x, int x_last, const patch_geomet
                     terms + j * d->oh * d->ow);
 }
 
-/* forward: y -= its term; unit = a channel plane (q = (i g + j) co + o), or channels-last a
+/* forward: y -= its term (y = (y + shift[channel]) - term with a shift); unit = a channel
+ * plane (q = (i g + j) co + o), or channels-last a
  * row of pixels (q = i oh + oy) */
-EC_INLINE void subtract_body(float *y, int y_last, const float *terms, const patch_geometry *d,
-                             int64_t q) {
+EC_INLINE void subtract_body(float *y, int y_last, const float *terms, const float *shift,
+                             const patch_geometry *d, int64_t q) {
     const int64_t plane = d->oh * d->ow, channels = d->g * d->co;
     if (!y_last) {
         float *dst = y + q * plane;
         const float *t = terms + (q / d->co) * plane;
-        for (int64_t k = 0; k < plane; k++) dst[k] = dst[k] - t[k];
+        if (shift) {
+            const float b = shift[q % channels];
+            for (int64_t k = 0; k < plane; k++) dst[k] = (dst[k] + b) - t[k];
+        } else {
+            for (int64_t k = 0; k < plane; k++) dst[k] = dst[k] - t[k];
+        }
         return;
     }
     const int64_t i = q / d->oh, row = (q % d->oh) * d->ow;
@@ -162,7 +176,13 @@ EC_INLINE void subtract_body(float *y, int y_last, const float *terms, const pat
         const float *t = terms + i * d->g * plane + row + ox;
         for (int64_t j = 0; j < d->g; j++) {
             const float v = t[j * plane];
-            for (int64_t o = 0; o < d->co; o++) dst[j * d->co + o] = dst[j * d->co + o] - v;
+            float *out = dst + j * d->co;
+            if (shift) {
+                const float *b = shift + j * d->co;
+                for (int64_t o = 0; o < d->co; o++) out[o] = (out[o] + b[o]) - v;
+            } else {
+                for (int64_t o = 0; o < d->co; o++) out[o] = out[o] - v;
+            }
         }
     }
 }
@@ -177,15 +197,18 @@ EC_INLINE void grad_terms_body(const float *gy, int gy_last, const patch_geometr
         window_transpose(work + j * plane, d, work + d->g * plane, r + j * d->h * d->w);
 }
 
-/* backward: gx = r * (2 x); unit = a channel plane (t = i c + j cg + k), or channels-last a row
- * of pixels (t = i h + y) */
-EC_INLINE void grad_store_body(const float *x, int x_last, const float *r, float *gx,
+/* backward: gx = r * (2 x), or with add gx = gx + r * (2 x) (the product rounded, then added);
+ * unit = a channel plane (t = i c + j cg + k), or channels-last a row of pixels (t = i h + y) */
+EC_INLINE void grad_store_body(const float *x, int x_last, const float *r, float *gx, int add,
                                const patch_geometry *d, int64_t t) {
     const int64_t in_plane = d->h * d->w, cg = d->c / d->g;
     if (!x_last) {
         const float *src = x + t * in_plane, *rr = r + (t / cg) * in_plane;
         float *dst = gx + t * in_plane;
-        for (int64_t p = 0; p < in_plane; p++) dst[p] = rr[p] * (2.0f * src[p]);
+        if (add)
+            for (int64_t p = 0; p < in_plane; p++) dst[p] = dst[p] + rr[p] * (2.0f * src[p]);
+        else
+            for (int64_t p = 0; p < in_plane; p++) dst[p] = rr[p] * (2.0f * src[p]);
         return;
     }
     const int64_t i = t / d->h, row = (t % d->h) * d->w;
@@ -195,16 +218,22 @@ EC_INLINE void grad_store_body(const float *x, int x_last, const float *r, float
         float *dst = gx + pix * d->c;
         for (int64_t j = 0; j < d->g; j++) {
             const float v = rr[j * in_plane];
-            for (int64_t k = 0; k < cg; k++) dst[j * cg + k] = v * (2.0f * src[j * cg + k]);
+            float *out = dst + j * cg;
+            const float *in = src + j * cg;
+            if (add)
+                for (int64_t k = 0; k < cg; k++) out[k] = out[k] + v * (2.0f * in[k]);
+            else
+                for (int64_t k = 0; k < cg; k++) out[k] = v * (2.0f * in[k]);
         }
     }
 }
 
 typedef struct {
     void (*forward_terms)(const float *, int, const patch_geometry *, float *, float, float *);
-    void (*subtract)(float *, int, const float *, const patch_geometry *, int64_t);
+    void (*subtract)(float *, int, const float *, const float *, const patch_geometry *,
+                     int64_t);
     void (*grad_terms)(const float *, int, const patch_geometry *, float *, float, float *);
-    void (*grad_store)(const float *, int, const float *, float *, const patch_geometry *,
+    void (*grad_store)(const float *, int, const float *, float *, int, const patch_geometry *,
                        int64_t);
 } patch_kernels;
 
@@ -213,17 +242,17 @@ typedef struct {
                                        float *work, float half, float *terms) {              \
         forward_terms_body(x, xl, d, work, half, terms);                                      \
     }                                                                                         \
-    ATTR static void subtract_##S(float *y, int yl, const float *terms,                      \
+    ATTR static void subtract_##S(float *y, int yl, const float *terms, const float *shift,  \
                                   const patch_geometry *d, int64_t q) {                      \
-        subtract_body(y, yl, terms, d, q);                                                    \
+        subtract_body(y, yl, terms, shift, d, q);                                             \
     }                                                                                         \
     ATTR static void grad_terms_##S(const float *gy, int gl, const patch_geometry *d,        \
                                     float *work, float half, float *r) {                     \
         grad_terms_body(gy, gl, d, work, half, r);                                            \
     }                                                                                         \
     ATTR static void grad_store_##S(const float *x, int xl, const float *r, float *gx,       \
-                                    const patch_geometry *d, int64_t t) {                    \
-        grad_store_body(x, xl, r, gx, d, t);                                                  \
+                                    int add, const patch_geometry *d, int64_t t) {           \
+        grad_store_body(x, xl, r, gx, add, d, t);                                             \
     }                                                                                         \
     static const patch_kernels patch_##S = {forward_terms_##S, subtract_##S, grad_terms_##S,  \
                                             grad_store_##S};
@@ -242,7 +271,11 @@ typedef struct {
     int y_last;
     const float *x;
     int x_last;
-    float *gx;       /* backward: the input gradient, written */
+    float *gx;       /* backward: the input gradient, written (or added to) */
+    int add;         /* backward: add the term to gx instead of writing it */
+    const float *shift;  /* forward: per output channel, added before the term, or NULL */
+    const float *weight; /* forward without a shift: the shift from these, or NULL */
+    const float *bias;   /* (NULL: no bias) */
     float half;
 } patch_io;
 
@@ -259,8 +292,24 @@ static int run_patch(const patch_geometry *d, const patch_io *io, int backward, 
         : g * in_plane + (d->h + 2 * d->ph) * (d->w + 2 * d->pw);
     const int64_t units = backward ? (io->x_last ? n * d->h : n * d->c)
                                    : (io->y_last ? n * d->oh : n * g * d->co);
-    float *terms = malloc((size_t)(n * per_image) * sizeof(float));
+    const int64_t channels = g * d->co;
+    /* the terms, then (forward from a weight) the shift's channels */
+    const int from_weight = !backward && !io->shift && io->weight;
+    float *terms = malloc((size_t)(n * per_image + (from_weight ? channels : 0)) *
+                          sizeof(float));
     if (!terms) return EC_OUT_OF_MEMORY;
+    const float *shift = io->shift;
+    if (from_weight) {  /* k outer, channels inner: independent sums, one pass over w */
+        float *sq = terms + n * per_image;
+        const int64_t len = (d->c / g) * d->kh * d->kw;
+        for (int64_t j = 0; j < channels; j++) sq[j] = io->weight[j * len] * io->weight[j * len];
+        for (int64_t k = 1; k < len; k++)
+            for (int64_t j = 0; j < channels; j++)
+                sq[j] = sq[j] + io->weight[j * len + k] * io->weight[j * len + k];
+        for (int64_t j = 0; j < channels; j++)
+            sq[j] = io->bias ? io->bias[j] - io->half * sq[j] : -(io->half * sq[j]);
+        shift = sq;
+    }
     int failed = 0;
 #pragma omp parallel num_threads(ec_threads(threads)) if (n * d->c * in_plane > 32768)
     {
@@ -285,9 +334,9 @@ static int run_patch(const patch_geometry *d, const patch_io *io, int backward, 
 #pragma omp for schedule(static)
             for (int64_t q = 0; q < units; q++) {
                 if (backward)
-                    k->grad_store(io->x, io->x_last, terms, io->gx, d, q);
+                    k->grad_store(io->x, io->x_last, terms, io->gx, io->add, d, q);
                 else
-                    k->subtract(io->y, io->y_last, terms, d, q);
+                    k->subtract(io->y, io->y_last, terms, shift, d, q);
             }
         }
     }
@@ -295,24 +344,30 @@ static int run_patch(const patch_geometry *d, const patch_io *io, int backward, 
     return failed ? EC_OUT_OF_MEMORY : EC_OK;
 }
 
-/* y rewritten, x read; both (n, c, h, w) / (n, g co, oh, ow) or channels-last. */
-EC_EXPORT int ec_euclid_patch(float *y, int y_last, const float *x, int x_last, int64_t n,
-                              int64_t c, int64_t g, int64_t h, int64_t w, int64_t co,
-                              int64_t oh, int64_t ow, int64_t kh, int64_t kw, int64_t sh,
-                              int64_t sw, int64_t ph, int64_t pw, float half, int path,
-                              int threads) {
+/* y rewritten, x read; both (n, c, h, w) / (n, g co, oh, ow) or channels-last; shift (g co
+ * floats) or NULL; without a shift, weight (g co, cg, kh, kw) contiguous, whose shift with bias
+ * (g co floats, or NULL) is added, or NULL: no shift. */
+EC_EXPORT int ec_euclid_patch_shift(float *y, int y_last, const float *x, int x_last,
+                                    const float *shift, const float *weight, const float *bias,
+                                    int64_t n, int64_t c, int64_t g, int64_t h, int64_t w,
+                                    int64_t co, int64_t oh, int64_t ow, int64_t kh, int64_t kw,
+                                    int64_t sh, int64_t sw, int64_t ph, int64_t pw, float half,
+                                    int path, int threads) {
     const patch_geometry d = {n, c, g, h, w, co, oh, ow, kh, kw, sh, sw, ph, pw};
-    const patch_io io = {y, y_last, x, x_last, NULL, half};
+    const patch_io io = {y, y_last, x, x_last, NULL, 0, shift, weight, bias, half};
     return run_patch(&d, &io, 0, path, threads);
 }
 
-/* gx written (x's shape and layout) from gy (y's shape) and x. */
-EC_EXPORT int ec_euclid_patch_grad(const float *gy, int gy_last, const float *x, int x_last,
-                                   float *gx, int64_t n, int64_t c, int64_t g, int64_t h,
-                                   int64_t w, int64_t co, int64_t oh, int64_t ow, int64_t kh,
-                                   int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                                   float half, int path, int threads) {
+/* gx written (x's shape and layout) from gy (y's shape) and x, or with add added to gx (say
+ * the convolution's own input gradient, in x's layout). */
+EC_EXPORT int ec_euclid_patch_grad_add(const float *gy, int gy_last, const float *x,
+                                       int x_last, float *gx, int add, int64_t n, int64_t c,
+                                       int64_t g, int64_t h, int64_t w, int64_t co, int64_t oh,
+                                       int64_t ow, int64_t kh, int64_t kw, int64_t sh,
+                                       int64_t sw, int64_t ph, int64_t pw, float half, int path,
+                                       int threads) {
     const patch_geometry d = {n, c, g, h, w, co, oh, ow, kh, kw, sh, sw, ph, pw};
-    const patch_io io = {(float *)gy, gy_last, x, x_last, gx, half};  /* gy is only read */
+    const patch_io io = {(float *)gy, gy_last, x, x_last, gx, add, NULL, NULL, NULL,
+                         half};  /* gy is only read */
     return run_patch(&d, &io, 1, path, threads);
 }

@@ -354,11 +354,26 @@ def _channel_sums(t: Tensor, groups: int, squares: bool) -> Tensor:
     return total.contiguous()
 
 
+def euclid_shift_reference(weight: Tensor, bias: Tensor | None,
+                           half: float | Tensor) -> Tensor:
+    """The per-channel shift b_j - half ||w_j||^2 (``-(half ||w_j||^2)`` without a bias) as
+    :func:`euclid_patch` computes it from a convolution's weight: ||w_j||^2 summed over the
+    flattened row ascending from the first square."""
+    rows = weight.detach().flatten(1)
+    squares = rows[:, 0] * rows[:, 0]
+    for k in range(1, rows.shape[1]):
+        squares = squares + rows[:, k] * rows[:, k]
+    return -(half * squares) if bias is None else bias.detach() - half * squares
+
+
 def euclid_patch_reference(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
                            stride: tuple[int, int], padding: tuple[int, int],
-                           groups: int = 1) -> Tensor:
-    """Reference :func:`euclid_patch`: ``y - half * P``, P the window sums (torch's sum pool)
-    of the per-group channel sums of x^2 (added channel by channel), a new tensor."""
+                           groups: int = 1, shift: Tensor | None = None) -> Tensor:
+    """Reference :func:`euclid_patch`: ``y - half * P`` (``(y + shift) - half * P`` with a
+    per-channel shift), P the window sums (torch's sum pool) of the per-group channel sums of
+    x^2 (added channel by channel), a new tensor."""
+    if shift is not None:
+        y = y + shift.view(1, -1, 1, 1)
     s = _channel_sums(x, groups, squares=True)
     return subtract_planes(y, half * torch.nn.functional.avg_pool2d(
         s, kernel, stride, padding, divisor_override=1))

@@ -35,6 +35,7 @@ dy/dx = w - theta x.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Union
 
 import torch
@@ -106,67 +107,117 @@ def shifted_bias(bias: Tensor | None, weight: Tensor, theta: float | Tensor) -> 
     return weight_sq * -half if bias is None else bias - half * weight_sq
 
 
+def _hashable(value: Any) -> Any:
+    """A geometry argument as a cache key (a list as a tuple)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+@functools.lru_cache(maxsize=256)
+def _sum_pool(kernel: tuple[int, ...], stride: Any, padding: Any,
+              dilation: Any) -> tuple[tuple[int, int], ...] | None:
+    """(kernel, stride, padding) as int pairs when a convolution's window sums are a sum pool
+    (dilation 1, padding at most half the kernel, as ``avg_pool2d`` allows; "valid", or
+    "same" with an odd kernel, as ints), else None. Cached: a layer asks on every call."""
+    if _pair(dilation) != (1, 1):
+        return None
+    if isinstance(padding, str):
+        if padding != "valid" and not all(k % 2 for k in kernel):
+            return None
+        padding = 0 if padding == "valid" else tuple(k // 2 for k in kernel)
+    padding = _pair(padding)
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        return None
+    return tuple(kernel), _pair(stride), padding  # type: ignore[return-value]
+
+
 def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
                   padding: Any = 0, dilation: Any = 1, groups: int = 1,
                   theta: float | Tensor = 1.0, shift: Tensor | None = None) -> Tensor:
     """GEMM form of the Euclid convolution (arguments as ``F.conv2d``; padding pads zeros):
-    conv(x, w; bias b - theta/2 ||w_j||^2) - theta/2 P, P the sum over every kernel window of
+    (conv(x, w) + (b - theta/2 ||w_j||^2)) - theta/2 P, P the sum over every kernel window of
     the group's channel sum of x^2; ``shift``: :func:`shifted_bias` of bias, weight and theta
     if already computed (frozen layers compute it once; ``bias`` is then unused).
 
     Where P is a sum pool (dilation 1, padding at most half the kernel, as ``avg_pool2d``
     allows), eager float32 CPU runs compute the term with the C kernels
-    :func:`~edgecompress.kernels.euclid_patch` (in place on the convolution's output: one pass
-    over x, one over the output) and :func:`~edgecompress.kernels.euclid_patch_grad` for its
-    input gradient; elsewhere (torch.compile, export, tracing, no library, other dtypes or
-    devices) torch's operations, which sum the channels in another order: the two agree to
+    :func:`~edgecompress.kernels.euclid_patch` (in place on the output of a convolution
+    without bias: one pass over x, one over the output, which adds the per-channel shift too)
+    and :func:`~edgecompress.kernels.euclid_patch_grad` for its input gradient; elsewhere
+    (torch.compile, export, tracing, no library, other dtypes or devices) torch's operations, which sum the channels in another order: the two agree to
     float rounding. Other geometries window-sum by a convolution with ones."""
     if x.dim() == 3:  # unbatched (C, H, W), as F.conv2d takes it
         return euclid_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups,
                              theta, shift).squeeze(0)
+    kernel = tuple(weight.shape[2:])
+    pool = _sum_pool(kernel, _hashable(stride), _hashable(padding), _hashable(dilation))
+    if pool and not kernels.recording() and kernels.conv2d_direct_usable(x) and not (
+            isinstance(theta, Tensor) and theta.requires_grad):
+        # the C kernels: a Python float theta (tensor operations on the 0-d theta, or on the
+        # small weight, cost more than the term at small batches), the convolution without a
+        # bias: the kernel adds the per-channel shift, computed from weight and bias, in its
+        # pass over y
+        theta = theta.item() if isinstance(theta, Tensor) else float(theta)
+        if theta == 0.0:  # the product layer, as nn.Conv2d rounds it
+            return F.conv2d(x, weight, shifted_bias(bias, weight, theta) if shift is None
+                            else shift, stride, padding, dilation, groups)
+        if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                                for t in (x, weight, bias, shift))):
+            # inference: no autograd node
+            y = F.conv2d(x, weight, None, pool[1], pool[2], 1, groups)
+            return kernels.euclid_patch(y, x, 0.5 * theta, *pool, groups, shift=shift,
+                                        weight=weight, bias=bias)
+        return _EuclidConv.apply(x, weight, bias, shift, theta, pool, groups)
     half = 0.5 * theta
     y = F.conv2d(x, weight, shifted_bias(bias, weight, theta) if shift is None else shift,
                  stride, padding, dilation, groups)
-    kernel = tuple(weight.shape[2:])
-    pool = not isinstance(padding, str) and _pair(dilation) == (1, 1) and all(
-        p <= k // 2 for p, k in zip(_pair(padding), kernel))
-    if pool and not kernels.recording() and kernels.conv2d_direct_usable(x) and not (
-            isinstance(half, Tensor) and half.requires_grad):
-        if not (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)):
-            return kernels.euclid_patch(y, x, half, kernel, _pair(stride), _pair(padding),
-                                        groups)  # inference: no autograd node
-        return _PatchTerm.apply(y, x, half, kernel, _pair(stride), _pair(padding), groups)
     x2 = x.square().unflatten(1, (groups, -1)).sum(2)  # (N, groups, H, W)
     if pool:  # a sum pool (its backward is several times faster than a ones convolution's)
-        planes = F.avg_pool2d(x2, kernel, stride, padding, divisor_override=1)
+        planes = F.avg_pool2d(x2, *pool, divisor_override=1)
     else:
         planes = F.conv2d(x2, x2.new_ones(groups, 1, *kernel), None, stride, padding,
                           dilation, groups)
     return kernels.subtract_planes(y, half * planes)
 
 
-class _PatchTerm(torch.autograd.Function):
-    """``y - half * P`` by :func:`~edgecompress.kernels.euclid_patch`, in place on y (the
-    convolution's own output); backward: y's gradient passes through, x's term is
-    :func:`~edgecompress.kernels.euclid_patch_grad` (autograd adds the convolution's)."""
+class _EuclidConv(torch.autograd.Function):
+    """The C path of :func:`euclid_conv2d` as one autograd node: ``(conv(x, w) + shift) -
+    theta/2 P`` by a convolution without bias and :func:`~edgecompress.kernels.euclid_patch`
+    in place on its output, the shift given or b - theta/2 ||w_j||^2 from ``bias`` and
+    ``weight`` (computed by the kernel). Backward from the output's gradient g: the
+    convolution's gradients (``aten.convolution_backward``, what autograd would call), the
+    term's input gradient added into the convolution's by
+    :func:`~edgecompress.kernels.euclid_patch_grad` (no second pass over a new tensor), and
+    the shift's gradient s_j (g summed over the batch and pixels): b gets s_j, w_j gets
+    -theta s_j w_j added to its convolution gradient (a given shift gets s)."""
 
     @staticmethod
-    def forward(ctx: Any, y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
-                stride: tuple[int, int], padding: tuple[int, int], groups: int) -> Tensor:
-        out = kernels.euclid_patch(y, x, half, kernel, stride, padding, groups)
-        if out is y:
-            ctx.mark_dirty(y)
-        ctx.save_for_backward(x)
-        ctx.args = (half, kernel, stride, padding, groups)
-        return out
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, shift: Tensor | None,
+                theta: float, pool: tuple[tuple[int, int], ...], groups: int) -> Tensor:
+        y = F.conv2d(x, weight, None, pool[1], pool[2], 1, groups)
+        y = kernels.euclid_patch(y, x, 0.5 * theta, *pool, groups, shift=shift,
+                                 weight=None if shift is not None else weight, bias=bias)
+        ctx.save_for_backward(x, weight)
+        ctx.theta, ctx.pool, ctx.groups = theta, pool, groups
+        ctx.given_shift = shift is not None
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        grad_x = None
-        if ctx.needs_input_grad[1]:
-            x, = ctx.saved_tensors
-            grad_x = kernels.euclid_patch_grad(grad, x, *ctx.args)
-        return grad, grad_x, None, None, None, None, None
+        x, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad  # x, weight, bias, shift
+        kernel, stride, padding = ctx.pool
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, list(stride), list(padding), [1, 1], False, [0, 0],
+            ctx.groups, [needs[0], needs[1], False])
+        if needs[0]:
+            grad_x = kernels.euclid_patch_grad(grad, x, 0.5 * ctx.theta, *ctx.pool, ctx.groups,
+                                               add_to=grad_x)
+        sums = grad.sum((0, 2, 3)) if any(needs[1:4]) else None
+        if needs[1] and not ctx.given_shift:  # the weight's part of the shift
+            grad_w = grad_w.addcmul_(sums.view(-1, *[1] * (weight.dim() - 1)), weight,
+                                     value=-ctx.theta)
+        return (grad_x, grad_w, sums if needs[2] else None, sums if needs[3] else None,
+                None, None, None)
 
 
 def euclid_linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None,

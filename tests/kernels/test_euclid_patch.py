@@ -62,6 +62,36 @@ def test_euclid_patch_and_grad_bit_exact(shape, geometry, x_last, y_last):
             assert torch.equal(grad, expected_grad)
             assert grad.is_contiguous(memory_format=torch.channels_last if x_last
                                       else torch.contiguous_format)
+            # adding into a gradient of x's layout, in place
+            base = x * 3  # (x's layout)
+            added = K.euclid_patch_grad(y, x, half, *geometry, groups, add_to=base.clone(),
+                                        path=path, threads=threads)
+            assert torch.equal(added, base + expected_grad)
+
+
+@pytest.mark.parametrize("x_last, y_last", LAYOUTS)
+@pytest.mark.parametrize("shape, geometry", CASES[::3])
+def test_euclid_patch_shift_bit_exact(shape, geometry, x_last, y_last):
+    """The per-channel shift, given or computed by the kernel from the convolution's weight
+    and bias (euclid_shift_reference's order), added before the term."""
+    x, y = _operands(shape, geometry, sum(shape) + 1, x_last, y_last)
+    n, c, groups, _, _, per = shape
+    g = torch.Generator().manual_seed(sum(shape))
+    weight = torch.randn(groups * per, c // groups, *geometry[0], generator=g)
+    bias = torch.randn(groups * per, generator=g)
+    for half, b in ((0.5, bias), (0.15, None), (torch.tensor(0.35), bias)):
+        shift = K.euclid_shift_reference(weight, b, half)
+        expected = K.euclid_patch_reference(y, x, half, *geometry, groups, shift)
+        for path in K.supported_paths():
+            given = K.euclid_patch(y.clone(), x, half, *geometry, groups, shift=shift,
+                                   path=path)
+            computed = K.euclid_patch(y.clone(), x, half, *geometry, groups, weight=weight,
+                                      bias=b, path=path)
+            assert torch.equal(given, expected) and torch.equal(computed, expected)
+    # the shift is the formula (to rounding) and the reference adds it before the term
+    torch.testing.assert_close(shift, bias - 0.35 * weight.flatten(1).square().sum(1))
+    torch.testing.assert_close(expected, K.euclid_patch_reference(y, x, 0.35, *geometry, groups)
+                               + shift.view(1, -1, 1, 1))
 
 
 def test_euclid_patch_references_are_the_formula_and_its_gradient():
@@ -107,3 +137,9 @@ def test_euclid_patch_checks_geometry():
         K.euclid_patch_grad(y, x, 0.5, (3, 3), (1, 1), (1, 1), groups=3)
     with pytest.raises(ValueError, match=r"x \(N, C, H, W\)"):
         K.euclid_patch(y, torch.zeros(4, 6, 6), 0.5, (3, 3), (1, 1), (1, 1))
+    with pytest.raises(ValueError, match=r"shift needs one value per output channel \(4,\)"):
+        K.euclid_patch(y, x, 0.5, (3, 3), (1, 1), (1, 1), shift=torch.zeros(3))
+    with pytest.raises(ValueError, match=r"weight needs the shape \(4, 4, 3, 3\)"):
+        K.euclid_patch(y, x, 0.5, (3, 3), (1, 1), (1, 1), weight=torch.zeros(4, 4, 1, 1))
+    with pytest.raises(ValueError, match=r"add_to needs x's shape"):
+        K.euclid_patch_grad(y, x, 0.5, (3, 3), (1, 1), (1, 1), add_to=torch.zeros(1, 4, 6))

@@ -113,6 +113,35 @@ def test_conv_c_path_agrees_with_torch_operations_and_keeps_theta_zero_exact(mon
     assert torch.equal(EuclidConv2d.from_float(conv, theta=0.0)(x), conv(x))
 
 
+def test_conv_c_path_gradients_of_bias_weight_and_a_given_shift():
+    """The C path is one autograd node: the bias gets the output gradient summed over batch
+    and pixels, the weight its convolution gradient plus -theta s_j w_j; with a given shift
+    (a frozen layer's), the shift gets the sums and the weight only the convolution's."""
+    torch.manual_seed(5)
+    x = torch.randn(2, 6, 7, 7, requires_grad=True)
+    w = torch.randn(4, 6, 3, 3, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    grad = torch.randn(2, 4, 7, 7)
+    theta = 0.7
+    y = euclid_conv2d(x, w, b, 1, 1, theta=theta)
+    gx, gw, gb = torch.autograd.grad(y, (x, w, b), grad)
+    sums = grad.sum((0, 2, 3))
+    conv_gw = torch.autograd.grad(torch.nn.functional.conv2d(x, w, None, 1, 1), w, grad)[0]
+    torch.testing.assert_close(gb, sums)
+    torch.testing.assert_close(gw, conv_gw - theta * sums.view(-1, 1, 1, 1) * w)
+    leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    expected = torch.autograd.grad(euclid_conv2d_reference(*leaves, 1, 1, theta=theta),
+                                   leaves[0], grad.double())[0]
+    torch.testing.assert_close(gx.double(), expected, rtol=1e-4, atol=1e-4)
+    shift = (b - theta / 2 * w.square().flatten(1).sum(1)).detach().requires_grad_()
+    y2 = euclid_conv2d(x, w, None, 1, 1, theta=theta, shift=shift)
+    torch.testing.assert_close(y2, y)
+    gx2, gw2, gshift = torch.autograd.grad(y2, (x, w, shift), grad)
+    torch.testing.assert_close(gshift, sums)
+    torch.testing.assert_close(gw2, conv_gw)
+    torch.testing.assert_close(gx2, gx)
+
+
 @pytest.mark.parametrize("padding, padding_mode", PADDING_OPTIONS)
 def test_conv_layer_padding_options_match_the_naive_form(padding, padding_mode):
     check_padding_option(EuclidConv2d, padding, padding_mode)
