@@ -26,9 +26,11 @@ same by torch's convolution, for where torch is faster or the library is missing
 ``op="l1"`` it computes AdderNet's -sum |x - w| instead of the products, and
 :func:`l1_linear` the same for a linear layer's rows; :func:`adder_input_grad` is AdderNet's
 input gradient of that L1 form (the published HardTanh rule), for training.
-:func:`euclid_patch` is EuclidNet's per-patch term, ``y - theta/2 sum-pool(||x||^2)``
-written in place into the convolution's output, and :func:`euclid_patch_grad` its input
-gradient (training and inference).
+:func:`euclid_patch` is EuclidNet's per-patch term, ``(y + shift) - theta/2
+sum-pool(||x||^2)`` written in place into the output of a convolution without bias (the
+per-channel shift b - theta/2 ||w||^2 given, or computed from the weights:
+:func:`euclid_shift_reference` gives its order), and :func:`euclid_patch_grad` its input
+gradient, written or added in place into the convolution's (training and inference).
 
 The kernels dispatch at run time to AVX-512, AVX2 or portable scalar code (force one with
 ``path=``) and use OpenMP threads. If the library was not built, every function runs its

@@ -21,6 +21,7 @@
  *   block_epilogue.c    BatchNorm + shortcut + RPReLU after a binary linear (BinaryViT's block)
  *   pool_branches.c     BinaryViT's four scaled average-pooling branches on channel-last tokens
  *   euclid_patch.c      EuclidNet's per-patch ||x||^2 term, subtracted in place from the conv
+ *                       output with the per-channel b - theta/2 ||w||^2; its input gradient
  *
  * Conventions of every exported function (EC_EXPORT; everything else is hidden):
  *   - path: EC_PATH_SCALAR, EC_PATH_AVX2 or EC_PATH_AVX512, or < 0 for the best this CPU runs;
