@@ -12,9 +12,11 @@ The right side is what the layers compute ("GEMM form"): one ``F.linear`` / ``F.
 bias is b_j - 1/2 ||w_j||^2 (the per-channel constant), minus the per-patch 1/2 ||x||^2 (the
 channel sum of x^2 summed over each window of the weight's spatial shape, same stride and
 padding: a sum pool, or a convolution with ones where dilation or padding rule a pool out), so
-training runs at matrix-multiplication speed: one pass over the output besides the GEMM.
-Autograd on it gives the exact gradients dy_j/dw_ij = x_i - w_ij and
-dy_j/dx_i = -(x_i - w_ij) (summed over the patches using x_i).
+training runs at matrix-multiplication speed: one pass over the output besides the GEMM (on
+the convolutions' C path that pass also adds the per-channel constant, and the convolution
+runs without a bias). The gradients are the exact dy_j/dw_ij = x_i - w_ij and
+dy_j/dx_i = -(x_i - w_ij) (summed over the patches using x_i): autograd's, or on the C path
+the same sums written out (:class:`_EuclidConv`).
 :func:`euclid_linear_reference` / :func:`euclid_conv2d_reference` are the naive forms that
 materialize every difference: slow, obviously correct, for tests and for users' own checks.
 
@@ -142,9 +144,10 @@ def euclid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride:
     allows), eager float32 CPU runs compute the term with the C kernels
     :func:`~edgecompress.kernels.euclid_patch` (in place on the output of a convolution
     without bias: one pass over x, one over the output, which adds the per-channel shift too)
-    and :func:`~edgecompress.kernels.euclid_patch_grad` for its input gradient; elsewhere
-    (torch.compile, export, tracing, no library, other dtypes or devices) torch's operations, which sum the channels in another order: the two agree to
-    float rounding. Other geometries window-sum by a convolution with ones."""
+    and :func:`~edgecompress.kernels.euclid_patch_grad` for its input gradient, as one
+    autograd node; elsewhere (torch.compile, export, tracing, no library, other dtypes or
+    devices) torch's operations, which sum in another order: the two agree to float
+    rounding. Other geometries window-sum by a convolution with ones."""
     if x.dim() == 3:  # unbatched (C, H, W), as F.conv2d takes it
         return euclid_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups,
                              theta, shift).squeeze(0)
@@ -194,8 +197,8 @@ class _EuclidConv(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, shift: Tensor | None,
                 theta: float, pool: tuple[tuple[int, int], ...], groups: int) -> Tensor:
         y = F.conv2d(x, weight, None, pool[1], pool[2], 1, groups)
-        y = kernels.euclid_patch(y, x, 0.5 * theta, *pool, groups, shift=shift,
-                                 weight=None if shift is not None else weight, bias=bias)
+        y = kernels.euclid_patch(y, x, 0.5 * theta, *pool, groups, shift=shift, weight=weight,
+                                 bias=bias)
         ctx.save_for_backward(x, weight)
         ctx.theta, ctx.pool, ctx.groups = theta, pool, groups
         ctx.given_shift = shift is not None
@@ -205,7 +208,7 @@ class _EuclidConv(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad  # x, weight, bias, shift
-        kernel, stride, padding = ctx.pool
+        _, stride, padding = ctx.pool
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
             grad, x, weight, None, list(stride), list(padding), [1, 1], False, [0, 0],
             ctx.groups, [needs[0], needs[1], False])
