@@ -68,9 +68,11 @@ SUITES: dict[str, dict[str, Any]] = {
                    "is about 3 bits): the 2- and 4-bit rows of the 16-channel suite above "
                    "are not rerun, as all 13 rows would take about 3.5 hours on 2 cores",
         "budget": f"{EPOCHS45} epochs x 5 rows x 4 seeds = 20 runs of one thread each, run as "
-                  "two processes side by side (seeds 0 and 2, seeds 1 and 3): about 1.4 hours "
-                  "on 2 cores, estimated from one-thread epochs of about 22 s (float) and 24 s "
-                  "(shift methods) measured on a loaded 2-core AMD EPYC.",
+                  "two processes side by side (seeds 0 and 2, seeds 1 and 3). Planned as about "
+                  "1.4 hours on 2 cores from single-process epochs of 22-24 s; measured with "
+                  "two processes on a 2-core AMD EPYC (AVX2): 806-828 s per run (about 40 s "
+                  "per epoch), so about 2.3 hours for the 20 runs, over the two-hour guide; "
+                  "15 epochs (the pilot's) would take about 1.7 hours.",
         "regenerate": "`python benchmarks/shift.py run speech45 --data-root <dir> --seeds 0 2 "
                       "--part a` and, at the same time, `python benchmarks/shift.py run speech45 "
                       "--data-root <dir> --seeds 1 3 --part b` (each resumes where it stopped)",
