@@ -154,8 +154,7 @@ EC_INLINE void forward_terms_body(const float *x, int x_last, const patch_geomet
 }
 
 /* forward: y -= its term (y = (y + shift[channel]) - term with a shift); unit = a channel
- * plane (q = (i g + j) co + o), or channels-last a
- * row of pixels (q = i oh + oy) */
+ * plane (q = (i g + j) co + o), or channels-last a row of pixels (q = i oh + oy) */
 EC_INLINE void subtract_body(float *y, int y_last, const float *terms, const float *shift,
                              const patch_geometry *d, int64_t q) {
     const int64_t plane = d->oh * d->ow, channels = d->g * d->co;

@@ -358,11 +358,10 @@ def euclid_shift_reference(weight: Tensor, bias: Tensor | None,
                            half: float | Tensor) -> Tensor:
     """The per-channel shift b_j - half ||w_j||^2 (``-(half ||w_j||^2)`` without a bias) as
     :func:`euclid_patch` computes it from a convolution's weight: ||w_j||^2 summed over the
-    flattened row ascending from the first square."""
-    rows = weight.detach().flatten(1)
-    squares = rows[:, 0] * rows[:, 0]
-    for k in range(1, rows.shape[1]):
-        squares = squares + rows[:, k] * rows[:, k]
+    flattened row ascending from the first square (:func:`_channel_sums`' order, the row's
+    entries taken as channels)."""
+    rows = weight.detach().flatten(1)  # (out, K) -> (1, K, out, 1): K "channels"
+    squares = _channel_sums(rows.t().reshape(1, rows.shape[1], -1, 1), 1, squares=True).flatten()
     return -(half * squares) if bias is None else bias.detach() - half * squares
 
 
