@@ -57,7 +57,8 @@ enum {
     EC_BAD_ARGUMENT = -3,      /* an argument outside its range (the Python wrappers check first) */
 };
 
-/* The best path this CPU runs: AVX-512 needs AVX512F and VPOPCNTDQ, AVX2 needs AVX2 and FMA. */
+/* The best path this CPU runs: AVX-512 needs AVX512F and VPOPCNTDQ, AVX2 needs AVX2, FMA and
+ * POPCNT. */
 int ec_cpu_path(void);
 
 /* path < 0 -> ec_cpu_path(); a path this CPU runs -> itself; anything else -> -1. */

@@ -82,6 +82,22 @@ def test_gemm_paths_bit_exact(path, m, n, k, masked):
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("k", [31 * 64, 32 * 64, 62 * 64 + 5, 4608])
+def test_gemm_counts_at_their_largest(path, k):
+    """Every bit differing (a dot product of -k) or every bit equal, over more words than a
+    kernel may sum in narrow counters before widening them (the AVX2 tile sums byte counts
+    over 31 words): the largest counts, which random signs never reach."""
+    ones = torch.ones(3, k)
+    a = K.pack_signs(ones)
+    b = K.pack_signs(torch.cat([-ones[:2], ones[:1]]))
+    mask = K.pack_signs(torch.cat([-ones[:1], ones[:1], -ones[:1]]))  # all, none, all valid
+    assert torch.equal(K.binary_gemm(a, b, k, path=path),
+                       torch.tensor([[-k, -k, k]] * 3, dtype=torch.int32))
+    assert torch.equal(K.binary_gemm(a, b, k, mask, path=path),
+                       K.binary_gemm_reference(a, b, k, mask))
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("m, n, k", SHAPES)
 @pytest.mark.parametrize("affine", ["scale", "bias", "both", "none"])  # and the signs of it
 def test_gemm_affine_epilogue_bit_exact(path, m, n, k, affine):
