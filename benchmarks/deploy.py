@@ -352,8 +352,46 @@ def write_doc(r: dict) -> None:
               "and edgecompress imported, after returning freed heap to the OS); after an "
               "inference it includes what the allocator keeps of the activations.",
               ""]
+    lines += lowbit_section()
     lines += other_machines()
     DOC.write_text("\n".join(lines))
+
+
+def lowbit_section() -> list[str]:
+    """The low-bit kernels' speed, one table per machine, from benchmarks/results/
+    lowbit_speed.json and lowbit_speed-<machine>.json (``benchmarks/lowbit_speed.py``)."""
+    files = [RESULTS.parent / "lowbit_speed.json",
+             *sorted(RESULTS.parent.glob("lowbit_speed-*.json"))]
+    runs = [(f, json.loads(f.read_text())) for f in files if f.is_file()]
+    runs = [(f, r) for f, r in runs if r.get("rows")]
+    if not runs:
+        return []
+    r0 = runs[0][1]
+    lines = ["## Low-bit weight kernels: shift and uniform linear layers", "",
+             f"`python benchmarks/lowbit_speed.py` (`--other MACHINE` on another machine): a "
+             f"frozen {r0['bits']}-bit shift linear layer ({r0['method']}, "
+             f"FC {r0['features']} x {r0['features']}) on `kernels.lowbit_gemm` (4 bits read "
+             f"per weight, decoded in registers; the frozen layer's path at batch <= 16), the "
+             f"same layer on its decoded float weights, and a {r0['uniform_bits']}-bit uniform "
+             "layer on the kernel, each as float nn.Linear time / its time, median of "
+             "interleaved rounds; and a frozen 3-bit shift LSTM (one token per call, 1 thread) "
+             "against nn.LSTM. Targets (issue 15): the shift layer >= 3x float at batch 1, "
+             ">= 1.5x at batch 8.", ""]
+    for f, r in runs:
+        lines += [f"### {r['machine'].split(',')[0]}: kernel path {r['kernel_path']} "
+                  f"(`{f.name}`)", "",
+                  "| batch | threads | shift, low-bit kernel | shift, decoded float | "
+                  "uniform, low-bit kernel | float (ms) |", "|---:|---:|---:|---:|---:|---:|"]
+        for row in r["rows"]:
+            x = row["speedup"]
+            lines.append(f"| {row['batch']} | {row['threads']} | {x['lowbit']:.2f}x | "
+                         f"{x['decoded']:.2f}x | {x['uniform4']:.2f}x | "
+                         f"{row['seconds']['float'] * 1e3:.2f} |")
+        lstm = ", ".join(f"batch {row['batch']} {row['speedup']:.2f}x"
+                         for row in r.get("lstm_rows", []))
+        lines += ["", f"3-bit shift LSTM {r['lstm_size'][0]} -> {r['lstm_size'][1]} vs nn.LSTM: "
+                  f"{lstm}." if lstm else "", ""]
+    return lines
 
 
 def model_cells(rows: list[dict]) -> dict[tuple[str, int], dict]:

@@ -6,6 +6,7 @@ lowbit_speed-linear.json / lowbit_speed-lstm.json).
 
     python benchmarks/lowbit_speed.py
     python benchmarks/lowbit_speed.py --rounds 3 --calls 20     # quicker, noisier
+    python benchmarks/lowbit_speed.py --other amd-epyc-avx2     # another machine's file
 
 At batch <= 16 the frozen layer runs the low-bit kernel (kernels.lowbit_gemm: 4 bits read per
 weight, decoded in registers); the row ``decoded`` is the same layer on its decoded float path
@@ -137,10 +138,15 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=50, help="Calls per variant and round.")
     parser.add_argument("--only", choices=("linear", "lstm"), default=None,
                         help="Time one part only (its own results file).")
+    parser.add_argument("--other", metavar="MACHINE", default=None,
+                        help="Another machine's run: results in lowbit_speed-MACHINE.json "
+                             "(e.g. amd-epyc-avx2), the main file left as it is.")
     args = parser.parse_args()
     if not kernels.available():
         raise SystemExit("the C kernels are not built: nothing to measure")
     name = results_name("lowbit_speed", part=args.only)
+    if args.other:
+        name += f"-{args.other}"
     results: dict[str, Any] = {
         "machine": machine(), "cpu_flags": cpu_flags(),
         "kernel_path": kernels.supported_paths()[-1], "rounds": args.rounds,
