@@ -469,8 +469,8 @@ if __name__ == "__main__":
                         help="--profile: profiled passes per setting (default 5)")
     parser.add_argument("--other", metavar="MACHINE",
                         help="measure into benchmarks/results/deploy-MACHINE.json (e.g. "
-                             "amd-epyc-avx2), a row of the doc's other-machines table, "
-                             "leaving the main results and plots as they are")
+                             "amd-epyc-avx2), a table of the doc's section on every machine "
+                             "measured, leaving the main results and plots as they are")
     args = parser.parse_args()
     if args.other:
         main(RESULTS.parent / f"deploy-{args.other}.json")
