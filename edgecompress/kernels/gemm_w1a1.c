@@ -52,9 +52,10 @@ static void tile_scalar(const uint64_t *const *a, const uint64_t *const *m, cons
 #ifdef EC_X86
 /* AVX2 (with POPCNT): one row at a time, columns 0-7 by the nibble lookup in two vectors and
  * columns 8-15 by scalar POPCNT in the same loop, so the vector pipes and the integer ALUs work
- * side by side (where 256-bit operations are split in two, as on AMD Zen 1, each alone is about
- * a third slower). The lookup's byte counts (at most 8 per word) are summed as bytes over up to
- * 31 words, then into 64-bit lanes by VPSADBW. All integer sums: the same counts in any order. */
+ * side by side (on AMD Zen 1, which splits 256-bit operations in two, as fast as the better of
+ * a vector-only and a scalar-only tile with masks and without; 12 + 4 columns was slower). The
+ * lookup's byte counts (at most 8 per word) are summed as bytes over up to 31 words, then into
+ * 64-bit lanes by VPSADBW. All integer sums: the same counts in any order. */
 #define EC_LOOKUP_WORDS 31
 __attribute__((target("avx2,popcnt")))
 static void tile_avx2(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
