@@ -164,6 +164,10 @@ def main(out: Path = RESULTS) -> None:
     out.write_text(json.dumps(results, indent=1))
     if out == RESULTS:
         plot(results)
+    if not RESULTS.is_file():  # another machine's run before any main run: no doc to write
+        print(f"wrote {out.relative_to(ROOT)} ({RESULTS.relative_to(ROOT)} is missing: doc "
+              "not rewritten)")
+        return
     write_doc(json.loads(RESULTS.read_text()))
     print(f"wrote {out.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
 

@@ -488,10 +488,6 @@ def _whole_model_row(r: dict[str, Any]) -> tuple[str, Any, str, str]:
             r.get("frozen_layout", "channels-last"), r.get("baseline", "float"))
 
 
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def _whole_model_lines(rows: list[dict[str, Any]], intro: bool = True) -> list[str]:
     """The whole-model table: frozen shift models (as ``freeze`` gives them, channels-last,
     and converted to contiguous) vs their float models (as created, and channels-last), and
@@ -521,8 +517,8 @@ def _whole_model_lines(rows: list[dict[str, Any]], intro: bool = True) -> list[s
         for r in group:
             frozen_ms.setdefault(_whole_model_row(r)[2], []).append(r["candidate_ms"])
             float_ms.setdefault(_whole_model_row(r)[3], []).append(r["baseline_ms"])
-        frozen = min(frozen_ms, key=lambda k: _median(frozen_ms[k]))
-        baseline = min(float_ms, key=lambda k: _median(float_ms[k]))
+        frozen = min(frozen_ms, key=lambda k: statistics.median(frozen_ms[k]))
+        baseline = min(float_ms, key=lambda k: statistics.median(float_ms[k]))
         pair = next(r for r in group if _whole_model_row(r)[2:] == (frozen, baseline))
         verdict = (f": **{'met' if pair['speedup'] >= 1.0 else 'not met'}**"
                    if str(batch) == "1" else "")
