@@ -82,6 +82,13 @@ class PackedFloatConv2d(PackedLayer):
         self._kernel_weight = self.weight.detach().contiguous()
         self._plans: dict[torch.Size, kernels.DirectConvPlan] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and ``copy.deepcopy`` without the kernel plans (they hold the addresses of
+        this process's tensors as ctypes pointers): the copy makes its own at its first call."""
+        state = self.__dict__.copy()
+        state["_plans"] = {}
+        return state
+
     def fold_affine(self, s: Tensor, t: Tensor) -> None:
         """``y -> s y + t`` per output channel: weight * s, bias * s + t (as freeze folds a
         BatchNorm into a float convolution)."""

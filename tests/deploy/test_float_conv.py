@@ -93,6 +93,27 @@ def test_a_layer_keeps_one_kernel_plan_per_shape_and_renews_it_when_its_tensors_
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_a_frozen_model_that_has_run_deep_copies_and_pickles():
+    """The kernel plans (ctypes pointers to this process's tensors) are not copied: a deep
+    copy or an unpickled model makes its own at its first call, with the same outputs."""
+    import copy
+    import io
+
+    _, frozen = _frozen_resnet(seed=2)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        y = frozen(x)
+        assert frozen.stem[0]._plans
+        buffer = io.BytesIO()
+        torch.save(frozen, buffer)
+        buffer.seek(0)
+        for twin in (copy.deepcopy(frozen), torch.load(buffer, weights_only=False)):
+            assert not twin.stem[0]._plans
+            assert torch.equal(twin(x), y)
+            assert twin.stem[0]._plans
+        assert frozen.stem[0]._plans  # the original keeps its own
+
+
 def test_unsupported_convolutions_stay_torch_modules():
     model = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=2),
                           nn.Conv2d(4, 5, 3, padding=1, bias=False), nn.ReLU())
