@@ -501,7 +501,8 @@ def _whole_model_lines(rows: list[dict[str, Any]], intro: bool = True) -> list[s
         "model is timed as created (contiguous) and converted to channels-last. A gain comes "
         "from layout and BatchNorm folding (which a float deployment could do too), not from "
         "the power-of-two weights. Target (issue 15): no slower than float at batch 1, the "
-        "faster layout of each against the faster of the other.", ""]
+        "faster layout of each against the faster of the other; "
+        "`ec.deploy.fastest_layout(frozen, example)` picks it on the machine it runs on.", ""]
     lines += ["| model | batch | frozen layout | float layout | packed (ms) | float (ms) | "
               "speed ratio |", "|---|---:|---|---|---:|---:|---:|"]
     cells: dict[tuple[str, Any], list[dict[str, Any]]] = {}

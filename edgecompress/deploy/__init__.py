@@ -22,12 +22,14 @@ takes), ``distance`` (EuclidNet's and AdderNet's distance layers; the adder ones
 kernel's L1 form),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
 allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
-``predict`` (top-k classes of inputs), ``onnx``, ``benchmark`` and ``profile`` (the
-per-part time breakdown of a frozen model).
+``predict`` (top-k classes of inputs), ``onnx``, ``benchmark`` (timings against float;
+:func:`fastest_layout`: a frozen model in the faster of its memory layouts on this CPU) and
+``profile`` (the per-part time breakdown of a frozen model).
 """
 
 from .binary import PackedBinaryConv2d, PackedBinaryLinear
 from .distance import PackedAdderConv2d, PackedAdderLinear, PackedEuclidConv2d, PackedEuclidLinear
+from .benchmark import fastest_layout
 from .fileformat import load, load_metadata, save
 from .float_conv import PackedFloatConv2d
 from .freeze import freeze
@@ -43,7 +45,7 @@ from .tensor_train import PackedTTLinear, PackedTTLSTM
 from .uniform import (PackedUniformAdderConv2d, PackedUniformAdderLinear, PackedUniformConv2d,
                       PackedUniformEuclidConv2d, PackedUniformEuclidLinear, PackedUniformLinear)
 
-__all__ = ["freeze", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
+__all__ = ["freeze", "fastest_layout", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
            "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear",
            "PackedBinaryConv2d", "PackedFloatConv2d", "PackedShiftLinear", "PackedShiftConv2d",
            "PackedTTLinear", "PackedTTLSTM", "PackedGateLSTM", "PackedUniformLinear", "PackedUniformConv2d",

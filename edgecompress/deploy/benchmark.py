@@ -136,6 +136,38 @@ def bench_model(float_model: nn.Module, frozen: nn.Module, shape: tuple[int, ...
     return out
 
 
+def fastest_layout(frozen: nn.Module, example: torch.Tensor, threads: int | None = None,
+                   rounds: int = 5) -> tuple[nn.Module, Timing]:
+    """The frozen model in the faster of its two memory layouts for inputs like ``example``
+    on this CPU: as it is (channels-last, as :func:`~edgecompress.deploy.freeze` returns
+    feature-map models) or a copy in the other layout (torch's default, contiguous), both
+    timed here, interleaved, with ``threads`` threads (default: torch's current number).
+    Which one wins depends on the CPU and the batch (docs/shift.md: a shift ResNet-20 at
+    batch 1 on an AVX2-only AMD EPYC ran 8 % faster contiguous, at batch 32 15 % faster
+    channels-last). Every packed layer follows its input's layout, so both give the same
+    outputs up to the float rounding of torch's own convolutions, which may differ between
+    layouts on some CPUs. Returns the model (``frozen`` itself or the copy) and the
+    :class:`Timing` (candidate: the copy, baseline: ``frozen``)."""
+    if not isinstance(example, torch.Tensor) or example.dim() != 4:
+        got = tuple(example.shape) if isinstance(example, torch.Tensor) else type(example)
+        raise ValueError(f"fastest_layout needs an example batch (N, C, H, W), got {got}")
+    maps = [t for t in (*frozen.parameters(), *frozen.buffers()) if t.dim() == 4]
+    if not maps:
+        raise ValueError(f"{type(frozen).__name__} holds no 4-D tensor: its memory layout "
+                         f"changes nothing")
+    last = any(not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+               for t in maps)
+    other_format = torch.contiguous_format if last else torch.channels_last
+    other = copy.deepcopy(frozen).eval().to(memory_format=other_format)
+    frozen.eval()
+    x = example.contiguous()
+    names = ("contiguous", "channels-last") if last else ("channels-last", "contiguous")
+    with torch.no_grad():
+        timing = compare(f"{names[0]} vs {names[1]}", lambda: other(x), lambda: frozen(x),
+                         threads or torch.get_num_threads(), rounds, repeats=3)
+    return (other if timing.speedup > 1 else frozen), timing
+
+
 def tensor_bytes(model: nn.Module) -> int:
     """Bytes of every tensor the model holds (parameters and buffers, derived ones included)."""
     seen, total = set(), 0

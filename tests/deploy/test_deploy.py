@@ -586,3 +586,26 @@ def load_keys(path):
     from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
         return list(f.keys())
+
+
+@pytest.mark.parametrize("method, options", [("s3", {"bits": 3}), ("bnn", {"mode": "w1a1"})])
+def test_fastest_layout_returns_either_layout_with_the_same_outputs(method, options):
+    torch.manual_seed(5)
+    model = ec.convert(ec.models.create("resnet20", width=0.25, activation="hardtanh"), method,
+                       **options).eval()
+    frozen = deploy.freeze(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = frozen(x)
+    chosen, timing = deploy.fastest_layout(frozen, x, threads=1, rounds=1)
+    assert timing.name == "contiguous vs channels-last" and timing.threads == 1
+    assert (chosen is not frozen) == (timing.speedup > 1)
+    stem = chosen.get_submodule("stem.0").weight
+    assert stem.is_contiguous() == (chosen is not frozen)
+    assert not frozen.get_submodule("stem.0").weight.is_contiguous()  # left as it was
+    with torch.no_grad():
+        torch.testing.assert_close(chosen(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"example batch \(N, C, H, W\), got \(3, 32, 32\)"):
+        deploy.fastest_layout(frozen, x[0])
+    with pytest.raises(ValueError, match="holds no 4-D tensor"):
+        deploy.fastest_layout(deploy.freeze(nn.Sequential(nn.Linear(4, 2))), torch.randn(1, 1, 2, 2))
