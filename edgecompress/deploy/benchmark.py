@@ -146,8 +146,10 @@ def fastest_layout(frozen: nn.Module, example: torch.Tensor, threads: int | None
     batch 1 on an AVX2-only AMD EPYC ran 8 % faster contiguous, at batch 32 15 % faster
     channels-last). Every packed layer follows its input's layout, so both give the same
     outputs up to the float rounding of torch's own convolutions, which may differ between
-    layouts on some CPUs. Returns the model (``frozen`` itself or the copy) and the
-    :class:`Timing` (candidate: the copy, baseline: ``frozen``)."""
+    layouts on some CPUs. The two differ by a few to 15 %: on a busy machine the choice can
+    be noise (more ``rounds`` help; run it where the model will run). Returns the model
+    (``frozen`` itself or the copy) and the :class:`Timing` (candidate: the copy, baseline:
+    ``frozen``)."""
     if not isinstance(example, torch.Tensor) or example.dim() != 4:
         got = tuple(example.shape) if isinstance(example, torch.Tensor) else type(example)
         raise ValueError(f"fastest_layout needs an example batch (N, C, H, W), got {got}")
