@@ -27,9 +27,9 @@ allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional meta
 ``profile`` (the per-part time breakdown of a frozen model).
 """
 
+from .benchmark import fastest_layout
 from .binary import PackedBinaryConv2d, PackedBinaryLinear
 from .distance import PackedAdderConv2d, PackedAdderLinear, PackedEuclidConv2d, PackedEuclidLinear
-from .benchmark import fastest_layout
 from .fileformat import load, load_metadata, save
 from .float_conv import PackedFloatConv2d
 from .freeze import freeze
@@ -45,8 +45,9 @@ from .tensor_train import PackedTTLinear, PackedTTLSTM
 from .uniform import (PackedUniformAdderConv2d, PackedUniformAdderLinear, PackedUniformConv2d,
                       PackedUniformEuclidConv2d, PackedUniformEuclidLinear, PackedUniformLinear)
 
-__all__ = ["freeze", "fastest_layout", "save", "load", "load_metadata", "ModelMetadata", "export_onnx",
-           "PackedLayer", "register_packed", "register_function", "PackedBinaryLinear",
+__all__ = ["freeze", "fastest_layout", "save", "load", "load_metadata", "ModelMetadata",
+           "export_onnx", "PackedLayer", "register_packed", "register_function",
+           "PackedBinaryLinear",
            "PackedBinaryConv2d", "PackedFloatConv2d", "PackedShiftLinear", "PackedShiftConv2d",
            "PackedTTLinear", "PackedTTLSTM", "PackedGateLSTM", "PackedUniformLinear", "PackedUniformConv2d",
            "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d", "PackedUniformAdderLinear",
