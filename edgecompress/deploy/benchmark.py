@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import kernels
+from .fileformat import _channels_last
 
 # ResNet-18 3x3 convolutions as GEMMs at batch 1: M = H x W, K = 9 C_in, N = C_out
 RESNET18_SHAPES = {"stage 1": (56 * 56, 9 * 64, 64), "stage 2": (28 * 28, 9 * 128, 128),
@@ -143,7 +144,7 @@ def fastest_layout(frozen: nn.Module, example: torch.Tensor, threads: int | None
     feature-map models) or a copy in the other layout (torch's default, contiguous), both
     timed here, interleaved, with ``threads`` threads (default: torch's current number).
     Which one wins depends on the CPU and the batch (docs/shift.md: a shift ResNet-20 at
-    batch 1 on an AVX2-only AMD EPYC ran 8 % faster contiguous, at batch 32 15 % faster
+    batch 1 on an AVX2-only AMD EPYC ran 10 % faster contiguous, at batch 32 12-19 % faster
     channels-last). Every packed layer follows its input's layout, so both give the same
     outputs up to the float rounding of torch's own convolutions, which may differ between
     layouts on some CPUs. The two differ by a few to 15 %: on a busy machine the choice can
@@ -157,8 +158,7 @@ def fastest_layout(frozen: nn.Module, example: torch.Tensor, threads: int | None
     if not maps:
         raise ValueError(f"{type(frozen).__name__} holds no 4-D tensor: its memory layout "
                          f"changes nothing")
-    last = any(not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-               for t in maps)
+    last = any(_channels_last(t) for t in maps)
     other_format = torch.contiguous_format if last else torch.channels_last
     other = copy.deepcopy(frozen).eval().to(memory_format=other_format)
     frozen.eval()
