@@ -15,7 +15,9 @@ it through the recipe's ``pretrained:`` entry (all weights but the head's; a new
 converted by its method and fine-tuned with the same budget.
 
 ``run`` writes benchmarks/results/transfer[-limit<N>][-<part>].json after every run and skips
-runs already in any of them, so a killed benchmark resumes; one thread per process.
+runs already in any of them (read again before each run), so a killed benchmark resumes; one
+thread per process. ``--rows`` runs some rows only: once a seed's source model is pretrained, a
+second process can take its last rows (``--seeds 2 --rows s3 deepshift-q --part s2b``).
 ``--limit N`` is a smoke run (N train and N test samples per task, 1 epoch each; its own
 results file); ``report --limit N`` prints its text instead of writing docs/transfer.md.
 
@@ -110,7 +112,6 @@ def pretrain_dir(work: Path, setting: str, seed: int, limit: int | None) -> Path
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     name = results_name("transfer", args.limit, args.part)
-    done = merged_results("transfer", args.limit)
     results = load_results(name)
     results.setdefault("machine", machine())
     for seed in args.seeds:
@@ -121,14 +122,15 @@ def cmd_run(args: argparse.Namespace) -> None:
             record = train_and_record(_recipe(args.setting, "source", seed, args.limit),
                                       args.data_root, source, setting=args.setting,
                                       row="pretrain", method=None)
-            if key not in done:
+            if key not in merged_results("transfer", args.limit):
                 results[key] = record
                 save_results(name, results)
             print(f"[transfer] {key}: top-1 {record['top1']:.2f} ({record['seconds']:.0f} s)",
                   flush=True)
         for row, _, method in ROWS:
             key = f"{args.setting}|{row}|{seed}"
-            if key in done or key in results:
+            # read again before each run: another process may have done it meanwhile
+            if row not in args.rows or key in merged_results("transfer", args.limit):
                 continue
             recipe = _recipe(args.setting, "target", seed, args.limit, method=method,
                              pretrained=str(checkpoint))
@@ -243,6 +245,9 @@ def main() -> None:
                       "each (results go to transfer-limit<N>.json)",
                       work="transfer",
                       work_help="where the pretrained source models' checkpoints go")
+    p.add_argument("--rows", nargs="+", choices=list(LABELS), default=list(LABELS),
+                   help="only these rows (default all; e.g. a second process on the last rows "
+                   "of a seed whose source model is pretrained)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report", help="write docs/transfer.md")
     p.add_argument("--limit", type=int, help="print the report of the smoke run --limit N")
