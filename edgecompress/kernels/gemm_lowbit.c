@@ -14,7 +14,10 @@
  * The decode indexes a 16-entry table that repeats the 2^b values (entry i = value[i mod 2^b]),
  * so bits above a code's own in a lane-shifted byte fall out of the index without a mask: the
  * AVX-512 permute reads 4 index bits, the AVX2 one reads 3 (two permutes and a blend on bit 3
- * for b = 4).
+ * for b = 4). AVX2 with a table of bfloat16-exact values (the low 16 bits of every float32 zero:
+ * the shift layers' 0 and +-2^e, the uniform layers' integer levels) decodes by byte shuffles
+ * instead (pshufb of the values' two upper bytes, then unpacks): no cross-lane permute, which
+ * some CPUs run slowly (AMD Zen 1: vpermps at about a quarter of pshufb's rate).
  *
  * Order of float operations (what makes every path equal, and the reference, bit for bit):
  * one float32 accumulator per (row, output), starting at 0, and for k = 0, 1, ..., K - 1
@@ -99,10 +102,96 @@ static inline void lowbit_avx2_fixed(const float *const *x, const uint8_t *const
         for (int h = 0; h < 2 * np; h++) _mm256_storeu_ps(&acc[r0 + r][16 * q0 + 8 * h], s[r][h]);
 }
 
+/* AVX2 for bfloat16-exact tables: tlo / thi hold byte 2 / byte 3 of each of the 16 float
+ * values. A panel's 16 outputs decode into two vectors holding outputs {0-3, 8-11} and
+ * {4-7, 12-15} (the unpacks work within 128-bit lanes); the store puts them back in order. */
+__attribute__((target("avx2"), always_inline))
+static inline void lowbit_avx2_bf16_fixed(const float *const *x, const uint8_t *const *wp,
+                                          int64_t k, const int rows, const int np,
+                                          const int lane, __m128i tlo, __m128i thi,
+                                          float acc[LMAXR][LPANELS * 16], int r0, int q0) {
+    const int per = 8 / lane;
+    const __m128i nibble = _mm_set1_epi8(0x0f);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256 s[4][8];
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 8
+        for (int h = 0; h < 2 * np; h++) s[r][h] = _mm256_setzero_ps();
+    const int64_t groups = (k + per - 1) / per;
+    for (int64_t g = 0; g < groups; g++) {
+        const int valid = k - g * per < per ? (int)(k - g * per) : per;
+#pragma GCC unroll 4
+        for (int i = 0; i < per; i++) {
+            if (i >= valid) break;
+#pragma GCC unroll 4
+            for (int q = 0; q < np; q++) {
+                const __m128i bytes = _mm_loadu_si128((const __m128i *)(wp[q0 + q] + g * 16));
+                const __m128i idx = _mm_and_si128(_mm_srli_epi16(bytes, lane * i), nibble);
+                const __m128i lo = _mm_shuffle_epi8(tlo, idx), hi = _mm_shuffle_epi8(thi, idx);
+                const __m256i half = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi),
+                                                      _mm_unpacklo_epi8(lo, hi));
+                const __m256 wa = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, half));
+                const __m256 wb = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, half));
+#pragma GCC unroll 4
+                for (int r = 0; r < rows; r++) {
+                    const __m256 v = _mm256_set1_ps(x[r0 + r][g * per + i]);
+                    s[r][2 * q] = _mm256_add_ps(s[r][2 * q], _mm256_mul_ps(v, wa));
+                    s[r][2 * q + 1] = _mm256_add_ps(s[r][2 * q + 1], _mm256_mul_ps(v, wb));
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 4
+        for (int q = 0; q < np; q++) {
+            float *out = &acc[r0 + r][16 * (q0 + q)];
+            _mm256_storeu_ps(out, _mm256_permute2f128_ps(s[r][2 * q], s[r][2 * q + 1], 0x20));
+            _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(s[r][2 * q], s[r][2 * q + 1], 0x31));
+        }
+}
+
+/* byte 2 / byte 3 of every value of tab16 into lo / hi; 1 if the values are bfloat16-exact */
+static int lowbit_bf16_bytes(const float *tab16, uint8_t lo[16], uint8_t hi[16]) {
+    for (int i = 0; i < 16; i++) {
+        uint32_t bits;
+        memcpy(&bits, tab16 + i, sizeof bits);
+        if (bits & 0xffffu) return 0;
+        lo[i] = (uint8_t)(bits >> 16);
+        hi[i] = (uint8_t)(bits >> 24);
+    }
+    return 1;
+}
+
+__attribute__((target("avx2")))
+static void lowbit_tile_avx2_bf16(const float *const *x, const uint8_t *const *wp, int64_t k,
+                                  int rows, int lane, const uint8_t *lo, const uint8_t *hi,
+                                  float acc[LMAXR][LPANELS * 16]) {
+    const __m128i tlo = _mm_loadu_si128((const __m128i *)lo);
+    const __m128i thi = _mm_loadu_si128((const __m128i *)hi);
+    int r = 0;
+    for (; r + 4 <= rows; r += 4)  /* 4 rows x 1 panel */
+        for (int q = 0; q < LPANELS; q++) {
+            if (lane == 2) lowbit_avx2_bf16_fixed(x, wp, k, 4, 1, 2, tlo, thi, acc, r, q);
+            else lowbit_avx2_bf16_fixed(x, wp, k, 4, 1, 4, tlo, thi, acc, r, q);
+        }
+    for (; r < rows; r++)  /* 1 row x 2 panels */
+        for (int q = 0; q < LPANELS; q += 2) {
+            if (lane == 2) lowbit_avx2_bf16_fixed(x, wp, k, 1, 2, 2, tlo, thi, acc, r, q);
+            else lowbit_avx2_bf16_fixed(x, wp, k, 1, 2, 4, tlo, thi, acc, r, q);
+        }
+}
+
 __attribute__((target("avx2")))
 static void lowbit_tile_avx2(const float *const *x, const uint8_t *const *wp, int64_t k,
                              int rows, int lane, const float *tab16,
                              float acc[LMAXR][LPANELS * 16]) {
+    uint8_t lo[16], hi[16];
+    if (lowbit_bf16_bytes(tab16, lo, hi)) {
+        lowbit_tile_avx2_bf16(x, wp, k, rows, lane, lo, hi, acc);
+        return;
+    }
     const int wide = memcmp(tab16, tab16 + 8, 8 * sizeof(float)) != 0;  /* b = 4 */
     int r = 0;
     for (; r + 4 <= rows; r += 4)  /* 4 rows x 1 panel */

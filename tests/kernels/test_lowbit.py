@@ -17,12 +17,18 @@ SHAPES = [(1, 1, 1), (1, 16, 64), (2, 17, 65), (3, 33, 7), (4, 129, 130), (5, 5,
           (7, 131, 99), (8, 32, 63), (9, 300, 17), (12, 19, 258), (15, 64, 5), (16, 257, 201)]
 
 
-def _operands(m: int, n: int, k: int, bits: int, seed: int) -> tuple[torch.Tensor, ...]:
+def _operands(m: int, n: int, k: int, bits: int, seed: int,
+              table_kind: str = "float") -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     codes = torch.randint(0, 2 ** bits, (n, k), generator=g)
     # a table of arbitrary floats (not powers of two): a fused multiply-add in any path would
-    # round differently from the reference's product-then-sum, so equality checks the order
+    # round differently from the reference's product-then-sum, so equality checks the order.
+    # "bf16": values with 8 significant bits (the low 16 bits of each float zero), which the
+    # AVX2 path decodes by byte shuffles instead of a permute
     table = torch.randn(2 ** bits, generator=g)
+    if table_kind == "bf16":
+        table = table.to(torch.bfloat16).float()
+        assert not (table.view(torch.int32) & 0xFFFF).any()
     x = torch.randn(m, k, generator=g)
     scale, bias = torch.rand(n, generator=g) + 0.5, torch.randn(n, generator=g)
     return codes, table, x, scale, bias
@@ -52,8 +58,10 @@ def test_reference_is_the_matrix_product():
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("bits", K.LOWBIT_BITS)
 @pytest.mark.parametrize("m, n, k", SHAPES)
-def test_lowbit_gemm_paths_bit_exact(path, bits, m, n, k):
-    codes, table, x, scale, bias = _operands(m, n, k, bits, m * 1000 + n * 10 + k + bits)
+@pytest.mark.parametrize("table_kind", ["float", "bf16"])
+def test_lowbit_gemm_paths_bit_exact(path, bits, m, n, k, table_kind):
+    codes, table, x, scale, bias = _operands(m, n, k, bits, m * 1000 + n * 10 + k + bits,
+                                             table_kind)
     panels = K.lowbit_panels(codes, bits)
     for affine in ((None, None), (scale, None), (None, bias), (scale, bias)):
         expected = K.lowbit_gemm_reference(x, codes, table, *affine)
