@@ -46,6 +46,43 @@ static void store_scalar(const epilogue *e, int64_t acc[R][PANEL], const int32_t
 }
 
 #ifdef EC_X86
+/* AVX2 store of a full panel's float values and / or signs: the scalar store's arithmetic on 8
+ * columns at a time (the int32 results, a partial panel: the scalar store). The clamp is
+ * max(lo, v) then min(hi, .): with the bound first, a NaN value stays NaN as in the scalar
+ * store (x86 max / min return their second operand when either is NaN). */
+__attribute__((target("avx2")))
+static void store_avx2(const epilogue *e, int64_t acc[R][PANEL], const int32_t *valid,
+                       int64_t row, int64_t col, int rows_left, int cols) {
+    if (e->c || cols < PANEL) {
+        store_scalar(e, acc, valid, row, col, rows_left, cols);
+        return;
+    }
+    const __m256i low = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);  /* low dwords first */
+    const __m256 lo = _mm256_set1_ps(e->lo), hi = _mm256_set1_ps(e->hi);
+    for (int r = 0; r < R && r < rows_left; r++) {
+        const __m256i vr = _mm256_set1_epi32(valid[r]);
+        uint64_t bits = 0;
+        for (int h = 0; h < 2; h++) {
+            /* the popcount sums fit in 32 bits: the low dword of each 64-bit count */
+            const __m256i p0 = _mm256_permutevar8x32_epi32(
+                _mm256_loadu_si256((const __m256i *)&acc[r][8 * h]), low);
+            const __m256i p1 = _mm256_permutevar8x32_epi32(
+                _mm256_loadu_si256((const __m256i *)&acc[r][8 * h + 4]), low);
+            const __m256i pop = _mm256_permute2x128_si256(p0, p1, 0x20);
+            const int64_t j = col + 8 * h;
+            __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(vr, _mm256_add_epi32(pop, pop)));
+            if (e->scale) f = _mm256_mul_ps(f, _mm256_loadu_ps(e->scale + j));
+            if (e->bias) f = _mm256_add_ps(f, _mm256_loadu_ps(e->bias + j));
+            if (e->res) f = _mm256_add_ps(f, _mm256_loadu_ps(e->res + (row + r) * e->ldc + j));
+            if (e->clamp) f = _mm256_min_ps(hi, _mm256_max_ps(lo, f));
+            if (e->cf) _mm256_storeu_ps(e->cf + (row + r) * e->ldc + j, f);
+            bits |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(f, _mm256_setzero_ps(),
+                                                               _CMP_LT_OQ)) << (8 * h);
+        }
+        if (e->cs) put_signs(e, row + r, col, bits);
+    }
+}
+
 /* AVX-512 store: the same arithmetic on 16 columns at once (int32 -> float conversion rounds to
  * nearest like the scalar cast; multiply and add are separate, so results are bit-identical). */
 __attribute__((target("avx512f")))
@@ -68,8 +105,8 @@ static void store_avx512(const epilogue *e, int64_t acc[R][PANEL], const int32_t
             if (e->bias) f = _mm512_add_ps(f, bias);
             if (e->res)
                 f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(keep, e->res + (row + r) * e->ldc + col));
-            if (e->clamp)
-                f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(e->lo)), _mm512_set1_ps(e->hi));
+            if (e->clamp)  /* bound first: a NaN stays NaN (see store_avx2) */
+                f = _mm512_min_ps(_mm512_set1_ps(e->hi), _mm512_max_ps(_mm512_set1_ps(e->lo), f));
             if (e->cf) _mm512_mask_storeu_ps(e->cf + (row + r) * e->ldc + col, keep, f);
             if (e->cs) put_signs(e, row + r, col, (uint64_t)(_mm512_cmp_ps_mask(
                                      f, _mm512_setzero_ps(), _CMP_LT_OQ) & keep));
@@ -79,5 +116,5 @@ static void store_avx512(const epilogue *e, int64_t acc[R][PANEL], const int32_t
 #endif
 
 store_kernel ec_w1a1_store_for(int path) {
-    return EC_PICK(path, store_scalar, store_scalar, store_avx512);
+    return EC_PICK(path, store_scalar, store_avx2, store_avx512);
 }

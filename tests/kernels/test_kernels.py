@@ -138,6 +138,32 @@ def test_gemm_residual_and_clamp_epilogue_bit_exact(path, m, n, k, clamp):
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("clamp", [(-1.0, 1.0), (0.0, float("inf"))])
+def test_gemm_epilogue_keeps_nan_and_infinity_as_torch_does(path, clamp):
+    """A NaN or infinite residual (or scale) goes through the clamp as torch's does: NaN stays
+    NaN, never becomes a bound; packed signs of infinite values as the reference's. Full panels
+    of 16 columns and a ragged one, so every store kernel runs."""
+    g = torch.Generator().manual_seed(7)
+    m, n, k = 6, 40, 200
+    a = K.pack_signs(torch.randn(m, k, generator=g))
+    b = K.pack_signs(torch.randn(n, k, generator=g))
+    scale, bias = torch.rand(n, generator=g) * 0.1, torch.randn(n, generator=g)
+    scale[3] = float("inf")
+    residual = torch.randn(m, n, generator=g)
+    residual[0, 1], residual[2, 17], residual[5, 39] = float("nan"), float("-inf"), float("nan")
+    expected = K.binary_gemm_affine_reference(a, b, k, None, scale, bias, residual, clamp)
+    assert expected.isnan().sum() >= 2
+    for threads in (1, 2):
+        got = K.binary_gemm_affine(a, b, k, None, scale, bias, residual=residual, clamp=clamp,
+                                   path=path, threads=threads)
+        assert torch.equal(got.isnan(), expected.isnan())
+        assert torch.equal(got.nan_to_num(), expected.nan_to_num())
+    # the signs of values with an infinite scale (and NaN where the dot product is 0)
+    assert torch.equal(K.binary_gemm_signs(a, b, k, None, scale, bias, path=path),
+                       K.binary_gemm_signs_reference(a, b, k, None, scale, bias))
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("block", [1, 3000, 40_000])  # bytes: one panel per block, 2-3 panels...
 def test_gemm_cache_blocking_is_bit_exact(path, block):
     """The panels walked in blocks (tiny blocks here, to split these small shapes): the same
