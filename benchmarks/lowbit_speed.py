@@ -11,7 +11,8 @@ lowbit_speed-linear.json / lowbit_speed-lstm.json).
 At batch <= 16 the frozen layer runs the low-bit kernel (kernels.lowbit_gemm: 4 bits read per
 weight, decoded in registers); the row ``decoded`` is the same layer on its decoded float path
 (what it ran before the kernel, and still runs above batch 16); ``uniform4`` the uniform layer
-on the kernel (4-bit codes: on AVX2 two permutes and a blend per decode, one on AVX-512). Batch
+on the kernel (4-bit codes; integer levels, which the AVX2 path decodes by byte shuffles like
+the shift layers' powers of two, and AVX-512 by one permute). Batch
 1 and 8, 1 and 2 threads.
 Every round times each variant in turn (interleaved, so the load of other jobs falls on all
 alike); the result is the median over rounds of float time / variant time measured in the same
