@@ -87,6 +87,37 @@ def save_results(name: str, results: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def claim(key: str) -> bool:
+    """Take the run ``key`` for this process (a file in benchmarks/results/.claims holding its
+    pid), so that processes running side by side on the same results skip each other's runs;
+    False if a live process holds it. A claim of a process that has ended is taken over.
+    :func:`release` it when the run is saved."""
+    path = RESULTS / ".claims" / key.replace("|", "_").replace("/", "_")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            with open(path, "x") as f:
+                f.write(str(os.getpid()))
+            return True
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or 0)
+                os.kill(pid, 0)
+                if pid != os.getpid():
+                    return False
+                return True
+            except (ProcessLookupError, ValueError):
+                path.unlink(missing_ok=True)  # its process has ended: take it over
+            except PermissionError:  # a live process of another user
+                return False
+    return False
+
+
+def release(key: str) -> None:
+    """Drop this process's :func:`claim` of ``key``."""
+    (RESULTS / ".claims" / key.replace("|", "_").replace("/", "_")).unlink(missing_ok=True)
+
+
 def results_name(base: str, limit: int | None = None, part: str | None = None) -> str:
     """``base[-limit<N>][-<part>]``: a smoke run's results (``--limit``) and the file of one of
     several processes run side by side (``--part``, e.g. one seed each) are files of their own."""
@@ -153,13 +184,14 @@ def mean_std(values: list[float]) -> str:
 
 
 def train_and_record(recipe: Recipe, data_root: str, out_dir: Path | None = None,
-                     callbacks: tuple[Callback, ...] = (), **fields: Any) -> dict[str, Any]:
-    """Train ``recipe`` (checkpoint into ``out_dir`` if given, e.g. a teacher for later runs)
-    and return ``fields`` plus its accuracies, time and per-epoch diagnostics (empty lists for
-    a float model)."""
+                     callbacks: tuple[Callback, ...] = (), resume: bool = False,
+                     **fields: Any) -> dict[str, Any]:
+    """Train ``recipe`` (checkpoint into ``out_dir`` if given, e.g. a teacher for later runs;
+    ``resume``: continue from the checkpoint there) and return ``fields`` plus its accuracies,
+    time (of this call) and per-epoch diagnostics (empty lists for a float model)."""
     began = time.perf_counter()
     result = run(recipe, out_dir=out_dir, data_root=data_root, progress=False,
-                 callbacks=callbacks)
+                 callbacks=callbacks, resume=resume)
     m, history = result.metrics, result.history
     return {
         **fields, "seed": recipe.seed,

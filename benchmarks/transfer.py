@@ -16,8 +16,9 @@ converted by its method and fine-tuned with the same budget.
 
 ``run`` writes benchmarks/results/transfer[-limit<N>][-<part>].json after every run and skips
 runs already in any of them (read again before each run), so a killed benchmark resumes; one
-thread per process. ``--rows`` runs some rows only: once a seed's source model is pretrained, a
-second process can take its last rows (``--seeds 2 --rows s3 deepshift-q --part s2b``).
+thread per process. Processes side by side on one seed (its source model pretrained) share its
+rows: each claims a row before running it (benchmarks/results/.claims) and skips the rows
+others have claimed; ``--rows`` runs some rows only.
 ``--limit N`` is a smoke run (N train and N test samples per task, 1 epoch each; its own
 results file); ``report --limit N`` prints its text instead of writing docs/transfer.md.
 
@@ -32,16 +33,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import (ROOT, add_run_arguments, command_parser, dispatch, load_results, machine,
-                    mean_std, merged_results, results_name, save_results, train_and_record,
-                    write_doc)
+from common import (ROOT, add_run_arguments, claim, command_parser, dispatch, load_results,
+                    machine, mean_std, merged_results, release, results_name, save_results,
+                    train_and_record, write_doc)
 from shift import verdict
 
 from edgecompress.recipe import Recipe
+from edgecompress.train.checkpoint import load_checkpoint
 
 DOC = ROOT / "docs" / "transfer.md"
 SEEDS = (0, 1, 2)
@@ -109,6 +112,11 @@ def pretrain_dir(work: Path, setting: str, seed: int, limit: int | None) -> Path
     return work / (f"{setting}-pretrain-s{seed}-e{epochs}" + (f"-limit{limit}" if limit else ""))
 
 
+def _completed(checkpoint: Path, epochs: int) -> bool:
+    """Whether ``checkpoint`` exists and holds ``epochs`` completed epochs."""
+    return checkpoint.is_file() and int(load_checkpoint(checkpoint)["epoch"]) >= epochs
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     name = results_name("transfer", args.limit, args.part)
@@ -118,25 +126,41 @@ def cmd_run(args: argparse.Namespace) -> None:
         source = pretrain_dir(Path(args.work), args.setting, seed, args.limit)
         checkpoint = source / "checkpoint.pt"
         key = f"{args.setting}|pretrain|{seed}"
-        if not checkpoint.is_file():  # also when the result came from another machine
-            record = train_and_record(_recipe(args.setting, "source", seed, args.limit),
-                                      args.data_root, source, setting=args.setting,
-                                      row="pretrain", method=None)
+        recipe = _recipe(args.setting, "source", seed, args.limit)
+        # the checkpoint is written every epoch: the source model is ready when it holds every
+        # epoch (also when the result came from another machine); one process pretrains, the
+        # others wait for it
+        while not _completed(checkpoint, recipe.epochs):
+            if not claim(f"transfer{args.limit or ''}|{key}"):
+                print(f"[transfer] {key}: another process pretrains it, waiting", flush=True)
+                time.sleep(60)
+                continue
+            resume = checkpoint.is_file()  # a killed pretraining continues
+            record = train_and_record(recipe, args.data_root, source, resume=resume,
+                                      setting=args.setting, row="pretrain", method=None)
+            if resume:
+                record["resumed"] = True  # its seconds count the resumed epochs only
             if key not in merged_results("transfer", args.limit):
                 results[key] = record
                 save_results(name, results)
+            release(f"transfer{args.limit or ''}|{key}")
             print(f"[transfer] {key}: top-1 {record['top1']:.2f} ({record['seconds']:.0f} s)",
                   flush=True)
         for row, _, method in ROWS:
             key = f"{args.setting}|{row}|{seed}"
-            # read again before each run: another process may have done it meanwhile
+            # read again before each run: another process may have done it meanwhile, or be
+            # running it (its claim)
             if row not in args.rows or key in merged_results("transfer", args.limit):
+                continue
+            if not claim(f"transfer{args.limit or ''}|{key}"):
+                print(f"[transfer] {key}: another process runs it, skipped", flush=True)
                 continue
             recipe = _recipe(args.setting, "target", seed, args.limit, method=method,
                              pretrained=str(checkpoint))
             results[key] = train_and_record(recipe, args.data_root, setting=args.setting,
                                             row=row, method=method)
             save_results(name, results)
+            release(f"transfer{args.limit or ''}|{key}")
             r = results[key]
             print(f"[transfer] {key}: top-1 {r['top1']:.2f} ({r['seconds']:.0f} s)", flush=True)
 
