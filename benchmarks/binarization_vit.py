@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 from binaryvit import BY_KEY, EPOCHS as TEACHER_EPOCHS, StepClock, one_run, teacher_dir
-from common import (add_run_arguments, command_parser, dispatch, competitive_claim,
-                    hours_per_seed, load_results, machine, merged_results, method_table,
+from common import (add_run_arguments, checkpoint_complete, command_parser, competitive_claim,
+                    dispatch, hours_per_seed, load_results, machine, merged_results, method_table,
                     resume_results, save_results, seconds_per_seed, suite_section)
 
 from edgecompress.analysis.diagnostics import DEFAULT_EDGES
@@ -74,8 +74,8 @@ def train(model: str, method: str | None, seed: int, epochs: int, teacher_epochs
         # binaryvit.py's run of the same teacher, when its checkpoint is still in ``work``
         ablation = merged_results("binaryvit", limit).get(f"{TEACHER}|{seed}")
         if (ablation is not None and ablation.get("epochs") == teacher_epochs
-                and (teacher_dir(work, TEACHER, seed, teacher_epochs, limit)
-                     / "checkpoint.pt").is_file()):
+                and checkpoint_complete(teacher_dir(work, TEACHER, seed, teacher_epochs, limit)
+                                        / "checkpoint.pt", teacher_epochs)):
             return {**ablation, "method": None}
         return {**one_run(BY_KEY[TEACHER], seed, teacher_epochs, limit, work, data_root,
                           callbacks), "method": None}

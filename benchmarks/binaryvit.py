@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (ROOT, add_run_arguments, command_parser, dispatch, hours_per_seed,
-                    load_results, machine, mean_std, merged_results, resume_results, runs_line,
-                    save_results, seconds_per_seed, train_and_record, write_doc)
+from common import (ROOT, add_run_arguments, command_parser, dispatch, hours_per_seed, load_results,
+                    machine, mean_std, merged_results, resume_results, runs_line, save_results,
+                    seconds_per_seed, train_and_record, train_checkpoint, write_doc)
 
 from edgecompress.analysis.summary import summary
 from edgecompress.recipe import Recipe
@@ -143,9 +143,7 @@ def one_run(row: Row, seed: int, epochs: int, limit: int | None, work: Path, dat
     if row.teacher is not None:
         teacher = BY_KEY[row.teacher]
         out = teacher_dir(work, teacher.key, seed, teacher_epochs, limit)
-        if not (out / "checkpoint.pt").is_file():
-            train_and_record(recipe_for(teacher, seed, teacher_epochs, limit, work), data_root,
-                             out)
+        train_checkpoint(recipe_for(teacher, seed, teacher_epochs, limit, work), data_root, out)
     out = teacher_dir(work, row.key, seed, epochs, limit) if row.teacher is None else None
     return train_and_record(recipe_for(row, seed, epochs, limit, work, teacher_epochs),
                             data_root, out, callbacks, row=row.key, epochs=epochs, limit=limit)

@@ -17,6 +17,8 @@ import torch
 from edgecompress.experiment import run
 from edgecompress.recipe import Recipe
 from edgecompress.train import Callback
+from edgecompress.train.checkpoint import load_checkpoint
+from edgecompress.train.trainer import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -183,7 +185,7 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def train_and_record(recipe: Recipe, data_root: str, out_dir: Path | None = None,
+def train_and_record(recipe: Recipe, data_root: str | None, out_dir: Path | None = None,
                      callbacks: tuple[Callback, ...] = (), resume: bool = False,
                      **fields: Any) -> dict[str, Any]:
     """Train ``recipe`` (checkpoint into ``out_dir`` if given, e.g. a teacher for later runs;
@@ -202,6 +204,23 @@ def train_and_record(recipe: Recipe, data_root: str, out_dir: Path | None = None
         "unchanged_since_epoch_1": [h.get("unchanged_since_epoch_1") for h in history],
         "latent_hist": history[-1].get("latent_hist") if history else None,
     }
+
+
+def checkpoint_complete(checkpoint: Path, epochs: int) -> bool:
+    """Whether ``checkpoint`` exists and holds ``epochs`` completed epochs (the trainer writes
+    one after every epoch, so a killed run leaves a partial one behind)."""
+    return checkpoint.is_file() and int(load_checkpoint(checkpoint)["epoch"]) >= epochs
+
+
+def train_checkpoint(recipe: Recipe, data_root: str | None, out_dir: Path,
+                     **fields: Any) -> dict[str, Any] | None:
+    """Make ``out_dir``/checkpoint.pt hold all of ``recipe``'s training (a teacher or source
+    model later runs start from): nothing to do if it does, else train, continuing a partial
+    checkpoint. Returns :func:`train_and_record`'s record of the training done, or None."""
+    checkpoint = out_dir / CHECKPOINT
+    if checkpoint_complete(checkpoint, recipe.epochs):
+        return None
+    return train_and_record(recipe, data_root, out_dir, resume=checkpoint.is_file(), **fields)
 
 
 def method_table(results: dict[str, Any], methods: Sequence[str], column: str,

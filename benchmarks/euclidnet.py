@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from common import (RESULTS, ROOT, add_run_arguments, command_parser, dispatch, hours_per_seed,
                     load_results, machine, mean_std, merged_results, resume_results, runs_line,
-                    save_results, seconds_per_seed, train_and_record, write_doc)
+                    save_results, seconds_per_seed, train_and_record, train_checkpoint, write_doc)
 
 from edgecompress import convert, models
 from edgecompress import data as data_lib
@@ -197,9 +197,9 @@ def one_run(suite: str, row: Row, seed: int, epochs: int, limit: int | None, wor
     """Train one row (for a homotopy row, the CNN of the same seed first if its checkpoint is
     missing), evaluate its robustness, return its record. The CNN keeps its checkpoint."""
     start = teacher_checkpoint(work, suite, seed, epochs, limit)
-    if row.homotopy and not start.is_file():
-        train_and_record(recipe_for(suite, BY_KEY["cnn"], seed, epochs, limit, work),
-                         data_root, start.parent)
+    if row.homotopy:
+        train_checkpoint(recipe_for(suite, BY_KEY["cnn"], seed, epochs, limit, work), data_root,
+                         start.parent)
     robustness = Robustness()
     out = start.parent if row.key == "cnn" else None
     record = train_and_record(recipe_for(suite, row, seed, epochs, limit, work), data_root, out,
@@ -304,9 +304,8 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
                          "../shared/data/cifar10_subset)")
     spec, seed, work = SUITES["cifar"], 0, Path(args.work)
     checkpoint = teacher_checkpoint(work, "cifar", seed, spec["epochs"], None)
-    if not checkpoint.is_file():
-        train_and_record(recipe_for("cifar", BY_KEY["cnn"], seed, spec["epochs"], None, work),
-                         args.data_root, checkpoint.parent)
+    train_checkpoint(recipe_for("cifar", BY_KEY["cnn"], seed, spec["epochs"], None, work),
+                     args.data_root, checkpoint.parent)
     train_set = data_lib.load("cifar10", root=args.data_root, split="train", limit=args.images)
     test_set = data_lib.load("cifar10", root=args.data_root, split="test")
     train = _batches(train_set)

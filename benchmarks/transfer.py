@@ -38,13 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (ROOT, add_run_arguments, claim, command_parser, dispatch, load_results,
-                    machine, mean_std, merged_results, release, results_name, save_results,
-                    train_and_record, write_doc)
+from common import (ROOT, add_run_arguments, checkpoint_complete, claim, command_parser,
+                    dispatch, load_results, machine, mean_std, merged_results, release,
+                    results_name, save_results, train_and_record, train_checkpoint, write_doc)
 from shift import verdict
 
 from edgecompress.recipe import Recipe
-from edgecompress.train.checkpoint import load_checkpoint
 
 DOC = ROOT / "docs" / "transfer.md"
 SEEDS = (0, 1, 2)
@@ -112,11 +111,6 @@ def pretrain_dir(work: Path, setting: str, seed: int, limit: int | None) -> Path
     return work / (f"{setting}-pretrain-s{seed}-e{epochs}" + (f"-limit{limit}" if limit else ""))
 
 
-def _completed(checkpoint: Path, epochs: int) -> bool:
-    """Whether ``checkpoint`` exists and holds ``epochs`` completed epochs."""
-    return checkpoint.is_file() and int(load_checkpoint(checkpoint)["epoch"]) >= epochs
-
-
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     name = results_name("transfer", args.limit, args.part)
@@ -130,15 +124,18 @@ def cmd_run(args: argparse.Namespace) -> None:
         # the checkpoint is written every epoch: the source model is ready when it holds every
         # epoch (also when the result came from another machine); one process pretrains, the
         # others wait for it
-        while not _completed(checkpoint, recipe.epochs):
+        while not checkpoint_complete(checkpoint, recipe.epochs):
             if not claim(f"transfer{args.limit or ''}|{key}"):
                 print(f"[transfer] {key}: another process pretrains it, waiting", flush=True)
                 time.sleep(60)
                 continue
-            resume = checkpoint.is_file()  # a killed pretraining continues
-            record = train_and_record(recipe, args.data_root, source, resume=resume,
-                                      setting=args.setting, row="pretrain", method=None)
-            if resume:
+            resumed = checkpoint.is_file()  # a killed pretraining continues
+            record = train_checkpoint(recipe, args.data_root, source, setting=args.setting,
+                                      row="pretrain", method=None)
+            if record is None:  # finished by another process meanwhile
+                release(f"transfer{args.limit or ''}|{key}")
+                continue
+            if resumed:
                 record["resumed"] = True  # its seconds count the resumed epochs only
             if key not in merged_results("transfer", args.limit):
                 results[key] = record

@@ -83,8 +83,11 @@ def test_binarization_vit_smoke_run_resumes_and_reports(tmp_path, shared_data):
 
 def test_binarization_vit_reuses_the_ablation_teacher(tmp_path, monkeypatch):
     """The float teacher row is binaryvit.py's run of the same seed and epochs when its
-    checkpoint is still in --work; otherwise (other epochs, no checkpoint) it is trained."""
+    checkpoint is still in --work and holds every epoch; otherwise (other epochs, no
+    checkpoint, a killed run's partial checkpoint) it is trained."""
     import importlib
+
+    from edgecompress.train.checkpoint import save_checkpoint
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     vit = importlib.import_module("binarization_vit")
     record = {"row": vit.TEACHER, "seed": 0, "epochs": 20, "top1": 61.0}
@@ -95,11 +98,33 @@ def test_binarization_vit_reuses_the_ablation_teacher(tmp_path, monkeypatch):
     ckpt = vit.teacher_dir(tmp_path, vit.TEACHER, 0, 20, None) / "checkpoint.pt"
     assert vit.train("binary-deit", None, 0, 5, 20, None, tmp_path, "x")["top1"] == 1.0
     ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"")
+    save_checkpoint(ckpt, {"model": {}, "epoch": 12})  # killed after 12 of 20 epochs
+    assert vit.train("binary-deit", None, 0, 5, 20, None, tmp_path, "x")["top1"] == 1.0
+    save_checkpoint(ckpt, {"model": {}, "epoch": 20})
     assert vit.train("binary-deit", None, 0, 5, 20, None, tmp_path, "x") == {**record,
                                                                               "method": None}
     assert vit.train("binary-deit", None, 0, 5, 10, None, tmp_path, "x")["top1"] == 1.0
-    assert len(trained) == 2
+    assert len(trained) == 3
+
+
+def test_train_checkpoint_trains_resumes_or_keeps(tmp_path, monkeypatch):
+    """common.train_checkpoint: no checkpoint -> trains; a partial one -> resumes; a complete
+    one -> nothing."""
+    import importlib
+
+    from edgecompress.train.checkpoint import save_checkpoint
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    common = importlib.import_module("common")
+    calls = []
+    monkeypatch.setattr(common, "train_and_record",
+                        lambda recipe, root, out, resume=False, **f: calls.append(resume) or f)
+    recipe = type("R", (), {"epochs": 5})()
+    assert common.train_checkpoint(recipe, None, tmp_path, row="t") == {"row": "t"}
+    save_checkpoint(tmp_path / "checkpoint.pt", {"model": {}, "epoch": 3})
+    assert common.train_checkpoint(recipe, None, tmp_path) == {}
+    save_checkpoint(tmp_path / "checkpoint.pt", {"model": {}, "epoch": 5})
+    assert common.train_checkpoint(recipe, None, tmp_path) is None
+    assert calls == [False, True]
 
 
 def test_pruning_latency_verdicts_per_batch_and_reading(monkeypatch):
