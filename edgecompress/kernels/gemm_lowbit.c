@@ -56,63 +56,47 @@ static void lowbit_tile_scalar(const float *const *x, const uint8_t *const *wp, 
 
 #ifdef EC_X86
 /* AVX2: a panel is two vectors of 8 outputs; a row block R x NP panels keeps 2 R NP
- * accumulators (at most 8 of the 16 ymm registers). */
+ * accumulators (at most 8 of the 16 ymm registers). Two decodes of a panel's 16 codes:
+ * - permute (any table): vpermps on 8 codes at a time (two permutes and a blend on bit 3 for
+ *   b = 4, `wide`), the vectors holding outputs 0-7 and 8-15;
+ * - bytes (bfloat16-exact tables; lo / hi: byte 2 / byte 3 of each of the 16 values): pshufb of
+ *   the two bytes, then unpacks, which work within 128-bit lanes: the vectors hold outputs
+ *   {0-3, 8-11} and {4-7, 12-15}, put back in order at the store. */
+typedef struct {
+    __m256 lo, hi;      /* permute: the 16 table values */
+    __m128i blo, bhi;   /* bytes: byte 2 / byte 3 of each value */
+    int wide;           /* permute: b = 4 (the table does not repeat every 8 entries) */
+} lowbit_avx2_table;
+
+/* panel q's codes of group g, field i, decoded into w[0], w[1] */
 __attribute__((target("avx2"), always_inline))
-static inline __m256 lowbit_decode256(__m256i idx, __m256 lo, __m256 hi, int wide) {
-    const __m256 a = _mm256_permutevar8x32_ps(lo, idx);
-    if (!wide) return a;  /* b <= 3: the table repeats every 8 entries */
-    const __m256 b = _mm256_permutevar8x32_ps(hi, idx);
-    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+static inline void lowbit_avx2_decode(const uint8_t *panel, int64_t g, int shift, int BYTES,
+                                      const lowbit_avx2_table *t, __m256 w[2]) {
+    if (BYTES) {
+        const __m128i codes = _mm_loadu_si128((const __m128i *)(panel + g * 16));
+        const __m128i idx = _mm_and_si128(_mm_srli_epi16(codes, shift), _mm_set1_epi8(0x0f));
+        const __m128i lo = _mm_shuffle_epi8(t->blo, idx), hi = _mm_shuffle_epi8(t->bhi, idx);
+        const __m256i half = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
+        w[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), half));
+        w[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), half));
+        return;
+    }
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; v++) {
+        const __m128i codes = _mm_loadl_epi64((const __m128i *)(panel + g * 16 + 8 * v));
+        const __m256i idx = _mm256_srli_epi32(_mm256_cvtepu8_epi32(codes), shift);
+        const __m256 a = _mm256_permutevar8x32_ps(t->lo, idx);
+        w[v] = !t->wide ? a : _mm256_blendv_ps(a, _mm256_permutevar8x32_ps(t->hi, idx),
+                                               _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+    }
 }
 
 __attribute__((target("avx2"), always_inline))
 static inline void lowbit_avx2_fixed(const float *const *x, const uint8_t *const *wp, int64_t k,
-                                     const int rows, const int np, const int lane, int wide,
-                                     const float *tab16, float acc[LMAXR][LPANELS * 16],
-                                     int r0, int q0) {
+                                     const int rows, const int np, const int lane,
+                                     const int BYTES, const lowbit_avx2_table *t,
+                                     float acc[LMAXR][LPANELS * 16], int r0, int q0) {
     const int per = 8 / lane;
-    const __m256 lo = _mm256_loadu_ps(tab16), hi = _mm256_loadu_ps(tab16 + 8);
-    __m256 s[4][8];
-#pragma GCC unroll 4
-    for (int r = 0; r < rows; r++)
-#pragma GCC unroll 4
-        for (int h = 0; h < 2 * np; h++) s[r][h] = _mm256_setzero_ps();
-    const int64_t groups = (k + per - 1) / per;
-    for (int64_t g = 0; g < groups; g++) {
-        const int valid = k - g * per < per ? (int)(k - g * per) : per;
-#pragma GCC unroll 4
-        for (int i = 0; i < per; i++) {
-            if (i >= valid) break;
-#pragma GCC unroll 4
-            for (int h = 0; h < 2 * np; h++) {
-                const __m128i bytes = _mm_loadl_epi64(
-                    (const __m128i *)(wp[q0 + h / 2] + g * 16 + 8 * (h % 2)));
-                const __m256i idx = _mm256_srli_epi32(_mm256_cvtepu8_epi32(bytes), lane * i);
-                const __m256 w = lowbit_decode256(idx, lo, hi, wide);
-#pragma GCC unroll 4
-                for (int r = 0; r < rows; r++)
-                    s[r][h] = _mm256_add_ps(s[r][h],
-                                            _mm256_mul_ps(_mm256_set1_ps(x[r0 + r][g * per + i]), w));
-            }
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < rows; r++)
-#pragma GCC unroll 4
-        for (int h = 0; h < 2 * np; h++) _mm256_storeu_ps(&acc[r0 + r][16 * q0 + 8 * h], s[r][h]);
-}
-
-/* AVX2 for bfloat16-exact tables: tlo / thi hold byte 2 / byte 3 of each of the 16 float
- * values. A panel's 16 outputs decode into two vectors holding outputs {0-3, 8-11} and
- * {4-7, 12-15} (the unpacks work within 128-bit lanes); the store puts them back in order. */
-__attribute__((target("avx2"), always_inline))
-static inline void lowbit_avx2_bf16_fixed(const float *const *x, const uint8_t *const *wp,
-                                          int64_t k, const int rows, const int np,
-                                          const int lane, __m128i tlo, __m128i thi,
-                                          float acc[LMAXR][LPANELS * 16], int r0, int q0) {
-    const int per = 8 / lane;
-    const __m128i nibble = _mm_set1_epi8(0x0f);
-    const __m256i zero = _mm256_setzero_si256();
     __m256 s[4][8];
 #pragma GCC unroll 4
     for (int r = 0; r < rows; r++)
@@ -126,18 +110,13 @@ static inline void lowbit_avx2_bf16_fixed(const float *const *x, const uint8_t *
             if (i >= valid) break;
 #pragma GCC unroll 4
             for (int q = 0; q < np; q++) {
-                const __m128i bytes = _mm_loadu_si128((const __m128i *)(wp[q0 + q] + g * 16));
-                const __m128i idx = _mm_and_si128(_mm_srli_epi16(bytes, lane * i), nibble);
-                const __m128i lo = _mm_shuffle_epi8(tlo, idx), hi = _mm_shuffle_epi8(thi, idx);
-                const __m256i half = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi),
-                                                      _mm_unpacklo_epi8(lo, hi));
-                const __m256 wa = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, half));
-                const __m256 wb = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, half));
+                __m256 w[2];
+                lowbit_avx2_decode(wp[q0 + q], g, lane * i, BYTES, t, w);
 #pragma GCC unroll 4
                 for (int r = 0; r < rows; r++) {
                     const __m256 v = _mm256_set1_ps(x[r0 + r][g * per + i]);
-                    s[r][2 * q] = _mm256_add_ps(s[r][2 * q], _mm256_mul_ps(v, wa));
-                    s[r][2 * q + 1] = _mm256_add_ps(s[r][2 * q + 1], _mm256_mul_ps(v, wb));
+                    s[r][2 * q] = _mm256_add_ps(s[r][2 * q], _mm256_mul_ps(v, w[0]));
+                    s[r][2 * q + 1] = _mm256_add_ps(s[r][2 * q + 1], _mm256_mul_ps(v, w[1]));
                 }
             }
         }
@@ -147,8 +126,9 @@ static inline void lowbit_avx2_bf16_fixed(const float *const *x, const uint8_t *
 #pragma GCC unroll 4
         for (int q = 0; q < np; q++) {
             float *out = &acc[r0 + r][16 * (q0 + q)];
-            _mm256_storeu_ps(out, _mm256_permute2f128_ps(s[r][2 * q], s[r][2 * q + 1], 0x20));
-            _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(s[r][2 * q], s[r][2 * q + 1], 0x31));
+            const __m256 a = s[r][2 * q], b = s[r][2 * q + 1];
+            _mm256_storeu_ps(out, BYTES ? _mm256_permute2f128_ps(a, b, 0x20) : a);
+            _mm256_storeu_ps(out + 8, BYTES ? _mm256_permute2f128_ps(a, b, 0x31) : b);
         }
 }
 
@@ -164,46 +144,38 @@ static int lowbit_bf16_bytes(const float *tab16, uint8_t lo[16], uint8_t hi[16])
     return 1;
 }
 
-__attribute__((target("avx2")))
-static void lowbit_tile_avx2_bf16(const float *const *x, const uint8_t *const *wp, int64_t k,
-                                  int rows, int lane, const uint8_t *lo, const uint8_t *hi,
-                                  float acc[LMAXR][LPANELS * 16]) {
-    const __m128i tlo = _mm_loadu_si128((const __m128i *)lo);
-    const __m128i thi = _mm_loadu_si128((const __m128i *)hi);
+/* rows 4 at a time x 1 panel, the rest 1 row x 4 panels (permute) or 2 (bytes: its decode
+ * needs more registers) */
+__attribute__((target("avx2"), always_inline))
+static inline void lowbit_avx2_rows(const float *const *x, const uint8_t *const *wp, int64_t k,
+                                    int rows, const int lane, const int BYTES,
+                                    const lowbit_avx2_table *t,
+                                    float acc[LMAXR][LPANELS * 16]) {
+    const int np = BYTES ? 2 : 4;
     int r = 0;
-    for (; r + 4 <= rows; r += 4)  /* 4 rows x 1 panel */
-        for (int q = 0; q < LPANELS; q++) {
-            if (lane == 2) lowbit_avx2_bf16_fixed(x, wp, k, 4, 1, 2, tlo, thi, acc, r, q);
-            else lowbit_avx2_bf16_fixed(x, wp, k, 4, 1, 4, tlo, thi, acc, r, q);
-        }
-    for (; r < rows; r++)  /* 1 row x 2 panels */
-        for (int q = 0; q < LPANELS; q += 2) {
-            if (lane == 2) lowbit_avx2_bf16_fixed(x, wp, k, 1, 2, 2, tlo, thi, acc, r, q);
-            else lowbit_avx2_bf16_fixed(x, wp, k, 1, 2, 4, tlo, thi, acc, r, q);
-        }
+    for (; r + 4 <= rows; r += 4)
+        for (int q = 0; q < LPANELS; q++) lowbit_avx2_fixed(x, wp, k, 4, 1, lane, BYTES, t, acc, r, q);
+    for (; r < rows; r++)
+        for (int q = 0; q < LPANELS; q += np)
+            lowbit_avx2_fixed(x, wp, k, 1, np, lane, BYTES, t, acc, r, q);
 }
 
 __attribute__((target("avx2")))
 static void lowbit_tile_avx2(const float *const *x, const uint8_t *const *wp, int64_t k,
                              int rows, int lane, const float *tab16,
                              float acc[LMAXR][LPANELS * 16]) {
+    lowbit_avx2_table t;
     uint8_t lo[16], hi[16];
-    if (lowbit_bf16_bytes(tab16, lo, hi)) {
-        lowbit_tile_avx2_bf16(x, wp, k, rows, lane, lo, hi, acc);
-        return;
-    }
-    const int wide = memcmp(tab16, tab16 + 8, 8 * sizeof(float)) != 0;  /* b = 4 */
-    int r = 0;
-    for (; r + 4 <= rows; r += 4)  /* 4 rows x 1 panel */
-        for (int q = 0; q < LPANELS; q++) {
-            if (lane == 2) lowbit_avx2_fixed(x, wp, k, 4, 1, 2, wide, tab16, acc, r, q);
-            else lowbit_avx2_fixed(x, wp, k, 4, 1, 4, wide, tab16, acc, r, q);
-        }
-    for (; r < rows; r++)  /* 1 row x 4 panels */
-        for (int q = 0; q < LPANELS; q += 4) {
-            if (lane == 2) lowbit_avx2_fixed(x, wp, k, 1, 4, 2, wide, tab16, acc, r, q);
-            else lowbit_avx2_fixed(x, wp, k, 1, 4, 4, wide, tab16, acc, r, q);
-        }
+    const int bytes = lowbit_bf16_bytes(tab16, lo, hi);
+    t.lo = _mm256_loadu_ps(tab16);
+    t.hi = _mm256_loadu_ps(tab16 + 8);
+    t.blo = _mm_loadu_si128((const __m128i *)lo);
+    t.bhi = _mm_loadu_si128((const __m128i *)hi);
+    t.wide = memcmp(tab16, tab16 + 8, 8 * sizeof(float)) != 0;  /* b = 4 */
+    if (bytes && lane == 2) lowbit_avx2_rows(x, wp, k, rows, 2, 1, &t, acc);
+    else if (bytes) lowbit_avx2_rows(x, wp, k, rows, 4, 1, &t, acc);
+    else if (lane == 2) lowbit_avx2_rows(x, wp, k, rows, 2, 0, &t, acc);
+    else lowbit_avx2_rows(x, wp, k, rows, 4, 0, &t, acc);
 }
 
 /* AVX-512: a panel is one vector of 16 outputs, decoded by one permute; a row block R x NP
