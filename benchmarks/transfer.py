@@ -226,8 +226,8 @@ def report_lines(results: dict[str, Any]) -> list[str]:
             continue
         seeds = sorted({r["seed"] for r in runs if r["row"] != "pretrain"})
         lines += [f"## {spec['title']}", "",
-                  f"Data: {spec['data']}. Seeds {', '.join(map(str, seeds))} (n: the seeds a row "
-                  f"has so far). Budget: "
+                  f"Data: {spec['data']}. Seeds {', '.join(map(str, seeds))} (n: those a row "
+                  f"has). Budget: "
                   f"{spec['pretrain_epochs']} pretraining epochs, {spec['transfer_epochs']} "
                   f"fine-tuning epochs (Adam, cosine schedule), far below the papers' "
                   f"ImageNet-pretrained backbones: compare rows, not absolutes.", "",
