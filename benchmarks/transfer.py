@@ -112,6 +112,10 @@ def pretrain_dir(work: Path, setting: str, seed: int, limit: int | None) -> Path
     return work / (f"{setting}-pretrain-s{seed}-e{epochs}" + (f"-limit{limit}" if limit else ""))
 
 
+def _claim_name(key: str, limit: int | None) -> str:
+    return f"transfer{f'-limit{limit}' if limit else ''}|{key}"
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     name = results_name("transfer", args.limit, args.part)
@@ -126,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         # epoch (also when the result came from another machine); one process pretrains, the
         # others wait for it
         while not checkpoint_complete(checkpoint, recipe.epochs):
-            if not claim(f"transfer{args.limit or ''}|{key}"):
+            if not claim(_claim_name(key, args.limit)):
                 print(f"[transfer] {key}: another process pretrains it, waiting", flush=True)
                 time.sleep(60)
                 continue
@@ -134,14 +138,14 @@ def cmd_run(args: argparse.Namespace) -> None:
             record = train_checkpoint(recipe, args.data_root, source, setting=args.setting,
                                       row="pretrain", method=None)
             if record is None:  # finished by another process meanwhile
-                release(f"transfer{args.limit or ''}|{key}")
+                release(_claim_name(key, args.limit))
                 continue
             if resumed:
                 record["resumed"] = True  # its seconds count the resumed epochs only
             if key not in merged_results("transfer", args.limit):
                 results[key] = record
                 save_results(name, results)
-            release(f"transfer{args.limit or ''}|{key}")
+            release(_claim_name(key, args.limit))
             print(f"[transfer] {key}: top-1 {record['top1']:.2f} ({record['seconds']:.0f} s)",
                   flush=True)
         for row, _, method in ROWS:
@@ -150,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             # running it (its claim)
             if row not in args.rows or key in merged_results("transfer", args.limit):
                 continue
-            if not claim(f"transfer{args.limit or ''}|{key}"):
+            if not claim(_claim_name(key, args.limit)):
                 print(f"[transfer] {key}: another process runs it, skipped", flush=True)
                 continue
             recipe = _recipe(args.setting, "target", seed, args.limit, method=method,
@@ -158,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             results[key] = train_and_record(recipe, args.data_root, setting=args.setting,
                                             row=row, method=method)
             save_results(name, results)
-            release(f"transfer{args.limit or ''}|{key}")
+            release(_claim_name(key, args.limit))
             r = results[key]
             print(f"[transfer] {key}: top-1 {r['top1']:.2f} ({r['seconds']:.0f} s)", flush=True)
 
