@@ -23,10 +23,13 @@ others have claimed; ``--rows`` runs some rows only.
 results file); ``report --limit N`` prints its text instead of writing docs/transfer.md.
 
 Budget: one epoch (training + test evaluation) took about 10.5 s of CPU time on a cifar task
-(~2,000 images) and 5.2 s on a speech task (1,350 clips), one thread of an AMD EPYC (measured
-on a loaded machine: about 3x that in wall time there). With 3 seeds of one pretraining and six
-fine-tuning runs, cifar is 3 x (50 + 6 x 28) epochs ~ 1.9 h and speech 3 x (80 + 6 x 60)
-epochs ~ 1.9 h: the two settings side by side take about two hours on two free cores.
+(~2,000 images) and 5.2 s on a speech task (1,350 clips), one thread of an AMD EPYC, so 3 seeds
+of one pretraining and six fine-tuning runs, cifar 3 x (50 + 6 x 28) epochs and speech
+3 x (80 + 6 x 60), were planned as about two hours each on a quiet machine. Measured on a
+shared 2-core machine (two to four jobs on its cores), a seed took about 2 h of wall time on
+cifar and 1.4 h on speech (docs/transfer.md lists them): about 10 h in all, several sessions
+with both cores busy. Splitting a setting over processes (``--seeds`` / ``--part``, or two
+processes on one seed) is what makes it fit.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ from typing import Any
 
 import torch
 from common import (ROOT, add_run_arguments, checkpoint_complete, claim, command_parser,
-                    dispatch, load_results, machine, mean_std, merged_results, release,
-                    results_name, save_results, train_and_record, train_checkpoint, write_doc)
+                    dispatch, hours_per_seed, load_results, machine, mean_std, merged_results,
+                    release, results_name, save_results, seconds_per_seed, train_and_record,
+                    train_checkpoint, write_doc)
 from shift import verdict
 
 from edgecompress.recipe import Recipe
@@ -243,7 +247,10 @@ def report_lines(results: dict[str, Any]) -> list[str]:
         lines += [f"| {label} | {len(_scores(results, setting, key))} | "
                   f"{mean_std(_scores(results, setting, key))} | {_seconds(runs, key)} |"
                   for key, label, _ in ROWS]
-        lines += ["", "Claims, each with its verdict on these numbers:", "",
+        lines += ["", "Measured time per seed (pretraining and six fine-tunings, wall clock, one "
+                  "thread per process, two to four jobs on the two cores): "
+                  f"{hours_per_seed(seconds_per_seed(runs))}.", "",
+                  "Claims, each with its verdict on these numbers:", "",
                   *claims(results, setting), "",
                   f"Regenerate: `python benchmarks/transfer.py run {setting} --data-root <dir> "
                   f"--part {setting}` then `python benchmarks/transfer.py report`.", ""]
