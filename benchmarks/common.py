@@ -94,7 +94,7 @@ def claim(key: str) -> bool:
     pid), so that processes running side by side on the same results skip each other's runs;
     False if a live process holds it. A claim of a process that has ended is taken over.
     :func:`release` it when the run is saved."""
-    path = RESULTS / ".claims" / key.replace("|", "_").replace("/", "_")
+    path = _claim_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
@@ -103,11 +103,12 @@ def claim(key: str) -> bool:
             return True
         except FileExistsError:
             try:
-                pid = int(path.read_text() or 0)
-                os.kill(pid, 0)
-                if pid != os.getpid():
+                text = path.read_text()
+                if not text:  # its process has just made it and not yet written its pid
                     return False
-                return True
+                pid = int(text)
+                os.kill(pid, 0)
+                return pid == os.getpid()
             except (ProcessLookupError, ValueError):
                 path.unlink(missing_ok=True)  # its process has ended: take it over
             except PermissionError:  # a live process of another user
@@ -117,7 +118,11 @@ def claim(key: str) -> bool:
 
 def release(key: str) -> None:
     """Drop this process's :func:`claim` of ``key``."""
-    (RESULTS / ".claims" / key.replace("|", "_").replace("/", "_")).unlink(missing_ok=True)
+    _claim_path(key).unlink(missing_ok=True)
+
+
+def _claim_path(key: str) -> Path:
+    return RESULTS / ".claims" / key.replace("|", "_").replace("/", "_")
 
 
 def results_name(base: str, limit: int | None = None, part: str | None = None) -> str:
