@@ -221,11 +221,16 @@ def train_checkpoint(recipe: Recipe, data_root: str | None, out_dir: Path,
                      **fields: Any) -> dict[str, Any] | None:
     """Make ``out_dir``/checkpoint.pt hold all of ``recipe``'s training (a teacher or source
     model later runs start from): nothing to do if it does, else train, continuing a partial
-    checkpoint. Returns :func:`train_and_record`'s record of the training done, or None."""
+    checkpoint. Returns :func:`train_and_record`'s record of the training done (with
+    ``resumed: True`` when it continued a partial checkpoint: its seconds count the resumed
+    epochs only), or None."""
     checkpoint = out_dir / CHECKPOINT
     if checkpoint_complete(checkpoint, recipe.epochs):
         return None
-    return train_and_record(recipe, data_root, out_dir, resume=checkpoint.is_file(), **fields)
+    if checkpoint.is_file():
+        return {**train_and_record(recipe, data_root, out_dir, resume=True, **fields),
+                "resumed": True}
+    return train_and_record(recipe, data_root, out_dir, **fields)
 
 
 def method_table(results: dict[str, Any], methods: Sequence[str], column: str,

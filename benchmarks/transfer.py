@@ -138,14 +138,12 @@ def cmd_run(args: argparse.Namespace) -> None:
                 print(f"[transfer] {key}: another process pretrains it, waiting", flush=True)
                 time.sleep(60)
                 continue
-            resumed = checkpoint.is_file()  # a killed pretraining continues
+            # a killed pretraining continues (the record says "resumed")
             record = train_checkpoint(recipe, args.data_root, source, setting=args.setting,
                                       row="pretrain", method=None)
             if record is None:  # finished by another process meanwhile
                 release(_claim_name(key, args.limit))
                 continue
-            if resumed:
-                record["resumed"] = True  # its seconds count the resumed epochs only
             if key not in merged_results("transfer", args.limit):
                 results[key] = record
                 save_results(name, results)

@@ -108,8 +108,8 @@ def test_binarization_vit_reuses_the_ablation_teacher(tmp_path, monkeypatch):
 
 
 def test_train_checkpoint_trains_resumes_or_keeps(tmp_path, monkeypatch):
-    """common.train_checkpoint: no checkpoint -> trains; a partial one -> resumes; a complete
-    one -> nothing."""
+    """common.train_checkpoint: no checkpoint -> trains; a partial one -> resumes (and its
+    record says so); a complete one -> nothing."""
     import importlib
 
     from edgecompress.train.checkpoint import save_checkpoint
@@ -121,7 +121,7 @@ def test_train_checkpoint_trains_resumes_or_keeps(tmp_path, monkeypatch):
     recipe = type("R", (), {"epochs": 5})()
     assert common.train_checkpoint(recipe, None, tmp_path, row="t") == {"row": "t"}
     save_checkpoint(tmp_path / "checkpoint.pt", {"model": {}, "epoch": 3})
-    assert common.train_checkpoint(recipe, None, tmp_path) == {}
+    assert common.train_checkpoint(recipe, None, tmp_path) == {"resumed": True}
     save_checkpoint(tmp_path / "checkpoint.pt", {"model": {}, "epoch": 5})
     assert common.train_checkpoint(recipe, None, tmp_path) is None
     assert calls == [False, True]
