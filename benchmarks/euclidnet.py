@@ -538,7 +538,11 @@ def speed_section() -> list[str]:
              f"From `{path.relative_to(ROOT)}` (`python benchmarks/euclidnet_speed.py"
              f"{' --quick' if path.stem.endswith('quick') else ''}`): one "
              f"3x3 layer at ResNet-20's shapes, {data['rounds']} interleaved rounds (the order "
-             f"reversed every other round), each layer's time over nn.Conv2d's in the same round, "
+             f"reversed every other round"
+             + (f"; each layer called until nn.Conv2d's calls of a round last "
+                f"{data['min_ms']:g} ms, at least {data['calls']} calls"
+                if "min_ms" in data else "") +
+             f"), each layer's time over nn.Conv2d's in the same round, "
              f"median over rounds (training step: forward + backward to input and weights; "
              f"inference: forward without gradients; the frozen forms are inference only, "
              f"`-` elsewhere; the naive forms are timed in a run of their own against "

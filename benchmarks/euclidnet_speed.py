@@ -12,10 +12,12 @@ the naive Euclid form (unfold and difference; only where its difference tensor s
 adaptive scaling on) and its naive form (same limit, which by default admits batch 4 only);
 inference also times the frozen layers (``deploy.freeze``'s forms: euclid-frozen, the GEMM form
 with ||w||^2 computed once; adder-frozen, the direct C kernel's L1 form). Every round times
-each layer in turn (``--calls`` calls each; interleaved, so load changes hit all alike, the
-order reversed every other round: benchmarks/common.py's ``interleaved``); the table shows the
-median time per call and the median over rounds of its ratio to nn.Conv2d's time in the same
-round. The naive forms are timed in a run of their own against nn.Conv2d: their
+each layer in turn (interleaved, so load changes hit all alike, the order reversed every other
+round: benchmarks/common.py's ``interleaved``), each for at least ``--calls`` calls and, but for
+the naive forms, enough calls that nn.Conv2d's share of a round lasts ``--min-ms``
+milliseconds (a 0.7 ms call timed three times is at the mercy of one scheduler tick); the
+table shows the median time per call and the median over rounds of its ratio to nn.Conv2d's
+time in the same round. The naive forms are timed in a run of their own against nn.Conv2d: their
 hundred-megabyte difference tensors would leave cold caches to whatever runs after them.
 Wall-clock on a shared machine: the ratios are the result, the milliseconds are context.
 Writes benchmarks/results/euclidnet_speed.json (euclidnet_speed_quick.json with --quick).
@@ -24,11 +26,12 @@ Writes benchmarks/results/euclidnet_speed.json (euclidnet_speed_quick.json with 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from typing import Callable
 
 import torch
-from common import interleaved, machine, save_results
+from common import interleaved, machine, save_results, seconds_per_call
 from torch import Tensor, nn
 
 from edgecompress.deploy import PackedAdderConv2d, PackedEuclidConv2d
@@ -82,13 +85,22 @@ def inference(layer: nn.Module, x: Tensor) -> Callable[[], None]:
     return forward
 
 
+def calls_for(conv: Callable[[], None], least: int, min_ms: float) -> int:
+    """Calls per round: at least ``least``, and enough that ``conv``'s calls last ``min_ms``."""
+    seconds = seconds_per_call(conv, 3)
+    return max(least, math.ceil(min_ms / 1000 / seconds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="euclidnet_speed.py",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="batches 4 and 32, 3 rounds")
     parser.add_argument("--batches", default="4,32,128", help="comma-separated batch sizes")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--calls", type=int, default=3, help="calls per layer and round")
+    parser.add_argument("--calls", type=int, default=3, help="least calls per layer and round")
+    parser.add_argument("--min-ms", type=float, default=30.0,
+                        help="least milliseconds of nn.Conv2d calls per round (the other "
+                             "layers, but for the naive forms, make as many calls)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch (and kernel) threads (default 1: one core, as on an edge CPU)")
     parser.add_argument("--naive-limit", type=int, default=2 ** 25,
@@ -113,8 +125,9 @@ def main() -> None:
                                ("inference", lambda m: inference(m, x))):
                 timed = modules if mode == "train" else {**modules, **frozen(modules)}
                 fast = {k: m for k, m in timed.items() if not k.endswith("-naive")}
+                calls = calls_for(make(modules["conv"]), args.calls, args.min_ms)
                 timings = interleaved({name: make(m) for name, m in fast.items()}, rounds,
-                                      args.calls, "conv")
+                                      calls, "conv")
                 if len(fast) < len(timed):  # the naive forms against a convolution of their own
                     naive = {k: m for k, m in timed.items() if k == "conv" or k not in fast}
                     timings.update({k: t for k, t in interleaved(
@@ -128,7 +141,7 @@ def main() -> None:
                           f"{1000 * seconds:>9.2f} {ratio:>7.2f}x")
     save_results("euclidnet_speed_quick" if args.quick else "euclidnet_speed",
                  {"machine": machine(), "threads": args.threads, "rounds": rounds,
-                  "calls": args.calls,
+                  "calls": args.calls, "min_ms": args.min_ms,
                   "load_average": os.getloadavg(), "naive_limit": args.naive_limit,
                   "rows": rows})
 

@@ -48,10 +48,8 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
                                                              _p, _i32, _i32], _i32),
     "ec_conv2d_f32_planned": ([_p, _p, _p, _p], _i32),
     "ec_adder_input_grad": ([_p] + [_i64] * 4 + [_p] + [_i64] * 7 + [_p, _p, _i32, _i32], _i32),
-    "ec_euclid_patch_shift": ([_p, _i32, _p, _i32, _p, _p, _p] + [_i64] * 14 + [_f32, _i32, _i32],
-                              _i32),
-    "ec_euclid_patch_grad_add": ([_p, _i32, _p, _i32, _p, _i32] + [_i64] * 14
-                                 + [_f32, _i32, _i32], _i32),
+    "ec_euclid_patch_planned": ([_p, _p, _p, _p, _p, _p, _f32], _i32),
+    "ec_euclid_patch_grad_planned": ([_p, _p, _p, _p, _i32, _f32], _i32),
 }
 
 
@@ -64,6 +62,17 @@ class ConvF32Plan(ctypes.Structure):
                                           "ph", "pw")] + [
         ("weight", _p), ("bias", _p), ("lo", _f32), ("hi", _f32), ("clamp", ctypes.c_int32),
         ("op", ctypes.c_int32), ("path", ctypes.c_int32), ("threads", ctypes.c_int32)]
+
+
+class PatchPlan(ctypes.Structure):
+    """``ec_patch_plan`` of euclid_patch.c: the geometry of EuclidNet's per-patch term for one
+    layer and input shape (n, c, g, h, w, c_out / g, oh, ow, kh, kw, sh, sw, ph, pw), the
+    layouts of y (or its gradient) and x, path and threads, passed to ``ec_euclid_patch_planned``
+    / ``ec_euclid_patch_grad_planned`` as one pointer."""
+
+    _fields_ = [(name, _i64) for name in ("n", "c", "g", "h", "w", "co", "oh", "ow", "kh", "kw",
+                                          "sh", "sw", "ph", "pw")] + [
+        (name, ctypes.c_int32) for name in ("y_last", "x_last", "path", "threads")]
 
 
 def by_reference(struct: ctypes.Structure) -> ctypes.c_void_p:

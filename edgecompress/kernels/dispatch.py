@@ -11,16 +11,17 @@ memory. (:mod:`.ops` wraps some of these functions as torch custom operators.)
 
 from __future__ import annotations
 
+import ctypes
 import functools
 
 import torch
 from torch import Tensor
 
-from ._loader import (ConvF32Plan, by_reference, check_status, library, load, load_error,
-                      path_code)
+from ._loader import (ConvF32Plan, PatchPlan, by_reference, check_status, library, load,
+                      load_error, path_code)
 from .reference import (PANEL, adder_input_grad_reference, euclid_patch_reference,
-                        euclid_shift_reference,
-                        euclid_patch_grad_reference, binary_gemm_affine_reference, block_epilogue_reference,
+                        euclid_shift_reference, euclid_patch_grad_reference,
+                        binary_gemm_affine_reference, block_epilogue_reference,
                         pool_branches_reference, binary_gemm_groups_reference,
                         binary_gemm_reference, binary_gemm_signs_reference,
                         conv2d_direct_reference, im2col_signs_reference, mask_matmul_reference,
@@ -430,12 +431,15 @@ def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *,
 
 
 @functools.lru_cache(maxsize=256)
-def _patch_geometry(name: str, x: torch.Size, y: torch.Size, kernel: tuple[int, int],
-                    stride: tuple[int, int], padding: tuple[int, int],
-                    groups: int) -> tuple[int, ...]:
+def _patch_plan(name: str, x: torch.Size, y: torch.Size, kernel: tuple[int, int],
+                stride: tuple[int, int], padding: tuple[int, int], groups: int, y_last: int,
+                x_last: int, path: str | None,
+                threads: int) -> tuple[PatchPlan, ctypes.c_void_p]:
     """The checked geometry of :func:`euclid_patch` / :func:`euclid_patch_grad` for the shapes
-    of x and y: n, c, g, h, w, c_out / g, oh, ow, kh, kw, sh, sw, ph, pw (cached: a layer asks
-    with the same shapes on every call)."""
+    of x and y (n, c, g, h, w, c_out / g, oh, ow, kh, kw, sh, sw, ph, pw), with the layouts,
+    path and threads, as the C kernels' plan and a pointer to it (cached: a layer asks with the
+    same arguments on every call, and a ctypes call converting twenty arguments costs as much
+    as the term itself at batch 4 on small maps)."""
     if (len(x) != 4 or len(y) != 4 or x[0] != y[0] or groups < 1 or x[1] % groups
             or y[1] % groups):
         raise ValueError(f"{name} needs x (N, C, H, W) and y (N, C_out, Ho, Wo) with {groups} "
@@ -448,7 +452,9 @@ def _patch_geometry(name: str, x: torch.Size, y: torch.Size, kernel: tuple[int, 
                          f"most half the kernel) give an output {out} from x {tuple(x)}, y is "
                          f"{tuple(y)}")
     n, c, h, w = x
-    return (n, c, groups, h, w, y[1] // groups, *out, *kernel, *stride, *padding)
+    plan = PatchPlan(n, c, groups, h, w, y[1] // groups, *out, *kernel, *stride, *padding,
+                     y_last, x_last, path_code(path), threads)
+    return plan, by_reference(plan)
 
 
 def _layout(t: Tensor) -> int | None:
@@ -486,7 +492,9 @@ def euclid_patch(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, 
     :func:`~.reference.euclid_patch_reference` returns a new tensor; the two agree bit for bit.
     Padding at most half the kernel, dilation 1; y's size must be the convolution's."""
     kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
-    dims = _patch_geometry("euclid_patch", x.shape, y.shape, kernel, stride, padding, groups)
+    y_last, x_last = _layout(y), _layout(x)
+    _, plan = _patch_plan("euclid_patch", x.shape, y.shape, kernel, stride, padding, groups,
+                          y_last or 0, x_last or 0, path, threads or torch.get_num_threads())
     channels = y.shape[1]
     if shift is not None and shift.shape != (channels,):
         raise ValueError(f"euclid_patch: shift needs one value per output channel "
@@ -498,7 +506,6 @@ def euclid_patch(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, 
                          f"{(channels, x.shape[1] // groups, *kernel)} and bias ({channels},), "
                          f"got {tuple(weight.shape)} and "
                          f"{None if bias is None else tuple(bias.shape)}")
-    y_last, x_last = _layout(y), _layout(x)
     if y_last is None or x_last is None or library() is None:
         if shift is None and weight is not None:
             shift = euclid_shift_reference(weight, bias, half)
@@ -506,10 +513,9 @@ def euclid_patch(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, 
     if shift is not None:
         weight = bias = None
     shift, weight, bias = _float32(shift), _float32(weight), _float32(bias)
-    status = load().ec_euclid_patch_shift(y.data_ptr(), y_last, x.detach().data_ptr(), x_last,
-                                          _ptr(shift), _ptr(weight), _ptr(bias), *dims,
-                                          _float_value(half), path_code(path),
-                                          threads or torch.get_num_threads())
+    status = load().ec_euclid_patch_planned(plan, y.data_ptr(), x.detach().data_ptr(),
+                                            _ptr(shift), _ptr(weight), _ptr(bias),
+                                            _float_value(half))
     check_status(status, "euclid_patch", path)
     return y
 
@@ -526,22 +532,22 @@ def euclid_patch_grad(grad: Tensor, x: Tensor, half: float | Tensor, kernel: tup
     (x's shape, e.g. the convolution's own input gradient) the result is ``add_to + term``,
     written into ``add_to`` when it is float32 in x's layout (no second pass, no new tensor)."""
     kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
-    dims = _patch_geometry("euclid_patch_grad", x.shape, grad.shape, kernel, stride, padding,
-                           groups)
+    g_last, x_last = _layout(grad), _layout(x)
+    _, plan = _patch_plan("euclid_patch_grad", x.shape, grad.shape, kernel, stride, padding,
+                          groups, g_last or 0, x_last or 0, path,
+                          threads or torch.get_num_threads())
     if add_to is not None and add_to.shape != x.shape:
         raise ValueError(f"euclid_patch_grad: add_to needs x's shape {tuple(x.shape)}, got "
                          f"{tuple(add_to.shape)}")
-    g_last, x_last = _layout(grad), _layout(x)
     if g_last is None or x_last is None or library() is None or (
             add_to is not None and _layout(add_to) != x_last):
         term = euclid_patch_grad_reference(grad, x, half, kernel, stride, padding, groups)
         return term if add_to is None else add_to + term
     out = add_to if add_to is not None else torch.empty_like(
         x, memory_format=torch.channels_last if x_last else torch.contiguous_format)
-    status = load().ec_euclid_patch_grad_add(grad.data_ptr(), g_last, x.detach().data_ptr(),
-                                             x_last, out.data_ptr(), add_to is not None, *dims,
-                                             _float_value(half), path_code(path),
-                                             threads or torch.get_num_threads())
+    status = load().ec_euclid_patch_grad_planned(plan, grad.data_ptr(), x.detach().data_ptr(),
+                                                 out.data_ptr(), add_to is not None,
+                                                 _float_value(half))
     check_status(status, "euclid_patch_grad", path)
     return out
 

@@ -343,30 +343,31 @@ static int run_patch(const patch_geometry *d, const patch_io *io, int backward, 
     return failed ? EC_OUT_OF_MEMORY : EC_OK;
 }
 
+/* The arguments that stay fixed for one layer and one input shape, passed as one pointer (a
+ * ctypes call converts each argument anew: twenty of them cost as much as the term itself at
+ * batch 4 on small maps). y_last is the output's layout (backward: its gradient's), x_last the
+ * input's (and the input gradient's). Mirrored by edgecompress.kernels._loader.PatchPlan: keep
+ * the field order. */
+typedef struct {
+    patch_geometry d;
+    int32_t y_last, x_last, path, threads;
+} ec_patch_plan;
+
 /* y rewritten, x read; both (n, c, h, w) / (n, g co, oh, ow) or channels-last; shift (g co
  * floats) or NULL; without a shift, weight (g co, cg, kh, kw) contiguous, whose shift with bias
  * (g co floats, or NULL) is added, or NULL: no shift. */
-EC_EXPORT int ec_euclid_patch_shift(float *y, int y_last, const float *x, int x_last,
-                                    const float *shift, const float *weight, const float *bias,
-                                    int64_t n, int64_t c, int64_t g, int64_t h, int64_t w,
-                                    int64_t co, int64_t oh, int64_t ow, int64_t kh, int64_t kw,
-                                    int64_t sh, int64_t sw, int64_t ph, int64_t pw, float half,
-                                    int path, int threads) {
-    const patch_geometry d = {n, c, g, h, w, co, oh, ow, kh, kw, sh, sw, ph, pw};
-    const patch_io io = {y, y_last, x, x_last, NULL, 0, shift, weight, bias, half};
-    return run_patch(&d, &io, 0, path, threads);
+EC_EXPORT int ec_euclid_patch_planned(const ec_patch_plan *p, float *y, const float *x,
+                                      const float *shift, const float *weight,
+                                      const float *bias, float half) {
+    const patch_io io = {y, p->y_last, x, p->x_last, NULL, 0, shift, weight, bias, half};
+    return run_patch(&p->d, &io, 0, p->path, p->threads);
 }
 
 /* gx written (x's shape and layout) from gy (y's shape) and x, or with add added to gx (say
  * the convolution's own input gradient, in x's layout). */
-EC_EXPORT int ec_euclid_patch_grad_add(const float *gy, int gy_last, const float *x,
-                                       int x_last, float *gx, int add, int64_t n, int64_t c,
-                                       int64_t g, int64_t h, int64_t w, int64_t co, int64_t oh,
-                                       int64_t ow, int64_t kh, int64_t kw, int64_t sh,
-                                       int64_t sw, int64_t ph, int64_t pw, float half, int path,
-                                       int threads) {
-    const patch_geometry d = {n, c, g, h, w, co, oh, ow, kh, kw, sh, sw, ph, pw};
-    const patch_io io = {(float *)gy, gy_last, x, x_last, gx, add, NULL, NULL, NULL,
+EC_EXPORT int ec_euclid_patch_grad_planned(const ec_patch_plan *p, const float *gy,
+                                           const float *x, float *gx, int add, float half) {
+    const patch_io io = {(float *)gy, p->y_last, x, p->x_last, gx, add, NULL, NULL, NULL,
                          half};  /* gy is only read */
-    return run_patch(&d, &io, 1, path, threads);
+    return run_patch(&p->d, &io, 1, p->path, p->threads);
 }
