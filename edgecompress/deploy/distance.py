@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from .. import kernels
 from ..layers.adder import AdderConv2d, AdderLinear, adder_conv2d, adder_linear
-from ..layers.euclid import (EuclidConv2d, EuclidLinear, euclid_conv2d, euclid_linear,
-                             shifted_bias)
+from ..layers.euclid import (EuclidConv2d, EuclidConvPlan, EuclidLinear, euclid_conv2d,
+                             euclid_linear, shifted_bias)
 from .packed import PackedConv2dShape, PackedLayer, PackedLinearShape, register_packed
 
 
@@ -116,12 +116,42 @@ class EuclidConvShift:
     """For the packed Euclid convolutions: the shift summed in the order of the C kernel that
     computes it in the training layer's forward pass
     (:func:`~edgecompress.kernels.euclid_shift_reference`), so a frozen layer passes it
-    precomputed and still equals the training layer bit for bit."""
+    precomputed and still equals the training layer bit for bit; and the forward pass, through
+    an :class:`~edgecompress.layers.euclid.EuclidConvPlan` per input shape where it runs (the
+    same floats as :func:`~edgecompress.layers.euclid.euclid_conv2d`, which runs elsewhere)."""
+
+    def prepare(self) -> None:
+        super().prepare()  # type: ignore[misc]
+        self._plans: dict[torch.Size, EuclidConvPlan] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and ``copy.deepcopy`` without the plans (they hold ctypes pointers into this
+        process): the copy makes its own at its first call."""
+        state = self.__dict__.copy()  # type: ignore[attr-defined]
+        state["_plans"] = {}
+        return state
 
     def _gemm_shift(self) -> Tensor:
         return kernels.euclid_shift_reference(self.forward_weight(),  # type: ignore[attr-defined]
                                               self.bias,  # type: ignore[attr-defined]
-                                              0.5 * self._theta)  # type: ignore[attr-defined]
+                                              0.5 * self._theta  # type: ignore[attr-defined]
+                                              ).contiguous()
+
+    def _euclid_conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        """This layer's Euclid convolution of ``x`` with ``weight`` (the float weights, or the
+        quantized layer's decoded ones) and the precomputed shift."""
+        plan = self._plans.get(x.shape)
+        if plan is None or not plan.takes(x):  # a new shape, layout or thread count
+            plan = EuclidConvPlan.make(x, weight, self.stride,  # type: ignore[attr-defined]
+                                       self.padding, self.dilation,  # type: ignore[attr-defined]
+                                       self.groups, self._theta)  # type: ignore[attr-defined]
+            if plan is None:  # not the eager C path: the function decides
+                return euclid_conv2d(x, weight, None, self.stride,  # type: ignore[attr-defined]
+                                     self.padding, self.dilation,  # type: ignore[attr-defined]
+                                     self.groups, self._theta,  # type: ignore[attr-defined]
+                                     self._shift)  # type: ignore[attr-defined]
+            self._plans[x.shape] = plan
+        return plan(x, weight, self._shift, 0.5 * self._theta)  # type: ignore[attr-defined]
 
 
 class _PackedDistanceLinear(PackedLinearShape, _PackedDistance):
@@ -169,8 +199,7 @@ class PackedEuclidConv2d(EuclidConvShift, _PackedDistanceConv2d, _PackedFloatEuc
     """EuclidConv2d (zero padding) for inference: b_j - theta/2 ||w_j||^2 precomputed."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return euclid_conv2d(x, self._weight, None, self.stride, self.padding,
-                             self.dilation, self.groups, self._theta, self._shift)
+        return self._euclid_conv(x, self._weight)
 
 
 class PackedAdder(PackedLayer):

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layers.euclid import euclid_conv2d, euclid_linear
+from ..layers.euclid import euclid_linear
 from ..layers.uniform import (UniformAdderConv2d, UniformAdderLinear, UniformConv2d,
                               UniformEuclidConv2d, UniformEuclidLinear, UniformLinear)
 from ..quantizers.uniform import check_bits, code_range, fake_quantize
@@ -227,9 +227,7 @@ class PackedUniformEuclidLinear(_PackedUniformLinearShape, _PackedUniformEuclid)
 class PackedUniformEuclidConv2d(EuclidConvShift, _PackedUniformConv2dShape,
                                 _PackedUniformEuclid):
     def forward(self, x: Tensor) -> Tensor:
-        x = self._input(x)
-        return euclid_conv2d(x, self._conv_weight(), None, self.stride, self.padding,
-                             self.dilation, self.groups, self._theta, self._shift)
+        return self._euclid_conv(self._input(x), self._conv_weight())
 
 
 @register_packed(UniformAdderLinear)

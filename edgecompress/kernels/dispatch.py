@@ -430,31 +430,67 @@ def pool_branches(x: Tensor, grid: tuple[int, int], scales: Tensor, *,
     return out
 
 
+class EuclidPatchPlan:
+    """:func:`euclid_patch` / :func:`euclid_patch_grad` for one geometry: the shapes of x and y
+    (n, c, g, h, w, c_out / g, oh, ow, kh, kw, sh, sw, ph, pw, checked once), their layouts
+    (``y_last``: y's, or its gradient's; ``x_last``: x's and the input gradient's; 1 for
+    channels-last), path and threads, handed to the C kernel as one pointer (a ctypes call
+    converting twenty arguments costs as much as the term itself at batch 4 on small maps).
+    :meth:`forward` and :meth:`backward` call the kernel without checking their tensors: the
+    caller passes float32 CPU tensors of the plan's shapes and layouts (``shift``, ``weight``,
+    ``bias`` contiguous float32 or None), with the library loaded. Made by :func:`euclid_patch`
+    and its gradient (cached per geometry), and by layers that call the kernel on every
+    forward (:class:`~edgecompress.layers.euclid.EuclidConvPlan`)."""
+
+    def __init__(self, x: torch.Size, y: torch.Size, kernel: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], groups: int = 1,
+                 y_last: int = 0, x_last: int = 0, path: str | None = None,
+                 threads: int | None = None, *, name: str = "euclid_patch") -> None:
+        if (len(x) != 4 or len(y) != 4 or x[0] != y[0] or groups < 1 or x[1] % groups
+                or y[1] % groups):
+            raise ValueError(f"{name} needs x (N, C, H, W) and y (N, C_out, Ho, Wo) with "
+                             f"{groups} group(s) dividing C and C_out, got x {tuple(x)} and y "
+                             f"{tuple(y)}")
+        out = tuple(conv_output_size(x[2 + d], kernel[d], stride[d], padding[d], 1)
+                    for d in range(2))
+        if (any(p > k // 2 or p < 0 for p, k in zip(padding, kernel)) or min(stride) < 1
+                or tuple(y[2:]) != out):
+            raise ValueError(f"{name}: kernel {kernel}, stride {stride} and padding {padding} "
+                             f"(at most half the kernel) give an output {out} from x "
+                             f"{tuple(x)}, y is {tuple(y)}")
+        n, c, h, w = x
+        self.path, self.threads = path, threads or torch.get_num_threads()
+        self._args = PatchPlan(n, c, groups, h, w, y[1] // groups, *out, *kernel, *stride,
+                               *padding, y_last, x_last, path_code(path), self.threads)
+        self._ptr = by_reference(self._args)
+
+    def forward(self, y: Tensor, x: Tensor, half: float, shift: Tensor | None = None,
+                weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        """y rewritten in place: ``(y + shift) - half * P`` (see :func:`euclid_patch`)."""
+        status = load().ec_euclid_patch_planned(self._ptr, y.data_ptr(), x.data_ptr(),
+                                                _ptr(shift), _ptr(weight), _ptr(bias), half)
+        if status:
+            check_status(status, "euclid_patch", self.path)
+        return y
+
+    def backward(self, grad: Tensor, x: Tensor, out: Tensor, add: bool, half: float) -> Tensor:
+        """``out`` written (or, with ``add``, added to) with the term's input gradient (see
+        :func:`euclid_patch_grad`)."""
+        status = load().ec_euclid_patch_grad_planned(self._ptr, grad.data_ptr(), x.data_ptr(),
+                                                     out.data_ptr(), add, half)
+        if status:
+            check_status(status, "euclid_patch_grad", self.path)
+        return out
+
+
 @functools.lru_cache(maxsize=256)
 def _patch_plan(name: str, x: torch.Size, y: torch.Size, kernel: tuple[int, int],
                 stride: tuple[int, int], padding: tuple[int, int], groups: int, y_last: int,
-                x_last: int, path: str | None,
-                threads: int) -> tuple[PatchPlan, ctypes.c_void_p]:
-    """The checked geometry of :func:`euclid_patch` / :func:`euclid_patch_grad` for the shapes
-    of x and y (n, c, g, h, w, c_out / g, oh, ow, kh, kw, sh, sw, ph, pw), with the layouts,
-    path and threads, as the C kernels' plan and a pointer to it (cached: a layer asks with the
-    same arguments on every call, and a ctypes call converting twenty arguments costs as much
-    as the term itself at batch 4 on small maps)."""
-    if (len(x) != 4 or len(y) != 4 or x[0] != y[0] or groups < 1 or x[1] % groups
-            or y[1] % groups):
-        raise ValueError(f"{name} needs x (N, C, H, W) and y (N, C_out, Ho, Wo) with {groups} "
-                         f"group(s) dividing C and C_out, got x {tuple(x)} and y {tuple(y)}")
-    out = tuple(conv_output_size(x[2 + d], kernel[d], stride[d], padding[d], 1)
-                for d in range(2))
-    if (any(p > k // 2 or p < 0 for p, k in zip(padding, kernel)) or min(stride) < 1
-            or tuple(y[2:]) != out):
-        raise ValueError(f"{name}: kernel {kernel}, stride {stride} and padding {padding} (at "
-                         f"most half the kernel) give an output {out} from x {tuple(x)}, y is "
-                         f"{tuple(y)}")
-    n, c, h, w = x
-    plan = PatchPlan(n, c, groups, h, w, y[1] // groups, *out, *kernel, *stride, *padding,
-                     y_last, x_last, path_code(path), threads)
-    return plan, by_reference(plan)
+                x_last: int, path: str | None, threads: int) -> EuclidPatchPlan:
+    """The :class:`EuclidPatchPlan` of a geometry (cached: a layer asks with the same
+    arguments on every call; ``name`` is the function named in errors)."""
+    return EuclidPatchPlan(x, y, kernel, stride, padding, groups, y_last, x_last, path, threads,
+                           name=name)
 
 
 def _layout(t: Tensor) -> int | None:
@@ -493,8 +529,8 @@ def euclid_patch(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, 
     Padding at most half the kernel, dilation 1; y's size must be the convolution's."""
     kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
     y_last, x_last = _layout(y), _layout(x)
-    _, plan = _patch_plan("euclid_patch", x.shape, y.shape, kernel, stride, padding, groups,
-                          y_last or 0, x_last or 0, path, threads or torch.get_num_threads())
+    plan = _patch_plan("euclid_patch", x.shape, y.shape, kernel, stride, padding, groups,
+                       y_last or 0, x_last or 0, path, threads or torch.get_num_threads())
     channels = y.shape[1]
     if shift is not None and shift.shape != (channels,):
         raise ValueError(f"euclid_patch: shift needs one value per output channel "
@@ -513,11 +549,7 @@ def euclid_patch(y: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, 
     if shift is not None:
         weight = bias = None
     shift, weight, bias = _float32(shift), _float32(weight), _float32(bias)
-    status = load().ec_euclid_patch_planned(plan, y.data_ptr(), x.detach().data_ptr(),
-                                            _ptr(shift), _ptr(weight), _ptr(bias),
-                                            _float_value(half))
-    check_status(status, "euclid_patch", path)
-    return y
+    return plan.forward(y, x, _float_value(half), shift, weight, bias)
 
 
 def euclid_patch_grad(grad: Tensor, x: Tensor, half: float | Tensor, kernel: tuple[int, int],
@@ -533,9 +565,9 @@ def euclid_patch_grad(grad: Tensor, x: Tensor, half: float | Tensor, kernel: tup
     written into ``add_to`` when it is float32 in x's layout (no second pass, no new tensor)."""
     kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
     g_last, x_last = _layout(grad), _layout(x)
-    _, plan = _patch_plan("euclid_patch_grad", x.shape, grad.shape, kernel, stride, padding,
-                          groups, g_last or 0, x_last or 0, path,
-                          threads or torch.get_num_threads())
+    plan = _patch_plan("euclid_patch_grad", x.shape, grad.shape, kernel, stride, padding,
+                       groups, g_last or 0, x_last or 0, path,
+                       threads or torch.get_num_threads())
     if add_to is not None and add_to.shape != x.shape:
         raise ValueError(f"euclid_patch_grad: add_to needs x's shape {tuple(x.shape)}, got "
                          f"{tuple(add_to.shape)}")
@@ -545,11 +577,7 @@ def euclid_patch_grad(grad: Tensor, x: Tensor, half: float | Tensor, kernel: tup
         return term if add_to is None else add_to + term
     out = add_to if add_to is not None else torch.empty_like(
         x, memory_format=torch.channels_last if x_last else torch.contiguous_format)
-    status = load().ec_euclid_patch_grad_planned(plan, grad.data_ptr(), x.detach().data_ptr(),
-                                                 out.data_ptr(), add_to is not None,
-                                                 _float_value(half))
-    check_status(status, "euclid_patch_grad", path)
-    return out
+    return plan.backward(grad, x, out, add_to is not None, _float_value(half))
 
 
 # --- W1A32: binary weights, float activations ----------------------------------------------------

@@ -223,6 +223,66 @@ class _EuclidConv(torch.autograd.Function):
                 None, None, None)
 
 
+class EuclidConvPlan:
+    """:func:`euclid_conv2d` in inference on the C kernels, for a layer that calls it on every
+    forward with the same geometry and one input shape and layout (the frozen Euclid
+    convolutions): the checks and the kernel's arguments made once, at batch 4 on ResNet-20's
+    maps several percent of the convolution's time otherwise. The same convolution call and
+    the same kernel as :func:`euclid_conv2d`'s C path with a given shift, so the same floats.
+    :meth:`make` returns None where that path does not run; :meth:`takes` says whether a call
+    may use the plan (else the caller runs :func:`euclid_conv2d`)."""
+
+    def __init__(self, x: Tensor, weight_shape: torch.Size,
+                 pool: tuple[tuple[int, int], ...], groups: int) -> None:
+        self.kernel, self.stride, self.padding = pool
+        self.groups, self.x_shape = groups, x.shape
+        self.x_last = int(not x.is_contiguous())  # else channels-last (see make)
+        out = [(size + 2 * p - k) // s + 1 for size, k, s, p in
+               zip(x.shape[2:], self.kernel, self.stride, self.padding)]
+        # torch's convolution writes the output of a channels-last input channels-last
+        self.patch = kernels.EuclidPatchPlan(x.shape, torch.Size((x.shape[0], weight_shape[0],
+                                                                  *out)),
+                                             self.kernel, self.stride, self.padding,
+                                             groups, self.x_last, self.x_last)
+
+    @classmethod
+    def make(cls, x: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any,
+             groups: int, theta: float) -> "EuclidConvPlan | None":
+        """The plan of this call, or None where :func:`euclid_conv2d` would not run its C
+        kernel on it (or would not need it: theta = 0)."""
+        pool = _sum_pool(tuple(weight.shape[2:]), _hashable(stride), _hashable(padding),
+                         _hashable(dilation))
+        if (pool is None or theta == 0.0 or x.dim() != 4 or kernels.recording()
+                or not kernels.conv2d_direct_usable(x) or cls._needs_grad(x)
+                or not (x.is_contiguous()
+                        or x.is_contiguous(memory_format=torch.channels_last))):
+            return None
+        return cls(x, weight.shape, pool, groups)
+
+    @staticmethod
+    def _needs_grad(x: Tensor) -> bool:
+        return torch.is_grad_enabled() and x.requires_grad
+
+    def takes(self, x: Tensor) -> bool:
+        """Whether this call may run on the plan: the plan's input shape, dtype and layout and
+        thread count, eager, no gradient to x."""
+        return (x.shape == self.x_shape and x.dtype == torch.float32 and x.is_cpu
+                and (x.is_contiguous(memory_format=torch.channels_last) if self.x_last
+                     else x.is_contiguous())
+                and self.patch.threads == torch.get_num_threads()
+                and not kernels.recording() and not self._needs_grad(x))
+
+    def __call__(self, x: Tensor, weight: Tensor, shift: Tensor, half: float) -> Tensor:
+        """(conv(x, weight) + shift) - half P, ``shift`` contiguous float32 (C_out,), ``half``
+        theta / 2 (a Python float) on an input :meth:`takes`."""
+        y = F.conv2d(x, weight, None, self.stride, self.padding, 1, self.groups)
+        if not (y.is_contiguous(memory_format=torch.channels_last) if self.x_last
+                else y.is_contiguous()):  # (not seen; torch's choice of layout is its own)
+            return kernels.euclid_patch(y, x, half, self.kernel, self.stride, self.padding,
+                                        self.groups, shift=shift)
+        return self.patch.forward(y, x, half, shift)
+
+
 def euclid_linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                             theta: float | Tensor = 1.0) -> Tensor:
     """Naive :func:`euclid_linear`: sum_i [(1 - theta) x_i w_ij - theta/2 (x_i - w_ij)^2] + b_j

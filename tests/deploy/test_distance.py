@@ -200,3 +200,51 @@ def test_frozen_quantized_adder_layers_with_bias_equal_the_training_layers_to_ro
             torch.testing.assert_close(packed_linear(x), linear(x), rtol=1e-5, atol=1e-4)
     assert packed_linear.op_kind == packed_conv.op_kind == "abs-diff"
     assert not packed_conv.folds_affine and not packed_conv.onnx_exportable
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_frozen_euclid_conv_plans_give_the_training_layers_floats_on_every_call(quantized):
+    """The frozen Euclid convolutions run a plan per input shape (made at the first call): every
+    later call, in either layout, after a change of shape, thread count or layout, with a
+    gradient asked for, after a deepcopy, and at theta = 0 equals the training layer's output
+    bit for bit, and the plans are made (not silently skipped)."""
+    torch.manual_seed(0)
+    layer = nn.Sequential(EuclidConv2d(6, 5, 3, padding=1, stride=2, bias=True))
+    if quantized:
+        layer = ec.convert(layer, {"name": "uniform", "bits": 8, "keep_first_last": False})
+        layer.train()
+        with torch.no_grad():
+            layer(torch.randn(4, 6, 9, 9))  # sets the LSQ steps
+    layer.eval()
+    frozen = deploy.freeze(layer)
+    packed = [m for m in frozen.modules() if isinstance(m, (deploy.PackedEuclidConv2d,
+                                                            deploy.PackedUniformEuclidConv2d))]
+    assert len(packed) == 1
+    plans = packed[0]._plans
+    threads = torch.get_num_threads()
+    inputs = [torch.randn(3, 6, 9, 9), torch.randn(3, 6, 9, 9),
+              torch.randn(3, 6, 9, 9).contiguous(memory_format=torch.channels_last),
+              torch.randn(1, 6, 8, 7), torch.randn(3, 6, 9, 9)]
+    try:
+        for i, x in enumerate(inputs):
+            torch.set_num_threads(1 if i == 4 else threads)
+            with torch.no_grad():
+                assert torch.equal(frozen(x), layer(x)), i
+            if kernels.available():
+                assert x.shape in plans
+        x = inputs[0].clone().requires_grad_()
+        y = frozen(x)
+        y.sum().backward()  # a gradient to x: euclid_conv2d's autograd node
+        with torch.no_grad():
+            assert torch.equal(y, layer(x)) and x.grad is not None
+        copy = __import__("copy").deepcopy(frozen)
+        assert [m._plans for m in copy.modules() if hasattr(m, "_plans")] == [{}]
+        with torch.no_grad():
+            assert torch.equal(copy(inputs[1]), layer(inputs[1]))
+    finally:
+        torch.set_num_threads(threads)
+    if not quantized:
+        zero = EuclidConv2d(6, 5, 3, padding=1, theta=0.0).eval()
+        frozen_zero = deploy.freeze(nn.Sequential(zero))
+        with torch.no_grad():
+            assert torch.equal(frozen_zero(inputs[0]), zero(inputs[0]))
