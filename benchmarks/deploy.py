@@ -6,10 +6,12 @@ its plots in docs/img/deploy_*.png.
     python benchmarks/deploy.py --doc-only   # rewrite the doc from benchmarks/results/deploy.json
     python benchmarks/deploy.py --profile    # only the per-part breakdown, then rewrite the doc
     python benchmarks/deploy.py --other amd-epyc-avx2   # another machine: its own results file
+    python benchmarks/deploy.py --profile --other amd-epyc-avx2   # and its breakdown
 
-The breakdown (``--profile``) goes to benchmarks/results/deploy_profile.json, one batch and
-thread setting at a time; a rerun measures only the settings missing from it (delete the file
-to measure again).
+The breakdown (``--profile``) goes to benchmarks/results/deploy_profile.json (with ``--other
+MACHINE``, deploy_profile-MACHINE.json, shown in that machine's section), one batch and thread
+setting at a time; a rerun measures only the settings missing from it (delete the file to
+measure again).
 
 Ratios are measured in one run (candidate and baseline interleaved), on 1 and 2 threads.
 """
@@ -180,10 +182,11 @@ def resnet18() -> tuple[torch.nn.Module, torch.nn.Module]:
     return float_model, ec.deploy.freeze(ec.convert(float_model, "bnn", mode="w1a1"))
 
 
-def measure_profile(rounds: int) -> dict:
-    """The frozen model's per-part breakdown at batch 1 and 8, 1 and 2 threads; each setting
-    is saved when done, and settings already in the results file are skipped."""
-    results = load_results(PROFILE)
+def measure_profile(rounds: int, name: str = PROFILE) -> dict:
+    """The frozen model's per-part breakdown at batch 1 and 8, 1 and 2 threads, into
+    benchmarks/results/<name>.json; each setting is saved when done, and settings already in
+    the results file are skipped."""
+    results = load_results(name)
     results.setdefault("machine", machine())
     results.setdefault("cores", len(os.sched_getaffinity(0)))
     settings = results.setdefault("settings", {})
@@ -196,7 +199,7 @@ def measure_profile(rounds: int) -> dict:
             load = os.getloadavg()[0]
             (p,) = profile_model(frozen, (3, 224, 224), (batch,), (threads,), rounds)
             settings[key] = {**p.to_dict(), "load_average": [load, os.getloadavg()[0]]}
-            save_results(PROFILE, results)
+            save_results(name, results)
             print(f"{key}: {p.total_ms:.2f} ms")
     return results
 
@@ -260,17 +263,22 @@ def profile_section() -> list[str]:
              "--profile`." + (" With more jobs than cores, a 2-thread kernel waits for its "
                               "second thread's core: the 2-thread columns show that wait more "
                               "than the model." if max(loads) > r["cores"] else ""), "",
-             "| part | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
+             *profile_table(settings), "", "![Time per part](img/deploy_profile.png)", ""]
+    return lines
+
+
+def profile_table(settings: dict) -> list[str]:
+    """The per-part table of a breakdown: a row per part (ms and share), a column per setting,
+    then the profiled and unprofiled totals."""
+    lines = ["| part | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
     for part in next(iter(settings.values()))["parts"]:
         lines.append(f"| {part} | " + " | ".join(
             f"{s['parts'][part]:.2f} ms ({100 * s['parts'][part] / s['total_ms']:.0f} %)"
             for s in settings.values()) + " |")
-    lines += ["| total (profiled) | " + " | ".join(f"{s['total_ms']:.2f} ms"
-                                                  for s in settings.values()) + " |",
-              "| total (unprofiled) | " + " | ".join(f"{s['unprofiled_ms']:.2f} ms"
-                                                    for s in settings.values()) + " |",
-              "", "![Time per part](img/deploy_profile.png)", ""]
-    return lines
+    return lines + ["| total (profiled) | " + " | ".join(f"{s['total_ms']:.2f} ms"
+                                                        for s in settings.values()) + " |",
+                    "| total (unprofiled) | " + " | ".join(f"{s['unprofiled_ms']:.2f} ms"
+                                                          for s in settings.values()) + " |"]
 
 
 def write_doc(r: dict) -> None:
@@ -456,6 +464,15 @@ def other_machines() -> list[str]:
             lines.append(f"| {batch} | {threads} | {cell['candidate_ms']:.1f} | {nchw:.1f} | "
                          f"{last:.1f} | {cell['speedup']:.2f}x |")
         lines.append("")
+        profile_name = f"{PROFILE}-{name[len('deploy-'):-len('.json')]}"
+        profile = load_results(profile_name)
+        if profile.get("settings"):
+            loads = [x for s in profile["settings"].values() for x in s["load_average"]]
+            lines += [f"Where the time goes on this machine (`benchmarks/results/"
+                      f"{profile_name}.json`, `python benchmarks/deploy.py --profile --other "
+                      f"{name[len('deploy-'):-len('.json')]}`; parts as in the section above; "
+                      f"load average {min(loads):.1f}-{max(loads):.1f} during the run):", "",
+                      *profile_table(profile["settings"]), ""]
     return lines
 
 
@@ -474,9 +491,15 @@ if __name__ == "__main__":
     parser.add_argument("--other", metavar="MACHINE",
                         help="measure into benchmarks/results/deploy-MACHINE.json (e.g. "
                              "amd-epyc-avx2), a table of the doc's section on every machine "
-                             "measured, leaving the main results and plots as they are")
+                             "measured, leaving the main results and plots as they are; with "
+                             "--profile, only that machine's breakdown, into "
+                             "deploy_profile-MACHINE.json")
     args = parser.parse_args()
-    if args.other:
+    if args.other and args.profile:
+        measure_profile(args.rounds, f"{PROFILE}-{args.other}")
+        write_doc(json.loads(RESULTS.read_text()))
+        print(f"wrote {DOC}")
+    elif args.other:
         main(RESULTS.parent / f"deploy-{args.other}.json")
     elif args.profile:
         plot_profile(measure_profile(args.rounds)["settings"])
