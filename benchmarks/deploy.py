@@ -254,7 +254,10 @@ def profile_section() -> list[str]:
              "place, the default on AVX-512); **float layers** the other modules (the float "
              "classifier); **other** the rest of the measured time: the functions of the graph "
              "outside modules (average pool, flatten), the layers' own python, and the "
-             "profiling hooks (the unprofiled time is in the last row).", "",
+             "profiling hooks (the unprofiled time is in the last row). To time its steps, a "
+             "profiled binary convolution calls them one by one; unprofiled, it makes them one "
+             "planned C call (`kernels.BinaryConvPlan`), so part of **other** and of the "
+             "profiled total is not in the unprofiled time.", "",
              f"Machine: {r['machine']}. Per setting, the profiled pass of median total time "
              f"among {', '.join(map(str, rounds))}, on a machine loaded by other jobs (load "
              f"average "

@@ -10,7 +10,10 @@ multiply the float input by the +-1 weights in torch (unpacked once, on first us
 packs the channels of every input pixel into words and runs the GEMM as an implicit GEMM that
 reads each output pixel's window from those packed pixels (or, switched off, on im2col rows
 gathered first); the zero padding is masked, so it is exact. The per-channel scale and bias
-(BatchNorm folded in) are applied in the GEMM's store loop, and a binary convolution returns
+(BatchNorm folded in) are applied in the GEMM's store loop; in eager inference a W1A1
+convolution runs packing, window gathering and GEMM as one planned C call per input shape
+(:class:`~edgecompress.kernels.BinaryConvPlan`, the same kernels, so the same bits; under
+torch.compile and while a profile times its steps, one call each). A binary convolution returns
 its output in channels-last memory layout (what the GEMM produces), which is also the layout
 the next binary convolution packs fastest. The file holds the weights as a 1-bit stream (``ceil(n k / 8)``
 bytes; rows are re-padded to 64-bit words on load).
@@ -34,7 +37,7 @@ from ..kernels.ops import (binary_conv_op, binary_gemm_affine_op, im2col_words_o
 from ..layers import BinaryConv2d, BinaryLinear
 from .packed import (PackedConv2dShape, PackedLayer, PackedLinearShape, from_bitstream,
                      register_packed, to_bitstream)
-from .profile import GEMM, IM2COL, PACK, timed
+from .profile import GEMM, IM2COL, PACK, profiling, timed
 
 
 # Eager calls go straight to the kernels (timed as their step while a profile is recorded);
@@ -312,6 +315,45 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
         super().prepare()
         # implicit_gemm's default on this CPU, resolved here: not in a torch.compile trace
         self._implicit_default = "avx512" in kernels.supported_paths()
+        self._plans: dict[tuple[torch.Size, torch.dtype], kernels.BinaryConvPlan] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and ``copy.deepcopy`` without the kernel plans (they hold ctypes pointers
+        into this process): the copy makes its own at its first call."""
+        state = self.__dict__.copy()
+        state["_plans"] = {}
+        return state
+
+    def _implicit(self) -> bool:
+        """Whether the W1A1 GEMM runs as an implicit GEMM (see :attr:`implicit_gemm`)."""
+        implicit = self._implicit_default if self.implicit_gemm is None else self.implicit_gemm
+        return implicit and (self.kernel_size, self.stride, self.padding) != ((1, 1), (1, 1),
+                                                                              (0, 0))
+
+    def _plan(self, x: Tensor) -> kernels.BinaryConvPlan | None:
+        """The W1A1 call's plan for this input (made at the first call with its shape, dtype
+        and layout: packing, window gathering and GEMM in one C call), or None where the calls
+        run one by one: under torch.compile / export and while a profile times them, without
+        the C library, for an input the plan does not take (another dtype or layout)."""
+        if kernels.recording() or profiling():
+            return None
+        plan = self._plans.get((x.shape, x.dtype))
+        if plan is not None and plan.takes(x) and plan.sources[1] is self.panels \
+                and plan.sources[2] is self.scale and plan.sources[3] is self.bias \
+                and plan.implicit == self._implicit():
+            return plan
+        if not kernels.available() or x.dtype not in (torch.int64, torch.float32):
+            return None
+        try:
+            plan = kernels.BinaryConvPlan(
+                x, self.in_channels, self.rows, self.panels, self.kernel_size, self.stride,
+                self.padding, self.dilation, implicit=self._implicit(),
+                output="signs" if self.emit_signs else "float32", scale=self.scale,
+                bias=self.bias, clamp=self.fused_clamp)
+        except ValueError:  # an input it does not take (e.g. a float input of another layout)
+            return None
+        self._plans[(x.shape, x.dtype)] = plan
+        return plan
 
     def _grouped(self, x: Tensor) -> Tensor:
         """W1A1 with groups > 1: one packed GEMM per group of channels (freeze does not fuse
@@ -340,8 +382,7 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
             scale, bias = (None if t is None else t[part] for t in (scale, bias))
         clamp = self.fused_clamp if fused else None
         geometry = (self.kernel_size, self.stride, self.padding, self.dilation)
-        implicit = self._implicit_default if self.implicit_gemm is None else self.implicit_gemm
-        if implicit and (self.kernel_size, self.stride, self.padding) != ((1, 1), (1, 1), (0, 0)):
+        if self._implicit():
             return _binary_conv(pixels, channels, b, panels, geometry, scale, bias,
                                 self.emit_signs, residual, clamp)
         rows, mask = _im2col_words(pixels, channels, *geometry, masked=self.padding != (0, 0))
@@ -359,22 +400,25 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
         if self.groups != 1:
             return self._grouped(x)
         if x.dtype == torch.int64:
-            pixels = x
+            b, h, w, _ = x.shape
         else:
             if x.shape[1] != self.in_channels:
                 raise ValueError(f"expected {self.in_channels} input channels, got shape "
                                  f"{tuple(x.shape)}")
-            pixels = _pack_pixels(x)
-        b, h, w, _ = pixels.shape
+            b, _, h, w = x.shape
         oh, ow = (kernels.conv_output_size(size, *geometry) for size, geometry in
                   zip((h, w), zip(self.kernel_size, self.stride, self.padding, self.dilation)))
         if residual is not None and tuple(residual.shape) != (b, self.out_features, oh, ow):
-            y = self._conv_gemm(pixels, fused=False)
+            y = self._conv_gemm(x if x.dtype == torch.int64 else _pack_pixels(x), fused=False)
             y = y.view(b, oh, ow, self.out_features).permute(0, 3, 1, 2)
             return self._unfused_epilogue(y, residual)
         if residual is not None:  # (n, C, oh, ow) -> the GEMM's (pixel, channel) rows
             residual = residual.permute(0, 2, 3, 1).reshape(-1, self.out_features)
-        y = self._conv_gemm(pixels, residual)
+        plan = self._plan(x)
+        if plan is not None:
+            y = plan(x, residual)
+        else:
+            y = self._conv_gemm(x if x.dtype == torch.int64 else _pack_pixels(x), residual)
         if self.emit_signs:
             return y.view(b, oh, ow, -1)
         # the GEMM's (pixel, channel) rows are the output in channels-last layout: no copy

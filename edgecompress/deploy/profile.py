@@ -95,6 +95,12 @@ class Recorder:
 _recorder: Recorder | None = None
 
 
+def profiling() -> bool:
+    """Whether a profile is being recorded (the packed layers then run their steps one call
+    each, so that :func:`timed` can time them)."""
+    return _recorder is not None
+
+
 def timed(step: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)``; while profiling, its time counts for ``step`` (:data:`PACK`,
     :data:`IM2COL` or :data:`GEMM`) of the packed layer running. Off: one ``None`` check."""

@@ -10,7 +10,8 @@ Binary kernels (C, built by the package's own build and loaded with ctypes):
   residual and clamp, or the packing of the signs) into its store;
 - :func:`im2col_signs` / :func:`im2col_words`: the packed operands of a binary convolution;
   :func:`binary_conv` runs its GEMM as an implicit GEMM on the packed pixels (no im2col rows),
-  bit for bit the same;
+  bit for bit the same; :class:`BinaryConvPlan` makes packing, gathering and GEMM of one
+  frozen layer's input one C call whose fixed arguments are converted once;
 - :func:`w1a32_gemm`: +-1 weights times float activations by sign selection;
 - :func:`lowbit_gemm`: 2-4-bit weight codes (:func:`lowbit_panels`) decoded through a value
   table in registers, times float activations (shift and uniform n-bit layers at small batch);
@@ -30,7 +31,9 @@ input gradient of that L1 form (the published HardTanh rule), for training.
 sum-pool(||x||^2)`` written in place into the output of a convolution without bias (the
 per-channel shift b - theta/2 ||w||^2 given, or computed from the weights:
 :func:`euclid_shift_reference` gives its order), and :func:`euclid_patch_grad` its input
-gradient, written or added in place into the convolution's (training and inference).
+gradient, written or added in place into the convolution's (training and inference);
+:class:`EuclidPatchPlan` is their geometry checked and converted once, for layers that call
+them on every forward.
 
 The kernels dispatch at run time to AVX-512, AVX2 or portable scalar code (force one with
 ``path=``) and use OpenMP threads. If the library was not built, every function runs its
@@ -53,6 +56,7 @@ from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, adder_input_grad, b
                        binary_gemm,
                        binary_gemm_affine, binary_gemm_groups, block_epilogue, pool_branches,
                        euclid_patch, euclid_patch_grad, EuclidPatchPlan, binary_gemm_signs,
+                       BinaryConvPlan,
                        conv2d_direct,
                        DirectConvPlan, conv2d_direct_supports, conv2d_direct_usable,
                        conv2d_torch, CONV_OPS, exporting, recording, l1_linear, conv_output_size,
@@ -92,6 +96,7 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "conv2d_torch", "conv2d_direct_reference", "CONV_OPS", "l1_linear", "exporting",
            "recording",
            "adder_input_grad", "adder_input_grad_reference",
-           "pack_conv_weights", "im2col_signs", "binary_conv", "im2col_signs_reference",
+           "pack_conv_weights", "im2col_signs", "binary_conv", "BinaryConvPlan",
+           "im2col_signs_reference",
            "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

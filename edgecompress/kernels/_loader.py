@@ -48,6 +48,7 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
                                                              _p, _i32, _i32], _i32),
     "ec_conv2d_f32_planned": ([_p, _p, _p, _p], _i32),
     "ec_adder_input_grad": ([_p] + [_i64] * 4 + [_p] + [_i64] * 7 + [_p, _p, _i32, _i32], _i32),
+    "ec_binary_conv_planned": ([_p, _p, _p, _p], _i32),
     "ec_euclid_patch_planned": ([_p, _p, _p, _p, _p, _p, _f32], _i32),
     "ec_euclid_patch_grad_planned": ([_p, _p, _p, _p, _i32, _f32], _i32),
 }
@@ -62,6 +63,17 @@ class ConvF32Plan(ctypes.Structure):
                                           "ph", "pw")] + [
         ("weight", _p), ("bias", _p), ("lo", _f32), ("hi", _f32), ("clamp", ctypes.c_int32),
         ("op", ctypes.c_int32), ("path", ctypes.c_int32), ("threads", ctypes.c_int32)]
+
+
+class BinaryConvArgs(ctypes.Structure):
+    """``ec_binary_conv_plan`` of gemm_w1a1.c: the fixed arguments of one frozen binary
+    convolution for one input (geometry, weight panels, epilogue, input kind, path, threads),
+    passed to ``ec_binary_conv_planned`` as one pointer."""
+
+    _fields_ = [("geometry", _i64 * 12), ("bp", _p), ("scale", _p), ("bias", _p),
+                ("n_out", _i64), ("k", _i64), ("lo", _f32), ("hi", _f32)] + [
+        (name, ctypes.c_int32) for name in ("clamp", "signs", "implicit", "masked", "input",
+                                            "path", "threads")]
 
 
 class PatchPlan(ctypes.Structure):

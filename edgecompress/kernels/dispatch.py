@@ -17,7 +17,7 @@ import functools
 import torch
 from torch import Tensor
 
-from ._loader import (ConvF32Plan, PatchPlan, by_reference, check_status, library, load,
+from ._loader import (BinaryConvArgs, ConvF32Plan, PatchPlan, by_reference, check_status, library, load,
                       load_error, path_code)
 from .reference import (PANEL, adder_input_grad_reference, euclid_patch_reference,
                         euclid_shift_reference, euclid_patch_grad_reference,
@@ -810,6 +810,98 @@ def binary_conv(pixels: Tensor, channels: int, b: Tensor, kernel: tuple[int, int
                                 path_code(path), threads or torch.get_num_threads())
     check_status(status, f"binary_conv ({output} output)", path)
     return out
+
+
+class BinaryConvPlan:
+    """One frozen W1A1 convolution's call for one input, planned: the input packed (unless it
+    is already packed pixels), then :func:`binary_conv`'s implicit GEMM or :func:`im2col_words`
+    and :func:`binary_gemm_affine` / :func:`binary_gemm_signs`, in one C call whose fixed
+    arguments were checked and converted once (a frozen layer calls it on every forward; at
+    batch 1 the three calls' argument conversions and checks cost as much as a small layer's
+    GEMM). The same kernels in the same order, so the same bits as those calls one by one.
+
+    ``x``: the input it is planned for: packed pixels (n, h, w, ceil(channels / 64)) int64, or
+    float32 (n, channels, h, w) held contiguous or channels-last; ``b``, ``panels``: the
+    weights (:func:`pack_conv_weights`, :func:`pack_panels`); ``implicit``: the implicit GEMM
+    (else im2col rows, ``masked`` when there is padding); ``output``: "float32" or "signs".
+    Holds references to the weight tensors: a layer whose tensors change makes a new plan.
+    :meth:`takes` says whether a call may use it."""
+
+    def __init__(self, x: Tensor, channels: int, b: Tensor, panels: Tensor,
+                 kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                 dilation: tuple[int, int], *, implicit: bool, output: str = "float32",
+                 scale: Tensor | None = None, bias: Tensor | None = None,
+                 clamp: tuple[float, float] | None = None, path: str | None = None,
+                 threads: int | None = None) -> None:
+        if output not in ("float32", "signs"):
+            raise ValueError(f"output must be 'float32' or 'signs', got {output!r}")
+        if x.dtype == torch.int64:
+            if x.dim() != 4 or x.shape[3] != words(channels) or not x.is_contiguous():
+                raise ValueError(f"packed pixels must be contiguous int64 (n, h, w, "
+                                 f"{words(channels)}), got {tuple(x.shape)}")
+            n, h, w, _ = x.shape
+            self.input = 0
+        elif x.dtype == torch.float32 and x.dim() == 4 and x.shape[1] == channels:
+            n, _, h, w = x.shape
+            self.input = 1 if x.is_contiguous(memory_format=torch.channels_last) \
+                and not x.is_contiguous() else 2
+            if self.input == 2 and not x.is_contiguous():
+                raise ValueError("a float input must be held contiguous or channels-last")
+        else:
+            raise ValueError(f"the input must be packed pixels or float32 (n, {channels}, h, "
+                             f"w), got {x.dtype} {tuple(x.shape)}")
+        oh = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
+        ow = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
+        if oh < 1 or ow < 1:
+            raise ValueError(f"a {kernel} window (padding {padding}, dilation {dilation}) does "
+                             f"not fit the {h}x{w} input")
+        m, kw = n * oh * ow, kernel[0] * kernel[1] * words(channels)
+        b = _check_epilogue(m, kw, b, scale, bias, None, clamp)
+        n_out = b.shape[0]
+        if tuple(panels.shape) != (-(-n_out // PANEL), kw, PANEL):
+            raise ValueError(f"panels have shape {tuple(panels.shape)}, expected "
+                             f"{(-(-n_out // PANEL), kw, PANEL)} for b {tuple(b.shape)}")
+        self.x_shape, self.x_dtype, self.implicit = x.shape, x.dtype, bool(implicit)
+        self.threads = threads or torch.get_num_threads()
+        self._follows_torch = threads is None  # then a change of torch's threads voids it
+        self.sources = (b, panels, scale, bias)  # the caller's tensors
+        self._tensors = (panels.contiguous(), _float32(scale), _float32(bias))  # kept alive
+        self.out_shape = (m, n_out if output == "float32" else words(n_out))
+        self.out_dtype = torch.float32 if output == "float32" else torch.int64
+        self.path = path
+        lo, hi = clamp if clamp is not None else (0.0, 0.0)
+        self._args = BinaryConvArgs(
+            (ctypes.c_int64 * 12)(n, channels, h, w, *kernel, *stride, *padding, *dilation),
+            self._tensors[0].data_ptr(), _ptr(self._tensors[1]), _ptr(self._tensors[2]),
+            n_out, kernel[0] * kernel[1] * channels, lo, hi, int(clamp is not None),
+            int(output == "signs"), int(implicit), int(tuple(padding) != (0, 0)), self.input,
+            path_code(path), self.threads)
+        self._ptr = by_reference(self._args)
+
+    def takes(self, x: Tensor) -> bool:
+        """Whether a call with input ``x`` may run on this plan: its shape, dtype and layout,
+        and (a plan made without ``threads``) torch's thread count when it was made."""
+        if x.shape != self.x_shape or x.dtype != self.x_dtype or (
+                self._follows_torch and self.threads != torch.get_num_threads()):
+            return False
+        if self.input == 1:
+            return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return x.is_contiguous()
+
+    def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """The (M, N) float32 values or (M, ceil(N / 64)) packed signs for an input the plan
+        :meth:`takes`; ``residual`` (M, N) added before the clamp (float32 output only)."""
+        if residual is not None:
+            if tuple(residual.shape) != self.out_shape or self.out_dtype != torch.float32:
+                raise ValueError(f"residual must have shape {self.out_shape} (float32 output), "
+                                 f"got {tuple(residual.shape)}")
+            residual = _float32(residual)
+        out = torch.empty(self.out_shape, dtype=self.out_dtype)
+        status = load().ec_binary_conv_planned(self._ptr, x.data_ptr(), _ptr(residual),
+                                               out.data_ptr())
+        if status:
+            check_status(status, "binary_conv (planned)", self.path)
+        return out
 
 
 # --- SignSwish (training) -------------------------------------------------------------------------

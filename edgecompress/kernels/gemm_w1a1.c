@@ -400,3 +400,69 @@ EC_EXPORT int ec_binary_conv(const uint64_t *px, const int64_t *geometry, const 
     free(off);
     return status;
 }
+
+/*
+ * One binary convolution layer's call, its fixed arguments planned once (a frozen layer calls
+ * it on every forward; at batch 1 converting the arguments of three ctypes calls costs as much
+ * as a small layer's GEMM): the input, packed pixels or float32 (n, c, h, w) held contiguous or
+ * channels-last, is packed as ec_pack_channels / ec_pack_signs pack it, then ec_binary_conv's
+ * implicit GEMM or ec_binary_gemm on ec_im2col_words' rows (with their mask when masked),
+ * writing float32 values (M x n_out) or their packed signs (M x ceil(n_out / 64) words):
+ * the same operations, so the same bits, as those calls made one by one. Mirrored by
+ * edgecompress.kernels._loader.BinaryConvArgs: keep the field order.
+ */
+typedef struct {
+    int64_t geometry[12];  /* conv_window: n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw */
+    const uint64_t *bp;    /* the weights' panels (im2col order) */
+    const float *scale, *bias;
+    int64_t n_out, k;
+    float lo, hi;
+    int32_t clamp, signs, implicit, masked;
+    int32_t input;         /* 0: packed pixels, 1: float channels-last, 2: float contiguous */
+    int32_t path, threads;
+} ec_binary_conv_plan;
+
+EC_EXPORT int ec_binary_conv_planned(const ec_binary_conv_plan *p, const void *x,
+                                     const float *res, void *out) {
+    conv_window g;
+    memcpy(&g, p->geometry, sizeof g);
+    const int64_t cw = (g.c + 63) / 64, kw = g.kh * g.kw * cw;
+    const int64_t m = g.n * conv_out_h(&g) * conv_out_w(&g);
+    float *cf = p->signs ? NULL : (float *)out;
+    uint64_t *cs = p->signs ? (uint64_t *)out : NULL;
+    uint64_t *px = (uint64_t *)x, *rows = NULL, *mask = NULL;
+    int status = EC_OK;
+    if (p->input != 0) {
+        px = malloc((size_t)(g.n * g.h * g.w * cw > 0 ? g.n * g.h * g.w * cw : 1) *
+                    sizeof(uint64_t));
+        if (px == NULL) return EC_OUT_OF_MEMORY;
+        if (p->input == 1)
+            status = ec_pack_signs((const float *)x, NULL, g.n * g.h * g.w, g.c, px, p->path);
+        else
+            ec_pack_channels((const float *)x, g.n, g.c, g.h, g.w, px);
+    }
+    if (status == EC_OK && p->implicit) {
+        status = ec_binary_conv(px, p->geometry, p->bp, p->n_out, NULL, cf, cs, p->scale,
+                                p->bias, res, p->clamp, p->lo, p->hi, p->path, p->threads);
+    } else if (status == EC_OK) {
+        /* a 1x1 stride-1 window without padding: the pixels are the rows */
+        const int identity = !p->masked && g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1;
+        const size_t words = (size_t)(m * kw > 0 ? m * kw : 1);
+        rows = identity ? NULL : malloc(words * sizeof(uint64_t));
+        mask = p->masked ? malloc(words * sizeof(uint64_t)) : NULL;
+        if ((!identity && rows == NULL) || (p->masked && mask == NULL)) {
+            status = EC_OUT_OF_MEMORY;
+        } else {
+            if (!identity)
+                ec_im2col_words(px, g.n, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw,
+                                g.dh, g.dw, rows, mask);
+            status = ec_binary_gemm(identity ? px : rows, mask, p->bp, m, p->n_out, kw, p->k,
+                                    NULL, cf, cs, p->scale, p->bias, res, p->clamp, p->lo,
+                                    p->hi, p->path, p->threads);
+        }
+    }
+    free(rows);
+    free(mask);
+    if (px != (const uint64_t *)x) free(px);
+    return status;
+}

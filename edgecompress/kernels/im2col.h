@@ -59,4 +59,13 @@ uint64_t *ec_window_full_mask(const conv_window *g);
 void ec_window_row(const conv_window *g, const uint64_t *px, conv_pixel p, uint64_t *dst,
                    uint64_t *mdst);
 
+/* The exported operands (im2col.c, pack.c), for the planned convolution of gemm_w1a1.c. */
+int ec_pack_signs(const float *x, const float *off, int64_t rows, int64_t k, uint64_t *out,
+                  int path);
+void ec_pack_channels(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                      uint64_t *out);
+void ec_im2col_words(const uint64_t *px, int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh,
+                     int64_t kw_, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                     int64_t dw, uint64_t *rows, uint64_t *mask);
+
 #endif /* EDGECOMPRESS_IM2COL_H */

@@ -6,7 +6,9 @@
  *   pack.c              float rows -> packed sign bits (also per attention head, in place)
  *   im2col.c            packed pixels and im2col rows of a binary convolution
  *   gemm_w1a1.c         XNOR/XOR-popcount GEMM on packed +-1 rows (W1A1), weight panels; a
- *                       batch of same-shape GEMMs (binary attention's q k^T per head)
+ *                       batch of same-shape GEMMs (binary attention's q k^T per head); the
+ *                       implicit-GEMM convolution, and a frozen layer's planned convolution
+ *                       (packing, gathering and GEMM in one call)
  *   gemm_w1a1_store.c   its fused store epilogues (int32, affine/residual/clamp, packed signs)
  *   gemm_w1a32.c        sign-select GEMM: +-1 weights times float activations (W1A32)
  *   gemm_lowbit.c       2-4-bit weight codes, decoded through a value table in registers,

@@ -90,6 +90,43 @@ def test_implicit_conv_equals_the_gemm_on_im2col_rows(path, seed):
 
 @needs_library
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("seed", [*range(12), *range(100, 100 + len(RESNET_LIKE))])
+def test_planned_conv_equals_the_calls_one_by_one(path, seed):
+    """BinaryConvPlan (packing, gathering and GEMM in one C call) equals pack_pixels,
+    im2col_words and the GEMM bit for bit: float inputs held contiguous or channels-last and
+    packed pixels, the implicit GEMM or im2col rows, float32 (residual, clamp) and signs
+    outputs, 1 and 2 threads; a plan refuses an input of another shape, dtype or layout."""
+    case = _case(seed)
+    pixels, b, rows, mask, k = _operands(case)
+    x, geometry = case["x"], case["geometry"]
+    scale, bias = case["scale"], case["bias"]
+    residual = torch.randn(rows.shape[0], b.shape[0], generator=case["generator"])
+    panels = K.pack_panels(b)
+    inputs = [x, x.contiguous(memory_format=torch.channels_last), pixels]
+    for threads in (1, 2):
+        for implicit in (False, True):
+            for i, given in enumerate(inputs):
+                plan = lambda **kw: K.BinaryConvPlan(  # noqa: E731
+                    given, x.shape[1], b, panels, *geometry, implicit=implicit, scale=scale,
+                    bias=bias, path=path, threads=threads, **kw)
+                signs = plan(output="signs")
+                assert signs.takes(given) and not signs.takes(inputs[(i + 1) % 3])
+                assert torch.equal(signs(given),
+                                   K.binary_gemm_signs(rows, b, k, mask, scale, bias, path=path))
+                for clamp in (None, (-1.0, 1.0)):
+                    for res in (None, residual):
+                        got = plan(clamp=clamp)(given, res)
+                        expected = K.binary_gemm_affine(rows, b, k, mask, scale, bias,
+                                                        residual=res, clamp=clamp, path=path)
+                        assert torch.equal(got, expected), (threads, implicit, i, clamp)
+    with pytest.raises(ValueError, match="residual must have shape"):
+        K.BinaryConvPlan(x, x.shape[1], b, panels, *geometry, implicit=False)(x, residual[1:])
+    with pytest.raises(ValueError, match="held contiguous or channels-last"):
+        K.BinaryConvPlan(x.transpose(2, 3), x.shape[1], b, panels, *geometry, implicit=False)
+
+
+@needs_library
+@pytest.mark.parametrize("path", PATHS)
 def test_cache_blocks_of_panels_re_read_the_windows_exactly(path):
     """Tiny cache blocks: every panel block reads (and gathers at the border) the windows
     again."""
@@ -188,19 +225,57 @@ def test_frozen_w1a1_resnet_gives_the_same_outputs_through_both_paths(monkeypatc
                                                           if m.kernel_size == (3, 3))
     assert any(m.emit_signs for m in convs) and any(m.fused_clamp for m in convs)
     x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
-    calls = []
-    original = K.binary_conv
-    monkeypatch.setattr(K, "binary_conv", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+
+    def implicit_ran() -> set[bool]:  # how the 3x3 convolutions' plans ran their GEMMs
+        return {p.implicit for m in convs if m.kernel_size == (3, 3) for p in m._plans.values()}
+
     monkeypatch.setattr(deploy.PackedBinaryConv2d, "implicit_gemm", True)
     with torch.no_grad():
         implicit, implicit_plain = frozen(x), plain(x)
-        assert calls  # the frozen convolutions ran the implicit GEMM
+        if K.available():
+            assert implicit_ran() == {True}  # the frozen convolutions ran the implicit GEMM
         monkeypatch.setattr(deploy.PackedBinaryConv2d, "implicit_gemm", False)
-        calls.clear()
         im2col, im2col_plain = frozen(x), plain(x)
-        assert not calls
+        if K.available():
+            assert implicit_ran() == {False}
         monkeypatch.setattr(deploy.PackedBinaryConv2d, "implicit_gemm", None)
         assert torch.equal(frozen(x), implicit)  # the default: implicit on AVX-512 CPUs
-        assert bool(calls) == ("avx512" in PATHS)
+        if K.available():
+            assert implicit_ran() == {"avx512" in PATHS}
+        # and the calls one by one (no plans: as under a profile) give the same bits
+        monkeypatch.setattr(deploy.PackedBinaryConv2d, "_plan", lambda self, x: None)
+        stepwise = frozen(x)
     assert torch.equal(implicit, im2col) and torch.equal(implicit_plain, im2col_plain)
-    assert torch.equal(implicit, implicit_plain)
+    assert torch.equal(implicit, implicit_plain) and torch.equal(implicit, stepwise)
+
+
+@needs_library
+def test_frozen_convolution_plans_follow_shape_layout_threads_and_copies():
+    """A frozen W1A1 convolution makes a plan per input shape and dtype at its first call and
+    remakes it when the layout or torch's thread count changes; a deepcopy starts without
+    plans; an input no plan takes (a float input neither contiguous nor channels-last) runs the
+    calls one by one; every output equals the calls one by one."""
+    model = _calibrated_w1a1_resnet()
+    frozen = deploy.freeze(model)
+    conv = next(m for m in frozen.modules() if isinstance(m, deploy.PackedBinaryConv2d)
+                and m.binary_inputs and m.kernel_size == (3, 3) and not m.emit_signs)
+    x = torch.randn(2, conv.in_channels, 8, 8)
+    residual = torch.randn(2, conv.out_features, *conv(x).shape[2:])
+    stepwise = copy.deepcopy(conv)
+    stepwise._plan = lambda x: None  # the calls one by one
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            for given in (x, x.contiguous(memory_format=torch.channels_last), x[:1],
+                          x.transpose(2, 3)):
+                for t in (1, 2):
+                    torch.set_num_threads(t)
+                    for res in (None, residual[:given.shape[0]]):
+                        assert torch.equal(conv(given, res), stepwise(given, res))
+                        plan = conv._plans.get((given.shape, given.dtype))
+                        planned = given.is_contiguous() or given.is_contiguous(
+                            memory_format=torch.channels_last)
+                        assert (plan is not None and plan.takes(given)) == planned
+    finally:
+        torch.set_num_threads(threads)
+    assert len(conv._plans) == 2 and copy.deepcopy(conv)._plans == {}
