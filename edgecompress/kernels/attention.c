@@ -23,7 +23,7 @@ static void count_scalar(const uint64_t *mask, const uint64_t *vneg, int64_t sw,
     for (int64_t w = 0; w < sw; w++) {
         const uint64_t mw = mask[w];
         const uint64_t *v = vneg + w * d;
-        for (int64_t c = 0; c < d; c++) counts[c] += __builtin_popcountll(mw & v[c]);
+        for (int64_t c = 0; c < d; c++) counts[c] += ec_popcount64(mw & v[c]);
     }
 }
 
@@ -95,7 +95,7 @@ EC_EXPORT int ec_mask_matmul(const uint64_t *masks, const uint64_t *vneg, int64_
             const int64_t g = r / m, i = r % m, b = g / heads, h = g % heads;
             const uint64_t *mask = masks + r * sw;
             int64_t total = 0;
-            for (int64_t w = 0; w < sw; w++) total += __builtin_popcountll(mask[w]);
+            for (int64_t w = 0; w < sw; w++) total += ec_popcount64(mask[w]);
             count(mask, vneg + g * sw * d, sw, d, counts);
             float *o = out + ((b * m + i) * heads + h) * d;
             for (int64_t c = 0; c < d; c++) o[c] = (float)(total - 2 * counts[c]) * alpha;

@@ -43,7 +43,7 @@ static void tile_scalar(const uint64_t *const *a, const uint64_t *const *m, cons
             for (int r = 0; r < R; r++) {
                 const uint64_t aw = a[r][off + w], mw = m ? m[r][off + w] : ~(uint64_t)0;
                 for (int j = 0; j < PANEL; j++)
-                    acc[r][j] += __builtin_popcountll((aw ^ b[j]) & mw);
+                    acc[r][j] += ec_popcount64((aw ^ b[j]) & mw);
             }
         }
     }
@@ -176,14 +176,29 @@ typedef struct {
 
 static const int64_t no_offset = 0;
 
+/* Whether the masks of a block's real rows change nothing: every bit a row or any column of B
+ * (bbits: the OR of B's columns, kw words) may set lies inside the row's mask, so
+ * (a ^ b) & mask == a ^ b for every column (e.g. im2col rows of pixels inside the image, whose
+ * masks hold every channel bit). Then the tile runs without masks (on AVX2 the masks' ANDs are
+ * a sixth of the work) and the same integers come out; the valid counts still come from the
+ * masks. */
+static int masks_redundant(const uint64_t *const ar[R], const uint64_t *const mr[R],
+                           const uint64_t *bbits, int rows, int64_t kw) {
+    for (int r = 0; r < rows; r++)
+        for (int64_t w = 0; w < kw; w++)
+            if ((ar[r][w] | bbits[w]) & ~mr[r][w]) return 0;
+    return 1;
+}
+
 /* Row block rb: the R row pointers (rows past m: a zero row, or for windows any real one,
  * since the store skips them), their masks, valid counts and runs; returns whether the masks
- * apply. A block of windows that all lie inside the image is read in place; a block that
- * touches the padding is gathered into `gather` (R rows, then R mask rows, of kw words) by the
- * im2col code, with the same masks as the im2col path. */
+ * apply (not where masks_redundant, given bbits). A block of windows that all lie inside the
+ * image is read in place; a block that touches the padding is gathered into `gather` (R rows,
+ * then R mask rows, of kw words) by the im2col code, with the same masks as the im2col path. */
 static int load_rows(const gemm_rows *src, int64_t rb, int64_t m, int64_t kw, int64_t k,
-                     const uint64_t *pad, uint64_t *gather, const uint64_t *ar[R],
-                     const uint64_t *mr[R], int32_t valid[R], row_runs *runs) {
+                     const uint64_t *pad, const uint64_t *bbits, uint64_t *gather,
+                     const uint64_t *ar[R], const uint64_t *mr[R], int32_t valid[R],
+                     row_runs *runs) {
     *runs = (row_runs){&no_offset, 1, kw};
     for (int r = 0; r < R; r++) valid[r] = (int32_t)k;
     if (src->conv) {
@@ -220,18 +235,19 @@ static int load_rows(const gemm_rows *src, int64_t rb, int64_t m, int64_t kw, in
         }
         if (!src->mask) return 0;
     }
-    for (int r = 0; r < R && rb * R + r < m; r++) {
+    int rows = 0;
+    for (int r = 0; r < R && rb * R + r < m; r++, rows++) {
         int64_t v = 0;
-        for (int64_t w = 0; w < kw; w++) v += __builtin_popcountll(mr[r][w]);
+        for (int64_t w = 0; w < kw; w++) v += ec_popcount64(mr[r][w]);
         valid[r] = (int32_t)v;
     }
-    return 1;
+    return !(bbits && masks_redundant(ar, mr, bbits, rows, kw));
 }
 
 /* The fixed operands of one GEMM (see gemm_run). */
 typedef struct {
     const gemm_rows *src;
-    const uint64_t *bp, *pad;
+    const uint64_t *bp, *pad, *bbits;  /* bbits: the OR of B's columns (see masks_redundant) */
     int64_t m, n, kw, k, panels;
     const epilogue *out;
     tile_kernel kernel;
@@ -244,8 +260,8 @@ static void gemm_row_block(const gemm_job *j, int64_t rb, int64_t p0, int64_t p1
     const uint64_t *ar[R], *mr[R];
     int32_t valid[R];
     row_runs runs;
-    const int masked = load_rows(j->src, rb, j->m, j->kw, j->k, j->pad, gather, ar, mr, valid,
-                                 &runs);
+    const int masked = load_rows(j->src, rb, j->m, j->kw, j->k, j->pad, j->bbits, gather, ar,
+                                 mr, valid, &runs);
     int64_t acc[R][PANEL];
     for (int64_t p = p0; p < p1; p++) {
         j->kernel(ar, masked ? mr : NULL, j->bp + p * j->kw * PANEL, &runs, acc);
@@ -258,10 +274,16 @@ static void gemm_row_block(const gemm_job *j, int64_t rb, int64_t p0, int64_t p1
 static int gemm_run(const gemm_rows *src, const uint64_t *bp, int64_t m, int64_t n, int64_t kw,
                     int64_t k, const epilogue *out, tile_kernel kernel, store_kernel store,
                     int threads) {
-    /* an all-zero row stands in for the rows past the end of the last row block */
-    uint64_t *pad = calloc((size_t)(kw > 0 ? kw : 1), sizeof(uint64_t));
+    /* an all-zero row stands in for the rows past the end of the last row block; then the OR
+     * of B's columns, for masks_redundant */
+    uint64_t *pad = calloc((size_t)(2 * (kw > 0 ? kw : 1)), sizeof(uint64_t));
     if (pad == NULL) return EC_OUT_OF_MEMORY;
-    const gemm_job job = {src, bp, pad, m, n, kw, k, (n + PANEL - 1) / PANEL, out, kernel, store};
+    uint64_t *bbits = src->mask || src->conv ? pad + (kw > 0 ? kw : 1) : NULL;
+    const int64_t panels = (n + PANEL - 1) / PANEL;
+    for (int64_t p = 0; bbits && p < panels; p++)
+        for (int64_t w = 0; w < kw; w++)
+            for (int j = 0; j < PANEL; j++) bbits[w] |= bp[(p * kw + w) * PANEL + j];
+    const gemm_job job = {src, bp, pad, bbits, m, n, kw, k, panels, out, kernel, store};
     const int64_t row_blocks = (m + R - 1) / R;
     const int64_t panel_bytes = (kw > 0 ? kw : 1) * PANEL * 8;
     const int64_t block = gemm_block_bytes / panel_bytes > 0 ? gemm_block_bytes / panel_bytes : 1;

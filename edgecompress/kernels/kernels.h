@@ -90,6 +90,17 @@ static inline __m256i popcnt_bytes256(__m256i v) {
 
 #endif
 
+/* The number of set bits of x, in portable code: the SWAR sum (a dozen integer operations).
+ * Code compiled for no particular CPU gets no POPCNT instruction, and __builtin_popcountll
+ * there is a library call several times slower; the paths' own code (target attributes) uses
+ * the instruction. */
+static inline int ec_popcount64(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (int)((x * 0x0101010101010101ull) >> 56);
+}
+
 /* OpenMP threads for a requested count (<= 0: the OpenMP default). */
 static inline int ec_threads(int threads) {
 #ifdef _OPENMP
