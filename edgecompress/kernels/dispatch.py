@@ -764,6 +764,22 @@ def im2col_words(pixels: Tensor, channels: int, kernel: tuple[int, int],
     return rows, mask
 
 
+def _binary_conv_output(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
+                        padding: tuple[int, int],
+                        dilation: tuple[int, int]) -> tuple[int, int]:
+    """The checked output size (oh, ow) of a binary convolution of an h x w input."""
+    geometry = (*kernel, *stride, *padding, *dilation)
+    if len(geometry) != 8 or min(geometry) < 0 or 0 in (*kernel, *stride, *dilation):
+        raise ValueError(f"kernel, stride, padding, dilation must be pairs of positive ints "
+                         f"(padding >= 0), got {kernel}, {stride}, {padding}, {dilation}")
+    oh = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
+    ow = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"a {kernel} window (padding {padding}, dilation {dilation}) does not "
+                         f"fit the {h}x{w} input")
+    return oh, ow
+
+
 def binary_conv(pixels: Tensor, channels: int, b: Tensor, kernel: tuple[int, int],
                 stride: tuple[int, int], padding: tuple[int, int],
                 dilation: tuple[int, int] = (1, 1), *, output: str = "float32",
@@ -787,14 +803,7 @@ def binary_conv(pixels: Tensor, channels: int, b: Tensor, kernel: tuple[int, int
                          f"{channels} channels, got {pixels.dtype} {tuple(pixels.shape)}")
     n, h, w, cw = pixels.shape
     geometry = (*kernel, *stride, *padding, *dilation)
-    if len(geometry) != 8 or min(geometry) < 0 or 0 in (*kernel, *stride, *dilation):
-        raise ValueError(f"kernel, stride, padding, dilation must be pairs of positive ints "
-                         f"(padding >= 0), got {kernel}, {stride}, {padding}, {dilation}")
-    oh = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
-    ow = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
-    if oh < 1 or ow < 1:
-        raise ValueError(f"a {kernel} window (padding {padding}, dilation {dilation}) does not "
-                         f"fit the {h}x{w} input")
+    oh, ow = _binary_conv_output(h, w, kernel, stride, padding, dilation)
     m, kw, k = n * oh * ow, kernel[0] * kernel[1] * cw, kernel[0] * kernel[1] * channels
     b = _check_epilogue(m, kw, b, scale, bias, residual, clamp)
     lib = library()
@@ -850,11 +859,7 @@ class BinaryConvPlan:
         else:
             raise ValueError(f"the input must be packed pixels or float32 (n, {channels}, h, "
                              f"w), got {x.dtype} {tuple(x.shape)}")
-        oh = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
-        ow = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
-        if oh < 1 or ow < 1:
-            raise ValueError(f"a {kernel} window (padding {padding}, dilation {dilation}) does "
-                             f"not fit the {h}x{w} input")
+        oh, ow = _binary_conv_output(h, w, kernel, stride, padding, dilation)
         m, kw = n * oh * ow, kernel[0] * kernel[1] * words(channels)
         b = _check_epilogue(m, kw, b, scale, bias, None, clamp)
         n_out = b.shape[0]
