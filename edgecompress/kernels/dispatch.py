@@ -17,8 +17,8 @@ import functools
 import torch
 from torch import Tensor
 
-from ._loader import (BinaryConvArgs, ConvF32Plan, PatchPlan, by_reference, check_status, library, load,
-                      load_error, path_code)
+from ._loader import (BinaryConvArgs, ConvF32Plan, PatchPlan, by_reference, check_status,
+                      library, load, load_error, path_code)
 from .reference import (PANEL, adder_input_grad_reference, euclid_patch_reference,
                         euclid_shift_reference, euclid_patch_grad_reference,
                         binary_gemm_affine_reference, block_epilogue_reference,
