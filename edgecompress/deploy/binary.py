@@ -288,6 +288,7 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
     #: (0.8-1.0x). A 1x1 stride-1 convolution without padding has no rows to gather (they are
     #: its pixels) and always runs the plain GEMM.
     implicit_gemm: bool | None = None
+    process_local = ("_plans",)  # the W1A1 calls' plans, per input
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
@@ -316,13 +317,6 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
         # implicit_gemm's default on this CPU, resolved here: not in a torch.compile trace
         self._implicit_default = "avx512" in kernels.supported_paths()
         self._plans: dict[tuple[torch.Size, torch.dtype], kernels.BinaryConvPlan] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle and ``copy.deepcopy`` without the kernel plans (they hold ctypes pointers
-        into this process): the copy makes its own at its first call."""
-        state = self.__dict__.copy()
-        state["_plans"] = {}
-        return state
 
     def _implicit(self) -> bool:
         """Whether the W1A1 GEMM runs as an implicit GEMM (see :attr:`implicit_gemm`)."""

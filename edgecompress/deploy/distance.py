@@ -120,16 +120,11 @@ class EuclidConvShift:
     an :class:`~edgecompress.layers.euclid.EuclidConvPlan` per input shape where it runs (the
     same floats as :func:`~edgecompress.layers.euclid.euclid_conv2d`, which runs elsewhere)."""
 
+    process_local = ("_plans",)
+
     def prepare(self) -> None:
         super().prepare()  # type: ignore[misc]
         self._plans: dict[torch.Size, EuclidConvPlan] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle and ``copy.deepcopy`` without the plans (they hold ctypes pointers into this
-        process): the copy makes its own at its first call."""
-        state = self.__dict__.copy()  # type: ignore[attr-defined]
-        state["_plans"] = {}
-        return state
 
     def _gemm_shift(self) -> Tensor:
         return kernels.euclid_shift_reference(self.forward_weight(),  # type: ignore[attr-defined]

@@ -37,6 +37,7 @@ class PackedFloatConv2d(PackedLayer):
 
     #: an export (torch.export, ONNX) sees torch's convolution
     onnx_exportable = True
+    process_local = ("_plans",)  # the direct convolution's plans, per input shape
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], *,
@@ -81,13 +82,6 @@ class PackedFloatConv2d(PackedLayer):
         # conversion leaves it alone, while torch's path uses the converted buffer)
         self._kernel_weight = self.weight.detach().contiguous()
         self._plans: dict[torch.Size, kernels.DirectConvPlan] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle and ``copy.deepcopy`` without the kernel plans (they hold the addresses of
-        this process's tensors as ctypes pointers): the copy makes its own at its first call."""
-        state = self.__dict__.copy()
-        state["_plans"] = {}
-        return state
 
     def fold_affine(self, s: Tensor, t: Tensor) -> None:
         """``y -> s y + t`` per output channel: weight * s, bias * s + t (as freeze folds a

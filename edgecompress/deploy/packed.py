@@ -68,9 +68,23 @@ class PackedLayer(CompressedLayer):
     #: ``layer(x) + residual`` and is computed with it, or None
     fused_clamp: tuple[float, float] | None = None
 
+    #: attributes that hold this process's kernel plans (dicts of objects with ctypes pointers
+    #: into its memory): a pickled or deep-copied layer gets them empty and makes its own at its
+    #: first call
+    process_local: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self) -> None:
         super().__init__()
         self.register_load_state_dict_post_hook(_prepare_after_load)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and ``copy.deepcopy`` state: ``__dict__`` with the :attr:`process_local`
+        plans emptied."""
+        state = self.__dict__.copy()
+        for name in self.process_local:
+            if name in state:
+                state[name] = {}
+        return state
 
     @classmethod
     def from_trained(cls, layer: nn.Module, **options: Any) -> "PackedLayer":
