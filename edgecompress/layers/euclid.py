@@ -237,7 +237,7 @@ class EuclidConvPlan:
         self.kernel, self.stride, self.padding = pool
         self.groups, self.x_shape = groups, x.shape
         self.x_last = int(not x.is_contiguous())  # else channels-last (see make)
-        out = [(size + 2 * p - k) // s + 1 for size, k, s, p in
+        out = [kernels.conv_output_size(size, k, s, p, 1) for size, k, s, p in
                zip(x.shape[2:], self.kernel, self.stride, self.padding)]
         # torch's convolution writes the output of a channels-last input channels-last
         self.patch = kernels.EuclidPatchPlan(x.shape, torch.Size((x.shape[0], weight_shape[0],
