@@ -94,6 +94,20 @@ EC_INLINE void window_sums(const float *s, const patch_geometry *d, float *pad, 
     memset(pad, 0, (size_t)((d->h + 2 * d->ph) * wp) * sizeof(float));
     for (int64_t y = 0; y < d->h; y++)
         memcpy(pad + (y + d->ph) * wp + d->pw, s + y * d->w, (size_t)d->w * sizeof(float));
+    if (d->kh == 3 && d->kw == 3 && d->sw == 1) {  /* the common case: a sum in registers */
+        for (int64_t oy = 0; oy < d->oh; oy++) {
+            float *row = out + oy * d->ow;
+            const float *a = pad + oy * d->sh * wp, *b = a + wp, *c = b + wp;
+            for (int64_t ox = 0; ox < d->ow; ox++) {
+                float t = 0.0f;
+                t = t + a[ox]; t = t + a[ox + 1]; t = t + a[ox + 2];
+                t = t + b[ox]; t = t + b[ox + 1]; t = t + b[ox + 2];
+                t = t + c[ox]; t = t + c[ox + 1]; t = t + c[ox + 2];
+                row[ox] = half * t;
+            }
+        }
+        return;
+    }
     for (int64_t oy = 0; oy < d->oh; oy++) {
         float *row = out + oy * d->ow;
         for (int64_t ox = 0; ox < d->ow; ox++) row[ox] = 0.0f;
@@ -122,6 +136,22 @@ EC_INLINE void window_transpose(const float *q, const patch_geometry *d, float *
     for (int64_t oy = 0; oy < d->oh; oy++)
         for (int64_t ox = 0; ox < d->ow; ox++)
             dq[(oy * d->sh + d->kh - 1) * dw + ox * d->sw + d->kw - 1] = q[oy * d->ow + ox];
+    if (d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->h + d->ph + 2 <= dh &&
+        d->w + d->pw + 2 <= dw) {  /* the common case, every tap inside dq: in registers */
+        for (int64_t y = 0; y < d->h; y++) {
+            float *row = r + y * d->w;
+            /* ky = 2, 1, 0: dq rows y + ph, + 1, + 2; kx = 2, 1, 0: columns x + pw, + 1, + 2 */
+            const float *a = dq + (y + d->ph) * dw + d->pw, *b = a + dw, *c = b + dw;
+            for (int64_t x = 0; x < d->w; x++) {
+                float t = 0.0f;
+                t = t + a[x]; t = t + a[x + 1]; t = t + a[x + 2];
+                t = t + b[x]; t = t + b[x + 1]; t = t + b[x + 2];
+                t = t + c[x]; t = t + c[x + 1]; t = t + c[x + 2];
+                row[x] = t;
+            }
+        }
+        return;
+    }
     for (int64_t y = 0; y < d->h; y++) {
         float *row = r + y * d->w;
         for (int64_t x = 0; x < d->w; x++) row[x] = 0.0f;
@@ -153,26 +183,27 @@ EC_INLINE void forward_terms_body(const float *x, int x_last, const patch_geomet
                     terms + j * d->oh * d->ow);
 }
 
-/* forward: y -= its term (y = (y + shift[channel]) - term with a shift); unit = a channel
- * plane (q = (i g + j) co + o), or channels-last a row of pixels (q = i oh + oy) */
+/* forward: y -= its term (y = (y + shift[channel]) - term with a shift) in image i, whose
+ * terms are `terms`; unit u = a channel plane (channel u), or channels-last a row of pixels
+ * (row u) */
 EC_INLINE void subtract_body(float *y, int y_last, const float *terms, const float *shift,
-                             const patch_geometry *d, int64_t q) {
+                             const patch_geometry *d, int64_t i, int64_t u) {
     const int64_t plane = d->oh * d->ow, channels = d->g * d->co;
     if (!y_last) {
-        float *dst = y + q * plane;
-        const float *t = terms + (q / d->co) * plane;
+        float *dst = y + (i * channels + u) * plane;
+        const float *t = terms + (u / d->co) * plane;
         if (shift) {
-            const float b = shift[q % channels];
+            const float b = shift[u];
             for (int64_t k = 0; k < plane; k++) dst[k] = (dst[k] + b) - t[k];
         } else {
             for (int64_t k = 0; k < plane; k++) dst[k] = dst[k] - t[k];
         }
         return;
     }
-    const int64_t i = q / d->oh, row = (q % d->oh) * d->ow;
+    const int64_t row = u * d->ow;
     for (int64_t ox = 0; ox < d->ow; ox++) {
         float *dst = y + (i * plane + row + ox) * channels;
-        const float *t = terms + i * d->g * plane + row + ox;
+        const float *t = terms + row + ox;
         for (int64_t j = 0; j < d->g; j++) {
             const float v = t[j * plane];
             float *out = dst + j * d->co;
@@ -230,7 +261,7 @@ EC_INLINE void grad_store_body(const float *x, int x_last, const float *r, float
 typedef struct {
     void (*forward_terms)(const float *, int, const patch_geometry *, float *, float, float *);
     void (*subtract)(float *, int, const float *, const float *, const patch_geometry *,
-                     int64_t);
+                     int64_t, int64_t);
     void (*grad_terms)(const float *, int, const patch_geometry *, float *, float, float *);
     void (*grad_store)(const float *, int, const float *, float *, int, const patch_geometry *,
                        int64_t);
@@ -242,8 +273,8 @@ typedef struct {
         forward_terms_body(x, xl, d, work, half, terms);                                      \
     }                                                                                         \
     ATTR static void subtract_##S(float *y, int yl, const float *terms, const float *shift,  \
-                                  const patch_geometry *d, int64_t q) {                      \
-        subtract_body(y, yl, terms, shift, d, q);                                             \
+                                  const patch_geometry *d, int64_t i, int64_t u) {           \
+        subtract_body(y, yl, terms, shift, d, i, u);                                          \
     }                                                                                         \
     ATTR static void grad_terms_##S(const float *gy, int gl, const patch_geometry *d,        \
                                     float *work, float half, float *r) {                     \
@@ -292,14 +323,18 @@ static int run_patch(const patch_geometry *d, const patch_io *io, int backward, 
     const int64_t units = backward ? (io->x_last ? n * d->h : n * d->c)
                                    : (io->y_last ? n * d->oh : n * g * d->co);
     const int64_t channels = g * d->co;
+    const int nt = ec_threads(threads);
+    /* forward with an image per thread at least: image by image, the terms of one in the
+     * thread's work; else the terms of every image, then the pass over y / gx by units */
+    const int by_image = !backward && n >= nt;
     /* the terms, then (forward from a weight) the shift's channels */
     const int from_weight = !backward && !io->shift && io->weight;
-    float *terms = malloc((size_t)(n * per_image + (from_weight ? channels : 0)) *
-                          sizeof(float));
+    float *terms = malloc((size_t)((by_image ? 0 : n * per_image) +
+                                   (from_weight ? channels : 0) + 1) * sizeof(float));
     if (!terms) return EC_OUT_OF_MEMORY;
     const float *shift = io->shift;
     if (from_weight) {  /* k outer, channels inner: independent sums, one pass over w */
-        float *sq = terms + n * per_image;
+        float *sq = terms + (by_image ? 0 : n * per_image);
         const int64_t len = (d->c / g) * d->kh * d->kw;
         for (int64_t j = 0; j < channels; j++) sq[j] = io->weight[j * len] * io->weight[j * len];
         for (int64_t k = 1; k < len; k++)
@@ -309,35 +344,53 @@ static int run_patch(const patch_geometry *d, const patch_io *io, int backward, 
             sq[j] = io->bias ? io->bias[j] - io->half * sq[j] : -(io->half * sq[j]);
         shift = sq;
     }
+    const int64_t image_units = units / (n > 0 ? n : 1);
     int failed = 0;
-#pragma omp parallel num_threads(ec_threads(threads)) if (n * d->c * in_plane > 32768)
+#pragma omp parallel num_threads(nt) if (n * d->c * in_plane > 32768)
     {
-        float *work = malloc((size_t)work_size * sizeof(float));
+        float *work = malloc((size_t)(work_size + (by_image ? per_image : 0)) * sizeof(float));
         if (!work) {
 #pragma omp atomic write
             failed = 1;
         }
+        if (by_image) {
+            float *mine = work + work_size;
+            /* the last images first: the convolution read and wrote them last, so parts of
+             * their x and y may still be in the caches */
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            if (!work) continue;
-            if (backward)
-                k->grad_terms(io->y + i * g * d->co * plane, io->y_last, d, work, io->half,
-                              terms + i * per_image);
-            else
+            for (int64_t r = 0; r < n; r++) {
+                if (!work) continue;
+                const int64_t i = n - 1 - r;
                 k->forward_terms(io->x + i * d->c * in_plane, io->x_last, d, work, io->half,
-                                 terms + i * per_image);
-        }
-        free(work);
-        /* (the loop's implicit barrier: every term is written) */
-        if (!failed) {
+                                 mine);
+                for (int64_t u = 0; u < image_units; u++)
+                    k->subtract(io->y, io->y_last, mine, shift, d, i, u);
+            }
+        } else {
 #pragma omp for schedule(static)
-            for (int64_t q = 0; q < units; q++) {
+            for (int64_t i = 0; i < n; i++) {
+                if (!work) continue;
                 if (backward)
-                    k->grad_store(io->x, io->x_last, terms, io->gx, io->add, d, q);
+                    k->grad_terms(io->y + i * g * d->co * plane, io->y_last, d, work, io->half,
+                                  terms + i * per_image);
                 else
-                    k->subtract(io->y, io->y_last, terms, shift, d, q);
+                    k->forward_terms(io->x + i * d->c * in_plane, io->x_last, d, work,
+                                     io->half, terms + i * per_image);
+            }
+            /* (the loop's implicit barrier: every term is written) */
+            if (!failed) {
+#pragma omp for schedule(static)
+                for (int64_t q = 0; q < units; q++) {
+                    const int64_t i = q / image_units;
+                    if (backward)
+                        k->grad_store(io->x, io->x_last, terms, io->gx, io->add, d, q);
+                    else
+                        k->subtract(io->y, io->y_last, terms + i * per_image, shift, d, i,
+                                    q - i * image_units);
+                }
             }
         }
+        free(work);
     }
     free(terms);
     return failed ? EC_OUT_OF_MEMORY : EC_OK;
