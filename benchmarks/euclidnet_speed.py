@@ -2,7 +2,7 @@
 (3x3, padding 1: 16 channels at 32x32, 32 at 16x16, 64 at 8x8), issue 13's cost claim
 (targets: EuclidConv2d's training step <= 1.2x the convolution's, inference <= 1.1x).
 
-    python benchmarks/euclidnet_speed.py           # batches 4, 32 and 128, 7 rounds, 1 thread
+    python benchmarks/euclidnet_speed.py           # batches 4, 32 and 128, 21 rounds, 1 thread
     python benchmarks/euclidnet_speed.py --quick   # batches 4 and 32, 3 rounds
 
 For each shape and batch, one training step (forward + backward to the input and the weights)
@@ -96,7 +96,9 @@ def main() -> None:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="batches 4 and 32, 3 rounds")
     parser.add_argument("--batches", default="4,32,128", help="comma-separated batch sizes")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=21,
+                        help="interleaved rounds (at 7 the medians moved by about 0.04 from run "
+                             "to run, as much as the cells' distance to the targets)")
     parser.add_argument("--calls", type=int, default=3, help="least calls per layer and round")
     parser.add_argument("--min-ms", type=float, default=30.0,
                         help="least milliseconds of nn.Conv2d calls per round (the other "
