@@ -428,7 +428,8 @@ EC_EXPORT int ec_binary_conv(const uint64_t *px, const int64_t *geometry, const 
  * it on every forward; at batch 1 converting the arguments of three ctypes calls costs as much
  * as a small layer's GEMM): the input, packed pixels or float32 (n, c, h, w) held contiguous or
  * channels-last, is packed as ec_pack_channels / ec_pack_signs pack it, then ec_binary_conv's
- * implicit GEMM or ec_binary_gemm on ec_im2col_words' rows (with their mask when masked),
+ * implicit GEMM or ec_binary_gemm on ec_im2col_words' rows (with their mask when masked); a
+ * float input to a 1x1 window without padding has only the pixels it reads packed, as rows,
  * writing float32 values (M x n_out) or their packed signs (M x ceil(n_out / 64) words):
  * the same operations, so the same bits, as those calls made one by one. Mirrored by
  * edgecompress.kernels._loader.BinaryConvArgs: keep the field order.
@@ -454,16 +455,23 @@ EC_EXPORT int ec_binary_conv_planned(const ec_binary_conv_plan *p, const void *x
     uint64_t *cs = p->signs ? (uint64_t *)out : NULL;
     uint64_t *px = (uint64_t *)x, *rows = NULL, *mask = NULL;
     int status = EC_OK;
+    /* a 1x1 window without padding on a float input: only the pixels it reads are packed, and
+     * they are the GEMM's rows (the same words as im2col of every packed pixel) */
+    const int pointwise = p->input != 0 && g.kh == 1 && g.kw == 1 && g.ph == 0 && g.pw == 0;
     if (p->input != 0) {
-        px = malloc((size_t)(g.n * g.h * g.w * cw > 0 ? g.n * g.h * g.w * cw : 1) *
+        const int64_t oh = pointwise ? conv_out_h(&g) : g.h;
+        const int64_t ow = pointwise ? conv_out_w(&g) : g.w;
+        const int64_t sh = pointwise ? g.sh : 1, sw = pointwise ? g.sw : 1;
+        px = malloc((size_t)(g.n * oh * ow * cw > 0 ? g.n * oh * ow * cw : 1) *
                     sizeof(uint64_t));
         if (px == NULL) return EC_OUT_OF_MEMORY;
-        if (p->input == 1)
-            status = ec_pack_signs((const float *)x, NULL, g.n * g.h * g.w, g.c, px, p->path);
-        else
-            ec_pack_channels((const float *)x, g.n, g.c, g.h, g.w, px);
+        status = ec_pack_pixels((const float *)x, p->input == 1, g.n, g.c, g.h, g.w, sh, sw, oh,
+                                ow, px, p->path, p->threads);
     }
-    if (status == EC_OK && p->implicit) {
+    if (status == EC_OK && pointwise) {
+        status = ec_binary_gemm(px, NULL, p->bp, m, p->n_out, kw, p->k, NULL, cf, cs, p->scale,
+                                p->bias, res, p->clamp, p->lo, p->hi, p->path, p->threads);
+    } else if (status == EC_OK && p->implicit) {
         status = ec_binary_conv(px, p->geometry, p->bp, p->n_out, NULL, cf, cs, p->scale,
                                 p->bias, res, p->clamp, p->lo, p->hi, p->path, p->threads);
     } else if (status == EC_OK) {

@@ -64,6 +64,9 @@ int ec_pack_signs(const float *x, const float *off, int64_t rows, int64_t k, uin
                   int path);
 void ec_pack_channels(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                       uint64_t *out);
+int ec_pack_pixels(const float *x, int last, int64_t n, int64_t c, int64_t h, int64_t w,
+                   int64_t sh, int64_t sw, int64_t oh, int64_t ow, uint64_t *out, int path,
+                   int threads);
 void ec_im2col_words(const uint64_t *px, int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh,
                      int64_t kw_, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
                      int64_t dw, uint64_t *rows, uint64_t *mask);

@@ -77,6 +77,41 @@ EC_EXPORT int ec_pack_signs(const float *x, const float *off, int64_t rows, int6
     return EC_OK;
 }
 
+/* The pixels (i, oy sh, ox sw), oy < oh, ox < ow, of a float input (n, c, h, w) held
+ * channels-last (last) or contiguous -> out (n oh ow, ceil(c / 64)) words, bit 1 where x < 0, as
+ * ec_pack_signs and ec_pack_channels pack them: with stride 1 and the whole image, every pixel
+ * (a convolution's packed input); with a stride, the rows of a 1x1 convolution without padding,
+ * the pixels it skips never read. */
+int ec_pack_pixels(const float *x, int last, int64_t n, int64_t c, int64_t h, int64_t w,
+                   int64_t sh, int64_t sw, int64_t oh, int64_t ow, uint64_t *out, int path,
+                   int threads) {
+    path = ec_resolve_path(path);
+    if (path < 0) return EC_UNSUPPORTED_PATH;
+    void (*const pack_row)(const float *, const float *, int64_t, uint64_t *) =
+        EC_PICK(path, pack_row_scalar, pack_row_avx2, pack_row_avx512);
+    const int64_t cw = (c + 63) / 64, plane = oh * ow;
+#pragma omp parallel for schedule(static) num_threads(ec_threads(threads)) \
+    if (n * plane * c > 65536)
+    for (int64_t line = 0; line < n * oh; line++) {  /* an output row of one image */
+        const int64_t img = line / oh, y = (line % oh) * sh;
+        uint64_t *o = out + line * ow * cw;
+        if (last) {
+            for (int64_t ox = 0; ox < ow; ox++)
+                pack_row(x + ((img * h + y) * w + ox * sw) * c, NULL, c, o + ox * cw);
+            continue;
+        }
+        memset(o, 0, (size_t)(ow * cw) * sizeof(uint64_t));
+        for (int64_t ch = 0; ch < c; ch++) {
+            const float *row = x + ((img * c + ch) * h + y) * w;
+            const uint64_t bit = (uint64_t)1 << (ch & 63);
+            const int64_t word = ch >> 6;
+            for (int64_t ox = 0; ox < ow; ox++)
+                if (row[ox * sw] < 0.0f) o[ox * cw + word] |= bit;
+        }
+    }
+    return EC_OK;
+}
+
 /* Binary attention's q / k: x (b, t, heads * d) floats plus off (heads * d offsets, the
  * quantizer's threshold) -> out (b, heads, t, ceil(d / 64)) words, each head's d values of a
  * token packed as one row: the head split is read in place (no transposed copy), each bit the

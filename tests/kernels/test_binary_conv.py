@@ -127,6 +127,30 @@ def test_planned_conv_equals_the_calls_one_by_one(path, seed):
 
 @needs_library
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("channels, size, stride", [(1, (7, 5), (2, 2)), (64, (9, 9), (2, 1)),
+                                                     (130, (6, 11), (1, 3)), (65, (5, 4), (3, 3))])
+def test_planned_pointwise_conv_packs_only_the_pixels_it_reads(path, channels, size, stride):
+    """A 1x1 convolution without padding on a float input (a ResNet shortcut): the plan packs
+    only the strided pixels, straight into the GEMM's rows; the same bits as packing every
+    pixel and gathering them, for both layouts, ragged sizes and 1 and 2 threads."""
+    g = torch.Generator().manual_seed(channels)
+    x = torch.randn(2, channels, *size, generator=g)
+    b = K.pack_conv_weights(torch.randn(21, channels, 1, 1, generator=g))
+    geometry = ((1, 1), stride, (0, 0), (1, 1))
+    rows, _ = K.im2col_words(K.pack_pixels(x), channels, *geometry)
+    scale, bias = torch.rand(21, generator=g) + 0.1, torch.randn(21, generator=g)
+    expected = K.binary_gemm_affine(rows, b, channels, None, scale, bias, path=path)
+    for given in (x, x.contiguous(memory_format=torch.channels_last)):
+        for threads in (1, 2):
+            for implicit in (False, True):
+                plan = K.BinaryConvPlan(given, channels, b, K.pack_panels(b), *geometry,
+                                        implicit=implicit, scale=scale, bias=bias, path=path,
+                                        threads=threads)
+                assert torch.equal(plan(given), expected)
+
+
+@needs_library
+@pytest.mark.parametrize("path", PATHS)
 def test_cache_blocks_of_panels_re_read_the_windows_exactly(path):
     """Tiny cache blocks: every panel block reads (and gathers at the border) the windows
     again."""
