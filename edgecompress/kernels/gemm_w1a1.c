@@ -29,6 +29,8 @@ typedef struct {
     int64_t count, words;
 } row_runs;
 
+/* A tile kernel: R rows (a[r]) against one panel; m NULL (no masks) or the rows' masks, where
+ * the scalar and AVX2 tiles also take m[r] NULL for a row without one (see load_rows). */
 typedef void (*tile_kernel)(const uint64_t *const *a, const uint64_t *const *m,
                             const uint64_t *bp, const row_runs *runs, int64_t acc[R][PANEL]);
 
@@ -41,7 +43,8 @@ static void tile_scalar(const uint64_t *const *a, const uint64_t *const *m, cons
         for (int64_t w = 0; w < runs->words; w++) {
             const uint64_t *b = bp + (s * runs->words + w) * PANEL;
             for (int r = 0; r < R; r++) {
-                const uint64_t aw = a[r][off + w], mw = m ? m[r][off + w] : ~(uint64_t)0;
+                const uint64_t aw = a[r][off + w];
+                const uint64_t mw = m && m[r] ? m[r][off + w] : ~(uint64_t)0;
                 for (int j = 0; j < PANEL; j++)
                     acc[r][j] += ec_popcount64((aw ^ b[j]) & mw);
             }
@@ -57,58 +60,58 @@ static void tile_scalar(const uint64_t *const *a, const uint64_t *const *m, cons
  * lookup's byte counts (at most 8 per word) are summed as bytes over up to 31 words, then into
  * 64-bit lanes by VPSADBW. All integer sums: the same counts in any order. */
 #define EC_LOOKUP_WORDS 31
-/* the tile with or without masks (MASKED a constant: the unmasked tile has no AND at all, a
- * fifth of its integer work) */
+/* one row of the tile (acc: its 16 sums), with or without its mask (MASKED a constant: the
+ * unmasked row has no AND at all, a fifth of its integer work) */
 __attribute__((target("avx2,popcnt"), always_inline))
-static inline void tile_avx2_body(const uint64_t *const *a, const uint64_t *const *m,
-                                  const uint64_t *bp, const row_runs *runs,
-                                  int64_t acc[R][PANEL], const int MASKED) {
+static inline void tile_avx2_row(const uint64_t *a, const uint64_t *m, const uint64_t *bp,
+                                 const row_runs *runs, int64_t acc[PANEL], const int MASKED) {
     const __m256i zero = _mm256_setzero_si256();
-    for (int r = 0; r < R; r++) {
-        __m256i t0 = zero, t1 = zero, c0 = zero, c1 = zero;  /* 64-bit totals, byte counts */
-        uint64_t s[PANEL / 2] = {0};                          /* columns 8-15 */
-        int n = 0;
-        for (int64_t run = 0; run < runs->count; run++) {
-            const uint64_t *ar = a[r] + runs->off[run];
-            const uint64_t *mr = MASKED ? m[r] + runs->off[run] : NULL;
-            const uint64_t *b = bp + run * runs->words * PANEL;
-            for (int64_t w = 0; w < runs->words; w++, b += PANEL) {
-                const uint64_t aw = ar[w], mw = MASKED ? mr[w] : ~(uint64_t)0;
-                const __m256i av = _mm256_set1_epi64x((long long)aw);
-                __m256i x0 = _mm256_xor_si256(av, _mm256_loadu_si256((const __m256i *)b));
-                __m256i x1 = _mm256_xor_si256(av, _mm256_loadu_si256((const __m256i *)(b + 4)));
-                if (MASKED) {
-                    const __m256i mv = _mm256_set1_epi64x((long long)mw);
-                    x0 = _mm256_and_si256(x0, mv);
-                    x1 = _mm256_and_si256(x1, mv);
-                }
-                c0 = _mm256_add_epi8(c0, popcnt_bytes256(x0));
-                c1 = _mm256_add_epi8(c1, popcnt_bytes256(x1));
-                for (int j = 0; j < PANEL / 2; j++) {
-                    const uint64_t x = aw ^ b[PANEL / 2 + j];
-                    s[j] += (uint64_t)__builtin_popcountll(MASKED ? x & mw : x);
-                }
-                if (++n == EC_LOOKUP_WORDS) {
-                    t0 = _mm256_add_epi64(t0, _mm256_sad_epu8(c0, zero));
-                    t1 = _mm256_add_epi64(t1, _mm256_sad_epu8(c1, zero));
-                    c0 = c1 = zero;
-                    n = 0;
-                }
+    __m256i t0 = zero, t1 = zero, c0 = zero, c1 = zero;  /* 64-bit totals, byte counts */
+    uint64_t s[PANEL / 2] = {0};                          /* columns 8-15 */
+    int n = 0;
+    for (int64_t run = 0; run < runs->count; run++) {
+        const uint64_t *ar = a + runs->off[run];
+        const uint64_t *mr = MASKED ? m + runs->off[run] : NULL;
+        const uint64_t *b = bp + run * runs->words * PANEL;
+        for (int64_t w = 0; w < runs->words; w++, b += PANEL) {
+            const uint64_t aw = ar[w], mw = MASKED ? mr[w] : ~(uint64_t)0;
+            const __m256i av = _mm256_set1_epi64x((long long)aw);
+            __m256i x0 = _mm256_xor_si256(av, _mm256_loadu_si256((const __m256i *)b));
+            __m256i x1 = _mm256_xor_si256(av, _mm256_loadu_si256((const __m256i *)(b + 4)));
+            if (MASKED) {
+                const __m256i mv = _mm256_set1_epi64x((long long)mw);
+                x0 = _mm256_and_si256(x0, mv);
+                x1 = _mm256_and_si256(x1, mv);
+            }
+            c0 = _mm256_add_epi8(c0, popcnt_bytes256(x0));
+            c1 = _mm256_add_epi8(c1, popcnt_bytes256(x1));
+            for (int j = 0; j < PANEL / 2; j++) {
+                const uint64_t x = aw ^ b[PANEL / 2 + j];
+                s[j] += (uint64_t)__builtin_popcountll(MASKED ? x & mw : x);
+            }
+            if (++n == EC_LOOKUP_WORDS) {
+                t0 = _mm256_add_epi64(t0, _mm256_sad_epu8(c0, zero));
+                t1 = _mm256_add_epi64(t1, _mm256_sad_epu8(c1, zero));
+                c0 = c1 = zero;
+                n = 0;
             }
         }
-        t0 = _mm256_add_epi64(t0, _mm256_sad_epu8(c0, zero));
-        t1 = _mm256_add_epi64(t1, _mm256_sad_epu8(c1, zero));
-        _mm256_storeu_si256((__m256i *)&acc[r][0], t0);
-        _mm256_storeu_si256((__m256i *)&acc[r][4], t1);
-        for (int j = 0; j < PANEL / 2; j++) acc[r][PANEL / 2 + j] = (int64_t)s[j];
     }
+    t0 = _mm256_add_epi64(t0, _mm256_sad_epu8(c0, zero));
+    t1 = _mm256_add_epi64(t1, _mm256_sad_epu8(c1, zero));
+    _mm256_storeu_si256((__m256i *)&acc[0], t0);
+    _mm256_storeu_si256((__m256i *)&acc[4], t1);
+    for (int j = 0; j < PANEL / 2; j++) acc[PANEL / 2 + j] = (int64_t)s[j];
 }
 
+/* rows one at a time, each masked only if it has a mask */
 __attribute__((target("avx2,popcnt")))
 static void tile_avx2(const uint64_t *const *a, const uint64_t *const *m, const uint64_t *bp,
                       const row_runs *runs, int64_t acc[R][PANEL]) {
-    if (m) tile_avx2_body(a, m, bp, runs, acc, 1);
-    else tile_avx2_body(a, m, bp, runs, acc, 0);
+    for (int r = 0; r < R; r++) {
+        if (m && m[r]) tile_avx2_row(a[r], m[r], bp, runs, acc[r], 1);
+        else tile_avx2_row(a[r], NULL, bp, runs, acc[r], 0);
+    }
 }
 #undef EC_LOOKUP_WORDS
 
@@ -188,27 +191,27 @@ typedef struct {
 
 static const int64_t no_offset = 0;
 
-/* Whether the masks of a block's real rows change nothing: every bit a row or any column of B
- * (bbits: the OR of B's columns, kw words) may set lies inside the row's mask, so
- * (a ^ b) & mask == a ^ b for every column (e.g. im2col rows of pixels inside the image, whose
- * masks hold every channel bit). Then the tile runs without masks (on AVX2 the masks' ANDs are
- * a sixth of the work) and the same integers come out; the valid counts still come from the
- * masks. */
-static int masks_redundant(const uint64_t *const ar[R], const uint64_t *const mr[R],
-                           const uint64_t *bbits, int rows, int64_t kw) {
-    for (int r = 0; r < rows; r++)
-        for (int64_t w = 0; w < kw; w++)
-            if ((ar[r][w] | bbits[w]) & ~mr[r][w]) return 0;
+/* Whether a row's mask changes nothing: every bit the row or any column of B (bbits: the OR of
+ * B's columns, kw words) may set lies inside the mask, so (a ^ b) & mask == a ^ b for every
+ * column (e.g. im2col rows of pixels inside the image, whose masks hold every channel bit).
+ * Then the row runs without its mask (on AVX2 the masks' ANDs are a fifth of the work) and the
+ * same integers come out; the valid counts still come from the masks. */
+static int mask_redundant(const uint64_t *ar, const uint64_t *mr, const uint64_t *bbits,
+                          int64_t kw) {
+    for (int64_t w = 0; w < kw; w++)
+        if ((ar[w] | bbits[w]) & ~mr[w]) return 0;
     return 1;
 }
 
 /* Row block rb: the R row pointers (rows past m: a zero row, or for windows any real one,
  * since the store skips them), their masks, valid counts and runs; returns whether the masks
- * apply (not where masks_redundant, given bbits). A block of windows that all lie inside the
- * image is read in place; a block that touches the padding is gathered into `gather` (R rows,
- * then R mask rows, of kw words) by the im2col code, with the same masks as the im2col path. */
+ * apply: not where every real row's mask is redundant (mask_redundant, given bbits); with
+ * per_row (a tile that takes a NULL mask per row), mr[r] is NULL for each row whose mask is
+ * redundant and for the rows past m. A block of windows that all lie inside the image is read
+ * in place; a block that touches the padding is gathered into `gather` (R rows, then R mask
+ * rows, of kw words) by the im2col code, with the same masks as the im2col path. */
 static int load_rows(const gemm_rows *src, int64_t rb, int64_t m, int64_t kw, int64_t k,
-                     const uint64_t *pad, const uint64_t *bbits, uint64_t *gather,
+                     const uint64_t *pad, const uint64_t *bbits, int per_row, uint64_t *gather,
                      const uint64_t *ar[R], const uint64_t *mr[R], int32_t valid[R],
                      row_runs *runs) {
     *runs = (row_runs){&no_offset, 1, kw};
@@ -247,20 +250,27 @@ static int load_rows(const gemm_rows *src, int64_t rb, int64_t m, int64_t kw, in
         }
         if (!src->mask) return 0;
     }
-    int rows = 0;
-    for (int r = 0; r < R && rb * R + r < m; r++, rows++) {
+    int masked = 0;
+    for (int r = 0; r < R; r++) {
+        if (rb * R + r >= m) {
+            if (per_row) mr[r] = NULL;
+            continue;
+        }
         int64_t v = 0;
         for (int64_t w = 0; w < kw; w++) v += ec_popcount64(mr[r][w]);
         valid[r] = (int32_t)v;
+        if (!(bbits && mask_redundant(ar[r], mr[r], bbits, kw))) masked = 1;
+        else if (per_row) mr[r] = NULL;
     }
-    return !(bbits && masks_redundant(ar, mr, bbits, rows, kw));
+    return masked;
 }
 
 /* The fixed operands of one GEMM (see gemm_run). */
 typedef struct {
     const gemm_rows *src;
-    const uint64_t *bp, *pad, *bbits;  /* bbits: the OR of B's columns (see masks_redundant) */
+    const uint64_t *bp, *pad, *bbits;  /* bbits: the OR of B's columns (see mask_redundant) */
     int64_t m, n, kw, k, panels;
+    int per_row;                       /* the tile takes a NULL mask per row (load_rows) */
     const epilogue *out;
     tile_kernel kernel;
     store_kernel store;
@@ -272,8 +282,8 @@ static void gemm_row_block(const gemm_job *j, int64_t rb, int64_t p0, int64_t p1
     const uint64_t *ar[R], *mr[R];
     int32_t valid[R];
     row_runs runs;
-    const int masked = load_rows(j->src, rb, j->m, j->kw, j->k, j->pad, j->bbits, gather, ar,
-                                 mr, valid, &runs);
+    const int masked = load_rows(j->src, rb, j->m, j->kw, j->k, j->pad, j->bbits, j->per_row,
+                                 gather, ar, mr, valid, &runs);
     int64_t acc[R][PANEL];
     for (int64_t p = p0; p < p1; p++) {
         j->kernel(ar, masked ? mr : NULL, j->bp + p * j->kw * PANEL, &runs, acc);
@@ -287,7 +297,7 @@ static int gemm_run(const gemm_rows *src, const uint64_t *bp, int64_t m, int64_t
                     int64_t k, const epilogue *out, tile_kernel kernel, store_kernel store,
                     int threads) {
     /* an all-zero row stands in for the rows past the end of the last row block; then the OR
-     * of B's columns, for masks_redundant */
+     * of B's columns, for mask_redundant */
     uint64_t *pad = calloc((size_t)(2 * (kw > 0 ? kw : 1)), sizeof(uint64_t));
     if (pad == NULL) return EC_OUT_OF_MEMORY;
     uint64_t *bbits = src->mask || src->conv ? pad + (kw > 0 ? kw : 1) : NULL;
@@ -295,7 +305,13 @@ static int gemm_run(const gemm_rows *src, const uint64_t *bp, int64_t m, int64_t
     for (int64_t p = 0; bbits && p < panels; p++)
         for (int64_t w = 0; w < kw; w++)
             for (int j = 0; j < PANEL; j++) bbits[w] |= bp[(p * kw + w) * PANEL + j];
-    const gemm_job job = {src, bp, pad, bbits, m, n, kw, k, panels, out, kernel, store};
+#ifdef EC_X86
+    const int per_row = kernel != tile_avx512;  /* the AVX-512 tile masks its 4 rows together */
+#else
+    const int per_row = 1;
+#endif
+    const gemm_job job = {src, bp, pad, bbits, m, n, kw, k, panels, per_row, out, kernel,
+                          store};
     const int64_t row_blocks = (m + R - 1) / R;
     const int64_t panel_bytes = (kw > 0 ? kw : 1) * PANEL * 8;
     const int64_t block = gemm_block_bytes / panel_bytes > 0 ? gemm_block_bytes / panel_bytes : 1;
