@@ -280,13 +280,13 @@ class PackedBinaryLinear(PackedLinearShape, _PackedBinary):
 
 @register_packed(BinaryConv2d)
 class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
-    #: W1A1: True runs the GEMM as an implicit GEMM on the packed pixels (kernels.binary_conv),
-    #: which writes no im2col rows; False gathers im2col rows first; None (default) picks the
-    #: implicit GEMM where the kernels run their AVX-512 path. Both give the same outputs bit for
-    #: bit. On AVX-512 the implicit GEMM measured 1.0-1.5x faster per layer at ResNet-18's shapes
-    #: (batch 1 and 8, one thread); on the AVX2 path, whose popcount dominates, it was even
-    #: (0.8-1.0x). A 1x1 stride-1 convolution without padding has no rows to gather (they are
-    #: its pixels) and always runs the plain GEMM.
+    #: W1A1: True or None (default) runs the GEMM as an implicit GEMM on the packed pixels
+    #: (kernels.binary_conv), which writes no im2col rows; False gathers im2col rows first. Both
+    #: give the same outputs bit for bit. On AVX-512 the implicit GEMM measured 1.0-1.5x faster
+    #: per layer at ResNet-18's shapes (batch 1 and 8, one thread); on AVX2 (AMD Zen 1) the
+    #: whole frozen ResNet-18 1-3 % faster with it, once its border rows dropped their masks row
+    #: by row (before, 0.8-1.0x per layer). A 1x1 stride-1 convolution without padding has no
+    #: rows to gather (they are its pixels) and always runs the plain GEMM.
     implicit_gemm: bool | None = None
     process_local = ("_plans",)  # the W1A1 calls' plans, per input
 
@@ -314,15 +314,12 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
 
     def prepare(self) -> None:
         super().prepare()
-        # implicit_gemm's default on this CPU, resolved here: not in a torch.compile trace
-        self._implicit_default = "avx512" in kernels.supported_paths()
         self._plans: dict[tuple[torch.Size, torch.dtype], kernels.BinaryConvPlan] = {}
 
     def _implicit(self) -> bool:
         """Whether the W1A1 GEMM runs as an implicit GEMM (see :attr:`implicit_gemm`)."""
-        implicit = self._implicit_default if self.implicit_gemm is None else self.implicit_gemm
-        return implicit and (self.kernel_size, self.stride, self.padding) != ((1, 1), (1, 1),
-                                                                              (0, 0))
+        return self.implicit_gemm is not False and (
+            self.kernel_size, self.stride, self.padding) != ((1, 1), (1, 1), (0, 0))
 
     def _plan(self, x: Tensor) -> kernels.BinaryConvPlan | None:
         """The W1A1 call's plan for this input (made at the first call with its shape, dtype
