@@ -75,6 +75,7 @@ static inline void tile_avx2_row(const uint64_t *a, const uint64_t *m, const uin
         const uint64_t *b = bp + run * runs->words * PANEL;
         for (int64_t w = 0; w < runs->words; w++, b += PANEL) {
             const uint64_t aw = ar[w], mw = MASKED ? mr[w] : ~(uint64_t)0;
+            if (MASKED && mw == 0) continue;  /* a padding word adds nothing */
             const __m256i av = _mm256_set1_epi64x((long long)aw);
             __m256i x0 = _mm256_xor_si256(av, _mm256_loadu_si256((const __m256i *)b));
             __m256i x1 = _mm256_xor_si256(av, _mm256_loadu_si256((const __m256i *)(b + 4)));
