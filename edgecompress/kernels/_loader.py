@@ -28,7 +28,7 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_pack_head_signs": ([_p, _p, _i64, _i64, _i64, _i64, _p, _i32], _i32),
     "ec_pack_prob_masks": ([_p, _f32, _i64, _i64, _p, _i32, _i32], _i32),
     "ec_pack_value_columns": ([_p, _p, _i64, _i64, _i64, _i64, _p, _i32], _i32),
-    "ec_pack_channels": ([_p, _i64, _i64, _i64, _i64, _p], None),
+    "ec_pack_pixels": ([_p, _i32] + [_i64] * 8 + [_p, _i32, _i32], _i32),
     "ec_im2col_words": ([_p] + [_i64] * 12 + [_p, _p], None),
     "ec_pack_panels": ([_p, _i64, _i64, _p], None),
     "ec_set_gemm_block_bytes": ([_i64], None),

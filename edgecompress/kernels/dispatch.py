@@ -708,18 +708,20 @@ def pack_conv_weights(weight: Tensor) -> Tensor:
 
 def pack_pixels(x: Tensor) -> Tensor:
     """Signs of the channels of every pixel of x (n, c, h, w), packed: (n, h, w, ceil(c / 64))
-    int64 words. A channels-last input is packed row by row (its channels are contiguous);
-    any other layout goes through the plane-by-plane C kernel."""
+    int64 words, by the C kernel from x held channels-last (a pixel's channels contiguous) or
+    contiguous (other layouts are made contiguous first)."""
     n, c, h, w = x.shape
     lib = library()
     if lib is None:
         return pack_pixels_reference(x)
     x = x.detach().to(torch.float32)
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return pack_signs(x.permute(0, 2, 3, 1).reshape(n * h * w, c)).view(n, h, w, words(c))
-    x = x.contiguous()
+    last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if not last:
+        x = x.contiguous()
     pixels = torch.empty(n, h, w, words(c), dtype=torch.int64)
-    lib.ec_pack_channels(x.data_ptr(), n, c, h, w, pixels.data_ptr())
+    status = lib.ec_pack_pixels(x.data_ptr(), int(last), n, c, h, w, 1, 1, h, w,
+                                pixels.data_ptr(), path_code(None), 0)
+    check_status(status, "pack_pixels", None)
     return pixels
 
 

@@ -456,9 +456,9 @@ EC_EXPORT int ec_binary_conv(const uint64_t *px, const int64_t *geometry, const 
  * One binary convolution layer's call, its fixed arguments planned once (a frozen layer calls
  * it on every forward; at batch 1 converting the arguments of three ctypes calls costs as much
  * as a small layer's GEMM): the input, packed pixels or float32 (n, c, h, w) held contiguous or
- * channels-last, is packed as ec_pack_channels / ec_pack_signs pack it, then ec_binary_conv's
- * implicit GEMM or ec_binary_gemm on ec_im2col_words' rows (with their mask when masked); a
- * float input to a 1x1 window without padding has only the pixels it reads packed, as rows,
+ * channels-last, is packed by ec_pack_pixels, then ec_binary_conv's implicit GEMM or
+ * ec_binary_gemm on ec_im2col_words' rows (with their mask when masked); a float input to a
+ * 1x1 window without padding has only the pixels it reads packed, as the GEMM's rows;
  * writing float32 values (M x n_out) or their packed signs (M x ceil(n_out / 64) words):
  * the same operations, so the same bits, as those calls made one by one. Mirrored by
  * edgecompress.kernels._loader.BinaryConvArgs: keep the field order.

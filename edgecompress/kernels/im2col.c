@@ -8,24 +8,6 @@
  */
 #include "im2col.h"
 
-/* x: (n, c, h, w) float -> out: (n, h, w, cw) words, bit 1 where x < 0. */
-EC_EXPORT void ec_pack_channels(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                                uint64_t *out) {
-    const int64_t cw = (c + 63) / 64, hw = h * w;
-#pragma omp parallel for schedule(static) if (n * c * hw > 65536)
-    for (int64_t img = 0; img < n; img++) {
-        uint64_t *o = out + img * hw * cw;
-        memset(o, 0, (size_t)(hw * cw) * sizeof(uint64_t));
-        for (int64_t ch = 0; ch < c; ch++) {
-            const float *plane = x + (img * c + ch) * hw;
-            const uint64_t bit = (uint64_t)1 << (ch & 63);
-            const int64_t word = ch >> 6;
-            for (int64_t p = 0; p < hw; p++)
-                if (plane[p] < 0.0f) o[p * cw + word] |= bit;
-        }
-    }
-}
-
 /* the mask word of channel word q of a real pixel */
 static inline uint64_t channel_bits(const conv_window *g, int64_t q) {
     const int64_t cw = (g->c + 63) / 64;

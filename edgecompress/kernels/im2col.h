@@ -62,8 +62,6 @@ void ec_window_row(const conv_window *g, const uint64_t *px, conv_pixel p, uint6
 /* The exported operands (im2col.c, pack.c), for the planned convolution of gemm_w1a1.c. */
 int ec_pack_signs(const float *x, const float *off, int64_t rows, int64_t k, uint64_t *out,
                   int path);
-void ec_pack_channels(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                      uint64_t *out);
 int ec_pack_pixels(const float *x, int last, int64_t n, int64_t c, int64_t h, int64_t w,
                    int64_t sh, int64_t sw, int64_t oh, int64_t ow, uint64_t *out, int path,
                    int threads);

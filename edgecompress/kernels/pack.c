@@ -79,10 +79,10 @@ EC_EXPORT int ec_pack_signs(const float *x, const float *off, int64_t rows, int6
 
 /* The pixels (i, oy sh, ox sw), oy < oh, ox < ow, of a float input (n, c, h, w) held
  * channels-last (last) or contiguous -> out (n oh ow, ceil(c / 64)) words, bit 1 where x < 0, as
- * ec_pack_signs and ec_pack_channels pack them: with stride 1 and the whole image, every pixel
- * (a convolution's packed input); with a stride, the rows of a 1x1 convolution without padding,
- * the pixels it skips never read. */
-int ec_pack_pixels(const float *x, int last, int64_t n, int64_t c, int64_t h, int64_t w,
+ * ec_pack_signs packs a row: with stride 1 and the whole image, every pixel (a convolution's
+ * packed input); with a stride, the rows of a 1x1 convolution without padding, the pixels it
+ * skips never read. */
+EC_EXPORT int ec_pack_pixels(const float *x, int last, int64_t n, int64_t c, int64_t h, int64_t w,
                    int64_t sh, int64_t sw, int64_t oh, int64_t ow, uint64_t *out, int path,
                    int threads) {
     path = ec_resolve_path(path);
