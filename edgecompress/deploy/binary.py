@@ -280,14 +280,14 @@ class PackedBinaryLinear(PackedLinearShape, _PackedBinary):
 
 @register_packed(BinaryConv2d)
 class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
-    #: W1A1: True or None (default) runs the GEMM as an implicit GEMM on the packed pixels
+    #: W1A1: True (default) runs the GEMM as an implicit GEMM on the packed pixels
     #: (kernels.binary_conv), which writes no im2col rows; False gathers im2col rows first. Both
     #: give the same outputs bit for bit. On AVX-512 the implicit GEMM measured 1.0-1.5x faster
     #: per layer at ResNet-18's shapes (batch 1 and 8, one thread); on AVX2 (AMD Zen 1) the
     #: whole frozen ResNet-18 1-3 % faster with it, once its border rows dropped their masks row
     #: by row (before, 0.8-1.0x per layer). A 1x1 stride-1 convolution without padding has no
     #: rows to gather (they are its pixels) and always runs the plain GEMM.
-    implicit_gemm: bool | None = None
+    implicit_gemm: bool = True
     process_local = ("_plans",)  # the W1A1 calls' plans, per input
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
@@ -318,6 +318,7 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
 
     def _implicit(self) -> bool:
         """Whether the W1A1 GEMM runs as an implicit GEMM (see :attr:`implicit_gemm`)."""
+        # (None, the default before implicit GEMMs ran on every CPU, still means it)
         return self.implicit_gemm is not False and (
             self.kernel_size, self.stride, self.padding) != ((1, 1), (1, 1), (0, 0))
 

@@ -82,9 +82,9 @@ EC_EXPORT int ec_pack_signs(const float *x, const float *off, int64_t rows, int6
  * ec_pack_signs packs a row: with stride 1 and the whole image, every pixel (a convolution's
  * packed input); with a stride, the rows of a 1x1 convolution without padding, the pixels it
  * skips never read. */
-EC_EXPORT int ec_pack_pixels(const float *x, int last, int64_t n, int64_t c, int64_t h, int64_t w,
-                   int64_t sh, int64_t sw, int64_t oh, int64_t ow, uint64_t *out, int path,
-                   int threads) {
+EC_EXPORT int ec_pack_pixels(const float *x, int last, int64_t n, int64_t c, int64_t h,
+                             int64_t w, int64_t sh, int64_t sw, int64_t oh, int64_t ow,
+                             uint64_t *out, int path, int threads) {
     path = ec_resolve_path(path);
     if (path < 0) return EC_UNSUPPORTED_PATH;
     void (*const pack_row)(const float *, const float *, int64_t, uint64_t *) =
