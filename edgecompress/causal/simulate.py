@@ -13,7 +13,11 @@ skewed or heavy-tailed, with outliers):
   additive-noise model no longer holds exactly;
 - ``cause_outliers`` / ``effect_outliers``: that share of the samples get a gross error,
   4 to 8 standard deviations of the variable either way (a typo, a unit slip); the rounding
-  applies after it, as to any recorded value.
+  applies after it, as to any recorded value;
+- ``discrete_cause``: the cause is a discrete quantity (a count, a category, a year), not a
+  continuous one recorded coarsely: the mechanisms act on its rounded values, so the
+  additive-noise model holds exactly in the causal direction (the cause's gross errors, if
+  any, come afterwards and are rounded to the same grid).
 
 The options draw after the default ones, so the default data stay what they were."""
 
@@ -89,22 +93,47 @@ def _pick(names: Sequence[str] | None, pool: Sequence[str], k: int, what: str,
     return names
 
 
-def discretize(values: np.ndarray, levels: int, name: str = "levels") -> np.ndarray:
+def grid(values: np.ndarray, levels: int | None, resolution: float | None,
+         name: str) -> tuple[float, float] | None:
+    """The rounding grid ``(origin, step)`` that ``{name}_levels`` (``levels`` equally spaced
+    values from the minimum of ``values`` to its maximum) or ``{name}_resolution`` (multiples of
+    ``resolution``) asks for; None for neither. They are alternatives."""
+    if levels is not None and resolution is not None:
+        raise CausalInputError(f"{name}_levels and {name}_resolution are alternatives; "
+                               f"got both ({levels!r}, {resolution!r})")
+    if levels is not None:
+        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
+            raise CausalInputError(f"{name}_levels must be an integer of at least 2; "
+                                   f"got {levels!r}")
+        return float(values.min()), float(values.max() - values.min()) / (levels - 1)
+    if resolution is not None:
+        if isinstance(resolution, bool) or not isinstance(resolution, (int, float, np.number)) \
+                or not np.isfinite(resolution) or resolution <= 0:
+            raise CausalInputError(f"{name}_resolution must be a positive number; "
+                                   f"got {resolution!r}")
+        return 0.0, float(resolution)
+    return None
+
+
+def snap(values: np.ndarray, on: tuple[float, float] | None) -> np.ndarray:
+    """``values`` rounded to the nearest point of the grid ``on`` (:func:`grid`); unchanged
+    for None."""
+    if on is None:
+        return values
+    origin, step = on
+    return origin + step * np.round((values - origin) / step)
+
+
+def discretize(values: np.ndarray, levels: int, name: str = "values") -> np.ndarray:
     """``values`` rounded to the nearest of ``levels`` equally spaced values from their minimum
     to their maximum: exactly ``levels`` distinct values unless a grid point gets no sample
     (sparse tails)."""
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
-        raise CausalInputError(f"{name} must be an integer of at least 2; got {levels!r}")
-    low, step = values.min(), (values.max() - values.min()) / (levels - 1)
-    return low + step * np.round((values - low) / step)
+    return snap(values, grid(values, levels, None, name))
 
 
-def round_to(values: np.ndarray, resolution: float, name: str = "resolution") -> np.ndarray:
+def round_to(values: np.ndarray, resolution: float, name: str = "values") -> np.ndarray:
     """``values`` rounded to the nearest multiple of ``resolution`` (> 0)."""
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, float, np.number)) \
-            or not np.isfinite(resolution) or resolution <= 0:
-        raise CausalInputError(f"{name} must be a positive number; got {resolution!r}")
-    return resolution * np.round(values / resolution)
+    return snap(values, grid(values, None, resolution, name))
 
 
 def contaminate(values: np.ndarray, share: float, rng: np.random.Generator,
@@ -123,19 +152,16 @@ def contaminate(values: np.ndarray, share: float, rng: np.random.Generator,
 
 
 def record(values: np.ndarray, levels: int | None, resolution: float | None,
-           outliers: float, rng: np.random.Generator, name: str) -> np.ndarray:
+           outliers: float, rng: np.random.Generator, name: str,
+           on: tuple[float, float] | None = None) -> np.ndarray:
     """One variable as recorded: with gross errors (:func:`contaminate`), then rounded to
-    ``levels`` (:func:`discretize`) or to ``resolution`` (:func:`round_to`), not both."""
-    if levels is not None and resolution is not None:
-        raise CausalInputError(f"{name}_levels and {name}_resolution are alternatives; "
-                               f"got both ({levels!r}, {resolution!r})")
+    ``levels`` or to ``resolution`` (:func:`grid`, found on the contaminated values), or to the
+    given grid ``on``."""
+    if on is None:
+        grid(values, levels, resolution, name)  # bad options fail before any draw
     if outliers:
         values = contaminate(values, outliers, rng, f"{name}_outliers")
-    if levels is not None:
-        return discretize(values, levels, f"{name}_levels")
-    if resolution is not None:
-        return round_to(values, resolution, f"{name}_resolution")
-    return values
+    return snap(values, on if on is not None else grid(values, levels, resolution, name))
 
 
 def simulate(n: int, k: int = 2, *, mechanisms: Sequence[str] | None = None,
@@ -144,8 +170,8 @@ def simulate(n: int, k: int = 2, *, mechanisms: Sequence[str] | None = None,
              direction: str = X_TO_Y, cause: str = "gaussian", cause_levels: int | None = None,
              effect_levels: int | None = None, cause_resolution: float | None = None,
              effect_resolution: float | None = None, cause_outliers: float = 0.0,
-             effect_outliers: float = 0.0, seed: int | np.random.Generator | None = 0
-             ) -> SimulatedPair:
+             effect_outliers: float = 0.0, discrete_cause: bool = False,
+             seed: int | np.random.Generator | None = 0) -> SimulatedPair:
     """``n`` samples from ``k`` groups. The cause is drawn from ``cause`` (a name of
     :data:`CAUSES`, default standard normal) in every group; each group's effect is its
     mechanism (a name of :data:`MECHANISMS`; default: distinct random ones of
@@ -155,7 +181,9 @@ def simulate(n: int, k: int = 2, *, mechanisms: Sequence[str] | None = None,
     ``direction="y->x"`` swaps the columns and ``"random"`` picks either. ``cause_outliers`` /
     ``effect_outliers``, ``cause_levels`` / ``effect_levels`` and ``cause_resolution`` /
     ``effect_resolution``: gross errors and rounding of the cause / the effect (:func:`record`,
-    module docstring; default: none)."""
+    module docstring; default: none). ``discrete_cause``: the cause is a discrete quantity, its
+    rounded values are what the mechanisms act on (module docstring); needs ``cause_levels``
+    or ``cause_resolution``."""
     rng = as_rng(seed)
     if k < 1 or n < k:
         raise CausalInputError(f"simulate needs k >= 1 and n >= k; got n={n}, k={k}")
@@ -175,13 +203,20 @@ def simulate(n: int, k: int = 2, *, mechanisms: Sequence[str] | None = None,
         raise CausalInputError(f"unknown cause {cause!r}; available: {', '.join(CAUSES)}")
     labels = np.sort(rng.choice(k, size=n, p=weights / weights.sum()))
     cause, effect = CAUSES[cause](rng, n), np.empty(n)
+    on = None
+    if discrete_cause:
+        on = grid(cause, cause_levels, cause_resolution, "cause")
+        if on is None:
+            raise CausalInputError("discrete_cause needs cause_levels or cause_resolution "
+                                   "(the values the cause takes)")
+        cause = snap(cause, on)
     for g in range(k):
         mine = labels == g
         effect[mine] = (MECHANISMS[mech[g]](cause[mine]) + shifts[g]
                         + scales[g] * NOISES[noise[g]](rng, int(mine.sum())))
     order = rng.permutation(n)
     cause, effect, labels = cause[order], effect[order], labels[order]
-    cause = record(cause, cause_levels, cause_resolution, cause_outliers, rng, "cause")
+    cause = record(cause, cause_levels, cause_resolution, cause_outliers, rng, "cause", on)
     effect = record(effect, effect_levels, effect_resolution, effect_outliers, rng, "effect")
     groups = tuple({"mechanism": str(mech[g]), "noise": str(noise[g]),
                     "noise_scale": float(scales[g]), "offset": float(shifts[g])} for g in range(k))

@@ -117,6 +117,39 @@ def test_rounding_to_a_resolution(resolution):
         2000, 1, seed=2, cause_resolution=resolution / 2).x))
 
 
+@pytest.mark.parametrize("rounding", [{"cause_resolution": 0.4}, {"cause_levels": 6}])
+def test_a_discrete_cause_is_what_the_mechanisms_act_on(rounding):
+    """With ``discrete_cause`` the effect is the mechanism of the recorded (rounded) cause plus
+    the same noise; without it, of the unrounded cause."""
+    options = dict(mechanisms=["sin", "exp"], noises=["uniform", "laplace"],
+                   noise_scales=[0.2, 0.3], offsets=[0, 3], seed=4, **rounding)
+    clean = simulate(800, 2, seed=4, mechanisms=["sin", "exp"], noises=["uniform", "laplace"],
+                     noise_scales=[0.2, 0.3], offsets=[0, 3])
+    coarse = simulate(800, 2, **options)
+    discrete = simulate(800, 2, discrete_cause=True, **options)
+    np.testing.assert_array_equal(discrete.x, coarse.x)  # the same recorded cause
+    np.testing.assert_array_equal(coarse.y, clean.y)
+    for g, (name, offset, scale) in enumerate([("sin", 0, 0.2), ("exp", 3, 0.3)]):
+        mine = discrete.labels == g
+        noise = clean.y[mine] - MECHANISMS[name](clean.x[mine]) - offset
+        np.testing.assert_allclose(discrete.y[mine], MECHANISMS[name](discrete.x[mine]) + offset
+                                   + noise, atol=1e-12)
+    assert not np.allclose(discrete.y, coarse.y)
+
+
+def test_a_discrete_causes_outliers_stay_on_its_grid():
+    pair = simulate(1000, 2, seed=3, cause_levels=8, cause_outliers=0.1, discrete_cause=True,
+                    mechanisms=["linear", "tanh"], noise_scales=[0.0, 0.0])
+    plain = simulate(1000, 2, seed=3, cause_levels=8, discrete_cause=True,
+                     mechanisms=["linear", "tanh"], noise_scales=[0.0, 0.0])
+    levels = np.unique(plain.x)
+    step = levels[1] - levels[0]
+    assert len(levels) == 8 and len(np.unique(pair.x)) > 8  # gross errors add new values
+    offsets = (pair.x - levels[0]) / step
+    np.testing.assert_allclose(offsets, np.round(offsets), atol=1e-9)
+    assert np.mean(pair.x != plain.x) == pytest.approx(0.1, abs=0.01)
+
+
 def test_outliers_are_rounded_too():
     pair = simulate(500, 1, seed=1, effect_outliers=0.1, effect_levels=10)
     assert len(np.unique(pair.y)) <= 10
@@ -132,6 +165,7 @@ def test_outliers_are_rounded_too():
     ({"effect_outliers": True}, "effect_outliers must be a share"),
     ({"cause_levels": 10, "cause_resolution": 0.1},
      "cause_levels and cause_resolution are alternatives"),
+    ({"discrete_cause": True}, "discrete_cause needs cause_levels or cause_resolution"),
 ])
 def test_bad_recording_options(options, message):
     with pytest.raises(CausalInputError, match=message):
