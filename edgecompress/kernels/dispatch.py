@@ -875,6 +875,10 @@ class BinaryConvPlan:
         self._tensors = (panels.contiguous(), _float32(scale), _float32(bias))  # kept alive
         self.out_shape = (m, n_out if output == "float32" else words(n_out))
         self.out_dtype = torch.float32 if output == "float32" else torch.int64
+        #: the output as an image (:meth:`image`): (n, N, oh, ow) float32 held channels-last,
+        #: or (n, oh, ow, ceil(N / 64)) packed signs
+        self.image_shape = torch.Size((n, n_out, oh, ow) if output == "float32"
+                                      else (n, oh, ow, words(n_out)))
         self.path = path
         lo, hi = clamp if clamp is not None else (0.0, 0.0)
         self._args = BinaryConvArgs(
@@ -903,7 +907,23 @@ class BinaryConvPlan:
                 raise ValueError(f"residual must have shape {self.out_shape} (float32 output), "
                                  f"got {tuple(residual.shape)}")
             residual = _float32(residual)
-        out = torch.empty(self.out_shape, dtype=self.out_dtype)
+        return self._run(x, residual, torch.empty(self.out_shape, dtype=self.out_dtype))
+
+    def image(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """:meth:`__call__` with the output as an image (:attr:`image_shape`; the same memory,
+        (n, oh, ow, N) row-major) and ``residual`` one too, (n, N, oh, ow) (a copy unless it is
+        float32 held channels-last): a frozen layer's call, with no reshaping around it."""
+        if residual is not None:
+            if residual.shape != self.image_shape or self.out_dtype != torch.float32:
+                raise ValueError(f"residual must have shape {tuple(self.image_shape)} (float32 "
+                                 f"output), got {tuple(residual.shape)}")
+            residual = residual.to(torch.float32).contiguous(memory_format=torch.channels_last)
+        if self.out_dtype == torch.int64:
+            return self._run(x, residual, torch.empty(self.image_shape, dtype=torch.int64))
+        return self._run(x, residual, torch.empty(self.image_shape, dtype=torch.float32,
+                                                  memory_format=torch.channels_last))
+
+    def _run(self, x: Tensor, residual: Tensor | None, out: Tensor) -> Tensor:
         status = load().ec_binary_conv_planned(self._ptr, x.data_ptr(), _ptr(residual),
                                                out.data_ptr())
         if status:

@@ -121,6 +121,23 @@ def test_planned_conv_equals_the_calls_one_by_one(path, seed):
                         assert torch.equal(got, expected), (threads, implicit, i, clamp)
     with pytest.raises(ValueError, match="residual must have shape"):
         K.BinaryConvPlan(x, x.shape[1], b, panels, *geometry, implicit=False)(x, residual[1:])
+    # the image form: the same values, as (n, N, oh, ow) channels-last / (n, oh, ow, words)
+    plan = K.BinaryConvPlan(x, x.shape[1], b, panels, *geometry, implicit=True, scale=scale,
+                            bias=bias, path=path)
+    n, n_out, (oh, ow) = x.shape[0], b.shape[0], plan.image_shape[2:]
+    as_image = residual.view(n, oh, ow, n_out).permute(0, 3, 1, 2)  # channels-last
+    for res_image in (as_image, as_image.contiguous(), as_image.double()):
+        got = plan.image(x, res_image)
+        assert got.shape == (n, n_out, oh, ow) and got.dtype == torch.float32
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(got.permute(0, 2, 3, 1).reshape(-1, n_out), plan(x, residual))
+    signs = K.BinaryConvPlan(x, x.shape[1], b, panels, *geometry, implicit=True, path=path,
+                             output="signs")
+    assert torch.equal(signs.image(x), signs(x).view(n, oh, ow, -1))
+    with pytest.raises(ValueError, match="residual must have shape"):
+        plan.image(x, as_image[:, 1:])
+    with pytest.raises(ValueError, match="residual must have shape"):
+        signs.image(x, as_image)
     with pytest.raises(ValueError, match="held contiguous or channels-last"):
         K.BinaryConvPlan(x.transpose(2, 3), x.shape[1], b, panels, *geometry, implicit=False)
 
