@@ -18,7 +18,7 @@ packed class: the extension point), ``binary``, ``shift``, ``uniform``, ``tensor
 maps are packed as standalone layers; ``freeze(model, core_bits=8)`` stores tensor-train
 cores in 8 bits; ``transformer``: BinaryViT's binary linears and binary attention),
 ``float_conv`` (the float convolution freeze gives plain ``nn.Conv2d`` layers the direct kernel
-takes), ``distance`` (EuclidNet's and AdderNet's distance layers; the adder ones run the direct
+takes), ``max_pool`` (the max-pool freeze gives plain ``nn.MaxPool2d`` layers), ``distance`` (EuclidNet's and AdderNet's distance layers; the adder ones run the direct
 kernel's L1 form),
 ``freeze``, ``structure`` (the JSON encoding of graphs, layers and values; the function
 allowlist), ``fileformat`` (save / load), ``metadata`` (the file's optional metadata section),
@@ -32,6 +32,7 @@ from .binary import PackedBinaryConv2d, PackedBinaryLinear
 from .distance import PackedAdderConv2d, PackedAdderLinear, PackedEuclidConv2d, PackedEuclidLinear
 from .fileformat import load, load_metadata, save
 from .float_conv import PackedFloatConv2d
+from .max_pool import PackedMaxPool2d
 from .freeze import freeze
 from .lstm import PackedGateLSTM
 from .metadata import ModelMetadata
@@ -48,7 +49,7 @@ from .uniform import (PackedUniformAdderConv2d, PackedUniformAdderLinear, Packed
 __all__ = ["freeze", "fastest_layout", "save", "load", "load_metadata", "ModelMetadata",
            "export_onnx", "PackedLayer", "register_packed", "register_function",
            "PackedBinaryLinear",
-           "PackedBinaryConv2d", "PackedFloatConv2d", "PackedShiftLinear", "PackedShiftConv2d",
+           "PackedBinaryConv2d", "PackedFloatConv2d", "PackedMaxPool2d", "PackedShiftLinear", "PackedShiftConv2d",
            "PackedTTLinear", "PackedTTLSTM", "PackedGateLSTM", "PackedUniformLinear", "PackedUniformConv2d",
            "PackedUniformEuclidLinear", "PackedUniformEuclidConv2d", "PackedUniformAdderLinear",
            "PackedUniformAdderConv2d", "PackedCenteredBinaryLinear",

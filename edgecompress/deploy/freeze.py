@@ -14,6 +14,7 @@ from ..graph import (as_graph_module, call_counts, consumers, module_of, replace
 from ..layers import harden
 from ..errors import ConversionError
 from .float_conv import PackedFloatConv2d
+from .max_pool import PackedMaxPool2d
 from .packed import PackedConv2dShape, PackedLayer, pack_layer, registered_packed_classes
 from .transformer import PackedBinaryLinearBlock, PackedPoolingBranches
 
@@ -256,14 +257,22 @@ def _fuse_branch_residuals(graph: fx.Graph, model: nn.Module) -> bool:
     return changed
 
 
-def _direct_float_convs(graph: fx.Graph, model: nn.Module) -> None:
-    """Plain float ``nn.Conv2d`` layers of a geometry the direct float kernel takes become
-    :class:`PackedFloatConv2d` (same weights and bias, same submodule name)."""
+#: float layers with a C kernel of their own: a torch layer that one of them ``takes`` becomes
+#: it (``from_trained``: the same weights, the same values)
+FLOAT_KERNEL_LAYERS = (PackedFloatConv2d, PackedMaxPool2d)
+
+
+def _float_kernel_layers(graph: fx.Graph, model: nn.Module) -> None:
+    """Plain float layers that a class of :data:`FLOAT_KERNEL_LAYERS` takes (a float
+    ``nn.Conv2d`` of a geometry the direct float kernel takes, an ``nn.MaxPool2d``) become that
+    class (same submodule name)."""
     modules = dict(model.named_modules())
     for node in graph.nodes:
         module = module_of(node, modules)
-        if module is not None and PackedFloatConv2d.takes(module):
-            replace_submodule(model, str(node.target), PackedFloatConv2d.from_trained(module))
+        for cls in FLOAT_KERNEL_LAYERS:
+            if module is not None and cls.takes(module):
+                replace_submodule(model, str(node.target), cls.from_trained(module))
+                break
 
 
 def _fuse_activations(graph: fx.Graph, model: nn.Module) -> bool:
@@ -296,7 +305,7 @@ def _fuse_activations(graph: fx.Graph, model: nn.Module) -> bool:
     return changed
 
 
-_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, PackedMaxPool2d)
 
 
 def _pool_before_activations(graph: fx.Graph, model: nn.Module) -> bool:
@@ -313,7 +322,7 @@ def _pool_before_activations(graph: fx.Graph, model: nn.Module) -> bool:
             continue
         (pool_node,) = act_node.users
         pool = modules.get(pool_node.target) if pool_node.op == "call_module" else None
-        if (not isinstance(pool, _MAX_POOLS) or pool.return_indices
+        if (not isinstance(pool, _MAX_POOLS) or getattr(pool, "return_indices", False)
                 or pool_node.args[0] is not act_node):
             continue
         pool_node.replace_all_uses_with(act_node)
@@ -391,7 +400,10 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
       (1x1 / 3x3, stride 1 / 2, padding 0 / 1, groups 1) becomes a
       :class:`~edgecompress.deploy.float_conv.PackedFloatConv2d`, whose cost at small batch
       follows its channel counts; with ``fuse`` a following ReLU / hardtanh, and a residual
-      addition before it, run in its store loop as for the W1A1 layers.
+      addition before it, run in its store loop as for the W1A1 layers. An ``nn.MaxPool2d``
+      (dilation 1, no ceil mode) becomes a
+      :class:`~edgecompress.deploy.max_pool.PackedMaxPool2d` (the same values; its kernel
+      reads the channels-last maps).
 
     Every other layer is kept as it is. The copy is in eval mode, holds its 4-D float weights
     in channels-last memory format (so its activations are channels-last too, and a ``view``
@@ -417,7 +429,7 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
             for layer_name, bn_name in _layer_bn_pairs(graph, frozen):
                 _fold(frozen.get_submodule(layer_name), frozen.get_submodule(bn_name))
                 replace_submodule(frozen, bn_name, nn.Identity())
-        _direct_float_convs(graph, frozen)
+        _float_kernel_layers(graph, frozen)
         rewritten = _views_to_reshapes(graph)
         if fuse:
             _emit_signs(graph, frozen)

@@ -44,6 +44,7 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_block_epilogue": ([_p, _p, _i64, _i64, _i64, _p, _p, _p, _p, _p, _p, _p, _p, _i32, _i32],
                           _i32),
     "ec_pool_branches": ([_p, _i64, _i64, _i64, _i64, _i64, _p, _p, _p, _i64, _i32, _i32], _i32),
+    "ec_max_pool2d": ([_p, _i64, _p, _p, _i32, _i32], _i32),
     "ec_conv2d_f32": ([_p] + [_i64] * 4 + [_p] + [_i64] * 7 + [_i32, _p, _p, _i32, _f32, _f32,
                                                              _p, _i32, _i32], _i32),
     "ec_conv2d_f32_planned": ([_p, _p, _p, _p], _i32),

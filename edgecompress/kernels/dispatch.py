@@ -931,6 +931,49 @@ class BinaryConvPlan:
         return out
 
 
+# --- max-pooling ---------------------------------------------------------------------------------
+
+def max_pool2d_usable(x: Tensor) -> bool:
+    """True when :func:`max_pool2d` runs its C kernel on ``x`` without a copy: a 4-D float32
+    CPU tensor held channels-last, and the library loaded (else a warning, once)."""
+    return (x.dtype == torch.float32 and x.dim() == 4 and x.is_cpu
+            and x.is_contiguous(memory_format=torch.channels_last) and library() is not None)
+
+
+def max_pool2d(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+               padding: tuple[int, int], *, path: str | None = None,
+               threads: int | None = None) -> Tensor:
+    """``torch.nn.functional.max_pool2d(x, kernel, stride, padding)`` (dilation 1, no ceil
+    mode) of a float (n, c, h, w) map, bit for bit on every path (``max_pool.c``: NaN
+    propagates, the first of equal values is kept), as a float32 channels-last tensor. The
+    kernel reads channels-last memory; another layout or dtype is converted first (a copy).
+    Without the C library: torch's max_pool2d."""
+    kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"max_pool2d needs a float (n, c, h, w) map, got {x.dtype} "
+                         f"{tuple(x.shape)}")
+    if (min(kernel) < 1 or min(stride) < 1 or min(padding) < 0
+            or any(2 * p > k for p, k in zip(padding, kernel))):
+        raise ValueError(f"max_pool2d needs kernel and stride >= 1 and padding at most half "
+                         f"the kernel, got kernel {kernel}, stride {stride}, padding {padding}")
+    n, c, h, w = x.shape
+    oh, ow = ((size + 2 * p - k) // s + 1 for size, k, s, p in zip((h, w), kernel, stride,
+                                                                    padding))
+    if oh < 1 or ow < 1:
+        raise ValueError(f"max_pool2d: a {kernel} window with padding {padding} does not fit "
+                         f"the {h}x{w} map")
+    lib = library()
+    if lib is None:
+        return torch.nn.functional.max_pool2d(x, kernel, stride, padding).to(torch.float32)
+    x = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
+    shape = (ctypes.c_int64 * 11)(h, w, c, *kernel, *stride, *padding, oh, ow)
+    out = torch.empty((n, c, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
+    status = lib.ec_max_pool2d(x.data_ptr(), n, shape, out.data_ptr(), path_code(path),
+                               threads or torch.get_num_threads())
+    check_status(status, "max_pool2d", path)
+    return out
+
+
 # --- SignSwish (training) -------------------------------------------------------------------------
 
 SIGNSWISH_OPS = ("value", "prox", "grad")  # index = the op code of ec_signswish

@@ -22,6 +22,7 @@
  *   adder_grad.c        AdderNet's input gradient of that L1 form (HardTanh of w - x)
  *   block_epilogue.c    BatchNorm + shortcut + RPReLU after a binary linear (BinaryViT's block)
  *   pool_branches.c     BinaryViT's four scaled average-pooling branches on channel-last tokens
+ *   max_pool.c          float32 max-pooling of channels-last maps (a ResNet stem's 3x3 / 2 pool)
  *   euclid_patch.c      EuclidNet's per-patch ||x||^2 term, subtracted in place from the conv
  *                       output with the per-channel b - theta/2 ||w||^2; its input gradient
  *

@@ -143,12 +143,14 @@ def test_models_converted_with_schedule_or_quantizer_objects_save_and_load(tmp_p
 
 def test_a_frozen_float_model_saves_and_loads(tmp_path):
     """E.g. a pruned float network, frozen (BatchNorms folded): its only packed layers are
-    the direct float convolutions (with their fused ReLUs), which the file rebuilds."""
+    the direct float convolutions (with their fused ReLUs) and max-pools, which the file
+    rebuilds."""
     torch.manual_seed(3)
     model = calibrated(ec.models.create("convnet", width=0.25), (1, 28, 28))
     frozen = deploy.freeze(model)
     packed = [m for m in frozen.modules() if isinstance(m, deploy.PackedLayer)]
-    assert packed and all(isinstance(m, deploy.PackedFloatConv2d) for m in packed)
+    kinds = {type(m) for m in packed}
+    assert kinds == {deploy.PackedFloatConv2d, deploy.PackedMaxPool2d}
     assert any(m.fused_clamp == (0.0, float("inf")) for m in packed)
     loaded = round_trip(frozen, tmp_path, torch.randn(2, 1, 28, 28))
     assert [m.config() for m in loaded.modules() if isinstance(m, deploy.PackedLayer)] == \
