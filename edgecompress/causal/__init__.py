@@ -10,7 +10,7 @@
 - :mod:`.anm`: the additive-noise-model test of one direction;
 - :mod:`.clustering`: mechanism clustering with unknown k;
 - :mod:`.hetero`: the cluster-adjusted test (heterogeneous populations);
-- :mod:`.ties`: variables with few distinct values (ties="jitter");
+- :mod:`.ties`: variables with few distinct values (ties="none" or "jitter");
 - :mod:`.simulate`: heterogeneous additive-noise data; :mod:`.pairs`: the Tuebingen pairs;
 - :mod:`.evaluation`: a test scored on the pairs (weighted accuracy);
 - :mod:`.table`: two columns of a CSV or whitespace table file.
