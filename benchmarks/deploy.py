@@ -333,10 +333,12 @@ def write_doc(r: dict) -> None:
               "signs straight from the GEMM (no float tensor, no hardtanh, no re-packing), computes "
               "each block's end, hardtanh(conv2(.) + shortcut), in the second convolution's "
               "store loop, and keeps activations in channels-last layout. What still runs in "
-              "torch: the float stem (7x7 conv, max-pool), the downsampling shortcuts' packing, "
-              "the average pool and the float classifier. The float baseline is timed as torch "
-              "runs it by default (NCHW) and in channels-last format (torch's faster layout for "
-              "its max-pool on CPU). Target: >= 5x.", "",
+              "torch: the float stem's 7x7 convolution, the average pool and the float "
+              "classifier; the stem's max-pool runs the library's kernel (`kernels.max_pool2d`: "
+              "torch's values bit for bit, without its per-value index; since 2026-12-07, after "
+              "this machine's tables were measured). The float baseline is timed as torch runs "
+              "it by default (NCHW) and in channels-last format (torch's faster layout for its "
+              "max-pool on CPU). Target: >= 5x.", "",
               "| batch | threads | float layout | frozen (ms) | float (ms) | speed-up |",
               "|---:|---:|---|---:|---:|---:|"]
     for m in r["model"]:
@@ -442,8 +444,8 @@ def other_machines() -> list[str]:
              "cell. The ratios move with the CPU's vector units: the binary GEMM runs "
              "VPOPCNTQ on AVX-512 CPUs that have it, and on AVX2 a nibble-lookup count beside "
              "scalar POPCNT, which on AMD Zen 1 (256-bit operations split in two halves) "
-             "stays 7-11x torch's float GEMM, and the float stem (7x7 convolution and max-pool, "
-             "the same in both models) is a larger share of a slower frozen model. The Intel Xeon "
+             "stays 7-11x torch's float GEMM, and the float stem's 7x7 convolution (torch's in "
+             "both models) is a larger share of a slower frozen model. The Intel Xeon "
              "was measured with an earlier version of the kernels and has not been available "
              "since.", "",
              "| machine | binary GEMM speed-up (all cells) | whole model vs the faster float "
