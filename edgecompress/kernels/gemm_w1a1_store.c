@@ -57,18 +57,20 @@ static void store_avx2(const epilogue *e, int64_t acc[R][PANEL], const int32_t *
         store_scalar(e, acc, valid, row, col, rows_left, cols);
         return;
     }
-    const __m256i low = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);  /* low dwords first */
     const __m256 lo = _mm256_set1_ps(e->lo), hi = _mm256_set1_ps(e->hi);
     for (int r = 0; r < R && r < rows_left; r++) {
         const __m256i vr = _mm256_set1_epi32(valid[r]);
         uint64_t bits = 0;
         for (int h = 0; h < 2; h++) {
-            /* the popcount sums fit in 32 bits: the low dword of each 64-bit count */
-            const __m256i p0 = _mm256_permutevar8x32_epi32(
-                _mm256_loadu_si256((const __m256i *)&acc[r][8 * h]), low);
-            const __m256i p1 = _mm256_permutevar8x32_epi32(
-                _mm256_loadu_si256((const __m256i *)&acc[r][8 * h + 4]), low);
-            const __m256i pop = _mm256_permute2x128_si256(p0, p1, 0x20);
+            /* the popcount sums fit in 32 bits: the low dword of each 64-bit count, picked
+             * within 128-bit halves (no lane-crossing permute: slow on AMD Zen 1) */
+            const __m128 q0 = _mm_loadu_ps((const float *)&acc[r][8 * h]);
+            const __m128 q1 = _mm_loadu_ps((const float *)&acc[r][8 * h + 2]);
+            const __m128 q2 = _mm_loadu_ps((const float *)&acc[r][8 * h + 4]);
+            const __m128 q3 = _mm_loadu_ps((const float *)&acc[r][8 * h + 6]);
+            const __m256i pop = _mm256_castps_si256(_mm256_set_m128(
+                _mm_shuffle_ps(q2, q3, _MM_SHUFFLE(2, 0, 2, 0)),
+                _mm_shuffle_ps(q0, q1, _MM_SHUFFLE(2, 0, 2, 0))));
             const int64_t j = col + 8 * h;
             __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(vr, _mm256_add_epi32(pop, pop)));
             if (e->scale) f = _mm256_mul_ps(f, _mm256_loadu_ps(e->scale + j));
