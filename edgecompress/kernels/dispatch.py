@@ -964,7 +964,8 @@ def max_pool2d(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                          f"the {h}x{w} map")
     lib = library()
     if lib is None:
-        return torch.nn.functional.max_pool2d(x, kernel, stride, padding).to(torch.float32)
+        y = torch.nn.functional.max_pool2d(x.to(torch.float32), kernel, stride, padding)
+        return y.contiguous(memory_format=torch.channels_last)
     x = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
     shape = (ctypes.c_int64 * 11)(h, w, c, *kernel, *stride, *padding, oh, ow)
     out = torch.empty((n, c, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)

@@ -105,3 +105,23 @@ def test_freeze_runs_plain_max_pools_on_the_kernel():
         torch.testing.assert_close(frozen(x), model(x))
     assert not deploy.PackedMaxPool2d.takes(nn.MaxPool2d(2, return_indices=True))
     assert not deploy.PackedMaxPool2d.takes(nn.MaxPool2d(3, dilation=2))
+    # a trace (torch.compile, torch.export) sees torch's max_pool2d (and convolution): one
+    # graph, the same values to float rounding
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(frozen, fullgraph=True)(x), frozen(x))
+        torch.testing.assert_close(torch.export.export(frozen, (x,)).module()(x), frozen(x))
+
+
+def test_without_the_library_torch_pools(monkeypatch):
+    from edgecompress.kernels import _loader
+    monkeypatch.setattr(_loader, "load", lambda: None)
+    monkeypatch.setattr(_loader, "_load_error", "simulated: not built")
+    monkeypatch.setattr(_loader, "_warned", True)  # (the warning itself: test_kernels.py)
+    x = torch.randn(2, 9, 7, 6, dtype=torch.float64)
+    got = K.max_pool2d(x, (3, 3), (2, 2), (1, 1))
+    assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, F.max_pool2d(x.float(), 3, 2, 1))
+    layer = deploy.PackedMaxPool2d((3, 3), (2, 2), (1, 1))
+    assert not K.max_pool2d_usable(x.float().contiguous(memory_format=torch.channels_last))
+    assert torch.equal(layer(x.float()), F.max_pool2d(x.float(), 3, 2, 1))
