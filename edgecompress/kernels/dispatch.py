@@ -957,8 +957,8 @@ def max_pool2d(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
         raise ValueError(f"max_pool2d needs kernel and stride >= 1 and padding at most half "
                          f"the kernel, got kernel {kernel}, stride {stride}, padding {padding}")
     n, c, h, w = x.shape
-    oh, ow = ((size + 2 * p - k) // s + 1 for size, k, s, p in zip((h, w), kernel, stride,
-                                                                    padding))
+    oh, ow = (conv_output_size(size, k, s, p, 1) for size, k, s, p in zip((h, w), kernel, stride,
+                                                                            padding))
     if oh < 1 or ow < 1:
         raise ValueError(f"max_pool2d: a {kernel} window with padding {padding} does not fit "
                          f"the {h}x{w} map")
