@@ -169,7 +169,7 @@ VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vpopcn
 
 
 def machine() -> str:
-    """The CPU model and its vector flags, threads, cores, Python and torch versions."""
+    """The CPU model (and x86 family and model numbers) and its vector flags, threads, cores, Python and torch versions."""
     info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() \
         else []
     cpu = next((line.split(":", 1)[1].strip() for line in info
@@ -177,6 +177,10 @@ def machine() -> str:
     flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")),
                  [])
     vector = " ".join(f for f in VECTOR_FLAGS if f in flags) or "no AVX2"
+    field = {key: line.split(":", 1)[1].strip() for line in info for key in ("cpu family", "model")
+             if line.split(":", 1)[0].strip() == key}
+    if field.keys() == {"cpu family", "model"}:  # x86: the generation the name may not tell
+        vector = f"family {field['cpu family']} model {field['model']}; {vector}"
     return (f"{cpu} ({vector}), {torch.get_num_threads()} thread(s) of "
             f"{len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}, "
             f"torch {torch.__version__}")

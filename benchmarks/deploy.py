@@ -32,7 +32,8 @@ from common import load_results, machine as common_machine, save_results
 
 import edgecompress as ec
 from edgecompress import kernels
-from edgecompress.deploy.benchmark import bench_gemm, bench_model, bench_w1a32, tensor_bytes
+from edgecompress.deploy.benchmark import (bench_gemm, bench_model, bench_w1a32, compare,
+                                          tensor_bytes)
 from edgecompress.deploy.profile import FLOAT_LAYERS, IM2COL, OTHER, PACK, STEM, profile_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,6 +150,7 @@ def main(out: Path = RESULTS) -> None:
     w1a32 = [t.to_dict() for t in bench_w1a32(threads=(1, 2), rounds=5)]
     float_model, frozen = resnet18()
     model = [t.to_dict() for t in bench_model(float_model, frozen, (3, 224, 224), (1, 8), (1, 2))]
+    chunks = bench_chunking(frozen)
     with tempfile.TemporaryDirectory() as tmp:
         float_path, frozen_path = Path(tmp) / "float.pt", Path(tmp) / "frozen.safetensors"
         torch.save(float_model.state_dict(), float_path)
@@ -161,7 +163,7 @@ def main(out: Path = RESULTS) -> None:
     sizes["analytic"] = s.bytes + sum(b.numel() * b.element_size() for n, b in
                                       frozen.named_buffers() if "running" in n or "batches" in n)
     results = {"machine": machine(), "gemm": gemm, "w1a32": w1a32, "model": model,
-               "sizes": sizes}
+               "chunking": chunks, "sizes": sizes}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     if out == RESULTS:
@@ -172,6 +174,28 @@ def main(out: Path = RESULTS) -> None:
         return
     write_doc(json.loads(RESULTS.read_text()))
     print(f"wrote {out.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
+
+
+def bench_chunking(frozen: torch.nn.Module, batch: int = 8, rounds: int = 5) -> list[dict]:
+    """The frozen model at ``batch`` in chunks (``batch_chunk = "auto"``, the default) against
+    the whole batch at once (``None``), interleaved, at 1 and 2 threads."""
+    x = torch.randn(batch, 3, 224, 224)
+
+    def run(setting: object) -> object:
+        def call() -> object:
+            frozen.batch_chunk = setting
+            return frozen(x)
+        return call
+
+    out = []
+    with torch.no_grad():
+        for threads in (1, 2):
+            t = compare(f"batch {batch}", run("auto"), run(None), threads, rounds)
+            torch.set_num_threads(threads)
+            chunk = frozen._batch_chunks[((3, 224, 224), torch.float32, threads)]
+            out.append({**t.to_dict(), "chunk": -(-batch // -(-batch // chunk))})
+    frozen.batch_chunk = "auto"
+    return out
 
 
 def resnet18() -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -335,8 +359,7 @@ def write_doc(r: dict) -> None:
               "store loop, and keeps activations in channels-last layout. What still runs in "
               "torch: the float stem's 7x7 convolution, the average pool and the float "
               "classifier; the stem's max-pool runs the library's kernel (`kernels.max_pool2d`: "
-              "torch's values bit for bit, without its per-value index; since 2026-12-07, after "
-              "this machine's tables were measured). The float baseline is timed as torch runs "
+              "torch's values bit for bit, without its per-value index). The float baseline is timed as torch runs "
               "it by default (NCHW) and in channels-last format (torch's faster layout for its "
               "max-pool on CPU). Target: >= 5x.", "",
               "| batch | threads | float layout | frozen (ms) | float (ms) | speed-up |",
@@ -347,6 +370,19 @@ def write_doc(r: dict) -> None:
         lines.append(f"| {batch} | {m['threads']} | {layout} | {m['candidate_ms']:.1f} | "
                      f"{m['baseline_ms']:.1f} | {m['speedup']:.2f}x |")
     lines += ["", "![Whole-model speed-ups](img/deploy_model.png)", ""]
+    if r.get("chunking"):
+        lines += ["Batch chunking (`edgecompress.deploy.chunking`, on by default since 2026-12-07): "
+                  "the frozen model runs a large batch a few images at a time, so each chunk's "
+                  "activations stay in cache from layer to layer; the frozen times above are "
+                  "with it. Against the same model running the whole batch at once "
+                  "(`batch_chunk = None`), interleaved:", "",
+                  "| batch | threads | images per chunk | chunked (ms) | at once (ms) | speed-up |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for c in r["chunking"]:
+            lines.append(f"| {c['name'].split()[-1]} | {c['threads']} | {c['chunk']} | "
+                         f"{c['candidate_ms']:.1f} | {c['baseline_ms']:.1f} | "
+                         f"{c['speedup']:.2f}x |")
+        lines.append("")
     lines += profile_section()
     s = r["sizes"]
     lines += ["## Memory", "",
@@ -447,7 +483,9 @@ def other_machines() -> list[str]:
              "stays 7-11x torch's float GEMM, and the float stem's 7x7 convolution (torch's in "
              "both models) is a larger share of a slower frozen model. The Intel Xeon "
              "was measured with an earlier version of the kernels and has not been available "
-             "since.", "",
+             "since; the AVX2-only AMD EPYC (Zen 1) with the current kernels but before batch "
+             "chunking (2026-12-07), which is on for batches whose activations exceed its "
+             "budget (batch 8 of ResNet-18).", "",
              "| machine | binary GEMM speed-up (all cells) | whole model vs the faster float "
              "layout | results |", "|---|---|---|---|"]
     summaries = []

@@ -45,6 +45,7 @@ from ..errors import ModelFileError
 from ..files import FROZEN_FORMAT as FORMAT
 from ..files import FileKind, mismatch
 from ..graph import is_leaf, trace
+from . import chunking
 from .metadata import ModelMetadata
 from .packed import PackedLayer, packed_class_for
 from .structure import (build_module, check_dotted_name, decode_graph, decode_value,
@@ -336,6 +337,8 @@ def _build(meta: dict[str, Any], tensors: dict[str, Tensor]) -> nn.Module:
             setattr(model, name, decode_value(attributes[name]))
     for p in model.parameters():
         p.requires_grad_(False)
+    if isinstance(layout, list) and layout and chunking.chunkable(model):  # as freeze does
+        chunking.install(model)
     return model.eval()
 
 

@@ -13,6 +13,7 @@ from ..graph import (as_graph_module, call_counts, consumers, module_of, replace
                      trace)
 from ..layers import harden
 from ..errors import ConversionError
+from . import chunking
 from .float_conv import PackedFloatConv2d
 from .max_pool import PackedMaxPool2d
 from .packed import PackedConv2dShape, PackedLayer, pack_layer, registered_packed_classes
@@ -450,7 +451,10 @@ def freeze(model: nn.Module, fold_batchnorm: bool = True, fuse: bool = True,
     # channels-last: binary convolutions produce it and pack it fastest, and float pooling and
     # convolution in torch are faster in it too (same values to float rounding: on some CPUs,
     # e.g. AVX2 without AVX-512, torch's convolution rounds differently in this layout)
-    return frozen.to(memory_format=torch.channels_last)
+    frozen = frozen.to(memory_format=torch.channels_last)
+    if chunking.chunkable(frozen):
+        chunking.install(frozen)
+    return frozen
 
 
 def _feature_map_model(model: nn.Module) -> bool:

@@ -37,7 +37,7 @@ from torch import nn
 from .packed import PackedLayer
 
 __all__ = ["PACK", "IM2COL", "GEMM", "STEM", "FLOAT_LAYERS", "OTHER", "Profile", "Recorder",
-           "timed", "recording", "profile_model", "format_profiles"]
+           "timed", "begin_pass", "recording", "profile_model", "format_profiles"]
 
 #: sub-steps a packed layer reports through :func:`timed`
 PACK, IM2COL, GEMM = "pack activations", "im2col rows", "GEMM"
@@ -68,7 +68,7 @@ class Recorder:
             self._add(step, ns)
         self._reported += ns
 
-    def _begin_pass(self, module: nn.Module, args: Any) -> None:
+    def _begin_pass(self, module: nn.Module | None, args: Any) -> None:
         self._in_stem = True
 
     def _before(self, name: str) -> Callable[..., None]:
@@ -99,6 +99,13 @@ def profiling() -> bool:
     """Whether a profile is being recorded (the packed layers then run their steps one call
     each, so that :func:`timed` can time them)."""
     return _recorder is not None
+
+
+def begin_pass() -> None:
+    """A new pass of the graph begins without a call of the model itself (a chunk of the batch,
+    :mod:`~edgecompress.deploy.chunking`): its first modules are a stem again."""
+    if _recorder is not None:
+        _recorder._begin_pass(None, None)
 
 
 def timed(step: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
