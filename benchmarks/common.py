@@ -169,7 +169,8 @@ VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vpopcn
 
 
 def machine() -> str:
-    """The CPU model (and x86 family and model numbers) and its vector flags, threads, cores, Python and torch versions."""
+    """The CPU model (with the x86 family and model numbers) and its vector flags, threads,
+    cores, Python and torch versions."""
     info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() \
         else []
     cpu = next((line.split(":", 1)[1].strip() for line in info

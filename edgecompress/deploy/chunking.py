@@ -17,9 +17,9 @@ one by one (the binary layers' integers exactly; torch's float layers may round 
 at another batch size, to float rounding).
 
 The chunk size, per input shape and thread count, from the first such call, which runs image 0
-once more, alone, to find the largest activation of one image (the output of a module the graph calls)
-against ``BUDGET_BYTES_PER_THREAD`` x the threads, so a batch whose
-activations fit is never split (batch 1 never; a CIFAR ResNet-20's 64 kB maps rarely). Set
+once more, alone, to find the largest activation of one image (the output of a module the
+graph calls) against ``BUDGET_BYTES_PER_THREAD`` x the threads, so a batch whose activations
+fit is never split (batch 1 never; a CIFAR ResNet-20's 64 kB maps rarely). Set
 ``model.batch_chunk`` to ``None`` to run every batch at once, or to an int for a fixed chunk
 size (a run-time setting: :func:`save` and ``copy.deepcopy`` do not keep it; the model they give
 chunks by ``"auto"``). Skipped while torch.compile, torch.export
