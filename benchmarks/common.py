@@ -187,6 +187,13 @@ def machine() -> str:
             f"torch {torch.__version__}")
 
 
+def machine_label(results: dict[str, Any]) -> str:
+    """A results file's machine as a heading names it: its ``label`` (written by hand where the
+    machine line alone does not tell the run apart, e.g. an earlier run on a CPU whose family
+    was not recorded) or the CPU part of its machine line."""
+    return results.get("label") or results["machine"].split(",")[0]
+
+
 def mean_std(values: list[float]) -> str:
     if not values:
         return "-"

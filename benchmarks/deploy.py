@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from common import load_results, machine as common_machine, save_results
+from common import load_results, machine as common_machine, machine_label, save_results
 
 import edgecompress as ec
 from edgecompress import kernels
@@ -149,7 +149,8 @@ def main(out: Path = RESULTS) -> None:
             gemm.append({"batch": batch, **t.to_dict()})
     w1a32 = [t.to_dict() for t in bench_w1a32(threads=(1, 2), rounds=5)]
     float_model, frozen = resnet18()
-    model = [t.to_dict() for t in bench_model(float_model, frozen, (3, 224, 224), (1, 8), (1, 2))]
+    model = [t.to_dict() for t in bench_model(float_model, frozen, (3, 224, 224), (1, 8), (1, 2),
+                                              rounds=9)]
     chunks = bench_chunking(frozen)
     with tempfile.TemporaryDirectory() as tmp:
         float_path, frozen_path = Path(tmp) / "float.pt", Path(tmp) / "frozen.safetensors"
@@ -176,7 +177,7 @@ def main(out: Path = RESULTS) -> None:
     print(f"wrote {out.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
 
 
-def bench_chunking(frozen: torch.nn.Module, batch: int = 8, rounds: int = 5) -> list[dict]:
+def bench_chunking(frozen: torch.nn.Module, batch: int = 8, rounds: int = 9) -> list[dict]:
     """The frozen model at ``batch`` in chunks (``batch_chunk = "auto"``, the default) against
     the whole batch at once (``None``), interleaved, at 1 and 2 threads."""
     x = torch.randn(batch, 3, 224, 224)
@@ -431,7 +432,7 @@ def lowbit_section() -> list[str]:
              "against nn.LSTM. Targets (issue 15): the shift layer >= 3x float at batch 1, "
              ">= 1.5x at batch 8.", ""]
     for f, r in runs:
-        lines += [f"### {r['machine'].split(',')[0]}: kernel path {r['kernel_path']} "
+        lines += [f"### {machine_label(r)}: kernel path {r['kernel_path']} "
                   f"(`{f.name}`)", "",
                   "| batch | threads | shift, low-bit kernel | shift, decoded float | "
                   "uniform, low-bit kernel | float (ms) |", "|---:|---:|---:|---:|---:|---:|"]
@@ -470,7 +471,7 @@ def other_machines() -> list[str]:
     if not files:
         return []
     main = json.loads(RESULTS.read_text())
-    runs = [(f"{main['machine'].split(',')[0]} (the tables above)", main, RESULTS.name)]
+    runs = [(f"{machine_label(main)} (the tables above)", main, RESULTS.name)]
     runs += [(None, json.loads(f.read_text()), f.name) for f in files]
     lines = ["## Every machine measured", "",
              "The same benchmark on each 2-core machine this project has run on (full results "
@@ -485,19 +486,24 @@ def other_machines() -> list[str]:
              "was measured with an earlier version of the kernels and has not been available "
              "since; the AVX2-only AMD EPYC (Zen 1) with the current kernels but before batch "
              "chunking (2026-12-07), which is on for batches whose activations exceed its "
-             "budget (batch 8 of ResNet-18).", "",
+             "budget (batch 8 of ResNet-18). The AVX-512 AMD EPYC of 2026-11-30 (the main "
+             "tables then; its CPU family was not recorded) ran earlier kernels (before the "
+             "max-pool kernel, the planned layer calls and batch chunking) and a float model "
+             "half as fast as on the Zen 5 (family 26) of the main tables now (likely its "
+             "full-width 512-bit FMA units: torch's float convolutions about twice as fast, the "
+             "binary kernels less).", "",
              "| machine | binary GEMM speed-up (all cells) | whole model vs the faster float "
              "layout | results |", "|---|---|---|---|"]
     summaries = []
     for label, r, name in runs:
         cells = model_cells(r["model"])
         ratios = [c["speedup"] for c in cells.values()]
-        summaries.append((min(ratios), f"| {label or r['machine'].split(',')[0]} | "
+        summaries.append((min(ratios), f"| {label or machine_label(r)} | "
                           f"{span([g['speedup'] for g in r['gemm']])} | {span(ratios)} | "
                           f"`benchmarks/results/{name}` |"))
     lines += [row for _, row in sorted(summaries)] + [""]
     for _, r, name in runs[1:]:
-        lines += [f"### {r['machine'].split(',')[0]} (`{name}`)", "", f"Machine: {r['machine']}.",
+        lines += [f"### {machine_label(r)} (`{name}`)", "", f"Machine: {r['machine']}.",
                   "", "| batch | threads | frozen (ms) | float NCHW (ms) | float channels-last "
                   "(ms) | vs the faster |", "|---:|---:|---:|---:|---:|---:|"]
         for (batch, threads), cell in model_cells(r["model"]).items():

@@ -534,7 +534,8 @@ def _other_machines_lines() -> list[str]:
     lines = []
     for path in sorted(RESULTS.glob("shift_deploy-*.json")):
         data = json.loads(path.read_text())
-        lines += ["", f"### Another machine: {data['machine']} (`{path.name}`)", "",
+        label = f"{data['label']}: {data['machine']}" if data.get("label") else data["machine"]
+        lines += ["", f"### Another machine: {label} (`{path.name}`)", "",
                   *_whole_model_lines(data["timings"], intro=False)]
     return lines
 
