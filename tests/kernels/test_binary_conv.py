@@ -259,6 +259,7 @@ def _calibrated_w1a1_resnet() -> torch.nn.Module:
 def test_frozen_w1a1_resnet_gives_the_same_outputs_through_both_paths(monkeypatch, batch):
     model = _calibrated_w1a1_resnet()
     frozen, plain = deploy.freeze(model), deploy.freeze(copy.deepcopy(model), fuse=False)
+    frozen.batch_chunk = None  # no batch-1 measuring pass: only this batch's plans below
     convs = [m for m in frozen.modules() if isinstance(m, deploy.PackedBinaryConv2d)
              and m.binary_inputs]
     # stride-2 and padded 3x3 convolutions, sign-emitting and residual-clamp epilogues among them
