@@ -34,8 +34,9 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_set_gemm_block_bytes": ([_i64], None),
     "ec_binary_gemm": ([_p, _p, _p, _i64, _i64, _i64, _i64, _p, _p, _p, _p, _p, _p, _i32, _f32,
                         _f32, _i32, _i32], _i32),
-    "ec_binary_conv": ([_p, _p, _p, _i64, _p, _p, _p, _p, _p, _p, _i32, _f32, _f32, _i32, _i32],
-                       _i32),
+    "ec_binary_conv": ([_p, _p, _p, _i64, _p, _p, _p, _p, _p, _p, _i32, _f32, _f32, _i32, _i32,
+                        _p], _i32),
+    "ec_conv_tap_popcounts": ([_p, _i64, _i64, _i64, _p], None),
     "ec_binary_gemm_groups": ([_p, _p, _i64, _i64, _i64, _i64, _i64, _p, _p, _i32, _i32], _i32),
     "ec_mask_matmul": ([_p, _p, _i64, _i64, _i64, _i64, _i64, _f32, _p, _i32, _i32], _i32),
     "ec_w1a32_gemm": ([_p, _p, _i64, _i64, _i64, _p, _p, _p, _i32, _i32], _i32),
@@ -71,7 +72,8 @@ class BinaryConvArgs(ctypes.Structure):
     convolution for one input (geometry, weight panels, epilogue, input kind, path, threads),
     passed to ``ec_binary_conv_planned`` as one pointer."""
 
-    _fields_ = [("geometry", _i64 * 12), ("bp", _p), ("scale", _p), ("bias", _p),
+    _fields_ = [("geometry", _i64 * 12), ("bp", _p), ("tap_pop", _p), ("scale", _p),
+                ("bias", _p),
                 ("n_out", _i64), ("k", _i64), ("lo", _f32), ("hi", _f32)] + [
         (name, ctypes.c_int32) for name in ("clamp", "signs", "implicit", "masked", "input",
                                             "path", "threads")]

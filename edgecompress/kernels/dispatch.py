@@ -796,8 +796,10 @@ def binary_conv(pixels: Tensor, channels: int, b: Tensor, kernel: tuple[int, int
     ("float32": ``* scale + bias``, ``+ residual``, clamped) or :func:`binary_gemm_signs`
     ("signs") on ``im2col_words(pixels, channels, kernel, stride, padding, dilation)``, masked
     when there is padding; b: the weights from :func:`pack_conv_weights`, panels: their
-    :func:`pack_panels`. Rows: (n * oh * ow) output pixels. Windows inside the image are read in
-    place; row blocks that touch the padding are gathered (four rows) with their masks."""
+    :func:`pack_panels`. Rows: (n * oh * ow) output pixels. Windows are read in place; with
+    padding, from a copy of the pixels with a border of zero words, each output's sum then
+    corrected by what its padding taps added (kernels up to 64 x 64; larger ones gather the
+    row blocks that touch the padding, with their masks)."""
     if output not in _GEMM_OUTPUTS:
         raise ValueError(f"output must be one of {tuple(_GEMM_OUTPUTS)}, got {output!r}")
     if pixels.dtype != torch.int64 or pixels.dim() != 4 or pixels.shape[3] != words(channels):
@@ -818,7 +820,7 @@ def binary_conv(pixels: Tensor, channels: int, b: Tensor, kernel: tuple[int, int
     out, args, _operands = _gemm_arguments(m, b, panels, output, scale, bias, residual, clamp)
     bp, *epilogue = args
     status = lib.ec_binary_conv(pixels.data_ptr(), shape.data_ptr(), bp, b.shape[0], *epilogue,
-                                path_code(path), threads or torch.get_num_threads())
+                                path_code(path), threads or torch.get_num_threads(), None)
     check_status(status, f"binary_conv ({output} output)", path)
     return out
 
@@ -872,7 +874,16 @@ class BinaryConvPlan:
         self.threads = threads or torch.get_num_threads()
         self._follows_torch = threads is None  # then a change of torch's threads voids it
         self.sources = (b, panels, scale, bias)  # the caller's tensors
-        self._tensors = (panels.contiguous(), _float32(scale), _float32(bias))  # kept alive
+        panels = panels.contiguous()
+        # a padded implicit GEMM subtracts what its padding taps add (gemm_w1a1.c, pad_fix):
+        # the weights' popcount per tap and column, found once here instead of at every call
+        taps = kernel[0] * kernel[1]
+        tap_pop = None
+        if implicit and tuple(padding) != (0, 0) and max(kernel) <= 64:
+            tap_pop = torch.empty(taps, n_out, dtype=torch.int64)
+            load().ec_conv_tap_popcounts(panels.data_ptr(), n_out, taps, words(channels),
+                                         tap_pop.data_ptr())
+        self._tensors = (panels, _float32(scale), _float32(bias), tap_pop)  # kept alive
         self.out_shape = (m, n_out if output == "float32" else words(n_out))
         self.out_dtype = torch.float32 if output == "float32" else torch.int64
         #: the output as an image (:meth:`image`): (n, N, oh, ow) float32 held channels-last,
@@ -883,7 +894,8 @@ class BinaryConvPlan:
         lo, hi = clamp if clamp is not None else (0.0, 0.0)
         self._args = BinaryConvArgs(
             (ctypes.c_int64 * 12)(n, channels, h, w, *kernel, *stride, *padding, *dilation),
-            self._tensors[0].data_ptr(), _ptr(self._tensors[1]), _ptr(self._tensors[2]),
+            self._tensors[0].data_ptr(), _ptr(tap_pop), _ptr(self._tensors[1]),
+            _ptr(self._tensors[2]),
             n_out, kernel[0] * kernel[1] * channels, lo, hi, int(clamp is not None),
             int(output == "signs"), int(implicit), int(tuple(padding) != (0, 0)), self.input,
             path_code(path), self.threads)

@@ -1,7 +1,8 @@
 /*
  * The window of one output pixel of a binary convolution over packed channels-last pixels
  * (im2col.c), shared by the im2col kernel and the implicit-GEMM convolution (gemm_w1a1.c),
- * which reads the windows in place and gathers only the ones that overlap the zero padding.
+ * which reads the windows in place (from a zero-bordered copy when padded) and gathers those
+ * that overlap the zero padding only where it cannot correct for it.
  */
 #ifndef EDGECOMPRESS_IM2COL_H
 #define EDGECOMPRESS_IM2COL_H

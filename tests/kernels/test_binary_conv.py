@@ -88,6 +88,42 @@ def test_implicit_conv_equals_the_gemm_on_im2col_rows(path, seed):
                        expected)
 
 
+# padding wider than 1, and a kernel of more than 64 rows (its padding is gathered with masks,
+# not corrected), (kernel, stride, padding, dilation, batch, channels, h, w)
+WIDE_PADDING = [((3, 3), (2, 2), (2, 2), (1, 1), 2, 70, 9, 7),
+                ((5, 3), (1, 1), (4, 1), (2, 1), 1, 65, 10, 6),
+                ((3, 3), (1, 2), (3, 0), (1, 1), 3, 17, 4, 8),
+                ((65, 1), (1, 1), (2, 0), (1, 1), 2, 3, 66, 3),
+                ((65, 2), (2, 1), (1, 1), (1, 1), 1, 130, 70, 2)]
+
+
+@needs_library
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("geometry", WIDE_PADDING, ids=str)
+def test_implicit_conv_with_wide_padding_and_tall_kernels(path, geometry):
+    kernel, stride, padding, dilation, batch, c, h, w = geometry
+    g = torch.Generator().manual_seed(sum(kernel) + c)
+    x, weight = torch.randn(batch, c, h, w, generator=g), torch.randn(5, c, *kernel, generator=g)
+    pixels, b = K.pack_pixels(x), K.pack_conv_weights(weight)
+    rows, mask = K.im2col_words(pixels, c, kernel, stride, padding, dilation, masked=True)
+    k, scale, bias = c * kernel[0] * kernel[1], torch.rand(5, generator=g), torch.randn(5, generator=g)
+    for threads in (1, 2):
+        run = lambda output, **epilogue: K.binary_conv(  # noqa: E731
+            pixels, c, b, kernel, stride, padding, dilation, output=output, path=path,
+            threads=threads, **epilogue)
+        assert torch.equal(run("int32"), K.binary_gemm(rows, b, k, mask, path=path))
+        assert torch.equal(run("signs", scale=scale, bias=bias),
+                           K.binary_gemm_signs(rows, b, k, mask, scale, bias, path=path))
+    signs = lambda t: torch.where(t >= 0, 1.0, -1.0).double()  # noqa: E731
+    expected = torch.nn.functional.conv2d(signs(x), signs(weight), None, stride, padding,
+                                          dilation)
+    expected = expected.permute(0, 2, 3, 1).reshape(rows.shape[0], -1).round().to(torch.int32)
+    assert torch.equal(run("int32"), expected)
+    plan = K.BinaryConvPlan(pixels, c, b, K.pack_panels(b), kernel, stride, padding, dilation,
+                            implicit=True, path=path)
+    assert torch.equal(plan(pixels), K.binary_gemm_affine(rows, b, k, mask, path=path))
+
+
 @needs_library
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("seed", [*range(12), *range(100, 100 + len(RESNET_LIKE))])
