@@ -84,16 +84,16 @@ def _gemm(a: Tensor, b: Tensor, panels: Tensor, k: int, mask: Tensor | None,
 def _binary_conv(pixels: Tensor, channels: int, b: Tensor, panels: Tensor,
                  geometry: tuple[tuple[int, int], ...], scale: Tensor | None,
                  bias: Tensor | None, signs: bool, residual: Tensor | None,
-                 clamp: tuple[float, float] | None) -> Tensor:
+                 clamp: tuple[float, float] | None, tap_pop: Tensor | None = None) -> Tensor:
     """:func:`_gemm` on the im2col rows of packed pixels, as an implicit GEMM (geometry: kernel,
-    stride, padding, dilation)."""
+    stride, padding, dilation; tap_pop: the weights' kernels.conv_tap_popcounts, or None)."""
     if torch.compiler.is_compiling():
         lo, hi = clamp if clamp is not None else (None, None)
         return binary_conv_op(pixels, channels, b, panels, *(list(g) for g in geometry), scale,
                               bias, signs, residual, lo, hi)
     return timed(GEMM, kernels.binary_conv, pixels, channels, b, *geometry,
                  output="signs" if signs else "float32", scale=scale, bias=bias,
-                 residual=residual, clamp=clamp, panels=panels)
+                 residual=residual, clamp=clamp, panels=panels, tap_pop=tap_pop)
 
 
 class _PackedBinary(PackedLayer):
@@ -315,6 +315,11 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
     def prepare(self) -> None:
         super().prepare()
         self._plans: dict[tuple[torch.Size, torch.dtype], kernels.BinaryConvPlan] = {}
+        # the padding correction's weight popcounts for the calls made one by one (a plan
+        # finds its own)
+        self._tap_pop = kernels.conv_tap_popcounts(
+            self.panels, self.out_features, self.kernel_size, self.in_channels) \
+            if self._w1a1_ungrouped and self.padding != (0, 0) else None
 
     def _implicit(self) -> bool:
         """Whether the W1A1 GEMM runs as an implicit GEMM (see :attr:`implicit_gemm`)."""
@@ -377,7 +382,8 @@ class PackedBinaryConv2d(PackedConv2dShape, _PackedBinary):
         geometry = (self.kernel_size, self.stride, self.padding, self.dilation)
         if self._implicit():
             return _binary_conv(pixels, channels, b, panels, geometry, scale, bias,
-                                self.emit_signs, residual, clamp)
+                                self.emit_signs, residual, clamp,
+                                self._tap_pop if group is None else None)
         rows, mask = _im2col_words(pixels, channels, *geometry, masked=self.padding != (0, 0))
         return _gemm(rows, b, panels, self.k, mask, scale, bias, self.emit_signs, residual, clamp)
 

@@ -57,7 +57,7 @@ from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, adder_input_grad, b
                        binary_gemm_affine, binary_gemm_groups, block_epilogue, pool_branches,
                        max_pool2d, max_pool2d_usable,
                        euclid_patch, euclid_patch_grad, EuclidPatchPlan, binary_gemm_signs,
-                       BinaryConvPlan,
+                       BinaryConvPlan, conv_tap_popcounts,
                        conv2d_direct,
                        DirectConvPlan, conv2d_direct_supports, conv2d_direct_usable,
                        conv2d_torch, CONV_OPS, exporting, recording, l1_linear, conv_output_size,
@@ -99,6 +99,7 @@ __all__ = ["available", "supported_paths", "words", "signswish", "signswish_usab
            "recording",
            "adder_input_grad", "adder_input_grad_reference",
            "pack_conv_weights", "im2col_signs", "binary_conv", "BinaryConvPlan",
+           "conv_tap_popcounts",
            "im2col_signs_reference",
            "conv_output_size",
            "pack_signs_reference", "unpack_signs_reference", "binary_gemm_reference"]

@@ -782,15 +782,37 @@ def _binary_conv_output(h: int, w: int, kernel: tuple[int, int], stride: tuple[i
     return oh, ow
 
 
+def conv_tap_popcounts(panels: Tensor, n_out: int, kernel: tuple[int, int],
+                       channels: int) -> Tensor | None:
+    """Per kernel tap and output column, the number of -1 weights there: (kh kw, n_out) int64
+    from a convolution's GEMM panels (:func:`pack_panels` of :func:`pack_conv_weights`), what a
+    padding tap adds to a column's XOR count in :func:`binary_conv`'s padding correction, which
+    takes it as ``tap_pop`` (a layer computes it once instead of at every call). None where the
+    correction does not run (no C library, a kernel of more than 64 rows or columns)."""
+    lib = library()
+    taps = kernel[0] * kernel[1]
+    if lib is None or max(kernel) > 64:
+        return None
+    if panels.dtype != torch.int64 or tuple(panels.shape) != (-(-n_out // PANEL),
+                                                              taps * words(channels), PANEL):
+        raise ValueError(f"panels of shape {tuple(panels.shape)} do not hold {n_out} columns of "
+                         f"{kernel} taps of {channels} channels")
+    out = torch.empty(taps, n_out, dtype=torch.int64)
+    lib.ec_conv_tap_popcounts(panels.contiguous().data_ptr(), n_out, taps, words(channels),
+                              out.data_ptr())
+    return out
+
+
 def binary_conv(pixels: Tensor, channels: int, b: Tensor, kernel: tuple[int, int],
                 stride: tuple[int, int], padding: tuple[int, int],
                 dilation: tuple[int, int] = (1, 1), *, output: str = "float32",
                 scale: Tensor | None = None, bias: Tensor | None = None,
                 residual: Tensor | None = None, clamp: tuple[float, float] | None = None,
                 panels: Tensor | None = None, path: str | None = None,
-                threads: int | None = None) -> Tensor:
+                threads: int | None = None, tap_pop: Tensor | None = None) -> Tensor:
     """A binary convolution's W1A1 GEMM as an implicit GEMM: the windows are read from the
     packed pixels (n, h, w, ceil(channels / 64)) instead of from im2col rows written first.
+    ``tap_pop``: :func:`conv_tap_popcounts` of the weights, if known (else found here).
 
     Equal bit for bit to :func:`binary_gemm` (``output="int32"``), :func:`binary_gemm_affine`
     ("float32": ``* scale + bias``, ``+ residual``, clamped) or :func:`binary_gemm_signs`
@@ -819,8 +841,13 @@ def binary_conv(pixels: Tensor, channels: int, b: Tensor, kernel: tuple[int, int
     shape = torch.tensor([n, channels, h, w, *geometry], dtype=torch.int64)
     out, args, _operands = _gemm_arguments(m, b, panels, output, scale, bias, residual, clamp)
     bp, *epilogue = args
+    if tap_pop is not None and (tap_pop.dtype != torch.int64 or not tap_pop.is_contiguous()
+                                or tuple(tap_pop.shape) != (kernel[0] * kernel[1], b.shape[0])):
+        raise ValueError(f"tap_pop must be contiguous int64 {(kernel[0] * kernel[1], b.shape[0])}"
+                         f" (conv_tap_popcounts), got {tap_pop.dtype} {tuple(tap_pop.shape)}")
     status = lib.ec_binary_conv(pixels.data_ptr(), shape.data_ptr(), bp, b.shape[0], *epilogue,
-                                path_code(path), threads or torch.get_num_threads(), None)
+                                path_code(path), threads or torch.get_num_threads(),
+                                _ptr(tap_pop))
     check_status(status, f"binary_conv ({output} output)", path)
     return out
 
@@ -877,12 +904,8 @@ class BinaryConvPlan:
         panels = panels.contiguous()
         # a padded implicit GEMM subtracts what its padding taps add (gemm_w1a1.c, pad_fix):
         # the weights' popcount per tap and column, found once here instead of at every call
-        taps = kernel[0] * kernel[1]
-        tap_pop = None
-        if implicit and tuple(padding) != (0, 0) and max(kernel) <= 64:
-            tap_pop = torch.empty(taps, n_out, dtype=torch.int64)
-            load().ec_conv_tap_popcounts(panels.data_ptr(), n_out, taps, words(channels),
-                                         tap_pop.data_ptr())
+        tap_pop = conv_tap_popcounts(panels, n_out, kernel, channels) \
+            if implicit and tuple(padding) != (0, 0) else None
         self._tensors = (panels, _float32(scale), _float32(bias), tap_pop)  # kept alive
         self.out_shape = (m, n_out if output == "float32" else words(n_out))
         self.out_dtype = torch.float32 if output == "float32" else torch.int64

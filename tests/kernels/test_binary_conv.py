@@ -357,3 +357,23 @@ def test_frozen_convolution_plans_follow_shape_layout_threads_and_copies():
     finally:
         torch.set_num_threads(threads)
     assert len(conv._plans) == 2 and copy.deepcopy(conv)._plans == {}
+
+
+@needs_library
+def test_conv_tap_popcounts_count_the_minus_one_weights_per_tap_and_column():
+    g = torch.Generator().manual_seed(5)
+    for n_out, c, kernel in ((5, 3, (3, 3)), (21, 130, (3, 1)), (70, 64, (1, 2))):
+        weight = torch.randn(n_out, c, *kernel, generator=g)
+        panels = K.pack_panels(K.pack_conv_weights(weight))
+        got = K.conv_tap_popcounts(panels, n_out, kernel, c)
+        expected = (weight < 0).sum(dim=1).reshape(n_out, -1).t()  # (taps, n_out), taps row-major
+        assert torch.equal(got, expected)
+    with pytest.raises(ValueError, match="do not hold 5 columns"):
+        K.conv_tap_popcounts(panels, 5, kernel, c)
+    assert K.conv_tap_popcounts(panels, n_out, (65, 1), c) is None  # no correction: gathered
+    pixels = K.pack_pixels(torch.randn(1, c, 4, 4, generator=g))
+    b = K.pack_conv_weights(weight)
+    with pytest.raises(ValueError, match="tap_pop must be contiguous int64"):
+        K.binary_conv(pixels, c, b, kernel, (1, 1), (1, 1), tap_pop=got[:1])
+    assert torch.equal(K.binary_conv(pixels, c, b, kernel, (1, 1), (1, 1), tap_pop=got),
+                       K.binary_conv(pixels, c, b, kernel, (1, 1), (1, 1)))
