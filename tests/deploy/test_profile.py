@@ -17,10 +17,8 @@ SHAPE = (3, 32, 32)
 
 
 @pytest.fixture(scope="module")
-def frozen() -> nn.Module:
-    torch.manual_seed(0)
-    model = ec.models.create("resnet20", width=0.25, activation="hardtanh").eval()
-    return deploy.freeze(ec.convert(model, "bnn", mode="w1a1"))
+def frozen(frozen_resnet20) -> nn.Module:
+    return frozen_resnet20
 
 
 def _no_hooks(model: nn.Module) -> bool:
