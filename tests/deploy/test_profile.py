@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-import edgecompress as ec
 from edgecompress import deploy
 from edgecompress.deploy import profile
 from edgecompress.deploy.profile import (IM2COL, OTHER, PACK, STEM, FLOAT_LAYERS, profile_model,
