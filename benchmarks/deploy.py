@@ -177,7 +177,7 @@ def main(out: Path = RESULTS) -> None:
     print(f"wrote {out.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
 
 
-def bench_chunking(frozen: torch.nn.Module, batch: int = 8, rounds: int = 9) -> list[dict]:
+def bench_chunking(frozen: torch.nn.Module, batch: int = 8, rounds: int = 15) -> list[dict]:
     """The frozen model at ``batch`` in chunks (``batch_chunk = "auto"``, the default) against
     the whole batch at once (``None``), interleaved, at 1 and 2 threads."""
     x = torch.randn(batch, 3, 224, 224)
