@@ -1,6 +1,7 @@
-"""Deployment benchmark: binary GEMM and whole frozen W1A1 ResNet-18 vs torch float32, file
-sizes and tensor memory, and where the frozen model's time goes; writes docs/deploy.md and
-its plots in docs/img/deploy_*.png.
+"""Deployment benchmark: binary GEMM and whole frozen W1A1 ResNet-18 vs torch float32, batch
+chunking at batch 8 (chunked vs the whole batch at once), file sizes and tensor memory, and
+where the frozen model's time goes; writes docs/deploy.md and its plots in
+docs/img/deploy_*.png.
 
     python benchmarks/deploy.py              # measure, then write the doc
     python benchmarks/deploy.py --doc-only   # rewrite the doc from benchmarks/results/deploy.json
