@@ -52,7 +52,8 @@ This package only re-exports.
 """
 
 from ._loader import PATHS, available, supported_paths
-from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, adder_input_grad, binary_conv,
+from .dispatch import (SIGNSWISH_OPS, _set_gemm_block_bytes, _set_pad_correction,
+                       adder_input_grad, binary_conv,
                        binary_gemm,
                        binary_gemm_affine, binary_gemm_groups, block_epilogue, pool_branches,
                        max_pool2d, max_pool2d_usable,

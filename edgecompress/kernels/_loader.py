@@ -32,6 +32,7 @@ _SIGNATURES: dict[str, tuple[list, type | None]] = {
     "ec_im2col_words": ([_p] + [_i64] * 12 + [_p, _p], None),
     "ec_pack_panels": ([_p, _i64, _i64, _p], None),
     "ec_set_gemm_block_bytes": ([_i64], None),
+    "ec_set_pad_correction": ([_i32], None),
     "ec_binary_gemm": ([_p, _p, _p, _i64, _i64, _i64, _i64, _p, _p, _p, _p, _p, _p, _i32, _f32,
                         _f32, _i32, _i32], _i32),
     "ec_binary_conv": ([_p, _p, _p, _i64, _p, _p, _p, _p, _p, _p, _i32, _f32, _f32, _i32, _i32,

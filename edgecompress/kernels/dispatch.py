@@ -41,6 +41,19 @@ def _set_gemm_block_bytes(size: int) -> None:
         lib.ec_set_gemm_block_bytes(int(size))
 
 
+#: where binary_conv corrects for zero padding instead of gathering the border windows
+PAD_CORRECTION_MODES = {"avx512": 0, "always": 1, "never": 2}
+
+
+def _set_pad_correction(mode: str) -> None:
+    """Where :func:`binary_conv` corrects for zero padding ("avx512": on that path only, the
+    default; "always"; "never": border windows gathered with masks): the same bits every way;
+    tests run each path both ways."""
+    lib = load()
+    if lib is not None:
+        lib.ec_set_pad_correction(PAD_CORRECTION_MODES[mode])
+
+
 def _check_packed(name: str, t: Tensor, cols: int) -> Tensor:
     if t.dtype != torch.int64 or t.dim() != 2 or t.shape[1] != cols:
         raise ValueError(f"{name} must be an int64 tensor of packed rows (R, {cols}), got "
@@ -819,9 +832,9 @@ def binary_conv(pixels: Tensor, channels: int, b: Tensor, kernel: tuple[int, int
     ("signs") on ``im2col_words(pixels, channels, kernel, stride, padding, dilation)``, masked
     when there is padding; b: the weights from :func:`pack_conv_weights`, panels: their
     :func:`pack_panels`. Rows: (n * oh * ow) output pixels. Windows are read in place; with
-    padding, from a copy of the pixels with a border of zero words, each output's sum then
-    corrected by what its padding taps added (kernels up to 64 x 64; larger ones gather the
-    row blocks that touch the padding, with their masks)."""
+    padding, on the AVX-512 path, from a copy of the pixels with a border of zero words, each
+    output's sum then corrected by what its padding taps added (kernels up to 64 x 64); else
+    the row blocks that touch the padding are gathered, with their masks."""
     if output not in _GEMM_OUTPUTS:
         raise ValueError(f"output must be one of {tuple(_GEMM_OUTPUTS)}, got {output!r}")
     if pixels.dtype != torch.int64 or pixels.dim() != 4 or pixels.shape[3] != words(channels):

@@ -462,6 +462,13 @@ EC_EXPORT int ec_binary_gemm_groups(const uint64_t *a, const uint64_t *b, int64_
     return status;
 }
 
+/* Where the padding correction runs: 0 on the AVX-512 path only (measured 9-14 % faster than
+ * the masked gathers there; on the AVX2 path of a Zen 5, 0-15 % slower, Zen 1 not measured),
+ * 1 on every path, 2 on none (tests run every path both ways). */
+static int pad_correction = 0;
+
+EC_EXPORT void ec_set_pad_correction(int mode) { pad_correction = mode; }
+
 /* The class of each output row (or column): the mask of the kernel rows whose input row
  * oy * sh - ph + i * dh lies outside [0, size), numbered in order of first appearance; the
  * masks of the classes into masks. Returns the number of classes. */
@@ -588,7 +595,8 @@ static int pad_fix_build(const conv_window *g, const uint64_t *px, const uint64_
  * of at most 64 rows and columns; else the row blocks that touch the padding are gathered
  * with their masks), so the result equals ec_binary_gemm on ec_im2col_words' rows and mask
  * bit for bit. On Zen 5 (AVX-512), ResNet-18's padded 3x3 convolutions ran 9-14 % faster by
- * correction than gathered, at batch 1 (planned calls).
+ * correction than gathered, at batch 1 (planned calls); the correction runs on the AVX-512
+ * path (see pad_correction).
  */
 EC_EXPORT int ec_binary_conv(const uint64_t *px, const int64_t *geometry, const uint64_t *bp,
                              int64_t n_out, int32_t *c, float *cf, uint64_t *cs,
@@ -605,11 +613,13 @@ EC_EXPORT int ec_binary_conv(const uint64_t *px, const int64_t *geometry, const 
     const int64_t cw = (g.c + 63) / 64, kw = g.kh * g.kw * cw, k = g.kh * g.kw * g.c;
     const int64_t m = g.n * conv_out_h(&g) * conv_out_w(&g);
     /* padding: by correction on a zero-bordered copy (pad_fix) where the kernel's rows and
-     * columns fit a 64-bit class mask, else windows that touch it are gathered with masks */
+     * columns fit a 64-bit class mask (and pad_correction says so), else the windows that
+     * touch it are gathered with masks */
     pad_fix fix;
     void *fix_memory = NULL;
     uint64_t *padded = NULL;
-    if ((g.ph > 0 || g.pw > 0) && g.kh <= 64 && g.kw <= 64) {
+    const int correct = pad_correction == 1 || (pad_correction == 0 && path == EC_PATH_AVX512);
+    if ((g.ph > 0 || g.pw > 0) && g.kh <= 64 && g.kw <= 64 && correct) {
         const int status = pad_fix_build(&g, px, bp, n_out, tap_pop, &fix, &fix_memory,
                                          &padded);
         if (status != EC_OK) return status;

@@ -23,6 +23,14 @@ needs_library = pytest.mark.skipif(not K.available(), reason="the C kernels are 
 RESNET_LIKE = [(2, 130, 9, 1), (3, 70, 8, 2), (1, 64, 7, 1), (3, 100, 6, 1), (1, 200, 7, 2)]
 
 
+@pytest.fixture(params=["always", "never"])
+def pad_correction(request):
+    """Zero padding corrected for (on every path) or gathered with masks: the same bits."""
+    K._set_pad_correction(request.param)
+    yield request.param
+    K._set_pad_correction("avx512")
+
+
 def _case(seed: int) -> dict:
     """A random convolution: batch 1-3, channels mostly not a multiple of 64, 1x1 / 3x3 (and
     one 5x3 dilated) kernels, stride 1 or 2, padding 0 or 1; seeds 100 + i: RESNET_LIKE[i]."""
@@ -57,7 +65,7 @@ def _operands(case: dict):
 @needs_library
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("seed", [*range(24), *range(100, 100 + len(RESNET_LIKE))])
-def test_implicit_conv_equals_the_gemm_on_im2col_rows(path, seed):
+def test_implicit_conv_equals_the_gemm_on_im2col_rows(path, seed, pad_correction):
     case = _case(seed)
     pixels, b, rows, mask, k = _operands(case)
     c, geometry = case["x"].shape[1], case["geometry"]
@@ -100,7 +108,7 @@ WIDE_PADDING = [((3, 3), (2, 2), (2, 2), (1, 1), 2, 70, 9, 7),
 @needs_library
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("geometry", WIDE_PADDING, ids=str)
-def test_implicit_conv_with_wide_padding_and_tall_kernels(path, geometry):
+def test_implicit_conv_with_wide_padding_and_tall_kernels(path, geometry, pad_correction):
     kernel, stride, padding, dilation, batch, c, h, w = geometry
     g = torch.Generator().manual_seed(sum(kernel) + c)
     x, weight = torch.randn(batch, c, h, w, generator=g), torch.randn(5, c, *kernel, generator=g)
@@ -127,7 +135,7 @@ def test_implicit_conv_with_wide_padding_and_tall_kernels(path, geometry):
 @needs_library
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("seed", [*range(12), *range(100, 100 + len(RESNET_LIKE))])
-def test_planned_conv_equals_the_calls_one_by_one(path, seed):
+def test_planned_conv_equals_the_calls_one_by_one(path, seed, pad_correction):
     """BinaryConvPlan (packing, gathering and GEMM in one C call) equals pack_pixels,
     im2col_words and the GEMM bit for bit: float inputs held contiguous or channels-last and
     packed pixels, the implicit GEMM or im2col rows, float32 (residual, clamp) and signs
