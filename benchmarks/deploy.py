@@ -322,7 +322,11 @@ def write_doc(r: dict) -> None:
         "",
         f"Machine: {r['machine']}. Regenerate with `python benchmarks/deploy.py` (also "
         "`edgecompress bench kernels` and `edgecompress bench model`). Each ratio compares "
-        "medians of the candidate and its float32 baseline measured interleaved in the same run.",
+        "medians of the candidate and its float32 baseline measured interleaved in the same run "
+        "(rounds alternating their order; in each, the median of 3-5 consecutive calls of one "
+        "model: warm caches, as a model serving repeated requests. On the shared Zen 5 host, "
+        "each frozen call made right after a float one, with caches holding the float model, "
+        "ran 4.0-4.4x at batch 8 on one thread against channels-last float).",
         "",
         "## Binary GEMM vs float32 matmul at ResNet-18 layer shapes",
         "",
