@@ -324,7 +324,8 @@ def write_doc(r: dict) -> None:
         "`edgecompress bench kernels` and `edgecompress bench model`). Each ratio compares "
         "medians of the candidate and its float32 baseline measured interleaved in the same run "
         "(rounds alternating their order; in each, the median of 3-5 consecutive calls of one "
-        "model: warm caches, as a model serving repeated requests. On the shared Zen 5 host, "
+        "model: warm caches, as a model serving repeated requests. On the shared Zen 5 host "
+        "on 2026-12-07, "
         "each frozen call made right after a float one, with caches holding the float model, "
         "ran 4.0-4.4x at batch 8 on one thread against channels-last float).",
         "",
