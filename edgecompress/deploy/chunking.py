@@ -6,7 +6,8 @@ between the caches and memory costs as much as computing them: a ResNet-18's sta
 layer to layer, out of every core's L2 cache. Run image by image (a few at a time), the whole
 network keeps each chunk's maps in L2 from one layer to the next. Measured on a 2-core AMD EPYC
 (Zen 5, 1 MB L2 per core), frozen W1A1 ResNet-18 at batch 8: stage 0 took 14.0 ms at once and
-8.1 ms image by image; the whole model 10-35 % less time in chunks of 2-4 images.
+8.1 ms image by image; the whole model 1.1-1.26x faster at one thread in chunks of 2 images,
+about even (0.97-1.10x) at two threads in chunks of 4 (docs/deploy.md).
 
 :func:`freeze` installs it on a frozen feature-map model (a ``torch.fx.GraphModule`` with one
 4-D image input and one tensor output), as is :func:`load`: the generated ``forward`` first
