@@ -10,7 +10,7 @@ network keeps each chunk's maps in L2 from one layer to the next. Measured on a 
 about even (0.97-1.10x) at two threads in chunks of 4 (docs/deploy.md).
 
 :func:`freeze` installs it on a frozen feature-map model (a ``torch.fx.GraphModule`` with one
-4-D image input and one tensor output), as is :func:`load`: the generated ``forward`` first
+4-D image input and one tensor output), and so does :func:`load`: the generated ``forward`` first
 asks :func:`run_chunked`, which splits the batch when a chunk of fewer images would fit the
 cache budget and otherwise lets the graph run the batch at once. Every layer of a frozen
 inference model treats each image on its own, so the results are those of running the chunks
@@ -22,9 +22,9 @@ once more, alone, to find the largest activation of one image (the output of a m
 graph calls) against ``BUDGET_BYTES_PER_THREAD`` x the threads, so a batch whose activations
 fit is never split (batch 1 never; a CIFAR ResNet-20's 64 kB maps rarely). Set
 ``model.batch_chunk`` to ``None`` to run every batch at once, or to an int for a fixed chunk
-size (a run-time setting: :func:`save` and ``copy.deepcopy`` do not keep it; the model they give
-chunks by ``"auto"``). Skipped while torch.compile, torch.export
-or a tracer records the model (they see the whole batch).
+size (a run-time setting: :func:`save` and ``copy.deepcopy`` do not keep it; the model they
+give chunks by ``"auto"``). Skipped while torch.compile, torch.export or a tracer records the
+model (they see the whole batch).
 """
 
 from __future__ import annotations

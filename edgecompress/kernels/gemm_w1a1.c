@@ -345,10 +345,11 @@ static int gemm_run(const gemm_rows *src, const uint64_t *bp, int64_t m, int64_t
                     int64_t k, const epilogue *out, tile_kernel kernel, store_kernel store,
                     int threads) {
     /* an all-zero row stands in for the rows past the end of the last row block; then the OR
-     * of B's columns, for mask_redundant */
+     * of B's columns, for mask_redundant (rows with masks: stored ones, or windows gathered at
+     * the padding when it is not corrected for) */
     uint64_t *pad = calloc((size_t)(2 * (kw > 0 ? kw : 1)), sizeof(uint64_t));
     if (pad == NULL) return EC_OUT_OF_MEMORY;
-    uint64_t *bbits = src->mask || src->conv ? pad + (kw > 0 ? kw : 1) : NULL;
+    uint64_t *bbits = src->mask || (src->conv && !src->fix) ? pad + (kw > 0 ? kw : 1) : NULL;
     const int64_t panels = (n + PANEL - 1) / PANEL;
     for (int64_t p = 0; bbits && p < panels; p++)
         for (int64_t w = 0; w < kw; w++)
