@@ -33,6 +33,7 @@ from common import load_results, machine as common_machine, machine_label, save_
 
 import edgecompress as ec
 from edgecompress import kernels
+from edgecompress.deploy import chunking
 from edgecompress.deploy.benchmark import (bench_gemm, bench_model, bench_w1a32, compare,
                                           tensor_bytes)
 from edgecompress.deploy.profile import FLOAT_LAYERS, IM2COL, OTHER, PACK, STEM, profile_model
@@ -195,7 +196,7 @@ def bench_chunking(frozen: torch.nn.Module, batch: int = 8, rounds: int = 15) ->
             t = compare(f"batch {batch}", run("auto"), run(None), threads, rounds)
             torch.set_num_threads(threads)
             chunk = frozen._batch_chunks[((3, 224, 224), torch.float32, threads)]
-            out.append({**t.to_dict(), "chunk": -(-batch // -(-batch // chunk))})
+            out.append({**t.to_dict(), "chunk": chunking.equal_chunk(batch, chunk)})
     frozen.batch_chunk = "auto"
     return out
 

@@ -53,6 +53,12 @@ def chunk_for(largest: int, threads: int) -> int:
     return max(1, BUDGET_BYTES_PER_THREAD * threads // max(1, largest))
 
 
+def equal_chunk(n: int, chunk: int) -> int:
+    """Images per chunk when ``n`` images run in chunks of at most ``chunk``, made equal: the
+    fewest chunks, the largest one as small as it can be (8 by 5: 4 + 4)."""
+    return math.ceil(n / math.ceil(n / chunk))
+
+
 _RUNNING = threading.local()  # inside run_chunked: the graph runs what it is given
 
 
@@ -107,8 +113,7 @@ def run_chunked(model: fx.GraphModule, x: object) -> Tensor | None:
     n = x.shape[0]
     if chunk >= n:
         return None
-    chunk = math.ceil(n / math.ceil(n / chunk))  # equal chunks: 8 images by 5 -> 4 + 4
-    return torch.cat([_forward(model, part) for part in x.split(chunk)])
+    return torch.cat([_forward(model, part) for part in x.split(equal_chunk(n, chunk))])
 
 
 class ChunkingCodeGen(CodeGen):
