@@ -198,8 +198,7 @@ EC_EXPORT void ec_set_gemm_block_bytes(int64_t bytes) { gemm_block_bytes = bytes
 typedef struct {
     const int32_t *ry, *cx;  /* class of each output row / column */
     int64_t ncx, n;
-    const uint8_t *padded;   /* per class: whether it has padding taps */
-    const int32_t *valid;    /* per class: valid positions */
+    const int32_t *valid;    /* per class: valid positions (k where it has no padding taps) */
     const int64_t *corr;     /* per class: n column sums to subtract */
 } pad_fix;
 
@@ -317,7 +316,7 @@ static void gemm_row_block(const gemm_job *j, int64_t rb, int64_t p0, int64_t p1
             cls[r] = -1;
             if (rb * R + r >= j->m) continue;
             const int64_t c = fix->ry[px.y] * fix->ncx + fix->cx[px.x];
-            if (fix->padded[c]) {
+            if (fix->valid[c] != j->k) {  /* it has padding taps */
                 cls[r] = c;
                 valid[r] = fix->valid[c];
             }
@@ -510,7 +509,7 @@ EC_EXPORT void ec_conv_tap_popcounts(const uint64_t *bp, int64_t n_out, int64_t 
 static int pad_fix_build(const conv_window *g, const uint64_t *px, const uint64_t *bp,
                          int64_t n_out, const int64_t *tap_pop, pad_fix *fix, void **memory,
                          uint64_t **padded) {
-    const int64_t cw = (g->c + 63) / 64, taps = g->kh * g->kw, kwords = taps * cw;
+    const int64_t cw = (g->c + 63) / 64, taps = g->kh * g->kw;
     const int64_t oh = conv_out_h(g), ow = conv_out_w(g);
     const int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
     uint64_t *masks = malloc((size_t)(oh + ow) * sizeof(uint64_t));  /* of the classes */
@@ -532,9 +531,9 @@ static int pad_fix_build(const conv_window *g, const uint64_t *px, const uint64_
     const int64_t nry = pad_classes(oh, g->h, g->kh, g->sh, g->ph, g->dh, ids, masks);
     const int64_t ncx = pad_classes(ow, g->w, g->kw, g->sw, g->pw, g->dw, ids + oh, masks + oh);
     const int64_t classes = nry * ncx;
-    /* one block: row ids, column ids, padded flags, valid counts, corrections */
-    const size_t bytes = (size_t)(oh + ow) * sizeof(int32_t) + (size_t)classes * (1 +
-                         sizeof(int32_t)) + 8 + (size_t)(classes * n_out) * sizeof(int64_t);
+    /* one block: corrections, then row ids, column ids, valid counts */
+    const size_t bytes = (size_t)(classes * n_out) * sizeof(int64_t) +
+                         (size_t)(oh + ow + classes) * sizeof(int32_t);
     char *block = malloc(bytes);
     if (block == NULL) {
         free(masks);
@@ -545,7 +544,6 @@ static int pad_fix_build(const conv_window *g, const uint64_t *px, const uint64_
     }
     int64_t *corr = (int64_t *)block;  /* first: 8-byte aligned */
     int32_t *ry = (int32_t *)(corr + classes * n_out), *cx = ry + oh, *valid = cx + ow;
-    uint8_t *flag = (uint8_t *)(valid + classes);
     memcpy(ry, ids, (size_t)(oh + ow) * sizeof(int32_t));
     free(ids);
     for (int64_t a = 0; a < nry; a++)
@@ -561,7 +559,6 @@ static int pad_fix_build(const conv_window *g, const uint64_t *px, const uint64_
                     for (int64_t col = 0; col < n_out; col++) out[col] += pop[col];
                 }
             valid[c] = (int32_t)((taps - outside) * g->c);
-            flag[c] = outside > 0;
         }
     free(masks);
     free(own);
@@ -579,7 +576,7 @@ static int pad_fix_build(const conv_window *g, const uint64_t *px, const uint64_
                    (size_t)(g->w * cw) * sizeof(uint64_t));
             memset(dst + (g->pw + g->w) * cw, 0, (size_t)(g->pw * cw) * sizeof(uint64_t));
         }
-    *fix = (pad_fix){ry, cx, ncx, n_out, flag, valid, corr};
+    *fix = (pad_fix){ry, cx, ncx, n_out, valid, corr};
     *memory = block;
     return EC_OK;
 }
