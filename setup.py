@@ -38,7 +38,7 @@ setup(
             sources=[f"{KERNELS}/{name}.c" for name in (
                 "cpu", "pack", "im2col", "gemm_w1a1", "gemm_w1a1_store", "gemm_w1a32",
                 "gemm_lowbit", "signswish", "attention", "attention_pack", "conv_f32", "adder_grad",
-                "block_epilogue", "pool_branches", "euclid_patch", "max_pool")],
+                "block_epilogue", "pool_branches", "euclid_patch", "max_pool", "int8_conv")],
             depends=[f"{KERNELS}/kernels.h", f"{KERNELS}/gemm_w1a1.h", f"{KERNELS}/im2col.h"],
             extra_compile_args=["-O3", "-std=c11", "-fvisibility=hidden", *OPENMP],
             extra_link_args=OPENMP,

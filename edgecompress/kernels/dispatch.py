@@ -623,8 +623,9 @@ def w1a32_gemm(x: Tensor, panels: Tensor, n: int, scale: Tensor | None = None,
     if lib is None:
         return w1a32_gemm_reference(x, sign_panels_rows_reference(panels, n), k, scale, bias)
     x, scale, bias = _float32(x), _float32(scale), _float32(bias)
+    panels = panels.contiguous()  # kept alive through the call
     out = torch.empty(m, n, dtype=torch.float32)
-    status = lib.ec_w1a32_gemm(x.data_ptr(), panels.contiguous().data_ptr(), m, n, k,
+    status = lib.ec_w1a32_gemm(x.data_ptr(), panels.data_ptr(), m, n, k,
                                _ptr(scale), _ptr(bias), out.data_ptr(), path_code(path),
                                threads or torch.get_num_threads())
     check_status(status, "w1a32_gemm", path)
@@ -694,8 +695,9 @@ def lowbit_gemm(x: Tensor, panels: Tensor, table: Tensor, n: int, bits: int,
         return lowbit_gemm_reference(x, lowbit_codes_reference(panels, n, k, bits), table, scale,
                                      bias)
     x, table, scale, bias = _float32(x), _float32(table), _float32(scale), _float32(bias)
+    panels = panels.contiguous()  # kept alive through the call
     out = torch.empty(m, n, dtype=torch.float32)
-    status = lib.ec_lowbit_gemm(x.data_ptr(), panels.contiguous().data_ptr(), table.data_ptr(),
+    status = lib.ec_lowbit_gemm(x.data_ptr(), panels.data_ptr(), table.data_ptr(),
                                 bits, m, n, k, _ptr(scale), _ptr(bias), out.data_ptr(),
                                 path_code(path), threads or torch.get_num_threads())
     check_status(status, "lowbit_gemm", path)
@@ -811,8 +813,8 @@ def conv_tap_popcounts(panels: Tensor, n_out: int, kernel: tuple[int, int],
         raise ValueError(f"panels of shape {tuple(panels.shape)} do not hold {n_out} columns of "
                          f"{kernel} taps of {channels} channels")
     out = torch.empty(taps, n_out, dtype=torch.int64)
-    lib.ec_conv_tap_popcounts(panels.contiguous().data_ptr(), n_out, taps, words(channels),
-                              out.data_ptr())
+    panels = panels.contiguous()  # kept alive through the call
+    lib.ec_conv_tap_popcounts(panels.data_ptr(), n_out, taps, words(channels), out.data_ptr())
     return out
 
 
@@ -1020,6 +1022,123 @@ def max_pool2d(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
     status = lib.ec_max_pool2d(x.data_ptr(), n, shape, out.data_ptr(), path_code(path),
                                threads or torch.get_num_threads())
     check_status(status, "max_pool2d", path)
+    return out
+
+
+# --- integer convolution of <= 8-bit codes -----------------------------------------------------
+
+#: the largest window (kh kw c) :func:`int8_conv` takes: its int32 sums stay exact up to it
+INT8_CONV_MAX_K = 65536
+
+
+def int8_conv_vnni() -> bool:
+    """True when :func:`int8_conv` multiplies with AVX-512 VNNI on this CPU (where it runs 1.5-3x
+    faster than torch's float convolution); its AVX2 and scalar paths give the same bits,
+    slower than torch's float convolution. False without the C library."""
+    lib = library()
+    return lib is not None and bool(lib.ec_int8_conv_vnni())
+
+
+def _int8_runs(kernel: tuple[int, int], channels: int, dilation: tuple[int, int]
+               ) -> tuple[int, int]:
+    """(runs, bytes per run) of a window as ``int8_conv.c`` reads it: kh runs of kw c bytes, or
+    kh kw runs of c bytes when dilated along the width."""
+    if dilation[1] > 1:
+        return kernel[0] * kernel[1], channels
+    return kernel[0], kernel[1] * channels
+
+
+def int8_conv_panels(codes: Tensor, dilation: tuple[int, int] = (1, 1)
+                     ) -> tuple[Tensor, Tensor]:
+    """A convolution's weight codes (out, c, kh, kw) (integers in -128..127) as
+    :func:`int8_conv` reads them for that ``dilation``: int8 panels (ceil(out / 16), groups,
+    64) (a 3-D tensor: a model's ``to(memory_format=torch.channels_last)`` leaves it as it is),
+    and each output's sum of codes (int32). The window, in (ky, kx, c) order, is cut
+    into runs of contiguous input bytes (a kernel row, or one tap when dilated along the width),
+    each padded with zeros to a multiple of 4 and cut into groups of 4; panel p, group g,
+    bytes 4 j .. 4 j + 3 hold the codes of output 16 p + j there (zero past out)."""
+    if codes.dim() != 4 or codes.is_floating_point() or codes.is_complex():
+        raise ValueError(f"int8_conv_panels needs integer codes (out, c, kh, kw), got "
+                         f"{codes.dtype} {tuple(codes.shape)}")
+    if codes.numel() and (int(codes.min()) < -128 or int(codes.max()) > 127):
+        raise ValueError("int8_conv_panels: codes must lie in -128..127")
+    out, c, kh, kw = codes.shape
+    runs, run_len = _int8_runs((kh, kw), c, tuple(dilation))
+    run_groups = -(-run_len // 4)
+    flat = codes.permute(0, 2, 3, 1).reshape(out, runs, run_len).to(torch.int8)
+    p = -(-out // 16)
+    padded = torch.zeros(p * 16, runs, run_groups * 4, dtype=torch.int8)
+    padded[:out, :, :run_len] = flat
+    panels = padded.view(p, 16, runs * run_groups, 4).permute(0, 2, 1, 3).reshape(p, -1, 64)
+    return panels.contiguous(), flat.reshape(out, -1).sum(1, dtype=torch.int32)
+
+
+def int8_conv(x: Tensor, panels: Tensor, wsum: Tensor, n_out: int, kernel: tuple[int, int],
+              stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+              *, step: Tensor | float, q_range: tuple[int, int], scale: Tensor,
+              bias: Tensor | None = None, path: str | None = None,
+              threads: int | None = None) -> Tensor:
+    """The integer convolution of a uniform layer with quantized inputs (``int8_conv.c``, an
+    implicit GEMM: the windows are read in place from the quantized bytes):
+    the input codes q = clamp(round(x / step), q_min, q_max) of a float (n, c, h, w) input
+    (channels-last or contiguous; a NaN gives q_min), their exact int32 sums with the weight
+    codes (``panels``, ``wsum``: :func:`int8_conv_panels` for this ``dilation``), then ``acc * scale + bias`` per
+    output channel in float32 (``scale``: weight step times input step). Every path (AVX-512
+    VNNI, AVX2, scalar) gives the same bits, those of :func:`int8_conv_reference`; (n, n_out,
+    oh, ow) float32 held channels-last. ``q_max - q_min`` <= 255 (codes of at most 8 bits),
+    q_min <= 0 <= q_max, windows of at most :data:`INT8_CONV_MAX_K` values."""
+    kernel, stride, padding, dilation = (tuple(int(v) for v in t)
+                                         for t in (kernel, stride, padding, dilation))
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"int8_conv needs a float (n, c, h, w) input, got {x.dtype} "
+                         f"{tuple(x.shape)}")
+    n, c, h, w = x.shape
+    k = kernel[0] * kernel[1] * c
+    q_min, q_max = (int(v) for v in q_range)
+    if not q_min <= 0 <= q_max or q_max - q_min > 255:
+        raise ValueError(f"int8_conv needs a code range of at most 8 bits around 0 "
+                         f"(q_min <= 0 <= q_max, q_max - q_min <= 255), got {q_range}")
+    step = torch.as_tensor(step, dtype=torch.float32)
+    if step.numel() != 1 or not float(step) > 0:
+        raise ValueError(f"int8_conv needs one input step > 0, got {step}")
+    if k > INT8_CONV_MAX_K:
+        raise ValueError(f"int8_conv: a window of {k} values exceeds {INT8_CONV_MAX_K} (its "
+                         f"int32 sums could overflow)")
+    runs, run_len = _int8_runs(kernel, c, dilation)
+    expected = (-(-n_out // 16), runs * -(-run_len // 4), 64)
+    if panels.dtype != torch.int8 or tuple(panels.shape) != expected:
+        raise ValueError(f"int8_conv: panels must be int8 {expected} for {n_out} outputs of "
+                         f"{kernel} windows of {c} channels (int8_conv_panels), got "
+                         f"{panels.dtype} {tuple(panels.shape)}")
+    for name, t in (("wsum", wsum), ("scale", scale), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (n_out,):
+            raise ValueError(f"int8_conv: {name} must have shape ({n_out},), got "
+                             f"{tuple(t.shape)}")
+    oh, ow = _binary_conv_output(h, w, kernel, stride, padding, dilation)
+    lib = library()
+    if lib is None:
+        from .reference import int8_conv_reference
+        codes = panels.view(*expected[:2], 16, 4).permute(0, 2, 1, 3)
+        codes = codes.reshape(expected[0] * 16, runs, -1)
+        codes = codes[:n_out, :, :run_len].reshape(n_out, kernel[0], kernel[1], c)
+        codes = codes.permute(0, 3, 1, 2)
+        y = int8_conv_reference(x, codes, stride, padding, dilation, step, (q_min, q_max),
+                                scale, bias)
+        return y.contiguous(memory_format=torch.channels_last)
+    x = x.to(torch.float32)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if not channels_last:
+        x = x.contiguous()
+    wsum, scale = wsum.to(torch.int32).contiguous(), _float32(scale)
+    bias, panels = _float32(bias), panels.contiguous()  # panels kept alive through the call
+    out = torch.empty((n, n_out, oh, ow), dtype=torch.float32,
+                      memory_format=torch.channels_last)
+    geometry = (ctypes.c_int64 * 12)(n, c, h, w, *kernel, *stride, *padding, *dilation)
+    status = lib.ec_int8_conv(x.data_ptr(), int(channels_last), geometry, float(step), q_min,
+                              q_max, panels.data_ptr(), wsum.data_ptr(), n_out,
+                              scale.data_ptr(), _ptr(bias), out.data_ptr(), path_code(path),
+                              threads or torch.get_num_threads())
+    check_status(status, "int8_conv", path)
     return out
 
 

@@ -23,6 +23,8 @@
  *   block_epilogue.c    BatchNorm + shortcut + RPReLU after a binary linear (BinaryViT's block)
  *   pool_branches.c     BinaryViT's four scaled average-pooling branches on channel-last tokens
  *   max_pool.c          float32 max-pooling of channels-last maps (a ResNet stem's 3x3 / 2 pool)
+ *   int8_conv.c         integer convolution of <= 8-bit weight and input codes (uniform n-bit
+ *                       layers with quantized inputs): AVX-512 VNNI, AVX2 vpmaddwd, scalar
  *   euclid_patch.c      EuclidNet's per-patch ||x||^2 term, subtracted in place from the conv
  *                       output with the per-channel b - theta/2 ||w||^2; its input gradient
  *

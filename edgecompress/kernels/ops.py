@@ -21,6 +21,7 @@ from .dispatch import conv2d_direct as _conv2d_direct
 from .dispatch import conv2d_direct_usable, conv2d_torch
 from .dispatch import conv_output_size
 from .dispatch import im2col_words as _im2col_words
+from .dispatch import int8_conv as _int8_conv
 from .dispatch import lowbit_gemm as _lowbit_gemm
 from .dispatch import pack_pixels as _pack_pixels
 from .dispatch import pack_signs as _pack_signs
@@ -108,6 +109,26 @@ def lowbit_gemm_op(x: Tensor, panels: Tensor, table: Tensor, n: int, bits: int,
 def _(x: Tensor, panels: Tensor, table: Tensor, n: int, bits: int, scale: Optional[Tensor],
       bias: Optional[Tensor]) -> Tensor:
     return x.new_empty((x.shape[0], n), dtype=torch.float32)
+
+
+@torch.library.custom_op("edgecompress::int8_conv", mutates_args=())
+def int8_conv_op(x: Tensor, panels: Tensor, wsum: Tensor, n_out: int, kernel: list[int],
+                 stride: list[int], padding: list[int], dilation: list[int], step: Tensor,
+                 q_min: int, q_max: int, scale: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """float32 (n, n_out, oh, ow) channels-last: the integer convolution of the input's codes
+    (see :func:`edgecompress.kernels.int8_conv`)."""
+    return _int8_conv(x, panels, wsum, n_out, kernel, stride, padding, dilation, step=step,
+                      q_range=(q_min, q_max), scale=scale, bias=bias)
+
+
+@int8_conv_op.register_fake
+def _(x: Tensor, panels: Tensor, wsum: Tensor, n_out: int, kernel: list[int],
+      stride: list[int], padding: list[int], dilation: list[int], step: Tensor, q_min: int,
+      q_max: int, scale: Tensor, bias: Optional[Tensor]) -> Tensor:
+    oh, ow = (conv_output_size(size, k, s, p, d) for size, k, s, p, d in
+              zip(x.shape[2:], kernel, stride, padding, dilation))
+    return torch.empty((x.shape[0], n_out, oh, ow), dtype=torch.float32, device=x.device,
+                       memory_format=torch.channels_last)
 
 
 @torch.library.custom_op("edgecompress::pack_signs", mutates_args=())

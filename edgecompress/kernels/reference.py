@@ -398,3 +398,20 @@ def subtract_planes(y: Tensor, planes: Tensor) -> Tensor:
     if groups == 1:
         return y - planes  # (N, 1, Ho, Wo) broadcast over the channels
     return (y.unflatten(1, (groups, -1)) - planes.unsqueeze(2)).flatten(1, 2)
+
+
+def int8_conv_reference(x: Tensor, codes: Tensor, stride: tuple[int, int],
+                        padding: tuple[int, int], dilation: tuple[int, int], step: Tensor,
+                        q_range: tuple[int, int], scale: Tensor,
+                        bias: Tensor | None = None) -> Tensor:
+    """:func:`~edgecompress.kernels.int8_conv` in PyTorch: the input codes
+    clamp(round(x / step), q_min, q_max) (a NaN gives q_min), their exact integer convolution
+    with the weight ``codes`` (out, c, kh, kw) (in float64: every partial sum is an integer
+    below 2^53), rounded to float32, then ``* scale + bias`` per output channel (two float32
+    roundings). (n, out, oh, ow) float32."""
+    q_min, q_max = q_range
+    q = torch.round(x.to(torch.float32) / step).clamp_(q_min, q_max)
+    q = torch.nan_to_num(q, nan=float(q_min))
+    acc = torch.nn.functional.conv2d(q.double(), codes.double(), None, stride, padding, dilation)
+    y = acc.to(torch.float32) * scale.to(torch.float32).view(1, -1, 1, 1)
+    return y if bias is None else y + bias.to(torch.float32).view(1, -1, 1, 1)

@@ -31,6 +31,13 @@ def float_linear_path(monkeypatch):
     monkeypatch.setattr(deploy.PackedUniformLinear, "LOWBIT_KERNEL_MAX_ROWS", 0)
 
 
+@pytest.fixture
+def float_conv_path(monkeypatch):
+    """Frozen uniform convolutions on their float path, which equals the training form bit for
+    bit (the integer kernel equals it to float rounding: tests/deploy/test_int8_conv.py)."""
+    monkeypatch.setattr(deploy.PackedUniformConv2d, "integer_kernel", False)
+
+
 def _convnet(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return ec.models.create("convnet", width=0.25, input_shape=(3, 12, 12))
@@ -56,7 +63,7 @@ SPECS = {
 
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_convert_freeze_save_load_is_exact(spec, tmp_path):
+def test_convert_freeze_save_load_is_exact(spec, tmp_path, float_conv_path):
     """Without BatchNorm folding the frozen model computes exactly (torch.equal) what the
     eval-mode training form computes: codes * step are the same floats as the training form's
     Q(w), the input is quantized by the same expression, and the same torch kernels run on them
