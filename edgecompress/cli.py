@@ -397,13 +397,18 @@ def bench_kernels(kind: str, batch: int, threads: tuple[int, ...], path: str | N
               help="Instead of comparing with float: where the frozen model's time goes (stem, "
                    "each stage's GEMMs, packing, im2col, float layers, python glue), per "
                    "batch and thread count.")
+@click.option("--stem-bits", type=click.IntRange(2, 8), default=None,
+              help="A zoo model's first convolution at this many bits (weights and signed "
+                   "inputs, the input step calibrated on random inputs: speed, not accuracy), "
+                   "run by the integer kernel on CPUs with AVX-512 VNNI.")
 @json_option
 def bench_model_cmd(model_name: str, batches: tuple[int, ...], threads: tuple[int, ...],
-                    rounds: int, profile: bool, json_path: str | None) -> None:
-    """MODEL_NAME a zoo model: its frozen W1A1 form (first conv and classifier float) vs the
-    same float model. MODEL_NAME a frozen model file: it vs the float model of its recipe (the
-    same architecture without the recipe's methods, randomly initialised: speed is compared,
-    not accuracy)."""
+                    rounds: int, profile: bool, stem_bits: int | None,
+                    json_path: str | None) -> None:
+    """MODEL_NAME a zoo model: its frozen W1A1 form (first conv and classifier float, or the
+    first conv at --stem-bits) vs the same float model. MODEL_NAME a frozen model file: it vs
+    the float model of its recipe (the same architecture without the recipe's methods, randomly
+    initialised: speed is compared, not accuracy)."""
     import torch
 
     from . import models
@@ -419,13 +424,31 @@ def bench_model_cmd(model_name: str, batches: tuple[int, ...], threads: tuple[in
         other = mismatch(model_name, FileKind.FROZEN)
         if other:
             raise ModelFileError(other)
+        if stem_bits is not None:
+            raise click.UsageError("--stem-bits applies to a zoo model; a model file runs as "
+                                   "it was frozen")
         frozen, float_model = load(model_name), float_counterpart(model_name)
         title = f"{model_name} vs its float model"
     else:
         float_model = models.create(model_name, activation="hardtanh",
                                     num_classes=1000 if model_name == "resnet18" else 10).eval()
-        frozen = freeze(convert(float_model, "bnn", mode="w1a1"))
-        title = f"frozen W1A1 {model_name} vs float {model_name}"
+        methods: list[dict] = [{"name": "bnn", "mode": "w1a1"}]
+        if stem_bits is not None:
+            first = next((name for name, m in float_model.named_modules()
+                          if isinstance(m, torch.nn.Conv2d)), None)
+            if first is None:
+                raise click.UsageError(f"--stem-bits: {model_name} has no convolution")
+            methods.append({"name": "uniform", "bits": stem_bits, "activation_bits": stem_bits,
+                            "activation_signed": True, "activation_range": "calibrated",
+                            "include": [first], "keep_first_last": False})
+        converted = convert(float_model, methods)
+        if stem_bits is not None:
+            from .quantizers import calibrate
+
+            calibrate(converted, [torch.randn(8, *float_model.input_shape)])
+        frozen = freeze(converted.eval())
+        stem = f" ({stem_bits}-bit first conv)" if stem_bits is not None else ""
+        title = f"frozen W1A1 {model_name}{stem} vs float {model_name}"
     if profile:
         from .deploy.profile import format_profiles, profile_model
 

@@ -217,6 +217,16 @@ def test_bench_model_short_run_writes_every_batch_and_thread_count(tmp_path, mod
     _check_timing_rows(rows)
 
 
+def test_bench_model_with_a_low_bit_first_convolution(tmp_path, capsys):
+    result = CliRunner().invoke(cli, ["bench", "model", "convnet", "--stem-bits", "8",
+                                      "--batches", "1", "--threads", "1", "--rounds", "1"])
+    assert result.exit_code == 0, result.output
+    assert "frozen W1A1 convnet (8-bit first conv) vs float convnet" in result.output
+    code, _, err = run_main(["bench", "model", "mlp", "--stem-bits", "8", "--batches", "1",
+                             "--threads", "1", "--rounds", "1"], capsys)
+    assert code == 2 and "mlp has no convolution" in err and "Traceback" not in err
+
+
 def test_bench_model_profile_prints_the_parts_and_writes_json(tmp_path):
     out = tmp_path / "p.json"
     result = CliRunner().invoke(cli, ["bench", "model", "convnet", "--profile", "--batches",

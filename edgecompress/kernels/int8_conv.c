@@ -225,8 +225,9 @@ static void i8_quantize_scalar(const float *src, int64_t n, float step, int q_mi
 }
 
 #ifdef EC_X86
-/* i8_code 8 (16) values at a time: the same division, max (a NaN takes the bound: maxps
- * returns its second operand then), min, rounding constant and exact conversions */
+/* i8_code 8 values at a time: the same division, max (a NaN takes the bound: maxps returns its
+ * second operand then), min, rounding constant and exact conversions (also on the AVX-512
+ * path: the quantization is a small part of the time) */
 __attribute__((target("avx2")))
 static void i8_quantize_avx2(const float *src, int64_t n, float step, int q_min, int q_max,
                              int q_off, uint8_t *dst) {
@@ -244,21 +245,6 @@ static void i8_quantize_avx2(const float *src, int64_t n, float step, int q_min,
     for (; i < n; i++) dst[i] = i8_code(src[i], step, q_min, q_max, q_off);
 }
 
-__attribute__((target("avx512f")))
-static void i8_quantize_avx512(const float *src, int64_t n, float step, int q_min, int q_max,
-                               int q_off, uint8_t *dst) {
-    const __m512 st = _mm512_set1_ps(step), lo = _mm512_set1_ps((float)q_min);
-    const __m512 hi = _mm512_set1_ps((float)q_max), magic = _mm512_set1_ps(12582912.0f);
-    const __m512i off = _mm512_set1_epi32(q_off);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_loadu_ps(src + i), st), lo), hi);
-        v = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
-        const __m512i q = _mm512_sub_epi32(_mm512_cvttps_epi32(v), off);
-        _mm_storeu_si128((__m128i *)(dst + i), _mm512_cvtepi32_epi8(q));
-    }
-    for (; i < n; i++) dst[i] = i8_code(src[i], step, q_min, q_max, q_off);
-}
 #endif
 
 /* 1 where the AVX-512 path multiplies with VNNI (vpdpbusd), else 0: the AVX2 and scalar
@@ -301,7 +287,7 @@ EC_EXPORT int ec_int8_conv(const float *x, int x_cl, const int64_t *geometry, fl
         tile = i8_tile_avx2;
 #endif
     const i8_quantize_fn quantize =
-        EC_PICK(path, i8_quantize_scalar, i8_quantize_avx2, i8_quantize_avx512);
+        EC_PICK(path, i8_quantize_scalar, i8_quantize_avx2, i8_quantize_avx2);
     const int q_off = q_min;  /* 0 for unsigned codes */
     const int64_t hp = g.h + 2 * g.ph, wpx = g.w + 2 * g.pw;
     const int64_t m = g.n * conv_out_h(&g) * conv_out_w(&g);
