@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["deploy.py", "make_recipes.py", "binarization.py", "shift.py", "pruning.py",
            "causal.py", "euclidnet.py", "euclidnet_speed.py", "tensor_train.py", "tt_speed.py",
            "binaryvit.py", "binaryvit_speed.py", "transfer.py", "lowbit_speed.py",
-           "binarization_vit.py"]
+           "binarization_vit.py", "int8_stem.py"]
 COPIED = ("benchmarks", "docs", "recipes", "examples")
 
 
