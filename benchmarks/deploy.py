@@ -8,6 +8,7 @@ docs/img/deploy_*.png.
     python benchmarks/deploy.py --profile    # only the per-part breakdown, then rewrite the doc
     python benchmarks/deploy.py --other amd-epyc-avx2   # another machine: its own results file
     python benchmarks/deploy.py --profile --other amd-epyc-avx2   # and its breakdown
+    python benchmarks/deploy.py --stem8      # only the model with an 8-bit stem (int8_stem.py)
 
 The breakdown (``--profile``) goes to benchmarks/results/deploy_profile.json (with ``--other
 MACHINE``, deploy_profile-MACHINE.json, shown in that machine's section), one batch and thread
@@ -37,6 +38,8 @@ from edgecompress.deploy import chunking
 from edgecompress.deploy.benchmark import (bench_gemm, bench_model, bench_w1a32, compare,
                                           tensor_bytes)
 from edgecompress.deploy.profile import FLOAT_LAYERS, IM2COL, OTHER, PACK, STEM, profile_model
+from edgecompress.quantizers import calibrate
+from int8_stem import STEM_8BIT
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "deploy.md"
@@ -154,6 +157,7 @@ def main(out: Path = RESULTS) -> None:
     model = [t.to_dict() for t in bench_model(float_model, frozen, (3, 224, 224), (1, 8), (1, 2),
                                               rounds=9)]
     chunks = bench_chunking(frozen)
+    stem8 = bench_8bit_stem(float_model, frozen)
     with tempfile.TemporaryDirectory() as tmp:
         float_path, frozen_path = Path(tmp) / "float.pt", Path(tmp) / "frozen.safetensors"
         torch.save(float_model.state_dict(), float_path)
@@ -166,7 +170,7 @@ def main(out: Path = RESULTS) -> None:
     sizes["analytic"] = s.bytes + sum(b.numel() * b.element_size() for n, b in
                                       frozen.named_buffers() if "running" in n or "batches" in n)
     results = {"machine": machine(), "gemm": gemm, "w1a32": w1a32, "model": model,
-               "chunking": chunks, "sizes": sizes}
+               "chunking": chunks, "stem8": stem8, "sizes": sizes}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     if out == RESULTS:
@@ -207,6 +211,35 @@ def resnet18() -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
     float_model = ec.models.create("resnet18", num_classes=1000, activation="hardtanh").eval()
     return float_model, ec.deploy.freeze(ec.convert(float_model, "bnn", mode="w1a1"))
+
+
+def resnet18_8bit_stem(float_model: torch.nn.Module) -> torch.nn.Module:
+    """The frozen W1A1 ResNet-18 of :func:`resnet18` with its stem convolution at 8 bits
+    (``int8_stem.STEM_8BIT``: 8-bit weights and signed inputs, the input step calibrated on 8
+    random images), as a user builds it; its integer kernel as ``integer_kernel="auto"``
+    chooses (where the CPU has AVX-512 VNNI)."""
+    torch.manual_seed(1)
+    model = ec.convert(float_model, [{"name": "bnn", "mode": "w1a1"}, STEM_8BIT])
+    calibrate(model, [torch.randn(8, 3, 224, 224)])
+    return ec.deploy.freeze(model.eval())
+
+
+def bench_8bit_stem(float_model: torch.nn.Module, frozen: torch.nn.Module,
+                    rounds: int = 9) -> dict:
+    """The frozen model with an 8-bit stem against the float model (both layouts) and against
+    the frozen model with its float stem, interleaved, at batch 1 and 8, 1 and 2 threads."""
+    eight = resnet18_8bit_stem(float_model)
+    versus_float = [t.to_dict() for t in bench_model(float_model, eight, (3, 224, 224), (1, 8),
+                                                     (1, 2), rounds=rounds)]
+    versus_frozen = []
+    for batch in (1, 8):
+        x = torch.randn(batch, 3, 224, 224)
+        with torch.no_grad():
+            for threads in (1, 2):
+                versus_frozen.append(compare(f"batch {batch}", lambda: eight(x),
+                                             lambda: frozen(x), threads, rounds,
+                                             repeats=3).to_dict())
+    return {"vnni": kernels.int8_conv_vnni(), "model": versus_float, "stem": versus_frozen}
 
 
 def measure_profile(rounds: int, name: str = PROFILE) -> dict:
@@ -394,6 +427,7 @@ def write_doc(r: dict) -> None:
                          f"{c['candidate_ms']:.1f} | {c['baseline_ms']:.1f} | "
                          f"{c['speedup']:.2f}x |")
         lines.append("")
+    lines += stem8_section(r)
     lines += profile_section()
     s = r["sizes"]
     lines += ["## Memory", "",
@@ -419,6 +453,70 @@ def write_doc(r: dict) -> None:
     lines += lowbit_section()
     lines += other_machines()
     DOC.write_text("\n".join(lines))
+
+
+def stem8_section(r: dict) -> list[str]:
+    """The frozen model with its stem convolution at 8 bits: speed (this results file) and
+    accuracy (benchmarks/results/int8_stem.json)."""
+    if not r.get("stem8"):
+        return []
+    st = r["stem8"]
+    lines = ["### The stem at 8 bits (optional)", "",
+             "The stem's 7x7 convolution is the largest float cost left (the breakdown below). "
+             "Converted to 8-bit weights and 8-bit signed inputs by the library's uniform "
+             "quantizers, with the input step calibrated, it runs as an integer convolution "
+             "(`kernels.int8_conv`: exact int32 sums of the codes, one float scale per channel; "
+             "on CPUs with AVX-512 VNNI, "
+             + ("as here" if st["vnni"] else "not this one, where the float path ran") + "):",
+             "", "```python",
+             "import torch",
+             "import edgecompress as ec",
+             "",
+             "float_model = ec.models.create(\"resnet18\", num_classes=10, "
+             "activation=\"hardtanh\")",
+             "model = ec.convert(float_model, [{\"name\": \"bnn\", \"mode\": \"w1a1\"},",
+             "                                 {\"name\": \"uniform\", \"bits\": 8, "
+             "\"activation_bits\": 8, \"activation_signed\": True,",
+             "                                  \"activation_range\": \"calibrated\", "
+             "\"include\": [\"stem.0\"], \"keep_first_last\": False}])",
+             "ec.quantizers.calibrate(model, [torch.randn(8, 3, 224, 224)])  # your images here",
+             "frozen = ec.deploy.freeze(model.eval())",
+             "print(type(frozen.get_submodule(\"stem.0\")).__name__)  # PackedUniformConv2d",
+             "```", "",
+             "| batch | threads | float layout | frozen, 8-bit stem (ms) | float (ms) | speed-up "
+             "| vs the float stem |", "|---:|---:|---|---:|---:|---:|---:|"]
+    stem = {(s["name"].split()[-1], s["threads"]): s for s in st["stem"]}
+    for m in st["model"]:
+        layout = "channels-last" if "channels-last" in m["name"] else "NCHW (default)"
+        batch = m["name"].split(",")[0].split()[-1]
+        lines.append(f"| {batch} | {m['threads']} | {layout} | {m['candidate_ms']:.1f} | "
+                     f"{m['baseline_ms']:.1f} | {m['speedup']:.2f}x | "
+                     f"{stem[(batch, m['threads'])]['speedup']:.2f}x |")
+    accuracy = load_results("int8_stem")
+    runs = list(accuracy.get("runs", {}).values())
+    if runs:
+        def stat(key: str) -> str:
+            values = [run[key] for run in runs]
+            mean = sum(values) / len(values)
+            spread = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+            return f"{mean:.2f} +- {spread:.2f}"
+        errors = [run["stem_relative_error"] for run in runs]
+        lines += ["", f"Accuracy (`python benchmarks/int8_stem.py`, {len(runs)} seeds): a "
+                  f"{accuracy['model']} trained {accuracy['epochs']} epochs on the "
+                  f"{accuracy['data']} (reduced: a 32x32 dataset and a short training, not "
+                  f"ImageNet), frozen with "
+                  f"its float stem and with the stem at 8 bits (input step calibrated by min/max "
+                  f"on {accuracy['calibration_images']} training images): top-1 "
+                  f"{stat('top1_float_stem')} % with the float stem, "
+                  f"{stat('top1_8bit_stem')} % with the 8-bit stem; "
+                  f"{stat('same_class')} % of the test images get the same class; the stem's "
+                  f"output is off by {min(errors) * 100:.2f}-{max(errors) * 100:.2f} % "
+                  f"(relative L2). For scale, the float stem's output plus Gaussian noise of the "
+                  f"same relative size: top-1 {stat('top1_noise')} %, "
+                  f"{stat('same_class_noise')} % of the classes unchanged (a W1A1 network's "
+                  f"classes move with any perturbation of its first binary layer's input "
+                  f"signs; the accuracy does not)."]
+    return lines + [""]
 
 
 def lowbit_section() -> list[str]:
@@ -545,6 +643,9 @@ if __name__ == "__main__":
                         help="only measure where the frozen ResNet-18's time goes (the "
                              "settings missing from benchmarks/results/deploy_profile.json), "
                              "then rewrite the doc")
+    parser.add_argument("--stem8", action="store_true",
+                        help="only measure the frozen model with its stem at 8 bits, into the "
+                             "results file (with --other, that machine's), then rewrite the doc")
     parser.add_argument("--rounds", type=int, default=5,
                         help="--profile: profiled passes per setting (default 5)")
     parser.add_argument("--other", metavar="MACHINE",
@@ -554,7 +655,14 @@ if __name__ == "__main__":
                              "--profile, only that machine's breakdown, into "
                              "deploy_profile-MACHINE.json")
     args = parser.parse_args()
-    if args.other and args.profile:
+    if args.stem8:
+        target = RESULTS.parent / f"deploy-{args.other}.json" if args.other else RESULTS
+        results = json.loads(target.read_text())
+        results["stem8"] = bench_8bit_stem(*resnet18())
+        target.write_text(json.dumps(results, indent=1))
+        write_doc(json.loads(RESULTS.read_text()))
+        print(f"wrote {target} and {DOC}")
+    elif args.other and args.profile:
         measure_profile(args.rounds, f"{PROFILE}-{args.other}")
         write_doc(json.loads(RESULTS.read_text()))
         print(f"wrote {DOC}")

@@ -108,8 +108,8 @@ def main() -> None:
         raise SystemExit(f"{NAME}.json holds runs of {results['epochs']} epochs; delete it to "
                          f"measure {args.epochs}")
     results.update(machine=machine(), epochs=args.epochs, calibration_images=CALIBRATION,
-                   model="W1A1 (BNN) ResNet-18, ImageNet stem, hardtanh; stem and "
-                         "classifier float", data="CIFAR-10 subset (4,000 train / 1,000 test)")
+                   model="W1A1 (BNN) ResNet-18 (ImageNet stem, hardtanh; stem and "
+                         "classifier float)", data="CIFAR-10 subset (4,000 train / 1,000 test)")
     for seed in args.seeds:
         if str(seed) in results["runs"]:
             continue
