@@ -213,12 +213,13 @@ class PackedUniformConv2d(_PackedUniformConv2dShape):
     ``acc * (weight step x input step) + bias`` per output channel, which equals the float path
     (torch's convolution of the decoded weights and the fake-quantized input, exactly the
     training form's output) to float rounding. ``integer_kernel`` chooses: ``"auto"`` (the
-    default) where the kernel multiplies with AVX-512 VNNI (:func:`~edgecompress.kernels.int8_conv_vnni`;
-    there a ResNet stem's 7x7 convolution ran 1.9-2.5x and 3x3 ones 1.6-3x torch's float
-    convolution on an AMD Zen 5), ``True`` wherever the C kernels load (its AVX2 and scalar
-    paths give the same bits, about half as fast as torch's float convolution), ``False`` the
-    float path. Under torch.compile the kernel runs as a custom op; under export and tracing,
-    and for inputs that need gradients, the float path."""
+    default) where the kernel multiplies with AVX-512 VNNI
+    (:func:`~edgecompress.kernels.int8_conv_vnni`; there a ResNet stem's 7x7 convolution ran
+    1.9-2.5x and 3x3 ones 1.6-3x torch's float convolution on an AMD Zen 5), ``True``
+    wherever the C kernels load (its AVX2 and scalar paths give the same bits, about half as
+    fast as torch's float convolution), ``False`` the float path. Under torch.compile the
+    kernel runs as a custom op; under export and tracing, and for inputs that need gradients,
+    the float path."""
 
     #: "auto", True or False (see the class docstring)
     integer_kernel: bool | str = "auto"

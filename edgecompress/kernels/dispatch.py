@@ -1032,9 +1032,9 @@ INT8_CONV_MAX_K = 65536
 
 
 def int8_conv_vnni() -> bool:
-    """True when :func:`int8_conv` multiplies with AVX-512 VNNI on this CPU (where it runs 1.5-3x
-    faster than torch's float convolution); its AVX2 and scalar paths give the same bits,
-    slower than torch's float convolution. False without the C library."""
+    """True when :func:`int8_conv` multiplies with AVX-512 VNNI on this CPU (on a Zen 5 it ran
+    1.6-3x faster than torch's float convolution there); its AVX2 and scalar paths give the
+    same bits, slower than torch's float convolution. False without the C library."""
     lib = library()
     return lib is not None and bool(lib.ec_int8_conv_vnni())
 
@@ -1079,10 +1079,10 @@ def int8_conv(x: Tensor, panels: Tensor, wsum: Tensor, n_out: int, kernel: tuple
               bias: Tensor | None = None, path: str | None = None,
               threads: int | None = None) -> Tensor:
     """The integer convolution of a uniform layer with quantized inputs (``int8_conv.c``, an
-    implicit GEMM: the windows are read in place from the quantized bytes):
-    the input codes q = clamp(round(x / step), q_min, q_max) of a float (n, c, h, w) input
-    (channels-last or contiguous; a NaN gives q_min), their exact int32 sums with the weight
-    codes (``panels``, ``wsum``: :func:`int8_conv_panels` for this ``dilation``), then ``acc * scale + bias`` per
+    implicit GEMM: the windows are read in place from the quantized bytes): the input codes
+    q = clamp(round(x / step), q_min, q_max) of a float (n, c, h, w) input (channels-last or
+    contiguous; a NaN gives q_min), their exact int32 sums with the weight codes (``panels``,
+    ``wsum``: :func:`int8_conv_panels` for this ``dilation``), then ``acc * scale + bias`` per
     output channel in float32 (``scale``: weight step times input step). Every path (AVX-512
     VNNI, AVX2, scalar) gives the same bits, those of :func:`int8_conv_reference`; (n, n_out,
     oh, ow) float32 held channels-last. ``q_max - q_min`` <= 255 (codes of at most 8 bits),

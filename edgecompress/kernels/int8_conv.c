@@ -236,10 +236,12 @@ static void i8_quantize_avx2(const float *src, int64_t n, float step, int q_min,
     const __m256i off = _mm256_set1_epi32(q_off);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(_mm256_loadu_ps(src + i), st), lo), hi);
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(src + i), st);
+        v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
         v = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
         const __m256i q = _mm256_sub_epi32(_mm256_cvttps_epi32(v), off);
-        const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        const __m128i w16 =
+            _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
         _mm_storel_epi64((__m128i *)(dst + i), _mm_packus_epi16(w16, w16));
     }
     for (; i < n; i++) dst[i] = i8_code(src[i], step, q_min, q_max, q_off);
