@@ -223,6 +223,8 @@ class PackedUniformConv2d(_PackedUniformConv2dShape):
 
     #: "auto", True or False (see the class docstring)
     integer_kernel: bool | str = "auto"
+    #: whether "auto" runs the kernel: it multiplies with VNNI on this CPU (set by prepare)
+    _auto_integer: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -241,6 +243,7 @@ class PackedUniformConv2d(_PackedUniformConv2dShape):
             self.int8_scale = (self.scale * self.input_step).to(torch.float32)
         else:
             self.int8_panels = self.int8_wsum = self.int8_scale = None
+        self._auto_integer = usable and kernels.int8_conv_vnni()
 
     def _runs_integer(self, x: Tensor) -> bool:
         mode = self.integer_kernel
@@ -248,7 +251,7 @@ class PackedUniformConv2d(_PackedUniformConv2dShape):
             raise ValueError(f"{type(self).__name__}.integer_kernel must be 'auto', True or "
                              f"False, got {mode!r}")
         return (self.int8_panels is not None and mode is not False
-                and (mode is True or kernels.int8_conv_vnni())
+                and (mode is True or self._auto_integer)
                 and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 4
                 and x.shape[1] == self.in_channels
                 and not (x.requires_grad and torch.is_grad_enabled()) and not exporting())
