@@ -36,10 +36,9 @@ import edgecompress as ec
 from edgecompress import kernels
 from edgecompress.deploy import chunking
 from edgecompress.deploy.benchmark import (bench_gemm, bench_model, bench_w1a32, compare,
-                                          tensor_bytes)
+                                          low_bit_stem, tensor_bytes)
 from edgecompress.deploy.profile import FLOAT_LAYERS, IM2COL, OTHER, PACK, STEM, profile_model
 from edgecompress.quantizers import calibrate
-from int8_stem import STEM_8BIT
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "deploy.md"
@@ -215,11 +214,12 @@ def resnet18() -> tuple[torch.nn.Module, torch.nn.Module]:
 
 def resnet18_8bit_stem(float_model: torch.nn.Module) -> torch.nn.Module:
     """The frozen W1A1 ResNet-18 of :func:`resnet18` with its stem convolution at 8 bits
-    (``int8_stem.STEM_8BIT``: 8-bit weights and signed inputs, the input step calibrated on 8
-    random images), as a user builds it; its integer kernel as ``integer_kernel="auto"``
+    (``low_bit_stem``: 8-bit weights and signed inputs, the input step calibrated on 8 random
+    images), as a user builds it; its integer kernel as ``integer_kernel="auto"``
     chooses (where the CPU has AVX-512 VNNI)."""
     torch.manual_seed(1)
-    model = ec.convert(float_model, [{"name": "bnn", "mode": "w1a1"}, STEM_8BIT])
+    model = ec.convert(float_model, [{"name": "bnn", "mode": "w1a1"},
+                                     low_bit_stem(float_model, 8)])
     calibrate(model, [torch.randn(8, 3, 224, 224)])
     return ec.deploy.freeze(model.eval())
 

@@ -26,6 +26,7 @@ from common import load_results, machine, save_results
 
 import edgecompress as ec
 from edgecompress.data import load as load_data
+from edgecompress.deploy.benchmark import low_bit_stem
 from edgecompress.experiment import run
 from edgecompress.quantizers import calibrate
 from edgecompress.recipe import Recipe
@@ -33,9 +34,6 @@ from edgecompress.recipe import Recipe
 NAME = "int8_stem"
 EPOCHS = 30
 CALIBRATION = 512
-#: the stem's conversion: 8-bit weights, 8-bit signed inputs with a calibrated (min/max) step
-STEM_8BIT = {"name": "uniform", "bits": 8, "activation_bits": 8, "activation_signed": True,
-             "activation_range": "calibrated", "include": ["stem.0"], "keep_first_last": False}
 
 
 def recipe(seed: int, epochs: int = EPOCHS) -> Recipe:
@@ -50,7 +48,7 @@ def recipe(seed: int, epochs: int = EPOCHS) -> Recipe:
 
 def with_8bit_stem(model: torch.nn.Module, calibration: torch.Tensor) -> torch.nn.Module:
     """``model`` frozen with its stem convolution at 8 bits on the integer kernel."""
-    quantized = ec.convert(model, STEM_8BIT)
+    quantized = ec.convert(model, low_bit_stem(model, 8))  # min/max observer: the default
     calibrate(quantized, [calibration])
     frozen = ec.deploy.freeze(quantized.eval())
     stem = frozen.get_submodule("stem.0")

@@ -414,7 +414,7 @@ def bench_model_cmd(model_name: str, batches: tuple[int, ...], threads: tuple[in
     from . import models
     from .convert import convert
     from .deploy import freeze, load
-    from .deploy.benchmark import bench_model
+    from .deploy.benchmark import bench_model, low_bit_stem
 
     torch.manual_seed(0)
     if Path(model_name).exists():
@@ -434,13 +434,10 @@ def bench_model_cmd(model_name: str, batches: tuple[int, ...], threads: tuple[in
                                     num_classes=1000 if model_name == "resnet18" else 10).eval()
         methods: list[dict] = [{"name": "bnn", "mode": "w1a1"}]
         if stem_bits is not None:
-            first = next((name for name, m in float_model.named_modules()
-                          if isinstance(m, torch.nn.Conv2d)), None)
-            if first is None:
-                raise click.UsageError(f"--stem-bits: {model_name} has no convolution")
-            methods.append({"name": "uniform", "bits": stem_bits, "activation_bits": stem_bits,
-                            "activation_signed": True, "activation_range": "calibrated",
-                            "include": [first], "keep_first_last": False})
+            try:
+                methods.append(low_bit_stem(float_model, stem_bits))
+            except ValueError:
+                raise click.UsageError(f"--stem-bits: {model_name} has no convolution") from None
         converted = convert(float_model, methods)
         if stem_bits is not None:
             from .quantizers import calibrate

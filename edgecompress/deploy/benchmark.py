@@ -10,7 +10,7 @@ import copy
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -113,6 +113,19 @@ def bench_w1a32(batches: tuple[int, ...] = (1, 8, 64), threads: tuple[int, ...] 
                     lambda: kernels.w1a32_gemm(x, panels, n, path=path, threads=t),
                     lambda: torch.matmul(x, wt), t, rounds))
     return out
+
+
+def low_bit_stem(model: nn.Module, bits: int = 8) -> dict[str, Any]:
+    """The ``convert`` step that puts ``model``'s first convolution at ``bits`` bits: weights
+    and signed inputs through the uniform quantizers, the input step calibrated (run
+    :func:`~edgecompress.quantizers.calibrate` after converting). Frozen, it runs the integer
+    convolution (:func:`~edgecompress.kernels.int8_conv`) where the CPU has AVX-512 VNNI.
+    ValueError if the model has no convolution."""
+    first = next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise ValueError(f"{type(model).__name__} has no convolution")
+    return {"name": "uniform", "bits": bits, "activation_bits": bits, "activation_signed": True,
+            "activation_range": "calibrated", "include": [first], "keep_first_last": False}
 
 
 def bench_model(float_model: nn.Module, frozen: nn.Module, shape: tuple[int, ...],

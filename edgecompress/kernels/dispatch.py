@@ -21,6 +21,7 @@ from ._loader import (BinaryConvArgs, ConvF32Plan, PatchPlan, by_reference, chec
                       library, load, load_error, path_code)
 from .reference import (PANEL, adder_input_grad_reference, euclid_patch_reference,
                         euclid_shift_reference, euclid_patch_grad_reference,
+                        int8_conv_reference,
                         binary_gemm_affine_reference, block_epilogue_reference,
                         pool_branches_reference, binary_gemm_groups_reference,
                         binary_gemm_reference, binary_gemm_signs_reference,
@@ -1117,7 +1118,6 @@ def int8_conv(x: Tensor, panels: Tensor, wsum: Tensor, n_out: int, kernel: tuple
     oh, ow = _binary_conv_output(h, w, kernel, stride, padding, dilation)
     lib = library()
     if lib is None:
-        from .reference import int8_conv_reference
         codes = panels.view(*expected[:2], 16, 4).permute(0, 2, 1, 3)
         codes = codes.reshape(expected[0] * 16, runs, -1)
         codes = codes[:n_out, :, :run_len].reshape(n_out, kernel[0], kernel[1], c)
